@@ -1,0 +1,316 @@
+/* config.c: settings from the environment and DATA_DIR/keywarden.conf; the data directory's secrets. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "kw.h"
+
+struct kw_config kw_config;
+
+#define CONFIG_FILE "keywarden.conf"
+#define MASTER_KEY_FILE "master.key"
+
+/* Secret material created on first start: name and length in bytes. */
+static const struct {
+	const char *name;
+	size_t len;
+} secret_files[] = {
+	{ "data.key", KW_AEAD_KEY_LEN },	/* seals provider secrets at rest */
+	{ "signing.key", 32 },			/* signs expiry tokens */
+};
+
+/* Returns the setting: the environment wins over the config file's value. */
+static const char *
+setting(const char *name, char file_values[][256], const char *const names[], size_t n)
+{
+	const char *v = getenv(name);
+
+	if (v != NULL && *v != '\0')
+		return v;
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(names[i], name) == 0 && file_values[i][0] != '\0')
+			return file_values[i];
+	return NULL;
+}
+
+static const char *const known[] = {
+	"KEYWARDEN_MASTER_KEY", "KEYWARDEN_WORKERS", "KEYWARDEN_MAX_BODY",
+	"KEYWARDEN_LOG_LEVEL", "KEYWARDEN_MAINTAIN_SECS", "PORT",
+};
+#define NKNOWN (sizeof(known) / sizeof(known[0]))
+
+/*
+ * Reads DATA_DIR/keywarden.conf (KEY=VALUE lines, # comments) into values,
+ * indexed like known[].  A missing file is fine; an unknown key or a
+ * malformed line is KW_EINVAL, reported on stderr with its line number.
+ */
+static enum kw_err
+read_config_file(const char *path, char values[][256])
+{
+	char line[1024];
+	FILE *f = fopen(path, "r");
+	enum kw_err rc = KW_OK;
+	int lineno = 0;
+
+	if (f == NULL)
+		return errno == ENOENT ? KW_OK : KW_EINVAL;
+	while (fgets(line, sizeof(line), f) != NULL) {
+		char *p = line, *eq, *end;
+		size_t i;
+
+		lineno++;
+		p[strcspn(p, "\r\n")] = '\0';
+		while (*p == ' ' || *p == '\t')
+			p++;
+		if (*p == '\0' || *p == '#')
+			continue;
+		if ((eq = strchr(p, '=')) == NULL) {
+			fprintf(stderr, "keywarden: %s:%d: expected KEY=VALUE\n", path, lineno);
+			rc = KW_EINVAL;
+			continue;
+		}
+		for (end = eq; end > p && (end[-1] == ' ' || end[-1] == '\t'); end--)
+			;
+		*end = '\0';
+		for (eq++; *eq == ' ' || *eq == '\t'; eq++)
+			;
+		for (i = 0; i < NKNOWN && strcmp(known[i], p) != 0; i++)
+			;
+		if (i == NKNOWN) {
+			fprintf(stderr, "keywarden: %s:%d: unknown setting %s\n", path, lineno, p);
+			rc = KW_EINVAL;
+			continue;
+		}
+		snprintf(values[i], 256, "%s", eq);
+	}
+	fclose(f);
+	kw_crypto_wipe(line, sizeof(line));
+	return rc;
+}
+
+/* Reads DATA_DIR/master.key into kw_config.master_key; KW_ENOTFOUND when absent. */
+static enum kw_err
+read_master_key_file(void)
+{
+	char path[4200];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/%s", kw_config.data_dir, MASTER_KEY_FILE);
+	if ((f = fopen(path, "r")) == NULL)
+		return KW_ENOTFOUND;
+	if (fgets(kw_config.master_key, sizeof(kw_config.master_key), f) != NULL)
+		kw_config.master_key[strcspn(kw_config.master_key, "\r\n")] = '\0';
+	fclose(f);
+	return kw_config.master_key[0] != '\0' ? KW_OK : KW_ENOTFOUND;
+}
+
+/* Parses a positive decimal within [lo, hi] into *out; KW_EINVAL otherwise. */
+static enum kw_err
+parse_uint(const char *name, const char *s, unsigned long lo, unsigned long hi,
+    unsigned long *out)
+{
+	char *end;
+	unsigned long v;
+
+	errno = 0;
+	v = strtoul(s, &end, 10);
+	if (errno != 0 || end == s || *end != '\0' || *s == '-' || v < lo || v > hi) {
+		fprintf(stderr, "keywarden: %s must be a whole number from %lu to %lu\n",
+		    name, lo, hi);
+		return KW_EINVAL;
+	}
+	*out = v;
+	return KW_OK;
+}
+
+/*
+ * Fills kw_config from (in rising precedence) defaults, the data
+ * directory's keywarden.conf, and the environment.  data_dir_override, when
+ * not NULL, replaces KEYWARDEN_DATA_DIR.  Errors are explained on stderr.
+ */
+enum kw_err
+kw_config_load(const char *data_dir_override)
+{
+	char values[NKNOWN][256], path[4200];
+	const char *dir, *v;
+	unsigned long n;
+	long cores;
+	enum kw_err rc;
+
+	memset(values, 0, sizeof(values));
+	kw_crypto_wipe(kw_config.master_key, sizeof(kw_config.master_key));
+	dir = data_dir_override ? data_dir_override : getenv("KEYWARDEN_DATA_DIR");
+	if (dir == NULL || *dir == '\0')
+		dir = "./var";
+	if (dir[0] == '/') {
+		snprintf(kw_config.data_dir, sizeof(kw_config.data_dir), "%s", dir);
+	} else {
+		char cwd[2048];
+
+		if (getcwd(cwd, sizeof(cwd)) == NULL)
+			return KW_EINVAL;
+		snprintf(kw_config.data_dir, sizeof(kw_config.data_dir), "%s/%s", cwd,
+		    strncmp(dir, "./", 2) == 0 ? dir + 2 : dir);
+	}
+	snprintf(path, sizeof(path), "%s/%s", kw_config.data_dir, CONFIG_FILE);
+	if ((rc = read_config_file(path, values)) != KW_OK)
+		return rc;
+
+	cores = sysconf(_SC_NPROCESSORS_ONLN);
+	kw_config.workers = cores > 0 ? (unsigned)cores : 1;
+	kw_config.max_body = 1 << 20;
+	kw_config.max_depth = 32;
+	kw_config.maintain_secs = 60;
+	kw_config.log_level = KW_LOG_INFO;
+
+	if ((v = setting("KEYWARDEN_WORKERS", values, known, NKNOWN)) != NULL) {
+		if (parse_uint("KEYWARDEN_WORKERS", v, 1, 256, &n) != KW_OK)
+			return KW_EINVAL;
+		kw_config.workers = (unsigned)n;
+	}
+	if ((v = setting("KEYWARDEN_MAX_BODY", values, known, NKNOWN)) != NULL) {
+		if (parse_uint("KEYWARDEN_MAX_BODY", v, 1024, 64ul << 20, &n) != KW_OK)
+			return KW_EINVAL;
+		kw_config.max_body = n;
+	}
+	if ((v = setting("KEYWARDEN_MAINTAIN_SECS", values, known, NKNOWN)) != NULL) {
+		if (parse_uint("KEYWARDEN_MAINTAIN_SECS", v, 1, 86400, &n) != KW_OK)
+			return KW_EINVAL;
+		kw_config.maintain_secs = (unsigned)n;
+	}
+	if ((v = setting("KEYWARDEN_LOG_LEVEL", values, known, NKNOWN)) != NULL &&
+	    kw_log_parse_level(v, &kw_config.log_level) != KW_OK) {
+		fprintf(stderr, "keywarden: KEYWARDEN_LOG_LEVEL must be error, warn, info or debug\n");
+		return KW_EINVAL;
+	}
+	kw_log_threshold = kw_config.log_level;
+	if ((v = setting("KEYWARDEN_MASTER_KEY", values, known, NKNOWN)) != NULL) {
+		if (strncmp(v, "sk-", 3) != 0 || strlen(v) < 8 ||
+		    strlen(v) >= sizeof(kw_config.master_key)) {
+			fprintf(stderr, "keywarden: KEYWARDEN_MASTER_KEY must start with sk- "
+			    "and be 8 to 255 characters\n");
+			kw_crypto_wipe(values, sizeof(values));
+			return KW_EINVAL;
+		}
+		snprintf(kw_config.master_key, sizeof(kw_config.master_key), "%s", v);
+	} else {
+		read_master_key_file();
+	}
+	kw_crypto_wipe(values, sizeof(values));
+	return KW_OK;
+}
+
+/*
+ * Creates path with mode 0600 holding len bytes of content, unless it
+ * exists.  Returns 1 when created, 0 when it already existed, -1 on error.
+ */
+static int
+create_secret_file(const char *path, const char *content, size_t len)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	ssize_t w;
+
+	if (fd < 0)
+		return errno == EEXIST ? 0 : -1;
+	w = write(fd, content, len);
+	if (w != (ssize_t)len || fsync(fd) != 0) {
+		close(fd);
+		unlink(path);
+		return -1;
+	}
+	return close(fd) == 0 ? 1 : -1;
+}
+
+/*
+ * Creates the data directory (0700) and its secret material (0600) where
+ * missing: the server's data and signing keys and, when no master key is
+ * configured, a new random master key.  print_new_master_key prints a newly
+ * generated master key on stdout, the one time it is ever shown; otherwise
+ * only its file's path is logged.  Safe to run concurrently and repeatedly.
+ */
+enum kw_err
+kw_config_init_data_dir(int print_new_master_key)
+{
+	char path[4200], hex[2 * 64 + 2];
+	unsigned char raw[64];
+	int made;
+
+	if (mkdir(kw_config.data_dir, 0700) != 0 && errno != EEXIST) {
+		kw_log_error("cannot create the data directory: %s", strerror(errno));
+		return KW_EUNAVAIL;
+	}
+	for (size_t i = 0; i < sizeof(secret_files) / sizeof(secret_files[0]); i++) {
+		snprintf(path, sizeof(path), "%s/%s", kw_config.data_dir, secret_files[i].name);
+		kw_crypto_random(raw, secret_files[i].len);
+		kw_crypto_hex(raw, secret_files[i].len, hex);
+		hex[2 * secret_files[i].len] = '\n';
+		made = create_secret_file(path, hex, 2 * secret_files[i].len + 1);
+		kw_crypto_wipe(raw, sizeof(raw));
+		kw_crypto_wipe(hex, sizeof(hex));
+		if (made < 0) {
+			kw_log_error("cannot create %s: %s", secret_files[i].name, strerror(errno));
+			return KW_EUNAVAIL;
+		}
+	}
+	if (kw_config.master_key[0] == '\0') {
+		char key[64];
+		size_t n;
+
+		memcpy(key, "sk-", 3);
+		kw_crypto_random(raw, 16);
+		n = 3 + kw_crypto_b64url(raw, 16, key + 3);
+		key[n] = '\n';
+		snprintf(path, sizeof(path), "%s/%s", kw_config.data_dir, MASTER_KEY_FILE);
+		made = create_secret_file(path, key, n + 1);
+		key[n] = '\0';
+		if (made == 1) {
+			snprintf(kw_config.master_key, sizeof(kw_config.master_key), "%s", key);
+			if (print_new_master_key)
+				printf("keywarden: generated a master key; it is shown only this once "
+				    "and stored in %s:\n\n    %s\n\n", path, key);
+			else
+				kw_log_info("generated a master key, stored in %s", path);
+		} else if (made == 0) {
+			/* another process created it first: use theirs */
+			made = read_master_key_file() == KW_OK ? 0 : -1;
+		}
+		kw_crypto_wipe(key, sizeof(key));
+		kw_crypto_wipe(raw, sizeof(raw));
+		if (made < 0) {
+			kw_log_error("cannot create %s", MASTER_KEY_FILE);
+			return KW_EUNAVAIL;
+		}
+	}
+	return KW_OK;
+}
+
+/*
+ * Reads the data directory's secret NAME (hex on one line) into out, which
+ * must hold exactly n bytes.  KW_EUNAVAIL when missing or malformed.
+ */
+enum kw_err
+kw_config_load_secret(const char *name, unsigned char *out, size_t n)
+{
+	char path[4200], hex[2 * 64 + 3];
+	enum kw_err rc = KW_EUNAVAIL;
+	FILE *f;
+
+	if (2 * n + 2 > sizeof(hex))
+		return KW_EINVAL;
+	snprintf(path, sizeof(path), "%s/%s", kw_config.data_dir, name);
+	if ((f = fopen(path, "r")) == NULL)
+		return KW_EUNAVAIL;
+	if (fgets(hex, sizeof(hex), f) != NULL) {
+		size_t len = strcspn(hex, "\r\n");
+
+		if (len == 2 * n && kw_crypto_unhex(hex, len, out) == KW_OK)
+			rc = KW_OK;
+	}
+	fclose(f);
+	kw_crypto_wipe(hex, sizeof(hex));
+	return rc;
+}

@@ -1,0 +1,197 @@
+/* face.c: each API dialect's error envelope and status mapping; one internal error, rendered at the boundary. */
+#include <stdio.h>
+#include <string.h>
+
+#include <json-c/json.h>
+
+#include "kw.h"
+
+/*
+ * Returns the HTTP status a face answers for err.  The faces differ only
+ * where their documents do: LiteLLM and the provisioning API answer body
+ * validation with 422 (FastAPI), Bifrost and Venice with 400; LiteLLM
+ * reports a duplicate as 400, the others as 409.
+ */
+int
+kw_http_status_for(enum kw_face face, enum kw_err err)
+{
+	switch (err) {
+	case KW_OK:
+		return 200;
+	case KW_EINVAL:
+		return 400;
+	case KW_EVALID:
+		return face == KW_FACE_LITELLM || face == KW_FACE_PROVISIONING ? 422 : 400;
+	case KW_EAUTH:
+		return 401;
+	case KW_EFORBIDDEN:
+		return 403;
+	case KW_ENOTFOUND:
+		return 404;
+	case KW_EMETHOD:
+		return 405;
+	case KW_ECONFLICT:
+		return face == KW_FACE_LITELLM ? 400 : 409;
+	case KW_ETOOLARGE:
+		return 413;
+	case KW_EMEDIA:
+		return 415;
+	case KW_ELIMIT:
+		return 429;
+	case KW_EDEADLOCK:
+	case KW_EUNAVAIL:
+	case KW_ERUNRECOVERY:
+		return 503;
+	case KW_ENOMEM:
+	case KW_EINTERNAL:
+		break;
+	}
+	return 500;
+}
+
+/* A stable machine-readable type for err, in the OpenAI/LiteLLM vocabulary. */
+static const char *
+error_type(enum kw_err err)
+{
+	switch (err) {
+	case KW_EAUTH:
+		return "auth_error";
+	case KW_EFORBIDDEN:
+		return "permission_error";
+	case KW_ENOTFOUND:
+		return "not_found_error";
+	case KW_EVALID:
+		return "validation_error";
+	case KW_ECONFLICT:
+		return "conflict_error";
+	case KW_ELIMIT:
+		return "rate_limit_error";
+	case KW_EINVAL:
+	case KW_EMETHOD:
+	case KW_ETOOLARGE:
+	case KW_EMEDIA:
+		return "invalid_request_error";
+	case KW_EDEADLOCK:
+	case KW_EUNAVAIL:
+	case KW_ERUNRECOVERY:
+		return "service_unavailable";
+	default:
+		return "internal_server_error";
+	}
+}
+
+static const char *
+message_of(const struct kw_error *e)
+{
+	return e->message[0] != '\0' ? e->message : kw_err_name(e->code);
+}
+
+static json_object *
+field_or_null(const struct kw_error *e)
+{
+	return e->field[0] != '\0' ? json_object_new_string(e->field) : NULL;
+}
+
+/* LiteLLM: {"error": {"message", "type", "param", "code": "<status>"}} */
+static json_object *
+litellm_error(int status, const struct kw_error *e)
+{
+	json_object *root = json_object_new_object(), *in = json_object_new_object();
+	char code[8];
+
+	snprintf(code, sizeof(code), "%d", status);
+	json_object_object_add(in, "message", json_object_new_string(message_of(e)));
+	json_object_object_add(in, "type", json_object_new_string(error_type(e->code)));
+	json_object_object_add(in, "param", field_or_null(e));
+	json_object_object_add(in, "code", json_object_new_string(code));
+	json_object_object_add(root, "error", in);
+	return root;
+}
+
+/*
+ * Bifrost: its error object.  is_bifrost_error is false because the error
+ * comes from the management API itself, not from an upstream provider.
+ */
+static json_object *
+bifrost_error(int status, const struct kw_error *e)
+{
+	json_object *root = json_object_new_object(), *in = json_object_new_object();
+	char code[8];
+
+	snprintf(code, sizeof(code), "%d", status);
+	json_object_object_add(root, "type", json_object_new_string(error_type(e->code)));
+	json_object_object_add(root, "is_bifrost_error", json_object_new_boolean(0));
+	json_object_object_add(root, "status_code", json_object_new_int(status));
+	json_object_object_add(in, "type", json_object_new_string(error_type(e->code)));
+	json_object_object_add(in, "code", json_object_new_string(code));
+	json_object_object_add(in, "message", json_object_new_string(message_of(e)));
+	json_object_object_add(in, "param", field_or_null(e));
+	json_object_object_add(root, "error", in);
+	json_object_object_add(root, "extra_fields", json_object_new_object());
+	return root;
+}
+
+/*
+ * Venice: {"error": "...", "details": {"<field>": {"_errors": ["..."]}}},
+ * details only when a field is named (zod's formatted error shape).
+ */
+static json_object *
+venice_error(const struct kw_error *e)
+{
+	json_object *root = json_object_new_object();
+
+	json_object_object_add(root, "error", json_object_new_string(message_of(e)));
+	if (e->field[0] != '\0') {
+		json_object *details = json_object_new_object(), *f = json_object_new_object();
+		json_object *list = json_object_new_array();
+
+		json_object_array_add(list, json_object_new_string(message_of(e)));
+		json_object_object_add(f, "_errors", list);
+		json_object_object_add(details, e->field, f);
+		json_object_object_add(root, "details", details);
+	}
+	return root;
+}
+
+/* Provisioning: {"code", "detail", "type", "errors": [{"loc", "msg", "type"}]} */
+static json_object *
+provisioning_error(int status, const struct kw_error *e)
+{
+	json_object *root = json_object_new_object();
+
+	json_object_object_add(root, "code", json_object_new_int(status));
+	json_object_object_add(root, "detail", json_object_new_string(message_of(e)));
+	json_object_object_add(root, "type", json_object_new_string(error_type(e->code)));
+	if (e->field[0] != '\0') {
+		json_object *errors = json_object_new_array(), *item = json_object_new_object();
+		json_object *loc = json_object_new_array();
+
+		json_object_array_add(loc, json_object_new_string(
+		    strncmp(e->field, "query.", 6) == 0 ? "query" : "body"));
+		json_object_array_add(loc, json_object_new_string(
+		    strncmp(e->field, "query.", 6) == 0 ? e->field + 6 : e->field));
+		json_object_object_add(item, "loc", loc);
+		json_object_object_add(item, "msg", json_object_new_string(message_of(e)));
+		json_object_object_add(item, "type", json_object_new_string(error_type(e->code)));
+		json_object_array_add(errors, item);
+		json_object_object_add(root, "errors", errors);
+	}
+	return root;
+}
+
+/* Returns the error body for face (owned by the caller: one json_object_put). */
+json_object *
+kw_face_error(enum kw_face face, int status, const struct kw_error *e)
+{
+	switch (face) {
+	case KW_FACE_BIFROST:
+		return bifrost_error(status, e);
+	case KW_FACE_VENICE:
+		return venice_error(e);
+	case KW_FACE_PROVISIONING:
+		return provisioning_error(status, e);
+	case KW_FACE_LITELLM:
+		break;
+	}
+	return litellm_error(status, e);
+}

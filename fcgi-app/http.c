@@ -1,0 +1,302 @@
+/* http.c: one FastCGI request, from its parameters and body to a response in the right face's envelope. */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include <fcgiapp.h>
+#include <json-c/json.h>
+
+#include "kw.h"
+
+/* Returns the CGI parameter (e.g. "HTTP_AUTHORIZATION"), borrowed until the request ends, or NULL. */
+const char *
+kw_req_header(struct kw_req *req, const char *cgi_name)
+{
+	return FCGX_GetParam(cgi_name, req->fcgi->envp);
+}
+
+/* Returns the decoded value of path parameter name (arena-owned), or NULL. */
+const char *
+kw_req_path_param(struct kw_req *req, const char *name)
+{
+	for (size_t i = 0; i < req->match.nparams; i++)
+		if (strcmp(req->match.names[i], name) == 0)
+			return req->match.values[i];
+	return NULL;
+}
+
+/* Sets the response to status with body owned (the response takes the reference). */
+void
+kw_resp_json(struct kw_resp *resp, int status, json_object *owned)
+{
+	if (resp->json != NULL)
+		json_object_put(resp->json);
+	resp->status = status;
+	resp->json = owned;
+}
+
+/* Adds a "Name: value" header, formatted into the request's arena. */
+void
+kw_resp_header(struct kw_req *req, struct kw_resp *resp, const char *fmt, ...)
+{
+	char buf[512];
+	va_list ap;
+	int n;
+
+	if (resp->nheaders == KW_MAX_HEADERS)
+		return;
+	va_start(ap, fmt);
+	n = vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	if (n < 0 || (size_t)n >= sizeof(buf) || strpbrk(buf, "\r\n") != NULL)
+		return;
+	if ((resp->headers[resp->nheaders] = kw_arena_strndup(req->arena, buf, (size_t)n)) != NULL)
+		resp->nheaders++;
+}
+
+static const char *
+reason(int status)
+{
+	switch (status) {
+	case 200: return "OK";
+	case 201: return "Created";
+	case 204: return "No Content";
+	case 400: return "Bad Request";
+	case 401: return "Unauthorized";
+	case 402: return "Payment Required";
+	case 403: return "Forbidden";
+	case 404: return "Not Found";
+	case 405: return "Method Not Allowed";
+	case 409: return "Conflict";
+	case 413: return "Content Too Large";
+	case 415: return "Unsupported Media Type";
+	case 422: return "Unprocessable Content";
+	case 426: return "Upgrade Required";
+	case 429: return "Too Many Requests";
+	case 500: return "Internal Server Error";
+	case 503: return "Service Unavailable";
+	default: return "Status";
+	}
+}
+
+/*
+ * The path to route on.  Servers that split the URL give PATH_INFO (already
+ * decoded); others leave it empty, and then the raw path of REQUEST_URI is
+ * used and decoded segment by segment, so an encoded slash stays inside its
+ * parameter.  *decoded says which.
+ */
+static const char *
+route_path(struct kw_req *req, int *decoded)
+{
+	const char *p = kw_req_header(req, "PATH_INFO"), *uri;
+
+	*decoded = 1;
+	if (p != NULL && *p != '\0')
+		return p;
+	if ((uri = kw_req_header(req, "REQUEST_URI")) != NULL && *uri != '\0') {
+		*decoded = 0;
+		return kw_arena_strndup(req->arena, uri, strcspn(uri, "?#"));
+	}
+	p = kw_req_header(req, "SCRIPT_NAME");
+	return p != NULL ? p : "";
+}
+
+/* Accepts application/json and any +json type, with parameters; case-insensitive. */
+static int
+is_json_media(const char *ct)
+{
+	size_t n = strcspn(ct, "; \t");
+
+	if (n == 16 && strncasecmp(ct, "application/json", 16) == 0)
+		return 1;
+	return n > 17 && strncasecmp(ct, "application/", 12) == 0 &&
+	    strncasecmp(ct + n - 5, "+json", 5) == 0;
+}
+
+/*
+ * Reads, parses and validates the body against the route's schema.  The
+ * size cap is checked before anything is read.  A request without a
+ * Content-Type is read as JSON, as FastAPI does; any other type is 415.
+ */
+static enum kw_err
+read_body(struct kw_req *req)
+{
+	const char *cl = kw_req_header(req, "CONTENT_LENGTH");
+	const char *ct = kw_req_header(req, "CONTENT_TYPE");
+	size_t len = 0, got = 0;
+	char *buf, *end;
+	enum kw_err rc;
+
+	if (cl != NULL && *cl != '\0') {
+		unsigned long long v;
+
+		errno = 0;
+		v = strtoull(cl, &end, 10);
+		if (errno != 0 || *end != '\0' || *cl == '-') {
+			kw_error_set(&req->err, KW_EINVAL, "Content-Length", "invalid Content-Length");
+			return KW_EINVAL;
+		}
+		if (v > kw_config.max_body) {
+			kw_error_set(&req->err, KW_ETOOLARGE, NULL,
+			    "request body is larger than %zu bytes", kw_config.max_body);
+			return KW_ETOOLARGE;
+		}
+		len = (size_t)v;
+	}
+	if (req->route->body == NULL)
+		return KW_OK;	/* a body this operation does not take is ignored */
+	if (len == 0) {
+		if (!req->route->body_required)
+			return KW_OK;
+		kw_error_set(&req->err, KW_EVALID, NULL, "request body is required");
+		return KW_EVALID;
+	}
+	if (ct != NULL && *ct != '\0' && !is_json_media(ct)) {
+		kw_error_set(&req->err, KW_EMEDIA, "Content-Type",
+		    "request body must be application/json");
+		return KW_EMEDIA;
+	}
+	if ((buf = kw_arena_alloc(req->arena, len + 1)) == NULL)
+		return KW_ENOMEM;
+	while (got < len) {
+		int n = FCGX_GetStr(buf + got, (int)(len - got), req->fcgi->in);
+
+		if (n <= 0)
+			break;
+		got += (size_t)n;
+	}
+	if (got != len) {
+		kw_error_set(&req->err, KW_EINVAL, NULL,
+		    "request body ended after %zu of %zu bytes", got, len);
+		return KW_EINVAL;
+	}
+	if ((rc = kw_json_parse(buf, len, kw_config.max_depth, &req->body, &req->err)) != KW_OK)
+		return rc;
+	return kw_valid_check(req->route->body, req->body, NULL, &req->err);
+}
+
+/* Routes, decodes and validates everything the handler will read. */
+static enum kw_err
+prepare(struct kw_req *req, enum kw_face *face)
+{
+	int decoded;
+	enum kw_err rc;
+
+	req->path = route_path(req, &decoded);
+	*face = kw_router_face(kw_gen_face_prefixes, kw_gen_nface_prefixes, req->path);
+	rc = kw_router_match(req->arena, kw_gen_routes, kw_gen_nroutes, req->method, req->path,
+	    decoded, &req->match, &req->err);
+	if (rc != KW_OK)
+		return rc;
+	req->route = req->match.route;
+	*face = req->route->face;
+	for (size_t i = 0; i < req->match.nparams; i++) {
+		for (size_t j = 0; j < req->route->nparams; j++) {
+			const struct kw_param *p = &req->route->params[j];
+			json_object *v;
+
+			if (p->in != KW_IN_PATH || strcmp(p->name, req->match.names[i]) != 0)
+				continue;
+			v = json_object_new_string(req->match.values[i]);
+			rc = kw_valid_check(p->schema, v, p->name, &req->err);
+			json_object_put(v);
+			if (rc != KW_OK)
+				return rc;
+		}
+	}
+	if ((rc = kw_query_parse(req->arena, req->route, kw_req_header(req, "QUERY_STRING"),
+	    &req->query, &req->err)) != KW_OK)
+		return rc;
+	return read_body(req);
+}
+
+/* Writes the response: status line, headers, body. */
+static void
+write_response(struct kw_req *req, struct kw_resp *resp)
+{
+	FCGX_Stream *out = req->fcgi->out;
+	const char *body = resp->raw;
+	size_t len = resp->raw_len;
+
+	if (resp->json != NULL) {
+		body = json_object_to_json_string_ext(resp->json,
+		    JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
+		len = strlen(body);
+	}
+	char head[256];
+	int n;
+
+	/* libfcgi's own printf lacks %zu: format here, then write */
+	n = snprintf(head, sizeof(head), "Status: %d %s\r\nContent-Type: %s\r\n"
+	    "Content-Length: %zu\r\nCache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n",
+	    resp->status, reason(resp->status),
+	    resp->content_type ? resp->content_type : "application/json", body ? len : 0);
+	FCGX_PutStr(head, n, out);
+	for (size_t i = 0; i < resp->nheaders; i++) {
+		FCGX_PutS(resp->headers[i], out);
+		FCGX_PutS("\r\n", out);
+	}
+	FCGX_PutS("\r\n", out);
+	if (body != NULL && len > 0)
+		FCGX_PutStr(body, (int)len, out);
+}
+
+/*
+ * Serves one request.  *store is the worker's store handle, opened here when
+ * it is not yet open (NULL while the store is unavailable).  Returns
+ * KW_ERUNRECOVERY when the worker must exit after this request so the pool
+ * manager can recover the environment; KW_OK otherwise.
+ */
+enum kw_err
+kw_http_serve(FCGX_Request *fcgi, struct kw_arena *arena, struct kw_store **store)
+{
+	struct kw_req req = { .fcgi = fcgi, .arena = arena };
+	struct kw_resp resp = { .status = 200 };
+	enum kw_face face = KW_FACE_LITELLM;
+	struct timespec t0, t1;
+	enum kw_err rc;
+
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	req.now = time(NULL);
+	req.method = kw_req_header(&req, "REQUEST_METHOD");
+	if (req.method == NULL)
+		req.method = "GET";
+	if (*store == NULL)
+		(void)kw_store_open(store, kw_config.data_dir, KW_STORE_JOIN);
+	req.store = *store;
+
+	if ((rc = prepare(&req, &face)) == KW_OK)
+		rc = req.route->handler(&req, &resp);
+	if (rc != KW_OK) {
+		int status = kw_http_status_for(face, rc);
+
+		if (req.err.code != rc)
+			kw_error_set(&req.err, rc, NULL, "%s", kw_err_name(rc));
+		kw_resp_json(&resp, status, kw_face_error(face, status, &req.err));
+		if (rc == KW_EMETHOD)
+			kw_resp_header(&req, &resp, "Allow: %s", req.match.allow);
+		if (status == 503)
+			kw_resp_header(&req, &resp, "Retry-After: 1");
+	}
+	write_response(&req, &resp);
+
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	kw_log_debug("%s %s %d %.3fms", req.method,
+	    req.route ? req.route->path : "-", resp.status,
+	    (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6);
+	if (resp.json != NULL)
+		json_object_put(resp.json);
+	if (req.query != NULL)
+		json_object_put(req.query);
+	if (req.body != NULL)
+		json_object_put(req.body);
+	if (rc == KW_ERUNRECOVERY) {
+		kw_store_close(*store);
+		*store = NULL;
+	}
+	return rc == KW_ERUNRECOVERY ? KW_ERUNRECOVERY : KW_OK;
+}

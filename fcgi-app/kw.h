@@ -1,0 +1,313 @@
+/* kw.h: keywarden's internal interfaces, shared by every module and by fcgi-app/gen/. */
+#ifndef KW_H
+#define KW_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+struct json_object;
+struct FCGX_Request;
+
+#define KW_VERSION "0.1.0"
+#define KW_SCHEMA_VERSION 1	/* data-directory layout; bump with a migration */
+
+/*
+ * Internal error codes.  Functions return one of these; only the HTTP
+ * boundary (http.c) turns one into a status and a face's envelope.
+ */
+enum kw_err {
+	KW_OK = 0,
+	KW_EINVAL,		/* malformed request: bad JSON, bad parameter */
+	KW_EVALID,		/* well-formed body that fails the schema */
+	KW_EAUTH,		/* missing or unknown credential */
+	KW_EFORBIDDEN,		/* credential known, action not allowed */
+	KW_ENOTFOUND,		/* no such route or record */
+	KW_EMETHOD,		/* route exists, method does not */
+	KW_ECONFLICT,		/* duplicate or conflicting record */
+	KW_ETOOLARGE,		/* body over the configured cap */
+	KW_EMEDIA,		/* body is not application/json */
+	KW_ELIMIT,		/* rate or budget limit reached */
+	KW_EDEADLOCK,		/* store deadlock; retried by kw_store_txn */
+	KW_EUNAVAIL,		/* store cannot be read or written right now */
+	KW_ENOMEM,
+	KW_EINTERNAL,
+	KW_ERUNRECOVERY		/* store is corrupt: the worker must exit */
+};
+
+const char *kw_err_name(enum kw_err err);
+
+/* The API dialects; each renders errors in its own envelope (face.c). */
+enum kw_face {
+	KW_FACE_LITELLM = 0,	/* the default: /health, /openapi.json, /key/... */
+	KW_FACE_BIFROST,
+	KW_FACE_VENICE,
+	KW_FACE_PROVISIONING
+};
+
+/* --- log.c --------------------------------------------------------- */
+
+enum kw_log_level { KW_LOG_ERROR = 0, KW_LOG_WARN, KW_LOG_INFO, KW_LOG_DEBUG };
+extern enum kw_log_level kw_log_threshold;
+int kw_log_parse_level(const char *name, enum kw_log_level *out);
+void kw_log_write(enum kw_log_level, const char *file, int line, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* Never pass a key, a secret or a full token to these. */
+#define kw_log_error(...) kw_log_write(KW_LOG_ERROR, __FILE__, __LINE__, __VA_ARGS__)
+#define kw_log_warn(...) kw_log_write(KW_LOG_WARN, __FILE__, __LINE__, __VA_ARGS__)
+#define kw_log_info(...) kw_log_write(KW_LOG_INFO, __FILE__, __LINE__, __VA_ARGS__)
+#define kw_log_debug(...) kw_log_write(KW_LOG_DEBUG, __FILE__, __LINE__, __VA_ARGS__)
+
+/* --- arena.c: per-request memory, released in one call ---------------- */
+
+struct kw_arena;
+struct kw_arena *kw_arena_new(void);
+void *kw_arena_alloc(struct kw_arena *, size_t n);	/* zeroed, 16-aligned; NULL on OOM */
+char *kw_arena_strndup(struct kw_arena *, const char *s, size_t n);
+void kw_arena_reset(struct kw_arena *);	/* frees all but the first block */
+void kw_arena_free(struct kw_arena *);
+
+/* --- crypto.c: libgcrypt ------------------------------------------- */
+
+#define KW_SHA256_LEN 32
+#define KW_SHA256_HEX_LEN 64
+#define KW_AEAD_KEY_LEN 32
+#define KW_AEAD_NONCE_LEN 12
+#define KW_AEAD_TAG_LEN 16
+#define KW_AEAD_OVERHEAD (KW_AEAD_NONCE_LEN + KW_AEAD_TAG_LEN)
+
+enum kw_err kw_crypto_init(void);
+void kw_crypto_random(void *buf, size_t n);
+void kw_crypto_sha256(const void *data, size_t n, unsigned char out[KW_SHA256_LEN]);
+void kw_crypto_sha256_hex(const void *data, size_t n, char out[KW_SHA256_HEX_LEN + 1]);
+void kw_crypto_hex(const unsigned char *data, size_t n, char *out);
+enum kw_err kw_crypto_unhex(const char *hex, size_t hexlen, unsigned char *out);
+enum kw_err kw_crypto_hmac_sha256(const void *key, size_t keylen, const void *msg, size_t n,
+    unsigned char out[KW_SHA256_LEN]);
+int kw_crypto_hmac_verify(const void *key, size_t keylen, const void *msg, size_t n,
+    const unsigned char mac[KW_SHA256_LEN]);
+enum kw_err kw_crypto_seal(const unsigned char key[KW_AEAD_KEY_LEN], const void *aad,
+    size_t aadlen, const void *plain, size_t n, unsigned char *out);
+enum kw_err kw_crypto_open(const unsigned char key[KW_AEAD_KEY_LEN], const void *aad,
+    size_t aadlen, const unsigned char *sealed, size_t n, unsigned char *plain);
+int kw_crypto_ct_equal(const void *a, const void *b, size_t n);
+void kw_crypto_wipe(void *buf, size_t n);
+size_t kw_crypto_b64url(const void *data, size_t n, char *out);
+
+/* --- config.c: settings from the environment and DATA_DIR/keywarden.conf */
+
+struct kw_config {
+	char data_dir[4096];
+	unsigned workers;
+	size_t max_body;		/* bytes */
+	unsigned max_depth;		/* JSON nesting */
+	unsigned maintain_secs;		/* checkpoint and log-archive interval */
+	enum kw_log_level log_level;
+	char master_key[256];		/* from the environment or file; wiped at exit */
+};
+extern struct kw_config kw_config;
+enum kw_err kw_config_load(const char *data_dir_override);
+enum kw_err kw_config_init_data_dir(int print_new_master_key);
+enum kw_err kw_config_load_secret(const char *name, unsigned char *out, size_t n);
+
+/* --- store.c: the Berkeley DB environment --------------------------- */
+
+struct kw_store;
+struct __db_txn;
+enum kw_store_open_mode {
+	KW_STORE_JOIN = 0,	/* a worker: join the running environment */
+	KW_STORE_RECOVER,	/* the pool manager or a tool: register, recover if needed */
+	KW_STORE_RECOVER_FORCE	/* the pool manager, alone in the environment: always recover */
+};
+struct kw_store_state {
+	unsigned schema_version;
+	uint64_t log_file;		/* current log file number */
+	uint64_t txn_commits;		/* since the environment was created */
+	uint64_t deadlocks;
+};
+struct __db;
+/* The databases of the environment. */
+enum kw_db {
+	KW_DB_META = 0,		/* meta.db: schema version and service-wide settings */
+	KW_DB_COUNT
+};
+typedef enum kw_err (*kw_txn_body)(struct kw_store *, struct __db_txn *, void *baton);
+
+enum kw_err kw_store_open(struct kw_store **out, const char *dir, enum kw_store_open_mode);
+void kw_store_close(struct kw_store *);
+enum kw_err kw_store_txn(struct kw_store *, kw_txn_body body, void *baton);
+enum kw_err kw_store_state(struct kw_store *, struct kw_store_state *);
+enum kw_err kw_store_maintain(struct kw_store *);
+struct __db *kw_store_db(struct kw_store *, enum kw_db);
+enum kw_err kw_store_failchk(struct kw_store *);
+enum kw_err kw_store_err(int db_rc);
+
+/* --- generated route and schema tables (fcgi-app/gen/) --------------- */
+
+enum kw_type {
+	KW_T_NULL = 1 << 0,
+	KW_T_BOOLEAN = 1 << 1,
+	KW_T_INTEGER = 1 << 2,
+	KW_T_NUMBER = 1 << 3,	/* integers are numbers too */
+	KW_T_STRING = 1 << 4,
+	KW_T_ARRAY = 1 << 5,
+	KW_T_OBJECT = 1 << 6
+};
+
+enum kw_schema_flag {
+	KW_S_MIN = 1 << 0,
+	KW_S_MAX = 1 << 1,
+	KW_S_EXCL_MIN = 1 << 2,
+	KW_S_EXCL_MAX = 1 << 3
+};
+
+enum kw_additional {
+	KW_ADDL_REJECT = 0,	/* unknown fields are a validation error */
+	KW_ADDL_ALLOW,		/* unknown fields pass through unchecked */
+	KW_ADDL_SCHEMA		/* unknown fields must match additional_schema */
+};
+
+struct kw_schema;
+struct kw_prop {
+	const char *name;
+	const struct kw_schema *schema;
+	int required;
+};
+
+struct kw_schema {
+	unsigned types;			/* KW_T_* mask; 0 accepts any type */
+	unsigned flags;			/* KW_S_* */
+	double minimum, maximum;
+	long min_length, max_length;	/* strings, in code points; -1 = none */
+	int pattern;			/* index into kw_gen_patterns; -1 = none */
+	const char *const *enums;	/* string enum values */
+	size_t nenums;
+	const struct kw_schema *items;
+	long min_items, max_items;	/* -1 = none */
+	const struct kw_prop *props;
+	size_t nprops;
+	enum kw_additional additional;
+	const struct kw_schema *additional_schema;
+};
+
+enum kw_param_in { KW_IN_PATH, KW_IN_QUERY, KW_IN_HEADER };
+struct kw_param {
+	const char *name;
+	enum kw_param_in in;
+	int required;
+	const struct kw_schema *schema;
+};
+
+struct kw_req;
+struct kw_resp;
+typedef enum kw_err (*kw_handler_fn)(struct kw_req *, struct kw_resp *);
+
+struct kw_route {
+	const char *method;
+	const char *path;		/* template: /key/{key}/regenerate */
+	const char *operation_id;
+	kw_handler_fn handler;
+	enum kw_face face;
+	const struct kw_param *params;
+	size_t nparams;
+	const struct kw_schema *body;	/* NULL when the operation takes no body */
+	int body_required;
+};
+
+struct kw_face_prefix {
+	const char *prefix;
+	enum kw_face face;
+};
+
+extern const struct kw_route kw_gen_routes[];
+extern const size_t kw_gen_nroutes;
+extern const struct kw_face_prefix kw_gen_face_prefixes[];
+extern const size_t kw_gen_nface_prefixes;
+extern const char *const kw_gen_patterns[];
+extern const size_t kw_gen_npatterns;
+extern const char kw_gen_openapi_json[];
+extern const size_t kw_gen_openapi_json_len;
+extern const char kw_gen_spec_sha256[];
+
+/* --- valid.c: validation against the generated schemas --------------- */
+
+#define KW_FIELD_MAX 128
+#define KW_MESSAGE_MAX 256
+
+/* One internal error, rendered by a face at the boundary. */
+struct kw_error {
+	enum kw_err code;
+	char field[KW_FIELD_MAX];	/* "models[2]", "query.page"; empty if none */
+	char message[KW_MESSAGE_MAX];	/* never holds a key or secret */
+};
+
+void kw_error_set(struct kw_error *, enum kw_err, const char *field, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+enum kw_err kw_valid_check(const struct kw_schema *, struct json_object *value,
+    const char *field, struct kw_error *err);
+int kw_valid_utf8(const char *s, size_t n);
+enum kw_err kw_json_parse(const char *text, size_t n, unsigned max_depth,
+    struct json_object **out, struct kw_error *err);
+
+/* --- router.c ------------------------------------------------------- */
+
+#define KW_MAX_PATH_PARAMS 8
+
+struct kw_match {
+	const struct kw_route *route;
+	size_t nparams;
+	const char *names[KW_MAX_PATH_PARAMS];
+	const char *values[KW_MAX_PATH_PARAMS];	/* decoded, arena-owned */
+	char allow[64];				/* for 405: "GET, POST" */
+};
+
+enum kw_err kw_router_match(struct kw_arena *, const struct kw_route *routes, size_t nroutes,
+    const char *method, const char *path, int path_is_decoded, struct kw_match *out,
+    struct kw_error *err);
+enum kw_face kw_router_face(const struct kw_face_prefix *, size_t n, const char *path);
+char *kw_url_decode(struct kw_arena *, const char *s, size_t n, int plus_is_space);
+enum kw_err kw_query_parse(struct kw_arena *, const struct kw_route *, const char *query,
+    struct json_object **out, struct kw_error *err);
+
+/* --- http.c: one request from FastCGI to a response ------------------ */
+
+#define KW_MAX_HEADERS 8
+
+struct kw_req {
+	struct FCGX_Request *fcgi;
+	struct kw_arena *arena;
+	struct kw_store *store;		/* NULL when the store is unavailable */
+	const char *method;
+	const char *path;
+	const struct kw_route *route;
+	struct kw_match match;
+	struct json_object *query;	/* validated query parameters; owned */
+	struct json_object *body;	/* validated JSON body or NULL; owned */
+	struct kw_error err;
+	time_t now;
+};
+
+struct kw_resp {
+	int status;
+	struct json_object *json;	/* owned; rendered as the body */
+	const char *raw;		/* borrowed static body, used when json is NULL */
+	size_t raw_len;
+	const char *content_type;
+	size_t nheaders;
+	const char *headers[KW_MAX_HEADERS];	/* "Name: value", arena-owned */
+};
+
+const char *kw_req_header(struct kw_req *, const char *cgi_name);
+const char *kw_req_path_param(struct kw_req *, const char *name);
+void kw_resp_json(struct kw_resp *, int status, struct json_object *owned);
+void kw_resp_header(struct kw_req *, struct kw_resp *, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+int kw_http_status_for(enum kw_face, enum kw_err);
+struct json_object *kw_face_error(enum kw_face, int status, const struct kw_error *);
+enum kw_err kw_http_serve(struct FCGX_Request *, struct kw_arena *, struct kw_store **store);
+
+/* --- pool.c --------------------------------------------------------- */
+
+enum kw_err kw_pool_run(int listen_fd, unsigned workers);
+
+#endif /* KW_H */

@@ -1,0 +1,87 @@
+/* log.c: one line per event on stderr, which every web server collects. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "kw.h"
+
+enum kw_log_level kw_log_threshold = KW_LOG_INFO;
+
+static const char *const level_names[] = { "error", "warn", "info", "debug" };
+
+/* Parses "error", "warn", "info" or "debug"; KW_EINVAL otherwise. */
+int
+kw_log_parse_level(const char *name, enum kw_log_level *out)
+{
+	for (size_t i = 0; i < sizeof(level_names) / sizeof(level_names[0]); i++)
+		if (strcasecmp(name, level_names[i]) == 0) {
+			*out = (enum kw_log_level)i;
+			return KW_OK;
+		}
+	return KW_EINVAL;
+}
+
+/*
+ * Writes "time level pid file:line message" as one write(2), so lines from
+ * concurrent workers never interleave.  Callers never pass secrets.
+ */
+void
+kw_log_write(enum kw_log_level level, const char *file, int line, const char *fmt, ...)
+{
+	char buf[1024];
+	struct tm tm;
+	time_t now;
+	va_list ap;
+	int n, m;
+
+	if (level > kw_log_threshold)
+		return;
+	now = time(NULL);
+	gmtime_r(&now, &tm);
+	n = snprintf(buf, sizeof(buf), "%04d-%02d-%02dT%02d:%02d:%02dZ %s [%ld] %s:%d: ",
+	    tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+	    level_names[level], (long)getpid(), file, line);
+	if (n < 0 || (size_t)n >= sizeof(buf))
+		return;
+	va_start(ap, fmt);
+	m = vsnprintf(buf + n, sizeof(buf) - (size_t)n - 1, fmt, ap);
+	va_end(ap);
+	if (m < 0)
+		return;
+	n += m;
+	if ((size_t)n > sizeof(buf) - 2)
+		n = sizeof(buf) - 2;
+	buf[n++] = '\n';
+	(void)!write(STDERR_FILENO, buf, (size_t)n);
+}
+
+static const char *const err_names[] = {
+	[KW_OK] = "ok",
+	[KW_EINVAL] = "invalid request",
+	[KW_EVALID] = "validation failed",
+	[KW_EAUTH] = "authentication failed",
+	[KW_EFORBIDDEN] = "forbidden",
+	[KW_ENOTFOUND] = "not found",
+	[KW_EMETHOD] = "method not allowed",
+	[KW_ECONFLICT] = "conflict",
+	[KW_ETOOLARGE] = "request body too large",
+	[KW_EMEDIA] = "unsupported media type",
+	[KW_ELIMIT] = "limit reached",
+	[KW_EDEADLOCK] = "deadlock",
+	[KW_EUNAVAIL] = "store unavailable",
+	[KW_ENOMEM] = "out of memory",
+	[KW_EINTERNAL] = "internal error",
+	[KW_ERUNRECOVERY] = "store needs recovery",
+};
+
+/* Returns a static, human-readable name for err. */
+const char *
+kw_err_name(enum kw_err err)
+{
+	if ((size_t)err < sizeof(err_names) / sizeof(err_names[0]) && err_names[err] != NULL)
+		return err_names[err];
+	return "unknown error";
+}

@@ -1,0 +1,292 @@
+/* pool.c: the pool manager: pre-forks single-threaded workers, restarts the dead, drains on SIGTERM, keeps the store. */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <fcgiapp.h>
+
+#include "kw.h"
+
+#define MAX_WORKERS 256
+#define DRAIN_SECS 30		/* after SIGTERM, how long in-flight requests may take */
+#define EXIT_RECOVER 3		/* a worker's exit status asking for recovery */
+
+static volatile sig_atomic_t worker_stopping;
+
+static void
+on_worker_signal(int sig)
+{
+	(void)sig;
+	worker_stopping = 1;
+}
+
+/*
+ * A worker's life: accept, serve, repeat.  SIGTERM and SIGINT are blocked
+ * except while waiting in ppoll(), so a signal never interrupts a request:
+ * the request in flight finishes and the worker leaves before accepting
+ * another.  The listening socket is non-blocking, so a connection another
+ * worker took first sends us back to ppoll() instead of blocking in accept.
+ */
+static int
+worker_main(int listen_fd)
+{
+	struct sigaction sa = { .sa_handler = on_worker_signal };
+	sigset_t blocked, waiting;
+	struct kw_store *store = NULL;
+	struct kw_arena *arena;
+	FCGX_Request req;
+	int status = 0;
+
+	sigemptyset(&blocked);
+	sigaddset(&blocked, SIGTERM);
+	sigaddset(&blocked, SIGINT);
+	sigprocmask(SIG_SETMASK, &blocked, NULL);
+	sigemptyset(&waiting);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	signal(SIGCHLD, SIG_DFL);
+	signal(SIGHUP, SIG_DFL);
+	/* the manager's death ends the worker the same way SIGTERM does */
+	prctl(PR_SET_PDEATHSIG, SIGTERM);
+	prctl(PR_SET_NAME, "kw-worker");
+
+	if (kw_crypto_init() != KW_OK || (arena = kw_arena_new()) == NULL)
+		return 1;
+	srand((unsigned)getpid() ^ (unsigned)time(NULL));
+	(void)kw_store_open(&store, kw_config.data_dir, KW_STORE_JOIN);
+	if (FCGX_InitRequest(&req, listen_fd, FCGI_FAIL_ACCEPT_ON_INTR) != 0)
+		return 1;
+
+	while (!worker_stopping) {
+		struct pollfd pfd = { .fd = listen_fd, .events = POLLIN };
+
+		if (ppoll(&pfd, 1, NULL, &waiting) < 0) {
+			if (errno == EINTR)
+				continue;
+			kw_log_error("worker: poll: %s", strerror(errno));
+			status = 1;
+			break;
+		}
+		if (FCGX_Accept_r(&req) < 0)
+			continue;	/* another worker took it, or the peer left */
+		if (kw_http_serve(&req, arena, &store) == KW_ERUNRECOVERY)
+			worker_stopping = 1, status = EXIT_RECOVER;
+		FCGX_Finish_r(&req);
+		kw_arena_reset(arena);
+	}
+	kw_store_close(store);
+	kw_arena_free(arena);
+	return status;
+}
+
+struct pool {
+	int listen_fd;
+	unsigned nworkers;
+	pid_t pids[MAX_WORKERS];
+	struct kw_store *store;
+	int stopping;
+	time_t restart_window;		/* start of the current one-second window */
+	unsigned restarts_in_window;
+};
+
+/* Forks worker slot i; the manager keeps going if fork fails and retries later. */
+static void
+spawn(struct pool *p, unsigned i)
+{
+	pid_t pid = fork();
+
+	if (pid == 0) {
+		/* the manager's store handle belongs to the manager: never use it here */
+		_exit(worker_main(p->listen_fd));
+	}
+	if (pid < 0) {
+		kw_log_error("pool: fork: %s", strerror(errno));
+		return;
+	}
+	p->pids[i] = pid;
+}
+
+/* Sends sig to every live worker. */
+static void
+signal_workers(struct pool *p, int sig)
+{
+	for (unsigned i = 0; i < p->nworkers; i++)
+		if (p->pids[i] > 0)
+			kill(p->pids[i], sig);
+}
+
+static unsigned
+live_workers(const struct pool *p)
+{
+	unsigned n = 0;
+
+	for (unsigned i = 0; i < p->nworkers; i++)
+		n += p->pids[i] > 0;
+	return n;
+}
+
+/*
+ * Waits (at most secs) for every worker to exit; returns the number still
+ * alive.  Used when draining and before a full recovery.
+ */
+static unsigned
+wait_workers(struct pool *p, unsigned secs)
+{
+	time_t deadline = time(NULL) + secs;
+
+	while (live_workers(p) > 0 && time(NULL) < deadline) {
+		pid_t pid = waitpid(-1, NULL, WNOHANG);
+
+		if (pid > 0) {
+			for (unsigned i = 0; i < p->nworkers; i++)
+				if (p->pids[i] == pid)
+					p->pids[i] = 0;
+		} else {
+			usleep(20000);
+		}
+	}
+	return live_workers(p);
+}
+
+/*
+ * Brings the environment back after a process died inside Berkeley DB:
+ * every worker leaves, the manager reopens the environment with recovery,
+ * and fresh workers start.
+ */
+static void
+recover(struct pool *p)
+{
+	kw_log_warn("pool: recovering the store: restarting every worker");
+	signal_workers(p, SIGTERM);
+	if (wait_workers(p, DRAIN_SECS) > 0) {
+		signal_workers(p, SIGKILL);
+		wait_workers(p, 5);
+	}
+	kw_store_close(p->store);
+	p->store = NULL;
+	if (kw_store_open(&p->store, kw_config.data_dir, KW_STORE_RECOVER_FORCE) != KW_OK)
+		kw_log_error("pool: store recovery failed; workers answer 503 until it succeeds");
+}
+
+/* Reaps dead workers, cleans up after them in the store, and replaces them. */
+static void
+reap(struct pool *p)
+{
+	int status, need_recovery = 0;
+	pid_t pid;
+
+	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+		unsigned i;
+
+		for (i = 0; i < p->nworkers && p->pids[i] != pid; i++)
+			;
+		if (i == p->nworkers)
+			continue;
+		p->pids[i] = 0;
+		if (WIFSIGNALED(status))
+			kw_log_warn("pool: worker %ld killed by signal %d", (long)pid, WTERMSIG(status));
+		else if (WEXITSTATUS(status) != 0)
+			kw_log_warn("pool: worker %ld exited with status %d", (long)pid,
+			    WEXITSTATUS(status));
+		if (WIFEXITED(status) && WEXITSTATUS(status) == EXIT_RECOVER)
+			need_recovery = 1;
+		else if (p->store != NULL && kw_store_failchk(p->store) == KW_ERUNRECOVERY)
+			need_recovery = 1;
+	}
+	if (p->stopping)
+		return;
+	if (need_recovery || p->store == NULL)
+		recover(p);
+	for (unsigned i = 0; i < p->nworkers; i++) {
+		time_t now = time(NULL);
+
+		if (p->pids[i] != 0)
+			continue;
+		/* a worker that dies at birth must not turn the manager into a fork loop */
+		if (now != p->restart_window) {
+			p->restart_window = now;
+			p->restarts_in_window = 0;
+		}
+		if (++p->restarts_in_window > 4 * p->nworkers) {
+			sleep(1);
+		}
+		spawn(p, i);
+	}
+}
+
+/*
+ * Runs the pool until SIGTERM or SIGINT: nworkers workers accepting on
+ * listen_fd, replaced when they die; periodic store maintenance in the
+ * manager.  Returns KW_OK after every worker has drained and exited.
+ */
+enum kw_err
+kw_pool_run(int listen_fd, unsigned nworkers)
+{
+	struct pool p = { .listen_fd = listen_fd };
+	sigset_t set;
+	int flags;
+
+	p.nworkers = nworkers > MAX_WORKERS ? MAX_WORKERS : nworkers;
+	if ((flags = fcntl(listen_fd, F_GETFL)) < 0 ||
+	    fcntl(listen_fd, F_SETFL, flags | O_NONBLOCK) < 0) {
+		kw_log_error("pool: listening socket: %s", strerror(errno));
+		return KW_EINTERNAL;
+	}
+	sigemptyset(&set);
+	sigaddset(&set, SIGCHLD);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGHUP);
+	sigprocmask(SIG_BLOCK, &set, NULL);
+	prctl(PR_SET_NAME, "kw-manager");
+
+	if (kw_store_open(&p.store, kw_config.data_dir, KW_STORE_RECOVER) != KW_OK)
+		kw_log_error("pool: the store cannot be opened; workers answer 503 until it can");
+	for (unsigned i = 0; i < p.nworkers; i++)
+		spawn(&p, i);
+	kw_log_info("pool: %u workers serving, keywarden %s", p.nworkers, KW_VERSION);
+
+	while (!p.stopping) {
+		struct timespec timeout = { .tv_sec = kw_config.maintain_secs };
+		int sig = sigtimedwait(&set, NULL, &timeout);
+
+		switch (sig) {
+		case SIGCHLD:
+			reap(&p);
+			break;
+		case SIGTERM:
+		case SIGINT:
+			p.stopping = 1;
+			break;
+		case SIGHUP:
+			break;
+		default:
+			if (p.store != NULL)
+				(void)kw_store_maintain(p.store);
+			else if (kw_store_open(&p.store, kw_config.data_dir, KW_STORE_RECOVER) == KW_OK)
+				kw_log_info("pool: the store is open again");
+			break;
+		}
+	}
+
+	kw_log_info("pool: draining %u workers", live_workers(&p));
+	signal_workers(&p, SIGTERM);
+	if (wait_workers(&p, DRAIN_SECS) > 0) {
+		kw_log_warn("pool: workers still busy after %d s: killing them", DRAIN_SECS);
+		signal_workers(&p, SIGKILL);
+		wait_workers(&p, 5);
+	}
+	if (p.store != NULL) {
+		(void)kw_store_maintain(p.store);
+		kw_store_close(p.store);
+	}
+	return KW_OK;
+}

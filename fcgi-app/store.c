@@ -1,0 +1,341 @@
+/* store.c: the Berkeley DB transactional environment and the one retry-on-deadlock transaction helper. */
+#include <assert.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <db.h>
+
+#include "kw.h"
+
+#define SCHEMA_KEY "schema_version"
+#define TXN_RETRIES 50
+#define CACHE_BYTES (8u << 20)
+#define THREAD_SLOTS 512	/* processes tracked for failchk */
+
+struct kw_store {
+	DB_ENV *env;
+	DB *dbs[KW_DB_COUNT];
+};
+
+static const char *const db_files[KW_DB_COUNT] = {
+	[KW_DB_META] = "meta.db",
+};
+
+/*
+ * Maps a Berkeley DB return code to an internal error.  The one place that
+ * knows Berkeley DB's codes; DB_RUNRECOVERY is logged here because the
+ * caller's only remedy is to exit so the pool can recover the environment.
+ */
+enum kw_err
+kw_store_err(int db_rc)
+{
+	switch (db_rc) {
+	case 0:
+		return KW_OK;
+	case DB_LOCK_DEADLOCK:
+	case DB_LOCK_NOTGRANTED:
+		return KW_EDEADLOCK;
+	case DB_NOTFOUND:
+	case DB_KEYEMPTY:
+		return KW_ENOTFOUND;
+	case DB_KEYEXIST:
+		return KW_ECONFLICT;
+	case ENOMEM:
+	case DB_BUFFER_SMALL:
+		return KW_ENOMEM;
+	case DB_RUNRECOVERY:
+		kw_log_error("store: %s", db_strerror(db_rc));
+		return KW_ERUNRECOVERY;
+	default:
+		return KW_EUNAVAIL;
+	}
+}
+
+/*
+ * failchk's question: is the process that holds a lock or a transaction
+ * still alive?  Workers are our children, so a dead one is reaped (and its
+ * pid gone) before the manager calls failchk.
+ */
+static int
+is_alive(DB_ENV *env, pid_t pid, db_threadid_t tid, u_int32_t flags)
+{
+	(void)env;
+	(void)tid;
+	(void)flags;
+	return kill(pid, 0) == 0 || errno == EPERM;
+}
+
+static void
+db_error_log(const DB_ENV *env, const char *prefix, const char *msg)
+{
+	(void)env;
+	(void)prefix;
+	kw_log_error("berkeley db: %s", msg);
+}
+
+/* Reads the recorded schema version into *version (0 when none is recorded). */
+static enum kw_err
+get_schema_version(struct kw_store *st, DB_TXN *txn, unsigned *version)
+{
+	char buf[16];
+	DBT key = { .data = SCHEMA_KEY, .size = sizeof(SCHEMA_KEY) - 1 };
+	DBT val = { .data = buf, .ulen = sizeof(buf) - 1, .flags = DB_DBT_USERMEM };
+	int rc = st->dbs[KW_DB_META]->get(st->dbs[KW_DB_META], txn, &key, &val, 0);
+
+	if (rc == DB_NOTFOUND) {
+		*version = 0;
+		return KW_OK;
+	}
+	if (rc != 0)
+		return kw_store_err(rc);
+	buf[val.size] = '\0';
+	*version = (unsigned)strtoul(buf, NULL, 10);
+	return *version > 0 ? KW_OK : KW_EUNAVAIL;
+}
+
+/*
+ * Records the schema version of a new data directory; refuses one written
+ * by a newer keywarden.  Older versions would migrate here, inside this
+ * same transaction, when the first schema change ships.
+ */
+static enum kw_err
+settle_schema(struct kw_store *st, DB_TXN *txn, void *baton)
+{
+	char buf[16];
+	unsigned version;
+	enum kw_err rc;
+	DBT key = { .data = SCHEMA_KEY, .size = sizeof(SCHEMA_KEY) - 1 };
+	DBT val = { .data = buf };
+
+	(void)baton;
+	if ((rc = get_schema_version(st, txn, &version)) != KW_OK)
+		return rc;
+	if (version > KW_SCHEMA_VERSION) {
+		kw_log_error("the data directory has schema version %u, newer than this "
+		    "keywarden's %u: run the newer keywarden", version, KW_SCHEMA_VERSION);
+		return KW_EUNAVAIL;
+	}
+	if (version == KW_SCHEMA_VERSION)
+		return KW_OK;
+	val.size = (u_int32_t)snprintf(buf, sizeof(buf), "%u", KW_SCHEMA_VERSION);
+	return kw_store_err(st->dbs[KW_DB_META]->put(st->dbs[KW_DB_META], txn, &key, &val, 0));
+}
+
+static enum kw_err
+open_db(struct kw_store *st, DB **out, const char *file)
+{
+	DB *db = NULL;
+	int rc = db_create(&db, st->env, 0);
+
+	if (rc == 0)
+		rc = db->open(db, NULL, file, NULL, DB_BTREE,
+		    DB_CREATE | DB_AUTO_COMMIT, 0600);
+	if (rc != 0) {
+		if (db != NULL)
+			db->close(db, 0);
+		return kw_store_err(rc);
+	}
+	*out = db;
+	return KW_OK;
+}
+
+/* Creates and opens the environment handle with flags into a new store. */
+static enum kw_err
+open_env(const char *dir, u_int32_t flags, struct kw_store **out)
+{
+	struct kw_store *st = calloc(1, sizeof(*st));
+	int rc;
+
+	*out = NULL;
+	if (st == NULL)
+		return KW_ENOMEM;
+	if ((rc = db_env_create(&st->env, 0)) != 0) {
+		free(st);
+		return kw_store_err(rc);
+	}
+	st->env->set_errcall(st->env, db_error_log);
+	st->env->set_cachesize(st->env, 0, CACHE_BYTES, 1);
+	st->env->set_lk_detect(st->env, DB_LOCK_DEFAULT);
+	st->env->set_thread_count(st->env, THREAD_SLOTS);
+	st->env->set_isalive(st->env, is_alive);
+	/* log files are removed by kw_store_maintain after each checkpoint */
+	if ((rc = st->env->open(st->env, dir, flags, 0600)) != 0) {
+		kw_log_error("store: cannot open the environment: %s", db_strerror(rc));
+		kw_store_close(st);
+		return rc == ENOENT ? KW_EUNAVAIL : kw_store_err(rc);
+	}
+	*out = st;
+	return KW_OK;
+}
+
+/*
+ * Opens the environment in dir and its databases.  KW_STORE_RECOVER (the
+ * pool manager and the command-line tools) registers the process and runs
+ * recovery when a registered process died inside the environment;
+ * KW_STORE_RECOVER_FORCE always recovers (the manager, once every worker
+ * has left); KW_STORE_JOIN (a worker) joins the environment its manager
+ * prepared and never creates one.  On success *out is owned by the caller
+ * (kw_store_close).
+ */
+enum kw_err
+kw_store_open(struct kw_store **out, const char *dir, enum kw_store_open_mode mode)
+{
+	u_int32_t flags = DB_INIT_TXN | DB_INIT_LOCK | DB_INIT_LOG | DB_INIT_MPOOL;
+	struct kw_store *st;
+	enum kw_err err;
+
+	*out = NULL;
+	if (mode == KW_STORE_RECOVER_FORCE) {
+		/* without DB_REGISTER, DB_RECOVER always runs; then register as usual */
+		if ((err = open_env(dir, flags | DB_CREATE | DB_RECOVER, &st)) != KW_OK)
+			return err;
+		kw_store_close(st);
+		mode = KW_STORE_RECOVER;
+	}
+	if (mode == KW_STORE_RECOVER)
+		flags |= DB_CREATE | DB_REGISTER | DB_RECOVER;
+	if ((err = open_env(dir, flags, &st)) != KW_OK)
+		return err;
+	for (int i = 0; i < KW_DB_COUNT && err == KW_OK; i++)
+		err = open_db(st, &st->dbs[i], db_files[i]);
+	if (err == KW_OK && mode == KW_STORE_RECOVER)
+		err = kw_store_txn(st, settle_schema, NULL);
+	if (err != KW_OK) {
+		kw_store_close(st);
+		return err == KW_ENOTFOUND ? KW_EUNAVAIL : err;
+	}
+	*out = st;
+	return KW_OK;
+}
+
+/* Returns the database handle (borrowed; valid until kw_store_close). */
+DB *
+kw_store_db(struct kw_store *st, enum kw_db which)
+{
+	assert(which < KW_DB_COUNT);
+	return st->dbs[which];
+}
+
+/* Closes the databases and the environment; st may be NULL. */
+void
+kw_store_close(struct kw_store *st)
+{
+	if (st == NULL)
+		return;
+	for (int i = 0; i < KW_DB_COUNT; i++)
+		if (st->dbs[i] != NULL)
+			st->dbs[i]->close(st->dbs[i], 0);
+	if (st->env != NULL)
+		st->env->close(st->env, 0);
+	free(st);
+}
+
+/*
+ * Runs body inside a transaction and commits it; on a deadlock the
+ * transaction is aborted and body runs again, so body must not keep side
+ * effects outside the transaction (write them into baton afresh each
+ * time).  body returns KW_OK to commit; any other code aborts and is
+ * returned, KW_EDEADLOCK retrying first.  A committed write is in the log,
+ * flushed to disk, before this returns KW_OK.
+ */
+enum kw_err
+kw_store_txn(struct kw_store *st, kw_txn_body body, void *baton)
+{
+	enum kw_err err = KW_EDEADLOCK;
+
+	for (int attempt = 0; attempt < TXN_RETRIES && err == KW_EDEADLOCK; attempt++) {
+		DB_TXN *txn = NULL;
+		int rc;
+
+		if (attempt > 0) {
+			/* back off a little, with jitter, so the retries do not collide again */
+			usleep((useconds_t)(100 * attempt + (rand() % 500)));
+		}
+		if ((rc = st->env->txn_begin(st->env, NULL, &txn, 0)) != 0)
+			return kw_store_err(rc);
+		if ((err = body(st, txn, baton)) == KW_OK) {
+			rc = txn->commit(txn, 0);
+			return kw_store_err(rc);
+		}
+		if ((rc = txn->abort(txn)) != 0 && kw_store_err(rc) == KW_ERUNRECOVERY)
+			return KW_ERUNRECOVERY;
+	}
+	if (err == KW_EDEADLOCK)
+		kw_log_warn("store: transaction still deadlocked after %d attempts", TXN_RETRIES);
+	return err;
+}
+
+static enum kw_err
+read_schema(struct kw_store *st, DB_TXN *txn, void *baton)
+{
+	return get_schema_version(st, txn, baton);
+}
+
+/*
+ * Fills *state by reading the store inside a transaction: a successful
+ * return means the store answers reads now.
+ */
+enum kw_err
+kw_store_state(struct kw_store *st, struct kw_store_state *state)
+{
+	DB_TXN_STAT *ts = NULL;
+	DB_LOCK_STAT *ls = NULL;
+	DB_LOG_STAT *lg = NULL;
+	enum kw_err err;
+
+	memset(state, 0, sizeof(*state));
+	if ((err = kw_store_txn(st, read_schema, &state->schema_version)) != KW_OK)
+		return err;
+	if (state->schema_version == 0)
+		return KW_EUNAVAIL;	/* never initialised by a manager */
+	if (st->env->txn_stat(st->env, &ts, 0) == 0) {
+		state->txn_commits = ts->st_ncommits;
+		free(ts);
+	}
+	if (st->env->lock_stat(st->env, &ls, 0) == 0) {
+		state->deadlocks = ls->st_ndeadlocks;
+		free(ls);
+	}
+	if (st->env->log_stat(st->env, &lg, 0) == 0) {
+		state->log_file = lg->st_cur_file;
+		free(lg);
+	}
+	return KW_OK;
+}
+
+/*
+ * Periodic upkeep run by the pool manager: checkpoint, then remove the log
+ * files no longer needed for recovery, so the data directory stays small
+ * without a cron job.
+ */
+enum kw_err
+kw_store_maintain(struct kw_store *st)
+{
+	int rc = st->env->txn_checkpoint(st->env, 0, 0, 0);
+
+	if (rc == 0)
+		rc = st->env->log_archive(st->env, NULL, DB_ARCH_REMOVE);
+	if (rc != 0)
+		kw_log_warn("store: maintenance failed: %s", db_strerror(rc));
+	return kw_store_err(rc);
+}
+
+/*
+ * Releases the locks and aborts the transactions of processes that died
+ * inside the environment.  KW_ERUNRECOVERY when one died inside the
+ * library itself: then every process must leave and the environment be
+ * recovered.
+ */
+enum kw_err
+kw_store_failchk(struct kw_store *st)
+{
+	int rc = st->env->failchk(st->env, 0);
+
+	if (rc != 0)
+		kw_log_warn("store: failchk: %s", db_strerror(rc));
+	return kw_store_err(rc);
+}

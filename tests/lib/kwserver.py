@@ -1,0 +1,169 @@
+"""kwserver.py: starts the real lighttpd with keywarden on a free loopback port, for the contract tests."""
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BIN = os.environ.get("KEYWARDEN_BIN", os.path.join(ROOT, "build", "keywarden"))
+MASTER_KEY = "sk-test-master-key-0123456789"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Response:
+    def __init__(self, status, headers, body):
+        self.status = status
+        self.headers = {k.lower(): v for k, v in headers}
+        self.body = body
+        try:
+            self.json = json.loads(body) if body else None
+        except ValueError:
+            self.json = None
+
+    def __repr__(self):
+        return "<%d %s>" % (self.status, self.body[:300])
+
+
+class Server:
+    """lighttpd + keywarden in a temporary directory; use as a context manager."""
+
+    def __init__(self, workers=2, env=None, data_dir=None, master_key=MASTER_KEY):
+        self.tmp = tempfile.mkdtemp(prefix="kw-test-")
+        self.data_dir = data_dir or os.path.join(self.tmp, "data")
+        self.run_dir = os.path.join(self.tmp, "run")
+        self.port = free_port()
+        self.master_key = master_key
+        os.makedirs(os.path.join(self.run_dir, "htdocs"))
+        conf = subprocess.run(
+            [os.path.join(ROOT, "scripts", "render-config"),
+             os.path.join(ROOT, "scripts", "lighttpd.conf.in"),
+             "BIND=127.0.0.1", "PORT=%d" % self.port, "RUN_DIR=" + self.run_dir,
+             "BIN=" + BIN, "DATA_DIR=" + self.data_dir],
+            check=True, capture_output=True, text=True).stdout
+        self.conf = os.path.join(self.run_dir, "lighttpd.conf")
+        with open(self.conf, "w") as f:
+            f.write(conf)
+        self.env = dict(os.environ)
+        self.env.update({"KEYWARDEN_WORKERS": str(workers), "KEYWARDEN_LOG_LEVEL": "info"})
+        if master_key:
+            self.env["KEYWARDEN_MASTER_KEY"] = master_key
+        self.env.update(env or {})
+        self.log_path = os.path.join(self.tmp, "server.log")
+        self.proc = None
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+        if os.environ.get("KW_KEEP_TMP") is None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def start(self, timeout=15):
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(["lighttpd", "-D", "-f", self.conf], env=self.env,
+                                     stdout=self.log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("lighttpd exited: " + self.read_log())
+            try:
+                self.request("GET", "/health")
+                if len(self.workers()) > 0:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError("server did not answer in %ds: %s" % (timeout, self.read_log()))
+
+    def stop(self, sig=signal.SIGTERM, timeout=40):
+        """Stops lighttpd with sig; returns its exit status."""
+        if self.proc is None or self.proc.poll() is not None:
+            return None if self.proc is None else self.proc.returncode
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            return self.proc.wait()
+        finally:
+            self.log.close()
+
+    def read_log(self):
+        try:
+            with open(self.log_path, "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def processes(self, comm=None):
+        """pids of keywarden processes serving this data directory, optionally by name."""
+        marker = ("KEYWARDEN_DATA_DIR=" + self.data_dir).encode()
+        found = []
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit():
+                continue
+            try:
+                with open("/proc/%s/comm" % pid) as f:
+                    name = f.read().strip()
+                if not name.startswith("kw-") or (comm and name != comm):
+                    continue
+                with open("/proc/%s/environ" % pid, "rb") as f:
+                    if marker not in f.read().split(b"\0"):
+                        continue
+                with open("/proc/%s/stat" % pid) as f:
+                    if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                        continue
+                found.append(int(pid))
+            except OSError:
+                continue
+        return sorted(found)
+
+    def workers(self):
+        return self.processes("kw-worker")
+
+    def manager(self):
+        m = self.processes("kw-manager")
+        return m[0] if m else None
+
+    def request(self, method, path, body=None, headers=None, raw=None, timeout=30):
+        """Sends one request; body is JSON-encoded unless raw bytes are given."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        hdrs = dict(headers or {})
+        data = raw
+        if body is not None:
+            data = json.dumps(body).encode()
+            hdrs.setdefault("Content-Type", "application/json")
+        try:
+            conn.request(method, path, body=data, headers=hdrs)
+            r = conn.getresponse()
+            return Response(r.status, r.getheaders(), r.read())
+        finally:
+            conn.close()
+
+    def admin(self, method, path, body=None, headers=None):
+        hdrs = {"Authorization": "Bearer " + self.master_key}
+        hdrs.update(headers or {})
+        return self.request(method, path, body=body, headers=hdrs)
+
+
+def wait_for(cond, timeout=10, interval=0.05):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        v = cond()
+        if v:
+            return v
+        time.sleep(interval)
+    return cond()

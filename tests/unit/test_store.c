@@ -1,0 +1,264 @@
+/* test_store.c: the Berkeley DB store against a fresh environment in a temp dir, including dead processes and real deadlocks. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <db.h>
+
+#include "kw.h"
+#include "tap.h"
+
+static char dir[] = "/tmp/kw-test-store-XXXXXX";
+
+struct put {
+	const char *key;
+	const char *value;
+	enum kw_err result;	/* what the body returns after writing */
+	int calls;
+};
+
+static enum kw_err
+put_body(struct kw_store *st, DB_TXN *txn, void *baton)
+{
+	struct put *p = baton;
+	DB *db = kw_store_db(st, KW_DB_META);
+	DBT k = { .data = (void *)p->key, .size = (u_int32_t)strlen(p->key) };
+	DBT v = { .data = (void *)p->value, .size = (u_int32_t)strlen(p->value) };
+	int rc;
+
+	p->calls++;
+	if ((rc = db->put(db, txn, &k, &v, 0)) != 0)
+		return kw_store_err(rc);
+	return p->result;
+}
+
+/* Reads key into buf (NUL-terminated); KW_ENOTFOUND when absent. */
+struct get {
+	const char *key;
+	char buf[64];
+};
+
+static enum kw_err
+get_body(struct kw_store *st, DB_TXN *txn, void *baton)
+{
+	struct get *g = baton;
+	DB *db = kw_store_db(st, KW_DB_META);
+	DBT k = { .data = (void *)g->key, .size = (u_int32_t)strlen(g->key) };
+	DBT v = { .data = g->buf, .ulen = sizeof(g->buf) - 1, .flags = DB_DBT_USERMEM };
+	int rc = db->get(db, txn, &k, &v, 0);
+
+	if (rc != 0)
+		return kw_store_err(rc);
+	g->buf[v.size] = '\0';
+	return KW_OK;
+}
+
+/* Fails with KW_EDEADLOCK on its first two runs: the helper must retry. */
+static enum kw_err
+flaky_body(struct kw_store *st, DB_TXN *txn, void *baton)
+{
+	struct put *p = baton;
+	enum kw_err rc;
+
+	p->result = p->calls < 2 ? KW_EDEADLOCK : KW_OK;
+	rc = put_body(st, txn, baton);
+	return rc;
+}
+
+/* Increments two counters in the order given: two processes in opposite orders deadlock. */
+struct pair {
+	const char *first, *second;
+};
+
+static enum kw_err
+bump(DB *db, DB_TXN *txn, const char *key)
+{
+	char buf[32];
+	DBT k = { .data = (void *)key, .size = (u_int32_t)strlen(key) };
+	DBT v = { .data = buf, .ulen = sizeof(buf) - 1, .flags = DB_DBT_USERMEM };
+	long n = 0;
+	int rc = db->get(db, txn, &k, &v, DB_RMW);
+
+	if (rc == 0) {
+		buf[v.size] = '\0';
+		n = atol(buf);
+	} else if (rc != DB_NOTFOUND) {
+		return kw_store_err(rc);
+	}
+	v.size = (u_int32_t)snprintf(buf, sizeof(buf), "%ld", n + 1);
+	v.flags = 0;
+	v.data = buf;
+	return kw_store_err(db->put(db, txn, &k, &v, 0));
+}
+
+static enum kw_err
+pair_body(struct kw_store *st, DB_TXN *txn, void *baton)
+{
+	struct pair *p = baton;
+	DB *db = kw_store_db(st, KW_DB_META);
+	enum kw_err rc;
+
+	if ((rc = bump(db, txn, p->first)) != KW_OK)
+		return rc;
+	usleep(200);	/* widen the window in which the other process takes its first lock */
+	return bump(db, txn, p->second);
+}
+
+static void
+test_open_and_schema(void)
+{
+	struct kw_store *st = NULL;
+	struct kw_store_state state;
+
+	is_int(kw_store_open(&st, dir, KW_STORE_JOIN), KW_EUNAVAIL,
+	    "a worker does not create a missing environment");
+	ok(st == NULL, "no handle on failure");
+	is_int(kw_store_open(&st, dir, KW_STORE_RECOVER), KW_OK, "the manager creates it");
+	is_int(kw_store_state(st, &state), KW_OK, "state reads");
+	is_int(state.schema_version, KW_SCHEMA_VERSION, "schema version recorded");
+	kw_store_close(st);
+	is_int(kw_store_open(&st, dir, KW_STORE_JOIN), KW_OK, "a worker joins the environment");
+	is_int(kw_store_state(st, &state), KW_OK, "a worker reads the state");
+	kw_store_close(st);
+}
+
+static void
+test_txn(void)
+{
+	struct kw_store *st = NULL;
+	struct put p = { .key = "k1", .value = "v1" };
+	struct get g = { .key = "k1" };
+
+	kw_store_open(&st, dir, KW_STORE_RECOVER);
+	is_int(kw_store_txn(st, put_body, &p), KW_OK, "a write commits");
+	is_int(kw_store_txn(st, get_body, &g), KW_OK, "and reads back");
+	is_str(g.buf, "v1", "with its value");
+
+	p = (struct put){ .key = "k2", .value = "v2", .result = KW_ECONFLICT };
+	is_int(kw_store_txn(st, put_body, &p), KW_ECONFLICT, "a failing body's code is returned");
+	g = (struct get){ .key = "k2" };
+	is_int(kw_store_txn(st, get_body, &g), KW_ENOTFOUND, "and its write is rolled back");
+
+	p = (struct put){ .key = "k3", .value = "v3" };
+	is_int(kw_store_txn(st, flaky_body, &p), KW_OK, "a deadlocked body is retried");
+	is_int(p.calls, 3, "three runs: two deadlocks and a commit");
+	kw_store_close(st);
+
+	/* what was committed survives a close and a recovery */
+	kw_store_open(&st, dir, KW_STORE_RECOVER_FORCE);
+	g = (struct get){ .key = "k3" };
+	is_int(kw_store_txn(st, get_body, &g), KW_OK, "a committed write survives recovery");
+	is_int(kw_store_maintain(st), KW_OK, "checkpoint and log removal");
+	kw_store_close(st);
+}
+
+/* A process that dies holding a write lock must not block everyone forever. */
+static void
+test_dead_process(void)
+{
+	struct kw_store *st = NULL;
+	struct put p = { .key = "locked", .value = "after" };
+	struct get g = { .key = "locked" };
+	int status;
+	pid_t pid;
+
+	kw_store_open(&st, dir, KW_STORE_RECOVER);
+	if ((pid = fork()) == 0) {
+		struct kw_store *mine = NULL;
+		DB_TXN *txn;
+		DB *db;
+		DBT k = { .data = "locked", .size = 6 }, v = { .data = "dying", .size = 5 };
+
+		if (kw_store_open(&mine, dir, KW_STORE_JOIN) != KW_OK)
+			_exit(2);
+		db = kw_store_db(mine, KW_DB_META);
+		/* reach the environment through the database handle */
+		db->dbenv->txn_begin(db->dbenv, NULL, &txn, 0);
+		db->put(db, txn, &k, &v, 0);
+		_exit(0);	/* dies mid-transaction, holding the lock */
+	}
+	waitpid(pid, &status, 0);
+	is_int(WEXITSTATUS(status), 0, "the child died holding a write lock");
+	is_int(kw_store_failchk(st), KW_OK, "failchk cleans up after it");
+	is_int(kw_store_txn(st, put_body, &p), KW_OK, "the lock is free again");
+	is_int(kw_store_txn(st, get_body, &g), KW_OK, "the dead transaction was aborted");
+	is_str(g.buf, "after", "and only the live write remains");
+	kw_store_close(st);
+}
+
+/* Two processes increment two counters in opposite orders: real deadlocks, no lost update. */
+static void
+test_deadlocks(void)
+{
+	enum { ROUNDS = 200 };
+	struct kw_store *st = NULL;
+	struct kw_store_state state;
+	struct get g;
+	int status, failures = 0;
+	pid_t pids[2];
+
+	kw_store_open(&st, dir, KW_STORE_RECOVER);
+	for (int i = 0; i < 2; i++) {
+		if ((pids[i] = fork()) == 0) {
+			struct kw_store *mine = NULL;
+			struct pair p = { i ? "ctr-b" : "ctr-a", i ? "ctr-a" : "ctr-b" };
+			int bad = 0;
+
+			srand((unsigned)getpid());
+			if (kw_store_open(&mine, dir, KW_STORE_JOIN) != KW_OK)
+				_exit(2);
+			for (int r = 0; r < ROUNDS; r++)
+				bad += kw_store_txn(mine, pair_body, &p) != KW_OK;
+			kw_store_close(mine);
+			_exit(bad ? 1 : 0);
+		}
+	}
+	for (int i = 0; i < 2; i++) {
+		waitpid(pids[i], &status, 0);
+		failures += !WIFEXITED(status) || WEXITSTATUS(status) != 0;
+	}
+	is_int(failures, 0, "every transaction committed despite deadlocks");
+	g = (struct get){ .key = "ctr-a" };
+	kw_store_txn(st, get_body, &g);
+	is_int(atol(g.buf), 2 * ROUNDS, "counter a: no lost update");
+	g = (struct get){ .key = "ctr-b" };
+	kw_store_txn(st, get_body, &g);
+	is_int(atol(g.buf), 2 * ROUNDS, "counter b: no lost update");
+	kw_store_state(st, &state);
+	printf("# deadlocks detected and retried: %llu\n", (unsigned long long)state.deadlocks);
+	kw_store_close(st);
+}
+
+/* A data directory written by a newer keywarden is refused, not damaged. */
+static void
+test_newer_schema(void)
+{
+	struct kw_store *st = NULL;
+	struct put p = { .key = "schema_version", .value = "99" };
+
+	kw_store_open(&st, dir, KW_STORE_RECOVER);
+	kw_store_txn(st, put_body, &p);
+	kw_store_close(st);
+	is_int(kw_store_open(&st, dir, KW_STORE_RECOVER), KW_EUNAVAIL, "a newer schema is refused");
+	ok(st == NULL, "no handle");
+}
+
+int
+main(void)
+{
+	char cmd[128];
+
+	kw_log_threshold = KW_LOG_ERROR;
+	if (mkdtemp(dir) == NULL)
+		return 1;
+	test_open_and_schema();
+	test_txn();
+	test_dead_process();
+	test_deadlocks();
+	test_newer_schema();
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	(void)!system(cmd);
+	return tap_done();
+}
