@@ -1,4 +1,4 @@
-/* router.c: maps a method and path onto a generated route, and a query string onto typed parameters. */
+/* router.c: maps method and path onto a generated route, and a query string onto typed values. */
 #include <assert.h>
 #include <errno.h>
 #include <math.h>
@@ -250,7 +250,8 @@ kw_router_match(struct kw_arena *arena, const struct kw_route *routes, size_t nr
 
 		len = strcspn(p, "/");
 		if (path_is_decoded) {
-			segs[i].s = p;	/* borrowed; copied into the arena only if it becomes a value */
+			/* Borrowed; copied into the arena only if it becomes a value. */
+			segs[i].s = p;
 			segs[i].len = len;
 		} else {
 			if ((rc = decode(arena, p, len, 0, &d, &why)) != KW_OK) {
@@ -291,7 +292,8 @@ kw_router_match(struct kw_arena *arena, const struct kw_route *routes, size_t nr
 		if (is_param(tpl, len)) {
 			if (out->nparams == KW_MAX_PATH_PARAMS) {
 				memset(out, 0, sizeof(*out));
-				kw_error_set(err, KW_EINTERNAL, NULL, "route has too many path parameters");
+				kw_error_set(err, KW_EINTERNAL, NULL,
+				    "route has too many path parameters");
 				return KW_EINTERNAL;
 			}
 			out->names[out->nparams] = kw_arena_strndup(arena, tpl + 1, len - 2);

@@ -360,7 +360,8 @@ scan_number(struct scan *sc)
 			exp_neg = s[sc->i++] == '-';
 		digits = sc->i;
 		while (sc->i < sc->n && s[sc->i] >= '0' && s[sc->i] <= '9') {
-			if (exp < 1000000000LL)	/* saturate: only the order of magnitude matters */
+			/* Saturate: only the order of magnitude matters. */
+			if (exp < 1000000000LL)
 				exp = exp * 10 + (s[sc->i] - '0');
 			sc->i++;
 		}
@@ -489,7 +490,8 @@ scan_json(struct scan *sc, unsigned max_depth)
 				sc->i++;
 				depth--;
 			} else
-				return scan_fail(sc, in_object ? "expected ',' or '}'" : "expected ',' or ']'");
+				return scan_fail(sc, in_object ? "expected ',' or '}'" :
+				    "expected ',' or ']'");
 			continue;
 		}
 	}
@@ -571,7 +573,7 @@ kw_json_parse(const char *text, size_t n, unsigned max_depth, struct json_object
 		end = n;
 	}
 	if (jerr != json_tokener_success) {
-		/* The grammar check passed, so this is json-c running out of memory or a json-c bug. */
+		/* The grammar check passed: json-c ran out of memory, or has a bug. */
 		json_object_put(obj);
 		obj = NULL;
 		if (jerr == json_tokener_error_depth)
