@@ -8,6 +8,8 @@
 
 static int tap_n, tap_failed;
 
+static int tap_ok(int cond, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 static int
 tap_ok(int cond, const char *fmt, ...)
 {

@@ -1,4 +1,4 @@
-/* test_store.c: the Berkeley DB store against a fresh environment in a temp dir, including dead processes and real deadlocks. */
+/* test_store.c: the Berkeley DB store against a fresh environment in a temp dir, including dead processes and contention between processes. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -188,7 +188,7 @@ test_dead_process(void)
 	kw_store_close(st);
 }
 
-/* Two processes increment two counters in opposite orders: real deadlocks, no lost update. */
+/* Two processes increment two counters in opposite orders: contention (and any deadlock) retried, no lost update. */
 static void
 test_deadlocks(void)
 {
@@ -219,7 +219,7 @@ test_deadlocks(void)
 		waitpid(pids[i], &status, 0);
 		failures += !WIFEXITED(status) || WEXITSTATUS(status) != 0;
 	}
-	is_int(failures, 0, "every transaction committed despite deadlocks");
+	is_int(failures, 0, "every transaction committed under contention");
 	g = (struct get){ .key = "ctr-a" };
 	kw_store_txn(st, get_body, &g);
 	is_int(atol(g.buf), 2 * ROUNDS, "counter a: no lost update");
