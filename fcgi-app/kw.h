@@ -129,6 +129,8 @@ struct __db;
 /* The databases of the environment. */
 enum kw_db {
 	KW_DB_META = 0,		/* meta.db: schema version and service-wide settings */
+	KW_DB_KEYS,		/* keys.db: token (SHA-256 hex of the key) -> record (JSON) */
+	KW_DB_ALIASES,		/* aliases.db: key_alias -> token; makes aliases unique */
 	KW_DB_COUNT
 };
 typedef enum kw_err (*kw_txn_body)(struct kw_store *, struct __db_txn *, void *baton);
@@ -305,6 +307,24 @@ void kw_resp_header(struct kw_req *, struct kw_resp *, const char *fmt, ...)
 int kw_http_status_for(enum kw_face, enum kw_err);
 struct json_object *kw_face_error(enum kw_face, int status, const struct kw_error *);
 enum kw_err kw_http_serve(struct FCGX_Request *, struct kw_arena *, struct kw_store **store);
+
+/* --- auth.c: who is calling ----------------------------------------- */
+
+const char *kw_auth_credential(struct kw_req *);
+enum kw_err kw_auth_admin(struct kw_req *);
+
+/* --- keys.c: the one key model every face reads and writes ----------- */
+
+#define KW_KEY_GENERATED_LEN 25		/* "sk-" + 22 base64url characters */
+#define KW_TIME_LEN 21			/* "2026-11-22T07:36:43Z" + NUL */
+
+void kw_keys_new_secret(char out[KW_KEY_GENERATED_LEN + 1]);
+void kw_keys_key_name(const char *key, char *out, size_t n);
+enum kw_err kw_keys_parse_duration(const char *s, time_t from, time_t *until);
+time_t kw_keys_budget_reset(const char *duration, time_t now);
+void kw_time_format(time_t t, char out[KW_TIME_LEN]);
+enum kw_err kw_keys_insert(struct kw_store *, const char *token, const char *alias,
+    struct json_object *record, struct kw_error *err);
 
 /* --- pool.c --------------------------------------------------------- */
 

@@ -23,6 +23,8 @@ struct kw_store {
 
 static const char *const db_files[KW_DB_COUNT] = {
 	[KW_DB_META] = "meta.db",
+	[KW_DB_KEYS] = "keys.db",
+	[KW_DB_ALIASES] = "aliases.db",
 };
 
 /*
@@ -67,6 +69,14 @@ is_alive(DB_ENV *env, pid_t pid, db_threadid_t tid, u_int32_t flags)
 	(void)tid;
 	(void)flags;
 	return kill(pid, 0) == 0 || errno == EPERM;
+}
+
+/* Berkeley DB's informational messages (failchk's cleanup notes) go to the debug log. */
+static void
+db_message_log(const DB_ENV *env, const char *msg)
+{
+	(void)env;
+	kw_log_debug("berkeley db: %s", msg);
 }
 
 static void
@@ -158,6 +168,7 @@ open_env(const char *dir, u_int32_t flags, struct kw_store **out)
 		return kw_store_err(rc);
 	}
 	st->env->set_errcall(st->env, db_error_log);
+	st->env->set_msgcall(st->env, db_message_log);
 	st->env->set_cachesize(st->env, 0, CACHE_BYTES, 1);
 	st->env->set_lk_detect(st->env, DB_LOCK_DEFAULT);
 	st->env->set_thread_count(st->env, THREAD_SLOTS);
