@@ -67,8 +67,14 @@ class Server:
 
     def __exit__(self, *exc):
         self.stop()
+        log = self.read_log()
         if os.environ.get("KW_KEEP_TMP") is None:
             shutil.rmtree(self.tmp, ignore_errors=True)
+        # a worker that trips a sanitizer is replaced by the pool, so its
+        # report in the log is the only trace: make it fail the test
+        for marker in ("ERROR: AddressSanitizer", "runtime error:", "ERROR: LeakSanitizer"):
+            if marker in log and exc[0] is None:
+                raise RuntimeError("sanitizer report in the server log:\n" + log[-4000:])
 
     def start(self, timeout=15):
         self.log = open(self.log_path, "ab")
