@@ -75,6 +75,11 @@ worker_main(int listen_fd)
 			status = 1;
 			break;
 		}
+		if (pfd.revents & (POLLNVAL | POLLERR)) {
+			kw_log_error("worker: the listening socket is gone");
+			status = 1;
+			break;
+		}
 		if (FCGX_Accept_r(&req) < 0)
 			continue;	/* another worker took it, or the peer left */
 		if (kw_http_serve(&req, arena, &store) == KW_ERUNRECOVERY)
