@@ -1,6 +1,10 @@
-/* auth.c: the caller's credential and what it may do. */
+/* auth.c: the caller's credential, their role, and what they may do. */
+#include <stdio.h>
 #include <string.h>
 #include <strings.h>
+
+#include <db.h>
+#include <json-c/json.h>
 
 #include "kw.h"
 
@@ -46,22 +50,242 @@ is_master_key(const char *presented)
 }
 
 /*
- * KW_OK when the caller is the proxy admin (presents the master key);
- * otherwise KW_EAUTH with req->err filled, never echoing the credential.
+ * KW_OK when the caller is a proxy admin (the master key, or a key of a
+ * proxy_admin user); KW_EAUTH or KW_EFORBIDDEN with req->err otherwise.
  */
 enum kw_err
 kw_auth_admin(struct kw_req *req)
 {
-	const char *cred = kw_auth_credential(req);
+	enum kw_err rc = kw_auth_caller(req);
 
-	if (cred == NULL) {
+	if (rc != KW_OK)
+		return rc;
+	if (kw_auth_is_admin(req->caller))
+		return kw_auth_can_write(req);
+	kw_error_set(&req->err, KW_EFORBIDDEN, NULL, "only a proxy admin may do this");
+	return KW_EFORBIDDEN;
+}
+
+static const char *const role_names[] = {
+	[KW_ROLE_NONE] = "",
+	[KW_ROLE_INTERNAL_USER_VIEWER] = "internal_user_viewer",
+	[KW_ROLE_INTERNAL_USER] = "internal_user",
+	[KW_ROLE_PROXY_ADMIN_VIEWER] = "proxy_admin_viewer",
+	[KW_ROLE_PROXY_ADMIN] = "proxy_admin",
+};
+
+const char *
+kw_auth_role_name(enum kw_role role)
+{
+	return role_names[role];
+}
+
+/* The role named s; KW_ROLE_INTERNAL_USER for NULL or an unknown name (the schema checks names). */
+enum kw_role
+kw_auth_role_parse(const char *s)
+{
+	for (size_t i = 1; s != NULL && i < sizeof(role_names) / sizeof(role_names[0]); i++)
+		if (strcmp(s, role_names[i]) == 0)
+			return (enum kw_role)i;
+	return KW_ROLE_INTERNAL_USER;
+}
+
+struct caller_lookup {
+	const char *presented;
+	time_t now;
+	struct kw_caller *caller;
+	struct kw_error *err;
+};
+
+/* Reads the caller's key and user; refuses unknown, blocked and expired keys. */
+static enum kw_err
+lookup_caller(struct kw_store *st, DB_TXN *txn, void *baton)
+{
+	struct caller_lookup *l = baton;
+	struct kw_caller *c = l->caller;
+	json_object *key = NULL, *user = NULL, *team = NULL;
+	const char *user_id, *team_id, *expires, *key_type;
+	time_t until;
+	enum kw_err rc;
+
+	rc = kw_keys_credential(st, txn, l->presented, l->now, &key);
+	if (rc == KW_ENOTFOUND) {
+		kw_error_set(l->err, KW_EAUTH, NULL, "invalid API key");
+		return KW_EAUTH;
+	}
+	if (rc != KW_OK)
+		return rc;
+	if (kw_json_bool(key, "blocked")) {
+		kw_error_set(l->err, KW_EAUTH, NULL, "this key is blocked");
+		rc = KW_EAUTH;
+	} else if ((expires = kw_json_str(key, "expires")) != NULL &&
+	    kw_time_parse(expires, &until) == KW_OK && until <= l->now) {
+		kw_error_set(l->err, KW_EAUTH, NULL, "this key expired at %s", expires);
+		rc = KW_EAUTH;
+	}
+	if (rc == KW_OK && (team_id = kw_json_str(key, "team_id")) != NULL) {
+		rc = kw_rec_get(st, txn, KW_DB_TEAMS, team_id, 0, &team);
+		if (rc == KW_OK && kw_json_bool(team, "blocked")) {
+			kw_error_set(l->err, KW_EAUTH, NULL, "this key's team is blocked");
+			rc = KW_EAUTH;
+		} else if (rc == KW_ENOTFOUND) {
+			rc = KW_OK;	/* a team id that names no team record bounds nothing */
+		}
+	}
+	memset(c, 0, sizeof(*c));
+	snprintf(c->token, sizeof(c->token), "%s", kw_json_str(key, "token"));
+	key_type = kw_json_str(key, "key_type");
+	snprintf(c->key_type, sizeof(c->key_type), "%s", key_type ? key_type : "default");
+	c->role = KW_ROLE_NONE;
+	if (rc == KW_OK && (user_id = kw_json_str(key, "user_id")) != NULL) {
+		snprintf(c->user_id, sizeof(c->user_id), "%s", user_id);
+		rc = kw_rec_get(st, txn, KW_DB_USERS, user_id, 0, &user);
+		if (rc == KW_OK)
+			c->role = kw_auth_role_parse(kw_json_str(user, "user_role"));
+		else if (rc == KW_ENOTFOUND) {
+			c->role = KW_ROLE_INTERNAL_USER;	/* a key's user without a record */
+			rc = KW_OK;
+		}
+	}
+	json_object_put(key);
+	json_object_put(user);
+	json_object_put(team);
+	return rc;
+}
+
+/*
+ * Identifies the caller into req->caller: the master key (proxy admin), or
+ * a virtual key with the role of its user.  KW_EAUTH (401) for a missing,
+ * unknown, blocked or expired key, or one whose team is blocked; the
+ * error never echoes the credential.  Repeated calls answer from the first.
+ */
+enum kw_err
+kw_auth_caller(struct kw_req *req)
+{
+	struct caller_lookup l = { .now = req->now, .err = &req->err };
+	enum kw_err rc;
+
+	if (req->caller != NULL && req->caller->known)
+		return KW_OK;
+	if (req->store == NULL)
+		return KW_EUNAVAIL;	/* every operation that asks who is calling uses the store */
+	if ((l.presented = kw_auth_credential(req)) == NULL) {
 		kw_error_set(&req->err, KW_EAUTH, NULL,
 		    "no API key: send Authorization: Bearer sk-...");
 		return KW_EAUTH;
 	}
-	if (!is_master_key(cred)) {
-		kw_error_set(&req->err, KW_EAUTH, NULL, "invalid API key");
-		return KW_EAUTH;
+	if (req->caller == NULL &&
+	    (req->caller = kw_arena_alloc(req->arena, sizeof(*req->caller))) == NULL)
+		return KW_ENOMEM;
+	l.caller = req->caller;
+	if (is_master_key(l.presented)) {
+		memset(req->caller, 0, sizeof(*req->caller));
+		req->caller->is_master = 1;
+		req->caller->role = KW_ROLE_PROXY_ADMIN;
+		snprintf(req->caller->key_type, sizeof(req->caller->key_type), "default");
+	} else if ((rc = kw_store_txn(req->store, lookup_caller, &l)) != KW_OK) {
+		return rc;
 	}
+	req->caller->known = 1;
 	return KW_OK;
+}
+
+int
+kw_auth_is_admin(const struct kw_caller *c)
+{
+	return c->is_master || c->role == KW_ROLE_PROXY_ADMIN;
+}
+
+int
+kw_auth_reads_all(const struct kw_caller *c)
+{
+	return kw_auth_is_admin(c) || c->role == KW_ROLE_PROXY_ADMIN_VIEWER;
+}
+
+/*
+ * KW_OK when the caller may change things at all: not a viewer role, not a
+ * read_only or llm_api key, and a key with a user.  403 in req->err otherwise.
+ */
+enum kw_err
+kw_auth_can_write(struct kw_req *req)
+{
+	const struct kw_caller *c = req->caller;
+	const char *why = NULL;
+
+	if (kw_auth_is_admin(c) && strcmp(c->key_type, "read_only") != 0 &&
+	    strcmp(c->key_type, "llm_api") != 0)
+		return KW_OK;
+	if (c->role == KW_ROLE_PROXY_ADMIN_VIEWER || c->role == KW_ROLE_INTERNAL_USER_VIEWER)
+		why = "this user's role only reads";
+	else if (strcmp(c->key_type, "read_only") == 0)
+		why = "a read_only key only reads";
+	else if (strcmp(c->key_type, "llm_api") == 0)
+		why = "an llm_api key calls models, not management routes";
+	else if (c->role == KW_ROLE_NONE)
+		why = "a key without a user manages nothing";
+	if (why == NULL)
+		return KW_OK;
+	kw_error_set(&req->err, KW_EFORBIDDEN, NULL, "%s", why);
+	return KW_EFORBIDDEN;
+}
+
+/* The role of user_id in team's members_with_roles: "admin", "user", or NULL. */
+const char *
+kw_team_role_of(json_object *team, const char *user_id)
+{
+	json_object *members;
+
+	if (team == NULL || user_id == NULL || *user_id == '\0' ||
+	    !json_object_object_get_ex(team, "members_with_roles", &members) ||
+	    !json_object_is_type(members, json_type_array))
+		return NULL;
+	for (size_t i = 0; i < json_object_array_length(members); i++) {
+		json_object *m = json_object_array_get_idx(members, i);
+		const char *id = kw_json_str(m, "user_id"), *role = kw_json_str(m, "role");
+
+		if (id != NULL && strcmp(id, user_id) == 0)
+			return role != NULL && strcmp(role, "admin") == 0 ? "admin" : "user";
+	}
+	return NULL;
+}
+
+/*
+ * KW_OK when the caller may read (write=0) or change (write=1) key, a key
+ * record read in txn: admins everything (viewers read everything); a user
+ * their own keys; a team admin the team's keys; any key reads itself.
+ * KW_EFORBIDDEN with req->err otherwise.
+ */
+enum kw_err
+kw_auth_key_access(struct kw_req *req, DB_TXN *txn, json_object *key, int write)
+{
+	const struct kw_caller *c = req->caller;
+	const char *owner = kw_json_str(key, "user_id"), *team_id = kw_json_str(key, "team_id");
+	const char *token = kw_json_str(key, "token");
+	enum kw_err rc;
+
+	if (write && (rc = kw_auth_can_write(req)) != KW_OK)
+		return rc;
+	if (write ? kw_auth_is_admin(c) : kw_auth_reads_all(c))
+		return KW_OK;
+	if (!write && token != NULL && strcmp(token, c->token) == 0)
+		return KW_OK;
+	if (c->user_id[0] != '\0' && owner != NULL && strcmp(owner, c->user_id) == 0)
+		return KW_OK;
+	if (c->user_id[0] != '\0' && team_id != NULL) {
+		json_object *team;
+		int admin;
+
+		rc = kw_rec_get(req->store, txn, KW_DB_TEAMS, team_id, 0, &team);
+		if (rc != KW_OK && rc != KW_ENOTFOUND)
+			return rc;
+		admin = rc == KW_OK && kw_team_role_of(team, c->user_id) != NULL &&
+		    strcmp(kw_team_role_of(team, c->user_id), "admin") == 0;
+		json_object_put(team);
+		if (admin)
+			return KW_OK;
+	}
+	kw_error_set(&req->err, KW_EFORBIDDEN, NULL,
+	    write ? "you may only change your own keys, or your team's as its admin"
+	    : "you may only see your own keys, or your team's as its admin");
+	return KW_EFORBIDDEN;
 }

@@ -10,7 +10,7 @@ struct json_object;
 struct FCGX_Request;
 
 #define KW_VERSION "0.1.0"
-#define KW_SCHEMA_VERSION 1	/* data-directory layout; bump with a migration */
+#define KW_SCHEMA_VERSION 2	/* data-directory layout; bump with a migration */
 
 /*
  * Internal error codes.  Functions return one of these; only the HTTP
@@ -131,6 +131,12 @@ enum kw_db {
 	KW_DB_META = 0,		/* meta.db: schema version and service-wide settings */
 	KW_DB_KEYS,		/* keys.db: token (SHA-256 hex of the key) -> record (JSON) */
 	KW_DB_ALIASES,		/* aliases.db: key_alias -> token; makes aliases unique */
+	KW_DB_KEY_OWNERS,	/* key_owners.db: "u:<user>", "t:<team>", "o:<org>" -> tokens (sorted duplicates) */
+	KW_DB_KEY_CREATED,	/* key_created.db: created_at + token -> token, with record numbers */
+	KW_DB_RETIRED,		/* retired.db: a regenerated key's old token -> {"token", "until"} */
+	KW_DB_TEAMS,		/* teams.db: team_id -> record (JSON) */
+	KW_DB_USERS,		/* users.db: user_id -> record (JSON) */
+	KW_DB_AUDIT,		/* audit.db: record number -> audit entry (JSON), in order */
 	KW_DB_COUNT
 };
 typedef enum kw_err (*kw_txn_body)(struct kw_store *, struct __db_txn *, void *baton);
@@ -287,6 +293,7 @@ struct kw_req {
 	struct json_object *body;	/* validated JSON body or NULL; owned */
 	struct kw_error err;
 	time_t now;
+	struct kw_caller *caller;	/* set by kw_auth_caller; arena-owned */
 };
 
 struct kw_resp {
@@ -308,23 +315,122 @@ int kw_http_status_for(enum kw_face, enum kw_err);
 struct json_object *kw_face_error(enum kw_face, int status, const struct kw_error *);
 enum kw_err kw_http_serve(struct FCGX_Request *, struct kw_arena *, struct kw_store **store);
 
-/* --- auth.c: who is calling ----------------------------------------- */
+/* --- records.c: JSON records in the store's tables, inside a transaction --- */
 
-const char *kw_auth_credential(struct kw_req *);
-enum kw_err kw_auth_admin(struct kw_req *);
+/*
+ * Every function here runs inside the caller's transaction (kw_store_txn's
+ * body).  Records are JSON objects stored as their plain text.
+ */
+#define KW_RMW 1	/* read for update: take the write lock now, not at the put */
+
+enum kw_err kw_rec_get(struct kw_store *, struct __db_txn *, enum kw_db, const char *id,
+    int flags, struct json_object **out);	/* *out owned; KW_ENOTFOUND when absent */
+enum kw_err kw_rec_put(struct kw_store *, struct __db_txn *, enum kw_db, const char *id,
+    struct json_object *rec, int no_overwrite);	/* rec borrowed; KW_ECONFLICT */
+enum kw_err kw_rec_del(struct kw_store *, struct __db_txn *, enum kw_db, const char *id);
+enum kw_err kw_rec_parse(const void *data, size_t n, struct json_object **out);
+/* Calls visit for each record in id order until it returns non-zero; rec borrowed. */
+typedef int (*kw_rec_visit)(const char *id, struct json_object *rec, void *baton);
+enum kw_err kw_rec_each(struct kw_store *, struct __db_txn *, enum kw_db, kw_rec_visit,
+    void *baton);
+
+/* Field access on records and bodies; the returned strings are borrowed from obj. */
+const char *kw_json_str(struct json_object *obj, const char *name);	/* NULL unless a string */
+int kw_json_has(struct json_object *obj, const char *name);	/* present, even as null */
+double kw_json_num(struct json_object *obj, const char *name, double otherwise);
+int kw_json_bool(struct json_object *obj, const char *name);	/* true only if true */
+struct json_object *kw_json_copy(struct json_object *);	/* owned deep copy via text */
+int kw_json_list_has(struct json_object *list, const char *s);	/* array of strings holds s */
+void kw_json_set_time(struct json_object *obj, const char *name, time_t t);	/* 0: null */
 
 /* --- keys.c: the one key model every face reads and writes ----------- */
 
 #define KW_KEY_GENERATED_LEN 25		/* "sk-" + 22 base64url characters */
 #define KW_TIME_LEN 21			/* "2026-11-22T07:36:43Z" + NUL */
+#define KW_TOKEN_LEN KW_SHA256_HEX_LEN
 
 void kw_keys_new_secret(char out[KW_KEY_GENERATED_LEN + 1]);
 void kw_keys_key_name(const char *key, char *out, size_t n);
 enum kw_err kw_keys_parse_duration(const char *s, time_t from, time_t *until);
 time_t kw_keys_budget_reset(const char *duration, time_t now);
 void kw_time_format(time_t t, char out[KW_TIME_LEN]);
-enum kw_err kw_keys_insert(struct kw_store *, const char *token, const char *alias,
-    struct json_object *record, struct kw_error *err);
+enum kw_err kw_time_parse(const char *s, time_t *out);
+int kw_budget_settle(struct json_object *rec, time_t now);
+
+/* The token of a key named by its plaintext or its 64-hex hash (never a credential). */
+void kw_keys_token_of(const char *ref, char token[KW_TOKEN_LEN + 1]);
+/* Reads the key record of a presented credential; follows a regenerated key's grace period. */
+enum kw_err kw_keys_credential(struct kw_store *, struct __db_txn *, const char *presented,
+    time_t now, struct json_object **out);
+/* Writes rec under its "token", replacing old (NULL for a new key), keeping every index right. */
+enum kw_err kw_keys_put(struct kw_store *, struct __db_txn *, struct json_object *old,
+    struct json_object *rec, struct kw_error *err);
+enum kw_err kw_keys_del(struct kw_store *, struct __db_txn *, struct json_object *rec);
+enum kw_err kw_keys_retire(struct kw_store *, struct __db_txn *, const char *old_token,
+    const char *new_token, time_t until);
+/* Calls visit with the tokens of kind 'u' (user), 't' (team) or 'o' (organization) id. */
+typedef int (*kw_token_visit)(const char *token, void *baton);
+enum kw_err kw_keys_owned_by(struct kw_store *, struct __db_txn *, char kind, const char *id,
+    kw_token_visit, void *baton);
+enum kw_err kw_keys_reindex(struct kw_store *, struct __db_txn *);
+
+/* A page of tokens, newest first or oldest first, straight from the creation index. */
+enum kw_err kw_keys_page_by_created(struct kw_store *, struct __db_txn *, int newest_first,
+    size_t offset, size_t limit, kw_token_visit, void *baton, size_t *total);
+
+/* --- auth.c: who is calling and what they may do -------------------- */
+
+enum kw_role {
+	KW_ROLE_NONE = 0,		/* a key without a user: reads itself only */
+	KW_ROLE_INTERNAL_USER_VIEWER,
+	KW_ROLE_INTERNAL_USER,
+	KW_ROLE_PROXY_ADMIN_VIEWER,
+	KW_ROLE_PROXY_ADMIN
+};
+
+struct kw_caller {
+	int known;			/* kw_auth_caller succeeded */
+	int is_master;
+	enum kw_role role;
+	char token[KW_TOKEN_LEN + 1];	/* the caller's key hash; empty for the master key */
+	char user_id[257];		/* empty when the key has no user */
+	char key_type[16];		/* llm_api, management, read_only, default */
+};
+
+const char *kw_auth_credential(struct kw_req *);
+enum kw_err kw_auth_admin(struct kw_req *);
+enum kw_err kw_auth_caller(struct kw_req *);
+int kw_auth_is_admin(const struct kw_caller *);		/* master or proxy_admin */
+int kw_auth_reads_all(const struct kw_caller *);	/* admins and admin viewers */
+enum kw_err kw_auth_can_write(struct kw_req *);	/* 403 for viewers and read_only keys */
+const char *kw_auth_role_name(enum kw_role);
+enum kw_role kw_auth_role_parse(const char *);
+/* The team member's role, "admin" or "user", or NULL when user_id is not a member. */
+const char *kw_team_role_of(struct json_object *team, const char *user_id);
+/* KW_OK when the caller may read (write=0) or change (write=1) the key; else 403 in req->err. */
+enum kw_err kw_auth_key_access(struct kw_req *, struct __db_txn *, struct json_object *key,
+    int write);
+
+/* --- audit.c: who changed what ------------------------------------ */
+
+enum kw_err kw_audit_record(struct kw_req *, struct __db_txn *, const char *action,
+    const char *table, const char *object_id, struct json_object *before,
+    struct json_object *after);
+
+/* --- face_litellm.c: what the team and user operations share with the key operations */
+
+/*
+ * Builds a key from settings (a GenerateKeyRequest-shaped object,
+ * borrowed), checks it against its team's models and budget, stores it
+ * and its audit entry in txn.  *answer (owned) is the record plus the
+ * plaintext "key" and "token_id": the one place a plaintext key exists.
+ * Permission checks are the caller's.  KW_ECONFLICT, KW_EINVAL with
+ * req->err naming the field.
+ */
+enum kw_err kw_litellm_key_create(struct kw_req *, struct __db_txn *, struct json_object *settings,
+    struct json_object **answer);
+/* The key record as shown to callers (owned): budget resets applied, no plaintext. */
+struct json_object *kw_litellm_key_view(struct kw_req *, struct json_object *rec);
 
 /* --- pool.c --------------------------------------------------------- */
 

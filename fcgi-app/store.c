@@ -21,10 +21,20 @@ struct kw_store {
 	DB *dbs[KW_DB_COUNT];
 };
 
-static const char *const db_files[KW_DB_COUNT] = {
-	[KW_DB_META] = "meta.db",
-	[KW_DB_KEYS] = "keys.db",
-	[KW_DB_ALIASES] = "aliases.db",
+static const struct {
+	const char *file;
+	DBTYPE type;
+	u_int32_t flags;	/* set before open: DB_DUP, DB_RECNUM */
+} db_files[KW_DB_COUNT] = {
+	[KW_DB_META] = { "meta.db", DB_BTREE, 0 },
+	[KW_DB_KEYS] = { "keys.db", DB_BTREE, 0 },
+	[KW_DB_ALIASES] = { "aliases.db", DB_BTREE, 0 },
+	[KW_DB_KEY_OWNERS] = { "key_owners.db", DB_BTREE, DB_DUP | DB_DUPSORT },
+	[KW_DB_KEY_CREATED] = { "key_created.db", DB_BTREE, DB_RECNUM },
+	[KW_DB_RETIRED] = { "retired.db", DB_BTREE, 0 },
+	[KW_DB_TEAMS] = { "teams.db", DB_BTREE, 0 },
+	[KW_DB_USERS] = { "users.db", DB_BTREE, 0 },
+	[KW_DB_AUDIT] = { "audit.db", DB_RECNO, 0 },
 };
 
 /*
@@ -109,8 +119,8 @@ get_schema_version(struct kw_store *st, DB_TXN *txn, unsigned *version)
 
 /*
  * Records the schema version of a new data directory; refuses one written
- * by a newer keywarden.  Older versions would migrate here, inside this
- * same transaction, when the first schema change ships.
+ * by a newer keywarden.  Older versions migrate here, inside this same
+ * transaction.
  */
 static enum kw_err
 settle_schema(struct kw_store *st, DB_TXN *txn, void *baton)
@@ -131,18 +141,23 @@ settle_schema(struct kw_store *st, DB_TXN *txn, void *baton)
 	}
 	if (version == KW_SCHEMA_VERSION)
 		return KW_OK;
+	/* schema 1 had keys and aliases only: index its keys by owner and creation time */
+	if (version == 1 && (rc = kw_keys_reindex(st, txn)) != KW_OK)
+		return rc;
 	val.size = (u_int32_t)snprintf(buf, sizeof(buf), "%u", KW_SCHEMA_VERSION);
 	return kw_store_err(st->dbs[KW_DB_META]->put(st->dbs[KW_DB_META], txn, &key, &val, 0));
 }
 
 static enum kw_err
-open_db(struct kw_store *st, DB **out, const char *file)
+open_db(struct kw_store *st, DB **out, enum kw_db which)
 {
 	DB *db = NULL;
 	int rc = db_create(&db, st->env, 0);
 
+	if (rc == 0 && db_files[which].flags != 0)
+		rc = db->set_flags(db, db_files[which].flags);
 	if (rc == 0)
-		rc = db->open(db, NULL, file, NULL, DB_BTREE,
+		rc = db->open(db, NULL, db_files[which].file, NULL, db_files[which].type,
 		    DB_CREATE | DB_AUTO_COMMIT, 0600);
 	if (rc != 0) {
 		if (db != NULL)
@@ -212,7 +227,7 @@ kw_store_open(struct kw_store **out, const char *dir, enum kw_store_open_mode mo
 	if ((err = open_env(dir, flags, &st)) != KW_OK)
 		return err;
 	for (int i = 0; i < KW_DB_COUNT && err == KW_OK; i++)
-		err = open_db(st, &st->dbs[i], db_files[i]);
+		err = open_db(st, &st->dbs[i], (enum kw_db)i);
 	if (err == KW_OK && mode == KW_STORE_RECOVER)
 		err = kw_store_txn(st, settle_schema, NULL);
 	if (err != KW_OK) {

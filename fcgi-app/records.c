@@ -1,0 +1,203 @@
+/* records.c: JSON records in the store's tables, read and written inside the caller's transaction. */
+#include <stdlib.h>
+#include <string.h>
+
+#include <db.h>
+#include <json-c/json.h>
+
+#include "kw.h"
+
+static DBT
+dbt_of(const char *s)
+{
+	DBT d = { .data = (void *)s, .size = (u_int32_t)strlen(s) };
+
+	return d;
+}
+
+/*
+ * Parses a stored record of n bytes into *out (owned); a record that does
+ * not parse as an object means the store is damaged: KW_EINTERNAL.
+ */
+enum kw_err
+kw_rec_parse(const void *data, size_t n, json_object **out)
+{
+	json_tokener *tok = json_tokener_new();
+	json_object *obj;
+
+	*out = NULL;
+	if (tok == NULL)
+		return KW_ENOMEM;
+	obj = json_tokener_parse_ex(tok, data, (int)n);
+	json_tokener_free(tok);
+	if (obj == NULL || !json_object_is_type(obj, json_type_object)) {
+		json_object_put(obj);
+		kw_log_error("store: a record does not parse as a JSON object");
+		return KW_EINTERNAL;
+	}
+	*out = obj;
+	return KW_OK;
+}
+
+/*
+ * Reads the record stored under id into *out (owned by the caller).
+ * flags KW_RMW takes the write lock at once, so a read-modify-write in one
+ * transaction cannot deadlock against its twin.  KW_ENOTFOUND when absent.
+ */
+enum kw_err
+kw_rec_get(struct kw_store *st, DB_TXN *txn, enum kw_db which, const char *id, int flags,
+    json_object **out)
+{
+	DB *db = kw_store_db(st, which);
+	DBT key = dbt_of(id), val = { .flags = DB_DBT_MALLOC };
+	enum kw_err rc;
+
+	*out = NULL;
+	rc = kw_store_err(db->get(db, txn, &key, &val, (flags & KW_RMW) ? DB_RMW : 0));
+	if (rc != KW_OK)
+		return rc;
+	rc = kw_rec_parse(val.data, val.size, out);
+	free(val.data);
+	return rc;
+}
+
+/* Stores rec (borrowed) under id; with no_overwrite, KW_ECONFLICT when id exists. */
+enum kw_err
+kw_rec_put(struct kw_store *st, DB_TXN *txn, enum kw_db which, const char *id, json_object *rec,
+    int no_overwrite)
+{
+	DB *db = kw_store_db(st, which);
+	DBT key = dbt_of(id);
+	DBT val = dbt_of(json_object_to_json_string_ext(rec, JSON_C_TO_STRING_PLAIN));
+
+	return kw_store_err(db->put(db, txn, &key, &val, no_overwrite ? DB_NOOVERWRITE : 0));
+}
+
+/* Deletes the record under id; KW_ENOTFOUND when absent. */
+enum kw_err
+kw_rec_del(struct kw_store *st, DB_TXN *txn, enum kw_db which, const char *id)
+{
+	DB *db = kw_store_db(st, which);
+	DBT key = dbt_of(id);
+
+	return kw_store_err(db->del(db, txn, &key, 0));
+}
+
+/* Visits every record in id order until visit returns non-zero; rec is borrowed for the call. */
+enum kw_err
+kw_rec_each(struct kw_store *st, DB_TXN *txn, enum kw_db which, kw_rec_visit visit, void *baton)
+{
+	DB *db = kw_store_db(st, which);
+	DBC *cur = NULL;
+	DBT key = { .flags = DB_DBT_REALLOC }, val = { .flags = DB_DBT_REALLOC };
+	char *id = NULL;
+	enum kw_err rc = kw_store_err(db->cursor(db, txn, &cur, 0));
+	int stop = 0;
+
+	while (rc == KW_OK && !stop &&
+	    (rc = kw_store_err(cur->get(cur, &key, &val, DB_NEXT))) == KW_OK) {
+		json_object *rec;
+
+		if ((id = realloc(id, key.size + 1)) == NULL) {
+			rc = KW_ENOMEM;
+			break;
+		}
+		memcpy(id, key.data, key.size);
+		id[key.size] = '\0';
+		if ((rc = kw_rec_parse(val.data, val.size, &rec)) != KW_OK)
+			break;
+		stop = visit(id, rec, baton);
+		json_object_put(rec);
+	}
+	if (rc == KW_ENOTFOUND)
+		rc = KW_OK;
+	if (cur != NULL)
+		cur->close(cur);
+	free(key.data);
+	free(val.data);
+	free(id);
+	return rc;
+}
+
+/* The string field name of obj, borrowed; NULL when absent, null or not a string. */
+const char *
+kw_json_str(json_object *obj, const char *name)
+{
+	json_object *v;
+
+	if (obj == NULL || !json_object_object_get_ex(obj, name, &v) ||
+	    !json_object_is_type(v, json_type_string))
+		return NULL;
+	return json_object_get_string(v);
+}
+
+/* True when obj has the field name, even when its value is null. */
+int
+kw_json_has(json_object *obj, const char *name)
+{
+	return obj != NULL && json_object_object_get_ex(obj, name, NULL);
+}
+
+/* The number in field name, or otherwise when absent, null or not a number. */
+double
+kw_json_num(json_object *obj, const char *name, double otherwise)
+{
+	json_object *v;
+
+	if (obj == NULL || !json_object_object_get_ex(obj, name, &v) ||
+	    !(json_object_is_type(v, json_type_double) || json_object_is_type(v, json_type_int)))
+		return otherwise;
+	return json_object_get_double(v);
+}
+
+/* True only when field name is the JSON value true. */
+int
+kw_json_bool(json_object *obj, const char *name)
+{
+	json_object *v;
+
+	return obj != NULL && json_object_object_get_ex(obj, name, &v) &&
+	    json_object_is_type(v, json_type_boolean) && json_object_get_boolean(v);
+}
+
+/*
+ * A deep copy of obj (owned).  Through the text form: json-c 0.16's
+ * json_object_deep_copy asserts on numbers that came from a parser.
+ */
+json_object *
+kw_json_copy(json_object *obj)
+{
+	if (obj == NULL)
+		return NULL;
+	return json_tokener_parse(json_object_to_json_string_ext(obj, JSON_C_TO_STRING_PLAIN));
+}
+
+/* True when list is an array holding the string s. */
+int
+kw_json_list_has(json_object *list, const char *s)
+{
+	if (list == NULL || !json_object_is_type(list, json_type_array))
+		return 0;
+	for (size_t i = 0; i < json_object_array_length(list); i++) {
+		json_object *v = json_object_array_get_idx(list, i);
+
+		if (json_object_is_type(v, json_type_string) &&
+		    strcmp(json_object_get_string(v), s) == 0)
+			return 1;
+	}
+	return 0;
+}
+
+/* Sets field name to t as RFC 3339 UTC, or to null when t is 0. */
+void
+kw_json_set_time(json_object *obj, const char *name, time_t t)
+{
+	char buf[KW_TIME_LEN];
+
+	if (t == 0) {
+		json_object_object_add(obj, name, NULL);
+		return;
+	}
+	kw_time_format(t, buf);
+	json_object_object_add(obj, name, json_object_new_string(buf));
+}
