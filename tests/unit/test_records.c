@@ -1,0 +1,338 @@
+/* test_records.c: JSON records and the key indexes (alias, owner, creation order, retired secrets) in a fresh environment. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <db.h>
+#include <json-c/json.h>
+
+#include "kw.h"
+#include "tap.h"
+
+static char dir[] = "/tmp/kw-test-records-XXXXXX";
+
+/* Makes a key record for secret with the given alias, user, team and creation time. */
+static json_object *
+key_record(const char *secret, const char *alias, const char *user, const char *team,
+    time_t created)
+{
+	char token[KW_TOKEN_LEN + 1];
+	json_object *rec = json_object_new_object();
+
+	kw_crypto_sha256_hex(secret, strlen(secret), token);
+	json_object_object_add(rec, "token", json_object_new_string(token));
+	json_object_object_add(rec, "key_alias", alias ? json_object_new_string(alias) : NULL);
+	json_object_object_add(rec, "user_id", user ? json_object_new_string(user) : NULL);
+	json_object_object_add(rec, "team_id", team ? json_object_new_string(team) : NULL);
+	kw_json_set_time(rec, "created_at", created);
+	return rec;
+}
+
+/* One write: put rec replacing old (may be NULL), or delete del. */
+struct write {
+	json_object *old, *rec, *del;
+	struct kw_error err;
+};
+
+static enum kw_err
+write_body(struct kw_store *st, DB_TXN *txn, void *baton)
+{
+	struct write *w = baton;
+
+	if (w->del != NULL)
+		return kw_keys_del(st, txn, w->del);
+	return kw_keys_put(st, txn, w->old, w->rec, &w->err);
+}
+
+static enum kw_err
+put_key(struct kw_store *st, json_object *old, json_object *rec, struct kw_error *err)
+{
+	struct write w = { .old = old, .rec = rec };
+	enum kw_err rc = kw_store_txn(st, write_body, &w);
+
+	if (err != NULL)
+		*err = w.err;
+	return rc;
+}
+
+/* Collects visited tokens as a comma-separated list of their first 4 characters. */
+struct seen {
+	char list[256];
+	int stop_after;
+	int n;
+};
+
+static int
+see(const char *token, void *baton)
+{
+	struct seen *s = baton;
+	size_t len = strlen(s->list);
+
+	snprintf(s->list + len, sizeof(s->list) - len, "%s%.4s", len ? "," : "", token);
+	return ++s->n == s->stop_after;
+}
+
+struct query {
+	char kind;
+	const char *id;
+	int newest_first;
+	size_t offset, limit, total;
+	struct seen seen;
+	const char *secret;
+	json_object *found;
+};
+
+static enum kw_err
+owned_body(struct kw_store *st, DB_TXN *txn, void *baton)
+{
+	struct query *q = baton;
+
+	memset(&q->seen, 0, sizeof(q->seen));
+	return kw_keys_owned_by(st, txn, q->kind, q->id, see, &q->seen);
+}
+
+static enum kw_err
+page_body(struct kw_store *st, DB_TXN *txn, void *baton)
+{
+	struct query *q = baton;
+
+	memset(&q->seen, 0, sizeof(q->seen));
+	return kw_keys_page_by_created(st, txn, q->newest_first, q->offset, q->limit, see,
+	    &q->seen, &q->total);
+}
+
+static enum kw_err
+credential_body(struct kw_store *st, DB_TXN *txn, void *baton)
+{
+	struct query *q = baton;
+
+	json_object_put(q->found);
+	q->found = NULL;
+	return kw_keys_credential(st, txn, q->secret, q->offset, &q->found);
+}
+
+struct retire {
+	const char *old_token, *new_token;
+	time_t until;
+};
+
+static enum kw_err
+retire_body(struct kw_store *st, DB_TXN *txn, void *baton)
+{
+	struct retire *r = baton;
+
+	return kw_keys_retire(st, txn, r->old_token, r->new_token, r->until);
+}
+
+static const char *
+token4(json_object *rec)
+{
+	static char buf[5];
+
+	snprintf(buf, sizeof(buf), "%.4s", kw_json_str(rec, "token"));
+	return buf;
+}
+
+static void
+test_indexes(struct kw_store *st)
+{
+	json_object *a = key_record("sk-aaaa", "alpha", "u1", "t1", 1000);
+	json_object *b = key_record("sk-bbbb", "beta", "u1", NULL, 2000);
+	json_object *c = key_record("sk-cccc", NULL, "u2", "t1", 3000);
+	json_object *dup = key_record("sk-dddd", "alpha", NULL, NULL, 4000);
+	struct query q = { .kind = 'u', .id = "u1" };
+	struct kw_error err;
+	char want[64];
+
+	is_int(put_key(st, NULL, a, NULL), KW_OK, "a new key is stored");
+	is_int(put_key(st, NULL, b, NULL), KW_OK, "a second");
+	is_int(put_key(st, NULL, c, NULL), KW_OK, "a third, without alias");
+	is_int(put_key(st, NULL, dup, &err), KW_ECONFLICT, "a taken alias is a conflict");
+	is_str(err.field, "key_alias", "naming key_alias");
+	is_int(put_key(st, NULL, a, &err), KW_ECONFLICT, "the same token twice is a conflict");
+	is_str(err.field, "key", "naming key");
+
+	kw_store_txn(st, owned_body, &q);
+	snprintf(want, sizeof(want), "%s", token4(a));
+	snprintf(want + strlen(want), sizeof(want) - strlen(want), ",%s", token4(b));
+	/* duplicates are sorted by token: compare as a set of two */
+	ok(q.seen.n == 2 && strstr(q.seen.list, token4(a)) && strstr(q.seen.list, token4(b)),
+	    "user u1 owns a and b (%s)", q.seen.list);
+	q.kind = 't';
+	q.id = "t1";
+	kw_store_txn(st, owned_body, &q);
+	ok(q.seen.n == 2 && strstr(q.seen.list, token4(a)) && strstr(q.seen.list, token4(c)),
+	    "team t1 owns a and c");
+	q.id = "nobody";
+	kw_store_txn(st, owned_body, &q);
+	is_int(q.seen.n, 0, "an unknown owner owns nothing");
+
+	q.newest_first = 1;
+	q.limit = 2;
+	kw_store_txn(st, page_body, &q);
+	is_int(q.total, 3, "three keys in the creation index");
+	snprintf(want, sizeof(want), "%s,", token4(c));
+	snprintf(want + strlen(want), sizeof(want) - strlen(want), "%s", token4(b));
+	is_str(q.seen.list, want, "newest first: c, b");
+	q.offset = 2;
+	kw_store_txn(st, page_body, &q);
+	is_str(q.seen.list, token4(a), "the second page: a");
+	q.offset = 3;
+	kw_store_txn(st, page_body, &q);
+	is_int(q.seen.n, 0, "a page past the end is empty");
+	q.newest_first = 0;
+	q.offset = 0;
+	q.limit = 1;
+	kw_store_txn(st, page_body, &q);
+	is_str(q.seen.list, token4(a), "oldest first: a");
+
+	/* move a from u1 to u2 and rename its alias: the old rows go, the new come */
+	json_object *a2 = kw_json_copy(a);
+	json_object_object_add(a2, "user_id", json_object_new_string("u2"));
+	json_object_object_add(a2, "key_alias", json_object_new_string("gamma"));
+	is_int(put_key(st, a, a2, NULL), KW_OK, "a changes owner and alias");
+	json_object *d2 = key_record("sk-dddd", "alpha", NULL, NULL, 4000);
+	is_int(put_key(st, NULL, d2, NULL), KW_OK, "the freed alias can be taken again");
+	q.kind = 'u';
+	q.id = "u1";
+	kw_store_txn(st, owned_body, &q);
+	is_str(q.seen.list, token4(b), "u1 now owns b only");
+	q.id = "u2";
+	kw_store_txn(st, owned_body, &q);
+	is_int(q.seen.n, 2, "u2 owns a and c");
+
+	struct write w = { .del = a2 };
+	is_int(kw_store_txn(st, write_body, &w), KW_OK, "a is deleted");
+	kw_store_txn(st, owned_body, &q);
+	is_str(q.seen.list, token4(c), "u2 owns c only");
+	q.newest_first = 1;
+	q.offset = 0;
+	q.limit = 10;
+	kw_store_txn(st, page_body, &q);
+	is_int(q.total, 3, "three keys again: b, c, d");
+
+	json_object_put(a);
+	json_object_put(a2);
+	json_object_put(b);
+	json_object_put(c);
+	json_object_put(dup);
+	json_object_put(d2);
+}
+
+static void
+test_credentials(struct kw_store *st)
+{
+	json_object *rec = key_record("sk-rotated-new", NULL, NULL, NULL, 5000);
+	char old_token[KW_TOKEN_LEN + 1];
+	struct query q = { .secret = "sk-rotated-new", .offset = 100 };
+	struct retire r = { .old_token = old_token, .new_token = kw_json_str(rec, "token"),
+		.until = 200 };
+
+	put_key(st, NULL, rec, NULL);
+	kw_crypto_sha256_hex("sk-rotated-old", strlen("sk-rotated-old"), old_token);
+	is_int(kw_store_txn(st, credential_body, &q), KW_OK, "the key's secret is a credential");
+	is_int(kw_store_txn(st, retire_body, &r), KW_OK, "the old secret is retired until 200");
+	q.secret = "sk-rotated-old";
+	is_int(kw_store_txn(st, credential_body, &q), KW_OK, "the old secret works at 100");
+	ok(q.found != NULL && strcmp(kw_json_str(q.found, "token"), r.new_token) == 0,
+	    "and opens the new record");
+	q.offset = 200;
+	is_int(kw_store_txn(st, credential_body, &q), KW_ENOTFOUND, "not at 200");
+	q.secret = kw_json_str(rec, "token");
+	q.offset = 100;
+	is_int(kw_store_txn(st, credential_body, &q), KW_ENOTFOUND, "a hash is never a credential");
+	json_object_put(q.found);
+	json_object_put(rec);
+}
+
+static void
+test_helpers(void)
+{
+	char token[KW_TOKEN_LEN + 1], want[KW_TOKEN_LEN + 1];
+	json_object *rec = json_object_new_object();
+	time_t t;
+
+	kw_crypto_sha256_hex("sk-x", 4, want);
+	kw_keys_token_of("sk-x", token);
+	is_str(token, want, "a plaintext key names its hash");
+	for (size_t i = 0; i < KW_TOKEN_LEN; i++)
+		want[i] = (char)(i % 2 ? 'A' : '0');
+	kw_keys_token_of(want, token);
+	ok(token[1] == 'a', "a hash names itself, lower-cased");
+
+	is_int(kw_time_parse("2026-11-22T07:36:43Z", &t), KW_OK, "RFC 3339 parses");
+	is_int(t, 1795333003, "to the right second");
+	is_int(kw_time_parse("2026-11-22T07:36:43.123+00:00", &t), KW_OK, "fractions and +00:00");
+	is_int(kw_time_parse("yesterday", &t), KW_EINVAL, "anything else does not");
+
+	json_object_object_add(rec, "spend", json_object_new_double(7));
+	json_object_object_add(rec, "budget_duration", json_object_new_string("1d"));
+	kw_json_set_time(rec, "budget_reset_at", 1795392000);	/* 2026-11-23T00:00:00Z */
+	is_int(kw_budget_settle(rec, 1795391999), 0, "no reset before it is due");
+	ok(kw_json_num(rec, "spend", -1) == 7, "spend kept");
+	is_int(kw_budget_settle(rec, 1795392000), 1, "a reset when due");
+	ok(kw_json_num(rec, "spend", -1) == 0, "spend back to 0");
+	is_str(kw_json_str(rec, "budget_reset_at"), "2026-11-24T00:00:00Z", "the next reset is set");
+	json_object_put(rec);
+}
+
+/* A schema-1 data directory: keys and aliases only; opening it indexes the keys. */
+static void
+test_migration(void)
+{
+	char d[] = "/tmp/kw-test-migrate-XXXXXX", cmd[128];
+	struct kw_store *st = NULL;
+	json_object *rec = key_record("sk-legacy", "old", "u9", NULL, 6000);
+	struct query q = { .kind = 'u', .id = "u9" };
+	struct write w = { .rec = rec };
+	DB *meta;
+
+	if (mkdtemp(d) == NULL)
+		exit(1);
+	kw_store_open(&st, d, KW_STORE_RECOVER);
+	kw_store_txn(st, write_body, &w);
+	/* forget the index rows and go back to schema 1, as a 0.1 data directory */
+	kw_store_db(st, KW_DB_KEY_OWNERS)->truncate(kw_store_db(st, KW_DB_KEY_OWNERS), NULL, NULL,
+	    DB_AUTO_COMMIT);
+	kw_store_db(st, KW_DB_KEY_CREATED)->truncate(kw_store_db(st, KW_DB_KEY_CREATED), NULL,
+	    NULL, DB_AUTO_COMMIT);
+	meta = kw_store_db(st, KW_DB_META);
+	DBT k = { .data = "schema_version", .size = 14 }, v = { .data = "1", .size = 1 };
+	meta->put(meta, NULL, &k, &v, DB_AUTO_COMMIT);
+	kw_store_txn(st, owned_body, &q);
+	is_int(q.seen.n, 0, "before: the owner index is empty");
+	kw_store_close(st);
+
+	is_int(kw_store_open(&st, d, KW_STORE_RECOVER), KW_OK, "schema 1 opens");
+	kw_store_txn(st, owned_body, &q);
+	is_int(q.seen.n, 1, "and its keys are indexed by owner");
+	q.limit = 5;
+	kw_store_txn(st, page_body, &q);
+	is_int(q.total, 1, "and by creation time");
+	kw_store_close(st);
+	json_object_put(rec);
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", d);
+	(void)!system(cmd);
+}
+
+int
+main(void)
+{
+	struct kw_store *st = NULL;
+	char cmd[128];
+
+	kw_crypto_init();
+	kw_log_threshold = KW_LOG_ERROR;
+	if (mkdtemp(dir) == NULL)
+		return 1;
+	if (kw_store_open(&st, dir, KW_STORE_RECOVER) != KW_OK)
+		return 1;
+	test_helpers();
+	test_indexes(st);
+	test_credentials(st);
+	kw_store_close(st);
+	test_migration();
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	(void)!system(cmd);
+	return tap_done();
+}
