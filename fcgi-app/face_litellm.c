@@ -86,7 +86,17 @@ apply_settings(struct kw_req *req, json_object *rec, json_object *body)
 			kw_keys_parse_duration(s, req->now, &t);
 		kw_json_set_time(rec, "key_rotation_at", t);
 	}
+}
+
+/* Stamps rec as changed now by the caller (LiteLLM's updated_at and updated_by). */
+static void
+touch(struct kw_req *req, json_object *rec)
+{
+	const struct kw_caller *c = req->caller;
+
 	kw_json_set_time(rec, "updated_at", req->now);
+	json_object_object_add(rec, "updated_by", json_object_new_string(
+	    c != NULL && c->user_id[0] != '\0' ? c->user_id : "default_user_id"));
 }
 
 /* The models list of rec allows model when it is empty or names it or all-proxy-models. */
@@ -223,15 +233,15 @@ kw_litellm_key_create(struct kw_req *req, DB_TXN *txn, json_object *settings,
 	json_object_object_add(rec, "key_name", json_object_new_string(name));
 	json_object_object_add(rec, "expires", NULL);
 	apply_settings(req, rec, settings);
+	touch(req, rec);
 	default_field(rec, "spend", json_object_new_double(0));
 	default_field(rec, "models", json_object_new_array());
 	default_field(rec, "metadata", json_object_new_object());
 	default_field(rec, "blocked", json_object_new_boolean(0));
 	json_object_object_add(rec, "rotation_count", json_object_new_int(0));
 	kw_json_set_time(rec, "created_at", req->now);
-	json_object_object_add(rec, "created_by", json_object_new_string(
-	    req->caller != NULL && req->caller->user_id[0] != '\0' ?
-	    req->caller->user_id : "default_user_id"));
+	json_object_object_add(rec, "created_by",
+	    json_object_get(json_object_object_get(rec, "updated_by")));
 
 	if ((rc = check_team_bounds(req, txn, rec)) == KW_OK &&
 	    (rc = kw_keys_put(req->store, txn, NULL, rec, &req->err)) == KW_OK &&
@@ -363,8 +373,7 @@ update_body(struct kw_store *st, DB_TXN *txn, void *baton)
 	rec = kw_json_copy(old);
 	kw_budget_settle(rec, req->now);
 	apply_settings(req, rec, op->body);
-	json_object_object_add(rec, "updated_by", json_object_new_string(
-	    req->caller->user_id[0] != '\0' ? req->caller->user_id : "default_user_id"));
+	touch(req, rec);
 	if ((rc = kw_auth_key_access(req, txn, old, 1)) == KW_OK &&
 	    (rc = check_ownership(req, txn, rec, 0)) == KW_OK &&
 	    (rc = check_team_bounds(req, txn, rec)) == KW_OK &&
@@ -1088,7 +1097,7 @@ change_body(struct kw_store *st, DB_TXN *txn, void *baton)
 		return rc;
 	rec = kw_json_copy(old);
 	kw_budget_settle(rec, req->now);
-	kw_json_set_time(rec, "updated_at", req->now);
+	touch(req, rec);
 	if ((rc = kw_auth_key_access(req, txn, old, 1)) == KW_OK &&
 	    (rc = kc->change(kc, txn, old, rec)) == KW_OK &&
 	    (rc = kw_keys_put(st, txn, old, rec, &req->err)) == KW_OK &&
