@@ -12,7 +12,7 @@
 /*
  * Appends one audit entry inside txn, so it commits or aborts with the
  * change it describes.  changed_by is the litellm-changed-by header when
- * sent (an admin acting for someone), else the caller's user, else
+ * an admin sends it (acting for someone), else the caller's user, else
  * "default_user_id" as LiteLLM writes for the master key.  before and
  * after are borrowed; they are records, which never hold a plaintext key.
  */
@@ -30,6 +30,8 @@ kw_audit_record(struct kw_req *req, DB_TXN *txn, const char *action, const char 
 	enum kw_err rc;
 
 	kw_json_set_time(entry, "updated_at", req->now);
+	if (c == NULL || !kw_auth_is_admin(c))
+		on_behalf = NULL;	/* only an admin acts on someone's behalf */
 	json_object_object_add(entry, "changed_by", json_object_new_string(
 	    on_behalf != NULL && *on_behalf != '\0' ? on_behalf :
 	    c != NULL && c->user_id[0] != '\0' ? c->user_id : "default_user_id"));

@@ -140,7 +140,10 @@ lookup_caller(struct kw_store *st, DB_TXN *txn, void *baton)
 	if (rc == KW_OK && (user_id = kw_json_str(key, "user_id")) != NULL) {
 		snprintf(c->user_id, sizeof(c->user_id), "%s", user_id);
 		rc = kw_rec_get(st, txn, KW_DB_USERS, user_id, 0, &user);
-		if (rc == KW_OK)
+		if (rc == KW_OK && kw_json_bool(user, "blocked")) {
+			kw_error_set(l->err, KW_EAUTH, NULL, "this key's user is blocked");
+			rc = KW_EAUTH;
+		} else if (rc == KW_OK)
 			c->role = kw_auth_role_parse(kw_json_str(user, "user_role"));
 		else if (rc == KW_ENOTFOUND) {
 			c->role = KW_ROLE_INTERNAL_USER;	/* a key's user without a record */
@@ -156,7 +159,7 @@ lookup_caller(struct kw_store *st, DB_TXN *txn, void *baton)
 /*
  * Identifies the caller into req->caller: the master key (proxy admin), or
  * a virtual key with the role of its user.  KW_EAUTH (401) for a missing,
- * unknown, blocked or expired key, or one whose team is blocked; the
+ * unknown, blocked or expired key, or one whose team or user is blocked; the
  * error never echoes the credential.  Repeated calls answer from the first.
  */
 enum kw_err

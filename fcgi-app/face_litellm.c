@@ -10,8 +10,6 @@
 #include "kw.h"
 #include "gen/ops.h"
 
-#define KEY_TABLE "LiteLLM_VerificationToken"
-
 /*
  * Request fields that steer an operation but are not stored in the record:
  * the secret itself, durations turned into times, and one-shot options.
@@ -245,7 +243,7 @@ kw_litellm_key_create(struct kw_req *req, DB_TXN *txn, json_object *settings,
 
 	if ((rc = check_team_bounds(req, txn, rec)) == KW_OK &&
 	    (rc = kw_keys_put(req->store, txn, NULL, rec, &req->err)) == KW_OK &&
-	    (rc = kw_audit_record(req, txn, "created", KEY_TABLE, token, NULL, rec)) == KW_OK) {
+	    (rc = kw_audit_record(req, txn, "created", KW_TABLE_KEYS, token, NULL, rec)) == KW_OK) {
 		/* stored: now the answer may carry what the store must never hold */
 		json_object_object_add(rec, "key", json_object_new_string(key));
 		json_object_object_add(rec, "token_id", json_object_new_string(token));
@@ -378,7 +376,7 @@ update_body(struct kw_store *st, DB_TXN *txn, void *baton)
 	    (rc = check_ownership(req, txn, rec, 0)) == KW_OK &&
 	    (rc = check_team_bounds(req, txn, rec)) == KW_OK &&
 	    (rc = kw_keys_put(st, txn, old, rec, &req->err)) == KW_OK &&
-	    (rc = kw_audit_record(req, txn, "updated", KEY_TABLE, kw_json_str(rec, "token"),
+	    (rc = kw_audit_record(req, txn, "updated", KW_TABLE_KEYS, kw_json_str(rec, "token"),
 	    old, rec)) == KW_OK) {
 		json_object_object_add(rec, "key", json_object_new_string(op->ref));
 		op->answer = rec;
@@ -488,7 +486,7 @@ delete_one(struct kw_req *req, DB_TXN *txn, const char *ref, int by_alias, const
 		return rc;
 	if ((rc = kw_auth_key_access(req, txn, rec, 1)) == KW_OK &&
 	    (rc = kw_keys_del(req->store, txn, rec)) == KW_OK)
-		rc = kw_audit_record(req, txn, "deleted", KEY_TABLE, kw_json_str(rec, "token"),
+		rc = kw_audit_record(req, txn, "deleted", KW_TABLE_KEYS, kw_json_str(rec, "token"),
 		    rec, NULL);
 	json_object_put(rec);
 	return rc;
@@ -886,7 +884,8 @@ list_body(struct kw_store *st, DB_TXN *txn, void *baton)
 	}
 	if ((rc = gather_candidates(l)) != KW_OK)
 		return rc;
-	qsort_r(l->recs, l->n, sizeof(*l->recs), compare_records, l);
+	if (l->n > 1)
+		qsort_r(l->recs, l->n, sizeof(*l->recs), compare_records, l);
 	l->total = 0;
 	for (size_t i = 0; i < l->n; i++) {
 		/* a key can be gathered twice (one's own, in a team one administers) */
@@ -1007,7 +1006,8 @@ aliases_body(struct kw_store *st, DB_TXN *txn, void *baton)
 		p->mine.sort_by = "key_alias";
 		if ((rc = gather_candidates(&p->mine)) != KW_OK)
 			return rc;
-		qsort_r(p->mine.recs, p->mine.n, sizeof(*p->mine.recs), compare_aliases, NULL);
+		if (p->mine.n > 1)
+			qsort_r(p->mine.recs, p->mine.n, sizeof(*p->mine.recs), compare_aliases, NULL);
 		for (size_t i = 0; i < p->mine.n; i++)
 			if (kw_json_str(p->mine.recs[i], "key_alias") != NULL)
 				alias_visit(p, kw_json_str(p->mine.recs[i], "key_alias"));
@@ -1101,7 +1101,7 @@ change_body(struct kw_store *st, DB_TXN *txn, void *baton)
 	if ((rc = kw_auth_key_access(req, txn, old, 1)) == KW_OK &&
 	    (rc = kc->change(kc, txn, old, rec)) == KW_OK &&
 	    (rc = kw_keys_put(st, txn, old, rec, &req->err)) == KW_OK &&
-	    (rc = kw_audit_record(req, txn, kc->action, KEY_TABLE, kw_json_str(rec, "token"),
+	    (rc = kw_audit_record(req, txn, kc->action, KW_TABLE_KEYS, kw_json_str(rec, "token"),
 	    old, rec)) == KW_OK) {
 		kc->op.answer = kw_litellm_key_view(req, rec);
 	}

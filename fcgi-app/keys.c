@@ -251,7 +251,7 @@ index_rows(struct kw_store *st, DB_TXN *txn, json_object *rec, int put, struct k
 	DB *aliases = kw_store_db(st, KW_DB_ALIASES), *by_owner = kw_store_db(st, KW_DB_KEY_OWNERS);
 	DB *created = kw_store_db(st, KW_DB_KEY_CREATED);
 	DBT tok = { .data = (void *)token, .size = (u_int32_t)strlen(token) };
-	char buf[600];
+	char buf[KW_ID_MAX + 3];	/* "u:" + an id; a creation key is shorter */
 	enum kw_err rc = KW_OK;
 
 	if (alias != NULL) {
@@ -275,8 +275,12 @@ index_rows(struct kw_store *st, DB_TXN *txn, json_object *rec, int put, struct k
 		DBT k = { .data = buf };
 		DBC *cur;
 
-		if (id == NULL || !owner_key(owners[i].kind, id, buf, sizeof(buf)))
+		if (id == NULL)
 			continue;
+		if (!owner_key(owners[i].kind, id, buf, sizeof(buf))) {
+			kw_error_set(err, KW_EINVAL, owners[i].field, "longer than %d bytes", KW_ID_MAX);
+			return KW_EINVAL;
+		}
 		k.size = (u_int32_t)strlen(buf);
 		if (put) {
 			rc = kw_store_err(by_owner->put(by_owner, txn, &k, &tok, DB_NODUPDATA));
@@ -352,7 +356,7 @@ kw_keys_owned_by(struct kw_store *st, DB_TXN *txn, char kind, const char *id,
     kw_token_visit visit, void *baton)
 {
 	DB *by_owner = kw_store_db(st, KW_DB_KEY_OWNERS);
-	char buf[600], token[KW_TOKEN_LEN + 1];
+	char buf[KW_ID_MAX + 3], token[KW_TOKEN_LEN + 1];
 	DBT k = { .data = buf }, v = { .data = token, .ulen = KW_TOKEN_LEN, .flags = DB_DBT_USERMEM };
 	DBC *cur;
 	u_int32_t op = DB_SET;

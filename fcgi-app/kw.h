@@ -348,6 +348,7 @@ void kw_json_set_time(struct json_object *obj, const char *name, time_t t);	/* 0
 #define KW_KEY_GENERATED_LEN 25		/* "sk-" + 22 base64url characters */
 #define KW_TIME_LEN 21			/* "2026-11-22T07:36:43Z" + NUL */
 #define KW_TOKEN_LEN KW_SHA256_HEX_LEN
+#define KW_ID_MAX 1024			/* bytes: the spec's 256 code points of UTF-8 */
 
 void kw_keys_new_secret(char out[KW_KEY_GENERATED_LEN + 1]);
 void kw_keys_key_name(const char *key, char *out, size_t n);
@@ -393,7 +394,7 @@ struct kw_caller {
 	int is_master;
 	enum kw_role role;
 	char token[KW_TOKEN_LEN + 1];	/* the caller's key hash; empty for the master key */
-	char user_id[257];		/* empty when the key has no user */
+	char user_id[KW_ID_MAX + 1];	/* empty when the key has no user */
 	char key_type[16];		/* llm_api, management, read_only, default */
 };
 
@@ -413,6 +414,11 @@ enum kw_err kw_auth_key_access(struct kw_req *, struct __db_txn *, struct json_o
 
 /* --- audit.c: who changed what ------------------------------------ */
 
+/* The table names of audit entries, LiteLLM's. */
+#define KW_TABLE_KEYS "LiteLLM_VerificationToken"
+#define KW_TABLE_TEAMS "LiteLLM_TeamTable"
+#define KW_TABLE_USERS "LiteLLM_UserTable"
+
 enum kw_err kw_audit_record(struct kw_req *, struct __db_txn *, const char *action,
     const char *table, const char *object_id, struct json_object *before,
     struct json_object *after);
@@ -431,6 +437,15 @@ enum kw_err kw_litellm_key_create(struct kw_req *, struct __db_txn *, struct jso
     struct json_object **answer);
 /* The key record as shown to callers (owned): budget resets applied, no plaintext. */
 struct json_object *kw_litellm_key_view(struct kw_req *, struct json_object *rec);
+
+/* face_user.c: what the team operations share with the user operations */
+void kw_uuid4(char out[37]);	/* a random UUID v4 */
+struct json_object *kw_user_record_new(struct kw_req *, const char *user_id,
+    const char *user_email);
+enum kw_err kw_user_id_by_email(struct kw_req *, struct __db_txn *, const char *email,
+    const char **user_id);
+enum kw_err kw_keys_delete_owned(struct kw_req *, struct __db_txn *, char kind, const char *id,
+    const char *only_user, int64_t *deleted);
 
 /* --- pool.c --------------------------------------------------------- */
 

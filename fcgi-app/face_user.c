@@ -1,0 +1,667 @@
+/* face_user.c: LiteLLM's /user/... operations, and the user records and key clean-up the team operations share. */
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+#include <db.h>
+#include <json-c/json.h>
+
+#include "kw.h"
+#include "gen/ops.h"
+
+/*
+ * Writes a random UUID v4 (RFC 9562), lower-case, into out: the id of a
+ * team or user created without one.
+ */
+void
+kw_uuid4(char out[37])
+{
+	unsigned char b[16];
+
+	kw_crypto_random(b, sizeof(b));
+	b[6] = (unsigned char)((b[6] & 0x0f) | 0x40);	/* version 4 */
+	b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);	/* variant 10 */
+	snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
+	    b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13],
+	    b[14], b[15]);
+}
+
+/*
+ * A new user record (owned) with every field at its default: role
+ * internal_user, no teams, no models (no restriction), spend 0.  The
+ * caller sets the rest and stores it.
+ */
+json_object *
+kw_user_record_new(struct kw_req *req, const char *user_id, const char *user_email)
+{
+	json_object *rec = json_object_new_object();
+
+	json_object_object_add(rec, "user_id", json_object_new_string(user_id));
+	json_object_object_add(rec, "user_email",
+	    user_email != NULL ? json_object_new_string(user_email) : NULL);
+	json_object_object_add(rec, "user_alias", NULL);
+	json_object_object_add(rec, "user_role", json_object_new_string("internal_user"));
+	json_object_object_add(rec, "teams", json_object_new_array());
+	json_object_object_add(rec, "organization_id", NULL);
+	json_object_object_add(rec, "models", json_object_new_array());
+	json_object_object_add(rec, "max_budget", NULL);
+	json_object_object_add(rec, "soft_budget", NULL);
+	json_object_object_add(rec, "spend", json_object_new_double(0));
+	json_object_object_add(rec, "budget_duration", NULL);
+	json_object_object_add(rec, "budget_reset_at", NULL);
+	json_object_object_add(rec, "tpm_limit", NULL);
+	json_object_object_add(rec, "rpm_limit", NULL);
+	json_object_object_add(rec, "max_parallel_requests", NULL);
+	json_object_object_add(rec, "metadata", json_object_new_object());
+	json_object_object_add(rec, "blocked", json_object_new_boolean(0));
+	kw_json_set_time(rec, "created_at", req->now);
+	kw_json_set_time(rec, "updated_at", req->now);
+	return rec;
+}
+
+struct email_search {
+	const char *email;
+	json_object *found;	/* owned: the user_id string of the match */
+};
+
+/* Stops at the first user whose user_email matches, keeping its id. */
+static int
+match_email(const char *id, json_object *rec, void *baton)
+{
+	struct email_search *s = baton;
+	const char *email = kw_json_str(rec, "user_email");
+
+	if (email == NULL || strcasecmp(email, s->email) != 0)
+		return 0;
+	s->found = json_object_new_string(id);
+	return 1;
+}
+
+/*
+ * Finds the user whose user_email is email (ASCII case ignored), the
+ * first in user_id order; *user_id is request-owned (arena).  A scan of
+ * the users: KW_ENOTFOUND, without touching req->err, when none has it.
+ */
+enum kw_err
+kw_user_id_by_email(struct kw_req *req, DB_TXN *txn, const char *email, const char **user_id)
+{
+	struct email_search s = { .email = email };
+	enum kw_err rc = kw_rec_each(req->store, txn, KW_DB_USERS, match_email, &s);
+
+	*user_id = NULL;
+	if (rc == KW_OK && s.found == NULL)
+		rc = KW_ENOTFOUND;
+	if (rc == KW_OK && (*user_id = kw_arena_strndup(req->arena, json_object_get_string(s.found),
+	    (size_t)json_object_get_string_len(s.found))) == NULL)
+		rc = KW_ENOMEM;
+	json_object_put(s.found);
+	return rc;
+}
+
+/* Appends token to the array baton. */
+static int
+collect_token(const char *token, void *baton)
+{
+	json_object_array_add(baton, json_object_new_string(token));
+	return 0;
+}
+
+/*
+ * Deletes the keys of user (kind 'u') or team ('t') id, only those whose
+ * user_id is only_user when it is not NULL, each with its audit entry,
+ * and adds their number to *deleted.  The tokens are gathered first: the
+ * owner index is not changed under its own cursor.
+ */
+enum kw_err
+kw_keys_delete_owned(struct kw_req *req, DB_TXN *txn, char kind, const char *id,
+    const char *only_user, int64_t *deleted)
+{
+	json_object *tokens = json_object_new_array();
+	enum kw_err rc = kw_keys_owned_by(req->store, txn, kind, id, collect_token, tokens);
+
+	for (size_t i = 0; rc == KW_OK && i < json_object_array_length(tokens); i++) {
+		const char *token = json_object_get_string(json_object_array_get_idx(tokens, i));
+		const char *owner;
+		json_object *key;
+
+		if ((rc = kw_rec_get(req->store, txn, KW_DB_KEYS, token, KW_RMW, &key)) != KW_OK) {
+			if (rc == KW_ENOTFOUND)
+				rc = KW_OK;	/* an index row without its record: nothing to delete */
+			continue;
+		}
+		owner = kw_json_str(key, "user_id");
+		if (only_user == NULL || (owner != NULL && strcmp(owner, only_user) == 0)) {
+			if ((rc = kw_keys_del(req->store, txn, key)) == KW_OK &&
+			    (rc = kw_audit_record(req, txn, "deleted", KW_TABLE_KEYS, token, key, NULL)) == KW_OK)
+				(*deleted)++;
+		}
+		json_object_put(key);
+	}
+	json_object_put(tokens);
+	return rc;
+}
+
+/* --- the /user/... operations --------------------------------------------- */
+
+/* One operation's transaction: its answer and counts, rebuilt on every attempt. */
+struct user_op {
+	struct kw_req *req;
+	const char *user_id;	/* the user the operation is about; borrowed */
+	json_object *answer;	/* owned */
+};
+
+/* Releases what a previous attempt of the transaction left in op->answer. */
+static void
+reset_answer(struct user_op *op)
+{
+	json_object_put(op->answer);
+	op->answer = NULL;
+}
+
+/* Finishes an operation: the answer becomes the response, or is released on failure. */
+static enum kw_err
+respond(struct kw_resp *resp, struct user_op *op, enum kw_err rc)
+{
+	if (rc == KW_OK)
+		kw_resp_json(resp, 200, op->answer);
+	else
+		json_object_put(op->answer);
+	return rc;
+}
+
+/* The settings of a user that a request may set; the rest are ids, lists and one-shot options. */
+static const char *const user_settings[] = {
+	"user_email", "user_alias", "user_role", "organization_id", "models", "max_budget",
+	"soft_budget", "spend", "budget_duration", "tpm_limit", "rpm_limit",
+	"max_parallel_requests", "metadata", "blocked",
+};
+
+/* The value a setting sent as null takes (owned); NULL when null is its value. */
+static json_object *
+user_default(const char *field)
+{
+	if (strcmp(field, "user_role") == 0)
+		return json_object_new_string("internal_user");
+	if (strcmp(field, "models") == 0)
+		return json_object_new_array();
+	if (strcmp(field, "spend") == 0)
+		return json_object_new_double(0);
+	if (strcmp(field, "metadata") == 0)
+		return json_object_new_object();
+	if (strcmp(field, "blocked") == 0)
+		return json_object_new_boolean(0);
+	return NULL;
+}
+
+/*
+ * Copies the user settings present in body (borrowed) into rec, except
+ * skip (NULL: none); null becomes the field's default.  budget_duration
+ * recomputes budget_reset_at from now.
+ */
+static void
+apply_user_settings(struct kw_req *req, json_object *rec, json_object *body, const char *skip)
+{
+	const char *d;
+
+	for (size_t i = 0; i < sizeof(user_settings) / sizeof(user_settings[0]); i++) {
+		const char *field = user_settings[i];
+		json_object *v;
+
+		if (!json_object_object_get_ex(body, field, &v) ||
+		    (skip != NULL && strcmp(field, skip) == 0))
+			continue;
+		json_object_object_add(rec, field, v != NULL ? json_object_get(v) : user_default(field));
+	}
+	if (kw_json_has(body, "budget_duration")) {
+		d = kw_json_str(body, "budget_duration");
+		kw_json_set_time(rec, "budget_reset_at", d != NULL ? kw_keys_budget_reset(d, req->now) : 0);
+	}
+}
+
+/*
+ * 400 naming user_email when another user than self (NULL: any) already
+ * has email: emails name users in team membership, so they stay unique.
+ */
+static enum kw_err
+email_free(struct kw_req *req, DB_TXN *txn, const char *email, const char *self)
+{
+	const char *other;
+	enum kw_err rc;
+
+	if (email == NULL)
+		return KW_OK;
+	rc = kw_user_id_by_email(req, txn, email, &other);
+	if (rc == KW_ENOTFOUND || (rc == KW_OK && self != NULL && strcmp(other, self) == 0))
+		return KW_OK;
+	if (rc != KW_OK)
+		return rc;
+	kw_error_set(&req->err, KW_ECONFLICT, "user_email", "another user has this user_email");
+	return KW_ECONFLICT;
+}
+
+/*
+ * Reads, for writing, the teams a new user joins (each must exist:
+ * 400 naming teams[i]) into *teams (owned array of records, duplicates
+ * dropped).
+ */
+static enum kw_err
+read_new_user_teams(struct kw_req *req, DB_TXN *txn, json_object *ids, json_object **teams)
+{
+	enum kw_err rc = KW_OK;
+
+	*teams = json_object_new_array();
+	for (size_t i = 0; ids != NULL && i < json_object_array_length(ids) && rc == KW_OK; i++) {
+		const char *team_id = json_object_get_string(json_object_array_get_idx(ids, i));
+		json_object *team;
+		int seen = 0;
+
+		for (size_t j = 0; j < i && !seen; j++)
+			seen = strcmp(team_id, json_object_get_string(json_object_array_get_idx(ids, j))) == 0;
+		if (seen)
+			continue;
+		rc = kw_rec_get(req->store, txn, KW_DB_TEAMS, team_id, KW_RMW, &team);
+		if (rc == KW_ENOTFOUND) {
+			char field[KW_FIELD_MAX];
+
+			snprintf(field, sizeof(field), "teams[%zu]", i);
+			kw_error_set(&req->err, KW_EINVAL, field, "no team has this team_id");
+			rc = KW_EINVAL;
+		} else if (rc == KW_OK) {
+			json_object_array_add(*teams, team);
+		}
+	}
+	return rc;
+}
+
+/* Adds user (a record) to team (a record read for writing) as a member with role user; stores both sides' team part. */
+static enum kw_err
+join_team(struct kw_req *req, DB_TXN *txn, json_object *team, json_object *user)
+{
+	const char *team_id = kw_json_str(team, "team_id"), *user_id = kw_json_str(user, "user_id");
+	const char *email = kw_json_str(user, "user_email");
+	json_object *before, *members, *member;
+	enum kw_err rc;
+
+	if (kw_team_role_of(team, user_id) != NULL)
+		return KW_OK;
+	kw_budget_settle(team, req->now);
+	before = kw_json_copy(team);
+	if (!json_object_object_get_ex(team, "members_with_roles", &members) ||
+	    !json_object_is_type(members, json_type_array)) {
+		members = json_object_new_array();
+		json_object_object_add(team, "members_with_roles", members);
+	}
+	member = json_object_new_object();
+	json_object_object_add(member, "user_id", json_object_new_string(user_id));
+	json_object_object_add(member, "user_email", email ? json_object_new_string(email) : NULL);
+	json_object_object_add(member, "role", json_object_new_string("user"));
+	json_object_array_add(members, member);
+	kw_json_set_time(team, "updated_at", req->now);
+	if ((rc = kw_rec_put(req->store, txn, KW_DB_TEAMS, team_id, team, 0)) == KW_OK)
+		rc = kw_audit_record(req, txn, "updated", KW_TABLE_TEAMS, team_id, before, team);
+	json_object_put(before);
+	return rc;
+}
+
+/*
+ * /user/new's transaction: the user, its teams' member lists, its first
+ * key, and their audit entries; answer: the user plus the key's fields.
+ */
+static enum kw_err
+user_new_body(struct kw_store *st, DB_TXN *txn, void *baton)
+{
+	struct user_op *op = baton;
+	struct kw_req *req = op->req;
+	json_object *body = req->body, *user, *teams = NULL, *ids = NULL, *key = NULL, *v;
+	enum kw_err rc;
+
+	reset_answer(op);
+	rc = kw_rec_get(st, txn, KW_DB_USERS, op->user_id, KW_RMW, &user);
+	if (rc == KW_OK) {
+		json_object_put(user);
+		kw_error_set(&req->err, KW_ECONFLICT, "user_id", "a user with this user_id exists");
+		return KW_ECONFLICT;
+	}
+	if (rc != KW_ENOTFOUND)
+		return rc;
+	if ((rc = email_free(req, txn, kw_json_str(body, "user_email"), NULL)) != KW_OK)
+		return rc;
+	json_object_object_get_ex(body, "teams", &ids);
+	if ((rc = read_new_user_teams(req, txn, ids, &teams)) != KW_OK) {
+		json_object_put(teams);
+		return rc;
+	}
+	user = kw_user_record_new(req, op->user_id, NULL);
+	apply_user_settings(req, user, body, NULL);
+	for (size_t i = 0; i < json_object_array_length(teams); i++)
+		json_object_array_add(json_object_object_get(user, "teams"), json_object_new_string(
+		    kw_json_str(json_object_array_get_idx(teams, i), "team_id")));
+	if ((rc = kw_rec_put(st, txn, KW_DB_USERS, op->user_id, user, 1)) == KW_OK)
+		rc = kw_audit_record(req, txn, "created", KW_TABLE_USERS, op->user_id, NULL, user);
+	for (size_t i = 0; rc == KW_OK && i < json_object_array_length(teams); i++)
+		rc = join_team(req, txn, json_object_array_get_idx(teams, i), user);
+	json_object_put(teams);
+
+	if (rc == KW_OK && (!json_object_object_get_ex(body, "auto_create_key", &v) || v == NULL ||
+	    json_object_get_boolean(v))) {
+		static const char *const from_body[] = { "key_alias", "duration", "models" };
+		json_object *settings = json_object_new_object();
+
+		json_object_object_add(settings, "user_id", json_object_new_string(op->user_id));
+		for (size_t i = 0; i < sizeof(from_body) / sizeof(from_body[0]); i++)
+			if (json_object_object_get_ex(body, from_body[i], &v))
+				json_object_object_add(settings, from_body[i], json_object_get(v));
+		rc = kw_litellm_key_create(req, txn, settings, &key);
+		json_object_put(settings);
+	}
+	if (rc == KW_OK) {
+		static const char *const from_key[] = { "key", "token", "key_alias", "expires" };
+
+		op->answer = user;
+		user = NULL;
+		for (size_t i = 0; key != NULL && i < sizeof(from_key) / sizeof(from_key[0]); i++)
+			json_object_object_add(op->answer, from_key[i],
+			    json_object_get(json_object_object_get(key, from_key[i])));
+	}
+	json_object_put(user);
+	json_object_put(key);
+	return rc;
+}
+
+/*
+ * POST /user/new: a user (proxy admins only), member of the teams it
+ * names, and unless auto_create_key is false its first key, whose
+ * plaintext is in this answer only.
+ */
+enum kw_err
+kw_op_user_new(struct kw_req *req, struct kw_resp *resp)
+{
+	struct user_op op = { .req = req, .user_id = kw_json_str(req->body, "user_id") };
+	char uuid[37];
+	enum kw_err rc;
+
+	if ((rc = kw_auth_admin(req)) != KW_OK)
+		return rc;
+	if (op.user_id == NULL) {
+		kw_uuid4(uuid);
+		op.user_id = uuid;
+	}
+	return respond(resp, &op, kw_store_txn(req->store, user_new_body, &op));
+}
+
+/* A list of key views being gathered from an owner index, and the first store error. */
+struct key_views {
+	struct kw_req *req;
+	DB_TXN *txn;
+	json_object *keys;	/* borrowed: the answer's array */
+	enum kw_err rc;
+};
+
+/* Appends the view of the key token to the list; stops on a store error. */
+static int
+collect_view(const char *token, void *baton)
+{
+	struct key_views *v = baton;
+	json_object *rec;
+
+	v->rc = kw_rec_get(v->req->store, v->txn, KW_DB_KEYS, token, 0, &rec);
+	if (v->rc == KW_ENOTFOUND) {
+		v->rc = KW_OK;	/* an index row without its record: nothing to show */
+		return 0;
+	}
+	if (v->rc != KW_OK)
+		return 1;
+	json_object_array_add(v->keys, kw_litellm_key_view(v->req, rec));
+	json_object_put(rec);
+	return 0;
+}
+
+/* /user/info's transaction: 404, then 403, then the user, its keys and its teams. */
+static enum kw_err
+user_info_body(struct kw_store *st, DB_TXN *txn, void *baton)
+{
+	struct user_op *op = baton;
+	struct kw_req *req = op->req;
+	struct key_views b = { .req = req, .txn = txn };
+	json_object *user, *teams, *ids;
+	enum kw_err rc;
+
+	reset_answer(op);
+	rc = kw_rec_get(st, txn, KW_DB_USERS, op->user_id, 0, &user);
+	if (rc == KW_ENOTFOUND) {
+		kw_error_set(&req->err, KW_ENOTFOUND, "user_id", "no user has this user_id");
+		return KW_ENOTFOUND;
+	}
+	if (rc != KW_OK)
+		return rc;
+	if (!kw_auth_reads_all(req->caller) && strcmp(op->user_id, req->caller->user_id) != 0) {
+		json_object_put(user);
+		kw_error_set(&req->err, KW_EFORBIDDEN, "user_id", "you may only see yourself");
+		return KW_EFORBIDDEN;
+	}
+	kw_budget_settle(user, req->now);
+	op->answer = json_object_new_object();
+	json_object_object_add(op->answer, "user_id", json_object_new_string(op->user_id));
+	json_object_object_add(op->answer, "user_info", user);
+	b.keys = json_object_new_array();
+	json_object_object_add(op->answer, "keys", b.keys);
+	rc = kw_keys_owned_by(st, txn, 'u', op->user_id, collect_view, &b);
+	if (rc == KW_OK)
+		rc = b.rc;
+	teams = json_object_new_array();
+	json_object_object_add(op->answer, "teams", teams);
+	ids = json_object_object_get(user, "teams");
+	for (size_t i = 0; rc == KW_OK && ids != NULL && i < json_object_array_length(ids); i++) {
+		json_object *team;
+
+		rc = kw_rec_get(st, txn, KW_DB_TEAMS,
+		    json_object_get_string(json_object_array_get_idx(ids, i)), 0, &team);
+		if (rc == KW_ENOTFOUND) {
+			rc = KW_OK;	/* a team deleted under a stale list: nothing to show */
+		} else if (rc == KW_OK) {
+			kw_budget_settle(team, req->now);
+			json_object_array_add(teams, team);
+		}
+	}
+	return rc;
+}
+
+/*
+ * GET /user/info: the user of ?user_id= (the caller's own when absent),
+ * their keys and teams.  404 before 403; others than admins and admin
+ * viewers see only themselves.
+ */
+enum kw_err
+kw_op_user_info(struct kw_req *req, struct kw_resp *resp)
+{
+	struct user_op op = { .req = req, .user_id = kw_json_str(req->query, "user_id") };
+	enum kw_err rc;
+
+	if ((rc = kw_auth_caller(req)) != KW_OK)
+		return rc;
+	if (op.user_id == NULL) {
+		if (req->caller->user_id[0] == '\0') {
+			kw_error_set(&req->err, KW_EINVAL, "user_id", req->caller->is_master ?
+			    "the master key belongs to no user: pass ?user_id=" :
+			    "this key belongs to no user: pass ?user_id=");
+			return KW_EINVAL;
+		}
+		op.user_id = req->caller->user_id;
+	}
+	return respond(resp, &op, kw_store_txn(req->store, user_info_body, &op));
+}
+
+/* /user/update's transaction: the user by id or email, 404, then the settings sent. */
+static enum kw_err
+user_update_body(struct kw_store *st, DB_TXN *txn, void *baton)
+{
+	struct user_op *op = baton;
+	struct kw_req *req = op->req;
+	const char *user_id = op->user_id, *email = kw_json_str(req->body, "user_email");
+	json_object *user, *before;
+	enum kw_err rc;
+
+	reset_answer(op);
+	if (user_id == NULL) {
+		rc = kw_user_id_by_email(req, txn, email, &user_id);
+		if (rc == KW_ENOTFOUND) {
+			kw_error_set(&req->err, KW_ENOTFOUND, "user_email", "no user has this user_email");
+			return KW_ENOTFOUND;
+		}
+		if (rc != KW_OK)
+			return rc;
+	}
+	rc = kw_rec_get(st, txn, KW_DB_USERS, user_id, KW_RMW, &user);
+	if (rc == KW_ENOTFOUND) {
+		kw_error_set(&req->err, KW_ENOTFOUND, "user_id", "no user has this user_id");
+		return KW_ENOTFOUND;
+	}
+	if (rc != KW_OK)
+		return rc;
+	if (op->user_id != NULL && (rc = email_free(req, txn, email, user_id)) != KW_OK) {
+		json_object_put(user);
+		return rc;
+	}
+	kw_budget_settle(user, req->now);
+	before = kw_json_copy(user);
+	apply_user_settings(req, user, req->body, op->user_id == NULL ? "user_email" : NULL);
+	kw_json_set_time(user, "updated_at", req->now);
+	if ((rc = kw_rec_put(st, txn, KW_DB_USERS, user_id, user, 0)) == KW_OK &&
+	    (rc = kw_audit_record(req, txn, "updated", KW_TABLE_USERS, user_id, before, user)) == KW_OK) {
+		op->answer = user;
+		user = NULL;
+	}
+	json_object_put(user);
+	json_object_put(before);
+	return rc;
+}
+
+/*
+ * POST /user/update: proxy admins change the user named by user_id, else
+ * by user_email; only the fields sent change.  Team membership changes
+ * through /team/member_add and /team/member_delete only.
+ */
+enum kw_err
+kw_op_user_update(struct kw_req *req, struct kw_resp *resp)
+{
+	struct user_op op = { .req = req, .user_id = kw_json_str(req->body, "user_id") };
+	enum kw_err rc;
+
+	if ((rc = kw_auth_admin(req)) != KW_OK)
+		return rc;
+	if (kw_json_has(req->body, "teams")) {
+		kw_error_set(&req->err, KW_EINVAL, "teams",
+		    "teams changes through /team/member_add and /team/member_delete");
+		return KW_EINVAL;
+	}
+	if (op.user_id == NULL && kw_json_str(req->body, "user_email") == NULL) {
+		kw_error_set(&req->err, KW_EINVAL, "user_id", "send user_id or user_email");
+		return KW_EINVAL;
+	}
+	return respond(resp, &op, kw_store_txn(req->store, user_update_body, &op));
+}
+
+/* Removes user_id's entries from the members of team_id (when that team still exists). */
+static enum kw_err
+leave_team(struct kw_req *req, DB_TXN *txn, const char *team_id, const char *user_id)
+{
+	json_object *team, *before, *members, *kept;
+	enum kw_err rc = kw_rec_get(req->store, txn, KW_DB_TEAMS, team_id, KW_RMW, &team);
+
+	if (rc != KW_OK)
+		return rc == KW_ENOTFOUND ? KW_OK : rc;
+	if (kw_team_role_of(team, user_id) == NULL) {
+		json_object_put(team);
+		return KW_OK;
+	}
+	kw_budget_settle(team, req->now);
+	before = kw_json_copy(team);
+	members = json_object_object_get(team, "members_with_roles");
+	kept = json_object_new_array();
+	for (size_t i = 0; i < json_object_array_length(members); i++) {
+		json_object *m = json_object_array_get_idx(members, i);
+		const char *id = kw_json_str(m, "user_id");
+
+		if (id == NULL || strcmp(id, user_id) != 0)
+			json_object_array_add(kept, json_object_get(m));
+	}
+	json_object_object_add(team, "members_with_roles", kept);
+	kw_json_set_time(team, "updated_at", req->now);
+	if ((rc = kw_rec_put(req->store, txn, KW_DB_TEAMS, team_id, team, 0)) == KW_OK)
+		rc = kw_audit_record(req, txn, "updated", KW_TABLE_TEAMS, team_id, before, team);
+	json_object_put(before);
+	json_object_put(team);
+	return rc;
+}
+
+/*
+ * /user/delete's transaction: every user is read first (all or nothing),
+ * then each loses its keys, its team memberships and its record.
+ */
+static enum kw_err
+user_delete_body(struct kw_store *st, DB_TXN *txn, void *baton)
+{
+	struct user_op *op = baton;
+	struct kw_req *req = op->req;
+	json_object *ids = json_object_object_get(req->body, "user_ids"), *users, *deleted;
+	int64_t keys = 0;
+	enum kw_err rc = KW_OK;
+
+	reset_answer(op);
+	/* every user first: all or nothing, and 404 names the first one missing */
+	users = json_object_new_array();
+	deleted = json_object_new_array();
+	for (size_t i = 0; rc == KW_OK && i < json_object_array_length(ids); i++) {
+		const char *user_id = json_object_get_string(json_object_array_get_idx(ids, i));
+		json_object *user;
+
+		if (kw_json_list_has(deleted, user_id))
+			continue;
+		rc = kw_rec_get(st, txn, KW_DB_USERS, user_id, KW_RMW, &user);
+		if (rc == KW_ENOTFOUND) {
+			char field[KW_FIELD_MAX];
+
+			snprintf(field, sizeof(field), "user_ids[%zu]", i);
+			kw_error_set(&req->err, KW_ENOTFOUND, field, "no user has this user_id");
+		} else if (rc == KW_OK) {
+			json_object_array_add(users, user);
+			json_object_array_add(deleted, json_object_new_string(user_id));
+		}
+	}
+	for (size_t i = 0; rc == KW_OK && i < json_object_array_length(users); i++) {
+		json_object *user = json_object_array_get_idx(users, i);
+		json_object *teams = json_object_object_get(user, "teams");
+		const char *user_id = kw_json_str(user, "user_id");
+
+		rc = kw_keys_delete_owned(req, txn, 'u', user_id, NULL, &keys);
+		for (size_t j = 0; rc == KW_OK && teams != NULL && j < json_object_array_length(teams); j++)
+			rc = leave_team(req, txn,
+			    json_object_get_string(json_object_array_get_idx(teams, j)), user_id);
+		if (rc == KW_OK && (rc = kw_rec_del(st, txn, KW_DB_USERS, user_id)) == KW_OK)
+			rc = kw_audit_record(req, txn, "deleted", KW_TABLE_USERS, user_id, user, NULL);
+	}
+	json_object_put(users);
+	if (rc != KW_OK) {
+		json_object_put(deleted);
+		return rc;
+	}
+	op->answer = json_object_new_object();
+	json_object_object_add(op->answer, "deleted_users", deleted);
+	json_object_object_add(op->answer, "deleted_keys", json_object_new_int64(keys));
+	return KW_OK;
+}
+
+/*
+ * POST /user/delete: proxy admins delete users, every key they own and
+ * their team memberships, all in one transaction: all or nothing.
+ */
+enum kw_err
+kw_op_user_delete(struct kw_req *req, struct kw_resp *resp)
+{
+	struct user_op op = { .req = req };
+	enum kw_err rc;
+
+	if ((rc = kw_auth_admin(req)) != KW_OK)
+		return rc;
+	return respond(resp, &op, kw_store_txn(req->store, user_delete_body, &op));
+}
