@@ -400,8 +400,9 @@ kw_op_key_update(struct kw_req *req, struct kw_resp *resp)
 }
 
 /*
- * POST /key/bulk_update: each item in its own transaction, so one
- * failure leaves the others applied; the answer reports each.
+ * POST /key/bulk_update: proxy admins only, as in LiteLLM.  Each item in
+ * its own transaction, so one failure leaves the others applied; the
+ * answer reports each.
  */
 enum kw_err
 kw_op_key_bulk_update(struct kw_req *req, struct kw_resp *resp)
@@ -412,7 +413,7 @@ kw_op_key_bulk_update(struct kw_req *req, struct kw_resp *resp)
 	size_t n = json_object_array_length(items);
 	enum kw_err rc;
 
-	if ((rc = writer(req)) != KW_OK) {
+	if ((rc = kw_auth_admin(req)) != KW_OK) {
 		json_object_put(ok);
 		json_object_put(failed);
 		json_object_put(answer);
@@ -1046,7 +1047,7 @@ kw_op_key_aliases(struct kw_req *req, struct kw_resp *resp)
 	if ((rc = kw_auth_caller(req)) != KW_OK)
 		return rc;
 	p.search = kw_json_str(req->query, "search");
-	p.size = query_size(req->query, "size", 10);
+	p.size = query_size(req->query, "size", 50);
 	p.from = (page - 1) * p.size;
 	if (!kw_auth_reads_all(req->caller) && req->caller->user_id[0] == '\0') {
 		kw_error_set(&req->err, KW_EFORBIDDEN, NULL, "a key without a user lists nothing");
@@ -1059,6 +1060,7 @@ kw_op_key_aliases(struct kw_req *req, struct kw_resp *resp)
 		p.aliases = NULL;
 		json_object_object_add(answer, "total_count", json_object_new_int64((int64_t)p.total));
 		json_object_object_add(answer, "current_page", json_object_new_int64((int64_t)page));
+		json_object_object_add(answer, "size", json_object_new_int64((int64_t)p.size));
 		json_object_object_add(answer, "total_pages",
 		    json_object_new_int64((int64_t)((p.total + p.size - 1) / p.size)));
 		kw_resp_json(resp, 200, answer);
@@ -1075,7 +1077,7 @@ struct key_change {
 	const char *action;	/* the audit action */
 	enum kw_err (*change)(struct key_change *, DB_TXN *, json_object *old, json_object *rec);
 	int blocked;
-	double reset_to;
+	double reset_to, previous_spend;
 	char secret[KW_KEY_GENERATED_LEN + 1];
 };
 
@@ -1124,7 +1126,7 @@ block(struct kw_req *req, struct kw_resp *resp, int blocked)
 {
 	struct key_change kc = {
 		.op = { .req = req, .ref = kw_json_str(req->body, "key") },
-		.action = blocked ? "blocked" : "unblocked", .change = set_blocked,
+		.action = blocked ? "blocked" : "updated", .change = set_blocked,
 		.blocked = blocked,
 	};
 	enum kw_err rc;
@@ -1190,7 +1192,7 @@ regenerate(struct kw_req *req, struct kw_resp *resp, const char *ref)
 {
 	struct key_change kc = {
 		.op = { .req = req, .ref = ref, .body = req->body },
-		.action = "regenerated", .change = rotate,
+		.action = "rotated", .change = rotate,
 	};
 	const char *secret;
 	enum kw_err rc;
@@ -1251,24 +1253,49 @@ reset_spend(struct key_change *kc, DB_TXN *txn, json_object *old, json_object *r
 		    "reset_to %g is more than the current spend %g", kc->reset_to, spend);
 		return KW_EINVAL;
 	}
+	if (kc->reset_to > kw_json_num(rec, "max_budget", INFINITY)) {
+		kw_error_set(&req->err, KW_EINVAL, "reset_to",
+		    "reset_to %g is more than the key's max_budget", kc->reset_to);
+		return KW_EINVAL;
+	}
+	kc->previous_spend = spend;
 	json_object_object_add(rec, "spend", json_object_new_double(kc->reset_to));
 	return KW_OK;
 }
 
-/* POST /key/{key}/reset_spend: proxy admins and the key's team admins. */
+/*
+ * POST /key/{key}/reset_spend: proxy admins and the key's team admins;
+ * reset_to at most the current spend and the key's max_budget.
+ */
 enum kw_err
 kw_op_key_reset_spend(struct kw_req *req, struct kw_resp *resp)
 {
 	struct key_change kc = {
 		.op = { .req = req, .ref = kw_req_path_param(req, "key") },
-		.action = "spend_reset", .change = reset_spend,
+		.action = "updated", .change = reset_spend,
 		.reset_to = kw_json_num(req->body, "reset_to", 0),
 	};
+
+	json_object *answer;
 	enum kw_err rc;
 
 	if ((rc = writer(req)) != KW_OK)
 		return rc;
-	return respond(resp, &kc.op, kw_store_txn(req->store, change_body, &kc));
+	if ((rc = kw_store_txn(req->store, change_body, &kc)) != KW_OK)
+		return respond(resp, &kc.op, rc);
+	/* LiteLLM's answer: the spend before and after, not the whole record */
+	answer = json_object_new_object();
+	json_object_object_add(answer, "key_hash",
+	    json_object_get(json_object_object_get(kc.op.answer, "token")));
+	json_object_object_add(answer, "spend", json_object_new_double(kc.reset_to));
+	json_object_object_add(answer, "previous_spend", json_object_new_double(kc.previous_spend));
+	json_object_object_add(answer, "max_budget",
+	    json_object_get(json_object_object_get(kc.op.answer, "max_budget")));
+	json_object_object_add(answer, "budget_reset_at",
+	    json_object_get(json_object_object_get(kc.op.answer, "budget_reset_at")));
+	json_object_put(kc.op.answer);
+	kw_resp_json(resp, 200, answer);
+	return KW_OK;
 }
 
 /* POST /key/health: the caller's key is usable; keywarden has no logging callbacks. */
