@@ -39,7 +39,7 @@ setting(const char *name, char file_values[][256], const char *const names[], si
 
 static const char *const known[] = {
 	"KEYWARDEN_MASTER_KEY", "KEYWARDEN_WORKERS", "KEYWARDEN_MAX_BODY",
-	"KEYWARDEN_LOG_LEVEL", "KEYWARDEN_MAINTAIN_SECS", "PORT",
+	"KEYWARDEN_LOG_LEVEL", "KEYWARDEN_MAINTAIN_SECS", "KEYWARDEN_LEASE_SECS", "PORT",
 };
 #define NKNOWN (sizeof(known) / sizeof(known[0]))
 
@@ -165,6 +165,7 @@ kw_config_load(const char *data_dir_override)
 	kw_config.max_body = 1 << 20;
 	kw_config.max_depth = 32;
 	kw_config.maintain_secs = 60;
+	kw_config.lease_secs = 600;
 	kw_config.log_level = KW_LOG_INFO;
 
 	if ((v = setting("KEYWARDEN_WORKERS", values, known, NKNOWN)) != NULL) {
@@ -181,6 +182,11 @@ kw_config_load(const char *data_dir_override)
 		if (parse_uint("KEYWARDEN_MAINTAIN_SECS", v, 1, 86400, &n) != KW_OK)
 			return KW_EINVAL;
 		kw_config.maintain_secs = (unsigned)n;
+	}
+	if ((v = setting("KEYWARDEN_LEASE_SECS", values, known, NKNOWN)) != NULL) {
+		if (parse_uint("KEYWARDEN_LEASE_SECS", v, 1, 86400, &n) != KW_OK)
+			return KW_EINVAL;
+		kw_config.lease_secs = (unsigned)n;
 	}
 	if ((v = setting("KEYWARDEN_LOG_LEVEL", values, known, NKNOWN)) != NULL &&
 	    kw_log_parse_level(v, &kw_config.log_level) != KW_OK) {

@@ -7,6 +7,7 @@
 #include <strings.h>
 #include <time.h>
 
+#include <fastcgi.h>
 #include <fcgiapp.h>
 #include <json-c/json.h>
 
@@ -269,7 +270,9 @@ kw_http_serve(FCGX_Request *fcgi, struct kw_arena *arena, struct kw_store **stor
 		(void)kw_store_open(store, kw_config.data_dir, KW_STORE_JOIN);
 	req.store = *store;
 
-	if ((rc = prepare(&req, &face)) == KW_OK)
+	if (fcgi->role == FCGI_AUTHORIZER)
+		rc = kw_authorize(&req, &resp);	/* no route and no body: a question about a request */
+	else if ((rc = prepare(&req, &face)) == KW_OK)
 		rc = req.route->handler(&req, &resp);
 	if (rc != KW_OK) {
 		int status = kw_http_status_for(face, rc);
@@ -286,7 +289,8 @@ kw_http_serve(FCGX_Request *fcgi, struct kw_arena *arena, struct kw_store **stor
 
 	clock_gettime(CLOCK_MONOTONIC, &t1);
 	kw_log_debug("%s %s %d %.3fms", req.method,
-	    req.route ? req.route->path : "-", resp.status,
+	    fcgi->role == FCGI_AUTHORIZER ? "(authorizer)" : req.route ? req.route->path : "-",
+	    resp.status,
 	    (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6);
 	if (resp.json != NULL)
 		json_object_put(resp.json);

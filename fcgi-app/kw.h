@@ -102,6 +102,7 @@ struct kw_config {
 	size_t max_body;		/* bytes */
 	unsigned max_depth;		/* JSON nesting */
 	unsigned maintain_secs;		/* checkpoint and log-archive interval */
+	unsigned lease_secs;		/* an unsettled request's slot and reservation return after this */
 	enum kw_log_level log_level;
 	char master_key[256];		/* from the environment or file; wiped at exit */
 };
@@ -137,6 +138,9 @@ enum kw_db {
 	KW_DB_TEAMS,		/* teams.db: team_id -> record (JSON) */
 	KW_DB_USERS,		/* users.db: user_id -> record (JSON) */
 	KW_DB_AUDIT,		/* audit.db: record number -> audit entry (JSON), in order */
+	KW_DB_COUNTERS,		/* counters.db: "<limit>:<scope>" -> struct kw_counter (rate windows, model spend) */
+	KW_DB_LEASES,		/* leases.db: requests in flight: parallel slots and reserved cost */
+	KW_DB_RECEIPTS,		/* receipts.db: usage reports already counted, by request_id */
 	KW_DB_COUNT
 };
 typedef enum kw_err (*kw_txn_body)(struct kw_store *, struct __db_txn *, void *baton);
@@ -144,6 +148,8 @@ typedef enum kw_err (*kw_txn_body)(struct kw_store *, struct __db_txn *, void *b
 enum kw_err kw_store_open(struct kw_store **out, const char *dir, enum kw_store_open_mode);
 void kw_store_close(struct kw_store *);
 enum kw_err kw_store_txn(struct kw_store *, kw_txn_body body, void *baton);
+#define KW_TXN_NOSYNC 1	/* commit without flushing the log: for state a crash may lose */
+enum kw_err kw_store_txn_flags(struct kw_store *, unsigned flags, kw_txn_body body, void *baton);
 enum kw_err kw_store_state(struct kw_store *, struct kw_store_state *);
 enum kw_err kw_store_maintain(struct kw_store *);
 struct __db *kw_store_db(struct kw_store *, enum kw_db);
@@ -396,6 +402,7 @@ struct kw_caller {
 	char token[KW_TOKEN_LEN + 1];	/* the caller's key hash; empty for the master key */
 	char user_id[KW_ID_MAX + 1];	/* empty when the key has no user */
 	char key_type[16];		/* llm_api, management, read_only, default */
+	int may_verify;			/* its permissions has "verify_keys": true */
 };
 
 const char *kw_auth_credential(struct kw_req *);
@@ -446,6 +453,70 @@ enum kw_err kw_user_id_by_email(struct kw_req *, struct __db_txn *, const char *
     const char **user_id);
 enum kw_err kw_keys_delete_owned(struct kw_req *, struct __db_txn *, char kind, const char *id,
     const char *only_user, int64_t *deleted);
+
+/* --- limits.c: every limit a key carries, on counters shared by all workers --- */
+
+enum kw_verdict_code {
+	KW_V_VALID = 0,
+	KW_V_NOT_FOUND,
+	KW_V_BLOCKED,
+	KW_V_EXPIRED,
+	KW_V_TEAM_BLOCKED,
+	KW_V_USER_BLOCKED,
+	KW_V_MODEL_NOT_ALLOWED,
+	KW_V_ROUTE_NOT_ALLOWED,
+	KW_V_BUDGET_EXCEEDED,
+	KW_V_RATE_LIMITED
+};
+
+/* A request about to be made with a presented key. */
+struct kw_check {
+	const char *key;		/* the plaintext presented; hashed, never read as a hash */
+	const char *model;		/* NULL when unknown */
+	const char *route;		/* NULL when unknown */
+	const char *request_id;		/* the gateway's; generated for a lease when NULL */
+	double expected_cost;		/* reserved against every budget until settled */
+	int64_t expected_tokens;	/* checked against tpm windows */
+	int dry_run;			/* count and reserve nothing */
+};
+
+/* One rate window for the x-ratelimit-* headers; limit < 0 when the key has none. */
+struct kw_rate {
+	int64_t limit, remaining;
+	time_t reset;
+};
+
+struct kw_verdict {
+	enum kw_verdict_code code;
+	const char *limit;		/* the limit that refused; static; NULL when none */
+	char message[KW_MESSAGE_MAX];	/* never holds a key */
+	int retry_after;		/* seconds, with KW_V_RATE_LIMITED */
+	char token[KW_TOKEN_LEN + 1];	/* "" when not found */
+	char user_id[KW_ID_MAX + 1], team_id[KW_ID_MAX + 1];
+	char request_id[129];		/* the lease taken; "" when none */
+	struct kw_rate requests, tokens;
+	struct json_object *answer;	/* owned: the /key/verify answer */
+};
+
+/* What a request used, reported after it. */
+struct kw_usage {
+	const char *key;		/* plaintext or hash */
+	const char *request_id, *model;	/* NULL when not given */
+	int64_t tokens;			/* prompt + completion (or total) */
+	double cost;
+};
+
+const char *kw_verdict_code_name(enum kw_verdict_code);
+enum kw_err kw_limits_check(struct kw_store *, time_t now, const struct kw_check *,
+    struct kw_verdict *out);
+void kw_verdict_clear(struct kw_verdict *);
+enum kw_err kw_limits_record(struct kw_store *, time_t now, const struct kw_usage *,
+    struct json_object **answer, struct kw_error *err);
+enum kw_err kw_limits_maintain(struct kw_store *, time_t now);
+
+/* --- authz.c: the FastCGI AUTHORIZER role -------------------------- */
+
+enum kw_err kw_authorize(struct kw_req *, struct kw_resp *);
 
 /* --- pool.c --------------------------------------------------------- */
 

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <fcgiapp.h>
+#include <json-c/json.h>
 
 #include "kw.h"
 
@@ -147,6 +148,8 @@ main(int argc, char **argv)
 		fprintf(stderr, "keywarden: libgcrypt failed to initialise\n");
 		return 1;
 	}
+	/* money and counts as people write them: 0.7, not 0.69999999999999996 */
+	json_c_set_serialization_double_format("%.15g", JSON_C_OPTION_GLOBAL);
 	if (kw_config_init_data_dir(strcmp(cmd, "init") == 0) != KW_OK)
 		return 1;
 	if (strcmp(cmd, "init") == 0) {

@@ -274,9 +274,10 @@ kw_pool_run(int listen_fd, unsigned nworkers)
 		case SIGHUP:
 			break;
 		default:
-			if (p.store != NULL)
+			if (p.store != NULL) {
 				(void)kw_store_maintain(p.store);
-			else if (kw_store_open(&p.store, kw_config.data_dir, KW_STORE_RECOVER) == KW_OK)
+				(void)kw_limits_maintain(p.store, time(NULL));
+			} else if (kw_store_open(&p.store, kw_config.data_dir, KW_STORE_RECOVER) == KW_OK)
 				kw_log_info("pool: the store is open again");
 			break;
 		}

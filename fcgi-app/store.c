@@ -35,6 +35,9 @@ static const struct {
 	[KW_DB_TEAMS] = { "teams.db", DB_BTREE, 0 },
 	[KW_DB_USERS] = { "users.db", DB_BTREE, 0 },
 	[KW_DB_AUDIT] = { "audit.db", DB_RECNO, 0 },
+	[KW_DB_COUNTERS] = { "counters.db", DB_BTREE, 0 },
+	[KW_DB_LEASES] = { "leases.db", DB_BTREE, 0 },
+	[KW_DB_RECEIPTS] = { "receipts.db", DB_BTREE, 0 },
 };
 
 /*
@@ -271,6 +274,18 @@ kw_store_close(struct kw_store *st)
 enum kw_err
 kw_store_txn(struct kw_store *st, kw_txn_body body, void *baton)
 {
+	return kw_store_txn_flags(st, 0, body, baton);
+}
+
+/*
+ * kw_store_txn with flags: KW_TXN_NOSYNC commits without waiting for the
+ * log to reach the disk, for state that may be lost in a crash without
+ * harm (rate windows, leases); such a commit is still atomic and isolated.
+ */
+enum kw_err
+kw_store_txn_flags(struct kw_store *st, unsigned flags, kw_txn_body body, void *baton)
+{
+	u_int32_t begin = (flags & KW_TXN_NOSYNC) ? DB_TXN_WRITE_NOSYNC : 0;
 	enum kw_err err = KW_EDEADLOCK;
 
 	for (int attempt = 0; attempt < TXN_RETRIES && err == KW_EDEADLOCK; attempt++) {
@@ -281,7 +296,7 @@ kw_store_txn(struct kw_store *st, kw_txn_body body, void *baton)
 			/* back off a little, with jitter, so the retries do not collide again */
 			usleep((useconds_t)(100 * attempt + (rand() % 500)));
 		}
-		if ((rc = st->env->txn_begin(st->env, NULL, &txn, 0)) != 0)
+		if ((rc = st->env->txn_begin(st->env, NULL, &txn, begin)) != 0)
 			return kw_store_err(rc);
 		if ((err = body(st, txn, baton)) == KW_OK) {
 			rc = txn->commit(txn, 0);

@@ -1,0 +1,185 @@
+/* authz.c: the ways in to the limits: POST /key/verify, POST /key/usage, and the FastCGI AUTHORIZER role. */
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+#include <json-c/json.h>
+
+#include "kw.h"
+#include "gen/ops.h"
+
+/*
+ * Who may ask about other keys: the master key, proxy admins, and a
+ * gateway's service key whose permissions say "verify_keys": true.
+ */
+static enum kw_err
+verifier(struct kw_req *req)
+{
+	enum kw_err rc = kw_auth_caller(req);
+
+	if (rc != KW_OK)
+		return rc;
+	if (kw_auth_is_admin(req->caller) || req->caller->may_verify)
+		return KW_OK;
+	kw_error_set(&req->err, KW_EFORBIDDEN, NULL,
+	    "only proxy admins and keys with permissions.verify_keys verify keys");
+	return KW_EFORBIDDEN;
+}
+
+/* POST /key/verify: the verdict on a presented key; always 200 once the caller may ask. */
+enum kw_err
+kw_op_key_verify(struct kw_req *req, struct kw_resp *resp)
+{
+	struct kw_check in = {
+		.key = kw_json_str(req->body, "key"),
+		.model = kw_json_str(req->body, "model"),
+		.route = kw_json_str(req->body, "route"),
+		.request_id = kw_json_str(req->body, "request_id"),
+		.expected_cost = kw_json_num(req->body, "expected_cost", 0),
+		.expected_tokens = (int64_t)kw_json_num(req->body, "expected_tokens", 0),
+		.dry_run = kw_json_bool(req->body, "dry_run"),
+	};
+	struct kw_verdict v;
+	enum kw_err rc;
+
+	if ((rc = verifier(req)) != KW_OK)
+		return rc;
+	if ((rc = kw_limits_check(req->store, req->now, &in, &v)) != KW_OK)
+		return rc;
+	kw_resp_json(resp, 200, v.answer);
+	return KW_OK;
+}
+
+/* POST /key/usage: what a request used, counted once per request_id. */
+enum kw_err
+kw_op_key_usage(struct kw_req *req, struct kw_resp *resp)
+{
+	double prompt = kw_json_num(req->body, "prompt_tokens", 0);
+	double completion = kw_json_num(req->body, "completion_tokens", 0);
+	struct kw_usage in = {
+		.key = kw_json_str(req->body, "key"),
+		.request_id = kw_json_str(req->body, "request_id"),
+		.model = kw_json_str(req->body, "model"),
+		.tokens = (int64_t)kw_json_num(req->body, "total_tokens", prompt + completion),
+		.cost = kw_json_num(req->body, "cost", 0),
+	};
+	json_object *answer;
+	enum kw_err rc;
+
+	if ((rc = verifier(req)) != KW_OK)
+		return rc;
+	if ((rc = kw_limits_record(req->store, req->now, &in, &answer, &req->err)) != KW_OK)
+		return rc;
+	kw_resp_json(resp, 200, answer);
+	return KW_OK;
+}
+
+/*
+ * The model a request to an upstream names: the {model} of an Azure-style
+ * path (/openai/deployments/{model}/...), else the x-model header.  The
+ * authorizer sees no body, so a model named only in the body is unknown.
+ */
+static const char *
+model_of(struct kw_req *req, const char *path)
+{
+	const char *p = strstr(path, "/deployments/"), *end;
+
+	if (p != NULL) {
+		p += strlen("/deployments/");
+		end = p + strcspn(p, "/");
+		if (end > p)
+			return kw_url_decode(req->arena, p, (size_t)(end - p), 0);
+	}
+	return kw_req_header(req, "HTTP_X_MODEL");
+}
+
+/* The HTTP status an authorizer answers for a verdict that is not VALID. */
+static int
+status_of(enum kw_verdict_code code)
+{
+	switch (code) {
+	case KW_V_MODEL_NOT_ALLOWED:
+	case KW_V_ROUTE_NOT_ALLOWED:
+		return 403;
+	case KW_V_BUDGET_EXCEEDED:
+	case KW_V_RATE_LIMITED:
+		return 429;
+	default:
+		return 401;
+	}
+}
+
+/* The OpenAI-style x-ratelimit-* headers of one window, when the key has that limit. */
+static void
+rate_headers(struct kw_req *req, struct kw_resp *resp, const char *what, const struct kw_rate *r)
+{
+	if (r->limit < 0)
+		return;
+	kw_resp_header(req, resp, "x-ratelimit-limit-%s: %lld", what, (long long)r->limit);
+	kw_resp_header(req, resp, "x-ratelimit-remaining-%s: %lld", what, (long long)r->remaining);
+	kw_resp_header(req, resp, "x-ratelimit-reset-%s: %llds", what,
+	    (long long)(r->reset > req->now ? r->reset - req->now : 0));
+}
+
+/*
+ * The FastCGI AUTHORIZER role: the web server asks before it passes a
+ * request on to the upstream.  200 with Variable-KW-* headers lets it
+ * through (the server hands them to the upstream's environment); anything
+ * else is sent to the client as it is: the LiteLLM error envelope with 401,
+ * 403 or 429.
+ */
+enum kw_err
+kw_authorize(struct kw_req *req, struct kw_resp *resp)
+{
+	const char *uri = kw_req_header(req, "REQUEST_URI");
+	char *path = kw_arena_strndup(req->arena, uri ? uri : "/", strcspn(uri ? uri : "/", "?#"));
+	struct kw_check in = { 0 };
+	struct kw_verdict v;
+	struct kw_error e;
+	int status;
+	enum kw_err rc;
+
+	if (path == NULL)
+		return KW_ENOMEM;
+	if (req->store == NULL)
+		return KW_EUNAVAIL;
+	/* Authorization: Bearer, x-api-key, api-key (Azure), x-litellm-api-key */
+	if ((in.key = kw_auth_credential(req)) == NULL) {
+		kw_error_set(&req->err, KW_EAUTH, NULL,
+		    "no API key: send Authorization: Bearer sk-...");
+		return KW_EAUTH;
+	}
+	in.route = path;
+	in.model = model_of(req, path);
+	in.request_id = kw_req_header(req, "HTTP_X_REQUEST_ID");
+	if (in.request_id != NULL && (*in.request_id == '\0' || strlen(in.request_id) > 128))
+		in.request_id = NULL;
+	if ((rc = kw_limits_check(req->store, req->now, &in, &v)) != KW_OK)
+		return rc;
+
+	if (v.code == KW_V_VALID) {
+		resp->status = 200;
+		resp->raw = "";
+		kw_resp_header(req, resp, "Variable-KW-Key-Hash: %s", v.token);
+		if (v.user_id[0] != '\0')
+			kw_resp_header(req, resp, "Variable-KW-User-Id: %s", v.user_id);
+		if (v.team_id[0] != '\0')
+			kw_resp_header(req, resp, "Variable-KW-Team-Id: %s", v.team_id);
+		if (v.request_id[0] != '\0')
+			kw_resp_header(req, resp, "Variable-KW-Request-Id: %s", v.request_id);
+		kw_verdict_clear(&v);
+		return KW_OK;
+	}
+	status = status_of(v.code);
+	kw_error_set(&e, status == 401 ? KW_EAUTH : status == 403 ? KW_EFORBIDDEN : KW_ELIMIT,
+	    v.limit, "%s: %s", kw_verdict_code_name(v.code), v.message);
+	kw_resp_json(resp, status, kw_face_error(KW_FACE_LITELLM, status, &e));
+	if (status == 429) {
+		if (v.retry_after > 0)
+			kw_resp_header(req, resp, "Retry-After: %d", v.retry_after);
+		rate_headers(req, resp, "requests", &v.requests);
+		rate_headers(req, resp, "tokens", &v.tokens);
+	}
+	kw_verdict_clear(&v);
+	return KW_OK;
+}

@@ -1,0 +1,1064 @@
+/* limits.c: every limit a key carries, checked and counted in the store so all workers share one view. */
+#include <fnmatch.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <db.h>
+#include <json-c/json.h>
+
+#include "kw.h"
+
+#define WINDOW_SECS 60		/* rate limits count on fixed UTC minutes */
+#define RECEIPT_SECS 86400	/* a usage report's request_id is remembered this long */
+
+/*
+ * A counter in counters.db: the value of the window that starts (rates)
+ * or ends (model budgets) at `window`.  A counter whose window has passed
+ * reads as zero, so nothing ever has to reset them.
+ */
+struct counter {
+	int64_t window;
+	double value;
+};
+
+/* A lease row in leases.db: a request in flight, its reserved cost and when it lapses. */
+struct lease {
+	double cost;
+	int64_t until;
+};
+
+static const char *const code_names[] = {
+	[KW_V_VALID] = "VALID",
+	[KW_V_NOT_FOUND] = "NOT_FOUND",
+	[KW_V_BLOCKED] = "BLOCKED",
+	[KW_V_EXPIRED] = "EXPIRED",
+	[KW_V_TEAM_BLOCKED] = "TEAM_BLOCKED",
+	[KW_V_USER_BLOCKED] = "USER_BLOCKED",
+	[KW_V_MODEL_NOT_ALLOWED] = "MODEL_NOT_ALLOWED",
+	[KW_V_ROUTE_NOT_ALLOWED] = "ROUTE_NOT_ALLOWED",
+	[KW_V_BUDGET_EXCEEDED] = "BUDGET_EXCEEDED",
+	[KW_V_RATE_LIMITED] = "RATE_LIMITED",
+};
+
+const char *
+kw_verdict_code_name(enum kw_verdict_code code)
+{
+	return code_names[code];
+}
+
+/* --- counters ------------------------------------------------------ */
+
+/* Reads counter name into *c; a missing counter is zero in no window. */
+static enum kw_err
+counter_get(struct kw_store *st, DB_TXN *txn, const char *name, int rmw, struct counter *c)
+{
+	DB *db = kw_store_db(st, KW_DB_COUNTERS);
+	DBT k = { .data = (void *)name, .size = (u_int32_t)strlen(name) };
+	DBT v = { .data = c, .ulen = sizeof(*c), .flags = DB_DBT_USERMEM };
+	enum kw_err rc = kw_store_err(db->get(db, txn, &k, &v, rmw ? DB_RMW : 0));
+
+	if (rc == KW_ENOTFOUND || (rc == KW_OK && v.size != sizeof(*c))) {
+		memset(c, 0, sizeof(*c));
+		return KW_OK;
+	}
+	return rc;
+}
+
+static enum kw_err
+counter_put(struct kw_store *st, DB_TXN *txn, const char *name, const struct counter *c)
+{
+	DB *db = kw_store_db(st, KW_DB_COUNTERS);
+	DBT k = { .data = (void *)name, .size = (u_int32_t)strlen(name) };
+	DBT v = { .data = (void *)c, .size = sizeof(*c) };
+
+	return kw_store_err(db->put(db, txn, &k, &v, 0));
+}
+
+/* The value of a rate counter in the window starting at window (0 when it is an older one). */
+static enum kw_err
+rate_used(struct kw_store *st, DB_TXN *txn, const char *name, int64_t window, double *used)
+{
+	struct counter c;
+	enum kw_err rc = counter_get(st, txn, name, 0, &c);
+
+	*used = rc == KW_OK && c.window == window ? c.value : 0;
+	return rc;
+}
+
+/* Adds n to a rate counter in the window starting at window. */
+static enum kw_err
+rate_add(struct kw_store *st, DB_TXN *txn, const char *name, int64_t window, double n)
+{
+	struct counter c;
+	enum kw_err rc = counter_get(st, txn, name, 1, &c);
+
+	if (rc != KW_OK)
+		return rc;
+	if (c.window != window) {
+		c.window = window;
+		c.value = 0;
+	}
+	c.value += n;
+	return counter_put(st, txn, name, &c);
+}
+
+/*
+ * A key's spend on one model in the current period of time_period: the
+ * counter holds the period's end, and a period that has ended reads as 0.
+ */
+static enum kw_err
+model_spend(struct kw_store *st, DB_TXN *txn, const char *name, const char *period,
+    time_t now, int rmw, struct counter *c)
+{
+	enum kw_err rc = counter_get(st, txn, name, rmw, c);
+
+	if (rc == KW_OK && (c->window == 0 || c->window <= now)) {
+		c->window = period ? kw_keys_budget_reset(period, now) : 0;
+		c->value = 0;
+	}
+	return rc;
+}
+
+/* --- leases -------------------------------------------------------- */
+
+/*
+ * Lease rows are "<kind>|<length>:<id>|<request_id>": the length makes the
+ * prefix of one owner never the prefix of another ("a" and "a|b").
+ */
+static int
+lease_prefix(char kind, const char *id, char *buf, size_t n)
+{
+	int len = snprintf(buf, n, "%c|%zu:%s|", kind, strlen(id), id);
+
+	return len > 0 && (size_t)len < n;
+}
+
+struct in_flight {
+	int64_t count;		/* leases not yet lapsed */
+	double reserved;	/* their reserved cost */
+	int64_t first_until;	/* when the soonest of them lapses */
+};
+
+/*
+ * Counts the leases of one owner still in flight at now, deleting lapsed
+ * ones as it goes (a slot that was never returned comes back this way).
+ */
+static enum kw_err
+leases_of(struct kw_store *st, DB_TXN *txn, char kind, const char *id, time_t now,
+    struct in_flight *out)
+{
+	DB *db = kw_store_db(st, KW_DB_LEASES);
+	char prefix[KW_ID_MAX + 32];
+	struct lease l;
+	/* REALLOC for both: the row after an owner's last lease may be another kind */
+	DBT k = { .flags = DB_DBT_REALLOC }, v = { .flags = DB_DBT_REALLOC };
+	DBC *cur;
+	size_t plen;
+	enum kw_err rc;
+
+	memset(out, 0, sizeof(*out));
+	if (id == NULL || !lease_prefix(kind, id, prefix, sizeof(prefix)))
+		return KW_OK;
+	plen = strlen(prefix);
+	if ((rc = kw_store_err(db->cursor(db, txn, &cur, 0))) != KW_OK)
+		return rc;
+	if ((k.data = malloc(plen)) == NULL) {
+		cur->close(cur);
+		return KW_ENOMEM;
+	}
+	memcpy(k.data, prefix, plen);
+	k.size = (u_int32_t)plen;
+	rc = kw_store_err(cur->get(cur, &k, &v, DB_SET_RANGE | DB_RMW));
+	while (rc == KW_OK && k.size >= plen && memcmp(k.data, prefix, plen) == 0) {
+		if (v.size == sizeof(l))
+			memcpy(&l, v.data, sizeof(l));
+		if (v.size == sizeof(l) && l.until > now) {
+			out->count++;
+			out->reserved += l.cost;
+			if (out->first_until == 0 || l.until < out->first_until)
+				out->first_until = l.until;
+		} else if ((rc = kw_store_err(cur->del(cur, 0))) != KW_OK) {
+			break;
+		}
+		rc = kw_store_err(cur->get(cur, &k, &v, DB_NEXT | DB_RMW));
+	}
+	cur->close(cur);
+	free(k.data);
+	free(v.data);
+	return rc == KW_ENOTFOUND ? KW_OK : rc;
+}
+
+static enum kw_err
+lease_row(struct kw_store *st, DB_TXN *txn, char kind, const char *id, const char *request_id,
+    const struct lease *l, int put)
+{
+	DB *db = kw_store_db(st, KW_DB_LEASES);
+	char buf[KW_ID_MAX + 200];
+	DBT k = { .data = buf }, v = { .data = (void *)l, .size = sizeof(*l) };
+	enum kw_err rc;
+
+	if (id == NULL || !lease_prefix(kind, id, buf, sizeof(buf) - 130))
+		return KW_OK;
+	strcat(buf, request_id);
+	k.size = (u_int32_t)strlen(buf);
+	rc = kw_store_err(put ? db->put(db, txn, &k, &v, 0) : db->del(db, txn, &k, 0));
+	return rc == KW_ENOTFOUND ? KW_OK : rc;
+}
+
+/* The owners a lease is counted against: the key, its team, its user. */
+struct owners {
+	const char *token, *team_id, *user_id;
+};
+
+/* Takes (put=1) or returns (put=0) the lease request_id for every owner, with its index row. */
+static enum kw_err
+lease_write(struct kw_store *st, DB_TXN *txn, const struct owners *o, const char *request_id,
+    const struct lease *l, int put)
+{
+	DB *db = kw_store_db(st, KW_DB_LEASES);
+	json_object *index = json_object_new_object();
+	char name[160];
+	DBT k = { .data = name }, v;
+	enum kw_err rc;
+
+	snprintf(name, sizeof(name), "l|%s", request_id);
+	k.size = (u_int32_t)strlen(name);
+	json_object_object_add(index, "token", json_object_new_string(o->token));
+	json_object_object_add(index, "team_id", o->team_id ? json_object_new_string(o->team_id) : NULL);
+	json_object_object_add(index, "user_id", o->user_id ? json_object_new_string(o->user_id) : NULL);
+	json_object_object_add(index, "until", json_object_new_int64(l->until));
+	v = (DBT){ .data = (void *)json_object_to_json_string_ext(index, JSON_C_TO_STRING_PLAIN) };
+	v.size = (u_int32_t)strlen(v.data);
+	if ((rc = lease_row(st, txn, 'k', o->token, request_id, l, put)) == KW_OK &&
+	    (rc = lease_row(st, txn, 't', o->team_id, request_id, l, put)) == KW_OK &&
+	    (rc = lease_row(st, txn, 'u', o->user_id, request_id, l, put)) == KW_OK) {
+		rc = kw_store_err(put ? db->put(db, txn, &k, &v, 0) : db->del(db, txn, &k, 0));
+		if (rc == KW_ENOTFOUND)
+			rc = KW_OK;
+	}
+	json_object_put(index);
+	return rc;
+}
+
+/* Returns the lease request_id, wherever its owners were, if it is still held. */
+static enum kw_err
+lease_settle(struct kw_store *st, DB_TXN *txn, const char *request_id)
+{
+	DB *db = kw_store_db(st, KW_DB_LEASES);
+	char name[160];
+	DBT k = { .data = name }, v = { .flags = DB_DBT_MALLOC };
+	json_object *index;
+	struct owners o;
+	struct lease none = { 0 };
+	enum kw_err rc;
+
+	snprintf(name, sizeof(name), "l|%s", request_id);
+	k.size = (u_int32_t)strlen(name);
+	rc = kw_store_err(db->get(db, txn, &k, &v, DB_RMW));
+	if (rc == KW_ENOTFOUND)
+		return KW_OK;
+	if (rc != KW_OK)
+		return rc;
+	rc = kw_rec_parse(v.data, v.size, &index);
+	free(v.data);
+	if (rc != KW_OK)
+		return rc;
+	o.token = kw_json_str(index, "token");
+	o.team_id = kw_json_str(index, "team_id");
+	o.user_id = kw_json_str(index, "user_id");
+	rc = o.token ? lease_write(st, txn, &o, request_id, &none, 0) : KW_OK;
+	json_object_put(index);
+	return rc;
+}
+
+/* --- models and routes ------------------------------------------------ */
+
+/*
+ * True when the models list allows model: an empty or absent list, "*",
+ * "all-proxy-models", an exact name, or a shell wildcard (openai/ and a star).
+ * "all-team-models" defers to team_models.
+ */
+static int
+models_allow(json_object *models, json_object *team_models, const char *model)
+{
+	size_t n = models ? json_object_array_length(models) : 0;
+
+	if (n == 0)
+		return 1;
+	for (size_t i = 0; i < n; i++) {
+		const char *m = json_object_get_string(json_object_array_get_idx(models, i));
+
+		if (m == NULL)
+			continue;
+		if (strcmp(m, "*") == 0 || strcmp(m, "all-proxy-models") == 0 ||
+		    strcmp(m, model) == 0 || fnmatch(m, model, 0) == 0)
+			return 1;
+		if (strcmp(m, "all-team-models") == 0 && models_allow(team_models, NULL, model))
+			return 1;
+	}
+	return 0;
+}
+
+static int
+is_management_route(const char *route)
+{
+	static const char *const prefixes[] = {
+		"/key/", "/team/", "/user/", "/audit", "/health", "/openapi.json", "/v2/key/",
+	};
+
+	for (size_t i = 0; i < sizeof(prefixes) / sizeof(prefixes[0]); i++)
+		if (strncmp(route, prefixes[i], strlen(prefixes[i])) == 0)
+			return 1;
+	return 0;
+}
+
+/* One allowed_routes entry against a route: wildcard, prefix, exact (with or without /v1). */
+static int
+route_matches(const char *pattern, const char *route)
+{
+	size_t n = strlen(pattern);
+
+	if (strcmp(pattern, "llm_api_routes") == 0)
+		return !is_management_route(route);
+	if (strchr(pattern, '*') != NULL)
+		return fnmatch(pattern, route, 0) == 0;
+	if (n > 0 && pattern[n - 1] == '/')
+		return strncmp(route, pattern, n) == 0;
+	if (strcmp(route, pattern) == 0)
+		return 1;
+	return strncmp(route, "/v1/", 4) == 0 && strcmp(route + 3, pattern) == 0;
+}
+
+static int
+routes_allow(json_object *routes, const char *route)
+{
+	size_t n = routes ? json_object_array_length(routes) : 0;
+
+	if (n == 0)
+		return 1;
+	for (size_t i = 0; i < n; i++) {
+		const char *p = json_object_get_string(json_object_array_get_idx(routes, i));
+
+		if (p != NULL && route_matches(p, route))
+			return 1;
+	}
+	return 0;
+}
+
+/* --- the check ---------------------------------------------------------- */
+
+/* Everything one check reads, held for the length of its transaction attempt. */
+struct checking {
+	const struct kw_check *in;
+	struct kw_verdict *out;
+	time_t now;
+	int64_t window;			/* this minute's start */
+	json_object *key, *team, *user;	/* owned records, budgets settled */
+	json_object *limits;		/* owned: the answer's limits list */
+	struct in_flight key_flight, team_flight, user_flight;
+};
+
+static void
+checking_clear(struct checking *c)
+{
+	json_object_put(c->key);
+	json_object_put(c->team);
+	json_object_put(c->user);
+	json_object_put(c->limits);
+	c->key = c->team = c->user = c->limits = NULL;
+}
+
+/* Sets the verdict's code and message; returns 1 so callers can `return refuse(...)`. */
+static int
+refuse(struct checking *c, enum kw_verdict_code code, const char *limit, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static int
+refuse(struct checking *c, enum kw_verdict_code code, const char *limit, const char *fmt, ...)
+{
+	va_list ap;
+
+	c->out->code = code;
+	c->out->limit = limit;
+	va_start(ap, fmt);
+	vsnprintf(c->out->message, sizeof(c->out->message), fmt, ap);
+	va_end(ap);
+	return 1;
+}
+
+/* Appends one limit to the answer's list. */
+static void
+report_limit(struct checking *c, const char *name, const char *model, double limit, double used,
+    time_t reset)
+{
+	json_object *l = json_object_new_object();
+
+	json_object_object_add(l, "name", json_object_new_string(name));
+	if (model != NULL)
+		json_object_object_add(l, "model", json_object_new_string(model));
+	json_object_object_add(l, "limit", json_object_new_double(limit));
+	json_object_object_add(l, "used", json_object_new_double(used));
+	json_object_object_add(l, "remaining", json_object_new_double(limit > used ? limit - used : 0));
+	kw_json_set_time(l, "reset_at", reset);
+	json_object_array_add(c->limits, l);
+}
+
+static double
+limit_of(json_object *rec, const char *name)
+{
+	return kw_json_num(rec, name, NAN);
+}
+
+/* The per-model limit in a {"model": n} map, NAN when none. */
+static double
+model_limit(json_object *rec, const char *map, const char *model)
+{
+	json_object *m = json_object_object_get(rec, map);
+
+	return model != NULL && m != NULL ? kw_json_num(m, model, NAN) : NAN;
+}
+
+static time_t
+budget_reset_of(json_object *rec)
+{
+	time_t t;
+
+	return kw_time_parse(kw_json_str(rec, "budget_reset_at"), &t) == KW_OK ? t : 0;
+}
+
+/* A budget: refused when spend plus what requests in flight reserved reaches it. */
+static int
+over_budget(struct checking *c, json_object *rec, const struct in_flight *f, const char *name)
+{
+	double max = limit_of(rec, "max_budget"), spend = kw_json_num(rec, "spend", 0);
+
+	if (isnan(max))
+		return 0;
+	report_limit(c, name, NULL, max, spend + f->reserved, budget_reset_of(rec));
+	if (spend + f->reserved < max)
+		return 0;
+	/* a budget comes back at its reset, if it has one */
+	c->out->retry_after = budget_reset_of(rec) > c->now ? (int)(budget_reset_of(rec) - c->now) : 0;
+	return refuse(c, KW_V_BUDGET_EXCEEDED, name, "%s reached: spend %g of %g", name,
+	    spend + f->reserved, max);
+}
+
+/* A request-rate or token-rate window; refusal sets retry_after to the window's end. */
+static enum kw_err
+over_rate(struct checking *c, struct kw_store *st, DB_TXN *txn, const char *counter,
+    double limit, double adding, const char *name, const char *model, struct kw_rate *rate,
+    int *refused)
+{
+	time_t reset = (time_t)(c->window + WINDOW_SECS);
+	double used;
+	enum kw_err rc;
+
+	if (isnan(limit))
+		return KW_OK;
+	if ((rc = rate_used(st, txn, counter, c->window, &used)) != KW_OK)
+		return rc;
+	report_limit(c, name, model, limit, used, reset);
+	if (rate != NULL && (rate->limit < 0 || limit - used < (double)rate->remaining)) {
+		rate->limit = (int64_t)limit;
+		rate->remaining = used < limit ? (int64_t)(limit - used) : 0;
+		rate->reset = reset;
+	}
+	if (!*refused && (used >= limit || used + adding > limit)) {
+		c->out->retry_after = (int)(reset - c->now);
+		*refused = refuse(c, KW_V_RATE_LIMITED, name, "%s reached: %g of %g in this minute",
+		    name, used, limit);
+	}
+	return KW_OK;
+}
+
+/* Parallel requests: the leases in flight against max_parallel_requests. */
+static int
+over_parallel(struct checking *c, json_object *rec, const struct in_flight *f, const char *name)
+{
+	double max = limit_of(rec, "max_parallel_requests");
+
+	if (isnan(max))
+		return 0;
+	report_limit(c, name, NULL, max, (double)f->count, (time_t)f->first_until);
+	if ((double)f->count < max)
+		return 0;
+	c->out->retry_after = f->first_until > c->now ? (int)(f->first_until - c->now) : 1;
+	return refuse(c, KW_V_RATE_LIMITED, name, "%s reached: %lld requests in flight", name,
+	    (long long)f->count);
+}
+
+static void
+counter_name(char *buf, size_t n, const char *kind, const char *scope, const char *model)
+{
+	snprintf(buf, n, "%s|%s%s%s", kind, scope, model ? "|" : "", model ? model : "");
+}
+
+/* Reads a record of db by the id in field of the key, budgets settled; NULL when none. */
+static enum kw_err
+owner_record(struct kw_store *st, DB_TXN *txn, struct checking *c, enum kw_db db,
+    const char *field, json_object **out)
+{
+	const char *id = kw_json_str(c->key, field);
+	enum kw_err rc;
+
+	*out = NULL;
+	if (id == NULL)
+		return KW_OK;
+	rc = kw_rec_get(st, txn, db, id, 0, out);
+	if (rc == KW_OK)
+		kw_budget_settle(*out, c->now);
+	return rc == KW_ENOTFOUND ? KW_OK : rc;
+}
+
+/* The identity, standing, models and routes of the key: the checks that read only. */
+static int
+refuse_standing(struct checking *c)
+{
+	const struct kw_check *in = c->in;
+	const char *expires = kw_json_str(c->key, "expires");
+	time_t until;
+
+	if (kw_json_bool(c->key, "blocked"))
+		return refuse(c, KW_V_BLOCKED, NULL, "this key is blocked");
+	if (expires != NULL && kw_time_parse(expires, &until) == KW_OK && until <= c->now)
+		return refuse(c, KW_V_EXPIRED, NULL, "this key expired at %s", expires);
+	if (c->team != NULL && kw_json_bool(c->team, "blocked"))
+		return refuse(c, KW_V_TEAM_BLOCKED, NULL, "this key's team is blocked");
+	if (c->user != NULL && kw_json_bool(c->user, "blocked"))
+		return refuse(c, KW_V_USER_BLOCKED, NULL, "this key's user is blocked");
+	if (in->model != NULL) {
+		json_object *team_models = c->team ? json_object_object_get(c->team, "models") : NULL;
+
+		if (!models_allow(json_object_object_get(c->key, "models"), team_models, in->model))
+			return refuse(c, KW_V_MODEL_NOT_ALLOWED, NULL,
+			    "this key may not use model %s", in->model);
+		if (!models_allow(team_models, NULL, in->model))
+			return refuse(c, KW_V_MODEL_NOT_ALLOWED, NULL,
+			    "this key's team may not use model %s", in->model);
+	}
+	if (in->route != NULL &&
+	    !routes_allow(json_object_object_get(c->key, "allowed_routes"), in->route))
+		return refuse(c, KW_V_ROUTE_NOT_ALLOWED, NULL, "this key may not call %s", in->route);
+	return 0;
+}
+
+/* Budgets: the key's, its team's, its user's, and the model's. */
+static enum kw_err
+check_budgets(struct kw_store *st, DB_TXN *txn, struct checking *c, int *refused)
+{
+	const char *model = c->in->model, *period;
+	json_object *mmb = json_object_object_get(c->key, "model_max_budget"), *entry;
+	char name[KW_TOKEN_LEN + 300];
+	struct counter spent;
+	double cap, soft = limit_of(c->key, "soft_budget"), spend = kw_json_num(c->key, "spend", 0);
+	enum kw_err rc;
+
+	if (!isnan(soft)) {
+		report_limit(c, "soft_budget", NULL, soft, spend, budget_reset_of(c->key));
+		json_object_object_add(c->out->answer, "soft_budget_exceeded",
+		    json_object_new_boolean(spend >= soft));
+	}
+	if (over_budget(c, c->key, &c->key_flight, "max_budget") ||
+	    (c->team && over_budget(c, c->team, &c->team_flight, "team_max_budget")) ||
+	    (c->user && over_budget(c, c->user, &c->user_flight, "user_max_budget"))) {
+		*refused = 1;
+		return KW_OK;
+	}
+	if (model == NULL || mmb == NULL || !json_object_object_get_ex(mmb, model, &entry) ||
+	    entry == NULL || isnan(cap = kw_json_num(entry, "budget_limit", NAN)))
+		return KW_OK;
+	period = kw_json_str(entry, "time_period");
+	counter_name(name, sizeof(name), "mspend", kw_json_str(c->key, "token"), model);
+	if ((rc = model_spend(st, txn, name, period, c->now, 0, &spent)) != KW_OK)
+		return rc;
+	report_limit(c, "model_max_budget", model, cap, spent.value, (time_t)spent.window);
+	if (spent.value >= cap)
+		*refused = refuse(c, KW_V_BUDGET_EXCEEDED, "model_max_budget",
+		    "model_max_budget for %s reached: spend %g of %g", model, spent.value, cap);
+	return KW_OK;
+}
+
+/* Rates and parallel requests: the key's, per model, and its team's. */
+static enum kw_err
+check_rates(struct kw_store *st, DB_TXN *txn, struct checking *c, int *refused)
+{
+	const char *token = kw_json_str(c->key, "token"), *model = c->in->model;
+	const char *team_id = kw_json_str(c->key, "team_id");
+	double tokens = (double)c->in->expected_tokens;
+	char name[KW_ID_MAX + 300];
+	struct kw_verdict *v = c->out;
+	enum kw_err rc;
+
+	counter_name(name, sizeof(name), "rpm", token, NULL);
+	if ((rc = over_rate(c, st, txn, name, limit_of(c->key, "rpm_limit"), 1, "rpm_limit", NULL,
+	    &v->requests, refused)) != KW_OK)
+		return rc;
+	counter_name(name, sizeof(name), "tpm", token, NULL);
+	if ((rc = over_rate(c, st, txn, name, limit_of(c->key, "tpm_limit"), tokens, "tpm_limit",
+	    NULL, &v->tokens, refused)) != KW_OK)
+		return rc;
+	counter_name(name, sizeof(name), "rpm", token, model);
+	if ((rc = over_rate(c, st, txn, name, model_limit(c->key, "model_rpm_limit", model), 1,
+	    "model_rpm_limit", model, &v->requests, refused)) != KW_OK)
+		return rc;
+	counter_name(name, sizeof(name), "tpm", token, model);
+	if ((rc = over_rate(c, st, txn, name, model_limit(c->key, "model_tpm_limit", model),
+	    tokens, "model_tpm_limit", model, &v->tokens, refused)) != KW_OK)
+		return rc;
+	if (c->team != NULL) {
+		counter_name(name, sizeof(name), "rpm|t", team_id, NULL);
+		if ((rc = over_rate(c, st, txn, name, limit_of(c->team, "rpm_limit"), 1,
+		    "team_rpm_limit", NULL, &v->requests, refused)) != KW_OK)
+			return rc;
+		counter_name(name, sizeof(name), "tpm|t", team_id, NULL);
+		if ((rc = over_rate(c, st, txn, name, limit_of(c->team, "tpm_limit"), tokens,
+		    "team_tpm_limit", NULL, &v->tokens, refused)) != KW_OK)
+			return rc;
+	}
+	if (!*refused && over_parallel(c, c->key, &c->key_flight, "max_parallel_requests"))
+		*refused = 1;
+	if (!*refused && c->team != NULL &&
+	    over_parallel(c, c->team, &c->team_flight, "team_max_parallel_requests"))
+		*refused = 1;
+	return KW_OK;
+}
+
+/* Counts an admitted request in its rate windows and takes its lease when one is needed. */
+static enum kw_err
+admit(struct kw_store *st, DB_TXN *txn, struct checking *c)
+{
+	const char *token = kw_json_str(c->key, "token"), *model = c->in->model;
+	const char *team_id = kw_json_str(c->key, "team_id");
+	struct owners o = { token, team_id, kw_json_str(c->key, "user_id") };
+	struct lease l = { c->in->expected_cost, c->now + kw_config.lease_secs };
+	char name[KW_ID_MAX + 300];
+	enum kw_err rc = KW_OK;
+
+	if (!isnan(limit_of(c->key, "rpm_limit"))) {
+		counter_name(name, sizeof(name), "rpm", token, NULL);
+		rc = rate_add(st, txn, name, c->window, 1);
+	}
+	if (rc == KW_OK && !isnan(model_limit(c->key, "model_rpm_limit", model))) {
+		counter_name(name, sizeof(name), "rpm", token, model);
+		rc = rate_add(st, txn, name, c->window, 1);
+	}
+	if (rc == KW_OK && c->team != NULL && !isnan(limit_of(c->team, "rpm_limit"))) {
+		counter_name(name, sizeof(name), "rpm|t", team_id, NULL);
+		rc = rate_add(st, txn, name, c->window, 1);
+	}
+	if (rc != KW_OK)
+		return rc;
+	if (c->in->request_id == NULL && c->in->expected_cost <= 0 &&
+	    isnan(limit_of(c->key, "max_parallel_requests")) &&
+	    (c->team == NULL || isnan(limit_of(c->team, "max_parallel_requests"))))
+		return KW_OK;	/* nothing to hold until usage: no lease */
+	if (c->in->request_id != NULL)
+		snprintf(c->out->request_id, sizeof(c->out->request_id), "%s", c->in->request_id);
+	else
+		kw_uuid4(c->out->request_id);
+	return lease_write(st, txn, &o, c->out->request_id, &l, 1);
+}
+
+/* Builds the answer's description of the key. */
+static void
+describe(struct checking *c)
+{
+	static const char *const copied[] = {
+		"token", "key_alias", "user_id", "team_id", "organization_id", "models", "expires",
+		"max_budget", "spend", "budget_reset_at",
+	};
+	json_object *a = c->out->answer;
+	double max = limit_of(c->key, "max_budget");
+	double spend = kw_json_num(c->key, "spend", 0);
+
+	for (size_t i = 0; i < sizeof(copied) / sizeof(copied[0]); i++) {
+		json_object *v = json_object_object_get(c->key, copied[i]);
+
+		json_object_object_add(a, copied[i], json_object_get(v));
+	}
+	json_object_object_add(a, "reserved", json_object_new_double(c->key_flight.reserved));
+	double left = max - spend - c->key_flight.reserved;
+
+	json_object_object_add(a, "remaining_budget", isnan(max) ? NULL :
+	    json_object_new_double(left > 0 ? left : 0));
+	if (!json_object_object_get_ex(a, "soft_budget_exceeded", NULL))
+		json_object_object_add(a, "soft_budget_exceeded", json_object_new_boolean(0));
+}
+
+static enum kw_err
+check_body(struct kw_store *st, DB_TXN *txn, void *baton)
+{
+	struct checking *c = baton;
+	struct kw_verdict *v = c->out;
+	int refused = 0;
+	enum kw_err rc;
+
+	checking_clear(c);
+	json_object_put(v->answer);
+	memset(v, 0, sizeof(*v));
+	v->requests.limit = v->tokens.limit = -1;
+	v->answer = json_object_new_object();
+	c->limits = json_object_new_array();
+
+	rc = kw_keys_credential(st, txn, c->in->key, c->now, &c->key);
+	if (rc == KW_ENOTFOUND) {
+		refuse(c, KW_V_NOT_FOUND, NULL, "no such key");
+		return KW_OK;
+	}
+	if (rc != KW_OK)
+		return rc;
+	kw_budget_settle(c->key, c->now);
+	snprintf(v->token, sizeof(v->token), "%s", kw_json_str(c->key, "token"));
+	snprintf(v->user_id, sizeof(v->user_id), "%s",
+	    kw_json_str(c->key, "user_id") ? kw_json_str(c->key, "user_id") : "");
+	snprintf(v->team_id, sizeof(v->team_id), "%s",
+	    kw_json_str(c->key, "team_id") ? kw_json_str(c->key, "team_id") : "");
+	if ((rc = owner_record(st, txn, c, KW_DB_TEAMS, "team_id", &c->team)) != KW_OK ||
+	    (rc = owner_record(st, txn, c, KW_DB_USERS, "user_id", &c->user)) != KW_OK)
+		return rc;
+	if ((rc = leases_of(st, txn, 'k', v->token, c->now, &c->key_flight)) != KW_OK ||
+	    (rc = leases_of(st, txn, 't', kw_json_str(c->key, "team_id"), c->now,
+	    &c->team_flight)) != KW_OK ||
+	    (rc = leases_of(st, txn, 'u', kw_json_str(c->key, "user_id"), c->now,
+	    &c->user_flight)) != KW_OK)
+		return rc;
+
+	refused = refuse_standing(c);
+	if (!refused && (rc = check_budgets(st, txn, c, &refused)) != KW_OK)
+		return rc;
+	if (!refused && (rc = check_rates(st, txn, c, &refused)) != KW_OK)
+		return rc;
+	if (!refused) {
+		v->code = KW_V_VALID;
+		snprintf(v->message, sizeof(v->message), "valid");
+		if (!c->in->dry_run && (rc = admit(st, txn, c)) != KW_OK)
+			return rc;
+	}
+	describe(c);
+	json_object_object_add(v->answer, "limits", c->limits);
+	c->limits = NULL;
+	return KW_OK;
+}
+
+/*
+ * Checks a presented key against every limit it carries, as of now, and
+ * unless in->dry_run counts an admitted request and takes its lease.
+ * out->answer (owned; kw_verdict_clear) is the /key/verify answer; an
+ * unknown key's answer says only that.  Runs its own transaction, not
+ * flushed at commit: a crash may forget a rate window or a lease, never
+ * spend.
+ */
+enum kw_err
+kw_limits_check(struct kw_store *st, time_t now, const struct kw_check *in,
+    struct kw_verdict *out)
+{
+	struct checking c = { .in = in, .out = out, .now = now, .window = now - now % WINDOW_SECS };
+	json_object *details;
+	enum kw_err rc;
+
+	memset(out, 0, sizeof(*out));
+	rc = kw_store_txn_flags(st, KW_TXN_NOSYNC, check_body, &c);
+	checking_clear(&c);
+	if (rc != KW_OK) {
+		kw_verdict_clear(out);
+		return rc;
+	}
+	/* the verdict first, then what it is about; an unknown key learns nothing more */
+	details = out->answer;
+	out->answer = json_object_new_object();
+	json_object_object_add(out->answer, "valid", json_object_new_boolean(out->code == KW_V_VALID));
+	json_object_object_add(out->answer, "code",
+	    json_object_new_string(kw_verdict_code_name(out->code)));
+	json_object_object_add(out->answer, "message", json_object_new_string(out->message));
+	if (out->code != KW_V_NOT_FOUND) {
+		json_object_object_add(out->answer, "limit",
+		    out->limit ? json_object_new_string(out->limit) : NULL);
+		json_object_object_add(out->answer, "retry_after", out->code == KW_V_RATE_LIMITED ||
+		    out->retry_after > 0 ? json_object_new_int(out->retry_after) : NULL);
+		json_object_object_add(out->answer, "request_id",
+		    out->request_id[0] ? json_object_new_string(out->request_id) : NULL);
+		json_object_object_foreach(details, field, value)
+			json_object_object_add(out->answer, field, json_object_get(value));
+	}
+	json_object_put(details);
+	return KW_OK;
+}
+
+void
+kw_verdict_clear(struct kw_verdict *v)
+{
+	json_object_put(v->answer);
+	v->answer = NULL;
+}
+
+/* --- usage ---------------------------------------------------------- */
+
+struct recording {
+	const struct kw_usage *in;
+	time_t now;
+	struct kw_error *err;
+	json_object *answer;	/* owned */
+};
+
+/* Adds cost to the spend of the record id in db, its budget settled first; *spend_out the result. */
+static enum kw_err
+add_spend(struct kw_store *st, DB_TXN *txn, enum kw_db db, const char *id, double cost,
+    time_t now, json_object **spend_out)
+{
+	json_object *rec;
+	enum kw_err rc;
+
+	*spend_out = NULL;
+	if (id == NULL)
+		return KW_OK;
+	if ((rc = kw_rec_get(st, txn, db, id, KW_RMW, &rec)) == KW_ENOTFOUND)
+		return KW_OK;
+	if (rc != KW_OK)
+		return rc;
+	kw_budget_settle(rec, now);
+	json_object_object_add(rec, "spend",
+	    json_object_new_double(kw_json_num(rec, "spend", 0) + cost));
+	rc = kw_rec_put(st, txn, db, id, rec, 0);
+	*spend_out = json_object_get(json_object_object_get(rec, "spend"));
+	json_object_put(rec);
+	return rc;
+}
+
+/* The receipt rows of a counted report: by key and request_id, and by time for the purge. */
+static enum kw_err
+receipt(struct kw_store *st, DB_TXN *txn, const char *token, const char *request_id,
+    time_t now, int *seen)
+{
+	DB *db = kw_store_db(st, KW_DB_RECEIPTS);
+	char name[KW_TOKEN_LEN + 160], by_time[KW_TOKEN_LEN + 200];
+	int64_t at = now;
+	DBT k = { .data = name }, v = { .data = &at, .size = sizeof(at) };
+	DBT kt = { .data = by_time }, empty = { .data = "", .size = 0 };
+	enum kw_err rc;
+
+	snprintf(name, sizeof(name), "r|%s|%s", token, request_id);
+	k.size = (u_int32_t)strlen(name);
+	rc = kw_store_err(db->put(db, txn, &k, &v, DB_NOOVERWRITE));
+	if (rc == KW_ECONFLICT) {
+		*seen = 1;
+		return KW_OK;
+	}
+	if (rc != KW_OK)
+		return rc;
+	/* "t|" + fixed-width hex time sorts by time, so the purge walks a prefix */
+	snprintf(by_time, sizeof(by_time), "t|%016llx|%s", (unsigned long long)at, name);
+	kt.size = (u_int32_t)strlen(by_time);
+	return kw_store_err(db->put(db, txn, &kt, &empty, 0));
+}
+
+static enum kw_err
+record_body(struct kw_store *st, DB_TXN *txn, void *baton)
+{
+	struct recording *r = baton;
+	const struct kw_usage *in = r->in;
+	char token[KW_TOKEN_LEN + 1], name[KW_ID_MAX + 300];
+	json_object *key, *spend = NULL, *team_spend = NULL, *user_spend = NULL, *mmb, *entry;
+	const char *team_id, *user_id;
+	int64_t window = r->now - r->now % WINDOW_SECS;
+	int seen = 0;
+	double tokens = (double)in->tokens;
+	enum kw_err rc;
+
+	json_object_put(r->answer);
+	r->answer = NULL;
+	kw_keys_token_of(in->key, token);
+	if ((rc = kw_rec_get(st, txn, KW_DB_KEYS, token, KW_RMW, &key)) == KW_ENOTFOUND) {
+		kw_error_set(r->err, KW_ENOTFOUND, "key", "no such key");
+		return rc;
+	}
+	if (rc != KW_OK)
+		return rc;
+	team_id = kw_json_str(key, "team_id");
+	user_id = kw_json_str(key, "user_id");
+	if (in->request_id != NULL && (rc = receipt(st, txn, token, in->request_id, r->now,
+	    &seen)) != KW_OK)
+		goto out;
+	if (!seen) {
+		if ((rc = add_spend(st, txn, KW_DB_KEYS, token, in->cost, r->now, &spend)) != KW_OK ||
+		    (rc = add_spend(st, txn, KW_DB_TEAMS, team_id, in->cost, r->now,
+		    &team_spend)) != KW_OK ||
+		    (rc = add_spend(st, txn, KW_DB_USERS, user_id, in->cost, r->now,
+		    &user_spend)) != KW_OK)
+			goto out;
+		mmb = json_object_object_get(key, "model_max_budget");
+		if (in->model != NULL && mmb != NULL &&
+		    json_object_object_get_ex(mmb, in->model, &entry) && entry != NULL) {
+			struct counter c;
+
+			counter_name(name, sizeof(name), "mspend", token, in->model);
+			if ((rc = model_spend(st, txn, name, kw_json_str(entry, "time_period"), r->now,
+			    1, &c)) != KW_OK)
+				goto out;
+			c.value += in->cost;
+			if ((rc = counter_put(st, txn, name, &c)) != KW_OK)
+				goto out;
+		}
+		if (tokens > 0 && !isnan(limit_of(key, "tpm_limit"))) {
+			counter_name(name, sizeof(name), "tpm", token, NULL);
+			if ((rc = rate_add(st, txn, name, window, tokens)) != KW_OK)
+				goto out;
+		}
+		if (tokens > 0 && !isnan(model_limit(key, "model_tpm_limit", in->model))) {
+			counter_name(name, sizeof(name), "tpm", token, in->model);
+			if ((rc = rate_add(st, txn, name, window, tokens)) != KW_OK)
+				goto out;
+		}
+		if (tokens > 0 && team_id != NULL) {
+			json_object *team;
+
+			if ((rc = kw_rec_get(st, txn, KW_DB_TEAMS, team_id, 0, &team)) == KW_OK) {
+				if (!isnan(limit_of(team, "tpm_limit"))) {
+					counter_name(name, sizeof(name), "tpm|t", team_id, NULL);
+					rc = rate_add(st, txn, name, window, tokens);
+				}
+				json_object_put(team);
+			} else if (rc == KW_ENOTFOUND) {
+				rc = KW_OK;
+			}
+			if (rc != KW_OK)
+				goto out;
+		}
+		if (in->request_id != NULL && (rc = lease_settle(st, txn, in->request_id)) != KW_OK)
+			goto out;
+	}
+	r->answer = json_object_new_object();
+	json_object_object_add(r->answer, "recorded", json_object_new_boolean(!seen));
+	json_object_object_add(r->answer, "duplicate", json_object_new_boolean(seen));
+	json_object_object_add(r->answer, "token", json_object_new_string(token));
+	json_object_object_add(r->answer, "spend", spend ? json_object_get(spend) :
+	    json_object_new_double(kw_json_num(key, "spend", 0)));
+	json_object_object_add(r->answer, "max_budget",
+	    json_object_get(json_object_object_get(key, "max_budget")));
+	json_object_object_add(r->answer, "team_spend", json_object_get(team_spend));
+	json_object_object_add(r->answer, "user_spend", json_object_get(user_spend));
+out:
+	json_object_put(spend);
+	json_object_put(team_spend);
+	json_object_put(user_spend);
+	json_object_put(key);
+	return rc;
+}
+
+/*
+ * Records what a request used: cost into the spend of the key, its team
+ * and its user and into the key's model spend; tokens into the tpm
+ * windows; the request's lease returned.  With a request_id, a report
+ * sent twice counts once.  *answer (owned) is the /key/usage answer.
+ * Durable: flushed before KW_OK.
+ */
+enum kw_err
+kw_limits_record(struct kw_store *st, time_t now, const struct kw_usage *in,
+    json_object **answer, struct kw_error *err)
+{
+	struct recording r = { .in = in, .now = now, .err = err };
+	enum kw_err rc = kw_store_txn(st, record_body, &r);
+
+	*answer = rc == KW_OK ? r.answer : NULL;
+	if (rc != KW_OK)
+		json_object_put(r.answer);
+	return rc;
+}
+
+/* --- upkeep --------------------------------------------------------- */
+
+struct sweep {
+	time_t now;
+	unsigned removed;
+};
+
+/* Returns the lapsed leases and forgets receipts older than a day. */
+static enum kw_err
+sweep_body(struct kw_store *st, DB_TXN *txn, void *baton)
+{
+	struct sweep *s = baton;
+	DB *leases = kw_store_db(st, KW_DB_LEASES), *receipts = kw_store_db(st, KW_DB_RECEIPTS);
+	DBT k = { .flags = DB_DBT_REALLOC }, v = { .flags = DB_DBT_REALLOC };
+	char cutoff[32];
+	DBC *cur;
+	enum kw_err rc;
+
+	s->removed = 0;
+	/* leases: walk the "l|" index; a lapsed one takes its owner rows with it */
+	if ((rc = kw_store_err(leases->cursor(leases, txn, &cur, 0))) != KW_OK)
+		return rc;
+	k.data = strdup("l|");
+	k.size = 2;
+	rc = kw_store_err(cur->get(cur, &k, &v, DB_SET_RANGE));
+	while (rc == KW_OK && k.size > 2 && memcmp(k.data, "l|", 2) == 0) {
+		json_object *index = NULL;
+		time_t until;
+
+		if (kw_rec_parse(v.data, v.size, &index) == KW_OK) {
+			until = (time_t)kw_json_num(index, "until", 0);
+			if (until <= s->now) {
+				char *request_id = strndup((char *)k.data + 2, k.size - 2);
+				struct owners o = {
+					kw_json_str(index, "token"), kw_json_str(index, "team_id"),
+					kw_json_str(index, "user_id"),
+				};
+				struct lease none = { 0 };
+
+				rc = request_id && o.token ?
+				    lease_write(st, txn, &o, request_id, &none, 0) : KW_OK;
+				free(request_id);
+				s->removed++;
+			}
+		}
+		json_object_put(index);
+		if (rc == KW_OK)
+			rc = kw_store_err(cur->get(cur, &k, &v, DB_NEXT));
+	}
+	cur->close(cur);
+	if (rc != KW_OK && rc != KW_ENOTFOUND)
+		goto out;
+
+	/* receipts: every "t|<time>" row before the cutoff, and the row it names */
+	snprintf(cutoff, sizeof(cutoff), "t|%016llx", (unsigned long long)(s->now - RECEIPT_SECS));
+	if ((rc = kw_store_err(receipts->cursor(receipts, txn, &cur, 0))) != KW_OK)
+		goto out;
+	free(k.data);
+	k.data = strdup("t|");
+	k.size = 2;
+	rc = kw_store_err(cur->get(cur, &k, &v, DB_SET_RANGE));
+	while (rc == KW_OK && k.size >= 19 && memcmp(k.data, "t|", 2) == 0 &&
+	    memcmp(k.data, cutoff, 18) < 0) {
+		DBT named = { .data = (char *)k.data + 19, .size = k.size - 19 };
+
+		(void)receipts->del(receipts, txn, &named, 0);
+		if ((rc = kw_store_err(cur->del(cur, 0))) == KW_OK)
+			rc = kw_store_err(cur->get(cur, &k, &v, DB_NEXT));
+		s->removed++;
+	}
+	cur->close(cur);
+out:
+	free(k.data);
+	free(v.data);
+	return rc == KW_ENOTFOUND ? KW_OK : rc;
+}
+
+/*
+ * The pool manager's upkeep of the shared counters: lapsed leases are
+ * returned and old receipts forgotten, so neither grows without bound.
+ * (A lapsed lease is also ignored, and removed, by the next check of its
+ * key; this sweep catches the keys that are never checked again.)
+ */
+enum kw_err
+kw_limits_maintain(struct kw_store *st, time_t now)
+{
+	struct sweep s = { .now = now };
+	enum kw_err rc = kw_store_txn_flags(st, KW_TXN_NOSYNC, sweep_body, &s);
+
+	if (rc != KW_OK)
+		kw_log_warn("limits: upkeep failed: %s", kw_err_name(rc));
+	else if (s.removed > 0)
+		kw_log_debug("limits: returned or forgot %u leases and receipts", s.removed);
+	return rc;
+}
