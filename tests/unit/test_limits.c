@@ -1,0 +1,308 @@
+/* test_limits.c: the limits engine against a fresh store, with the clock in the test's hands. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <db.h>
+#include <json-c/json.h>
+
+#include "kw.h"
+#include "tap.h"
+
+static char dir[] = "/tmp/kw-test-limits-XXXXXX";
+static struct kw_store *st;
+
+/* 2026-11-22T08:00:00Z, the start of a minute. */
+#define T0 ((time_t)1795334400)
+
+struct put {
+	enum kw_db db;
+	const char *id;
+	json_object *rec;
+};
+
+static enum kw_err
+put_body(struct kw_store *s, DB_TXN *txn, void *baton)
+{
+	struct put *p = baton;
+
+	return kw_rec_put(s, txn, p->db, p->id, p->rec, 0);
+}
+
+/* Stores a key for secret with the settings in json; returns its token (static). */
+static const char *
+make_key(const char *secret, const char *json)
+{
+	static char token[KW_TOKEN_LEN + 1];
+	json_object *rec = json_tokener_parse(json);
+	struct put p = { KW_DB_KEYS, token, rec };
+
+	kw_crypto_sha256_hex(secret, strlen(secret), token);
+	json_object_object_add(rec, "token", json_object_new_string(token));
+	kw_store_txn(st, put_body, &p);
+	json_object_put(rec);
+	return token;
+}
+
+static void
+make_record(enum kw_db db, const char *id, const char *json)
+{
+	json_object *rec = json_tokener_parse(json);
+	struct put p = { db, id, rec };
+
+	kw_store_txn(st, put_body, &p);
+	json_object_put(rec);
+}
+
+/* Checks secret at now with the given model, cost and request id; returns the code. */
+static enum kw_verdict_code
+check(const char *secret, time_t now, const char *model, double cost, const char *request_id,
+    struct kw_verdict *v)
+{
+	struct kw_check in = {
+		.key = secret, .model = model, .expected_cost = cost, .request_id = request_id,
+	};
+	struct kw_verdict mine;
+	enum kw_verdict_code code;
+
+	if (v == NULL)
+		v = &mine;
+	if (kw_limits_check(st, now, &in, v) != KW_OK)
+		return (enum kw_verdict_code)-1;
+	code = v->code;
+	if (v == &mine)
+		kw_verdict_clear(v);
+	return code;
+}
+
+static double
+usage(const char *key, time_t now, const char *request_id, const char *model, int64_t tokens,
+    double cost, int *duplicate)
+{
+	struct kw_usage in = { key, request_id, model, tokens, cost };
+	struct kw_error err;
+	json_object *answer = NULL;
+	double spend = -1;
+
+	if (kw_limits_record(st, now, &in, &answer, &err) == KW_OK) {
+		spend = kw_json_num(answer, "spend", -1);
+		if (duplicate != NULL)
+			*duplicate = kw_json_bool(answer, "duplicate");
+	}
+	json_object_put(answer);
+	return spend;
+}
+
+static void
+test_standing(void)
+{
+	struct kw_verdict v;
+
+	make_key("sk-plain", "{}");
+	is_int(check("sk-plain", T0, NULL, 0, NULL, &v), KW_V_VALID, "a key without limits is valid");
+	ok(json_object_object_length(v.answer) > 5, "and the answer describes it");
+	kw_verdict_clear(&v);
+	is_int(check("sk-nobody", T0, NULL, 0, NULL, &v), KW_V_NOT_FOUND, "an unknown key");
+	is_int(json_object_object_length(v.answer), 3, "is told valid, code and message only");
+	kw_verdict_clear(&v);
+	is_int(check(make_key("sk-plain", "{}"), T0, NULL, 0, NULL, NULL), KW_V_NOT_FOUND,
+	    "a hash is not a credential");
+	make_key("sk-blocked", "{\"blocked\": true}");
+	is_int(check("sk-blocked", T0, NULL, 0, NULL, NULL), KW_V_BLOCKED, "blocked");
+	make_key("sk-expired", "{\"expires\": \"2026-11-22T07:59:59Z\"}");
+	is_int(check("sk-expired", T0, NULL, 0, NULL, NULL), KW_V_EXPIRED, "expired");
+	make_record(KW_DB_TEAMS, "frozen", "{\"blocked\": true}");
+	make_key("sk-frozen-team", "{\"team_id\": \"frozen\"}");
+	is_int(check("sk-frozen-team", T0, NULL, 0, NULL, NULL), KW_V_TEAM_BLOCKED, "team blocked");
+	make_record(KW_DB_USERS, "gone", "{\"blocked\": true}");
+	make_key("sk-gone-user", "{\"user_id\": \"gone\"}");
+	is_int(check("sk-gone-user", T0, NULL, 0, NULL, NULL), KW_V_USER_BLOCKED, "user blocked");
+}
+
+static void
+test_models_and_routes(void)
+{
+	struct kw_check in = { .key = "sk-routes" };
+	struct kw_verdict v;
+	static const struct {
+		const char *route;
+		enum kw_verdict_code want;
+	} routes[] = {
+		{ "/chat/completions", KW_V_VALID }, { "/v1/chat/completions", KW_V_VALID },
+		{ "/embeddings", KW_V_ROUTE_NOT_ALLOWED }, { "/files/abc", KW_V_VALID },
+		{ "/keys/x/y", KW_V_VALID }, { "/v2/chat/completions", KW_V_ROUTE_NOT_ALLOWED },
+	};
+
+	make_key("sk-models", "{\"models\": [\"gpt-4\", \"openai/*\"]}");
+	is_int(check("sk-models", T0, "gpt-4", 0, NULL, NULL), KW_V_VALID, "an exact model");
+	is_int(check("sk-models", T0, "openai/gpt-4o", 0, NULL, NULL), KW_V_VALID, "a wildcard");
+	is_int(check("sk-models", T0, "claude-3", 0, NULL, NULL), KW_V_MODEL_NOT_ALLOWED,
+	    "a model outside the list");
+	make_key("sk-all", "{\"models\": [\"all-proxy-models\"]}");
+	is_int(check("sk-all", T0, "anything", 0, NULL, NULL), KW_V_VALID, "all-proxy-models");
+	make_record(KW_DB_TEAMS, "narrow", "{\"models\": [\"gpt-4\"]}");
+	make_key("sk-team-models", "{\"team_id\": \"narrow\", \"models\": [\"all-team-models\"]}");
+	is_int(check("sk-team-models", T0, "gpt-4", 0, NULL, NULL), KW_V_VALID, "all-team-models");
+	is_int(check("sk-team-models", T0, "gpt-3.5", 0, NULL, NULL), KW_V_MODEL_NOT_ALLOWED,
+	    "all-team-models is the team's list");
+	make_key("sk-team-any", "{\"team_id\": \"narrow\"}");
+	is_int(check("sk-team-any", T0, "gpt-3.5", 0, NULL, NULL), KW_V_MODEL_NOT_ALLOWED,
+	    "a team's models bound a key with none");
+
+	make_key("sk-routes", "{\"allowed_routes\": [\"/chat/completions\", \"/files/\", \"/keys/*\"]}");
+	for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
+		in.route = routes[i].route;
+		kw_limits_check(st, T0, &in, &v);
+		ok(v.code == routes[i].want, "route %s", routes[i].route);
+		kw_verdict_clear(&v);
+	}
+	make_key("sk-llm", "{\"allowed_routes\": [\"llm_api_routes\"]}");
+	in.key = "sk-llm";
+	in.route = "/key/generate";
+	kw_limits_check(st, T0, &in, &v);
+	is_int(v.code, KW_V_ROUTE_NOT_ALLOWED, "llm_api_routes excludes management routes");
+	kw_verdict_clear(&v);
+}
+
+static void
+test_budgets(void)
+{
+	int admitted = 0, dup = 0;
+	struct kw_verdict v;
+
+	make_key("sk-budget", "{\"max_budget\": 1, \"spend\": 0}");
+	/* five requests of 0.3 in flight at once: four fit before the reservations reach 1 */
+	for (int i = 0; i < 5; i++)
+		admitted += check("sk-budget", T0, NULL, 0.3, NULL, NULL) == KW_V_VALID;
+	is_int(admitted, 4, "reservations stop admission at the budget: 4 of 5 at 0.3");
+	is_int(check("sk-budget", T0 + 1, NULL, 0, NULL, &v), KW_V_BUDGET_EXCEEDED,
+	    "the next one is refused");
+	is_str(v.limit, "max_budget", "naming max_budget");
+	kw_verdict_clear(&v);
+	is_int(check("sk-budget", T0 + kw_config.lease_secs, NULL, 0, NULL, NULL), KW_V_VALID,
+	    "reservations lapse with their leases");
+
+	make_key("sk-spent", "{\"max_budget\": 1, \"spend\": 0, \"budget_duration\": \"1d\", "
+	    "\"budget_reset_at\": \"2026-11-23T00:00:00Z\"}");
+	ok(usage("sk-spent", T0, "req-1", NULL, 0, 0.6, &dup) == 0.6, "usage adds spend");
+	ok(usage("sk-spent", T0, "req-1", NULL, 0, 0.6, &dup) == 0.6 && dup,
+	    "the same request_id counts once");
+	ok(usage("sk-spent", T0, "req-2", NULL, 0, 0.6, NULL) == 1.2, "another adds again");
+	is_int(check("sk-spent", T0, NULL, 0, NULL, NULL), KW_V_BUDGET_EXCEEDED, "spent");
+	is_int(check("sk-spent", (time_t)1795392000, NULL, 0, NULL, NULL), KW_V_VALID,
+	    "the budget resets at midnight, with no one resetting it");
+
+	make_key("sk-soft", "{\"soft_budget\": 1, \"spend\": 5}");
+	is_int(check("sk-soft", T0, NULL, 0, NULL, &v), KW_V_VALID, "a soft budget never refuses");
+	ok(kw_json_bool(v.answer, "soft_budget_exceeded"), "but says it is exceeded");
+	kw_verdict_clear(&v);
+
+	make_record(KW_DB_TEAMS, "thrifty", "{\"max_budget\": 2, \"spend\": 2}");
+	make_key("sk-thrifty", "{\"team_id\": \"thrifty\"}");
+	is_int(check("sk-thrifty", T0, NULL, 0, NULL, &v), KW_V_BUDGET_EXCEEDED, "a team budget");
+	is_str(v.limit, "team_max_budget", "naming team_max_budget");
+	kw_verdict_clear(&v);
+
+	make_key("sk-per-model", "{\"model_max_budget\": {\"gpt-4\": {\"budget_limit\": 0.5, "
+	    "\"time_period\": \"1d\"}}}");
+	usage("sk-per-model", T0, NULL, "gpt-4", 0, 0.5, NULL);
+	is_int(check("sk-per-model", T0, "gpt-4", 0, NULL, &v), KW_V_BUDGET_EXCEEDED,
+	    "model_max_budget spent");
+	is_str(v.limit, "model_max_budget", "naming model_max_budget");
+	kw_verdict_clear(&v);
+	is_int(check("sk-per-model", T0, "gpt-3.5", 0, NULL, NULL), KW_V_VALID,
+	    "other models are not bound by it");
+	is_int(check("sk-per-model", (time_t)1795392000, "gpt-4", 0, NULL, NULL), KW_V_VALID,
+	    "the model's period ends at midnight");
+}
+
+static void
+test_rates(void)
+{
+	int admitted = 0;
+	struct kw_verdict v;
+	struct kw_check dry = { .key = "sk-rpm", .dry_run = 1 };
+
+	make_key("sk-rpm", "{\"rpm_limit\": 3}");
+	for (int i = 0; i < 3; i++) {
+		kw_limits_check(st, T0 + 5, &dry, &v);
+		kw_verdict_clear(&v);
+	}
+	for (int i = 0; i < 5; i++)
+		admitted += check("sk-rpm", T0 + 10 + i, NULL, 0, NULL, NULL) == KW_V_VALID;
+	is_int(admitted, 3, "rpm_limit 3 admits 3 in a minute (dry runs count nothing)");
+	is_int(check("sk-rpm", T0 + 30, NULL, 0, NULL, &v), KW_V_RATE_LIMITED, "the 4th is limited");
+	is_int(v.retry_after, 30, "retry after the minute's end");
+	is_int(v.requests.limit, 3, "x-ratelimit limit");
+	is_int(v.requests.remaining, 0, "x-ratelimit remaining");
+	kw_verdict_clear(&v);
+	is_int(check("sk-rpm", T0 + 60, NULL, 0, NULL, NULL), KW_V_VALID, "the next minute admits");
+
+	make_key("sk-tpm", "{\"tpm_limit\": 100, \"model_rpm_limit\": {\"gpt-4\": 1}}");
+	usage("sk-tpm", T0, NULL, NULL, 100, 0, NULL);
+	is_int(check("sk-tpm", T0 + 1, NULL, 0, NULL, &v), KW_V_RATE_LIMITED, "tpm spent by usage");
+	is_str(v.limit, "tpm_limit", "naming tpm_limit");
+	kw_verdict_clear(&v);
+	is_int(check("sk-tpm", T0 + 61, "gpt-4", 0, NULL, NULL), KW_V_VALID, "a new minute");
+	is_int(check("sk-tpm", T0 + 62, "gpt-4", 0, NULL, &v), KW_V_RATE_LIMITED, "model_rpm_limit");
+	is_str(v.limit, "model_rpm_limit", "naming model_rpm_limit");
+	kw_verdict_clear(&v);
+	is_int(check("sk-tpm", T0 + 62, "gpt-3.5", 0, NULL, NULL), KW_V_VALID, "other models pass");
+
+	make_record(KW_DB_TEAMS, "busy", "{\"rpm_limit\": 2}");
+	make_key("sk-busy-1", "{\"team_id\": \"busy\"}");
+	make_key("sk-busy-2", "{\"team_id\": \"busy\"}");
+	check("sk-busy-1", T0, NULL, 0, NULL, NULL);
+	check("sk-busy-2", T0, NULL, 0, NULL, NULL);
+	is_int(check("sk-busy-1", T0, NULL, 0, NULL, &v), KW_V_RATE_LIMITED,
+	    "a team's rpm_limit counts all its keys");
+	is_str(v.limit, "team_rpm_limit", "naming team_rpm_limit");
+	kw_verdict_clear(&v);
+}
+
+static void
+test_parallel(void)
+{
+	struct kw_verdict v;
+	char first[129];
+	int dup;
+
+	make_key("sk-parallel", "{\"max_parallel_requests\": 1}");
+	is_int(check("sk-parallel", T0, NULL, 0, NULL, &v), KW_V_VALID, "one request in flight");
+	ok(v.request_id[0] != '\0', "holds a lease");
+	snprintf(first, sizeof(first), "%s", v.request_id);
+	kw_verdict_clear(&v);
+	is_int(check("sk-parallel", T0 + 1, NULL, 0, NULL, &v), KW_V_RATE_LIMITED, "a second waits");
+	is_str(v.limit, "max_parallel_requests", "naming max_parallel_requests");
+	kw_verdict_clear(&v);
+	usage("sk-parallel", T0 + 2, first, NULL, 0, 0, &dup);
+	is_int(check("sk-parallel", T0 + 2, NULL, 0, "gw-7", &v), KW_V_VALID,
+	    "usage returns the slot at once");
+	is_str(v.request_id, "gw-7", "the gateway's request id names the lease");
+	kw_verdict_clear(&v);
+	is_int(check("sk-parallel", T0 + 3, NULL, 0, NULL, NULL), KW_V_RATE_LIMITED, "held again");
+	is_int(check("sk-parallel", T0 + 2 + kw_config.lease_secs, NULL, 0, NULL, NULL), KW_V_VALID,
+	    "a slot never returned comes back after the lease time");
+	is_int(kw_limits_maintain(st, T0 + 100000), KW_OK, "the upkeep sweeps leases and receipts");
+}
+
+int
+main(void)
+{
+	char cmd[128];
+
+	kw_crypto_init();
+	kw_log_threshold = KW_LOG_ERROR;
+	kw_config.lease_secs = 600;
+	if (mkdtemp(dir) == NULL || kw_store_open(&st, dir, KW_STORE_RECOVER) != KW_OK)
+		return 1;
+	test_standing();
+	test_models_and_routes();
+	test_budgets();
+	test_rates();
+	test_parallel();
+	kw_store_close(st);
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	(void)!system(cmd);
+	return tap_done();
+}
