@@ -77,12 +77,17 @@ counter_put(struct kw_store *st, DB_TXN *txn, const char *name, const struct cou
 	return kw_store_err(db->put(db, txn, &k, &v, 0));
 }
 
-/* The value of a rate counter in the window starting at window (0 when it is an older one). */
+/*
+ * The value of a rate counter in the window starting at window (0 when it
+ * is an older one).  rmw takes the write lock at once when the caller will
+ * add to it: two checks that both read, then both write, would deadlock.
+ */
 static enum kw_err
-rate_used(struct kw_store *st, DB_TXN *txn, const char *name, int64_t window, double *used)
+rate_used(struct kw_store *st, DB_TXN *txn, const char *name, int64_t window, int rmw,
+    double *used)
 {
 	struct counter c;
-	enum kw_err rc = counter_get(st, txn, name, 0, &c);
+	enum kw_err rc = counter_get(st, txn, name, rmw, &c);
 
 	*used = rc == KW_OK && c.window == window ? c.value : 0;
 	return rc;
@@ -171,7 +176,12 @@ leases_of(struct kw_store *st, DB_TXN *txn, char kind, const char *id, time_t no
 	}
 	memcpy(k.data, prefix, plen);
 	k.size = (u_int32_t)plen;
-	rc = kw_store_err(cur->get(cur, &k, &v, DB_SET_RANGE | DB_RMW));
+	/*
+	 * Read locks only: most checks find nothing lapsed, and many workers
+	 * check one key at once.  Deleting a lapsed row upgrades the lock (a
+	 * deadlock there is retried by kw_store_txn).
+	 */
+	rc = kw_store_err(cur->get(cur, &k, &v, DB_SET_RANGE));
 	while (rc == KW_OK && k.size >= plen && memcmp(k.data, prefix, plen) == 0) {
 		if (v.size == sizeof(l))
 			memcpy(&l, v.data, sizeof(l));
@@ -183,7 +193,7 @@ leases_of(struct kw_store *st, DB_TXN *txn, char kind, const char *id, time_t no
 		} else if ((rc = kw_store_err(cur->del(cur, 0))) != KW_OK) {
 			break;
 		}
-		rc = kw_store_err(cur->get(cur, &k, &v, DB_NEXT | DB_RMW));
+		rc = kw_store_err(cur->get(cur, &k, &v, DB_NEXT));
 	}
 	cur->close(cur);
 	free(k.data);
@@ -458,7 +468,7 @@ over_rate(struct checking *c, struct kw_store *st, DB_TXN *txn, const char *coun
 
 	if (isnan(limit))
 		return KW_OK;
-	if ((rc = rate_used(st, txn, counter, c->window, &used)) != KW_OK)
+	if ((rc = rate_used(st, txn, counter, c->window, !c->in->dry_run, &used)) != KW_OK)
 		return rc;
 	report_limit(c, name, model, limit, used, reset);
 	if (rate != NULL && (rate->limit < 0 || limit - used < (double)rate->remaining)) {

@@ -1,4 +1,9 @@
-/* bench-load.c: HTTP/1.1 keep-alive load generator for scripts/bench, one pthread per connection. */
+/*
+ * bench-load.c: HTTP/1.1 keep-alive load generator for scripts/bench, one
+ * pthread per connection.  It sends one request for SECS seconds, or with
+ * -n COUNT until COUNT requests have been sent (SECS then bounds the time),
+ * which is how scripts/bench stores its keys through POST /key/generate.
+ */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -24,6 +29,8 @@ static int port;
 static char req[8192];
 static size_t req_len;
 static double deadline;
+static int counted;   /* -n was given */
+static long remaining; /* with -n: requests left to send (below 0 once all are taken) */
 
 static double now(void)
 {
@@ -99,6 +106,9 @@ static void *run(void *arg)
 			usleep(10000);
 			continue;
 		}
+		/* with -n, take one of the requests left; none left ends the thread */
+		if (counted && __atomic_sub_fetch(&remaining, 1, __ATOMIC_RELAXED) < 0)
+			break;
 		double t0 = now();
 		int status = exchange(fd, &keep);
 		if (status < 0 || !keep) {
@@ -136,8 +146,19 @@ static int cmp_u32(const void *a, const void *b)
 
 int main(int argc, char **argv)
 {
+	if (argc > 2 && strcmp(argv[1], "-n") == 0) {
+		char *end;
+		counted = 1;
+		remaining = strtol(argv[2], &end, 10);
+		if (*end || remaining < 1) {
+			fprintf(stderr, "bench-load: -n takes a count of requests\n");
+			return 2;
+		}
+		argv += 2;
+		argc -= 2;
+	}
 	if (argc < 6 || argc > 8) {
-		fprintf(stderr, "usage: %s PORT SECS CONNS METHOD PATH [BEARER [BODY]]\n", argv[0]);
+		fprintf(stderr, "usage: %s [-n COUNT] PORT SECS CONNS METHOD PATH [BEARER [BODY]]\n", argv[0]);
 		return 2;
 	}
 	port = atoi(argv[1]);

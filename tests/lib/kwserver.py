@@ -37,7 +37,10 @@ class Response:
 class Server:
     """lighttpd + keywarden in a temporary directory; use as a context manager."""
 
-    def __init__(self, workers=2, env=None, data_dir=None, master_key=MASTER_KEY):
+    def __init__(self, workers=2, env=None, data_dir=None, master_key=MASTER_KEY,
+                 template="lighttpd.conf.in", placeholders=None):
+        """template: a config template in scripts/; placeholders: NAME -> value for
+        the template's placeholders beyond BIND, PORT, RUN_DIR, BIN and DATA_DIR."""
         self.tmp = tempfile.mkdtemp(prefix="kw-test-")
         self.data_dir = data_dir or os.path.join(self.tmp, "data")
         self.run_dir = os.path.join(self.tmp, "run")
@@ -46,9 +49,10 @@ class Server:
         os.makedirs(os.path.join(self.run_dir, "htdocs"))
         conf = subprocess.run(
             [os.path.join(ROOT, "scripts", "render-config"),
-             os.path.join(ROOT, "scripts", "lighttpd.conf.in"),
+             os.path.join(ROOT, "scripts", template),
              "BIND=127.0.0.1", "PORT=%d" % self.port, "RUN_DIR=" + self.run_dir,
-             "BIN=" + BIN, "DATA_DIR=" + self.data_dir],
+             "BIN=" + BIN, "DATA_DIR=" + self.data_dir] +
+            ["%s=%s" % kv for kv in sorted((placeholders or {}).items())],
             check=True, capture_output=True, text=True).stdout
         self.conf = os.path.join(self.run_dir, "lighttpd.conf")
         with open(self.conf, "w") as f:
