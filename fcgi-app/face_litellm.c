@@ -97,18 +97,6 @@ touch(struct kw_req *req, json_object *rec)
 	    c != NULL && c->user_id[0] != '\0' ? c->user_id : "default_user_id"));
 }
 
-/* The models list of rec allows model when it is empty or names it or all-proxy-models. */
-static int
-models_allow(json_object *rec, const char *model)
-{
-	json_object *models;
-
-	if (!json_object_object_get_ex(rec, "models", &models) || models == NULL ||
-	    json_object_array_length(models) == 0)
-		return 1;
-	return kw_json_list_has(models, model) || kw_json_list_has(models, "all-proxy-models");
-}
-
 /*
  * A team bounds its keys: the key's models must be among the team's and
  * its max_budget no higher than the team's.  An unknown team_id is 400.
@@ -134,7 +122,8 @@ check_team_bounds(struct kw_req *req, DB_TXN *txn, json_object *rec)
 		for (size_t i = 0; i < json_object_array_length(models) && rc == KW_OK; i++) {
 			const char *m = json_object_get_string(json_object_array_get_idx(models, i));
 
-			if (!models_allow(team, m)) {
+			if (strcmp(m, "all-team-models") != 0 && !kw_limits_models_allow(
+			    json_object_object_get(team, "models"), NULL, m)) {
 				kw_error_set(&req->err, KW_EFORBIDDEN, "models",
 				    "model %s is not among the team's models", m);
 				rc = KW_EFORBIDDEN;

@@ -507,6 +507,9 @@ struct kw_usage {
 };
 
 const char *kw_verdict_code_name(enum kw_verdict_code);
+/* True when models (a key's or team's list) allow model; "all-team-models" defers to team_models. */
+int kw_limits_models_allow(struct json_object *models, struct json_object *team_models,
+    const char *model);
 enum kw_err kw_limits_check(struct kw_store *, time_t now, const struct kw_check *,
     struct kw_verdict *out);
 void kw_verdict_clear(struct kw_verdict *);

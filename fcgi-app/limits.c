@@ -223,6 +223,16 @@ struct owners {
 	const char *token, *team_id, *user_id;
 };
 
+/*
+ * The index row of a lease, "l|<token>|<request_id>": a request id names a
+ * lease of one key only, so one key's usage never settles another's.
+ */
+static void
+lease_name(char *buf, size_t n, const char *token, const char *request_id)
+{
+	snprintf(buf, n, "l|%s|%s", token, request_id);
+}
+
 /* Takes (put=1) or returns (put=0) the lease request_id for every owner, with its index row. */
 static enum kw_err
 lease_write(struct kw_store *st, DB_TXN *txn, const struct owners *o, const char *request_id,
@@ -230,12 +240,13 @@ lease_write(struct kw_store *st, DB_TXN *txn, const struct owners *o, const char
 {
 	DB *db = kw_store_db(st, KW_DB_LEASES);
 	json_object *index = json_object_new_object();
-	char name[160];
+	char name[KW_TOKEN_LEN + 160];
 	DBT k = { .data = name }, v;
 	enum kw_err rc;
 
-	snprintf(name, sizeof(name), "l|%s", request_id);
+	lease_name(name, sizeof(name), o->token, request_id);
 	k.size = (u_int32_t)strlen(name);
+	json_object_object_add(index, "request_id", json_object_new_string(request_id));
 	json_object_object_add(index, "token", json_object_new_string(o->token));
 	json_object_object_add(index, "team_id", o->team_id ? json_object_new_string(o->team_id) : NULL);
 	json_object_object_add(index, "user_id", o->user_id ? json_object_new_string(o->user_id) : NULL);
@@ -253,27 +264,39 @@ lease_write(struct kw_store *st, DB_TXN *txn, const struct owners *o, const char
 	return rc;
 }
 
-/* Returns the lease request_id, wherever its owners were, if it is still held. */
+/*
+ * Reads the index row of key token's lease request_id into *index (owned);
+ * KW_ENOTFOUND when the key holds no such lease.
+ */
 static enum kw_err
-lease_settle(struct kw_store *st, DB_TXN *txn, const char *request_id)
+lease_index(struct kw_store *st, DB_TXN *txn, const char *token, const char *request_id,
+    json_object **index)
 {
 	DB *db = kw_store_db(st, KW_DB_LEASES);
-	char name[160];
+	char name[KW_TOKEN_LEN + 160];
 	DBT k = { .data = name }, v = { .flags = DB_DBT_MALLOC };
+	enum kw_err rc;
+
+	lease_name(name, sizeof(name), token, request_id);
+	k.size = (u_int32_t)strlen(name);
+	if ((rc = kw_store_err(db->get(db, txn, &k, &v, DB_RMW))) != KW_OK)
+		return rc;
+	rc = kw_rec_parse(v.data, v.size, index);
+	free(v.data);
+	return rc;
+}
+
+/* Returns key token's lease request_id, wherever its owners were, if it is still held. */
+static enum kw_err
+lease_settle(struct kw_store *st, DB_TXN *txn, const char *token, const char *request_id)
+{
 	json_object *index;
 	struct owners o;
 	struct lease none = { 0 };
-	enum kw_err rc;
+	enum kw_err rc = lease_index(st, txn, token, request_id, &index);
 
-	snprintf(name, sizeof(name), "l|%s", request_id);
-	k.size = (u_int32_t)strlen(name);
-	rc = kw_store_err(db->get(db, txn, &k, &v, DB_RMW));
 	if (rc == KW_ENOTFOUND)
 		return KW_OK;
-	if (rc != KW_OK)
-		return rc;
-	rc = kw_rec_parse(v.data, v.size, &index);
-	free(v.data);
 	if (rc != KW_OK)
 		return rc;
 	o.token = kw_json_str(index, "token");
@@ -291,8 +314,8 @@ lease_settle(struct kw_store *st, DB_TXN *txn, const char *request_id)
  * "all-proxy-models", an exact name, or a shell wildcard (openai/ and a star).
  * "all-team-models" defers to team_models.
  */
-static int
-models_allow(json_object *models, json_object *team_models, const char *model)
+int
+kw_limits_models_allow(json_object *models, json_object *team_models, const char *model)
 {
 	size_t n = models ? json_object_array_length(models) : 0;
 
@@ -304,9 +327,10 @@ models_allow(json_object *models, json_object *team_models, const char *model)
 		if (m == NULL)
 			continue;
 		if (strcmp(m, "*") == 0 || strcmp(m, "all-proxy-models") == 0 ||
-		    strcmp(m, model) == 0 || fnmatch(m, model, 0) == 0)
+		    strcmp(m, model) == 0 || (strchr(m, '*') != NULL && fnmatch(m, model, 0) == 0))
 			return 1;
-		if (strcmp(m, "all-team-models") == 0 && models_allow(team_models, NULL, model))
+		if (strcmp(m, "all-team-models") == 0 &&
+		    kw_limits_models_allow(team_models, NULL, model))
 			return 1;
 	}
 	return 0;
@@ -315,13 +339,16 @@ models_allow(json_object *models, json_object *team_models, const char *model)
 static int
 is_management_route(const char *route)
 {
-	static const char *const prefixes[] = {
-		"/key/", "/team/", "/user/", "/audit", "/health", "/openapi.json", "/v2/key/",
+	static const char *const roots[] = {
+		"/key", "/team", "/user", "/audit", "/health", "/openapi.json", "/v2/key",
 	};
 
-	for (size_t i = 0; i < sizeof(prefixes) / sizeof(prefixes[0]); i++)
-		if (strncmp(route, prefixes[i], strlen(prefixes[i])) == 0)
+	for (size_t i = 0; i < sizeof(roots) / sizeof(roots[0]); i++) {
+		size_t n = strlen(roots[i]);
+
+		if (strncmp(route, roots[i], n) == 0 && (route[n] == '\0' || route[n] == '/'))
 			return 1;
+	}
 	return 0;
 }
 
@@ -539,13 +566,14 @@ refuse_standing(struct checking *c)
 		return refuse(c, KW_V_TEAM_BLOCKED, NULL, "this key's team is blocked");
 	if (c->user != NULL && kw_json_bool(c->user, "blocked"))
 		return refuse(c, KW_V_USER_BLOCKED, NULL, "this key's user is blocked");
-	if (in->model != NULL) {
+	if (in->model != NULL && in->model[0] != '\0') {
 		json_object *team_models = c->team ? json_object_object_get(c->team, "models") : NULL;
 
-		if (!models_allow(json_object_object_get(c->key, "models"), team_models, in->model))
+		if (!kw_limits_models_allow(json_object_object_get(c->key, "models"), team_models,
+		    in->model))
 			return refuse(c, KW_V_MODEL_NOT_ALLOWED, NULL,
 			    "this key may not use model %s", in->model);
-		if (!models_allow(team_models, NULL, in->model))
+		if (!kw_limits_models_allow(team_models, NULL, in->model))
 			return refuse(c, KW_V_MODEL_NOT_ALLOWED, NULL,
 			    "this key's team may not use model %s", in->model);
 	}
@@ -665,10 +693,19 @@ admit(struct kw_store *st, DB_TXN *txn, struct checking *c)
 	    isnan(limit_of(c->key, "max_parallel_requests")) &&
 	    (c->team == NULL || isnan(limit_of(c->team, "max_parallel_requests"))))
 		return KW_OK;	/* nothing to hold until usage: no lease */
-	if (c->in->request_id != NULL)
-		snprintf(c->out->request_id, sizeof(c->out->request_id), "%s", c->in->request_id);
-	else
-		kw_uuid4(c->out->request_id);
+	kw_uuid4(c->out->request_id);
+	if (c->in->request_id != NULL) {
+		json_object *held = NULL;
+
+		/* an id already in flight would let one slot hold two requests: keep the fresh one */
+		rc = lease_index(st, txn, token, c->in->request_id, &held);
+		json_object_put(held);
+		if (rc == KW_ENOTFOUND)
+			snprintf(c->out->request_id, sizeof(c->out->request_id), "%s",
+			    c->in->request_id);
+		else if (rc != KW_OK)
+			return rc;
+	}
 	return lease_write(st, txn, &o, c->out->request_id, &l, 1);
 }
 
@@ -880,7 +917,11 @@ record_body(struct kw_store *st, DB_TXN *txn, void *baton)
 	json_object_put(r->answer);
 	r->answer = NULL;
 	kw_keys_token_of(in->key, token);
-	if ((rc = kw_rec_get(st, txn, KW_DB_KEYS, token, KW_RMW, &key)) == KW_ENOTFOUND) {
+	rc = kw_rec_get(st, txn, KW_DB_KEYS, token, KW_RMW, &key);
+	if (rc == KW_ENOTFOUND && (rc = kw_keys_credential(st, txn, in->key, r->now, &key)) == KW_OK)
+		/* a regenerated key's old secret, in its grace period: its usage counts */
+		snprintf(token, sizeof(token), "%s", kw_json_str(key, "token"));
+	if (rc == KW_ENOTFOUND) {
 		kw_error_set(r->err, KW_ENOTFOUND, "key", "no such key");
 		return rc;
 	}
@@ -936,7 +977,8 @@ record_body(struct kw_store *st, DB_TXN *txn, void *baton)
 			if (rc != KW_OK)
 				goto out;
 		}
-		if (in->request_id != NULL && (rc = lease_settle(st, txn, in->request_id)) != KW_OK)
+		if (in->request_id != NULL &&
+		    (rc = lease_settle(st, txn, token, in->request_id)) != KW_OK)
 			goto out;
 	}
 	r->answer = json_object_new_object();
@@ -1009,7 +1051,7 @@ sweep_body(struct kw_store *st, DB_TXN *txn, void *baton)
 		if (kw_rec_parse(v.data, v.size, &index) == KW_OK) {
 			until = (time_t)kw_json_num(index, "until", 0);
 			if (until <= s->now) {
-				char *request_id = strndup((char *)k.data + 2, k.size - 2);
+				const char *request_id = kw_json_str(index, "request_id");
 				struct owners o = {
 					kw_json_str(index, "token"), kw_json_str(index, "team_id"),
 					kw_json_str(index, "user_id"),
@@ -1018,7 +1060,6 @@ sweep_body(struct kw_store *st, DB_TXN *txn, void *baton)
 
 				rc = request_id && o.token ?
 				    lease_write(st, txn, &o, request_id, &none, 0) : KW_OK;
-				free(request_id);
 				s->removed++;
 			}
 		}

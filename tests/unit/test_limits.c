@@ -281,6 +281,14 @@ test_parallel(void)
 	is_str(v.request_id, "gw-7", "the gateway's request id names the lease");
 	kw_verdict_clear(&v);
 	is_int(check("sk-parallel", T0 + 3, NULL, 0, NULL, NULL), KW_V_RATE_LIMITED, "held again");
+	make_key("sk-two-slots", "{\"max_parallel_requests\": 2}");
+	check("sk-two-slots", T0, NULL, 0, "same", &v);
+	kw_verdict_clear(&v);
+	is_int(check("sk-two-slots", T0, NULL, 0, "same", &v), KW_V_VALID, "a request id again");
+	ok(strcmp(v.request_id, "same") != 0, "gets a fresh lease id, not the held one");
+	kw_verdict_clear(&v);
+	is_int(check("sk-two-slots", T0, NULL, 0, "same", NULL), KW_V_RATE_LIMITED,
+	    "so reusing an id never frees a slot");
 	is_int(check("sk-parallel", T0 + 2 + kw_config.lease_secs, NULL, 0, NULL, NULL), KW_V_VALID,
 	    "a slot never returned comes back after the lease time");
 	is_int(kw_limits_maintain(st, T0 + 100000), KW_OK, "the upkeep sweeps leases and receipts");
