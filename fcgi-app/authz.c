@@ -104,6 +104,8 @@ status_of(enum kw_verdict_code code)
 	case KW_V_BUDGET_EXCEEDED:
 	case KW_V_RATE_LIMITED:
 		return 429;
+	case KW_V_DUPLICATE_REQUEST:
+		return 400;
 	default:
 		return 401;
 	}
@@ -171,8 +173,10 @@ kw_authorize(struct kw_req *req, struct kw_resp *resp)
 		return KW_OK;
 	}
 	status = status_of(v.code);
-	kw_error_set(&e, status == 401 ? KW_EAUTH : status == 403 ? KW_EFORBIDDEN : KW_ELIMIT,
-	    v.limit, "%s: %s", kw_verdict_code_name(v.code), v.message);
+	kw_error_set(&e, status == 401 ? KW_EAUTH : status == 403 ? KW_EFORBIDDEN :
+	    status == 400 ? KW_EINVAL : KW_ELIMIT,
+	    v.code == KW_V_DUPLICATE_REQUEST ? "x-request-id" : v.limit,
+	    "%s: %s", kw_verdict_code_name(v.code), v.message);
 	kw_resp_json(resp, status, kw_face_error(KW_FACE_LITELLM, status, &e));
 	if (status == 429) {
 		if (v.retry_after > 0)
@@ -180,6 +184,9 @@ kw_authorize(struct kw_req *req, struct kw_resp *resp)
 		rate_headers(req, resp, "requests", &v.requests);
 		rate_headers(req, resp, "tokens", &v.tokens);
 	}
+	if (v.code == KW_V_BUDGET_EXCEEDED)
+		/* OpenAI's clients retry a 429 unless told not to; a spent budget will not come back */
+		kw_resp_header(req, resp, "x-should-retry: false");
 	kw_verdict_clear(&v);
 	return KW_OK;
 }

@@ -466,7 +466,8 @@ enum kw_verdict_code {
 	KW_V_MODEL_NOT_ALLOWED,
 	KW_V_ROUTE_NOT_ALLOWED,
 	KW_V_BUDGET_EXCEEDED,
-	KW_V_RATE_LIMITED
+	KW_V_RATE_LIMITED,
+	KW_V_DUPLICATE_REQUEST		/* a request_id already in flight or reported for this key */
 };
 
 /* A request about to be made with a presented key. */

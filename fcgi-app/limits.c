@@ -41,6 +41,7 @@ static const char *const code_names[] = {
 	[KW_V_ROUTE_NOT_ALLOWED] = "ROUTE_NOT_ALLOWED",
 	[KW_V_BUDGET_EXCEEDED] = "BUDGET_EXCEEDED",
 	[KW_V_RATE_LIMITED] = "RATE_LIMITED",
+	[KW_V_DUPLICATE_REQUEST] = "DUPLICATE_REQUEST",
 };
 
 const char *
@@ -305,6 +306,41 @@ lease_settle(struct kw_store *st, DB_TXN *txn, const char *token, const char *re
 	rc = o.token ? lease_write(st, txn, &o, request_id, &none, 0) : KW_OK;
 	json_object_put(index);
 	return rc;
+}
+
+/* The receipt of a usage report: "r|<token>|<request_id>". */
+static void
+receipt_name(char *buf, size_t n, const char *token, const char *request_id)
+{
+	snprintf(buf, n, "r|%s|%s", token, request_id);
+}
+
+/*
+ * True when key token already has request_id in flight or reported.  A
+ * request id comes from the client (x-request-id) or the gateway; reused,
+ * it would let two requests share one slot, or one report count for two.
+ */
+static enum kw_err
+request_id_used(struct kw_store *st, DB_TXN *txn, const char *token, const char *request_id,
+    int *used)
+{
+	DB *receipts = kw_store_db(st, KW_DB_RECEIPTS);
+	char name[KW_TOKEN_LEN + 160];
+	DBT k = { .data = name }, v = { .flags = DB_DBT_PARTIAL };
+	json_object *held = NULL;
+	enum kw_err rc = lease_index(st, txn, token, request_id, &held);
+
+	json_object_put(held);
+	*used = rc == KW_OK;
+	if (rc != KW_OK && rc != KW_ENOTFOUND)
+		return rc;
+	if (*used)
+		return KW_OK;
+	receipt_name(name, sizeof(name), token, request_id);
+	k.size = (u_int32_t)strlen(name);
+	rc = kw_store_err(receipts->get(receipts, txn, &k, &v, 0));
+	*used = rc == KW_OK;
+	return rc == KW_ENOTFOUND ? KW_OK : rc;
 }
 
 /* --- models and routes ------------------------------------------------ */
@@ -693,19 +729,10 @@ admit(struct kw_store *st, DB_TXN *txn, struct checking *c)
 	    isnan(limit_of(c->key, "max_parallel_requests")) &&
 	    (c->team == NULL || isnan(limit_of(c->team, "max_parallel_requests"))))
 		return KW_OK;	/* nothing to hold until usage: no lease */
-	kw_uuid4(c->out->request_id);
-	if (c->in->request_id != NULL) {
-		json_object *held = NULL;
-
-		/* an id already in flight would let one slot hold two requests: keep the fresh one */
-		rc = lease_index(st, txn, token, c->in->request_id, &held);
-		json_object_put(held);
-		if (rc == KW_ENOTFOUND)
-			snprintf(c->out->request_id, sizeof(c->out->request_id), "%s",
-			    c->in->request_id);
-		else if (rc != KW_OK)
-			return rc;
-	}
+	if (c->in->request_id != NULL)
+		snprintf(c->out->request_id, sizeof(c->out->request_id), "%s", c->in->request_id);
+	else
+		kw_uuid4(c->out->request_id);
 	return lease_write(st, txn, &o, c->out->request_id, &l, 1);
 }
 
@@ -774,9 +801,20 @@ check_body(struct kw_store *st, DB_TXN *txn, void *baton)
 		return rc;
 
 	refused = refuse_standing(c);
+	if (!refused && c->in->request_id != NULL && !c->in->dry_run) {
+		int used;
+
+		if ((rc = request_id_used(st, txn, v->token, c->in->request_id, &used)) != KW_OK)
+			return rc;
+		if (used)
+			refused = refuse(c, KW_V_DUPLICATE_REQUEST, NULL,
+			    "this request id was already used with this key: send a new one");
+	}
 	if (!refused && (rc = check_budgets(st, txn, c, &refused)) != KW_OK)
 		return rc;
-	if (!refused && (rc = check_rates(st, txn, c, &refused)) != KW_OK)
+	/* rates are read even after a budget refusal: the 429 reports them */
+	if ((!refused || v->code == KW_V_BUDGET_EXCEEDED) &&
+	    (rc = check_rates(st, txn, c, &refused)) != KW_OK)
 		return rc;
 	if (!refused) {
 		v->code = KW_V_VALID;
@@ -886,7 +924,7 @@ receipt(struct kw_store *st, DB_TXN *txn, const char *token, const char *request
 	DBT kt = { .data = by_time }, empty = { .data = "", .size = 0 };
 	enum kw_err rc;
 
-	snprintf(name, sizeof(name), "r|%s|%s", token, request_id);
+	receipt_name(name, sizeof(name), token, request_id);
 	k.size = (u_int32_t)strlen(name);
 	rc = kw_store_err(db->put(db, txn, &k, &v, DB_NOOVERWRITE));
 	if (rc == KW_ECONFLICT) {

@@ -282,13 +282,14 @@ test_parallel(void)
 	kw_verdict_clear(&v);
 	is_int(check("sk-parallel", T0 + 3, NULL, 0, NULL, NULL), KW_V_RATE_LIMITED, "held again");
 	make_key("sk-two-slots", "{\"max_parallel_requests\": 2}");
-	check("sk-two-slots", T0, NULL, 0, "same", &v);
-	kw_verdict_clear(&v);
-	is_int(check("sk-two-slots", T0, NULL, 0, "same", &v), KW_V_VALID, "a request id again");
-	ok(strcmp(v.request_id, "same") != 0, "gets a fresh lease id, not the held one");
-	kw_verdict_clear(&v);
-	is_int(check("sk-two-slots", T0, NULL, 0, "same", NULL), KW_V_RATE_LIMITED,
-	    "so reusing an id never frees a slot");
+	is_int(check("sk-two-slots", T0, NULL, 0, "same", NULL), KW_V_VALID, "a request id");
+	is_int(check("sk-two-slots", T0, NULL, 0, "same", NULL), KW_V_DUPLICATE_REQUEST,
+	    "the same id while it is in flight is refused: it would share a slot");
+	usage("sk-two-slots", T0, "same", NULL, 0, 0.1, &dup);
+	is_int(check("sk-two-slots", T0, NULL, 0, "same", NULL), KW_V_DUPLICATE_REQUEST,
+	    "and once reported: its next report would not count");
+	is_int(check("sk-plain", T0, NULL, 0, "same", NULL), KW_V_VALID,
+	    "another key's request ids are its own");
 	is_int(check("sk-parallel", T0 + 2 + kw_config.lease_secs, NULL, 0, NULL, NULL), KW_V_VALID,
 	    "a slot never returned comes back after the lease time");
 	is_int(kw_limits_maintain(st, T0 + 100000), KW_OK, "the upkeep sweeps leases and receipts");

@@ -1,0 +1,161 @@
+// gateway.mjs: the official OpenAI client, as a user, through the gateway
+// recipe (scripts/lighttpd-gateway.conf.in).  tests/gateway.t runs it with the
+// keys in its environment and turns each printed line into test points.
+//
+// Environment: GW_BASE (http://127.0.0.1:PORT), KW_MASTER_KEY (to block a key),
+// KW_KEY_VALID, KW_KEY_BLOCK, KW_KEY_BUDGET, KW_KEY_RPM, KW_KEY_MODELS (keys
+// made for each step), KW_KEY_UNKNOWN (a key keywarden never issued).
+// Output: one JSON object a line, {"step", "ok": true, ...what came back} or
+// {"step", "ok": false, "error": {"class", "status", "headers", ...}}, then
+// {"done": true}.
+import { randomUUID } from 'node:crypto';
+import OpenAI, { AzureOpenAI } from 'openai';
+
+const env = process.env;
+const base = env.GW_BASE;
+const messages = [{ role: 'user', content: 'hi there' }];
+
+function client(apiKey) {
+  return new OpenAI({ apiKey, baseURL: `${base}/v1`, maxRetries: 0, timeout: 20000 });
+}
+
+// The authorizer sees no body, so the model goes in x-model as well; the
+// request id lets the model server's usage report settle this request.
+function options(model) {
+  return { headers: { 'x-model': model, 'x-request-id': randomUUID() } };
+}
+
+function emit(obj) {
+  process.stdout.write(JSON.stringify(obj) + '\n');
+}
+
+function headersOf(h) {
+  const out = {};
+  if (h && typeof h.forEach === 'function') h.forEach((v, k) => { out[k.toLowerCase()] = v; });
+  else if (h) for (const [k, v] of Object.entries(h)) out[k.toLowerCase()] = v;
+  return out;
+}
+
+function failure(step, err) {
+  return {
+    step, ok: false,
+    error: {
+      class: err?.constructor?.name, status: err?.status ?? null,
+      headers: headersOf(err?.headers), type: err?.type ?? null, code: err?.code ?? null,
+      body: err?.error ?? null, message: String(err?.message ?? err),
+    },
+  };
+}
+
+async function step(name, fn) {
+  const t0 = Date.now();
+  try {
+    const got = await fn();
+    emit({ step: name, ok: true, ms: Date.now() - t0, ...got });
+  } catch (err) {
+    emit({ ...failure(name, err), ms: Date.now() - t0 });
+  }
+}
+
+async function complete(key, model) {
+  const c = await client(key).chat.completions.create({ model, messages }, options(model));
+  return {
+    content: c.choices?.[0]?.message?.content ?? null, model: c.model,
+    usage: c.usage ?? null, object: c.object, request_id: c._request_id ?? null,
+  };
+}
+
+async function block(key) {
+  const r = await fetch(`${base}/key/block`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${env.KW_MASTER_KEY}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ key }),
+  });
+  return { status: r.status, blocked: (await r.json())?.blocked ?? null };
+}
+
+// rpm windows are UTC minutes: start the rate-limit steps early in one
+async function sameMinute(seconds) {
+  const into = new Date().getUTCSeconds();
+  if (into > 60 - seconds) await new Promise((r) => setTimeout(r, (61 - into) * 1000));
+}
+
+async function main() {
+  // a valid key: the answer and its usage arrive
+  await step('valid', () => complete(env.KW_KEY_VALID, 'gpt-4'));
+  await step('valid models.list', async () => {
+    const page = await client(env.KW_KEY_VALID).models.list();
+    return { ids: page.data.map((m) => m.id) };
+  });
+  await step('valid stream', async () => {
+    const stream = await client(env.KW_KEY_VALID).chat.completions.create(
+      { model: 'gpt-4', messages, stream: true, stream_options: { include_usage: true } },
+      options('gpt-4'));
+    let content = '';
+    let usage = null;
+    for await (const chunk of stream) {
+      content += chunk.choices?.[0]?.delta?.content ?? '';
+      if (chunk.usage) usage = chunk.usage;
+    }
+    return { content, usage };
+  });
+  // Azure's path names the model, and the key goes in api-key
+  await step('valid azure', async () => {
+    const az = new AzureOpenAI({
+      apiKey: env.KW_KEY_VALID, endpoint: base, apiVersion: '2024-10-21',
+      deployment: 'gpt-4', maxRetries: 0, timeout: 20000,
+    });
+    const c = await az.chat.completions.create({ model: 'gpt-4', messages },
+      { headers: { 'x-request-id': randomUUID() } });
+    return { content: c.choices?.[0]?.message?.content ?? null, usage: c.usage ?? null };
+  });
+  // the model must be named for the authorizer to check it
+  await step('no x-model', async () => {
+    const c = await client(env.KW_KEY_VALID).chat.completions.create({ model: 'gpt-4', messages });
+    return { content: c.choices?.[0]?.message?.content ?? null };
+  });
+  await step('unknown key', () => complete(env.KW_KEY_UNKNOWN, 'gpt-4'));
+  await step('no key', () => complete('', 'gpt-4'));
+
+  // blocked: refused on the very next completion
+  await step('block: before', () => complete(env.KW_KEY_BLOCK, 'gpt-4'));
+  await step('block: POST /key/block', () => block(env.KW_KEY_BLOCK));
+  await step('block: after', () => complete(env.KW_KEY_BLOCK, 'gpt-4'));
+
+  // a key's models list
+  await step('models: allowed', () => complete(env.KW_KEY_MODELS, 'gpt-4'));
+  await step('models: not allowed', () => complete(env.KW_KEY_MODELS, 'gpt-3.5-turbo'));
+  await step('models: not allowed, azure', async () => {
+    const az = new AzureOpenAI({
+      apiKey: env.KW_KEY_MODELS, endpoint: base, apiVersion: '2024-10-21',
+      deployment: 'claude-3', maxRetries: 0, timeout: 20000,
+    });
+    const c = await az.chat.completions.create({ model: 'claude-3', messages });
+    return { content: c.choices?.[0]?.message?.content ?? null };
+  });
+
+  // a budget: completions until one is refused (the model server reports the cost)
+  for (let i = 1; i <= 5; i++) {
+    let refused = false;
+    await step(`budget ${i}`, async () => {
+      try {
+        return await complete(env.KW_KEY_BUDGET, 'gpt-4');
+      } catch (err) {
+        refused = true;
+        throw err;
+      }
+    });
+    if (refused) break;
+  }
+
+  // rpm_limit 2: two pass, the third is refused
+  await sameMinute(10);
+  for (let i = 1; i <= 3; i++) await step(`rpm ${i}`, () => complete(env.KW_KEY_RPM, 'gpt-4'));
+
+  emit({ done: true });
+}
+
+main().catch((err) => {
+  emit(failure('gateway.mjs', err));
+  process.exit(1);
+});
