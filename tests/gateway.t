@@ -115,6 +115,12 @@ def run(srv, up):
            "a /v1/ completion without x-model passes the authorizer and the model server "
            "refuses it (400)", steps.get("no x-model"))
 
+    tap.ok((steps.get("request id: first") or {}).get("ok"), "a completion with x-request-id",
+           steps.get("request id: first"))
+    e = refused(steps, "request id: again", 400, "BadRequestError")
+    tap.ok("DUPLICATE_REQUEST" in json.dumps(e), "the same x-request-id again is refused: "
+           "it could not be told apart in the usage reports", e)
+
     # keys that are refused
     e = refused(steps, "unknown key", 401, "AuthenticationError")
     tap.ok(keys["KW_KEY_UNKNOWN"] not in json.dumps(e), "the error does not echo the key", e)

@@ -114,6 +114,15 @@ async function main() {
     const c = await client(env.KW_KEY_VALID).chat.completions.create({ model: 'gpt-4', messages });
     return { content: c.choices?.[0]?.message?.content ?? null };
   });
+  // a request id is one request's: sent again, it is refused at the door
+  const reused = { headers: { 'x-model': 'gpt-4', 'x-request-id': randomUUID() } };
+  const again = async () => {
+    const c = await client(env.KW_KEY_VALID).chat.completions.create({ model: 'gpt-4', messages },
+      reused);
+    return { content: c.choices?.[0]?.message?.content ?? null };
+  };
+  await step('request id: first', again);
+  await step('request id: again', again);
   await step('unknown key', () => complete(env.KW_KEY_UNKNOWN, 'gpt-4'));
   await step('no key', () => complete('', 'gpt-4'));
 
