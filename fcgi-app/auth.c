@@ -135,6 +135,8 @@ lookup_caller(struct kw_store *st, DB_TXN *txn, void *baton)
 	memset(c, 0, sizeof(*c));
 	snprintf(c->token, sizeof(c->token), "%s", kw_json_str(key, "token"));
 	c->may_verify = kw_json_bool(json_object_object_get(key, "permissions"), "verify_keys");
+	c->may_select = kw_json_bool(json_object_object_get(key, "permissions"),
+	    "select_provider_keys");
 	key_type = kw_json_str(key, "key_type");
 	snprintf(c->key_type, sizeof(c->key_type), "%s", key_type ? key_type : "default");
 	c->role = KW_ROLE_NONE;

@@ -116,9 +116,12 @@ static json_object *
 bifrost_error(int status, const struct kw_error *e)
 {
 	json_object *root = json_object_new_object(), *in = json_object_new_object();
-	char code[8];
+	char code[8], event_id[37];
 
+	/* one id for the error and its inner object, as Bifrost logs them */
+	kw_uuid4(event_id);
 	snprintf(code, sizeof(code), "%d", status);
+	json_object_object_add(root, "event_id", json_object_new_string(event_id));
 	json_object_object_add(root, "type", json_object_new_string(error_type(e->code)));
 	json_object_object_add(root, "is_bifrost_error", json_object_new_boolean(0));
 	json_object_object_add(root, "status_code", json_object_new_int(status));
@@ -126,6 +129,7 @@ bifrost_error(int status, const struct kw_error *e)
 	json_object_object_add(in, "code", json_object_new_string(code));
 	json_object_object_add(in, "message", json_object_new_string(message_of(e)));
 	json_object_object_add(in, "param", field_or_null(e));
+	json_object_object_add(in, "event_id", json_object_new_string(event_id));
 	json_object_object_add(root, "error", in);
 	json_object_object_add(root, "extra_fields", json_object_new_object());
 	return root;

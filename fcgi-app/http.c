@@ -280,6 +280,10 @@ kw_http_serve(FCGX_Request *fcgi, struct kw_arena *arena, struct kw_store **stor
 		if (req.err.code != rc)
 			kw_error_set(&req.err, rc, NULL, "%s", kw_err_name(rc));
 		kw_resp_json(&resp, status, kw_face_error(face, status, &req.err));
+		if (face == KW_FACE_BIFROST && kw_req_path_param(&req, "provider") != NULL)
+			/* Bifrost names the provider an error is about */
+			json_object_object_add(json_object_object_get(resp.json, "extra_fields"),
+			    "provider", json_object_new_string(kw_req_path_param(&req, "provider")));
 		if (rc == KW_EMETHOD)
 			kw_resp_header(&req, &resp, "Allow: %s", req.match.allow);
 		if (status == 503)

@@ -141,6 +141,9 @@ enum kw_db {
 	KW_DB_COUNTERS,		/* counters.db: "<limit>:<scope>" -> struct kw_counter (rate windows, model spend) */
 	KW_DB_LEASES,		/* leases.db: requests in flight: parallel slots and reserved cost */
 	KW_DB_RECEIPTS,		/* receipts.db: usage reports already counted, by request_id */
+	KW_DB_PROVIDERS,	/* providers.db: custom provider name -> record (JSON) */
+	KW_DB_PROVIDER_KEYS,	/* provider_keys.db: "<provider>|<id>" -> key, secrets sealed (JSON) */
+	KW_DB_PROVIDER_INDEX,	/* provider_index.db: "n:<name>" and "i:<id>" -> "<provider>|<id>" */
 	KW_DB_COUNT
 };
 typedef enum kw_err (*kw_txn_body)(struct kw_store *, struct __db_txn *, void *baton);
@@ -403,6 +406,7 @@ struct kw_caller {
 	char user_id[KW_ID_MAX + 1];	/* empty when the key has no user */
 	char key_type[16];		/* llm_api, management, read_only, default */
 	int may_verify;			/* its permissions has "verify_keys": true */
+	int may_select;			/* its permissions has "select_provider_keys": true */
 };
 
 const char *kw_auth_credential(struct kw_req *);
@@ -425,6 +429,8 @@ enum kw_err kw_auth_key_access(struct kw_req *, struct __db_txn *, struct json_o
 #define KW_TABLE_KEYS "LiteLLM_VerificationToken"
 #define KW_TABLE_TEAMS "LiteLLM_TeamTable"
 #define KW_TABLE_USERS "LiteLLM_UserTable"
+#define KW_TABLE_PROVIDERS "Bifrost_Provider"
+#define KW_TABLE_PROVIDER_KEYS "Bifrost_ProviderKey"
 
 enum kw_err kw_audit_record(struct kw_req *, struct __db_txn *, const char *action,
     const char *table, const char *object_id, struct json_object *before,

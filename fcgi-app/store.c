@@ -38,6 +38,9 @@ static const struct {
 	[KW_DB_COUNTERS] = { "counters.db", DB_BTREE, 0 },
 	[KW_DB_LEASES] = { "leases.db", DB_BTREE, 0 },
 	[KW_DB_RECEIPTS] = { "receipts.db", DB_BTREE, 0 },
+	[KW_DB_PROVIDERS] = { "providers.db", DB_BTREE, 0 },
+	[KW_DB_PROVIDER_KEYS] = { "provider_keys.db", DB_BTREE, 0 },
+	[KW_DB_PROVIDER_INDEX] = { "provider_index.db", DB_BTREE, 0 },
 };
 
 /*
