@@ -3,6 +3,8 @@
  * pthread per connection.  It sends one request for SECS seconds, or with
  * -n COUNT until COUNT requests have been sent (SECS then bounds the time),
  * which is how scripts/bench stores its keys through POST /key/generate.
+ * With -l FILE it also writes every latency there (microseconds, native
+ * uint32), so that scripts/bench can merge the slices of a round.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -146,19 +148,26 @@ static int cmp_u32(const void *a, const void *b)
 
 int main(int argc, char **argv)
 {
-	if (argc > 2 && strcmp(argv[1], "-n") == 0) {
-		char *end;
-		counted = 1;
-		remaining = strtol(argv[2], &end, 10);
-		if (*end || remaining < 1) {
-			fprintf(stderr, "bench-load: -n takes a count of requests\n");
-			return 2;
+	const char *lat_file = NULL;
+
+	while (argc > 2 && (strcmp(argv[1], "-n") == 0 || strcmp(argv[1], "-l") == 0)) {
+		if (argv[1][1] == 'l') {
+			lat_file = argv[2];
+		} else {
+			char *end;
+			counted = 1;
+			remaining = strtol(argv[2], &end, 10);
+			if (*end || remaining < 1) {
+				fprintf(stderr, "bench-load: -n takes a count of requests\n");
+				return 2;
+			}
 		}
 		argv += 2;
 		argc -= 2;
 	}
 	if (argc < 6 || argc > 8) {
-		fprintf(stderr, "usage: %s [-n COUNT] PORT SECS CONNS METHOD PATH [BEARER [BODY]]\n", argv[0]);
+		fprintf(stderr, "usage: %s [-n COUNT] [-l FILE] PORT SECS CONNS METHOD PATH [BEARER [BODY]]\n",
+			argv[0]);
 		return 2;
 	}
 	port = atoi(argv[1]);
@@ -200,6 +209,13 @@ int main(int argc, char **argv)
 		free(ws[i].lat_us);
 	}
 	double elapsed = now() - start;
+	if (lat_file) {
+		FILE *f = fopen(lat_file, "wb");
+		if (!f || fwrite(all.lat_us, sizeof *all.lat_us, all.n, f) != all.n || fclose(f)) {
+			perror(lat_file);
+			return 1;
+		}
+	}
 	qsort(all.lat_us, all.n, sizeof *all.lat_us, cmp_u32);
 	double p50 = all.n ? all.lat_us[all.n / 2] / 1e3 : 0;
 	double p99 = all.n ? all.lat_us[all.n * 99 / 100] / 1e3 : 0;
