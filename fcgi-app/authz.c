@@ -135,7 +135,7 @@ kw_authorize(struct kw_req *req, struct kw_resp *resp)
 {
 	const char *uri = kw_req_header(req, "REQUEST_URI");
 	char *path = kw_arena_strndup(req->arena, uri ? uri : "/", strcspn(uri ? uri : "/", "?#"));
-	struct kw_check in = { 0 };
+	struct kw_check in = { .verdict_only = 1 };
 	struct kw_verdict v;
 	struct kw_error e;
 	int status;

@@ -201,18 +201,46 @@ wipe_strings(json_object *obj)
 	}
 }
 
-/* Writes value's redacted form: all stars up to 8 characters, else 4 + 24 stars + 4. */
+/* The byte offset of character (code point) i of UTF-8 s; strlen(s) past its end. */
+static size_t
+char_offset(const char *s, size_t i)
+{
+	size_t off = 0;
+
+	for (; s[off] != '\0'; off++)
+		if (((unsigned char)s[off] & 0xc0) != 0x80 && i-- == 0)
+			return off;
+	return off;
+}
+
+static size_t
+char_count(const char *s)
+{
+	size_t n = 0;
+
+	for (; *s != '\0'; s++)
+		n += ((unsigned char)*s & 0xc0) != 0x80;
+	return n;
+}
+
+/*
+ * Writes value's redacted form (out holds at least 64 bytes): all stars
+ * up to 8 characters, else its first 4 characters, 24 stars, its last 4.
+ * Characters, not bytes, so no character is ever cut in two.
+ */
 static void
 redact(const char *value, char *out, size_t n)
 {
-	size_t len = strlen(value);
+	size_t chars = char_count(value), head, tail;
 
-	if (len <= 8) {
-		snprintf(out, n, "%.*s", (int)len, "********");
+	if (chars <= 8) {
+		snprintf(out, n, "%.*s", (int)chars, "********");
 		return;
 	}
-	snprintf(out, n, "%.4s%.*s%s", value, REDACT_STARS,
-	    "************************", value + len - 4);
+	head = char_offset(value, 4);
+	tail = char_offset(value, chars - 4);
+	snprintf(out, n, "%.*s%.*s%s", (int)head, value, REDACT_STARS,
+	    "************************", value + tail);
 }
 
 /* True when value looks like something keywarden redacted. */
@@ -221,9 +249,11 @@ looks_redacted(const char *value)
 {
 	size_t len = strlen(value);
 
+	size_t head = char_offset(value, 4);
+
 	if (len > 0 && strspn(value, "*") == len)
 		return 1;
-	return len == 8 + REDACT_STARS && strspn(value + 4, "*") >= REDACT_STARS;
+	return char_count(value) == 8 + REDACT_STARS && strspn(value + head, "*") >= REDACT_STARS;
 }
 
 /* --- EnvVars ------------------------------------------------------------- */
@@ -233,6 +263,21 @@ struct envvar {
 	const char *plain;	/* borrowed from the body */
 	const char *ref;	/* "env.NAME", borrowed */
 };
+
+/*
+ * A reference names a variable of keywarden's environment: "env." and a
+ * name.  keywarden's own settings (KEYWARDEN_*, the master key among them)
+ * are never handed to a gateway.
+ */
+static int
+valid_reference(const char *ref)
+{
+	const char *name = ref + 4;
+	size_t n = strspn(name, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_");
+
+	return strncmp(ref, "env.", 4) == 0 && n > 0 && name[n] == '\0' &&
+	    !(name[0] >= '0' && name[0] <= '9') && strncmp(name, "KEYWARDEN_", 10) != 0;
+}
 
 /* Reads the input forms: "value", "env.NAME", {value, env_var, from_env}. */
 static void
@@ -420,6 +465,7 @@ config_hash(json_object *content, char out[KW_SHA256_HEX_LEN + 1])
 	};
 	json_object *pick = json_object_new_object(), *canon;
 	const char *text;
+	char weight[32];
 
 	for (size_t i = 0; i < sizeof(hashed) / sizeof(hashed[0]); i++)
 		json_object_object_add(pick, hashed[i],
@@ -429,6 +475,9 @@ config_hash(json_object *content, char out[KW_SHA256_HEX_LEN + 1])
 		    json_object_get(json_object_object_get(content, configs[i])));
 	sort_list(json_object_object_get(pick, "models"));
 	sort_list(json_object_object_get(pick, "blacklisted_models"));
+	/* 1, 1.0 and the default weight are one weight */
+	snprintf(weight, sizeof(weight), "%.15g", kw_json_num(content, "weight", 1));
+	json_object_object_add(pick, "weight", json_object_new_string(weight));
 	canon = sorted_copy(pick);
 	text = json_object_to_json_string_ext(canon, JSON_C_TO_STRING_PLAIN);
 	kw_crypto_sha256_hex(text, strlen(text), out);
@@ -566,6 +615,12 @@ build_key(struct kw_req *req, const struct provider *p, const char *id, json_obj
 		parse_envvar(json_object_object_get(in_parent, f->field), &ev);
 		field_path(f, path, sizeof(path));
 		aad_of(aad, sizeof(aad), p->name, id, f);
+		if (ev.ref != NULL && !valid_reference(ev.ref)) {
+			kw_error_set(&req->err, KW_EINVAL, path, "%s must reference env.NAME, a "
+			    "variable of keywarden's environment other than KEYWARDEN_*", path);
+			rc = KW_EINVAL;
+			break;
+		}
 		if (ev.ref != NULL) {
 			sealed = json_object_new_object();
 			json_object_object_add(sealed, "env_var", json_object_new_string(ev.ref));
@@ -624,7 +679,7 @@ static enum kw_err
 index_row(struct kw_store *st, DB_TXN *txn, char kind, const char *what, const char *row, int put)
 {
 	DB *db = kw_store_db(st, KW_DB_PROVIDER_INDEX);
-	char name[600];
+	char name[KW_ID_MAX + 3];	/* "n:" and a name of up to 256 characters */
 	DBT k = { .data = name }, v = { .data = (void *)row, .size = (u_int32_t)strlen(row) };
 	enum kw_err rc;
 
@@ -1153,7 +1208,11 @@ candidate_visit(struct bifrost_op *op, DB_TXN *txn, json_object *rec)
 	json_object *models = json_object_object_get(rec, "models");
 	double weight = kw_json_num(rec, "weight", 1);
 
+	const char *ref = kw_json_str(json_object_object_get(rec, "value"), "env_var");
+
 	(void)txn;
+	if (ref != NULL && getenv(ref + 4) == NULL)
+		return KW_OK;	/* its secret is not in this environment: not usable now */
 	if (!kw_json_bool(rec, "enabled") || weight <= 0 ||
 	    kw_json_list_has(json_object_object_get(rec, "blacklisted_models"), c->model) ||
 	    (models != NULL && json_object_array_length(models) > 0 &&

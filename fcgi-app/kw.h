@@ -485,6 +485,7 @@ struct kw_check {
 	double expected_cost;		/* reserved against every budget until settled */
 	int64_t expected_tokens;	/* checked against tpm windows */
 	int dry_run;			/* count and reserve nothing */
+	int verdict_only;		/* build no answer: the authorizer needs the verdict alone */
 };
 
 /* One rate window for the x-ratelimit-* headers; limit < 0 when the key has none. */
@@ -502,7 +503,7 @@ struct kw_verdict {
 	char user_id[KW_ID_MAX + 1], team_id[KW_ID_MAX + 1];
 	char request_id[129];		/* the lease taken; "" when none */
 	struct kw_rate requests, tokens;
-	struct json_object *answer;	/* owned: the /key/verify answer */
+	struct json_object *answer;	/* owned: the /key/verify answer; NULL with verdict_only */
 };
 
 /* What a request used, reported after it. */

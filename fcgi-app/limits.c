@@ -467,8 +467,11 @@ static void
 report_limit(struct checking *c, const char *name, const char *model, double limit, double used,
     time_t reset)
 {
-	json_object *l = json_object_new_object();
+	json_object *l;
 
+	if (c->limits == NULL)
+		return;		/* verdict only */
+	l = json_object_new_object();
 	json_object_object_add(l, "name", json_object_new_string(name));
 	if (model != NULL)
 		json_object_object_add(l, "model", json_object_new_string(model));
@@ -632,8 +635,9 @@ check_budgets(struct kw_store *st, DB_TXN *txn, struct checking *c, int *refused
 
 	if (!isnan(soft)) {
 		report_limit(c, "soft_budget", NULL, soft, spend, budget_reset_of(c->key));
-		json_object_object_add(c->out->answer, "soft_budget_exceeded",
-		    json_object_new_boolean(spend >= soft));
+		if (c->out->answer != NULL)
+			json_object_object_add(c->out->answer, "soft_budget_exceeded",
+			    json_object_new_boolean(spend >= soft));
 	}
 	if (over_budget(c, c->key, &c->key_flight, "max_budget") ||
 	    (c->team && over_budget(c, c->team, &c->team_flight, "team_max_budget")) ||
@@ -762,6 +766,14 @@ describe(struct checking *c)
 		json_object_object_add(a, "soft_budget_exceeded", json_object_new_boolean(0));
 }
 
+/* True when rec (a key, team or user; NULL for none) has a limit that counts requests in flight. */
+static int
+leased(json_object *rec)
+{
+	return rec != NULL && (!isnan(limit_of(rec, "max_budget")) ||
+	    !isnan(limit_of(rec, "max_parallel_requests")));
+}
+
 static enum kw_err
 check_body(struct kw_store *st, DB_TXN *txn, void *baton)
 {
@@ -774,8 +786,10 @@ check_body(struct kw_store *st, DB_TXN *txn, void *baton)
 	json_object_put(v->answer);
 	memset(v, 0, sizeof(*v));
 	v->requests.limit = v->tokens.limit = -1;
-	v->answer = json_object_new_object();
-	c->limits = json_object_new_array();
+	if (!c->in->verdict_only) {
+		v->answer = json_object_new_object();
+		c->limits = json_object_new_array();
+	}
 
 	rc = kw_keys_credential(st, txn, c->in->key, c->now, &c->key);
 	if (rc == KW_ENOTFOUND) {
@@ -793,11 +807,13 @@ check_body(struct kw_store *st, DB_TXN *txn, void *baton)
 	if ((rc = owner_record(st, txn, c, KW_DB_TEAMS, "team_id", &c->team)) != KW_OK ||
 	    (rc = owner_record(st, txn, c, KW_DB_USERS, "user_id", &c->user)) != KW_OK)
 		return rc;
-	if ((rc = leases_of(st, txn, 'k', v->token, c->now, &c->key_flight)) != KW_OK ||
-	    (rc = leases_of(st, txn, 't', kw_json_str(c->key, "team_id"), c->now,
-	    &c->team_flight)) != KW_OK ||
-	    (rc = leases_of(st, txn, 'u', kw_json_str(c->key, "user_id"), c->now,
-	    &c->user_flight)) != KW_OK)
+	/* requests in flight matter only to a budget or a parallel limit */
+	if ((leased(c->key) &&
+	    (rc = leases_of(st, txn, 'k', v->token, c->now, &c->key_flight)) != KW_OK) ||
+	    (leased(c->team) && (rc = leases_of(st, txn, 't', kw_json_str(c->key, "team_id"),
+	    c->now, &c->team_flight)) != KW_OK) ||
+	    (leased(c->user) && (rc = leases_of(st, txn, 'u', kw_json_str(c->key, "user_id"),
+	    c->now, &c->user_flight)) != KW_OK))
 		return rc;
 
 	refused = refuse_standing(c);
@@ -822,9 +838,11 @@ check_body(struct kw_store *st, DB_TXN *txn, void *baton)
 		if (!c->in->dry_run && (rc = admit(st, txn, c)) != KW_OK)
 			return rc;
 	}
-	describe(c);
-	json_object_object_add(v->answer, "limits", c->limits);
-	c->limits = NULL;
+	if (v->answer != NULL) {
+		describe(c);
+		json_object_object_add(v->answer, "limits", c->limits);
+		c->limits = NULL;
+	}
 	return KW_OK;
 }
 
@@ -851,6 +869,8 @@ kw_limits_check(struct kw_store *st, time_t now, const struct kw_check *in,
 		kw_verdict_clear(out);
 		return rc;
 	}
+	if (in->verdict_only)
+		return KW_OK;
 	/* the verdict first, then what it is about; an unknown key learns nothing more */
 	details = out->answer;
 	out->answer = json_object_new_object();

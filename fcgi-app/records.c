@@ -22,14 +22,15 @@ dbt_of(const char *s)
 enum kw_err
 kw_rec_parse(const void *data, size_t n, json_object **out)
 {
-	json_tokener *tok = json_tokener_new();
+	/* one parser per process, reset for each record: workers are single-threaded */
+	static json_tokener *tok;
 	json_object *obj;
 
 	*out = NULL;
-	if (tok == NULL)
+	if (tok == NULL && (tok = json_tokener_new()) == NULL)
 		return KW_ENOMEM;
+	json_tokener_reset(tok);
 	obj = json_tokener_parse_ex(tok, data, (int)n);
-	json_tokener_free(tok);
 	if (obj == NULL || !json_object_is_type(obj, json_type_object)) {
 		json_object_put(obj);
 		kw_log_error("store: a record does not parse as a JSON object");

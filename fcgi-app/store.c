@@ -288,7 +288,8 @@ kw_store_txn(struct kw_store *st, kw_txn_body body, void *baton)
 enum kw_err
 kw_store_txn_flags(struct kw_store *st, unsigned flags, kw_txn_body body, void *baton)
 {
-	u_int32_t begin = (flags & KW_TXN_NOSYNC) ? DB_TXN_WRITE_NOSYNC : 0;
+	/* not even written to the log file at commit: the next durable commit carries it */
+	u_int32_t begin = (flags & KW_TXN_NOSYNC) ? DB_TXN_NOSYNC : 0;
 	enum kw_err err = KW_EDEADLOCK;
 
 	for (int attempt = 0; attempt < TXN_RETRIES && err == KW_EDEADLOCK; attempt++) {
