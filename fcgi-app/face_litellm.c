@@ -50,6 +50,52 @@ kw_litellm_key_view(struct kw_req *req, json_object *rec)
 	return view;
 }
 
+/* The key views being gathered from an owner index, and the first store error. */
+struct owned_views {
+	struct kw_req *req;
+	DB_TXN *txn;
+	json_object *views;	/* borrowed: the caller's array */
+	enum kw_err rc;
+};
+
+/* Appends the view of key token when the caller may read it; stops on a store error. */
+static int
+add_owned_view(const char *token, void *baton)
+{
+	struct owned_views *o = baton;
+	json_object *key;
+
+	o->rc = kw_rec_get(o->req->store, o->txn, KW_DB_KEYS, token, 0, &key);
+	if (o->rc == KW_ENOTFOUND) {
+		o->rc = KW_OK;	/* an index row without its record: nothing to show */
+		return 0;
+	}
+	if (o->rc != KW_OK)
+		return 1;
+	o->rc = kw_auth_key_access(o->req, o->txn, key, 0);
+	if (o->rc == KW_OK)
+		json_object_array_add(o->views, kw_litellm_key_view(o->req, key));
+	else if (o->rc == KW_EFORBIDDEN)
+		o->rc = KW_OK;	/* shown only what /key/info would show this caller */
+	json_object_put(key);
+	return o->rc != KW_OK;
+}
+
+/*
+ * Appends to views (an array, borrowed) the views of the keys owned by
+ * user (kind 'u'), team ('t') or organization ('o') id that the caller
+ * may read, as /key/info would show them.
+ */
+enum kw_err
+kw_litellm_owned_views(struct kw_req *req, DB_TXN *txn, char kind, const char *id,
+    json_object *views)
+{
+	struct owned_views o = { .req = req, .txn = txn, .views = views };
+	enum kw_err rc = kw_keys_owned_by(req->store, txn, kind, id, add_owned_view, &o);
+
+	return rc != KW_OK ? rc : o.rc;
+}
+
 /*
  * Copies the stored settings of body (borrowed) into rec and recomputes
  * the times they drive: duration sets expires from now (null: never),

@@ -300,48 +300,16 @@ kw_op_team_new(struct kw_req *req, struct kw_resp *resp)
 	return respond(resp, &op, kw_store_txn(req->store, team_new_body, &op));
 }
 
-/* The keys of a team being shown to one caller, and the first store error. */
-struct team_keys {
-	struct kw_req *req;
-	DB_TXN *txn;
-	json_object *keys;	/* borrowed: the answer's array */
-	enum kw_err rc;
-};
-
-/* Appends the view of the key token to the list when the caller may read it; stops on a store error. */
-static int
-show_key(const char *token, void *baton)
-{
-	struct team_keys *t = baton;
-	json_object *key;
-
-	t->rc = kw_rec_get(t->req->store, t->txn, KW_DB_KEYS, token, 0, &key);
-	if (t->rc == KW_ENOTFOUND) {
-		t->rc = KW_OK;	/* an index row without its record: nothing to show */
-		return 0;
-	}
-	if (t->rc != KW_OK)
-		return 1;
-	/* a plain member sees the keys /key/info would show them: their own */
-	t->rc = kw_auth_key_access(t->req, t->txn, key, 0);
-	if (t->rc == KW_OK)
-		json_object_array_add(t->keys, kw_litellm_key_view(t->req, key));
-	else if (t->rc == KW_EFORBIDDEN)
-		t->rc = KW_OK;
-	json_object_put(key);
-	return t->rc != KW_OK;
-}
-
 /* /team/info's transaction: 404, then 403, then the team and the keys the caller may see. */
 static enum kw_err
 team_info_body(struct kw_store *st, DB_TXN *txn, void *baton)
 {
 	struct team_op *op = baton;
 	struct kw_req *req = op->req;
-	struct team_keys t = { .req = req, .txn = txn };
-	json_object *team;
+	json_object *team, *keys;
 	enum kw_err rc;
 
+	(void)st;
 	reset_answer(op);
 	if ((rc = get_team(req, txn, op->team_id, 0, "team_id", &team)) != KW_OK)
 		return rc;
@@ -355,10 +323,10 @@ team_info_body(struct kw_store *st, DB_TXN *txn, void *baton)
 	op->answer = json_object_new_object();
 	json_object_object_add(op->answer, "team_id", json_object_new_string(op->team_id));
 	json_object_object_add(op->answer, "team_info", team);
-	t.keys = json_object_new_array();
-	json_object_object_add(op->answer, "keys", t.keys);
-	rc = kw_keys_owned_by(st, txn, 't', op->team_id, show_key, &t);
-	return rc != KW_OK ? rc : t.rc;
+	keys = json_object_new_array();
+	json_object_object_add(op->answer, "keys", keys);
+	/* a plain member sees the keys /key/info would show them: their own */
+	return kw_litellm_owned_views(req, txn, 't', op->team_id, keys);
 }
 
 /*

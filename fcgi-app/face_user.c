@@ -389,41 +389,13 @@ kw_op_user_new(struct kw_req *req, struct kw_resp *resp)
 	return respond(resp, &op, kw_store_txn(req->store, user_new_body, &op));
 }
 
-/* A list of key views being gathered from an owner index, and the first store error. */
-struct key_views {
-	struct kw_req *req;
-	DB_TXN *txn;
-	json_object *keys;	/* borrowed: the answer's array */
-	enum kw_err rc;
-};
-
-/* Appends the view of the key token to the list; stops on a store error. */
-static int
-collect_view(const char *token, void *baton)
-{
-	struct key_views *v = baton;
-	json_object *rec;
-
-	v->rc = kw_rec_get(v->req->store, v->txn, KW_DB_KEYS, token, 0, &rec);
-	if (v->rc == KW_ENOTFOUND) {
-		v->rc = KW_OK;	/* an index row without its record: nothing to show */
-		return 0;
-	}
-	if (v->rc != KW_OK)
-		return 1;
-	json_object_array_add(v->keys, kw_litellm_key_view(v->req, rec));
-	json_object_put(rec);
-	return 0;
-}
-
 /* /user/info's transaction: 404, then 403, then the user, its keys and its teams. */
 static enum kw_err
 user_info_body(struct kw_store *st, DB_TXN *txn, void *baton)
 {
 	struct user_op *op = baton;
 	struct kw_req *req = op->req;
-	struct key_views b = { .req = req, .txn = txn };
-	json_object *user, *teams, *ids;
+	json_object *user, *teams, *ids, *keys;
 	enum kw_err rc;
 
 	reset_answer(op);
@@ -443,11 +415,9 @@ user_info_body(struct kw_store *st, DB_TXN *txn, void *baton)
 	op->answer = json_object_new_object();
 	json_object_object_add(op->answer, "user_id", json_object_new_string(op->user_id));
 	json_object_object_add(op->answer, "user_info", user);
-	b.keys = json_object_new_array();
-	json_object_object_add(op->answer, "keys", b.keys);
-	rc = kw_keys_owned_by(st, txn, 'u', op->user_id, collect_view, &b);
-	if (rc == KW_OK)
-		rc = b.rc;
+	keys = json_object_new_array();
+	json_object_object_add(op->answer, "keys", keys);
+	rc = kw_litellm_owned_views(req, txn, 'u', op->user_id, keys);
 	teams = json_object_new_array();
 	json_object_object_add(op->answer, "teams", teams);
 	ids = json_object_object_get(user, "teams");

@@ -450,6 +450,8 @@ enum kw_err kw_litellm_key_create(struct kw_req *, struct __db_txn *, struct jso
     struct json_object **answer);
 /* The key record as shown to callers (owned): budget resets applied, no plaintext. */
 struct json_object *kw_litellm_key_view(struct kw_req *, struct json_object *rec);
+enum kw_err kw_litellm_owned_views(struct kw_req *, struct __db_txn *, char kind, const char *id,
+    struct json_object *views);
 
 /* face_user.c: what the team operations share with the user operations */
 void kw_uuid4(char out[37]);	/* a random UUID v4 */
