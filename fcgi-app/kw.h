@@ -144,6 +144,7 @@ enum kw_db {
 	KW_DB_PROVIDERS,	/* providers.db: custom provider name -> record (JSON) */
 	KW_DB_PROVIDER_KEYS,	/* provider_keys.db: "<provider>|<id>" -> key, secrets sealed (JSON) */
 	KW_DB_PROVIDER_INDEX,	/* provider_index.db: "n:<name>" and "i:<id>" -> "<provider>|<id>" */
+	KW_DB_SUMMARIES,	/* summaries.db: "k:", "t:", "u:" + id -> what a check needs, binary */
 	KW_DB_COUNT
 };
 typedef enum kw_err (*kw_txn_body)(struct kw_store *, struct __db_txn *, void *baton);
@@ -526,6 +527,8 @@ void kw_verdict_clear(struct kw_verdict *);
 enum kw_err kw_limits_record(struct kw_store *, time_t now, const struct kw_usage *,
     struct json_object **answer, struct kw_error *err);
 enum kw_err kw_limits_maintain(struct kw_store *, time_t now);
+enum kw_err kw_limits_summary_write(struct kw_store *, struct __db_txn *, enum kw_db,
+    const char *id, struct json_object *rec);
 
 /* --- authz.c: the FastCGI AUTHORIZER role -------------------------- */
 

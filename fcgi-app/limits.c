@@ -421,15 +421,130 @@ routes_allow(json_object *routes, const char *route)
 	return 0;
 }
 
+/* --- summaries ------------------------------------------------------------ */
+
+/*
+ * What a check needs of a key, team or user, in a fixed binary form kept
+ * beside the JSON record (summaries.db, written by every kw_rec_put of
+ * those tables): the authorizer's path reads these and parses no JSON.
+ * A summary with another version, or none, is rebuilt from the record.
+ */
+#define SUMMARY_VERSION 1
+
+enum {
+	S_BLOCKED = 1 << 0,
+	S_MODELS = 1 << 1,		/* a non-empty models list */
+	S_ROUTES = 1 << 2,		/* a non-empty allowed_routes list */
+	S_MODEL_LIMITS = 1 << 3,	/* model_max_budget, model_rpm_limit or model_tpm_limit */
+};
+
+struct summary {
+	uint32_t version, flags;
+	int64_t expires, budget_reset_at;	/* 0 when none */
+	double max_budget, soft_budget, spend, rpm_limit, tpm_limit, max_parallel;	/* NAN: none */
+	uint16_t team_len, user_len;		/* the key's team_id and user_id follow */
+};
+
+static int
+non_empty(json_object *rec, const char *name)
+{
+	json_object *v = json_object_object_get(rec, name);
+
+	return (json_object_is_type(v, json_type_array) && json_object_array_length(v) > 0) ||
+	    (json_object_is_type(v, json_type_object) && json_object_object_length(v) > 0);
+}
+
+static int64_t
+time_of(json_object *rec, const char *name)
+{
+	time_t t;
+
+	return kw_time_parse(kw_json_str(rec, name), &t) == KW_OK ? (int64_t)t : 0;
+}
+
+static void
+summarize(json_object *rec, struct summary *s)
+{
+	memset(s, 0, sizeof(*s));
+	s->version = SUMMARY_VERSION;
+	s->flags = (kw_json_bool(rec, "blocked") ? S_BLOCKED : 0) |
+	    (non_empty(rec, "models") ? S_MODELS : 0) |
+	    (non_empty(rec, "allowed_routes") ? S_ROUTES : 0) |
+	    (non_empty(rec, "model_max_budget") || non_empty(rec, "model_rpm_limit") ||
+	    non_empty(rec, "model_tpm_limit") ? S_MODEL_LIMITS : 0);
+	s->expires = time_of(rec, "expires");
+	s->budget_reset_at = time_of(rec, "budget_reset_at");
+	s->max_budget = kw_json_num(rec, "max_budget", NAN);
+	s->soft_budget = kw_json_num(rec, "soft_budget", NAN);
+	s->spend = kw_json_num(rec, "spend", 0);
+	s->rpm_limit = kw_json_num(rec, "rpm_limit", NAN);
+	s->tpm_limit = kw_json_num(rec, "tpm_limit", NAN);
+	s->max_parallel = kw_json_num(rec, "max_parallel_requests", NAN);
+}
+
+static int
+summary_name(char *buf, size_t n, enum kw_db db, const char *id)
+{
+	char kind = db == KW_DB_KEYS ? 'k' : db == KW_DB_TEAMS ? 't' : 'u';
+	int len = snprintf(buf, n, "%c:%s", kind, id);
+
+	return len > 0 && (size_t)len < n;
+}
+
+/*
+ * Keeps the summary of record id of db (keys, teams, users) in step with
+ * it, inside the caller's transaction: rec NULL deletes it.  Called by
+ * kw_rec_put and kw_rec_del, so no writer can forget it.
+ */
+enum kw_err
+kw_limits_summary_write(struct kw_store *st, DB_TXN *txn, enum kw_db db, const char *id,
+    json_object *rec)
+{
+	DB *sums = kw_store_db(st, KW_DB_SUMMARIES);
+	char name[KW_ID_MAX + 3];
+	unsigned char buf[sizeof(struct summary) + 2 * KW_ID_MAX];
+	struct summary s;
+	const char *team = kw_json_str(rec, "team_id"), *user = kw_json_str(rec, "user_id");
+	DBT k = { .data = name }, v = { .data = buf };
+	enum kw_err rc;
+
+	if (!summary_name(name, sizeof(name), db, id))
+		return KW_EINVAL;
+	k.size = (u_int32_t)strlen(name);
+	if (rec == NULL) {
+		rc = kw_store_err(sums->del(sums, txn, &k, 0));
+		return rc == KW_ENOTFOUND ? KW_OK : rc;
+	}
+	summarize(rec, &s);
+	if (db != KW_DB_KEYS)
+		team = user = NULL;	/* a team's or user's own ids are not needed */
+	s.team_len = team ? (uint16_t)strnlen(team, KW_ID_MAX) : 0;
+	s.user_len = user ? (uint16_t)strnlen(user, KW_ID_MAX) : 0;
+	memcpy(buf, &s, sizeof(s));
+	memcpy(buf + sizeof(s), team ? team : "", s.team_len);
+	memcpy(buf + sizeof(s) + s.team_len, user ? user : "", s.user_len);
+	v.size = (u_int32_t)(sizeof(s) + s.team_len + s.user_len);
+	return kw_store_err(sums->put(sums, txn, &k, &v, 0));
+}
+
 /* --- the check ---------------------------------------------------------- */
+
+/* A key, team or user as the check sees it. */
+struct party {
+	int present;
+	struct summary s;
+	json_object *rec;	/* owned; read only when a check needs more than the summary */
+};
 
 /* Everything one check reads, held for the length of its transaction attempt. */
 struct checking {
 	const struct kw_check *in;
 	struct kw_verdict *out;
+	struct kw_store *st;
+	DB_TXN *txn;
 	time_t now;
 	int64_t window;			/* this minute's start */
-	json_object *key, *team, *user;	/* owned records, budgets settled */
+	struct party key, team, user;
 	json_object *limits;		/* owned: the answer's limits list */
 	struct in_flight key_flight, team_flight, user_flight;
 };
@@ -437,11 +552,101 @@ struct checking {
 static void
 checking_clear(struct checking *c)
 {
-	json_object_put(c->key);
-	json_object_put(c->team);
-	json_object_put(c->user);
+	json_object_put(c->key.rec);
+	json_object_put(c->team.rec);
+	json_object_put(c->user.rec);
 	json_object_put(c->limits);
-	c->key = c->team = c->user = c->limits = NULL;
+	memset(&c->key, 0, sizeof(c->key));
+	memset(&c->team, 0, sizeof(c->team));
+	memset(&c->user, 0, sizeof(c->user));
+	c->limits = NULL;
+}
+
+/* Reads id's record of db into p->rec (budget settled) and its summary from it. */
+static enum kw_err
+load_record(struct checking *c, enum kw_db db, const char *id, struct party *p)
+{
+	enum kw_err rc = kw_rec_get(c->st, c->txn, db, id, 0, &p->rec);
+
+	if (rc == KW_OK) {
+		kw_budget_settle(p->rec, c->now);
+		summarize(p->rec, &p->s);
+		p->present = 1;
+	}
+	return rc;
+}
+
+/*
+ * Reads party id of db: its summary when the check needs no more, else
+ * (or when it has no current summary) its record.  ids, when not NULL,
+ * receives a key's team_id and user_id (2 * (KW_ID_MAX + 1) bytes).
+ */
+static enum kw_err
+load_party(struct checking *c, enum kw_db db, const char *id, struct party *p, char *team,
+    char *user)
+{
+	DB *sums = kw_store_db(c->st, KW_DB_SUMMARIES);
+	char name[KW_ID_MAX + 3];
+	unsigned char buf[sizeof(struct summary) + 2 * KW_ID_MAX];
+	DBT k = { .data = name }, v = { .data = buf, .ulen = sizeof(buf), .flags = DB_DBT_USERMEM };
+	enum kw_err rc;
+
+	memset(p, 0, sizeof(*p));
+	if (!c->in->verdict_only || !summary_name(name, sizeof(name), db, id))
+		rc = KW_ENOTFOUND;	/* an answer describes the record: read it */
+	else {
+		k.size = (u_int32_t)strlen(name);
+		rc = kw_store_err(sums->get(sums, c->txn, &k, &v, 0));
+	}
+	if (rc == KW_OK && v.size >= sizeof(struct summary)) {
+		memcpy(&p->s, buf, sizeof(p->s));
+		if (p->s.version == SUMMARY_VERSION &&
+		    v.size == sizeof(p->s) + p->s.team_len + p->s.user_len) {
+			p->present = 1;
+			if (team != NULL) {
+				memcpy(team, buf + sizeof(p->s), p->s.team_len);
+				team[p->s.team_len] = '\0';
+				memcpy(user, buf + sizeof(p->s) + p->s.team_len, p->s.user_len);
+				user[p->s.user_len] = '\0';
+			}
+			/* a due budget reset: the spend counted from here starts at 0 */
+			if (p->s.budget_reset_at != 0 && p->s.budget_reset_at <= c->now)
+				p->s.spend = 0;
+			return KW_OK;
+		}
+	}
+	if (rc != KW_OK && rc != KW_ENOTFOUND)
+		return rc;
+	if ((rc = load_record(c, db, id, p)) != KW_OK)
+		return rc;
+	if (team != NULL) {
+		snprintf(team, KW_ID_MAX + 1, "%s", kw_json_str(p->rec, "team_id") ?
+		    kw_json_str(p->rec, "team_id") : "");
+		snprintf(user, KW_ID_MAX + 1, "%s", kw_json_str(p->rec, "user_id") ?
+		    kw_json_str(p->rec, "user_id") : "");
+	}
+	return KW_OK;
+}
+
+/* The party's record, read now if the summary sufficed until here; NULL when it is gone. */
+static json_object *
+record_of(struct checking *c, enum kw_db db, const char *id, struct party *p)
+{
+	if (p->rec == NULL && p->present)
+		(void)load_record(c, db, id, p);
+	return p->rec;
+}
+
+static json_object *
+key_record(struct checking *c)
+{
+	return record_of(c, KW_DB_KEYS, c->out->token, &c->key);
+}
+
+static json_object *
+team_record(struct checking *c)
+{
+	return c->team.present ? record_of(c, KW_DB_TEAMS, c->out->team_id, &c->team) : NULL;
 }
 
 /* Sets the verdict's code and message; returns 1 so callers can `return refuse(...)`. */
@@ -488,7 +693,7 @@ limit_of(json_object *rec, const char *name)
 	return kw_json_num(rec, name, NAN);
 }
 
-/* The per-model limit in a {"model": n} map, NAN when none. */
+/* The per-model limit in a {"model": n} map of rec, NAN when none. */
 static double
 model_limit(json_object *rec, const char *map, const char *model)
 {
@@ -497,36 +702,27 @@ model_limit(json_object *rec, const char *map, const char *model)
 	return model != NULL && m != NULL ? kw_json_num(m, model, NAN) : NAN;
 }
 
-static time_t
-budget_reset_of(json_object *rec)
-{
-	time_t t;
-
-	return kw_time_parse(kw_json_str(rec, "budget_reset_at"), &t) == KW_OK ? t : 0;
-}
-
 /* A budget: refused when spend plus what requests in flight reserved reaches it. */
 static int
-over_budget(struct checking *c, json_object *rec, const struct in_flight *f, const char *name)
+over_budget(struct checking *c, const struct summary *s, const struct in_flight *f,
+    const char *name)
 {
-	double max = limit_of(rec, "max_budget"), spend = kw_json_num(rec, "spend", 0);
-
-	if (isnan(max))
+	if (isnan(s->max_budget))
 		return 0;
-	report_limit(c, name, NULL, max, spend + f->reserved, budget_reset_of(rec));
-	if (spend + f->reserved < max)
+	report_limit(c, name, NULL, s->max_budget, s->spend + f->reserved,
+	    (time_t)s->budget_reset_at);
+	if (s->spend + f->reserved < s->max_budget)
 		return 0;
 	/* a budget comes back at its reset, if it has one */
-	c->out->retry_after = budget_reset_of(rec) > c->now ? (int)(budget_reset_of(rec) - c->now) : 0;
+	c->out->retry_after = s->budget_reset_at > c->now ? (int)(s->budget_reset_at - c->now) : 0;
 	return refuse(c, KW_V_BUDGET_EXCEEDED, name, "%s reached: spend %g of %g", name,
-	    spend + f->reserved, max);
+	    s->spend + f->reserved, s->max_budget);
 }
 
 /* A request-rate or token-rate window; refusal sets retry_after to the window's end. */
 static enum kw_err
-over_rate(struct checking *c, struct kw_store *st, DB_TXN *txn, const char *counter,
-    double limit, double adding, const char *name, const char *model, struct kw_rate *rate,
-    int *refused)
+over_rate(struct checking *c, const char *counter, double limit, double adding, const char *name,
+    const char *model, struct kw_rate *rate, int *refused)
 {
 	time_t reset = (time_t)(c->window + WINDOW_SECS);
 	double used;
@@ -534,7 +730,7 @@ over_rate(struct checking *c, struct kw_store *st, DB_TXN *txn, const char *coun
 
 	if (isnan(limit))
 		return KW_OK;
-	if ((rc = rate_used(st, txn, counter, c->window, !c->in->dry_run, &used)) != KW_OK)
+	if ((rc = rate_used(c->st, c->txn, counter, c->window, !c->in->dry_run, &used)) != KW_OK)
 		return rc;
 	report_limit(c, name, model, limit, used, reset);
 	if (rate != NULL && (rate->limit < 0 || limit - used < (double)rate->remaining)) {
@@ -552,14 +748,13 @@ over_rate(struct checking *c, struct kw_store *st, DB_TXN *txn, const char *coun
 
 /* Parallel requests: the leases in flight against max_parallel_requests. */
 static int
-over_parallel(struct checking *c, json_object *rec, const struct in_flight *f, const char *name)
+over_parallel(struct checking *c, const struct summary *s, const struct in_flight *f,
+    const char *name)
 {
-	double max = limit_of(rec, "max_parallel_requests");
-
-	if (isnan(max))
+	if (isnan(s->max_parallel))
 		return 0;
-	report_limit(c, name, NULL, max, (double)f->count, (time_t)f->first_until);
-	if ((double)f->count < max)
+	report_limit(c, name, NULL, s->max_parallel, (double)f->count, (time_t)f->first_until);
+	if ((double)f->count < s->max_parallel)
 		return 0;
 	c->out->retry_after = f->first_until > c->now ? (int)(f->first_until - c->now) : 1;
 	return refuse(c, KW_V_RATE_LIMITED, name, "%s reached: %lld requests in flight", name,
@@ -572,85 +767,76 @@ counter_name(char *buf, size_t n, const char *kind, const char *scope, const cha
 	snprintf(buf, n, "%s|%s%s%s", kind, scope, model ? "|" : "", model ? model : "");
 }
 
-/* Reads a record of db by the id in field of the key, budgets settled; NULL when none. */
-static enum kw_err
-owner_record(struct kw_store *st, DB_TXN *txn, struct checking *c, enum kw_db db,
-    const char *field, json_object **out)
-{
-	const char *id = kw_json_str(c->key, field);
-	enum kw_err rc;
-
-	*out = NULL;
-	if (id == NULL)
-		return KW_OK;
-	rc = kw_rec_get(st, txn, db, id, 0, out);
-	if (rc == KW_OK)
-		kw_budget_settle(*out, c->now);
-	return rc == KW_ENOTFOUND ? KW_OK : rc;
-}
-
 /* The identity, standing, models and routes of the key: the checks that read only. */
 static int
 refuse_standing(struct checking *c)
 {
 	const struct kw_check *in = c->in;
-	const char *expires = kw_json_str(c->key, "expires");
-	time_t until;
+	char at[KW_TIME_LEN];
 
-	if (kw_json_bool(c->key, "blocked"))
+	if (c->key.s.flags & S_BLOCKED)
 		return refuse(c, KW_V_BLOCKED, NULL, "this key is blocked");
-	if (expires != NULL && kw_time_parse(expires, &until) == KW_OK && until <= c->now)
-		return refuse(c, KW_V_EXPIRED, NULL, "this key expired at %s", expires);
-	if (c->team != NULL && kw_json_bool(c->team, "blocked"))
+	if (c->key.s.expires != 0 && c->key.s.expires <= c->now) {
+		kw_time_format((time_t)c->key.s.expires, at);
+		return refuse(c, KW_V_EXPIRED, NULL, "this key expired at %s", at);
+	}
+	if (c->team.present && (c->team.s.flags & S_BLOCKED))
 		return refuse(c, KW_V_TEAM_BLOCKED, NULL, "this key's team is blocked");
-	if (c->user != NULL && kw_json_bool(c->user, "blocked"))
+	if (c->user.present && (c->user.s.flags & S_BLOCKED))
 		return refuse(c, KW_V_USER_BLOCKED, NULL, "this key's user is blocked");
-	if (in->model != NULL && in->model[0] != '\0') {
-		json_object *team_models = c->team ? json_object_object_get(c->team, "models") : NULL;
+	if (in->model != NULL && in->model[0] != '\0' &&
+	    ((c->key.s.flags & S_MODELS) || (c->team.s.flags & S_MODELS))) {
+		json_object *team = team_record(c);
+		json_object *team_models = team ? json_object_object_get(team, "models") : NULL;
 
-		if (!kw_limits_models_allow(json_object_object_get(c->key, "models"), team_models,
-		    in->model))
+		if (!kw_limits_models_allow(json_object_object_get(key_record(c), "models"),
+		    team_models, in->model))
 			return refuse(c, KW_V_MODEL_NOT_ALLOWED, NULL,
 			    "this key may not use model %s", in->model);
 		if (!kw_limits_models_allow(team_models, NULL, in->model))
 			return refuse(c, KW_V_MODEL_NOT_ALLOWED, NULL,
 			    "this key's team may not use model %s", in->model);
 	}
-	if (in->route != NULL &&
-	    !routes_allow(json_object_object_get(c->key, "allowed_routes"), in->route))
+	if (in->route != NULL && (c->key.s.flags & S_ROUTES) &&
+	    !routes_allow(json_object_object_get(key_record(c), "allowed_routes"), in->route))
 		return refuse(c, KW_V_ROUTE_NOT_ALLOWED, NULL, "this key may not call %s", in->route);
 	return 0;
 }
 
 /* Budgets: the key's, its team's, its user's, and the model's. */
 static enum kw_err
-check_budgets(struct kw_store *st, DB_TXN *txn, struct checking *c, int *refused)
+check_budgets(struct checking *c, int *refused)
 {
 	const char *model = c->in->model, *period;
-	json_object *mmb = json_object_object_get(c->key, "model_max_budget"), *entry;
+	const struct summary *k = &c->key.s;
+	json_object *mmb, *entry;
 	char name[KW_TOKEN_LEN + 300];
 	struct counter spent;
-	double cap, soft = limit_of(c->key, "soft_budget"), spend = kw_json_num(c->key, "spend", 0);
+	double cap;
 	enum kw_err rc;
 
-	if (!isnan(soft)) {
-		report_limit(c, "soft_budget", NULL, soft, spend, budget_reset_of(c->key));
+	if (!isnan(k->soft_budget)) {
+		report_limit(c, "soft_budget", NULL, k->soft_budget, k->spend,
+		    (time_t)k->budget_reset_at);
 		if (c->out->answer != NULL)
 			json_object_object_add(c->out->answer, "soft_budget_exceeded",
-			    json_object_new_boolean(spend >= soft));
+			    json_object_new_boolean(k->spend >= k->soft_budget));
 	}
-	if (over_budget(c, c->key, &c->key_flight, "max_budget") ||
-	    (c->team && over_budget(c, c->team, &c->team_flight, "team_max_budget")) ||
-	    (c->user && over_budget(c, c->user, &c->user_flight, "user_max_budget"))) {
+	if (over_budget(c, k, &c->key_flight, "max_budget") ||
+	    (c->team.present && over_budget(c, &c->team.s, &c->team_flight, "team_max_budget")) ||
+	    (c->user.present && over_budget(c, &c->user.s, &c->user_flight, "user_max_budget"))) {
 		*refused = 1;
 		return KW_OK;
 	}
-	if (model == NULL || mmb == NULL || !json_object_object_get_ex(mmb, model, &entry) ||
-	    entry == NULL || isnan(cap = kw_json_num(entry, "budget_limit", NAN)))
+	if (model == NULL || !(k->flags & S_MODEL_LIMITS))
+		return KW_OK;
+	mmb = json_object_object_get(key_record(c), "model_max_budget");
+	if (mmb == NULL || !json_object_object_get_ex(mmb, model, &entry) || entry == NULL ||
+	    isnan(cap = kw_json_num(entry, "budget_limit", NAN)))
 		return KW_OK;
 	period = kw_json_str(entry, "time_period");
-	counter_name(name, sizeof(name), "mspend", kw_json_str(c->key, "token"), model);
-	if ((rc = model_spend(st, txn, name, period, c->now, 0, &spent)) != KW_OK)
+	counter_name(name, sizeof(name), "mspend", c->out->token, model);
+	if ((rc = model_spend(c->st, c->txn, name, period, c->now, 0, &spent)) != KW_OK)
 		return rc;
 	report_limit(c, "model_max_budget", model, cap, spent.value, (time_t)spent.window);
 	if (spent.value >= cap)
@@ -659,88 +845,96 @@ check_budgets(struct kw_store *st, DB_TXN *txn, struct checking *c, int *refused
 	return KW_OK;
 }
 
+/* The key's per-model limit in map, when it has model limits at all. */
+static double
+key_model_limit(struct checking *c, const char *map)
+{
+	if (c->in->model == NULL || !(c->key.s.flags & S_MODEL_LIMITS))
+		return NAN;
+	return model_limit(key_record(c), map, c->in->model);
+}
+
 /* Rates and parallel requests: the key's, per model, and its team's. */
 static enum kw_err
-check_rates(struct kw_store *st, DB_TXN *txn, struct checking *c, int *refused)
+check_rates(struct checking *c, int *refused)
 {
-	const char *token = kw_json_str(c->key, "token"), *model = c->in->model;
-	const char *team_id = kw_json_str(c->key, "team_id");
+	const char *token = c->out->token, *model = c->in->model, *team_id = c->out->team_id;
 	double tokens = (double)c->in->expected_tokens;
 	char name[KW_ID_MAX + 300];
 	struct kw_verdict *v = c->out;
 	enum kw_err rc;
 
 	counter_name(name, sizeof(name), "rpm", token, NULL);
-	if ((rc = over_rate(c, st, txn, name, limit_of(c->key, "rpm_limit"), 1, "rpm_limit", NULL,
-	    &v->requests, refused)) != KW_OK)
+	if ((rc = over_rate(c, name, c->key.s.rpm_limit, 1, "rpm_limit", NULL, &v->requests,
+	    refused)) != KW_OK)
 		return rc;
 	counter_name(name, sizeof(name), "tpm", token, NULL);
-	if ((rc = over_rate(c, st, txn, name, limit_of(c->key, "tpm_limit"), tokens, "tpm_limit",
-	    NULL, &v->tokens, refused)) != KW_OK)
+	if ((rc = over_rate(c, name, c->key.s.tpm_limit, tokens, "tpm_limit", NULL, &v->tokens,
+	    refused)) != KW_OK)
 		return rc;
 	counter_name(name, sizeof(name), "rpm", token, model);
-	if ((rc = over_rate(c, st, txn, name, model_limit(c->key, "model_rpm_limit", model), 1,
-	    "model_rpm_limit", model, &v->requests, refused)) != KW_OK)
+	if ((rc = over_rate(c, name, key_model_limit(c, "model_rpm_limit"), 1, "model_rpm_limit",
+	    model, &v->requests, refused)) != KW_OK)
 		return rc;
 	counter_name(name, sizeof(name), "tpm", token, model);
-	if ((rc = over_rate(c, st, txn, name, model_limit(c->key, "model_tpm_limit", model),
-	    tokens, "model_tpm_limit", model, &v->tokens, refused)) != KW_OK)
+	if ((rc = over_rate(c, name, key_model_limit(c, "model_tpm_limit"), tokens,
+	    "model_tpm_limit", model, &v->tokens, refused)) != KW_OK)
 		return rc;
-	if (c->team != NULL) {
+	if (c->team.present) {
 		counter_name(name, sizeof(name), "rpm|t", team_id, NULL);
-		if ((rc = over_rate(c, st, txn, name, limit_of(c->team, "rpm_limit"), 1,
-		    "team_rpm_limit", NULL, &v->requests, refused)) != KW_OK)
+		if ((rc = over_rate(c, name, c->team.s.rpm_limit, 1, "team_rpm_limit", NULL,
+		    &v->requests, refused)) != KW_OK)
 			return rc;
 		counter_name(name, sizeof(name), "tpm|t", team_id, NULL);
-		if ((rc = over_rate(c, st, txn, name, limit_of(c->team, "tpm_limit"), tokens,
-		    "team_tpm_limit", NULL, &v->tokens, refused)) != KW_OK)
+		if ((rc = over_rate(c, name, c->team.s.tpm_limit, tokens, "team_tpm_limit", NULL,
+		    &v->tokens, refused)) != KW_OK)
 			return rc;
 	}
-	if (!*refused && over_parallel(c, c->key, &c->key_flight, "max_parallel_requests"))
+	if (!*refused && over_parallel(c, &c->key.s, &c->key_flight, "max_parallel_requests"))
 		*refused = 1;
-	if (!*refused && c->team != NULL &&
-	    over_parallel(c, c->team, &c->team_flight, "team_max_parallel_requests"))
+	if (!*refused && c->team.present &&
+	    over_parallel(c, &c->team.s, &c->team_flight, "team_max_parallel_requests"))
 		*refused = 1;
 	return KW_OK;
 }
 
 /* Counts an admitted request in its rate windows and takes its lease when one is needed. */
 static enum kw_err
-admit(struct kw_store *st, DB_TXN *txn, struct checking *c)
+admit(struct checking *c)
 {
-	const char *token = kw_json_str(c->key, "token"), *model = c->in->model;
-	const char *team_id = kw_json_str(c->key, "team_id");
-	struct owners o = { token, team_id, kw_json_str(c->key, "user_id") };
+	const char *token = c->out->token, *model = c->in->model, *team_id = c->out->team_id;
+	struct owners o = {
+		token, team_id[0] ? team_id : NULL, c->out->user_id[0] ? c->out->user_id : NULL,
+	};
 	struct lease l = { c->in->expected_cost, c->now + kw_config.lease_secs };
 	char name[KW_ID_MAX + 300];
 	enum kw_err rc = KW_OK;
 
-	if (!isnan(limit_of(c->key, "rpm_limit"))) {
+	if (!isnan(c->key.s.rpm_limit)) {
 		counter_name(name, sizeof(name), "rpm", token, NULL);
-		rc = rate_add(st, txn, name, c->window, 1);
+		rc = rate_add(c->st, c->txn, name, c->window, 1);
 	}
-	if (rc == KW_OK && !isnan(model_limit(c->key, "model_rpm_limit", model))) {
+	if (rc == KW_OK && !isnan(key_model_limit(c, "model_rpm_limit"))) {
 		counter_name(name, sizeof(name), "rpm", token, model);
-		rc = rate_add(st, txn, name, c->window, 1);
+		rc = rate_add(c->st, c->txn, name, c->window, 1);
 	}
-	if (rc == KW_OK && c->team != NULL && !isnan(limit_of(c->team, "rpm_limit"))) {
+	if (rc == KW_OK && c->team.present && !isnan(c->team.s.rpm_limit)) {
 		counter_name(name, sizeof(name), "rpm|t", team_id, NULL);
-		rc = rate_add(st, txn, name, c->window, 1);
+		rc = rate_add(c->st, c->txn, name, c->window, 1);
 	}
 	if (rc != KW_OK)
 		return rc;
 	if (c->in->request_id == NULL && c->in->expected_cost <= 0 &&
-	    isnan(limit_of(c->key, "max_parallel_requests")) &&
-	    (c->team == NULL || isnan(limit_of(c->team, "max_parallel_requests"))))
+	    isnan(c->key.s.max_parallel) && (!c->team.present || isnan(c->team.s.max_parallel)))
 		return KW_OK;	/* nothing to hold until usage: no lease */
 	if (c->in->request_id != NULL)
 		snprintf(c->out->request_id, sizeof(c->out->request_id), "%s", c->in->request_id);
 	else
 		kw_uuid4(c->out->request_id);
-	return lease_write(st, txn, &o, c->out->request_id, &l, 1);
+	return lease_write(c->st, c->txn, &o, c->out->request_id, &l, 1);
 }
 
-/* Builds the answer's description of the key. */
+/* Builds the answer's description of the key (the answer path reads the record). */
 static void
 describe(struct checking *c)
 {
@@ -748,30 +942,49 @@ describe(struct checking *c)
 		"token", "key_alias", "user_id", "team_id", "organization_id", "models", "expires",
 		"max_budget", "spend", "budget_reset_at",
 	};
-	json_object *a = c->out->answer;
-	double max = limit_of(c->key, "max_budget");
-	double spend = kw_json_num(c->key, "spend", 0);
+	json_object *a = c->out->answer, *key = key_record(c);
+	double max = c->key.s.max_budget;
+	double left = max - c->key.s.spend - c->key_flight.reserved;
 
-	for (size_t i = 0; i < sizeof(copied) / sizeof(copied[0]); i++) {
-		json_object *v = json_object_object_get(c->key, copied[i]);
-
-		json_object_object_add(a, copied[i], json_object_get(v));
-	}
+	for (size_t i = 0; i < sizeof(copied) / sizeof(copied[0]); i++)
+		json_object_object_add(a, copied[i],
+		    json_object_get(json_object_object_get(key, copied[i])));
 	json_object_object_add(a, "reserved", json_object_new_double(c->key_flight.reserved));
-	double left = max - spend - c->key_flight.reserved;
-
 	json_object_object_add(a, "remaining_budget", isnan(max) ? NULL :
 	    json_object_new_double(left > 0 ? left : 0));
 	if (!json_object_object_get_ex(a, "soft_budget_exceeded", NULL))
 		json_object_object_add(a, "soft_budget_exceeded", json_object_new_boolean(0));
 }
 
-/* True when rec (a key, team or user; NULL for none) has a limit that counts requests in flight. */
+/* True when a party has a limit that counts requests in flight. */
 static int
-leased(json_object *rec)
+leased(const struct party *p)
 {
-	return rec != NULL && (!isnan(limit_of(rec, "max_budget")) ||
-	    !isnan(limit_of(rec, "max_parallel_requests")));
+	return p->present && (!isnan(p->s.max_budget) || !isnan(p->s.max_parallel));
+}
+
+/* Finds the presented key: by its summary, else by its record (a regenerated key's old secret too). */
+static enum kw_err
+find_key(struct checking *c)
+{
+	struct kw_verdict *v = c->out;
+	enum kw_err rc;
+
+	kw_crypto_sha256_hex(c->in->key, strlen(c->in->key), v->token);
+	rc = load_party(c, KW_DB_KEYS, v->token, &c->key, v->team_id, v->user_id);
+	if (rc != KW_ENOTFOUND)
+		return rc;
+	if ((rc = kw_keys_credential(c->st, c->txn, c->in->key, c->now, &c->key.rec)) != KW_OK)
+		return rc;
+	kw_budget_settle(c->key.rec, c->now);
+	summarize(c->key.rec, &c->key.s);
+	c->key.present = 1;
+	snprintf(v->token, sizeof(v->token), "%s", kw_json_str(c->key.rec, "token"));
+	snprintf(v->team_id, sizeof(v->team_id), "%s", kw_json_str(c->key.rec, "team_id") ?
+	    kw_json_str(c->key.rec, "team_id") : "");
+	snprintf(v->user_id, sizeof(v->user_id), "%s", kw_json_str(c->key.rec, "user_id") ?
+	    kw_json_str(c->key.rec, "user_id") : "");
+	return KW_OK;
 }
 
 static enum kw_err
@@ -786,34 +999,35 @@ check_body(struct kw_store *st, DB_TXN *txn, void *baton)
 	json_object_put(v->answer);
 	memset(v, 0, sizeof(*v));
 	v->requests.limit = v->tokens.limit = -1;
+	c->st = st;
+	c->txn = txn;
 	if (!c->in->verdict_only) {
 		v->answer = json_object_new_object();
 		c->limits = json_object_new_array();
 	}
 
-	rc = kw_keys_credential(st, txn, c->in->key, c->now, &c->key);
-	if (rc == KW_ENOTFOUND) {
+	if ((rc = find_key(c)) == KW_ENOTFOUND) {
+		v->token[0] = '\0';
 		refuse(c, KW_V_NOT_FOUND, NULL, "no such key");
 		return KW_OK;
 	}
 	if (rc != KW_OK)
 		return rc;
-	kw_budget_settle(c->key, c->now);
-	snprintf(v->token, sizeof(v->token), "%s", kw_json_str(c->key, "token"));
-	snprintf(v->user_id, sizeof(v->user_id), "%s",
-	    kw_json_str(c->key, "user_id") ? kw_json_str(c->key, "user_id") : "");
-	snprintf(v->team_id, sizeof(v->team_id), "%s",
-	    kw_json_str(c->key, "team_id") ? kw_json_str(c->key, "team_id") : "");
-	if ((rc = owner_record(st, txn, c, KW_DB_TEAMS, "team_id", &c->team)) != KW_OK ||
-	    (rc = owner_record(st, txn, c, KW_DB_USERS, "user_id", &c->user)) != KW_OK)
+	if (v->team_id[0] != '\0' &&
+	    (rc = load_party(c, KW_DB_TEAMS, v->team_id, &c->team, NULL, NULL)) != KW_OK &&
+	    rc != KW_ENOTFOUND)
+		return rc;
+	if (v->user_id[0] != '\0' &&
+	    (rc = load_party(c, KW_DB_USERS, v->user_id, &c->user, NULL, NULL)) != KW_OK &&
+	    rc != KW_ENOTFOUND)
 		return rc;
 	/* requests in flight matter only to a budget or a parallel limit */
-	if ((leased(c->key) &&
+	if ((leased(&c->key) &&
 	    (rc = leases_of(st, txn, 'k', v->token, c->now, &c->key_flight)) != KW_OK) ||
-	    (leased(c->team) && (rc = leases_of(st, txn, 't', kw_json_str(c->key, "team_id"),
-	    c->now, &c->team_flight)) != KW_OK) ||
-	    (leased(c->user) && (rc = leases_of(st, txn, 'u', kw_json_str(c->key, "user_id"),
-	    c->now, &c->user_flight)) != KW_OK))
+	    (leased(&c->team) &&
+	    (rc = leases_of(st, txn, 't', v->team_id, c->now, &c->team_flight)) != KW_OK) ||
+	    (leased(&c->user) &&
+	    (rc = leases_of(st, txn, 'u', v->user_id, c->now, &c->user_flight)) != KW_OK))
 		return rc;
 
 	refused = refuse_standing(c);
@@ -826,16 +1040,15 @@ check_body(struct kw_store *st, DB_TXN *txn, void *baton)
 			refused = refuse(c, KW_V_DUPLICATE_REQUEST, NULL,
 			    "this request id was already used with this key: send a new one");
 	}
-	if (!refused && (rc = check_budgets(st, txn, c, &refused)) != KW_OK)
+	if (!refused && (rc = check_budgets(c, &refused)) != KW_OK)
 		return rc;
 	/* rates are read even after a budget refusal: the 429 reports them */
-	if ((!refused || v->code == KW_V_BUDGET_EXCEEDED) &&
-	    (rc = check_rates(st, txn, c, &refused)) != KW_OK)
+	if ((!refused || v->code == KW_V_BUDGET_EXCEEDED) && (rc = check_rates(c, &refused)) != KW_OK)
 		return rc;
 	if (!refused) {
 		v->code = KW_V_VALID;
 		snprintf(v->message, sizeof(v->message), "valid");
-		if (!c->in->dry_run && (rc = admit(st, txn, c)) != KW_OK)
+		if (!c->in->dry_run && (rc = admit(c)) != KW_OK)
 			return rc;
 	}
 	if (v->answer != NULL) {

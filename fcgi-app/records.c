@@ -62,6 +62,13 @@ kw_rec_get(struct kw_store *st, DB_TXN *txn, enum kw_db which, const char *id, i
 	return rc;
 }
 
+/* Keys, teams and users keep a summary for the limits beside their record (limits.c). */
+static int
+has_summary(enum kw_db which)
+{
+	return which == KW_DB_KEYS || which == KW_DB_TEAMS || which == KW_DB_USERS;
+}
+
 /* Stores rec (borrowed) under id; with no_overwrite, KW_ECONFLICT when id exists. */
 enum kw_err
 kw_rec_put(struct kw_store *st, DB_TXN *txn, enum kw_db which, const char *id, json_object *rec,
@@ -70,8 +77,11 @@ kw_rec_put(struct kw_store *st, DB_TXN *txn, enum kw_db which, const char *id, j
 	DB *db = kw_store_db(st, which);
 	DBT key = dbt_of(id);
 	DBT val = dbt_of(json_object_to_json_string_ext(rec, JSON_C_TO_STRING_PLAIN));
+	enum kw_err rc = kw_store_err(db->put(db, txn, &key, &val, no_overwrite ? DB_NOOVERWRITE : 0));
 
-	return kw_store_err(db->put(db, txn, &key, &val, no_overwrite ? DB_NOOVERWRITE : 0));
+	if (rc == KW_OK && has_summary(which))
+		rc = kw_limits_summary_write(st, txn, which, id, rec);
+	return rc;
 }
 
 /* Deletes the record under id; KW_ENOTFOUND when absent. */
@@ -80,8 +90,11 @@ kw_rec_del(struct kw_store *st, DB_TXN *txn, enum kw_db which, const char *id)
 {
 	DB *db = kw_store_db(st, which);
 	DBT key = dbt_of(id);
+	enum kw_err rc = kw_store_err(db->del(db, txn, &key, 0));
 
-	return kw_store_err(db->del(db, txn, &key, 0));
+	if (rc == KW_OK && has_summary(which))
+		rc = kw_limits_summary_write(st, txn, which, id, NULL);
+	return rc;
 }
 
 /* Visits every record in id order until visit returns non-zero; rec is borrowed for the call. */

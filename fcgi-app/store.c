@@ -41,6 +41,7 @@ static const struct {
 	[KW_DB_PROVIDERS] = { "providers.db", DB_BTREE, 0 },
 	[KW_DB_PROVIDER_KEYS] = { "provider_keys.db", DB_BTREE, 0 },
 	[KW_DB_PROVIDER_INDEX] = { "provider_index.db", DB_BTREE, 0 },
+	[KW_DB_SUMMARIES] = { "summaries.db", DB_BTREE, 0 },
 };
 
 /*

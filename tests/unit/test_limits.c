@@ -54,6 +54,15 @@ make_record(enum kw_db db, const char *id, const char *json)
 	json_object_put(rec);
 }
 
+static int checks, disagreements;
+
+static void
+diag_disagreement(const char *secret, enum kw_verdict_code quiet, enum kw_verdict_code full)
+{
+	printf("# %s: verdict only %s, with the answer %s\n", secret,
+	    kw_verdict_code_name(quiet), kw_verdict_code_name(full));
+}
+
 /* Checks secret at now with the given model, cost and request id; returns the code. */
 static enum kw_verdict_code
 check(const char *secret, time_t now, const char *model, double cost, const char *request_id,
@@ -62,14 +71,24 @@ check(const char *secret, time_t now, const char *model, double cost, const char
 	struct kw_check in = {
 		.key = secret, .model = model, .expected_cost = cost, .request_id = request_id,
 	};
-	struct kw_verdict mine;
+	struct kw_check quiet = in;
+	struct kw_verdict mine, q;
 	enum kw_verdict_code code;
 
+	/* the authorizer's path (summaries, no answer) must agree with the answer's (records) */
+	quiet.verdict_only = quiet.dry_run = 1;
+	if (kw_limits_check(st, now, &quiet, &q) != KW_OK)
+		q.code = (enum kw_verdict_code)-1;
 	if (v == NULL)
 		v = &mine;
 	if (kw_limits_check(st, now, &in, v) != KW_OK)
 		return (enum kw_verdict_code)-1;
 	code = v->code;
+	checks++;
+	if (q.code != code && code != KW_V_DUPLICATE_REQUEST) {	/* dry runs skip that one */
+		disagreements++;
+		diag_disagreement(secret, q.code, code);
+	}
 	if (v == &mine)
 		kw_verdict_clear(v);
 	return code;
@@ -310,6 +329,8 @@ main(void)
 	test_budgets();
 	test_rates();
 	test_parallel();
+	ok(checks > 50 && disagreements == 0,
+	    "the authorizer's summaries and the records agree on all %d verdicts", checks);
 	kw_store_close(st);
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
 	(void)!system(cmd);
