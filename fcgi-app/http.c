@@ -222,21 +222,27 @@ write_response(struct kw_req *req, struct kw_resp *resp)
 	FCGX_Stream *out = req->fcgi->out;
 	const char *body = resp->raw;
 	size_t len = resp->raw_len;
+	/* an authorizer's pass: the web server reads only the status and Variable-* headers */
+	int pass = req->fcgi->role == FCGI_AUTHORIZER && resp->status == 200;
+	char head[256];
+	int n;
 
 	if (resp->json != NULL) {
 		body = json_object_to_json_string_ext(resp->json,
 		    JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
 		len = strlen(body);
 	}
-	char head[256];
-	int n;
-
-	/* libfcgi's own printf lacks %zu: format here, then write */
-	n = snprintf(head, sizeof(head), "Status: %d %s\r\nContent-Type: %s\r\n"
-	    "Content-Length: %zu\r\nCache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n",
-	    resp->status, reason(resp->status),
-	    resp->content_type ? resp->content_type : "application/json", body ? len : 0);
-	FCGX_PutStr(head, n, out);
+	if (pass) {
+		FCGX_PutS("Status: 200 OK\r\n", out);
+		body = NULL;
+	} else {
+		/* libfcgi's own printf lacks %zu: format here, then write */
+		n = snprintf(head, sizeof(head), "Status: %d %s\r\nContent-Type: %s\r\n"
+		    "Content-Length: %zu\r\nCache-Control: no-store\r\n"
+		    "X-Content-Type-Options: nosniff\r\n", resp->status, reason(resp->status),
+		    resp->content_type ? resp->content_type : "application/json", body ? len : 0);
+		FCGX_PutStr(head, n, out);
+	}
 	for (size_t i = 0; i < resp->nheaders; i++) {
 		FCGX_PutS(resp->headers[i], out);
 		FCGX_PutS("\r\n", out);

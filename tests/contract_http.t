@@ -23,7 +23,7 @@ def boundary(srv):
     r = srv.request("GET", "/no/such/route")
     litellm_error(r, 404, "unknown path")
 
-    r = srv.request("GET", "/api/providers/openai/keys")
+    r = srv.request("GET", "/api/providers/openai/nothing-here")
     tap.eq(r.status, 404, "unknown Bifrost path: 404")
     tap.ok(isinstance(r.json, dict) and r.json.get("is_bifrost_error") is False and
            r.json.get("status_code") == 404 and "message" in r.json.get("error", {}),
