@@ -1032,6 +1032,7 @@ describe_provider(struct bifrost_op *op, DB_TXN *txn, const struct provider *p)
 	op->answer = json_object_new_object();
 	json_object_object_add(op->answer, "name", json_object_new_string(p->name));
 	json_object_object_add(op->answer, "custom", json_object_new_boolean(p->custom));
+	json_object_object_add(op->answer, "provider_status", json_object_new_string("active"));
 	json_object_object_add(op->answer, "keys", json_object_new_int64(0));
 	json_object_object_add(op->answer, "custom_provider_config", json_object_get(cfg));
 	return each_key(op, txn, p->name, count_visit);
@@ -1050,6 +1051,13 @@ kw_op_provider_get(struct kw_req *req, struct kw_resp *resp)
 	struct bifrost_op op = { .body = provider_get_body };
 
 	return run(req, resp, &op, 1);
+}
+
+static int
+compare_provider_names(const void *a, const void *b)
+{
+	return strcmp(kw_json_str(*(json_object *const *)a, "name"),
+	    kw_json_str(*(json_object *const *)b, "name"));
 }
 
 struct provider_names {
@@ -1087,6 +1095,7 @@ providers_body(struct bifrost_op *op, DB_TXN *txn, struct provider *unused)
 		json_object_put(p.record);
 	}
 	json_object_put(custom.names);
+	json_object_array_sort(list, compare_provider_names);	/* alphabetical, as Bifrost lists */
 	op->answer = json_object_new_object();
 	json_object_object_add(op->answer, "providers", list);
 	json_object_object_add(op->answer, "total",
@@ -1094,7 +1103,7 @@ providers_body(struct bifrost_op *op, DB_TXN *txn, struct provider *unused)
 	return rc;
 }
 
-/* GET /api/providers: the built-in ones, then the custom ones. */
+/* GET /api/providers: the built-in and custom providers, alphabetically. */
 enum kw_err
 kw_op_providers_list(struct kw_req *req, struct kw_resp *resp)
 {
