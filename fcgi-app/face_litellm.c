@@ -316,6 +316,29 @@ respond(struct kw_resp *resp, struct key_op *op, enum kw_err rc)
 	return rc;
 }
 
+/*
+ * The key's user, as LiteLLM does: a user_id with no user record yet gets
+ * one (role internal_user), so /user/info and the role rules know it.
+ */
+static enum kw_err
+ensure_user(struct kw_req *req, DB_TXN *txn, const char *user_id)
+{
+	json_object *user;
+	enum kw_err rc;
+
+	if (user_id == NULL)
+		return KW_OK;
+	rc = kw_rec_get(req->store, txn, KW_DB_USERS, user_id, 0, &user);
+	json_object_put(user);
+	if (rc != KW_ENOTFOUND)
+		return rc;
+	user = kw_user_record_new(req, user_id, NULL);
+	if ((rc = kw_rec_put(req->store, txn, KW_DB_USERS, user_id, user, 1)) == KW_OK)
+		rc = kw_audit_record(req, txn, "created", KW_TABLE_USERS, user_id, NULL, user);
+	json_object_put(user);
+	return rc;
+}
+
 static enum kw_err
 generate_body(struct kw_store *st, DB_TXN *txn, void *baton)
 {
@@ -324,7 +347,8 @@ generate_body(struct kw_store *st, DB_TXN *txn, void *baton)
 
 	(void)st;
 	reset_answer(op);
-	if ((rc = check_ownership(op->req, txn, op->body, 0)) != KW_OK)
+	if ((rc = check_ownership(op->req, txn, op->body, 0)) != KW_OK ||
+	    (rc = ensure_user(op->req, txn, kw_json_str(op->body, "user_id"))) != KW_OK)
 		return rc;
 	return kw_litellm_key_create(op->req, txn, op->body, &op->answer);
 }

@@ -1039,6 +1039,20 @@ def paging(api):
     tap.eq(J(api.get("/key/list")).get("total_count"), 23, "list: a deleted key is not counted")
 
 
+def new_user_from_key(api):
+    """A key for a user_id nobody created makes the user, as LiteLLM does."""
+    user_id = "made-by-a-key-%d" % next(_serial)
+    k = gen(api, user_id=user_id)
+    r = api.get("/user/info?user_id=" + user_id)
+    info = J(r)
+    tap.ok(r.status == 200 and (info.get("user_info") or {}).get("user_role") == "internal_user",
+           "a key's unknown user_id becomes a user (internal_user)", repr(r)[:300])
+    tap.ok([v.get("token") for v in info.get("keys") or []] == [k["token"]],
+           "and /user/info lists the key", info.get("keys"))
+    tap.eq(J(api.get("/key/info", who=k["key"])).get(
+        "info", {}).get("user_id"), user_id, "the key reads itself as that user's")
+
+
 def main():
     with Server() as srv:
         api = Api(srv)
@@ -1061,6 +1075,7 @@ def main():
         list_scoping(api, people)
         time_limits(api)
         audit(api, people)
+        new_user_from_key(api)
         hygiene(api, srv, "main server")
     with Server() as srv:
         api = Api(srv)
