@@ -108,6 +108,17 @@ lookup_caller(struct kw_store *st, DB_TXN *txn, void *baton)
 	time_t until;
 	enum kw_err rc;
 
+	/* a signed token is judged by its signature and expiry before any store read */
+	switch (kw_tokens_check(l->presented, l->now)) {
+	case KW_TOKEN_FORGED:
+		kw_error_set(l->err, KW_EAUTH, NULL, "invalid API key: its signature is bad");
+		return KW_EAUTH;
+	case KW_TOKEN_EXPIRED:
+		kw_error_set(l->err, KW_EAUTH, NULL, "this key expired");
+		return KW_EAUTH;
+	default:
+		break;
+	}
 	rc = kw_keys_credential(st, txn, l->presented, l->now, &key);
 	if (rc == KW_ENOTFOUND) {
 		kw_error_set(l->err, KW_EAUTH, NULL, "invalid API key");
@@ -137,6 +148,9 @@ lookup_caller(struct kw_store *st, DB_TXN *txn, void *baton)
 	c->may_verify = kw_json_bool(json_object_object_get(key, "permissions"), "verify_keys");
 	c->may_select = kw_json_bool(json_object_object_get(key, "permissions"),
 	    "select_provider_keys");
+	snprintf(c->venice_type, sizeof(c->venice_type), "%s",
+	    kw_json_str(json_object_object_get(key, "venice"), "apiKeyType") ?
+	    kw_json_str(json_object_object_get(key, "venice"), "apiKeyType") : "");
 	key_type = kw_json_str(key, "key_type");
 	snprintf(c->key_type, sizeof(c->key_type), "%s", key_type ? key_type : "default");
 	c->role = KW_ROLE_NONE;

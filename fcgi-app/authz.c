@@ -62,6 +62,7 @@ kw_op_key_usage(struct kw_req *req, struct kw_resp *resp)
 		.model = kw_json_str(req->body, "model"),
 		.tokens = (int64_t)kw_json_num(req->body, "total_tokens", prompt + completion),
 		.cost = kw_json_num(req->body, "cost", 0),
+		.diem = kw_json_num(req->body, "diem", 0),
 	};
 	json_object *answer;
 	enum kw_err rc;
@@ -106,6 +107,9 @@ status_of(enum kw_verdict_code code)
 		return 429;
 	case KW_V_DUPLICATE_REQUEST:
 		return 400;
+	case KW_V_USD_LIMIT:
+	case KW_V_DIEM_LIMIT:
+		return 402;	/* Venice's answer to a spent consumption limit */
 	default:
 		return 401;
 	}
@@ -174,7 +178,7 @@ kw_authorize(struct kw_req *req, struct kw_resp *resp)
 	}
 	status = status_of(v.code);
 	kw_error_set(&e, status == 401 ? KW_EAUTH : status == 403 ? KW_EFORBIDDEN :
-	    status == 400 ? KW_EINVAL : KW_ELIMIT,
+	    status == 400 ? KW_EINVAL : status == 402 ? KW_EPAYMENT : KW_ELIMIT,
 	    v.code == KW_V_DUPLICATE_REQUEST ? "x-request-id" : v.limit,
 	    "%s: %s", kw_verdict_code_name(v.code), v.message);
 	kw_resp_json(resp, status, kw_face_error(KW_FACE_LITELLM, status, &e));

@@ -40,6 +40,8 @@ setting(const char *name, char file_values[][256], const char *const names[], si
 static const char *const known[] = {
 	"KEYWARDEN_MASTER_KEY", "KEYWARDEN_WORKERS", "KEYWARDEN_MAX_BODY",
 	"KEYWARDEN_LOG_LEVEL", "KEYWARDEN_MAINTAIN_SECS", "KEYWARDEN_LEASE_SECS", "PORT",
+	"KEYWARDEN_PUBLIC_URL", "KEYWARDEN_PROVISION_TTL", "KEYWARDEN_PROVISION_RPM",
+	"KEYWARDEN_MIN_CLIENT_VERSION",
 };
 #define NKNOWN (sizeof(known) / sizeof(known[0]))
 
@@ -166,6 +168,9 @@ kw_config_load(const char *data_dir_override)
 	kw_config.max_depth = 32;
 	kw_config.maintain_secs = 60;
 	kw_config.lease_secs = 600;
+	kw_config.provision_ttl = 3600;
+	kw_config.provision_rpm = 30;
+	snprintf(kw_config.public_url, sizeof(kw_config.public_url), "http://127.0.0.1:4000");
 	kw_config.log_level = KW_LOG_INFO;
 
 	if ((v = setting("KEYWARDEN_WORKERS", values, known, NKNOWN)) != NULL) {
@@ -188,6 +193,20 @@ kw_config_load(const char *data_dir_override)
 			return KW_EINVAL;
 		kw_config.lease_secs = (unsigned)n;
 	}
+	if ((v = setting("KEYWARDEN_PROVISION_TTL", values, known, NKNOWN)) != NULL) {
+		if (parse_uint("KEYWARDEN_PROVISION_TTL", v, 1, 30 * 86400, &n) != KW_OK)
+			return KW_EINVAL;
+		kw_config.provision_ttl = (unsigned)n;
+	}
+	if ((v = setting("KEYWARDEN_PROVISION_RPM", values, known, NKNOWN)) != NULL) {
+		if (parse_uint("KEYWARDEN_PROVISION_RPM", v, 1, 1000000, &n) != KW_OK)
+			return KW_EINVAL;
+		kw_config.provision_rpm = (unsigned)n;
+	}
+	if ((v = setting("KEYWARDEN_PUBLIC_URL", values, known, NKNOWN)) != NULL)
+		snprintf(kw_config.public_url, sizeof(kw_config.public_url), "%s", v);
+	if ((v = setting("KEYWARDEN_MIN_CLIENT_VERSION", values, known, NKNOWN)) != NULL)
+		snprintf(kw_config.min_client_version, sizeof(kw_config.min_client_version), "%s", v);
 	if ((v = setting("KEYWARDEN_LOG_LEVEL", values, known, NKNOWN)) != NULL &&
 	    kw_log_parse_level(v, &kw_config.log_level) != KW_OK) {
 		fprintf(stderr, "keywarden: KEYWARDEN_LOG_LEVEL must be error, warn, info or debug\n");

@@ -38,6 +38,10 @@ kw_http_status_for(enum kw_face face, enum kw_err err)
 		return 415;
 	case KW_ELIMIT:
 		return 429;
+	case KW_EUPGRADE:
+		return 426;
+	case KW_EPAYMENT:
+		return 402;
 	case KW_EDEADLOCK:
 	case KW_EUNAVAIL:
 	case KW_ERUNRECOVERY:
@@ -66,6 +70,10 @@ error_type(enum kw_err err)
 		return "conflict_error";
 	case KW_ELIMIT:
 		return "rate_limit_error";
+	case KW_EUPGRADE:
+		return "upgrade_required";
+	case KW_EPAYMENT:
+		return "insufficient_quota";
 	case KW_EINVAL:
 	case KW_EMETHOD:
 	case KW_ETOOLARGE:

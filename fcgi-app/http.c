@@ -268,7 +268,7 @@ kw_http_serve(FCGX_Request *fcgi, struct kw_arena *arena, struct kw_store **stor
 	enum kw_err rc;
 
 	clock_gettime(CLOCK_MONOTONIC, &t0);
-	req.now = time(NULL);
+	req.now = kw_clock_now();
 	req.method = kw_req_header(&req, "REQUEST_METHOD");
 	if (req.method == NULL)
 		req.method = "GET";

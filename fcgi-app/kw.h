@@ -28,6 +28,8 @@ enum kw_err {
 	KW_ETOOLARGE,		/* body over the configured cap */
 	KW_EMEDIA,		/* body is not application/json */
 	KW_ELIMIT,		/* rate or budget limit reached */
+	KW_EUPGRADE,		/* the client is older than the service accepts (426) */
+	KW_EPAYMENT,		/* a consumption limit is spent (402) */
 	KW_EDEADLOCK,		/* store deadlock; retried by kw_store_txn */
 	KW_EUNAVAIL,		/* store cannot be read or written right now */
 	KW_ENOMEM,
@@ -103,6 +105,10 @@ struct kw_config {
 	unsigned max_depth;		/* JSON nesting */
 	unsigned maintain_secs;		/* checkpoint and log-archive interval */
 	unsigned lease_secs;		/* an unsettled request's slot and reservation return after this */
+	char public_url[1024];		/* the gateway's base URL, answered by provisioning */
+	unsigned provision_ttl;		/* a provisioned key's lifetime, seconds */
+	unsigned provision_rpm;		/* provisioning requests a minute per caller */
+	char min_client_version[64];	/* provisioning refuses older X-Client-Version (426); "" none */
 	enum kw_log_level log_level;
 	char master_key[256];		/* from the environment or file; wiped at exit */
 };
@@ -145,6 +151,8 @@ enum kw_db {
 	KW_DB_PROVIDER_KEYS,	/* provider_keys.db: "<provider>|<id>" -> key, secrets sealed (JSON) */
 	KW_DB_PROVIDER_INDEX,	/* provider_index.db: "n:<name>" and "i:<id>" -> "<provider>|<id>" */
 	KW_DB_SUMMARIES,	/* summaries.db: "k:", "t:", "u:" + id -> what a check needs, binary */
+	KW_DB_ORGS,		/* organizations.db: organization_id -> record (JSON) */
+	KW_DB_BREACHES,		/* breaches.db: "<owner>|<time>|<token>" -> a Venice key's limit breach (JSON) */
 	KW_DB_COUNT
 };
 typedef enum kw_err (*kw_txn_body)(struct kw_store *, struct __db_txn *, void *baton);
@@ -408,6 +416,7 @@ struct kw_caller {
 	char key_type[16];		/* llm_api, management, read_only, default */
 	int may_verify;			/* its permissions has "verify_keys": true */
 	int may_select;			/* its permissions has "select_provider_keys": true */
+	char venice_type[16];		/* a Venice key's apiKeyType (INFERENCE, ADMIN); "" otherwise */
 };
 
 const char *kw_auth_credential(struct kw_req *);
@@ -476,7 +485,9 @@ enum kw_verdict_code {
 	KW_V_ROUTE_NOT_ALLOWED,
 	KW_V_BUDGET_EXCEEDED,
 	KW_V_RATE_LIMITED,
-	KW_V_DUPLICATE_REQUEST		/* a request_id already in flight or reported for this key */
+	KW_V_DUPLICATE_REQUEST,		/* a request_id already in flight or reported for this key */
+	KW_V_USD_LIMIT,			/* a Venice key's usd consumption limit is spent (402) */
+	KW_V_DIEM_LIMIT			/* a Venice key's diem consumption limit is spent (402) */
 };
 
 /* A request about to be made with a presented key. */
@@ -514,7 +525,15 @@ struct kw_usage {
 	const char *key;		/* plaintext or hash */
 	const char *request_id, *model;	/* NULL when not given */
 	int64_t tokens;			/* prompt + completion (or total) */
-	double cost;
+	double cost;			/* usd */
+	double diem;			/* Venice's second currency */
+};
+
+/* A Venice key's consumption: in its current limitPeriod, and over the trailing seven days. */
+struct kw_venice_usage {
+	double period_usd, period_diem;
+	double week_usd, week_diem;
+	time_t period_start, period_end;	/* end 0 for LIFETIME */
 };
 
 const char *kw_verdict_code_name(enum kw_verdict_code);
@@ -527,8 +546,35 @@ void kw_verdict_clear(struct kw_verdict *);
 enum kw_err kw_limits_record(struct kw_store *, time_t now, const struct kw_usage *,
     struct json_object **answer, struct kw_error *err);
 enum kw_err kw_limits_maintain(struct kw_store *, time_t now);
+/* Counts one event in the fixed UTC minute of now under name unless limit are counted (*allowed 0). */
+enum kw_err kw_limits_window_add(struct kw_store *, struct __db_txn *, const char *name, time_t now,
+    double limit, int *allowed);
+enum kw_err kw_limits_venice_usage(struct kw_store *, struct __db_txn *, struct json_object *key,
+    time_t now, struct kw_venice_usage *out);
 enum kw_err kw_limits_summary_write(struct kw_store *, struct __db_txn *, enum kw_db,
     const char *id, struct json_object *rec);
+
+/* --- tokens.c: signed expiry tokens -------------------------------- */
+
+/*
+ * A provisioned key is "sk-kw1_" and base64url of kid(4) || id(16) ||
+ * expiry(8, big-endian) || HMAC-SHA256(signing key, "kw1" || those)[0..16).
+ * Anyone holding the signing keys checks it without the store.
+ */
+#define KW_TOKEN_PREFIX "sk-kw1_"
+enum kw_token_check {
+	KW_TOKEN_NOT_SIGNED = 0,	/* not a signed token: an ordinary key */
+	KW_TOKEN_GOOD,			/* signature good, not expired: check revocation in the store */
+	KW_TOKEN_FORGED,		/* malformed, unknown signing key, or a bad signature */
+	KW_TOKEN_EXPIRED
+};
+enum kw_err kw_tokens_issue(time_t expires, char *out, size_t n);
+enum kw_token_check kw_tokens_check(const char *presented, time_t now);
+enum kw_err kw_tokens_rotate(void);	/* a new current signing key; the old ones stay for checking */
+
+/* --- clock --------------------------------------------------------- */
+
+time_t kw_clock_now(void);	/* time(NULL), or KEYWARDEN_CLOCK_FILE's for tests */
 
 /* --- authz.c: the FastCGI AUTHORIZER role -------------------------- */
 

@@ -42,6 +42,8 @@ static const char *const code_names[] = {
 	[KW_V_BUDGET_EXCEEDED] = "BUDGET_EXCEEDED",
 	[KW_V_RATE_LIMITED] = "RATE_LIMITED",
 	[KW_V_DUPLICATE_REQUEST] = "DUPLICATE_REQUEST",
+	[KW_V_USD_LIMIT] = "API_KEY_USD_SPEND_LIMIT_EXCEEDED",
+	[KW_V_DIEM_LIMIT] = "API_KEY_DIEM_SPEND_LIMIT_EXCEEDED",
 };
 
 const char *
@@ -108,6 +110,34 @@ rate_add(struct kw_store *st, DB_TXN *txn, const char *name, int64_t window, dou
 		c.value = 0;
 	}
 	c.value += n;
+	return counter_put(st, txn, name, &c);
+}
+
+/*
+ * Counts one event in the fixed UTC minute of now under counter name,
+ * unless limit events are already counted there: then *allowed is 0 and
+ * nothing is counted.  For the faces' own rate limits (key creation,
+ * provisioning), inside the caller's transaction.
+ */
+enum kw_err
+kw_limits_window_add(struct kw_store *st, DB_TXN *txn, const char *name, time_t now, double limit,
+    int *allowed)
+{
+	int64_t window = now - now % WINDOW_SECS;
+	struct counter c;
+	enum kw_err rc = counter_get(st, txn, name, 1, &c);
+
+	*allowed = 0;
+	if (rc != KW_OK)
+		return rc;
+	if (c.window != window) {
+		c.window = window;
+		c.value = 0;
+	}
+	if (c.value >= limit)
+		return KW_OK;
+	*allowed = 1;
+	c.value += 1;
 	return counter_put(st, txn, name, &c);
 }
 
@@ -436,6 +466,7 @@ enum {
 	S_MODELS = 1 << 1,		/* a non-empty models list */
 	S_ROUTES = 1 << 2,		/* a non-empty allowed_routes list */
 	S_MODEL_LIMITS = 1 << 3,	/* model_max_budget, model_rpm_limit or model_tpm_limit */
+	S_VENICE = 1 << 4,		/* a Venice key: its type and consumption limits are in the record */
 };
 
 struct summary {
@@ -471,7 +502,8 @@ summarize(json_object *rec, struct summary *s)
 	    (non_empty(rec, "models") ? S_MODELS : 0) |
 	    (non_empty(rec, "allowed_routes") ? S_ROUTES : 0) |
 	    (non_empty(rec, "model_max_budget") || non_empty(rec, "model_rpm_limit") ||
-	    non_empty(rec, "model_tpm_limit") ? S_MODEL_LIMITS : 0);
+	    non_empty(rec, "model_tpm_limit") ? S_MODEL_LIMITS : 0) |
+	    (non_empty(rec, "venice") ? S_VENICE : 0);
 	s->expires = time_of(rec, "expires");
 	s->budget_reset_at = time_of(rec, "budget_reset_at");
 	s->max_budget = kw_json_num(rec, "max_budget", NAN);
@@ -525,6 +557,129 @@ kw_limits_summary_write(struct kw_store *st, DB_TXN *txn, enum kw_db db, const c
 	memcpy(buf + sizeof(s) + s.team_len, user ? user : "", s.user_len);
 	v.size = (u_int32_t)(sizeof(s) + s.team_len + s.user_len);
 	return kw_store_err(sums->put(sums, txn, &k, &v, 0));
+}
+
+/* --- Venice consumption ---------------------------------------------------- */
+
+/*
+ * The period a Venice key's consumption limits count in: EPOCH the UTC day,
+ * MONTH the UTC calendar month, LIFETIME forever (start 0, end 0).
+ */
+static void
+venice_period(json_object *venice, time_t now, time_t *start, time_t *end)
+{
+	const char *period = kw_json_str(venice, "limitPeriod");
+	struct tm tm;
+
+	*start = *end = 0;
+	if (period != NULL && strcmp(period, "LIFETIME") == 0)
+		return;
+	gmtime_r(&now, &tm);
+	tm.tm_hour = tm.tm_min = tm.tm_sec = 0;
+	if (period != NULL && strcmp(period, "MONTH") == 0) {
+		tm.tm_mday = 1;
+		*start = timegm(&tm);
+		tm.tm_mon += 1;
+	} else {
+		*start = timegm(&tm);
+		tm.tm_mday += 1;
+	}
+	*end = timegm(&tm);
+}
+
+/* The amount of currency ("usd" or "diem") key token spent in the period starting at start. */
+static enum kw_err
+venice_spent(struct kw_store *st, DB_TXN *txn, const char *currency, const char *token,
+    time_t start, double *spent)
+{
+	char name[KW_TOKEN_LEN + 32];
+
+	snprintf(name, sizeof(name), "v%s|%s", currency, token);
+	return rate_used(st, txn, name, (int64_t)start, 0, spent);
+}
+
+/* Counts amount of currency spent now by key token, in its period and in today's bucket. */
+static enum kw_err
+venice_spend(struct kw_store *st, DB_TXN *txn, const char *currency, const char *token,
+    json_object *venice, time_t now, double amount)
+{
+	char name[KW_TOKEN_LEN + 64];
+	time_t start, end, day = now - now % 86400;
+	enum kw_err rc;
+
+	if (amount <= 0)
+		return KW_OK;
+	venice_period(venice, now, &start, &end);
+	snprintf(name, sizeof(name), "v%s|%s", currency, token);
+	if ((rc = rate_add(st, txn, name, (int64_t)start, amount)) != KW_OK)
+		return rc;
+	/* one bucket a UTC day, for the trailing seven days a list shows */
+	snprintf(name, sizeof(name), "v%sday|%s|%lld", currency, token, (long long)day);
+	return rate_add(st, txn, name, (int64_t)day, amount);
+}
+
+/*
+ * A Venice key's consumption (key is its record, borrowed): in its current
+ * limitPeriod, and over the seven UTC days ending today.
+ */
+enum kw_err
+kw_limits_venice_usage(struct kw_store *st, DB_TXN *txn, json_object *key, time_t now,
+    struct kw_venice_usage *out)
+{
+	json_object *venice = json_object_object_get(key, "venice");
+	const char *token = kw_json_str(key, "token");
+	char name[KW_TOKEN_LEN + 64];
+	time_t day = now - now % 86400;
+	double v;
+	enum kw_err rc;
+
+	memset(out, 0, sizeof(*out));
+	if (token == NULL)
+		return KW_OK;
+	venice_period(venice, now, &out->period_start, &out->period_end);
+	if ((rc = venice_spent(st, txn, "usd", token, out->period_start, &out->period_usd)) != KW_OK ||
+	    (rc = venice_spent(st, txn, "diem", token, out->period_start, &out->period_diem)) != KW_OK)
+		return rc;
+	for (int i = 0; i < 7; i++) {
+		time_t d = day - (time_t)i * 86400;
+
+		snprintf(name, sizeof(name), "vusdday|%s|%lld", token, (long long)d);
+		if ((rc = rate_used(st, txn, name, (int64_t)d, 0, &v)) != KW_OK)
+			return rc;
+		out->week_usd += v;
+		snprintf(name, sizeof(name), "vdiemday|%s|%lld", token, (long long)d);
+		if ((rc = rate_used(st, txn, name, (int64_t)d, 0, &v)) != KW_OK)
+			return rc;
+		out->week_diem += v;
+	}
+	return KW_OK;
+}
+
+/* Remembers that a Venice key was refused, for /api/v1/api_keys/rate_limits/log. */
+static enum kw_err
+venice_breach(struct kw_store *st, DB_TXN *txn, json_object *key, const char *model,
+    const char *type, time_t now)
+{
+	DB *db = kw_store_db(st, KW_DB_BREACHES);
+	json_object *venice = json_object_object_get(key, "venice"), *row = json_object_new_object();
+	const char *owner = kw_json_str(venice, "owner");
+	char name[KW_ID_MAX + 120], at[KW_TIME_LEN];
+	DBT k = { .data = name }, v;
+	enum kw_err rc;
+
+	snprintf(name, sizeof(name), "%s|%016llx|%s", owner ? owner : "master",
+	    (unsigned long long)now, kw_json_str(key, "token"));
+	k.size = (u_int32_t)strlen(name);
+	kw_time_format(now, at);
+	json_object_object_add(row, "apiKeyId", json_object_get(json_object_object_get(venice, "id")));
+	json_object_object_add(row, "modelId", model ? json_object_new_string(model) : NULL);
+	json_object_object_add(row, "rateLimitType", json_object_new_string(type));
+	json_object_object_add(row, "timestamp", json_object_new_string(at));
+	v = (DBT){ .data = (void *)json_object_to_json_string_ext(row, JSON_C_TO_STRING_PLAIN) };
+	v.size = (u_int32_t)strlen(v.data);
+	rc = kw_store_err(db->put(db, txn, &k, &v, 0));
+	json_object_put(row);
+	return rc;
 }
 
 /* --- the check ---------------------------------------------------------- */
@@ -800,7 +955,56 @@ refuse_standing(struct checking *c)
 	if (in->route != NULL && (c->key.s.flags & S_ROUTES) &&
 	    !routes_allow(json_object_object_get(key_record(c), "allowed_routes"), in->route))
 		return refuse(c, KW_V_ROUTE_NOT_ALLOWED, NULL, "this key may not call %s", in->route);
+	if (in->route != NULL && (c->key.s.flags & S_VENICE)) {
+		const char *type = kw_json_str(json_object_object_get(key_record(c), "venice"),
+		    "apiKeyType");
+
+		/* a Venice INFERENCE key calls models, never the key-management API */
+		if (type != NULL && strcmp(type, "INFERENCE") == 0 &&
+		    (is_management_route(in->route) || strncmp(in->route, "/api/", 5) == 0))
+			return refuse(c, KW_V_ROUTE_NOT_ALLOWED, NULL,
+			    "an INFERENCE key may only call inference routes");
+	}
 	return 0;
+}
+
+/*
+ * A Venice key's consumption limits: usd then diem spent in the period
+ * against consumptionLimit; 402 with Venice's codes when spent.  A refusal
+ * is remembered for the breaches log.
+ */
+static enum kw_err
+check_consumption(struct checking *c, int *refused)
+{
+	static const struct {
+		const char *currency;
+		enum kw_verdict_code code;
+	} currencies[] = { { "usd", KW_V_USD_LIMIT }, { "diem", KW_V_DIEM_LIMIT } };
+	json_object *key = key_record(c), *venice = json_object_object_get(key, "venice");
+	json_object *limits = json_object_object_get(venice, "consumptionLimit");
+	time_t start, end;
+	double spent, cap;
+	enum kw_err rc;
+
+	venice_period(venice, c->now, &start, &end);
+	for (size_t i = 0; i < sizeof(currencies) / sizeof(currencies[0]); i++) {
+		cap = kw_json_num(limits, currencies[i].currency, NAN);
+		if (isnan(cap))
+			continue;
+		if ((rc = venice_spent(c->st, c->txn, currencies[i].currency, c->out->token, start,
+		    &spent)) != KW_OK)
+			return rc;
+		report_limit(c, currencies[i].currency, NULL, cap, spent, end);
+		if (spent < cap)
+			continue;
+		c->out->retry_after = end > c->now ? (int)(end - c->now) : 0;
+		*refused = refuse(c, currencies[i].code, currencies[i].currency,
+		    "the key's %s consumption limit of %g is spent for this period",
+		    currencies[i].currency, cap);
+		return c->in->dry_run ? KW_OK : venice_breach(c->st, c->txn, key, c->in->model,
+		    currencies[i].currency, c->now);
+	}
+	return KW_OK;
 }
 
 /* Budgets: the key's, its team's, its user's, and the model's. */
@@ -828,7 +1032,9 @@ check_budgets(struct checking *c, int *refused)
 		*refused = 1;
 		return KW_OK;
 	}
-	if (model == NULL || !(k->flags & S_MODEL_LIMITS))
+	if ((k->flags & S_VENICE) && (rc = check_consumption(c, refused)) != KW_OK)
+		return rc;
+	if (*refused || model == NULL || !(k->flags & S_MODEL_LIMITS))
 		return KW_OK;
 	mmb = json_object_object_get(key_record(c), "model_max_budget");
 	if (mmb == NULL || !json_object_object_get_ex(mmb, model, &entry) || entry == NULL ||
@@ -1006,6 +1212,17 @@ check_body(struct kw_store *st, DB_TXN *txn, void *baton)
 		c->limits = json_object_new_array();
 	}
 
+	/* a signed token is judged by its signature and expiry before any store read */
+	switch (kw_tokens_check(c->in->key, c->now)) {
+	case KW_TOKEN_FORGED:
+		refuse(c, KW_V_NOT_FOUND, NULL, "no such key: its signature is bad");
+		return KW_OK;
+	case KW_TOKEN_EXPIRED:
+		refuse(c, KW_V_EXPIRED, NULL, "this key expired");
+		return KW_OK;
+	default:
+		break;
+	}
 	if ((rc = find_key(c)) == KW_ENOTFOUND) {
 		v->token[0] = '\0';
 		refuse(c, KW_V_NOT_FOUND, NULL, "no such key");
@@ -1250,6 +1467,12 @@ record_body(struct kw_store *st, DB_TXN *txn, void *baton)
 		}
 		if (in->request_id != NULL &&
 		    (rc = lease_settle(st, txn, token, in->request_id)) != KW_OK)
+			goto out;
+		if (json_object_object_get(key, "venice") != NULL &&
+		    ((rc = venice_spend(st, txn, "usd", token, json_object_object_get(key, "venice"),
+		    r->now, in->cost)) != KW_OK ||
+		    (rc = venice_spend(st, txn, "diem", token, json_object_object_get(key, "venice"),
+		    r->now, in->diem)) != KW_OK))
 			goto out;
 	}
 	r->answer = json_object_new_object();

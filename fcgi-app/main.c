@@ -19,6 +19,7 @@ usage(FILE *f)
 	fprintf(f,
 	    "usage: keywarden [serve] [-s PATH | -p [HOST:]PORT] [-d DATA_DIR] [-w WORKERS]\n"
 	    "       keywarden init [-d DATA_DIR]\n"
+	    "       keywarden signing-key rotate [-d DATA_DIR]\n"
 	    "       keywarden version\n"
 	    "\n"
 	    "serve  Answer FastCGI requests with a pool of workers (the default).  The\n"
@@ -27,6 +28,9 @@ usage(FILE *f)
 	    "       127.0.0.1 unless given).\n"
 	    "init   Create the data directory and its secrets; prints a newly\n"
 	    "       generated master key once.\n"
+	    "signing-key rotate\n"
+	    "       A new key signs provisioned tokens from now on; tokens the old\n"
+	    "       keys signed verify until they expire.\n"
 	    "\n"
 	    "Settings come from the environment, then DATA_DIR/keywarden.conf:\n"
 	    "KEYWARDEN_DATA_DIR (./var), KEYWARDEN_MASTER_KEY, KEYWARDEN_WORKERS (cores),\n"
@@ -92,6 +96,11 @@ main(int argc, char **argv)
 		argv++;
 		argc--;
 	}
+	if (strcmp(cmd, "signing-key") == 0 && argc > 1 && strcmp(argv[1], "rotate") == 0) {
+		cmd = "signing-key rotate";
+		argv++;
+		argc--;
+	}
 	static const struct option longopts[] = {
 		{ "help", no_argument, NULL, 'h' },
 		{ "socket", required_argument, NULL, 's' },
@@ -135,7 +144,8 @@ main(int argc, char **argv)
 		    kw_gen_spec_sha256);
 		return 0;
 	}
-	if (strcmp(cmd, "init") != 0 && strcmp(cmd, "serve") != 0) {
+	if (strcmp(cmd, "init") != 0 && strcmp(cmd, "serve") != 0 &&
+	    strcmp(cmd, "signing-key rotate") != 0) {
 		fprintf(stderr, "keywarden: unknown command %s\n", cmd);
 		usage(stderr);
 		return 2;
@@ -152,6 +162,17 @@ main(int argc, char **argv)
 	json_c_set_serialization_double_format("%.15g", JSON_C_OPTION_GLOBAL);
 	if (kw_config_init_data_dir(strcmp(cmd, "init") == 0) != KW_OK)
 		return 1;
+	if (strcmp(cmd, "signing-key rotate") == 0) {
+		/* running workers read the new key set at their next signed token */
+		rc = kw_tokens_rotate() == KW_OK ? 0 : 1;
+		if (rc == 0)
+			printf("keywarden: a new signing key signs from now on; the old ones still verify\n");
+		else
+			fprintf(stderr, "keywarden: cannot rotate the signing key in %s\n",
+			    kw_config.data_dir);
+		kw_crypto_wipe(kw_config.master_key, sizeof(kw_config.master_key));
+		return rc;
+	}
 	if (strcmp(cmd, "init") == 0) {
 		rc = init_store();
 		if (rc == 0)

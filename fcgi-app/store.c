@@ -42,6 +42,8 @@ static const struct {
 	[KW_DB_PROVIDER_KEYS] = { "provider_keys.db", DB_BTREE, 0 },
 	[KW_DB_PROVIDER_INDEX] = { "provider_index.db", DB_BTREE, 0 },
 	[KW_DB_SUMMARIES] = { "summaries.db", DB_BTREE, 0 },
+	[KW_DB_ORGS] = { "organizations.db", DB_BTREE, 0 },
+	[KW_DB_BREACHES] = { "breaches.db", DB_BTREE, 0 },
 };
 
 /*

@@ -98,7 +98,7 @@ static double
 usage(const char *key, time_t now, const char *request_id, const char *model, int64_t tokens,
     double cost, int *duplicate)
 {
-	struct kw_usage in = { key, request_id, model, tokens, cost };
+	struct kw_usage in = { key, request_id, model, tokens, cost, 0 };
 	struct kw_error err;
 	json_object *answer = NULL;
 	double spend = -1;
@@ -314,6 +314,43 @@ test_parallel(void)
 	is_int(kw_limits_maintain(st, T0 + 100000), KW_OK, "the upkeep sweeps leases and receipts");
 }
 
+static void
+test_venice(void)
+{
+	struct kw_usage diem = { "sk-venice", NULL, NULL, 0, 0, 3 };
+	struct kw_check route = { .key = "sk-venice-inference", .route = "/api/v1/api_keys" };
+	struct kw_verdict v;
+	struct kw_error err;
+	json_object *answer = NULL;
+
+	make_key("sk-venice", "{\"venice\": {\"id\": \"v1\", \"apiKeyType\": \"ADMIN\", "
+	    "\"owner\": \"master\", \"limitPeriod\": \"EPOCH\", "
+	    "\"consumptionLimit\": {\"usd\": 1, \"diem\": 3}}}");
+	is_int(check("sk-venice", T0, NULL, 0, NULL, NULL), KW_V_VALID, "a Venice key with limits");
+	usage("sk-venice", T0, NULL, NULL, 0, 1, NULL);
+	is_int(check("sk-venice", T0 + 10, NULL, 0, NULL, &v), KW_V_USD_LIMIT,
+	    "its usd spent for the day: API_KEY_USD_SPEND_LIMIT_EXCEEDED");
+	is_int(v.retry_after, 1795392000 - (T0 + 10), "until the next UTC midnight");
+	kw_verdict_clear(&v);
+	is_int(check("sk-venice", 1795391999, NULL, 0, NULL, NULL), KW_V_USD_LIMIT,
+	    "still spent a second before midnight");
+	is_int(check("sk-venice", 1795392000, NULL, 0, NULL, NULL), KW_V_VALID,
+	    "an EPOCH limit resets at UTC midnight");
+	kw_limits_record(st, 1795392000, &diem, &answer, &err);
+	json_object_put(answer);
+	is_int(check("sk-venice", 1795392001, NULL, 0, NULL, NULL), KW_V_DIEM_LIMIT,
+	    "diem spent: API_KEY_DIEM_SPEND_LIMIT_EXCEEDED");
+	make_key("sk-venice-inference", "{\"venice\": {\"id\": \"v2\", "
+	    "\"apiKeyType\": \"INFERENCE\", \"owner\": \"master\"}}");
+	kw_limits_check(st, T0, &route, &v);
+	is_int(v.code, KW_V_ROUTE_NOT_ALLOWED, "an INFERENCE key may not call the key API");
+	kw_verdict_clear(&v);
+	route.route = "/v1/chat/completions";
+	kw_limits_check(st, T0, &route, &v);
+	is_int(v.code, KW_V_VALID, "it may call inference routes");
+	kw_verdict_clear(&v);
+}
+
 int
 main(void)
 {
@@ -329,6 +366,7 @@ main(void)
 	test_budgets();
 	test_rates();
 	test_parallel();
+	test_venice();
 	ok(checks > 50 && disagreements == 0,
 	    "the authorizer's summaries and the records agree on all %d verdicts", checks);
 	kw_store_close(st);
