@@ -167,6 +167,8 @@ lookup_caller(struct kw_store *st, DB_TXN *txn, void *baton)
 			rc = KW_OK;
 		}
 	}
+	if (c->venice_type[0] != '\0')
+		c->role = KW_ROLE_NONE;	/* a Venice key manages on the Venice face only */
 	json_object_put(key);
 	json_object_put(user);
 	json_object_put(team);

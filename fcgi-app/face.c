@@ -94,10 +94,37 @@ message_of(const struct kw_error *e)
 	return e->message[0] != '\0' ? e->message : kw_err_name(e->code);
 }
 
+/*
+ * Fields name their place in the request: "path.org", "header.X-Client-
+ * Version", "query.page", or a body field as it is.  Returns the length
+ * of the place's prefix (0 for the body) and its name in *where.
+ */
+static size_t
+field_place(const char *field, const char **where)
+{
+	static const char *const places[] = { "path", "header", "query" };
+
+	for (size_t i = 0; i < sizeof(places) / sizeof(places[0]); i++) {
+		size_t n = strlen(places[i]);
+
+		if (strncmp(field, places[i], n) == 0 && field[n] == '.') {
+			*where = places[i];
+			return n + 1;
+		}
+	}
+	*where = "body";
+	return 0;
+}
+
+/* The field an error names, without its place (the faces that say param), or null. */
 static json_object *
 field_or_null(const struct kw_error *e)
 {
-	return e->field[0] != '\0' ? json_object_new_string(e->field) : NULL;
+	const char *where;
+
+	if (e->field[0] == '\0')
+		return NULL;
+	return json_object_new_string(e->field + field_place(e->field, &where));
 }
 
 /* LiteLLM: {"error": {"message", "type", "param", "code": "<status>"}} */
@@ -156,10 +183,11 @@ venice_error(const struct kw_error *e)
 	if (e->field[0] != '\0') {
 		json_object *details = json_object_new_object(), *f = json_object_new_object();
 		json_object *list = json_object_new_array();
+		const char *where;
 
 		json_object_array_add(list, json_object_new_string(message_of(e)));
 		json_object_object_add(f, "_errors", list);
-		json_object_object_add(details, e->field, f);
+		json_object_object_add(details, e->field + field_place(e->field, &where), f);
 		json_object_object_add(root, "details", details);
 	}
 	return root;
@@ -178,10 +206,11 @@ provisioning_error(int status, const struct kw_error *e)
 		json_object *errors = json_object_new_array(), *item = json_object_new_object();
 		json_object *loc = json_object_new_array();
 
-		json_object_array_add(loc, json_object_new_string(
-		    strncmp(e->field, "query.", 6) == 0 ? "query" : "body"));
-		json_object_array_add(loc, json_object_new_string(
-		    strncmp(e->field, "query.", 6) == 0 ? e->field + 6 : e->field));
+		const char *where;
+		size_t skip = field_place(e->field, &where);
+
+		json_object_array_add(loc, json_object_new_string(where));
+		json_object_array_add(loc, json_object_new_string(e->field + skip));
 		json_object_object_add(item, "loc", loc);
 		json_object_object_add(item, "msg", json_object_new_string(message_of(e)));
 		json_object_object_add(item, "type", json_object_new_string(error_type(e->code)));

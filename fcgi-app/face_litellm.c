@@ -225,6 +225,24 @@ check_ownership(struct kw_req *req, DB_TXN *txn, json_object *rec, int team_admi
 	return rc;
 }
 
+/*
+ * Aliases "prov:" and "venice:" name provisioned and Venice keys: no
+ * LiteLLM request may take one (a key already holding it may keep it).
+ */
+static enum kw_err
+check_alias(struct kw_req *req, json_object *rec, json_object *old)
+{
+	const char *alias = kw_json_str(rec, "key_alias"), *was = kw_json_str(old, "key_alias");
+
+	if (alias == NULL || (was != NULL && strcmp(alias, was) == 0))
+		return KW_OK;
+	if (strncmp(alias, "prov:", 5) != 0 && strncmp(alias, "venice:", 7) != 0)
+		return KW_OK;
+	kw_error_set(&req->err, KW_EINVAL, "key_alias",
+	    "aliases starting prov: and venice: are kept for provisioned and Venice keys");
+	return KW_EINVAL;
+}
+
 /* Writes the error for a key that is not there, naming field. */
 static enum kw_err
 key_not_found(struct kw_req *req, const char *field)
@@ -276,7 +294,8 @@ kw_litellm_key_create(struct kw_req *req, DB_TXN *txn, json_object *settings,
 	json_object_object_add(rec, "created_by",
 	    json_object_get(json_object_object_get(rec, "updated_by")));
 
-	if ((rc = check_team_bounds(req, txn, rec)) == KW_OK &&
+	if ((rc = check_alias(req, rec, NULL)) == KW_OK &&
+	    (rc = check_team_bounds(req, txn, rec)) == KW_OK &&
 	    (rc = kw_keys_put(req->store, txn, NULL, rec, &req->err)) == KW_OK &&
 	    (rc = kw_audit_record(req, txn, "created", KW_TABLE_KEYS, token, NULL, rec)) == KW_OK) {
 		/* stored: now the answer may carry what the store must never hold */
@@ -432,6 +451,7 @@ update_body(struct kw_store *st, DB_TXN *txn, void *baton)
 	apply_settings(req, rec, op->body);
 	touch(req, rec);
 	if ((rc = kw_auth_key_access(req, txn, old, 1)) == KW_OK &&
+	    (rc = check_alias(req, rec, old)) == KW_OK &&
 	    (rc = check_ownership(req, txn, rec, 0)) == KW_OK &&
 	    (rc = check_team_bounds(req, txn, rec)) == KW_OK &&
 	    (rc = kw_keys_put(st, txn, old, rec, &req->err)) == KW_OK &&
@@ -1224,6 +1244,12 @@ rotate(struct key_change *kc, DB_TXN *txn, json_object *old, json_object *rec)
 	time_t until;
 	enum kw_err rc;
 
+	if (kw_json_bool(json_object_object_get(old, "metadata"), "provisioned")) {
+		/* its secret is a signed token: a plain one would outlive what it signs */
+		kw_error_set(&req->err, KW_EINVAL, "key",
+		    "a provisioned key is not regenerated: provision again");
+		return KW_EINVAL;
+	}
 	if (new_key == NULL) {
 		kw_keys_new_secret(kc->secret);
 		new_key = kc->secret;

@@ -293,10 +293,7 @@ kw_op_team_new(struct kw_req *req, struct kw_resp *resp)
 
 	if ((rc = kw_auth_admin(req)) != KW_OK)
 		return rc;
-	if (op.team_id == NULL) {
-		kw_uuid4(uuid);
-		op.team_id = uuid;
-	}
+	op.team_id = kw_id_or_new(op.team_id, uuid);
 	return respond(resp, &op, kw_store_txn(req->store, team_new_body, &op));
 }
 

@@ -26,6 +26,16 @@ kw_uuid4(char out[37])
 	    b[14], b[15]);
 }
 
+/* given, or a new UUID v4 written into buf when given is NULL (a record's id). */
+const char *
+kw_id_or_new(const char *given, char buf[37])
+{
+	if (given != NULL)
+		return given;
+	kw_uuid4(buf);
+	return buf;
+}
+
 /*
  * A new user record (owned) with every field at its default: role
  * internal_user, no teams, no models (no restriction), spend 0.  The
@@ -382,10 +392,7 @@ kw_op_user_new(struct kw_req *req, struct kw_resp *resp)
 
 	if ((rc = kw_auth_admin(req)) != KW_OK)
 		return rc;
-	if (op.user_id == NULL) {
-		kw_uuid4(uuid);
-		op.user_id = uuid;
-	}
+	op.user_id = kw_id_or_new(op.user_id, uuid);
 	return respond(resp, &op, kw_store_txn(req->store, user_new_body, &op));
 }
 

@@ -202,8 +202,12 @@ prepare(struct kw_req *req, enum kw_face *face)
 
 			if (p->in != KW_IN_PATH || strcmp(p->name, req->match.names[i]) != 0)
 				continue;
+			char field[KW_FIELD_MAX];
+
+			/* the place goes with the name: faces that say where render it */
+			snprintf(field, sizeof(field), "path.%s", p->name);
 			v = json_object_new_string(req->match.values[i]);
-			rc = kw_valid_check(p->schema, v, p->name, &req->err);
+			rc = kw_valid_check(p->schema, v, field, &req->err);
 			json_object_put(v);
 			if (rc != KW_OK)
 				return rc;

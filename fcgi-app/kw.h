@@ -439,6 +439,8 @@ enum kw_err kw_auth_key_access(struct kw_req *, struct __db_txn *, struct json_o
 #define KW_TABLE_KEYS "LiteLLM_VerificationToken"
 #define KW_TABLE_TEAMS "LiteLLM_TeamTable"
 #define KW_TABLE_USERS "LiteLLM_UserTable"
+#define KW_TABLE_ORGS "LiteLLM_OrganizationTable"
+#define KW_TABLE_VENICE "Venice_ApiKey"
 #define KW_TABLE_PROVIDERS "Bifrost_Provider"
 #define KW_TABLE_PROVIDER_KEYS "Bifrost_ProviderKey"
 
@@ -465,6 +467,7 @@ enum kw_err kw_litellm_owned_views(struct kw_req *, struct __db_txn *, char kind
 
 /* face_user.c: what the team operations share with the user operations */
 void kw_uuid4(char out[37]);	/* a random UUID v4 */
+const char *kw_id_or_new(const char *given, char buf[37]);
 struct json_object *kw_user_record_new(struct kw_req *, const char *user_id,
     const char *user_email);
 enum kw_err kw_user_id_by_email(struct kw_req *, struct __db_txn *, const char *email,
@@ -579,6 +582,9 @@ time_t kw_clock_now(void);	/* time(NULL), or KEYWARDEN_CLOCK_FILE's for tests */
 /* --- authz.c: the FastCGI AUTHORIZER role -------------------------- */
 
 enum kw_err kw_authorize(struct kw_req *, struct kw_resp *);
+
+/* face_org.c: an organization member's user_role (borrowed from org), or NULL. */
+const char *kw_org_role_of(struct json_object *org, const char *user_id);
 
 /* --- pool.c --------------------------------------------------------- */
 

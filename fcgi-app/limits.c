@@ -13,6 +13,7 @@
 
 #define WINDOW_SECS 60		/* rate limits count on fixed UTC minutes */
 #define RECEIPT_SECS 86400	/* a usage report's request_id is remembered this long */
+#define BREACH_SECS (7 * 86400)	/* a Venice key's limit breach is listed this long */
 
 /*
  * A counter in counters.db: the value of the window that starts (rates)
@@ -1520,6 +1521,35 @@ struct sweep {
 	unsigned removed;
 };
 
+/* Forgets the Venice limit breaches older than BREACH_SECS (the log shows the last 50). */
+static enum kw_err
+sweep_breaches(struct kw_store *st, DB_TXN *txn, struct sweep *s)
+{
+	DB *db = kw_store_db(st, KW_DB_BREACHES);
+	DBT k = { .flags = DB_DBT_REALLOC }, v = { .flags = DB_DBT_PARTIAL };
+	DBC *cur;
+	enum kw_err rc = kw_store_err(db->cursor(db, txn, &cur, 0));
+
+	while (rc == KW_OK && (rc = kw_store_err(cur->get(cur, &k, &v, DB_NEXT))) == KW_OK) {
+		char hex[17];
+		time_t at;
+
+		/* the time sits before "|<64 hex token>" at the end; the owner may hold '|' */
+		if (k.size < 1 + 16 + 1 + KW_TOKEN_LEN)
+			continue;
+		memcpy(hex, (char *)k.data + k.size - KW_TOKEN_LEN - 1 - 16, 16);
+		hex[16] = '\0';
+		at = (time_t)strtoull(hex, NULL, 16);
+		if (at + BREACH_SECS < s->now) {
+			rc = kw_store_err(cur->del(cur, 0));
+			s->removed++;
+		}
+	}
+	cur->close(cur);
+	free(k.data);
+	return rc == KW_ENOTFOUND ? KW_OK : rc;
+}
+
 /* Returns the lapsed leases and forgets receipts older than a day. */
 static enum kw_err
 sweep_body(struct kw_store *st, DB_TXN *txn, void *baton)
@@ -1563,6 +1593,10 @@ sweep_body(struct kw_store *st, DB_TXN *txn, void *baton)
 	}
 	cur->close(cur);
 	if (rc != KW_OK && rc != KW_ENOTFOUND)
+		goto out;
+
+	/* breaches: "<owner>|<16 hex time>|<token>" rows older than a week */
+	if ((rc = sweep_breaches(st, txn, s)) != KW_OK)
 		goto out;
 
 	/* receipts: every "t|<time>" row before the cutoff, and the row it names */

@@ -28,10 +28,10 @@ def boundary(srv):
     tap.ok(isinstance(r.json, dict) and r.json.get("is_bifrost_error") is False and
            r.json.get("status_code") == 404 and "message" in r.json.get("error", {}),
            "unknown Bifrost path: Bifrost error envelope", r.body)
-    r = srv.request("GET", "/api/v1/api_keys/x")
+    r = srv.request("GET", "/api/v1/api_keys/x/nothing-here")
     tap.ok(r.status == 404 and isinstance(r.json.get("error"), str),
            "unknown Venice path: Venice envelope", r.body)
-    r = srv.request("GET", "/api/v1/org/acme/inference/keys")
+    r = srv.request("GET", "/api/v1/org/acme/nothing-here")
     tap.ok(r.status == 404 and r.json.get("code") == 404 and "detail" in r.json,
            "unknown provisioning path: canonical envelope", r.body)
 

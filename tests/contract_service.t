@@ -4,7 +4,8 @@
 An example in fixtures/contract/*.json is {operationId, status, request{method,
 path, auth, body, headers}, setup?}.  auth "master" sends the master key;
 "setup" is a list of requests run first, and "{{N.field}}" anywhere in the
-request (path, body, headers, auth) becomes field of setup answer N, so an
+request (path, body, headers, auth) becomes field of setup answer N (a dotted
+path reaches into objects: "{{0.data.id}}"), so an
 example can name a key, team or user it made."""
 import glob
 import json
@@ -18,13 +19,20 @@ import contract  # noqa: E402
 from kwserver import Server  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PLACEHOLDER = re.compile(r"\{\{(\d+)\.(\w+)\}\}")
+PLACEHOLDER = re.compile(r"\{\{(\d+)\.([\w.]+)\}\}")
+
+
+def dig(answer, path):
+    """answer's field at a dotted path: "data.id" is answer["data"]["id"]."""
+    for name in path.split("."):
+        answer = answer[name]
+    return answer
 
 
 def substitute(node, answers):
     """node with every {{N.field}} replaced by answers[N][field]."""
     if isinstance(node, str):
-        return PLACEHOLDER.sub(lambda m: str(answers[int(m.group(1))][m.group(2)]), node)
+        return PLACEHOLDER.sub(lambda m: str(dig(answers[int(m.group(1))], m.group(2))), node)
     if isinstance(node, list):
         return [substitute(v, answers) for v in node]
     if isinstance(node, dict):
