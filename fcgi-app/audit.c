@@ -30,8 +30,10 @@ kw_audit_record(struct kw_req *req, DB_TXN *txn, const char *action, const char 
 	enum kw_err rc;
 
 	kw_json_set_time(entry, "updated_at", req->now);
-	if (c == NULL || !kw_auth_is_admin(c))
-		on_behalf = NULL;	/* only an admin acts on someone's behalf */
+	if (c == NULL || !kw_auth_is_admin(c) ||
+	    (on_behalf != NULL && (strlen(on_behalf) > 256 ||
+	    !kw_valid_utf8(on_behalf, strlen(on_behalf)))))
+		on_behalf = NULL;	/* only an admin acts on someone's behalf, named in text */
 	json_object_object_add(entry, "changed_by", json_object_new_string(
 	    on_behalf != NULL && *on_behalf != '\0' ? on_behalf :
 	    c != NULL && c->user_id[0] != '\0' ? c->user_id : "default_user_id"));

@@ -86,10 +86,15 @@ model_of(struct kw_req *req, const char *path)
 	const char *p = strstr(path, "/deployments/"), *end;
 
 	if (p != NULL) {
+		const char *name;
+
 		p += strlen("/deployments/");
 		end = p + strcspn(p, "/");
-		if (end > p)
-			return kw_url_decode(req->arena, p, (size_t)(end - p), 0);
+		if (end == p)
+			return kw_req_header(req, "HTTP_X_MODEL");
+		/* undecodable, it stays as sent: a name no models list allows */
+		name = kw_url_decode(req->arena, p, (size_t)(end - p), 0);
+		return name != NULL ? name : kw_arena_strndup(req->arena, p, (size_t)(end - p));
 	}
 	return kw_req_header(req, "HTTP_X_MODEL");
 }

@@ -274,6 +274,12 @@ kw_litellm_key_create(struct kw_req *req, DB_TXN *txn, json_object *settings,
 	enum kw_err rc;
 
 	*answer = NULL;
+	if (key != NULL && strncmp(key, KW_TOKEN_PREFIX, strlen(KW_TOKEN_PREFIX)) == 0) {
+		/* it would be judged a forged signed token and never authenticate */
+		kw_error_set(&req->err, KW_EINVAL, "key", "keys starting %s are signed tokens, "
+		    "issued by provisioning only", KW_TOKEN_PREFIX);
+		return KW_EINVAL;
+	}
 	if (key == NULL) {
 		kw_keys_new_secret(secret);
 		key = secret;
@@ -1248,6 +1254,11 @@ rotate(struct key_change *kc, DB_TXN *txn, json_object *old, json_object *rec)
 		/* its secret is a signed token: a plain one would outlive what it signs */
 		kw_error_set(&req->err, KW_EINVAL, "key",
 		    "a provisioned key is not regenerated: provision again");
+		return KW_EINVAL;
+	}
+	if (new_key != NULL && strncmp(new_key, KW_TOKEN_PREFIX, strlen(KW_TOKEN_PREFIX)) == 0) {
+		kw_error_set(&req->err, KW_EINVAL, "new_key", "keys starting %s are signed tokens, "
+		    "issued by provisioning only", KW_TOKEN_PREFIX);
 		return KW_EINVAL;
 	}
 	if (new_key == NULL) {

@@ -1,4 +1,5 @@
 /* http.c: one FastCGI request, from its parameters and body to a response in the right face's envelope. */
+#include <ctype.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -85,25 +86,33 @@ reason(int status)
 }
 
 /*
- * The path to route on.  Servers that split the URL give PATH_INFO (already
- * decoded); others leave it empty, and then the raw path of REQUEST_URI is
- * used and decoded segment by segment, so an encoded slash stays inside its
- * parameter.  *decoded says which.
+ * The path to route on: the raw path of REQUEST_URI, decoded segment by
+ * segment by the router, so an encoded slash or dot stays inside its
+ * parameter (servers decode %2F into PATH_INFO and then remove dot
+ * segments, which would route "/api/providers/..%2f..%2fhealth" to
+ * /health).  When keywarden is mounted under a prefix, SCRIPT_NAME is cut
+ * off.  Without REQUEST_URI, PATH_INFO (already decoded).  *decoded says
+ * which.
  */
 static const char *
 route_path(struct kw_req *req, int *decoded)
 {
-	const char *p = kw_req_header(req, "PATH_INFO"), *uri;
+	const char *uri = kw_req_header(req, "REQUEST_URI");
+	const char *script = kw_req_header(req, "SCRIPT_NAME"), *p;
+	size_t n, skip = 0;
 
-	*decoded = 1;
-	if (p != NULL && *p != '\0')
-		return p;
-	if ((uri = kw_req_header(req, "REQUEST_URI")) != NULL && *uri != '\0') {
+	if (uri != NULL && *uri == '/') {
+		n = strcspn(uri, "?#");
+		if (script != NULL && *script != '\0' && strncmp(uri, script, strlen(script)) == 0 &&
+		    (uri[strlen(script)] == '/' || strlen(script) == n))
+			skip = strlen(script);
 		*decoded = 0;
-		return kw_arena_strndup(req->arena, uri, strcspn(uri, "?#"));
+		return kw_arena_strndup(req->arena, uri + skip, n - skip);
 	}
-	p = kw_req_header(req, "SCRIPT_NAME");
-	return p != NULL ? p : "";
+	*decoded = 1;
+	if ((p = kw_req_header(req, "PATH_INFO")) != NULL && *p != '\0')
+		return p;
+	return script != NULL ? script : "";
 }
 
 /* Accepts application/json and any +json type, with parameters; case-insensitive. */
@@ -180,6 +189,40 @@ read_body(struct kw_req *req)
 	return kw_valid_check(req->route->body, req->body, NULL, &req->err);
 }
 
+/* Validates the header parameters the route declares, as its schema says. */
+static enum kw_err
+check_headers(struct kw_req *req)
+{
+	for (size_t j = 0; j < req->route->nparams; j++) {
+		const struct kw_param *p = &req->route->params[j];
+		char cgi[160], field[KW_FIELD_MAX];
+		const char *v;
+		json_object *value;
+		size_t i;
+		enum kw_err rc;
+
+		if (p->in != KW_IN_HEADER)
+			continue;
+		/* the CGI name: HTTP_ and the name upper-cased, '-' as '_' */
+		snprintf(cgi, sizeof(cgi), "HTTP_%s", p->name);
+		for (i = 5; cgi[i] != '\0'; i++)
+			cgi[i] = cgi[i] == '-' ? '_' : (char)toupper((unsigned char)cgi[i]);
+		if ((v = kw_req_header(req, cgi)) == NULL)
+			continue;
+		snprintf(field, sizeof(field), "header.%s", p->name);
+		if (!kw_valid_utf8(v, strlen(v))) {
+			kw_error_set(&req->err, KW_EVALID, field, "must be valid UTF-8");
+			return KW_EVALID;
+		}
+		value = json_object_new_string(v);
+		rc = kw_valid_check(p->schema, value, field, &req->err);
+		json_object_put(value);
+		if (rc != KW_OK)
+			return rc;
+	}
+	return KW_OK;
+}
+
 /* Routes, decodes and validates everything the handler will read. */
 static enum kw_err
 prepare(struct kw_req *req, enum kw_face *face)
@@ -215,6 +258,8 @@ prepare(struct kw_req *req, enum kw_face *face)
 	}
 	if ((rc = kw_query_parse(req->arena, req->route, kw_req_header(req, "QUERY_STRING"),
 	    &req->query, &req->err)) != KW_OK)
+		return rc;
+	if ((rc = check_headers(req)) != KW_OK)
 		return rc;
 	return read_body(req);
 }

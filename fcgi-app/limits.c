@@ -923,6 +923,16 @@ counter_name(char *buf, size_t n, const char *kind, const char *scope, const cha
 	snprintf(buf, n, "%s|%s%s%s", kind, scope, model ? "|" : "", model ? model : "");
 }
 
+/* s when it is printable UTF-8 text, for a message; a stand-in otherwise. */
+static const char *
+printable(const char *s)
+{
+	for (const unsigned char *p = (const unsigned char *)s; *p != '\0'; p++)
+		if (*p < 0x20 || *p == 0x7f)
+			return "(not printable)";
+	return kw_valid_utf8(s, strlen(s)) ? s : "(not UTF-8)";
+}
+
 /* The identity, standing, models and routes of the key: the checks that read only. */
 static int
 refuse_standing(struct checking *c)
@@ -948,14 +958,15 @@ refuse_standing(struct checking *c)
 		if (!kw_limits_models_allow(json_object_object_get(key_record(c), "models"),
 		    team_models, in->model))
 			return refuse(c, KW_V_MODEL_NOT_ALLOWED, NULL,
-			    "this key may not use model %s", in->model);
+			    "this key may not use model %s", printable(in->model));
 		if (!kw_limits_models_allow(team_models, NULL, in->model))
 			return refuse(c, KW_V_MODEL_NOT_ALLOWED, NULL,
-			    "this key's team may not use model %s", in->model);
+			    "this key's team may not use model %s", printable(in->model));
 	}
 	if (in->route != NULL && (c->key.s.flags & S_ROUTES) &&
 	    !routes_allow(json_object_object_get(key_record(c), "allowed_routes"), in->route))
-		return refuse(c, KW_V_ROUTE_NOT_ALLOWED, NULL, "this key may not call %s", in->route);
+		return refuse(c, KW_V_ROUTE_NOT_ALLOWED, NULL, "this key may not call %s",
+		    printable(in->route));
 	if (in->route != NULL && (c->key.s.flags & S_VENICE)) {
 		const char *type = kw_json_str(json_object_object_get(key_record(c), "venice"),
 		    "apiKeyType");

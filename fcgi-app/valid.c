@@ -865,6 +865,38 @@ child_field(char *dst, size_t size, const char *parent, const char *name)
 }
 
 /*
+ * Free-form values (fields an object lets through unchecked) are still
+ * strings that C code will read: none may hold a NUL, at any depth.
+ */
+static enum kw_err
+check_free(struct json_object *value, const char *field, struct kw_error *err)
+{
+	char child[KW_FIELD_MAX];
+	enum kw_err rc;
+
+	if (json_object_is_type(value, json_type_string)) {
+		if (strlen(json_object_get_string(value)) !=
+		    (size_t)json_object_get_string_len(value)) {
+			kw_error_set(err, KW_EVALID, field, "must not contain NUL characters");
+			return KW_EVALID;
+		}
+	} else if (json_object_is_type(value, json_type_object)) {
+		json_object_object_foreach(value, key, val) {
+			child_field(child, sizeof(child), field, key);
+			if ((rc = check_free(val, child, err)) != KW_OK)
+				return rc;
+		}
+	} else if (json_object_is_type(value, json_type_array)) {
+		for (size_t i = 0; i < json_object_array_length(value); i++) {
+			bounded_printf(child, sizeof(child), "%s[%zu]", field, i);
+			if ((rc = check_free(json_object_array_get_idx(value, i), child, err)) != KW_OK)
+				return rc;
+		}
+	}
+	return KW_OK;
+}
+
+/*
  * Unknown fields are checked before required ones, so a misspelt field is
  * reported as itself rather than as the field it was meant to be.
  */
@@ -877,19 +909,22 @@ check_object(const struct kw_schema *schema, struct json_object *value, const ch
 	enum kw_err rc;
 	size_t i;
 
-	if (schema->additional != KW_ADDL_ALLOW) {
-		json_object_object_foreach(value, key, val) {
-			if (find_prop(schema, key) != NULL)
-				continue;
-			child_field(child, sizeof(child), field, key);
-			if (schema->additional == KW_ADDL_REJECT) {
-				kw_error_set(err, KW_EVALID, child, "unknown field");
-				return KW_EVALID;
-			}
-			if (schema->additional_schema != NULL &&
-			    (rc = check(schema->additional_schema, val, child, err)) != KW_OK)
+	json_object_object_foreach(value, key, val) {
+		if (find_prop(schema, key) != NULL)
+			continue;
+		child_field(child, sizeof(child), field, key);
+		if (schema->additional == KW_ADDL_ALLOW) {
+			if ((rc = check_free(val, child, err)) != KW_OK)
 				return rc;
+			continue;
 		}
+		if (schema->additional == KW_ADDL_REJECT) {
+			kw_error_set(err, KW_EVALID, child, "unknown field");
+			return KW_EVALID;
+		}
+		if (schema->additional_schema != NULL &&
+		    (rc = check(schema->additional_schema, val, child, err)) != KW_OK)
+			return rc;
 	}
 	for (i = 0; i < schema->nprops; i++) {
 		const struct kw_prop *p = &schema->props[i];
