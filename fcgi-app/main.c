@@ -1,4 +1,4 @@
-/* main.c: the keywarden command: serve FastCGI (the default), or initialise a data directory. */
+/* main.c: the keywarden command: serve FastCGI (the default), initialise a data directory, rotate the signing key. */
 #include <errno.h>
 #include <getopt.h>
 #include <stdio.h>

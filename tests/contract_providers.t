@@ -1,6 +1,6 @@
 #!/usr/bin/python3
-"""contract_providers.t: the Bifrost face (provider credentials) through lighttpd, as
-/tmp/kwspec/providers.md (the issue "provider credentials") states it.
+"""contract_providers.t: the Bifrost face (provider credentials) through lighttpd, as the
+README's section "Provider credentials (Bifrost)" describes it.
 
 Covers: the built-in providers and custom ones (create, 409 for a built-in or taken name,
 custom_provider_config required, delete with its keys, a built-in's delete 400, unknown 404,

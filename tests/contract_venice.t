@@ -1,7 +1,6 @@
 #!/usr/bin/python3
-"""contract_venice.t: the Venice face (/api/v1/api_keys...) through lighttpd, as the section
-"Venice face" of /tmp/kwspec/issue6.md (the issue "Venice keys, provisioning and
-organizations") states it.
+"""contract_venice.t: the Venice face (/api/v1/api_keys...) through lighttpd, as the README's
+section "Venice API keys" describes it.
 
 Covers: creation of INFERENCE and ADMIN keys with every field (consumptionLimit usd, diem and
 vcu null or 0..9999999999, limitPeriod EPOCH by default, MONTH, LIFETIME; expiresAt "", null,

@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """contract_verify.t: enforcement through lighttpd: POST /key/verify, POST /key/usage and the
-FastCGI AUTHORIZER role, as /tmp/kwspec/enforcement.md (the issue "key enforcement") states them.
+FastCGI AUTHORIZER role, as the README's section "Enforcement: verify, usage and limits" describes them.
 
 Covers: every verdict code (VALID, NOT_FOUND, BLOCKED, EXPIRED, TEAM_BLOCKED, USER_BLOCKED,
 MODEL_NOT_ALLOWED, ROUTE_NOT_ALLOWED, BUDGET_EXCEEDED, RATE_LIMITED) and the order they are
