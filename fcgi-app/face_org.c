@@ -370,6 +370,65 @@ drop_org_of_user(struct kw_req *req, DB_TXN *txn, const char *user_id, const cha
 	return rc;
 }
 
+/* Takes user_id out of org's members (user_id stays valid: it is not org's). */
+static void
+remove_member(struct kw_req *req, json_object *org, const char *user_id)
+{
+	json_object *members = members_of(org), *kept = json_object_new_array();
+
+	for (size_t i = 0; i < json_object_array_length(members); i++) {
+		json_object *m = json_object_array_get_idx(members, i);
+		const char *id = kw_json_str(m, "user_id");
+
+		if (id == NULL || strcmp(id, user_id) != 0)
+			json_object_array_add(kept, json_object_get(m));
+	}
+	json_object_object_add(org, "members", kept);
+	kw_json_set_time(org, "updated_at", req->now);
+}
+
+struct orgs_of {
+	const char *user_id;
+	json_object *ids;	/* owned array */
+};
+
+static int
+collect_org_of(const char *id, json_object *org, void *baton)
+{
+	struct orgs_of *o = baton;
+
+	if (kw_org_role_of(org, o->user_id) != NULL)
+		json_object_array_add(o->ids, json_object_new_string(id));
+	return 0;
+}
+
+/*
+ * Takes user_id out of every organization it is a member of, in txn,
+ * audited: what deleting a user does to its memberships.
+ */
+enum kw_err
+kw_org_forget_user(struct kw_req *req, DB_TXN *txn, const char *user_id)
+{
+	struct orgs_of o = { user_id, json_object_new_array() };
+	enum kw_err rc = kw_rec_each(req->store, txn, KW_DB_ORGS, collect_org_of, &o);
+
+	for (size_t i = 0; rc == KW_OK && i < json_object_array_length(o.ids); i++) {
+		const char *org_id = json_object_get_string(json_object_array_get_idx(o.ids, i));
+		json_object *org, *before;
+
+		if ((rc = kw_rec_get(req->store, txn, KW_DB_ORGS, org_id, KW_RMW, &org)) != KW_OK)
+			break;
+		before = kw_json_copy(org);
+		remove_member(req, org, user_id);
+		if ((rc = kw_rec_put(req->store, txn, KW_DB_ORGS, org_id, org, 0)) == KW_OK)
+			rc = kw_audit_record(req, txn, "updated", KW_TABLE_ORGS, org_id, before, org);
+		json_object_put(before);
+		json_object_put(org);
+	}
+	json_object_put(o.ids);
+	return rc;
+}
+
 /* Appends token to the array baton. */
 static int
 collect_token(const char *token, void *baton)
@@ -426,7 +485,7 @@ member_delete_body(struct kw_store *st, DB_TXN *txn, void *baton)
 	struct org_op *op = baton;
 	struct kw_req *req = op->req;
 	const char *user_id = kw_json_str(req->body, "user_id");
-	json_object *org, *before = NULL, *members, *kept;
+	json_object *org, *before = NULL;
 	enum kw_err rc;
 
 	reset_answer(op);
@@ -441,17 +500,7 @@ member_delete_body(struct kw_store *st, DB_TXN *txn, void *baton)
 		goto done;
 	}
 	before = kw_json_copy(org);
-	members = members_of(org);
-	kept = json_object_new_array();
-	for (size_t i = 0; i < json_object_array_length(members); i++) {
-		json_object *m = json_object_array_get_idx(members, i);
-		const char *id = kw_json_str(m, "user_id");
-
-		if (id == NULL || strcmp(id, user_id) != 0)
-			json_object_array_add(kept, json_object_get(m));
-	}
-	json_object_object_add(org, "members", kept);	/* user_id is the body's */
-	kw_json_set_time(org, "updated_at", req->now);
+	remove_member(req, org, user_id);
 	if ((rc = kw_rec_put(st, txn, KW_DB_ORGS, op->org_id, org, 0)) == KW_OK &&
 	    (rc = kw_audit_record(req, txn, "updated", KW_TABLE_ORGS, op->org_id, before,
 	    org)) == KW_OK &&

@@ -573,7 +573,8 @@ leave_team(struct kw_req *req, DB_TXN *txn, const char *team_id, const char *use
 
 /*
  * /user/delete's transaction: every user is read first (all or nothing),
- * then each loses its keys, its team memberships and its record.
+ * then each loses its keys, its team and organization memberships and its
+ * record.
  */
 static enum kw_err
 user_delete_body(struct kw_store *st, DB_TXN *txn, void *baton)
@@ -614,6 +615,8 @@ user_delete_body(struct kw_store *st, DB_TXN *txn, void *baton)
 		for (size_t j = 0; rc == KW_OK && teams != NULL && j < json_object_array_length(teams); j++)
 			rc = leave_team(req, txn,
 			    json_object_get_string(json_object_array_get_idx(teams, j)), user_id);
+		if (rc == KW_OK)
+			rc = kw_org_forget_user(req, txn, user_id);
 		if (rc == KW_OK && (rc = kw_rec_del(st, txn, KW_DB_USERS, user_id)) == KW_OK)
 			rc = kw_audit_record(req, txn, "deleted", KW_TABLE_USERS, user_id, user, NULL);
 	}

@@ -585,6 +585,7 @@ enum kw_err kw_authorize(struct kw_req *, struct kw_resp *);
 
 /* face_org.c: an organization member's user_role (borrowed from org), or NULL. */
 const char *kw_org_role_of(struct json_object *org, const char *user_id);
+enum kw_err kw_org_forget_user(struct kw_req *, struct __db_txn *, const char *user_id);
 
 /* --- pool.c --------------------------------------------------------- */
 

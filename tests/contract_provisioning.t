@@ -689,6 +689,22 @@ def misconfigured():
         tap.ok("banana" not in json.dumps(j), "C: the 500 says little", j)
 
 
+def deleted_users_leave(master):
+    """Deleting a user takes it out of every organization it belongs to."""
+    r = master("POST", "/organization/new", {"organization_id": "leavers",
+                                             "organization_alias": "Leavers"})
+    tap.eq(r.status, 200, "an organization for the leaving user")
+    r = master("POST", "/organization/member_add", {"organization_id": "leavers",
+                                                    "member": {"user_id": "short-stay"}})
+    tap.eq(r.status, 200, "a member who will be deleted")
+    r = master("POST", "/user/delete", {"user_ids": ["short-stay"]})
+    tap.eq(r.status, 200, "POST /user/delete")
+    members = [m.get("user_id") for m in
+               (master("GET", "/organization/info?organization_id=leavers").json or {}).get(
+                   "members", [])]
+    tap.ok("short-stay" not in members, "the deleted user is no member any more", members)
+
+
 def main():
     env = {"KEYWARDEN_PUBLIC_URL": PUBLIC_URL, "KEYWARDEN_PROVISION_TTL": str(TTL),
            "KEYWARDEN_MIN_CLIENT_VERSION": MIN_VERSION}
@@ -698,6 +714,7 @@ def main():
         organizations(srv, master, k)
         keys = provisioning(srv, master, k)
         signed_tokens(srv, master, k, keys)
+        deleted_users_leave(master)
         no_plaintext(srv, master)
     rate_and_clock()
     misconfigured()
