@@ -163,10 +163,10 @@ class Server:
         finally:
             conn.close()
 
-    def admin(self, method, path, body=None, headers=None):
+    def admin(self, method, path, body=None, headers=None, timeout=30):
         hdrs = {"Authorization": "Bearer " + self.master_key}
         hdrs.update(headers or {})
-        return self.request(method, path, body=body, headers=hdrs)
+        return self.request(method, path, body=body, headers=hdrs, timeout=timeout)
 
 
 def wait_for(cond, timeout=10, interval=0.05):
