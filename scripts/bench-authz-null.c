@@ -1,10 +1,13 @@
 /*
- * bench-authz-null.c: a FastCGI authorizer that admits every request, for
- * scripts/bench: the transport's limit that keywarden's authorizer is
- * measured against.  lighttpd starts it (bin-path) with the listening socket
- * on fd 0, as it starts keywarden; one process, one request at a time.
+ * bench-authz-null.c: a FastCGI program that does no work, for scripts/bench:
+ * the transport's limit that keywarden is measured against.  In the
+ * AUTHORIZER role it admits every request ("Status: 200", no body); in the
+ * RESPONDER role it answers "{}" as application/json, a minimal API answer.
+ * lighttpd starts it (bin-path) with the listening socket on fd 0, as it
+ * starts keywarden; one process, one request at a time.
  */
 #include <fcgiapp.h>
+#include <fastcgi.h>
 
 int main(void)
 {
@@ -13,7 +16,10 @@ int main(void)
 	if (FCGX_Init() != 0 || FCGX_InitRequest(&req, 0, 0) != 0)
 		return 1;
 	while (FCGX_Accept_r(&req) >= 0) {
-		FCGX_PutS("Status: 200\r\n\r\n", req.out);
+		if (req.role == FCGI_AUTHORIZER)
+			FCGX_PutS("Status: 200\r\n\r\n", req.out);
+		else
+			FCGX_PutS("Status: 200\r\nContent-Type: application/json\r\n\r\n{}", req.out);
 		FCGX_Finish_r(&req);
 	}
 	return 0;
