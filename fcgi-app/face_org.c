@@ -374,16 +374,7 @@ drop_org_of_user(struct kw_req *req, DB_TXN *txn, const char *user_id, const cha
 static void
 remove_member(struct kw_req *req, json_object *org, const char *user_id)
 {
-	json_object *members = members_of(org), *kept = json_object_new_array();
-
-	for (size_t i = 0; i < json_object_array_length(members); i++) {
-		json_object *m = json_object_array_get_idx(members, i);
-		const char *id = kw_json_str(m, "user_id");
-
-		if (id == NULL || strcmp(id, user_id) != 0)
-			json_object_array_add(kept, json_object_get(m));
-	}
-	json_object_object_add(org, "members", kept);
+	kw_json_list_drop(org, "members", "user_id", user_id);
 	kw_json_set_time(org, "updated_at", req->now);
 }
 

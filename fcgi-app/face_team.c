@@ -397,7 +397,7 @@ kw_op_team_update(struct kw_req *req, struct kw_resp *resp)
 static enum kw_err
 drop_team_of_user(struct kw_req *req, DB_TXN *txn, const char *user_id, const char *team_id)
 {
-	json_object *user, *before, *teams, *kept;
+	json_object *user, *before, *teams;
 	enum kw_err rc = kw_rec_get(req->store, txn, KW_DB_USERS, user_id, KW_RMW, &user);
 
 	if (rc != KW_OK)
@@ -409,14 +409,7 @@ drop_team_of_user(struct kw_req *req, DB_TXN *txn, const char *user_id, const ch
 	}
 	kw_budget_settle(user, req->now);
 	before = kw_json_copy(user);
-	kept = json_object_new_array();
-	for (size_t i = 0; i < json_object_array_length(teams); i++) {
-		json_object *t = json_object_array_get_idx(teams, i);
-
-		if (strcmp(json_object_get_string(t), team_id) != 0)
-			json_object_array_add(kept, json_object_get(t));
-	}
-	json_object_object_add(user, "teams", kept);
+	kw_json_list_drop(user, "teams", NULL, team_id);
 	kw_json_set_time(user, "updated_at", req->now);
 	if ((rc = kw_rec_put(req->store, txn, KW_DB_USERS, user_id, user, 0)) == KW_OK)
 		rc = kw_audit_record(req, txn, "updated", KW_TABLE_USERS, user_id, before, user);
@@ -601,7 +594,7 @@ member_delete_body(struct kw_store *st, DB_TXN *txn, void *baton)
 	struct team_op *op = baton;
 	struct kw_req *req = op->req;
 	const char *by_id = kw_json_str(req->body, "user_id");
-	json_object *team, *before = NULL, *members, *kept;
+	json_object *team, *before = NULL;
 	const char *user_id;
 	int64_t keys = 0;
 	enum kw_err rc;
@@ -627,16 +620,7 @@ member_delete_body(struct kw_store *st, DB_TXN *txn, void *baton)
 	}
 	kw_budget_settle(team, req->now);
 	before = kw_json_copy(team);
-	members = members_of(team);
-	kept = json_object_new_array();
-	for (size_t i = 0; i < json_object_array_length(members); i++) {
-		json_object *m = json_object_array_get_idx(members, i);
-		const char *id = kw_json_str(m, "user_id");
-
-		if (id == NULL || strcmp(id, user_id) != 0)
-			json_object_array_add(kept, json_object_get(m));
-	}
-	json_object_object_add(team, "members_with_roles", kept);
+	kw_json_list_drop(team, "members_with_roles", "user_id", user_id);
 	kw_json_set_time(team, "updated_at", req->now);
 	if ((rc = kw_rec_put(st, txn, KW_DB_TEAMS, op->team_id, team, 0)) == KW_OK &&
 	    (rc = kw_audit_record(req, txn, "updated", KW_TABLE_TEAMS, op->team_id, before, team)) == KW_OK &&

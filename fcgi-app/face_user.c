@@ -542,7 +542,7 @@ kw_op_user_update(struct kw_req *req, struct kw_resp *resp)
 static enum kw_err
 leave_team(struct kw_req *req, DB_TXN *txn, const char *team_id, const char *user_id)
 {
-	json_object *team, *before, *members, *kept;
+	json_object *team, *before;
 	enum kw_err rc = kw_rec_get(req->store, txn, KW_DB_TEAMS, team_id, KW_RMW, &team);
 
 	if (rc != KW_OK)
@@ -553,16 +553,7 @@ leave_team(struct kw_req *req, DB_TXN *txn, const char *team_id, const char *use
 	}
 	kw_budget_settle(team, req->now);
 	before = kw_json_copy(team);
-	members = json_object_object_get(team, "members_with_roles");
-	kept = json_object_new_array();
-	for (size_t i = 0; i < json_object_array_length(members); i++) {
-		json_object *m = json_object_array_get_idx(members, i);
-		const char *id = kw_json_str(m, "user_id");
-
-		if (id == NULL || strcmp(id, user_id) != 0)
-			json_object_array_add(kept, json_object_get(m));
-	}
-	json_object_object_add(team, "members_with_roles", kept);
+	kw_json_list_drop(team, "members_with_roles", "user_id", user_id);
 	kw_json_set_time(team, "updated_at", req->now);
 	if ((rc = kw_rec_put(req->store, txn, KW_DB_TEAMS, team_id, team, 0)) == KW_OK)
 		rc = kw_audit_record(req, txn, "updated", KW_TABLE_TEAMS, team_id, before, team);

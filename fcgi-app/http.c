@@ -99,13 +99,13 @@ route_path(struct kw_req *req, int *decoded)
 {
 	const char *uri = kw_req_header(req, "REQUEST_URI");
 	const char *script = kw_req_header(req, "SCRIPT_NAME"), *p;
-	size_t n, skip = 0;
+	size_t n, skip = 0, mount = script != NULL ? strlen(script) : 0;
 
 	if (uri != NULL && *uri == '/') {
 		n = strcspn(uri, "?#");
-		if (script != NULL && *script != '\0' && strncmp(uri, script, strlen(script)) == 0 &&
-		    (uri[strlen(script)] == '/' || strlen(script) == n))
-			skip = strlen(script);
+		if (mount > 0 && mount <= n && strncmp(uri, script, mount) == 0 &&
+		    (uri[mount] == '/' || mount == n))
+			skip = mount;
 		*decoded = 0;
 		return kw_arena_strndup(req->arena, uri + skip, n - skip);
 	}

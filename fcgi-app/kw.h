@@ -359,6 +359,8 @@ double kw_json_num(struct json_object *obj, const char *name, double otherwise);
 int kw_json_bool(struct json_object *obj, const char *name);	/* true only if true */
 struct json_object *kw_json_copy(struct json_object *);	/* owned deep copy via text */
 int kw_json_list_has(struct json_object *list, const char *s);	/* array of strings holds s */
+void kw_json_list_drop(struct json_object *rec, const char *field, const char *key,
+    const char *value);
 void kw_json_set_time(struct json_object *obj, const char *name, time_t t);	/* 0: null */
 
 /* --- keys.c: the one key model every face reads and writes ----------- */

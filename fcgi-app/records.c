@@ -202,6 +202,25 @@ kw_json_list_has(json_object *list, const char *s)
 	return 0;
 }
 
+/*
+ * Replaces rec's array field with one without the entries that are value:
+ * strings equal to it when key is NULL, else objects whose key field is.
+ */
+void
+kw_json_list_drop(json_object *rec, const char *field, const char *key, const char *value)
+{
+	json_object *list = json_object_object_get(rec, field), *kept = json_object_new_array();
+
+	for (size_t i = 0; list != NULL && i < json_object_array_length(list); i++) {
+		json_object *v = json_object_array_get_idx(list, i);
+		const char *s = key == NULL ? json_object_get_string(v) : kw_json_str(v, key);
+
+		if (s == NULL || strcmp(s, value) != 0)
+			json_object_array_add(kept, json_object_get(v));
+	}
+	json_object_object_add(rec, field, kept);
+}
+
 /* Sets field name to t as RFC 3339 UTC, or to null when t is 0. */
 void
 kw_json_set_time(json_object *obj, const char *name, time_t t)
