@@ -33,20 +33,17 @@ kw_auth_credential(struct kw_req *req)
 	return NULL;
 }
 
-/* Compares a presented secret with the master key in constant time (over their hashes). */
+/*
+ * Compares a presented secret with the master key in constant time: the
+ * key DATA_DIR/master.key holds now, so a rotation takes effect without a
+ * restart.
+ */
 static int
 is_master_key(const char *presented)
 {
-	unsigned char a[KW_SHA256_LEN], b[KW_SHA256_LEN];
-	int same;
-
-	if (kw_config.master_key[0] == '\0')
-		return 0;
-	kw_crypto_sha256(presented, strlen(presented), a);
-	kw_crypto_sha256(kw_config.master_key, strlen(kw_config.master_key), b);
-	same = kw_crypto_ct_equal(a, b, sizeof(a));
-	kw_crypto_wipe(b, sizeof(b));
-	return same;
+	kw_config_master_key_refresh();
+	return kw_config.master_key[0] != '\0' &&
+	    kw_crypto_same_secret(presented, kw_config.master_key);
 }
 
 /*

@@ -46,6 +46,8 @@ kw_op_key_verify(struct kw_req *req, struct kw_resp *resp)
 		return rc;
 	if ((rc = kw_limits_check(req->store, req->now, &in, &v)) != KW_OK)
 		return rc;
+	kw_metrics_verdict(v.code);
+	kw_log_verdict(v.code, v.token);
 	kw_resp_json(resp, 200, v.answer);
 	return KW_OK;
 }
@@ -167,6 +169,8 @@ kw_authorize(struct kw_req *req, struct kw_resp *resp)
 		in.request_id = NULL;
 	if ((rc = kw_limits_check(req->store, req->now, &in, &v)) != KW_OK)
 		return rc;
+	kw_metrics_verdict(v.code);
+	kw_log_verdict(v.code, v.token);
 
 	if (v.code == KW_V_VALID) {
 		resp->status = 200;

@@ -41,7 +41,7 @@ static const char *const known[] = {
 	"KEYWARDEN_MASTER_KEY", "KEYWARDEN_WORKERS", "KEYWARDEN_MAX_BODY",
 	"KEYWARDEN_LOG_LEVEL", "KEYWARDEN_MAINTAIN_SECS", "KEYWARDEN_LEASE_SECS", "PORT",
 	"KEYWARDEN_PUBLIC_URL", "KEYWARDEN_PROVISION_TTL", "KEYWARDEN_PROVISION_RPM",
-	"KEYWARDEN_MIN_CLIENT_VERSION",
+	"KEYWARDEN_MIN_CLIENT_VERSION", "KEYWARDEN_METRICS_TOKEN",
 };
 #define NKNOWN (sizeof(known) / sizeof(known[0]))
 
@@ -94,20 +94,123 @@ read_config_file(const char *path, char values[][256])
 	return rc;
 }
 
+/*
+ * Where the master key comes from: NULL when from DATA_DIR/master.key (the
+ * operator may rotate it with `keywarden master-key rotate`), else the name
+ * of the place KEYWARDEN_MASTER_KEY was set, which then owns it.  The file's
+ * identity when last read lets a running worker notice a rotation.
+ */
+static const char *master_key_setting;
+static struct {
+	dev_t dev;
+	ino_t ino;
+	struct timespec mtime;
+} master_key_read;
+
 /* Reads DATA_DIR/master.key into kw_config.master_key; KW_ENOTFOUND when absent. */
 static enum kw_err
 read_master_key_file(void)
 {
 	char path[4200];
+	struct stat sb;
 	FILE *f;
 
 	snprintf(path, sizeof(path), "%s/%s", kw_config.data_dir, MASTER_KEY_FILE);
 	if ((f = fopen(path, "r")) == NULL)
 		return KW_ENOTFOUND;
+	kw_crypto_wipe(kw_config.master_key, sizeof(kw_config.master_key));
 	if (fgets(kw_config.master_key, sizeof(kw_config.master_key), f) != NULL)
 		kw_config.master_key[strcspn(kw_config.master_key, "\r\n")] = '\0';
+	if (fstat(fileno(f), &sb) == 0) {
+		master_key_read.dev = sb.st_dev;
+		master_key_read.ino = sb.st_ino;
+		master_key_read.mtime = sb.st_mtim;
+	}
 	fclose(f);
 	return kw_config.master_key[0] != '\0' ? KW_OK : KW_ENOTFOUND;
+}
+
+/*
+ * Rereads DATA_DIR/master.key when it is no longer the file read last: a
+ * `keywarden master-key rotate` replaces it by a rename, so a running
+ * worker stops accepting the old key at its next request, for the cost of
+ * one stat.  A missing file keeps the key in hand (a rename never leaves
+ * the name missing).  Nothing to do when a setting owns the master key.
+ */
+void
+kw_config_master_key_refresh(void)
+{
+	char path[4200];
+	struct stat sb;
+
+	if (master_key_setting != NULL)
+		return;
+	snprintf(path, sizeof(path), "%s/%s", kw_config.data_dir, MASTER_KEY_FILE);
+	if (stat(path, &sb) != 0)
+		return;
+	if (sb.st_dev == master_key_read.dev && sb.st_ino == master_key_read.ino &&
+	    sb.st_mtim.tv_sec == master_key_read.mtime.tv_sec &&
+	    sb.st_mtim.tv_nsec == master_key_read.mtime.tv_nsec)
+		return;
+	read_master_key_file();
+}
+
+/* NULL when the master key is DATA_DIR/master.key's; else where KEYWARDEN_MASTER_KEY is set. */
+const char *
+kw_config_master_key_setting(void)
+{
+	return master_key_setting;
+}
+
+/*
+ * Replaces DATA_DIR/master.key with a new random key: written beside it
+ * (0600, flushed), renamed over it, the directory flushed.  The new key is
+ * copied into out (n bytes, at least 64) for the one time it is shown, and
+ * becomes kw_config.master_key.  KW_EFORBIDDEN when a setting owns the
+ * master key; KW_EUNAVAIL when the file cannot be written.
+ */
+enum kw_err
+kw_config_master_key_rotate(char *out, size_t n)
+{
+	char path[4200], tmp[4300], key[64];
+	unsigned char raw[16];
+	enum kw_err rc = KW_OK;
+	size_t len;
+	int fd, dir;
+
+	if (master_key_setting != NULL)
+		return KW_EFORBIDDEN;
+	if (n < sizeof(key))
+		return KW_EINVAL;
+	memcpy(key, "sk-", 3);
+	kw_crypto_random(raw, sizeof(raw));
+	len = 3 + kw_crypto_b64url(raw, sizeof(raw), key + 3);
+	key[len] = '\n';
+	snprintf(path, sizeof(path), "%s/%s", kw_config.data_dir, MASTER_KEY_FILE);
+	snprintf(tmp, sizeof(tmp), "%s.new", path);
+	unlink(tmp);
+	if ((fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600)) < 0)
+		rc = KW_EUNAVAIL;
+	else if (write(fd, key, len + 1) != (ssize_t)(len + 1) || fsync(fd) != 0)
+		rc = KW_EUNAVAIL;
+	if (fd >= 0 && close(fd) != 0)
+		rc = KW_EUNAVAIL;
+	if (rc == KW_OK && rename(tmp, path) != 0)
+		rc = KW_EUNAVAIL;
+	if (rc != KW_OK) {
+		unlink(tmp);
+	} else if ((dir = open(kw_config.data_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) >= 0) {
+		(void)fsync(dir);	/* the rename itself survives a crash */
+		close(dir);
+	}
+	key[len] = '\0';
+	if (rc == KW_OK) {
+		snprintf(out, n, "%s", key);
+		read_master_key_file();
+	}
+	kw_crypto_wipe(key, sizeof(key));
+	kw_crypto_wipe(raw, sizeof(raw));
+	return rc;
 }
 
 /* Parses a positive decimal within [lo, hi] into *out; KW_EINVAL otherwise. */
@@ -145,6 +248,7 @@ kw_config_load(const char *data_dir_override)
 
 	memset(values, 0, sizeof(values));
 	kw_crypto_wipe(kw_config.master_key, sizeof(kw_config.master_key));
+	kw_crypto_wipe(kw_config.metrics_token, sizeof(kw_config.metrics_token));
 	dir = data_dir_override ? data_dir_override : getenv("KEYWARDEN_DATA_DIR");
 	if (dir == NULL || *dir == '\0')
 		dir = "./var";
@@ -213,7 +317,20 @@ kw_config_load(const char *data_dir_override)
 		return KW_EINVAL;
 	}
 	kw_log_threshold = kw_config.log_level;
+	if ((v = setting("KEYWARDEN_METRICS_TOKEN", values, known, NKNOWN)) != NULL) {
+		/* a bearer for a scraper that holds no key; guessable, it would open the counters */
+		if (strlen(v) < 16 || strlen(v) >= sizeof(kw_config.metrics_token)) {
+			fprintf(stderr, "keywarden: KEYWARDEN_METRICS_TOKEN must be 16 to 255 "
+			    "characters\n");
+			kw_crypto_wipe(values, sizeof(values));
+			return KW_EINVAL;
+		}
+		snprintf(kw_config.metrics_token, sizeof(kw_config.metrics_token), "%s", v);
+	}
+	master_key_setting = NULL;
 	if ((v = setting("KEYWARDEN_MASTER_KEY", values, known, NKNOWN)) != NULL) {
+		master_key_setting = v == getenv("KEYWARDEN_MASTER_KEY") ? "the environment" :
+		    "DATA_DIR/keywarden.conf";
 		if (strncmp(v, "sk-", 3) != 0 || strlen(v) < 8 ||
 		    strlen(v) >= sizeof(kw_config.master_key)) {
 			fprintf(stderr, "keywarden: KEYWARDEN_MASTER_KEY must start with sk- "

@@ -366,6 +366,24 @@ kw_crypto_ct_equal(const void *a, const void *b, size_t n)
 }
 
 /*
+ * Returns 1 when the strings presented and secret are equal, comparing
+ * their SHA-256 hashes in constant time, so that neither the time taken nor
+ * the lengths say how much of a guess was right.
+ */
+int
+kw_crypto_same_secret(const char *presented, const char *secret)
+{
+	unsigned char a[KW_SHA256_LEN], b[KW_SHA256_LEN];
+	int same;
+
+	kw_crypto_sha256(presented, strlen(presented), a);
+	kw_crypto_sha256(secret, strlen(secret), b);
+	same = kw_crypto_ct_equal(a, b, sizeof(a));
+	kw_crypto_wipe(b, sizeof(b));
+	return same;
+}
+
+/*
  * Zeroes buf[0..n) in a way the compiler may not elide even when buf is
  * about to go out of scope or be freed.  buf may be NULL when n is 0.
  */

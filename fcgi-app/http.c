@@ -86,33 +86,74 @@ reason(int status)
 }
 
 /*
+ * The length of the mount prefix at the start of path (n bytes): what
+ * SCRIPT_NAME says, as a whole segment.  It is the mount itself (lighttpd's
+ * prefix "/keywarden", "" with fix-root-scriptname; nginx's
+ * fastcgi_split_path_info) or a script's own URL (/keywarden/keywarden.fcgi
+ * under Apache); or the whole path, which says nothing about a mount (nginx's
+ * fastcgi_params without a split); or, with a PATH_INFO, a script that
+ * mod_rewrite sent the request to, which lives in the mount's directory
+ * (/keywarden/key/info to /keywarden/keywarden.fcgi).
+ */
+static size_t
+mount_len(const char *path, size_t n, const char *script, const char *info)
+{
+	const char *slash;
+	size_t m;
+
+	if (script == NULL || *script != '/')
+		return 0;
+	m = strlen(script);
+	if (m < n && path[m] == '/' && strncmp(path, script, m) == 0)
+		return m;
+	if (info == NULL || *info == '\0' || (m <= n && strncmp(path, script, m) == 0))
+		return 0;
+	slash = strrchr(script, '/');
+	m = (size_t)(slash - script);
+	if (m > 0 && m < n && path[m] == '/' && strncmp(path, script, m) == 0)
+		return m;
+	return 0;
+}
+
+/*
  * The path to route on: the raw path of REQUEST_URI, decoded segment by
  * segment by the router, so an encoded slash or dot stays inside its
- * parameter (servers decode %2F into PATH_INFO and then remove dot
- * segments, which would route "/api/providers/..%2f..%2fhealth" to
- * /health).  When keywarden is mounted under a prefix, SCRIPT_NAME is cut
- * off.  Without REQUEST_URI, PATH_INFO (already decoded).  *decoded says
- * which.
+ * parameter (servers decode %2F into PATH_INFO and SCRIPT_NAME and then
+ * remove dot segments, which would route "/api/providers/..%2f..%2fhealth"
+ * to /health).  When keywarden is mounted under a prefix, the prefix is cut
+ * off: mod_proxy_fcgi names the backend's URL in SCRIPT_FILENAME
+ * ("proxy:fcgi://host:port/key/info", the path less ProxyPass's prefix, its
+ * SCRIPT_NAME the whole path decoded); every other server says it in
+ * SCRIPT_NAME (mount_len).  Without REQUEST_URI, PATH_INFO (already
+ * decoded).  *decoded says which.
  */
 static const char *
 route_path(struct kw_req *req, int *decoded)
 {
 	const char *uri = kw_req_header(req, "REQUEST_URI");
-	const char *script = kw_req_header(req, "SCRIPT_NAME"), *p;
-	size_t n, skip = 0, mount = script != NULL ? strlen(script) : 0;
+	const char *script = kw_req_header(req, "SCRIPT_NAME");
+	const char *info = kw_req_header(req, "PATH_INFO");
+	const char *file = kw_req_header(req, "SCRIPT_FILENAME"), *p;
+	size_t n, b, skip;
 
-	if (uri != NULL && *uri == '/') {
-		n = strcspn(uri, "?#");
-		if (mount > 0 && mount <= n && strncmp(uri, script, mount) == 0 &&
-		    (uri[mount] == '/' || mount == n))
-			skip = mount;
-		*decoded = 0;
-		return kw_arena_strndup(req->arena, uri + skip, n - skip);
+	if (uri == NULL || *uri != '/') {
+		*decoded = 1;
+		if (info != NULL && *info != '\0')
+			return info;
+		return script != NULL ? script : "";
 	}
-	*decoded = 1;
-	if ((p = kw_req_header(req, "PATH_INFO")) != NULL && *p != '\0')
-		return p;
-	return script != NULL ? script : "";
+	*decoded = 0;
+	n = strcspn(uri, "?#");
+	if (file != NULL && strncmp(file, "proxy:fcgi://", 13) == 0 &&
+	    (p = strchr(file + 13, '/')) != NULL) {
+		/* the end of the client's path, as sent, unless mod_proxy re-encoded it */
+		b = strcspn(p, "?#");
+		if (b <= n && strncmp(uri + n - b, p, b) == 0)
+			p = uri + n - b;
+		return kw_arena_strndup(req->arena, p, b);
+	}
+	skip = mount_len(uri, n, script, info);
+	return kw_arena_strndup(req->arena, uri + skip, n - skip);
 }
 
 /* Accepts application/json and any +json type, with parameters; case-insensitive. */
@@ -264,6 +305,25 @@ prepare(struct kw_req *req, enum kw_face *face)
 	return read_body(req);
 }
 
+/*
+ * Whether the web server asks as an authorizer: the FastCGI AUTHORIZER role
+ * (lighttpd, mod_authnz_fcgi), or a responder request whose KEYWARDEN_ROLE
+ * parameter is "authorizer" (nginx's auth_request, whose subrequests go to
+ * responders only).  The parameter can be trusted: only the server's own
+ * configuration sets FastCGI parameters; a client's headers arrive as HTTP_*
+ * parameters and nothing else.
+ */
+static int
+is_authorizer(FCGX_Request *fcgi)
+{
+	const char *role;
+
+	if (fcgi->role == FCGI_AUTHORIZER)
+		return 1;
+	role = FCGX_GetParam("KEYWARDEN_ROLE", fcgi->envp);
+	return fcgi->role == FCGI_RESPONDER && role != NULL && strcmp(role, "authorizer") == 0;
+}
+
 /* Writes the response: status line, headers, body. */
 static void
 write_response(struct kw_req *req, struct kw_resp *resp)
@@ -272,7 +332,7 @@ write_response(struct kw_req *req, struct kw_resp *resp)
 	const char *body = resp->raw;
 	size_t len = resp->raw_len;
 	/* an authorizer's pass: the web server reads only the status and Variable-* headers */
-	int pass = req->fcgi->role == FCGI_AUTHORIZER && resp->status == 200;
+	int pass = req->authorizer && resp->status == 200;
 	char head[256];
 	int n;
 
@@ -314,6 +374,7 @@ kw_http_serve(FCGX_Request *fcgi, struct kw_arena *arena, struct kw_store **stor
 	struct kw_resp resp = { .status = 200 };
 	enum kw_face face = KW_FACE_LITELLM;
 	struct timespec t0, t1;
+	double secs;
 	enum kw_err rc;
 
 	clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -325,7 +386,8 @@ kw_http_serve(FCGX_Request *fcgi, struct kw_arena *arena, struct kw_store **stor
 		(void)kw_store_open(store, kw_config.data_dir, KW_STORE_JOIN);
 	req.store = *store;
 
-	if (fcgi->role == FCGI_AUTHORIZER)
+	req.authorizer = is_authorizer(fcgi);
+	if (req.authorizer)
 		rc = kw_authorize(&req, &resp);	/* no route and no body: a question about a request */
 	else if ((rc = prepare(&req, &face)) == KW_OK)
 		rc = req.route->handler(&req, &resp);
@@ -347,10 +409,9 @@ kw_http_serve(FCGX_Request *fcgi, struct kw_arena *arena, struct kw_store **stor
 	write_response(&req, &resp);
 
 	clock_gettime(CLOCK_MONOTONIC, &t1);
-	kw_log_debug("%s %s %d %.3fms", req.method,
-	    fcgi->role == FCGI_AUTHORIZER ? "(authorizer)" : req.route ? req.route->path : "-",
-	    resp.status,
-	    (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6);
+	secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+	kw_metrics_request(&req, resp.status, secs);
+	kw_log_access(&req, resp.status, secs);
 	if (resp.json != NULL)
 		json_object_put(resp.json);
 	if (req.query != NULL)

@@ -93,6 +93,7 @@ enum kw_err kw_crypto_seal(const unsigned char key[KW_AEAD_KEY_LEN], const void 
 enum kw_err kw_crypto_open(const unsigned char key[KW_AEAD_KEY_LEN], const void *aad,
     size_t aadlen, const unsigned char *sealed, size_t n, unsigned char *plain);
 int kw_crypto_ct_equal(const void *a, const void *b, size_t n);
+int kw_crypto_same_secret(const char *presented, const char *secret);
 void kw_crypto_wipe(void *buf, size_t n);
 size_t kw_crypto_b64url(const void *data, size_t n, char *out);
 
@@ -109,6 +110,7 @@ struct kw_config {
 	unsigned provision_ttl;		/* a provisioned key's lifetime, seconds */
 	unsigned provision_rpm;		/* provisioning requests a minute per caller */
 	char min_client_version[64];	/* provisioning refuses older X-Client-Version (426); "" none */
+	char metrics_token[256];	/* a bearer that may read GET /metrics; "" none */
 	enum kw_log_level log_level;
 	char master_key[256];		/* from the environment or file; wiped at exit */
 };
@@ -312,6 +314,7 @@ struct kw_req {
 	struct kw_error err;
 	time_t now;
 	struct kw_caller *caller;	/* set by kw_auth_caller; arena-owned */
+	int authorizer;			/* the server asks as an authorizer (is_authorizer) */
 };
 
 struct kw_resp {
@@ -588,6 +591,68 @@ enum kw_err kw_authorize(struct kw_req *, struct kw_resp *);
 /* face_org.c: an organization member's user_role (borrowed from org), or NULL. */
 const char *kw_org_role_of(struct json_object *org, const char *user_id);
 enum kw_err kw_org_forget_user(struct kw_req *, struct __db_txn *, const char *user_id);
+
+/* --- metrics.c and the access log: what the requests did ------------ */
+
+/*
+ * Counters for GET /metrics, updated with atomic adds and no locks.  The
+ * pool manager calls kw_metrics_init before it forks, so every worker (and
+ * the manager) counts into one shared region; without a pool (unit tests,
+ * fuzz targets) they count into this process's memory.
+ */
+enum kw_err kw_metrics_init(void);
+/* authorizer: the request asked as an authorizer (counted as route "authorizer") */
+void kw_metrics_request(const struct kw_req *, int status, double secs);
+void kw_metrics_verdict(enum kw_verdict_code);
+void kw_metrics_txn(int committed);		/* a transaction ended: committed or aborted */
+void kw_metrics_deadlock_retry(void);
+void kw_metrics_worker_restart(void);
+void kw_metrics_workers(unsigned live);
+const char *kw_metrics_method(const char *method);	/* a known method's name, or "OTHER" */
+/* The verdict a request reached and the key it was about, for its access line. */
+void kw_log_verdict(enum kw_verdict_code, const char *token);
+void kw_log_access(const struct kw_req *, int status, double secs);
+
+/* --- cli.c: the operator's commands; main.c parses and dispatches ---- */
+
+/* A command line, parsed; a command reads only the fields it takes. */
+struct kw_cli_opts {
+	const char *data_dir;		/* -d; NULL: KEYWARDEN_DATA_DIR, then ./var */
+	const char *output;		/* export -o FILE */
+	const char *alias, *user_id;	/* admin-key create --alias, --user-id */
+	const char *socket_path, *port;	/* serve -s, -p */
+	unsigned workers;		/* serve -w; 0: the setting */
+	char **args;			/* the operands */
+	int nargs;
+};
+/* Each returns the exit status: 0 done, 1 failed (said on stderr). */
+int kw_cli_init(const struct kw_cli_opts *);
+int kw_cli_version(const struct kw_cli_opts *);
+int kw_cli_master_key_show(const struct kw_cli_opts *);
+int kw_cli_master_key_rotate(const struct kw_cli_opts *);
+int kw_cli_signing_key_show(const struct kw_cli_opts *);
+int kw_cli_signing_key_rotate(const struct kw_cli_opts *);
+int kw_cli_admin_key_create(const struct kw_cli_opts *);
+int kw_cli_backup(const struct kw_cli_opts *);
+int kw_cli_restore(const struct kw_cli_opts *);
+int kw_cli_verify(const struct kw_cli_opts *);
+int kw_cli_export(const struct kw_cli_opts *);
+int kw_cli_import(const struct kw_cli_opts *);
+/* Loads the settings and libgcrypt for a command; 0, or 1 said on stderr. */
+int kw_cli_setup(const char *data_dir);
+
+/* config.c: the master key's source, rotation, and its rereading by running workers */
+const char *kw_config_master_key_setting(void);	/* NULL: DATA_DIR/master.key */
+enum kw_err kw_config_master_key_rotate(char *out, size_t n);
+void kw_config_master_key_refresh(void);
+
+/* store.c: what the operator's tools need of the environment */
+unsigned kw_store_refused_schema(void);	/* a newer schema the last open refused; 0 none */
+const char *kw_store_db_file(enum kw_db);
+enum kw_err kw_store_backup(struct kw_store *, const char *target);
+enum kw_err kw_store_recover_copy(const char *dir);
+enum kw_err kw_store_verify_copy(const char *dir,
+    void (*report)(const char *file, enum kw_err, void *), void *baton);
 
 /* --- pool.c --------------------------------------------------------- */
 

@@ -58,6 +58,71 @@ kw_log_write(enum kw_log_level level, const char *file, int line, const char *fm
 	(void)!write(STDERR_FILENO, buf, (size_t)n);
 }
 
+/*
+ * The verdict the request in progress reached, noted where it is decided:
+ * a worker serves one request at a time, and kw_log_access clears it.
+ */
+static struct {
+	int set;
+	enum kw_verdict_code code;
+	char token[KW_TOKEN_LEN + 1];
+} verdict;
+
+void
+kw_log_verdict(enum kw_verdict_code code, const char *token)
+{
+	verdict.set = 1;
+	verdict.code = code;
+	snprintf(verdict.token, sizeof(verdict.token), "%s", token != NULL ? token : "");
+}
+
+/*
+ * What a log line may say about a key: the first 8 characters of its
+ * token, a SHA-256 in hex, and nothing at all of anything else.
+ */
+static const char *
+token_prefix(const char *token, char out[9])
+{
+	if (token == NULL || strlen(token) != KW_TOKEN_LEN ||
+	    strspn(token, "0123456789abcdef") != KW_TOKEN_LEN)
+		return "-";
+	memcpy(out, token, 8);
+	out[8] = '\0';
+	return out;
+}
+
+/*
+ * The access line of a request, at info: "access method=M route=R
+ * status=S ms=D key=K", then "verdict=CODE" when the request reached one
+ * and, for /key/verify, "subject=" the verified key.  The route is a
+ * template from the route table ("authorizer", "-" when none matched) and
+ * the method one of a fixed list, so nothing the client sent (a path or
+ * query can carry a key) is copied into it.  The key is the caller's token
+ * prefix, "master" for the master key, "-" when none was identified; in
+ * the authorizer (when the request asked as one), the presented key's.
+ */
+void
+kw_log_access(const struct kw_req *req, int status, double secs)
+{
+	int authorizer = req->authorizer;
+	const char *route = authorizer ? "authorizer" : req->route ? req->route->path : "-";
+	const char *key = "-", *subject = "-";
+	char kbuf[9], sbuf[9], tail[80] = "";
+
+	if (req->caller != NULL && req->caller->known)
+		key = req->caller->is_master ? "master" : token_prefix(req->caller->token, kbuf);
+	if (verdict.set) {
+		subject = token_prefix(verdict.token, sbuf);
+		if (authorizer)
+			key = subject;
+		snprintf(tail, sizeof(tail), " verdict=%s%s%s", kw_verdict_code_name(verdict.code),
+		    authorizer ? "" : " subject=", authorizer ? "" : subject);
+	}
+	verdict.set = 0;
+	kw_log_write(KW_LOG_INFO, __FILE__, __LINE__, "access method=%s route=%s status=%d "
+	    "ms=%.3f key=%s%s", kw_metrics_method(req->method), route, status, secs * 1e3, key, tail);
+}
+
 static const char *const err_names[] = {
 	[KW_OK] = "ok",
 	[KW_EINVAL] = "invalid request",

@@ -1,4 +1,4 @@
-/* main.c: the keywarden command: serve FastCGI (the default), initialise a data directory, rotate the signing key. */
+/* main.c: the keywarden command: parses a command line and dispatches it; serving FastCGI is here, the operator's commands are in cli.c. */
 #include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
@@ -9,32 +9,307 @@
 #include <unistd.h>
 
 #include <fcgiapp.h>
-#include <json-c/json.h>
 
 #include "kw.h"
+
+static int serve(const struct kw_cli_opts *);
+
+/*
+ * The commands.  opts names the options a command takes (letters of the
+ * long options below); the synopsis and help are what --help prints and
+ * what man/keywarden.8 says at more length.
+ */
+static const struct command {
+	const char *name;
+	const char *opts;
+	int min_args, max_args;
+	int (*run)(const struct kw_cli_opts *);
+	const char *synopsis;
+	const char *summary;
+	const char *help;
+} commands[] = {
+	{ "serve", "dspw", 0, 0, serve,
+	    "[-d DATA_DIR] [-s PATH | -p [HOST:]PORT] [-w WORKERS]",
+	    "answer FastCGI requests with a pool of workers (the default)",
+	    "The listening socket is fd 0 when a web server or spawn-fcgi starts\n"
+	    "keywarden; -s listens on a Unix socket, -p on a TCP port (host 127.0.0.1\n"
+	    "unless given).  The data directory is created on first start.  A data\n"
+	    "directory of an older schema is migrated first; one of a newer schema is\n"
+	    "refused and keywarden exits 1." },
+	{ "init", "d", 0, 0, kw_cli_init, "[-d DATA_DIR]",
+	    "create the data directory, its secrets and its store",
+	    "Creates DATA_DIR (0700) with data.key, signing.key and, unless\n"
+	    "KEYWARDEN_MASTER_KEY is set, master.key (0600), and the store.  A newly\n"
+	    "generated master key is printed once.  Safe to run again: what exists\n"
+	    "is kept, and an older schema is migrated." },
+	{ "master-key show", "d", 0, 0, kw_cli_master_key_show, "[-d DATA_DIR]",
+	    "print the master key",
+	    "Prints the master key on standard output: KEYWARDEN_MASTER_KEY when it\n"
+	    "is set, else DATA_DIR/master.key.  The one place keywarden shows it." },
+	{ "master-key rotate", "d", 0, 0, kw_cli_master_key_rotate, "[-d DATA_DIR]",
+	    "replace the master key with a new random one",
+	    "Writes a new random key to DATA_DIR/master.key (0600, replaced atomically)\n"
+	    "and prints it once.  A running keywarden refuses the old key from its next\n"
+	    "request on; no restart is needed.  Refused when KEYWARDEN_MASTER_KEY is\n"
+	    "set in the environment or in keywarden.conf: then the operator owns it." },
+	{ "signing-key show", "d", 0, 0, kw_cli_signing_key_show, "[-d DATA_DIR]",
+	    "list the signing keys' ids, never their secrets",
+	    "Lists the ids of the keys in DATA_DIR/signing.key, oldest first, marking\n"
+	    "the current one (it signs new provisioned tokens; the others still verify)\n"
+	    "and the time of the last rotation." },
+	{ "signing-key rotate", "d", 0, 0, kw_cli_signing_key_rotate, "[-d DATA_DIR]",
+	    "make a new signing key current",
+	    "A new key signs provisioned tokens from now on; tokens the old keys signed\n"
+	    "verify until they expire.  Running workers notice at their next token." },
+	{ "admin-key create", "dau", 0, 0, kw_cli_admin_key_create,
+	    "[-d DATA_DIR] [--alias ALIAS] [--user-id USER]",
+	    "create a proxy_admin key and print it once",
+	    "Creates a key whose user (USER, default keywarden-admin) has the role\n"
+	    "proxy_admin, through the same key model as POST /key/generate: stored\n"
+	    "durably under its hash, audited as created by keywarden-cli.  The user is\n"
+	    "created when missing; a user with another role is refused.  The key is\n"
+	    "printed on standard output, the one time it is shown." },
+	{ "backup", "d", 1, 1, kw_cli_backup, "[-d DATA_DIR] BACKUP_DIR",
+	    "copy the data directory while it serves",
+	    "An online backup into BACKUP_DIR, new or empty: Berkeley DB's hot backup of\n"
+	    "the databases then the log files, recovered so the copy is consistent, then\n"
+	    "data.key, signing.key, master.key and keywarden.conf (0600).  Safe while\n"
+	    "keywarden serves and writes." },
+	{ "restore", "", 2, 2, kw_cli_restore, "BACKUP_DIR DATA_DIR",
+	    "make a backup a data directory again",
+	    "Copies BACKUP_DIR into DATA_DIR, which must be new or empty, recovers it\n"
+	    "and opens it once (migrating an older schema).  A non-empty DATA_DIR is\n"
+	    "refused.  Then serve with -d DATA_DIR or KEYWARDEN_DATA_DIR." },
+	{ "verify", "d", 0, 0, kw_cli_verify, "[-d DATA_DIR]",
+	    "check the store's structure and its key indexes",
+	    "Takes a hot copy of the store in $TMPDIR (so it is safe while keywarden\n"
+	    "serves), verifies every database's structure with Berkeley DB, then checks\n"
+	    "that each key's alias, owner and creation index rows agree with keys.db\n"
+	    "both ways.  Prints what it checked; exits 1 on any problem." },
+	{ "export", "do", 0, 0, kw_cli_export, "[-d DATA_DIR] [-o FILE]",
+	    "write the key records as JSON lines",
+	    "One key record a line, as stored: its token (the SHA-256 of the key) and\n"
+	    "settings, never a plaintext key.  Provider credentials, teams and users\n"
+	    "are not exported.  To FILE (0600, replaced atomically) or standard output." },
+	{ "import", "d", 0, 1, kw_cli_import, "[-d DATA_DIR] [FILE]",
+	    "add key records from JSON lines",
+	    "Reads key records as export writes them, from FILE or standard input, and\n"
+	    "validates every line first: any bad line is reported with its line number\n"
+	    "and nothing is written.  Then each key is written in its own transaction\n"
+	    "with its index rows, audited as created by keywarden-cli; a missing user\n"
+	    "is created (internal_user).  A key whose token exists is skipped and said;\n"
+	    "a taken alias fails that line.  The data directory must exist (init)." },
+	{ "version", "", 0, 0, kw_cli_version, "",
+	    "print the version and the schema version",
+	    "Prints `keywarden VERSION (schema N, spec SHA256-PREFIX)`: N is the data\n"
+	    "directory schema this keywarden writes and migrates older ones to." },
+};
+#define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
+
+static const struct option longopts[] = {
+	{ "help", no_argument, NULL, 'h' },
+	{ "data-dir", required_argument, NULL, 'd' },
+	{ "output", required_argument, NULL, 'o' },
+	{ "socket", required_argument, NULL, 's' },
+	{ "port", required_argument, NULL, 'p' },
+	{ "workers", required_argument, NULL, 'w' },
+	{ "alias", required_argument, NULL, 'a' },
+	{ "user-id", required_argument, NULL, 'u' },
+	{ NULL, 0, NULL, 0 },
+};
+
+static const struct {
+	char opt;
+	const char *text;
+} option_help[] = {
+	{ 'd', "-d, --data-dir DATA_DIR  the data directory (KEYWARDEN_DATA_DIR, else ./var)" },
+	{ 's', "-s, --socket PATH        listen on a Unix socket of keywarden's own" },
+	{ 'p', "-p, --port [HOST:]PORT   listen on a TCP port of keywarden's own" },
+	{ 'w', "-w, --workers N          worker processes, 1 to 256 (KEYWARDEN_WORKERS)" },
+	{ 'a', "    --alias ALIAS        the key's key_alias" },
+	{ 'u', "    --user-id USER       the key's proxy_admin user (keywarden-admin)" },
+	{ 'o', "-o, --output FILE        write to FILE instead of standard output" },
+};
 
 static void
 usage(FILE *f)
 {
+	fprintf(f, "usage: keywarden [COMMAND] [OPTIONS] [OPERANDS]\n\n");
+	for (size_t i = 0; i < NCOMMANDS; i++)
+		fprintf(f, "  keywarden %s%s%s\n", commands[i].name,
+		    commands[i].synopsis[0] ? " " : "", commands[i].synopsis);
+	fprintf(f, "\n");
+	for (size_t i = 0; i < NCOMMANDS; i++)
+		fprintf(f, "  %-19s %s\n", commands[i].name, commands[i].summary);
 	fprintf(f,
-	    "usage: keywarden [serve] [-s PATH | -p [HOST:]PORT] [-d DATA_DIR] [-w WORKERS]\n"
-	    "       keywarden init [-d DATA_DIR]\n"
-	    "       keywarden signing-key rotate [-d DATA_DIR]\n"
-	    "       keywarden version\n"
-	    "\n"
-	    "serve  Answer FastCGI requests with a pool of workers (the default).  The\n"
-	    "       listening socket is fd 0 when a web server or spawn-fcgi starts\n"
-	    "       keywarden; -s listens on a Unix socket, -p on a TCP port (host\n"
-	    "       127.0.0.1 unless given).\n"
-	    "init   Create the data directory and its secrets; prints a newly\n"
-	    "       generated master key once.\n"
-	    "signing-key rotate\n"
-	    "       A new key signs provisioned tokens from now on; tokens the old\n"
-	    "       keys signed verify until they expire.\n"
+	    "\n`keywarden help COMMAND` or `keywarden COMMAND --help` says more; man keywarden.\n"
+	    "Exit status: 0 done, 1 failed, 2 a usage error.\n"
 	    "\n"
 	    "Settings come from the environment, then DATA_DIR/keywarden.conf:\n"
 	    "KEYWARDEN_DATA_DIR (./var), KEYWARDEN_MASTER_KEY, KEYWARDEN_WORKERS (cores),\n"
-	    "KEYWARDEN_MAX_BODY (1048576), KEYWARDEN_LOG_LEVEL (info), KEYWARDEN_MAINTAIN_SECS (60).\n");
+	    "KEYWARDEN_MAX_BODY (1048576), KEYWARDEN_LOG_LEVEL (info), KEYWARDEN_MAINTAIN_SECS (60),\n"
+	    "KEYWARDEN_LEASE_SECS (600), KEYWARDEN_PUBLIC_URL, KEYWARDEN_PROVISION_TTL (3600),\n"
+	    "KEYWARDEN_PROVISION_RPM (30), KEYWARDEN_MIN_CLIENT_VERSION, KEYWARDEN_METRICS_TOKEN,\n"
+	    "KEYWARDEN_CLOCK_FILE (environment only, for tests).\n");
+}
+
+static void
+command_help(FILE *f, const struct command *c)
+{
+	fprintf(f, "usage: keywarden %s%s%s\n\n%s.\n\n%s\n", c->name, c->synopsis[0] ? " " : "",
+	    c->synopsis, c->summary, c->help);
+	if (c->opts[0] != '\0') {
+		fprintf(f, "\nOptions:\n");
+		for (size_t i = 0; i < sizeof(option_help) / sizeof(option_help[0]); i++)
+			if (strchr(c->opts, option_help[i].opt) != NULL)
+				fprintf(f, "  %s\n", option_help[i].text);
+	}
+	fprintf(f, "\nExit status: 0 done, 1 failed, 2 a usage error.\n");
+}
+
+/*
+ * Finds the command named by argv[0] (and argv[1] for a two-word command);
+ * *words is how many words its name took.  NULL when there is none.
+ */
+static const struct command *
+find_command(int argc, char **argv, int *words)
+{
+	char two[64];
+
+	if (argc > 1) {
+		snprintf(two, sizeof(two), "%s %s", argv[0], argv[1]);
+		for (size_t i = 0; i < NCOMMANDS; i++)
+			if (strcmp(commands[i].name, two) == 0) {
+				*words = 2;
+				return &commands[i];
+			}
+	}
+	for (size_t i = 0; i < NCOMMANDS; i++)
+		if (strcmp(commands[i].name, argv[0]) == 0) {
+			*words = 1;
+			return &commands[i];
+		}
+	return NULL;
+}
+
+/* Says a usage error, then the command's synopsis; returns 2, the usage exit status. */
+static int
+usage_error(const struct command *c, const char *fmt, const char *arg)
+{
+	fprintf(stderr, "keywarden: ");
+	fprintf(stderr, fmt, arg);
+	fprintf(stderr, "\n");
+	if (c != NULL)
+		fprintf(stderr, "usage: keywarden %s%s%s\n", c->name, c->synopsis[0] ? " " : "",
+		    c->synopsis);
+	else
+		fprintf(stderr, "`keywarden help` lists the commands\n");
+	return 2;
+}
+
+int
+main(int argc, char **argv)
+{
+	static char serve_name[] = "serve";
+	struct kw_cli_opts o = { 0 };
+	const struct command *c;
+	char optstring[32], *name;
+	int words, ch, n = 0;
+
+	argv++;
+	argc--;
+	if (argc == 0 || argv[0][0] == '-') {
+		/* no command: serve, as a web server starts keywarden */
+		if (argc == 1 && (strcmp(argv[0], "-h") == 0 || strcmp(argv[0], "--help") == 0)) {
+			usage(stdout);
+			return 0;
+		}
+		argv--;
+		argc++;
+		argv[0] = serve_name;
+	}
+	if (strcmp(argv[0], "help") == 0) {
+		if (argc == 1) {
+			usage(stdout);
+			return 0;
+		}
+		if ((c = find_command(argc - 1, argv + 1, &words)) == NULL || words != argc - 1)
+			return usage_error(NULL, "no such command: %s", argv[1]);
+		command_help(stdout, c);
+		return 0;
+	}
+	if ((c = find_command(argc, argv, &words)) == NULL) {
+		if (strcmp(argv[0], "master-key") == 0 || strcmp(argv[0], "signing-key") == 0)
+			return usage_error(NULL, "%s takes show or rotate", argv[0]);
+		if (strcmp(argv[0], "admin-key") == 0)
+			return usage_error(NULL, "%s takes create", argv[0]);
+		return usage_error(NULL, "no such command: %s", argv[0]);
+	}
+	for (int i = words; i < argc && strcmp(argv[i], "--") != 0; i++)
+		if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+			command_help(stdout, c);
+			return 0;
+		}
+
+	/* the options this command takes, in getopt's spelling */
+	optstring[n++] = ':';
+	for (const char *p = c->opts; *p != '\0'; p++) {
+		optstring[n++] = *p;
+		optstring[n++] = ':';
+	}
+	optstring[n] = '\0';
+	name = argv[words - 1];
+	argv += words - 1;
+	argc -= words - 1;
+	argv[0] = name;
+	optind = 1;
+	opterr = 0;
+	while ((ch = getopt_long(argc, argv, optstring, longopts, NULL)) != -1) {
+		const char *given = optind > 1 ? argv[optind - 1] : "?";
+
+		if (ch == '?' || ch == 'h' || (ch != ':' && strchr(c->opts, ch) == NULL))
+			return usage_error(c, "unknown option %s", given);
+		switch (ch) {
+		case ':':
+			return usage_error(c, "option %s needs a value", given);
+		case 'd':
+			o.data_dir = optarg;
+			break;
+		case 'o':
+			o.output = optarg;
+			break;
+		case 's':
+			o.socket_path = optarg;
+			break;
+		case 'p':
+			o.port = optarg;
+			break;
+		case 'a':
+			o.alias = optarg;
+			break;
+		case 'u':
+			o.user_id = optarg;
+			break;
+		case 'w': {
+			char *end;
+			long w = strtol(optarg, &end, 10);
+
+			if (*optarg == '\0' || *end != '\0' || w < 1 || w > 256)
+				return usage_error(c, "-w takes 1 to 256, not %s", optarg);
+			o.workers = (unsigned)w;
+			break;
+		}
+		}
+	}
+	o.args = argv + optind;
+	o.nargs = argc - optind;
+	if (o.nargs < c->min_args)
+		return usage_error(c, "%s needs more operands", c->name);
+	if (o.nargs > c->max_args)
+		return usage_error(c, "unexpected operand %s", o.args[c->max_args]);
+	if (o.socket_path != NULL && o.port != NULL)
+		return usage_error(c, "%s takes -s or -p, not both", c->name);
+	return c->run(&o);
 }
 
 /* 1 when fd is a listening socket, which is how a web server hands one over. */
@@ -69,126 +344,52 @@ open_listener(const char *socket_path, const char *port)
 	return FCGX_OpenSocket(addr, 128);
 }
 
-/* Opens (and, when new, initialises) the store once, so recovery and schema checks run before serving. */
+/*
+ * Opens the store once before serving, so recovery and a migration run
+ * before any worker starts.  A data directory of a newer schema is the one
+ * failure that stops keywarden: no worker could serve it.  Any other
+ * failure is left to the pool, whose workers answer 503 until the store
+ * opens.
+ */
 static int
-init_store(void)
+settle_store(void)
 {
 	struct kw_store *st;
+	unsigned newer;
 
-	if (kw_store_open(&st, kw_config.data_dir, KW_STORE_RECOVER) != KW_OK) {
-		fprintf(stderr, "keywarden: cannot open the store in %s (see the log above)\n",
-		    kw_config.data_dir);
-		return 1;
-	}
-	kw_store_close(st);
-	return 0;
-}
-
-int
-main(int argc, char **argv)
-{
-	const char *cmd = "serve", *socket_path = NULL, *port = NULL, *data_dir = NULL;
-	unsigned workers = 0;
-	int c, listen_fd, rc;
-
-	if (argc > 1 && argv[1][0] != '-') {
-		cmd = argv[1];
-		argv++;
-		argc--;
-	}
-	if (strcmp(cmd, "signing-key") == 0 && argc > 1 && strcmp(argv[1], "rotate") == 0) {
-		cmd = "signing-key rotate";
-		argv++;
-		argc--;
-	}
-	static const struct option longopts[] = {
-		{ "help", no_argument, NULL, 'h' },
-		{ "socket", required_argument, NULL, 's' },
-		{ "port", required_argument, NULL, 'p' },
-		{ "data-dir", required_argument, NULL, 'd' },
-		{ "workers", required_argument, NULL, 'w' },
-		{ NULL, 0, NULL, 0 },
-	};
-	while ((c = getopt_long(argc, argv, "hs:p:d:w:", longopts, NULL)) != -1) {
-		switch (c) {
-		case 'h':
-			usage(stdout);
-			return 0;
-		case 's':
-			socket_path = optarg;
-			break;
-		case 'p':
-			port = optarg;
-			break;
-		case 'd':
-			data_dir = optarg;
-			break;
-		case 'w':
-			workers = (unsigned)atoi(optarg);
-			if (workers < 1 || workers > 256) {
-				fprintf(stderr, "keywarden: -w takes 1 to 256\n");
-				return 2;
-			}
-			break;
-		default:
-			usage(stderr);
-			return 2;
-		}
-	}
-	if (optind != argc || (socket_path != NULL && port != NULL)) {
-		usage(stderr);
-		return 2;
-	}
-	if (strcmp(cmd, "version") == 0) {
-		printf("keywarden %s (schema %d, spec %.12s)\n", KW_VERSION, KW_SCHEMA_VERSION,
-		    kw_gen_spec_sha256);
+	if (kw_store_open(&st, kw_config.data_dir, KW_STORE_RECOVER) == KW_OK) {
+		kw_store_close(st);
 		return 0;
 	}
-	if (strcmp(cmd, "init") != 0 && strcmp(cmd, "serve") != 0 &&
-	    strcmp(cmd, "signing-key rotate") != 0) {
-		fprintf(stderr, "keywarden: unknown command %s\n", cmd);
-		usage(stderr);
-		return 2;
-	}
-	if (kw_config_load(data_dir) != KW_OK)
-		return 1;
-	if (workers > 0)
-		kw_config.workers = workers;
-	if (kw_crypto_init() != KW_OK) {
-		fprintf(stderr, "keywarden: libgcrypt failed to initialise\n");
-		return 1;
-	}
-	/* money and counts as people write them: 0.7, not 0.69999999999999996 */
-	json_c_set_serialization_double_format("%.15g", JSON_C_OPTION_GLOBAL);
-	if (kw_config_init_data_dir(strcmp(cmd, "init") == 0) != KW_OK)
-		return 1;
-	if (strcmp(cmd, "signing-key rotate") == 0) {
-		/* running workers read the new key set at their next signed token */
-		rc = kw_tokens_rotate() == KW_OK ? 0 : 1;
-		if (rc == 0)
-			printf("keywarden: a new signing key signs from now on; the old ones still verify\n");
-		else
-			fprintf(stderr, "keywarden: cannot rotate the signing key in %s\n",
-			    kw_config.data_dir);
-		kw_crypto_wipe(kw_config.master_key, sizeof(kw_config.master_key));
-		return rc;
-	}
-	if (strcmp(cmd, "init") == 0) {
-		rc = init_store();
-		if (rc == 0)
-			printf("keywarden: data directory %s is ready\n", kw_config.data_dir);
-		kw_crypto_wipe(kw_config.master_key, sizeof(kw_config.master_key));
-		return rc;
-	}
+	if ((newer = kw_store_refused_schema()) == 0)
+		return 0;
+	fprintf(stderr, "keywarden: %s has schema version %u, written by a newer keywarden; "
+	    "this keywarden %s reads schema %d and older: refusing to serve it\n",
+	    kw_config.data_dir, newer, KW_VERSION, KW_SCHEMA_VERSION);
+	return 1;
+}
 
+static int
+serve(const struct kw_cli_opts *o)
+{
+	int listen_fd, rc;
+
+	if (kw_cli_setup(o->data_dir) != 0)
+		return 1;
+	if (o->workers > 0)
+		kw_config.workers = o->workers;
+	if (kw_config_init_data_dir(0) != KW_OK || settle_store() != 0) {
+		kw_crypto_wipe(kw_config.master_key, sizeof(kw_config.master_key));
+		return 1;
+	}
 	if (FCGX_Init() != 0) {
 		fprintf(stderr, "keywarden: libfcgi failed to initialise\n");
 		return 1;
 	}
-	if (socket_path != NULL || port != NULL) {
-		if ((listen_fd = open_listener(socket_path, port)) < 0) {
+	if (o->socket_path != NULL || o->port != NULL) {
+		if ((listen_fd = open_listener(o->socket_path, o->port)) < 0) {
 			fprintf(stderr, "keywarden: cannot listen on %s: %s\n",
-			    socket_path ? socket_path : port, strerror(errno));
+			    o->socket_path ? o->socket_path : o->port, strerror(errno));
 			return 1;
 		}
 	} else if (is_listening_socket(0)) {
@@ -199,8 +400,8 @@ main(int argc, char **argv)
 		return 2;
 	}
 	rc = kw_pool_run(listen_fd, kw_config.workers) == KW_OK ? 0 : 1;
-	if (socket_path != NULL)
-		unlink(socket_path);
+	if (o->socket_path != NULL)
+		unlink(o->socket_path);
 	kw_crypto_wipe(kw_config.master_key, sizeof(kw_config.master_key));
 	return rc;
 }

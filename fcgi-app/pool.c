@@ -10,6 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <fastcgi.h>
 #include <fcgiapp.h>
 
 #include "kw.h"
@@ -34,6 +35,31 @@ on_worker_signal(int sig)
  * another.  The listening socket is non-blocking, so a connection another
  * worker took first sends us back to ppoll() instead of blocking in accept.
  */
+/*
+ * Reads what is left of a request's input on a connection the server keeps:
+ * libfcgi leaves unread records in the socket (at least the empty one that
+ * ends FCGI_STDIN), and the next request on the connection would start with
+ * them.  A body too large to be worth reading closes the connection instead.
+ * Authorizers get no FCGI_STDIN at all, so there is nothing to wait for.
+ */
+static void
+finish_input(FCGX_Request *req)
+{
+	char buf[8192];
+	size_t left = kw_config.max_body + sizeof(buf);
+	int n;
+
+	if (req->role != FCGI_RESPONDER)
+		return;
+	while ((n = FCGX_GetStr(buf, sizeof(buf), req->in)) > 0) {
+		if ((size_t)n >= left) {
+			req->keepConnection = 0;
+			return;
+		}
+		left -= (size_t)n;
+	}
+}
+
 static int
 worker_main(int listen_fd)
 {
@@ -66,7 +92,13 @@ worker_main(int listen_fd)
 		return 1;
 
 	while (!worker_stopping) {
-		struct pollfd pfd = { .fd = listen_fd, .events = POLLIN };
+		/*
+		 * A connection the server keeps open (FCGI_KEEP_CONN: nginx's
+		 * fastcgi_keep_conn, mod_proxy_fcgi's enablereuse) carries this
+		 * worker's next request, and FCGX_Accept_r reads it from there,
+		 * not from the listening socket; so it is the one to wait on.
+		 */
+		struct pollfd pfd = { .fd = req.ipcFd >= 0 ? req.ipcFd : listen_fd, .events = POLLIN };
 
 		if (ppoll(&pfd, 1, NULL, &waiting) < 0) {
 			if (errno == EINTR)
@@ -75,7 +107,7 @@ worker_main(int listen_fd)
 			status = 1;
 			break;
 		}
-		if (pfd.revents & (POLLNVAL | POLLERR)) {
+		if ((pfd.revents & (POLLNVAL | POLLERR)) && pfd.fd == listen_fd) {
 			kw_log_error("worker: the listening socket is gone");
 			status = 1;
 			break;
@@ -84,6 +116,8 @@ worker_main(int listen_fd)
 			continue;	/* another worker took it, or the peer left */
 		if (kw_http_serve(&req, arena, &store) == KW_ERUNRECOVERY)
 			worker_stopping = 1, status = EXIT_RECOVER;
+		if (req.keepConnection)
+			finish_input(&req);
 		FCGX_Finish_r(&req);
 		kw_arena_reset(arena);
 	}
@@ -102,6 +136,16 @@ struct pool {
 	unsigned restarts_in_window;
 };
 
+static unsigned
+live_workers(const struct pool *p)
+{
+	unsigned n = 0;
+
+	for (unsigned i = 0; i < p->nworkers; i++)
+		n += p->pids[i] > 0;
+	return n;
+}
+
 /* Forks worker slot i; the manager keeps going if fork fails and retries later. */
 static void
 spawn(struct pool *p, unsigned i)
@@ -117,6 +161,7 @@ spawn(struct pool *p, unsigned i)
 		return;
 	}
 	p->pids[i] = pid;
+	kw_metrics_workers(live_workers(p));
 }
 
 /* Sends sig to every live worker. */
@@ -126,16 +171,6 @@ signal_workers(struct pool *p, int sig)
 	for (unsigned i = 0; i < p->nworkers; i++)
 		if (p->pids[i] > 0)
 			kill(p->pids[i], sig);
-}
-
-static unsigned
-live_workers(const struct pool *p)
-{
-	unsigned n = 0;
-
-	for (unsigned i = 0; i < p->nworkers; i++)
-		n += p->pids[i] > 0;
-	return n;
 }
 
 /*
@@ -196,6 +231,7 @@ reap(struct pool *p)
 		if (i == p->nworkers)
 			continue;
 		p->pids[i] = 0;
+		kw_metrics_workers(live_workers(p));
 		if (WIFSIGNALED(status))
 			kw_log_warn("pool: worker %ld killed by signal %d", (long)pid, WTERMSIG(status));
 		else if (WEXITSTATUS(status) != 0)
@@ -224,6 +260,8 @@ reap(struct pool *p)
 			sleep(1);
 		}
 		spawn(p, i);
+		if (p->pids[i] != 0)
+			kw_metrics_worker_restart();
 	}
 }
 
@@ -252,6 +290,9 @@ kw_pool_run(int listen_fd, unsigned nworkers)
 	sigaddset(&set, SIGHUP);
 	sigprocmask(SIG_BLOCK, &set, NULL);
 	prctl(PR_SET_NAME, "kw-manager");
+	/* before the store (whose transactions it counts) and before any fork */
+	if (kw_metrics_init() != KW_OK)
+		kw_log_warn("pool: no shared memory for metrics: each process counts its own");
 
 	if (kw_store_open(&p.store, kw_config.data_dir, KW_STORE_RECOVER) != KW_OK)
 		kw_log_error("pool: the store cannot be opened; workers answer 503 until it can");
@@ -290,6 +331,7 @@ kw_pool_run(int listen_fd, unsigned nworkers)
 		signal_workers(&p, SIGKILL);
 		wait_workers(&p, 5);
 	}
+	kw_metrics_workers(live_workers(&p));
 	if (p.store != NULL) {
 		(void)kw_store_maintain(p.store);
 		kw_store_close(p.store);

@@ -126,6 +126,9 @@ get_schema_version(struct kw_store *st, DB_TXN *txn, unsigned *version)
 	return *version > 0 ? KW_OK : KW_EUNAVAIL;
 }
 
+/* The newer schema version the last open refused; 0 when none (kw_store_refused_schema). */
+static unsigned refused_schema;
+
 /*
  * Records the schema version of a new data directory; refuses one written
  * by a newer keywarden.  Older versions migrate here, inside this same
@@ -144,8 +147,11 @@ settle_schema(struct kw_store *st, DB_TXN *txn, void *baton)
 	if ((rc = get_schema_version(st, txn, &version)) != KW_OK)
 		return rc;
 	if (version > KW_SCHEMA_VERSION) {
-		kw_log_error("the data directory has schema version %u, newer than this "
-		    "keywarden's %u: run the newer keywarden", version, KW_SCHEMA_VERSION);
+		kw_log_error("the data directory has schema version %u, written by a newer "
+		    "keywarden; this keywarden %s reads schema %u and older: run the newer "
+		    "keywarden, or restore a backup made before the upgrade", version, KW_VERSION,
+		    KW_SCHEMA_VERSION);
+		refused_schema = version;
 		return KW_EUNAVAIL;
 	}
 	if (version == KW_SCHEMA_VERSION)
@@ -300,6 +306,7 @@ kw_store_txn_flags(struct kw_store *st, unsigned flags, kw_txn_body body, void *
 		int rc;
 
 		if (attempt > 0) {
+			kw_metrics_deadlock_retry();
 			/* back off a little, with jitter, so the retries do not collide again */
 			usleep((useconds_t)(100 * attempt + (rand() % 500)));
 		}
@@ -307,8 +314,10 @@ kw_store_txn_flags(struct kw_store *st, unsigned flags, kw_txn_body body, void *
 			return kw_store_err(rc);
 		if ((err = body(st, txn, baton)) == KW_OK) {
 			rc = txn->commit(txn, 0);
+			kw_metrics_txn(rc == 0);
 			return kw_store_err(rc);
 		}
+		kw_metrics_txn(0);
 		if ((rc = txn->abort(txn)) != 0 && kw_store_err(rc) == KW_ERUNRECOVERY)
 			return KW_ERUNRECOVERY;
 	}
@@ -386,4 +395,106 @@ kw_store_failchk(struct kw_store *st)
 	if (rc != 0)
 		kw_log_warn("store: failchk: %s", db_strerror(rc));
 	return kw_store_err(rc);
+}
+
+/* --- the operator's tools: backups, verification, schema refusals --- */
+
+/* The schema version of a data directory the last kw_store_open refused as newer; 0 when none. */
+unsigned
+kw_store_refused_schema(void)
+{
+	return refused_schema;
+}
+
+/* The file name of a database in the environment (static). */
+const char *
+kw_store_db_file(enum kw_db which)
+{
+	assert(which < KW_DB_COUNT);
+	return db_files[which].file;
+}
+
+/*
+ * Copies the environment's databases, then its log files, into target, an
+ * existing empty directory, while other processes go on writing: Berkeley
+ * DB's hot backup.  The copy is consistent only once recovered
+ * (kw_store_recover_copy).  Files already in target are an error.
+ */
+enum kw_err
+kw_store_backup(struct kw_store *st, const char *target)
+{
+	int rc = st->env->backup(st->env, target, DB_EXCL);
+
+	if (rc != 0)
+		kw_log_error("store: backup: %s", db_strerror(rc));
+	return kw_store_err(rc);
+}
+
+/*
+ * Runs catastrophic recovery on the copy of an environment in dir (a hot
+ * backup, or a restored one), replaying every log file it holds, in an
+ * environment private to this process that leaves no region files behind.
+ * Nothing else may use dir meanwhile.
+ */
+enum kw_err
+kw_store_recover_copy(const char *dir)
+{
+	DB_ENV *env;
+	int rc;
+
+	if ((rc = db_env_create(&env, 0)) != 0)
+		return kw_store_err(rc);
+	env->set_errcall(env, db_error_log);
+	env->set_msgcall(env, db_message_log);
+	env->set_cachesize(env, 0, CACHE_BYTES, 1);
+	rc = env->open(env, dir, DB_CREATE | DB_INIT_TXN | DB_INIT_LOCK | DB_INIT_LOG |
+	    DB_INIT_MPOOL | DB_PRIVATE | DB_RECOVER_FATAL, 0600);
+	if (rc != 0)
+		kw_log_error("store: recovering %s: %s", dir, db_strerror(rc));
+	env->close(env, 0);
+	return kw_store_err(rc);
+}
+
+/*
+ * Berkeley DB's structural verification of every database file in dir, a
+ * recovered copy nobody else uses (DB->verify takes no locks, so it must
+ * never run on a live environment).  Calls report for each database with
+ * KW_OK, KW_ENOTFOUND (no such file: a database an older schema lacked) or
+ * the error; returns KW_OK when every present file verifies.
+ */
+enum kw_err
+kw_store_verify_copy(const char *dir, void (*report)(const char *file, enum kw_err, void *),
+    void *baton)
+{
+	char path[4200];
+	enum kw_err worst = KW_OK, err;
+	DB_ENV *env;
+	int rc;
+
+	if ((rc = db_env_create(&env, 0)) != 0)
+		return kw_store_err(rc);
+	env->set_errcall(env, db_error_log);
+	env->set_cachesize(env, 0, CACHE_BYTES, 1);
+	if ((rc = env->open(env, dir, DB_CREATE | DB_INIT_MPOOL | DB_PRIVATE, 0600)) != 0) {
+		env->close(env, 0);
+		return kw_store_err(rc);
+	}
+	for (int i = 0; i < KW_DB_COUNT; i++) {
+		DB *db;
+
+		snprintf(path, sizeof(path), "%s/%s", dir, db_files[i].file);
+		if (access(path, F_OK) != 0) {
+			report(db_files[i].file, KW_ENOTFOUND, baton);
+			continue;
+		}
+		/* verify consumes the handle, whatever it answers */
+		if ((rc = db_create(&db, env, 0)) == 0)
+			rc = db->verify(db, db_files[i].file, NULL, NULL, 0);
+		err = rc == 0 ? KW_OK : rc == DB_VERIFY_BAD ? KW_EINTERNAL : kw_store_err(rc);
+		report(db_files[i].file, err, baton);
+		if (err != KW_OK)
+			worst = err;
+	}
+	env->close(env, 0);
+	return worst;
 }

@@ -1,0 +1,1171 @@
+/* cli.c: the operator's commands, run without HTTP: the data directory and its secrets, admin keys, backups, verification, export and import. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <db.h>
+#include <fcgiapp.h>
+#include <json-c/json.h>
+
+#include "kw.h"
+
+#define CLI_USER "keywarden-cli"		/* who the audit trail says changed things from here */
+#define DEFAULT_ADMIN_USER "keywarden-admin"
+#define SHOWN_TOKEN 12				/* hex characters of a token said in a message */
+
+/* The files of a data directory that are not the environment's: the secrets and the settings. */
+static const char *const secret_files[] = {
+	"data.key", "signing.key", "master.key", "keywarden.conf",
+};
+#define NSECRETS (sizeof(secret_files) / sizeof(secret_files[0]))
+
+int
+kw_cli_setup(const char *data_dir)
+{
+	if (kw_config_load(data_dir) != KW_OK)
+		return 1;
+	if (kw_crypto_init() != KW_OK) {
+		fprintf(stderr, "keywarden: libgcrypt failed to initialise\n");
+		return 1;
+	}
+	/* money and counts as people write them: 0.7, not 0.69999999999999996 */
+	json_c_set_serialization_double_format("%.15g", JSON_C_OPTION_GLOBAL);
+	return 0;
+}
+
+/* Ends a command: the master key leaves memory; returns rc. */
+static int
+finish(int rc)
+{
+	kw_crypto_wipe(kw_config.master_key, sizeof(kw_config.master_key));
+	return rc;
+}
+
+/* 0 when the data directory has been initialised (its data.key exists); says so otherwise. */
+static int
+need_data_dir(void)
+{
+	char path[4200];
+
+	snprintf(path, sizeof(path), "%s/data.key", kw_config.data_dir);
+	if (access(path, F_OK) == 0)
+		return 0;
+	fprintf(stderr, "keywarden: %s is not an initialised data directory (no data.key): "
+	    "run keywarden init -d %s first\n", kw_config.data_dir, kw_config.data_dir);
+	return 1;
+}
+
+/* Opens the store of dir as a tool (recovering, migrating); says why not on stderr. */
+static int
+open_store(const char *dir, struct kw_store **st)
+{
+	unsigned newer;
+
+	if (kw_store_open(st, dir, KW_STORE_RECOVER) == KW_OK)
+		return 0;
+	if ((newer = kw_store_refused_schema()) != 0)
+		fprintf(stderr, "keywarden: %s has schema version %u, written by a newer keywarden; "
+		    "this keywarden %s reads schema %d and older\n", dir, newer, KW_VERSION,
+		    KW_SCHEMA_VERSION);
+	else
+		fprintf(stderr, "keywarden: cannot open the store in %s (see the log above)\n", dir);
+	return 1;
+}
+
+/*
+ * A request as the command line makes one, so key and user changes go
+ * through the same code as the API's: no FastCGI parameters, a proxy admin
+ * caller named CLI_USER, which the audit trail and created_by record.
+ */
+struct cli_req {
+	struct kw_req req;
+	struct kw_caller caller;
+	FCGX_Request fcgi;
+};
+
+static char *no_params[] = { NULL };
+
+static int
+cli_req_init(struct cli_req *c, struct kw_store *st)
+{
+	memset(c, 0, sizeof(*c));
+	c->fcgi.envp = no_params;
+	c->req.fcgi = &c->fcgi;
+	c->req.store = st;
+	c->req.now = kw_clock_now();
+	c->req.method = "CLI";
+	c->req.path = "";
+	c->caller.known = 1;
+	c->caller.role = KW_ROLE_PROXY_ADMIN;
+	snprintf(c->caller.user_id, sizeof(c->caller.user_id), "%s", CLI_USER);
+	snprintf(c->caller.key_type, sizeof(c->caller.key_type), "default");
+	c->req.caller = &c->caller;
+	if ((c->req.arena = kw_arena_new()) == NULL) {
+		fprintf(stderr, "keywarden: out of memory\n");
+		return 1;
+	}
+	return 0;
+}
+
+/* Says an operation's error: the field and message when it has them. */
+static void
+say_error(const char *what, enum kw_err rc, const struct kw_error *err)
+{
+	if (err != NULL && err->message[0] != '\0')
+		fprintf(stderr, "keywarden: %s: %s%s%s\n", what, err->field,
+		    err->field[0] != '\0' ? ": " : "", err->message);
+	else
+		fprintf(stderr, "keywarden: %s: %s\n", what, kw_err_name(rc));
+}
+
+/*
+ * Reads the user user_id, or creates it with role (audited) when missing.
+ * *role_out, when not NULL, gets the role it has (n bytes).
+ */
+static enum kw_err
+ensure_user(struct kw_req *req, DB_TXN *txn, const char *user_id, const char *role,
+    char *role_out, size_t n)
+{
+	json_object *user;
+	const char *have;
+	enum kw_err rc;
+
+	rc = kw_rec_get(req->store, txn, KW_DB_USERS, user_id, KW_RMW, &user);
+	if (rc == KW_OK) {
+		have = kw_json_str(user, "user_role");
+		if (role_out != NULL)
+			snprintf(role_out, n, "%s", have != NULL ? have : "internal_user");
+		json_object_put(user);
+		return KW_OK;
+	}
+	if (rc != KW_ENOTFOUND)
+		return rc;
+	user = kw_user_record_new(req, user_id, NULL);
+	json_object_object_add(user, "user_role", json_object_new_string(role));
+	if ((rc = kw_rec_put(req->store, txn, KW_DB_USERS, user_id, user, 1)) == KW_OK)
+		rc = kw_audit_record(req, txn, "created", KW_TABLE_USERS, user_id, NULL, user);
+	json_object_put(user);
+	if (role_out != NULL)
+		snprintf(role_out, n, "%s", role);
+	return rc;
+}
+
+/* --- init, version, the secrets ------------------------------------ */
+
+int
+kw_cli_init(const struct kw_cli_opts *o)
+{
+	struct kw_store *st;
+
+	if (kw_cli_setup(o->data_dir) != 0)
+		return 1;
+	if (kw_config_init_data_dir(1) != KW_OK || open_store(kw_config.data_dir, &st) != 0)
+		return finish(1);
+	kw_store_close(st);
+	printf("keywarden: data directory %s is ready\n", kw_config.data_dir);
+	return finish(0);
+}
+
+int
+kw_cli_version(const struct kw_cli_opts *o)
+{
+	(void)o;
+	printf("keywarden %s (schema %d, spec %.12s)\n", KW_VERSION, KW_SCHEMA_VERSION,
+	    kw_gen_spec_sha256);
+	return 0;
+}
+
+int
+kw_cli_master_key_show(const struct kw_cli_opts *o)
+{
+	if (kw_cli_setup(o->data_dir) != 0)
+		return 1;
+	if (kw_config.master_key[0] == '\0') {
+		fprintf(stderr, "keywarden: no master key: KEYWARDEN_MASTER_KEY is unset and "
+		    "%s/master.key is missing or empty\n", kw_config.data_dir);
+		return finish(1);
+	}
+	/* the one deliberate place the master key is shown */
+	printf("%s\n", kw_config.master_key);
+	return finish(0);
+}
+
+int
+kw_cli_master_key_rotate(const struct kw_cli_opts *o)
+{
+	char key[128];
+	const char *owner;
+
+	if (kw_cli_setup(o->data_dir) != 0)
+		return 1;
+	if ((owner = kw_config_master_key_setting()) != NULL) {
+		fprintf(stderr, "keywarden: the master key is KEYWARDEN_MASTER_KEY, set in %s: "
+		    "change it there and restart keywarden; not rotating\n", owner);
+		return finish(1);
+	}
+	if (need_data_dir() != 0)
+		return finish(1);
+	if (kw_config_master_key_rotate(key, sizeof(key)) != KW_OK) {
+		fprintf(stderr, "keywarden: cannot write %s/master.key: %s\n", kw_config.data_dir,
+		    strerror(errno));
+		return finish(1);
+	}
+	fprintf(stderr, "keywarden: a new master key is in %s/master.key; running workers "
+	    "refuse the old one from their next request.  It is shown only this once:\n",
+	    kw_config.data_dir);
+	printf("%s\n", key);
+	kw_crypto_wipe(key, sizeof(key));
+	return finish(0);
+}
+
+/*
+ * Lists signing.key's keys by id (the first 4 bytes of each key's SHA-256,
+ * as a token names its signer), oldest first; the last one signs.  The
+ * file keeps no time per key, so its own change time stands for the last
+ * rotation.
+ */
+int
+kw_cli_signing_key_show(const struct kw_cli_opts *o)
+{
+	char path[4200], line[160], kid[2 * 4 + 1], when[KW_TIME_LEN];
+	unsigned char key[32], digest[KW_SHA256_LEN];
+	struct stat sb;
+	size_t n = 0;
+	FILE *f;
+
+	if (kw_cli_setup(o->data_dir) != 0)
+		return 1;
+	if (need_data_dir() != 0)
+		return finish(1);
+	snprintf(path, sizeof(path), "%s/signing.key", kw_config.data_dir);
+	if ((f = fopen(path, "r")) == NULL || fstat(fileno(f), &sb) != 0) {
+		fprintf(stderr, "keywarden: cannot read %s: %s\n", path, strerror(errno));
+		if (f != NULL)
+			fclose(f);
+		return finish(1);
+	}
+	kw_time_format(sb.st_mtim.tv_sec, when);
+	printf("%-8s  %s\n", "kid", "state");
+	while (fgets(line, sizeof(line), f) != NULL) {
+		size_t len = strcspn(line, "\r\n");
+		int c = getc(f);
+
+		if (c != EOF)
+			ungetc(c, f);
+		if (len != 2 * sizeof(key) || kw_crypto_unhex(line, len, key) != KW_OK)
+			continue;
+		kw_crypto_sha256(key, sizeof(key), digest);
+		kw_crypto_hex(digest, 4, kid);
+		kid[8] = '\0';
+		if (c == EOF)
+			printf("%-8s  signs (current since %s)\n", kid, when);
+		else
+			printf("%-8s  verifies\n", kid);
+		n++;
+	}
+	kw_crypto_wipe(line, sizeof(line));
+	kw_crypto_wipe(key, sizeof(key));
+	fclose(f);
+	if (n == 0) {
+		fprintf(stderr, "keywarden: %s holds no signing key\n", path);
+		return finish(1);
+	}
+	return finish(0);
+}
+
+int
+kw_cli_signing_key_rotate(const struct kw_cli_opts *o)
+{
+	if (kw_cli_setup(o->data_dir) != 0)
+		return 1;
+	if (need_data_dir() != 0)
+		return finish(1);
+	/* running workers read the new key set at their next signed token */
+	if (kw_tokens_rotate() != KW_OK) {
+		fprintf(stderr, "keywarden: cannot rotate the signing key in %s\n",
+		    kw_config.data_dir);
+		return finish(1);
+	}
+	printf("keywarden: a new signing key signs from now on; the old ones still verify\n");
+	return finish(0);
+}
+
+/* --- admin-key create ---------------------------------------------- */
+
+/* 1 when s is an identifier the API would take: 1 to 256 characters of UTF-8, no controls. */
+static int
+valid_id(const char *s)
+{
+	size_t n = strlen(s), chars = 0;
+
+	if (n == 0 || n > KW_ID_MAX || !kw_valid_utf8(s, n))
+		return 0;
+	for (const unsigned char *p = (const unsigned char *)s; *p != '\0'; p++) {
+		if (*p < 0x20 || *p == 0x7f)
+			return 0;
+		chars += (*p & 0xc0) != 0x80;
+	}
+	return chars <= 256;
+}
+
+struct admin_op {
+	struct kw_req *req;
+	const char *user_id, *alias;
+	json_object *answer;	/* owned: the stored key and its plaintext */
+};
+
+static enum kw_err
+admin_key_body(struct kw_store *st, DB_TXN *txn, void *baton)
+{
+	struct admin_op *op = baton;
+	struct kw_req *req = op->req;
+	json_object *settings;
+	char role[64];
+	enum kw_err rc;
+
+	(void)st;
+	json_object_put(op->answer);
+	op->answer = NULL;
+	memset(&req->err, 0, sizeof(req->err));
+	if ((rc = ensure_user(req, txn, op->user_id, "proxy_admin", role, sizeof(role))) != KW_OK)
+		return rc;
+	if (strcmp(role, "proxy_admin") != 0) {
+		/* making a user admin is a decision for /user/update, not a side effect */
+		kw_error_set(&req->err, KW_EFORBIDDEN, "user_id", "the user has the role %s; an "
+		    "admin key needs a proxy_admin user: choose another --user-id", role);
+		return KW_EFORBIDDEN;
+	}
+	settings = json_object_new_object();
+	json_object_object_add(settings, "user_id", json_object_new_string(op->user_id));
+	if (op->alias != NULL)
+		json_object_object_add(settings, "key_alias", json_object_new_string(op->alias));
+	rc = kw_litellm_key_create(req, txn, settings, &op->answer);
+	json_object_put(settings);
+	return rc;
+}
+
+int
+kw_cli_admin_key_create(const struct kw_cli_opts *o)
+{
+	struct admin_op op = { .user_id = o->user_id ? o->user_id : DEFAULT_ADMIN_USER,
+	    .alias = o->alias };
+	struct cli_req c;
+	struct kw_store *st;
+	enum kw_err rc;
+
+	if (!valid_id(op.user_id) || (op.alias != NULL && !valid_id(op.alias))) {
+		fprintf(stderr, "keywarden: %s must be 1 to 256 characters of UTF-8 without "
+		    "control characters\n", valid_id(op.user_id) ? "--alias" : "--user-id");
+		return 2;
+	}
+	if (kw_cli_setup(o->data_dir) != 0)
+		return 1;
+	if (need_data_dir() != 0 || open_store(kw_config.data_dir, &st) != 0)
+		return finish(1);
+	if (cli_req_init(&c, st) != 0) {
+		kw_store_close(st);
+		return finish(1);
+	}
+	op.req = &c.req;
+	rc = kw_store_txn(st, admin_key_body, &op);
+	if (rc == KW_OK) {
+		fprintf(stderr, "keywarden: created a proxy_admin key for user %s (token %.*s...); "
+		    "it is shown only this once:\n", op.user_id, SHOWN_TOKEN,
+		    kw_json_str(op.answer, "token"));
+		printf("%s\n", kw_json_str(op.answer, "key"));
+	} else {
+		say_error("admin-key create", rc, &c.req.err);
+	}
+	json_object_put(op.answer);
+	kw_arena_free(c.req.arena);
+	kw_store_close(st);
+	return finish(rc == KW_OK ? 0 : 1);
+}
+
+/* --- backup and restore -------------------------------------------- */
+
+/*
+ * Makes path a new or empty directory (0700 when new); says why not on
+ * stderr.  A directory with anything in it is refused: a restore or a
+ * backup never mixes with what is there.
+ */
+static int
+prepare_target(const char *path)
+{
+	struct dirent *e;
+	DIR *d;
+
+	if (mkdir(path, 0700) == 0)
+		return 0;
+	if (errno != EEXIST) {
+		fprintf(stderr, "keywarden: cannot create %s: %s\n", path, strerror(errno));
+		return 1;
+	}
+	if ((d = opendir(path)) == NULL) {
+		fprintf(stderr, "keywarden: %s: %s\n", path, strerror(errno));
+		return 1;
+	}
+	while ((e = readdir(d)) != NULL)
+		if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0) {
+			closedir(d);
+			fprintf(stderr, "keywarden: %s is not empty: give a new or empty "
+			    "directory\n", path);
+			return 1;
+		}
+	closedir(d);
+	return 0;
+}
+
+/* Copies the file src to dst, a new file of mode 0600, flushed to disk; -1 with errno. */
+static int
+copy_file(const char *src, const char *dst)
+{
+	char buf[65536];
+	ssize_t r = 0;
+	int in, out, rc = 0, saved;
+
+	if ((in = open(src, O_RDONLY | O_CLOEXEC)) < 0)
+		return -1;
+	if ((out = open(dst, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600)) < 0) {
+		saved = errno;
+		close(in);
+		errno = saved;
+		return -1;
+	}
+	while (rc == 0 && (r = read(in, buf, sizeof(buf))) > 0)
+		if (write(out, buf, (size_t)r) != r)
+			rc = -1;
+	if (r < 0 || fsync(out) != 0)
+		rc = -1;
+	saved = errno;
+	close(in);
+	if (close(out) != 0)
+		rc = -1;
+	kw_crypto_wipe(buf, sizeof(buf));	/* it may have held a secret */
+	errno = saved;
+	return rc;
+}
+
+/* Flushes a directory, so the names of the files just written survive a crash. */
+static void
+sync_dir(const char *path)
+{
+	int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+	if (fd >= 0) {
+		(void)fsync(fd);
+		close(fd);
+	}
+}
+
+/* Copies the secrets and settings present in from into to (0600); -1 said on stderr. */
+static int
+copy_secrets(const char *from, const char *to)
+{
+	char src[4200], dst[4200];
+
+	for (size_t i = 0; i < NSECRETS; i++) {
+		snprintf(src, sizeof(src), "%s/%s", from, secret_files[i]);
+		snprintf(dst, sizeof(dst), "%s/%s", to, secret_files[i]);
+		if (access(src, F_OK) != 0)
+			continue;
+		if (copy_file(src, dst) != 0) {
+			fprintf(stderr, "keywarden: cannot copy %s: %s\n", secret_files[i],
+			    strerror(errno));
+			return -1;
+		}
+	}
+	return 0;
+}
+
+int
+kw_cli_backup(const struct kw_cli_opts *o)
+{
+	const char *target = o->args[0];
+	struct kw_store *st;
+	enum kw_err rc;
+
+	if (kw_cli_setup(o->data_dir) != 0)
+		return 1;
+	if (need_data_dir() != 0 || prepare_target(target) != 0 ||
+	    open_store(kw_config.data_dir, &st) != 0)
+		return finish(1);
+	rc = kw_store_backup(st, target);
+	kw_store_close(st);
+	if (rc == KW_OK && copy_secrets(kw_config.data_dir, target) != 0)
+		rc = KW_EUNAVAIL;
+	/* a hot copy is consistent once its logs are replayed */
+	if (rc == KW_OK)
+		rc = kw_store_recover_copy(target);
+	if (rc != KW_OK) {
+		fprintf(stderr, "keywarden: the backup failed; what is in %s is not a backup: "
+		    "remove it\n", target);
+		return finish(1);
+	}
+	sync_dir(target);
+	printf("keywarden: backed up %s to %s (databases, log files, secrets)\n",
+	    kw_config.data_dir, target);
+	return finish(0);
+}
+
+int
+kw_cli_restore(const struct kw_cli_opts *o)
+{
+	const char *from = o->args[0], *to = o->args[1];
+	char src[4200], dst[4200];
+	struct kw_store *st;
+	struct dirent *e;
+	struct stat sb;
+	int rc = 0, n = 0;
+	DIR *d;
+
+	if (kw_cli_setup(to) != 0)
+		return 1;
+	snprintf(src, sizeof(src), "%s/meta.db", from);
+	if (access(src, R_OK) != 0) {
+		fprintf(stderr, "keywarden: %s is not a keywarden backup (no meta.db)\n", from);
+		return finish(1);
+	}
+	snprintf(src, sizeof(src), "%s/data.key", from);
+	if (access(src, R_OK) != 0)
+		fprintf(stderr, "keywarden: warning: %s has no data.key: sealed provider secrets "
+		    "will not open\n", from);
+	if (prepare_target(to) != 0)
+		return finish(1);
+	if ((d = opendir(from)) == NULL) {
+		fprintf(stderr, "keywarden: %s: %s\n", from, strerror(errno));
+		return finish(1);
+	}
+	/* everything but the region files, which belong to the processes of one environment */
+	while (rc == 0 && (e = readdir(d)) != NULL) {
+		snprintf(src, sizeof(src), "%s/%s", from, e->d_name);
+		if (e->d_name[0] == '.' || strncmp(e->d_name, "__db.", 5) == 0 ||
+		    stat(src, &sb) != 0 || !S_ISREG(sb.st_mode))
+			continue;
+		snprintf(dst, sizeof(dst), "%s/%s", to, e->d_name);
+		if ((rc = copy_file(src, dst)) != 0)
+			fprintf(stderr, "keywarden: cannot copy %s: %s\n", e->d_name, strerror(errno));
+		else
+			n++;
+	}
+	closedir(d);
+	sync_dir(to);
+	if (rc == 0 && kw_store_recover_copy(kw_config.data_dir) != KW_OK)
+		rc = 1;
+	if (rc == 0 && (rc = open_store(kw_config.data_dir, &st)) == 0)
+		kw_store_close(st);
+	if (rc != 0) {
+		fprintf(stderr, "keywarden: the restore failed; remove %s before trying again\n", to);
+		return finish(1);
+	}
+	printf("keywarden: restored %s into %s (%d files); serve it with -d %s\n", from,
+	    kw_config.data_dir, n, kw_config.data_dir);
+	return finish(0);
+}
+
+/* --- verify -------------------------------------------------------- */
+
+/* Owner index kinds and the key fields they index, as keys.c writes them. */
+static const struct {
+	char kind;
+	const char *field;
+} owners[] = { { 'u', "user_id" }, { 't', "team_id" }, { 'o', "organization_id" } };
+
+struct check {
+	struct kw_store *st;
+	DB_TXN *txn;
+	size_t keys, aliases, owner_rows, created_rows;
+	json_object *problems;	/* owned: strings, rebuilt on each attempt */
+};
+
+static void
+problem(struct check *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void
+problem(struct check *c, const char *fmt, ...)
+{
+	char buf[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	json_object_array_add(c->problems, json_object_new_string(buf));
+}
+
+/* 1 when db holds key with exactly the value val (a duplicate among others counts). */
+static int
+has_pair(DB *db, DB_TXN *txn, const char *key, size_t klen, const char *val)
+{
+	DBT k = { .data = (void *)key, .size = (u_int32_t)klen };
+	DBT v = { .data = (void *)val, .size = (u_int32_t)strlen(val) };
+
+	return db->get(db, txn, &k, &v, DB_GET_BOTH) == 0;
+}
+
+/* The creation index key of a key record: created_at then token (keys.c's created_key). */
+static void
+created_key_of(json_object *rec, char *buf, size_t n)
+{
+	const char *at = kw_json_str(rec, "created_at");
+
+	snprintf(buf, n, "%s%s", at ? at : "", kw_json_str(rec, "token"));
+}
+
+/* From keys.db outwards: each key's own index rows exist. */
+static int
+check_key(const char *id, json_object *rec, void *baton)
+{
+	struct check *c = baton;
+	const char *token = kw_json_str(rec, "token"), *alias = kw_json_str(rec, "key_alias");
+	char buf[KW_ID_MAX + 80];
+
+	c->keys++;
+	if (token == NULL || strcmp(token, id) != 0) {
+		problem(c, "keys.db: the record under %.*s... names another token", SHOWN_TOKEN, id);
+		return 0;
+	}
+	if (alias != NULL && !has_pair(kw_store_db(c->st, KW_DB_ALIASES), c->txn, alias,
+	    strlen(alias), token))
+		problem(c, "aliases.db: no row for key %.*s...'s alias \"%s\"", SHOWN_TOKEN, token,
+		    alias);
+	for (size_t i = 0; i < sizeof(owners) / sizeof(owners[0]); i++) {
+		const char *owner = kw_json_str(rec, owners[i].field);
+
+		if (owner == NULL)
+			continue;
+		snprintf(buf, sizeof(buf), "%c:%s", owners[i].kind, owner);
+		if (!has_pair(kw_store_db(c->st, KW_DB_KEY_OWNERS), c->txn, buf, strlen(buf), token))
+			problem(c, "key_owners.db: no row for key %.*s...'s %s \"%s\"", SHOWN_TOKEN,
+			    token, owners[i].field, owner);
+	}
+	created_key_of(rec, buf, sizeof(buf));
+	if (!has_pair(kw_store_db(c->st, KW_DB_KEY_CREATED), c->txn, buf, strlen(buf), token))
+		problem(c, "key_created.db: no row for key %.*s...", SHOWN_TOKEN, token);
+	return 0;
+}
+
+/* Calls visit for every (key, value) row of which; visit returns non-zero to stop. */
+static enum kw_err
+each_row(struct check *c, enum kw_db which,
+    void (*visit)(struct check *, const char *k, size_t klen, const char *v, size_t vlen))
+{
+	DB *db = kw_store_db(c->st, which);
+	DBT k = { .flags = DB_DBT_REALLOC }, v = { .flags = DB_DBT_REALLOC };
+	DBC *cur = NULL;
+	enum kw_err rc = kw_store_err(db->cursor(db, c->txn, &cur, 0));
+
+	while (rc == KW_OK && (rc = kw_store_err(cur->get(cur, &k, &v, DB_NEXT))) == KW_OK)
+		visit(c, k.data, k.size, v.data, v.size);
+	if (cur != NULL)
+		cur->close(cur);
+	free(k.data);
+	free(v.data);
+	return rc == KW_ENOTFOUND ? KW_OK : rc;
+}
+
+/*
+ * The key record an index row points at (owned), or NULL with a problem
+ * said; the row is named by label (n bytes of its key that hold no token).
+ */
+static json_object *
+row_key(struct check *c, const char *db, const char *label, size_t n, const char *v, size_t vlen)
+{
+	char token[KW_TOKEN_LEN + 1];
+	json_object *rec = NULL;
+
+	if (vlen != KW_TOKEN_LEN) {
+		problem(c, "%s: a row holds no token", db);
+		return NULL;
+	}
+	memcpy(token, v, vlen);
+	token[vlen] = '\0';
+	if (kw_rec_get(c->st, c->txn, KW_DB_KEYS, token, 0, &rec) != KW_OK) {
+		problem(c, "%s: \"%.*s\" points at key %.*s..., which keys.db does not hold", db,
+		    (int)n, label, SHOWN_TOKEN, token);
+		return NULL;
+	}
+	return rec;
+}
+
+static void
+check_alias_row(struct check *c, const char *k, size_t klen, const char *v, size_t vlen)
+{
+	json_object *rec = row_key(c, "aliases.db", k, klen, v, vlen);
+	const char *alias;
+
+	c->aliases++;
+	if (rec == NULL)
+		return;
+	alias = kw_json_str(rec, "key_alias");
+	if (alias == NULL || strlen(alias) != klen || memcmp(alias, k, klen) != 0)
+		problem(c, "aliases.db: alias \"%.*s\" points at key %.*s..., whose alias differs",
+		    (int)klen, k, SHOWN_TOKEN, v);
+	json_object_put(rec);
+}
+
+static void
+check_owner_row(struct check *c, const char *k, size_t klen, const char *v, size_t vlen)
+{
+	json_object *rec = row_key(c, "key_owners.db", k, klen, v, vlen);
+	const char *owner = NULL;
+
+	c->owner_rows++;
+	if (rec == NULL)
+		return;
+	for (size_t i = 0; i < sizeof(owners) / sizeof(owners[0]); i++)
+		if (klen >= 2 && k[0] == owners[i].kind && k[1] == ':')
+			owner = kw_json_str(rec, owners[i].field);
+	if (owner == NULL || strlen(owner) != klen - 2 || memcmp(owner, k + 2, klen - 2) != 0)
+		problem(c, "key_owners.db: \"%.*s\" lists key %.*s..., which it does not own",
+		    (int)klen, k, SHOWN_TOKEN, v);
+	json_object_put(rec);
+}
+
+static void
+check_created_row(struct check *c, const char *k, size_t klen, const char *v, size_t vlen)
+{
+	/* the row's key ends in the token: name it by its time alone */
+	json_object *rec = row_key(c, "key_created.db", k,
+	    klen > KW_TOKEN_LEN ? klen - KW_TOKEN_LEN : 0, v, vlen);
+	char want[KW_ID_MAX + 80];
+
+	c->created_rows++;
+	if (rec == NULL)
+		return;
+	created_key_of(rec, want, sizeof(want));
+	if (strlen(want) != klen || memcmp(want, k, klen) != 0)
+		problem(c, "key_created.db: key %.*s...'s row is not at its created_at",
+		    SHOWN_TOKEN, v);
+	json_object_put(rec);
+}
+
+static enum kw_err
+check_indexes(struct kw_store *st, DB_TXN *txn, void *baton)
+{
+	struct check *c = baton;
+	enum kw_err rc;
+
+	json_object_put(c->problems);
+	c->problems = json_object_new_array();
+	c->st = st;
+	c->txn = txn;
+	c->keys = c->aliases = c->owner_rows = c->created_rows = 0;
+	if ((rc = kw_rec_each(st, txn, KW_DB_KEYS, check_key, c)) == KW_OK &&
+	    (rc = each_row(c, KW_DB_ALIASES, check_alias_row)) == KW_OK &&
+	    (rc = each_row(c, KW_DB_KEY_OWNERS, check_owner_row)) == KW_OK)
+		rc = each_row(c, KW_DB_KEY_CREATED, check_created_row);
+	return rc;
+}
+
+static void
+report_file(const char *file, enum kw_err rc, void *baton)
+{
+	int *bad = baton;
+
+	if (rc == KW_ENOTFOUND) {
+		printf("  %-20s absent (created at the next start)\n", file);
+		return;
+	}
+	printf("  %-20s %s\n", file, rc == KW_OK ? "ok" : rc == KW_EINTERNAL ?
+	    "FAILED structural verification" : kw_err_name(rc));
+	*bad += rc != KW_OK;
+}
+
+/* Removes dir and the files in it (a verification copy: no subdirectories). */
+static void
+remove_copy(const char *dir)
+{
+	char path[4200 + 260];
+	struct dirent *e;
+	DIR *d = opendir(dir);
+
+	if (d != NULL) {
+		while ((e = readdir(d)) != NULL) {
+			if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+				continue;
+			snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+			unlink(path);
+		}
+		closedir(d);
+	}
+	rmdir(dir);
+}
+
+int
+kw_cli_verify(const struct kw_cli_opts *o)
+{
+	struct check c = { 0 };
+	struct kw_store_state state;
+	struct kw_store *st, *copy;
+	const char *tmpdir = getenv("TMPDIR");
+	char dir[4200];
+	int bad = 0, rc = 1;
+	enum kw_err err;
+
+	if (kw_cli_setup(o->data_dir) != 0)
+		return 1;
+	if (need_data_dir() != 0 || open_store(kw_config.data_dir, &st) != 0)
+		return finish(1);
+	/* DB->verify takes no locks: it reads a copy, never the live files */
+	snprintf(dir, sizeof(dir), "%s/kw-verify-XXXXXX", tmpdir && *tmpdir ? tmpdir : "/tmp");
+	if (mkdtemp(dir) == NULL) {
+		fprintf(stderr, "keywarden: cannot make a directory for the copy: %s\n",
+		    strerror(errno));
+		kw_store_close(st);
+		return finish(1);
+	}
+	err = kw_store_backup(st, dir);
+	kw_store_close(st);
+	if (err == KW_OK)
+		err = kw_store_recover_copy(dir);
+	if (err != KW_OK) {
+		fprintf(stderr, "keywarden: cannot take a copy of the store to verify\n");
+		goto done;
+	}
+	printf("keywarden: verifying a hot copy of %s\n", kw_config.data_dir);
+	printf("structure (Berkeley DB verification):\n");
+	kw_store_verify_copy(dir, report_file, &bad);
+	if (open_store(dir, &copy) != 0)
+		goto done;
+	if ((err = kw_store_state(copy, &state)) == KW_OK)
+		err = kw_store_txn(copy, check_indexes, &c);
+	kw_store_close(copy);
+	if (err != KW_OK) {
+		fprintf(stderr, "keywarden: cannot read the copy: %s\n", kw_err_name(err));
+		goto done;
+	}
+	printf("schema version %u\n", state.schema_version);
+	printf("key indexes: %zu keys, %zu alias rows, %zu owner rows, %zu creation rows\n",
+	    c.keys, c.aliases, c.owner_rows, c.created_rows);
+	for (size_t i = 0; i < json_object_array_length(c.problems); i++)
+		printf("  problem: %s\n",
+		    json_object_get_string(json_object_array_get_idx(c.problems, i)));
+	bad += (int)json_object_array_length(c.problems);
+	printf("%s: %d problem%s\n", bad == 0 ? "ok" : "FAILED", bad, bad == 1 ? "" : "s");
+	rc = bad == 0 ? 0 : 1;
+done:
+	json_object_put(c.problems);
+	remove_copy(dir);
+	return finish(rc);
+}
+
+/* --- export and import --------------------------------------------- */
+
+struct lines {
+	char *text;
+	size_t len, cap, n;
+	int oom;
+};
+
+static int
+append_line(const char *id, json_object *rec, void *baton)
+{
+	struct lines *l = baton;
+	const char *s = json_object_to_json_string_ext(rec, JSON_C_TO_STRING_PLAIN);
+	size_t n = strlen(s);
+
+	(void)id;
+	if (l->len + n + 2 > l->cap) {
+		size_t cap = (l->cap + n + 2) * 2;
+		char *p = realloc(l->text, cap);
+
+		if (p == NULL) {
+			l->oom = 1;
+			return 1;
+		}
+		l->text = p;
+		l->cap = cap;
+	}
+	memcpy(l->text + l->len, s, n);
+	l->len += n;
+	l->text[l->len++] = '\n';
+	l->n++;
+	return 0;
+}
+
+/* Reads every key record, as stored, into baton's lines (rebuilt on each attempt). */
+static enum kw_err
+export_body(struct kw_store *st, DB_TXN *txn, void *baton)
+{
+	struct lines *l = baton;
+	enum kw_err rc;
+
+	l->len = l->n = 0;
+	l->oom = 0;
+	rc = kw_rec_each(st, txn, KW_DB_KEYS, append_line, l);
+	return rc == KW_OK && l->oom ? KW_ENOMEM : rc;
+}
+
+/* Writes n bytes to path: a file beside it (0600, flushed), renamed over it. */
+static int
+write_file(const char *path, const char *text, size_t n)
+{
+	char tmp[4200];
+	int fd, rc = 0;
+
+	snprintf(tmp, sizeof(tmp), "%s.new", path);
+	unlink(tmp);
+	if ((fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600)) < 0)
+		return -1;
+	if ((n > 0 && write(fd, text, n) != (ssize_t)n) || fsync(fd) != 0)
+		rc = -1;
+	if (close(fd) != 0)
+		rc = -1;
+	if (rc == 0 && rename(tmp, path) != 0)
+		rc = -1;
+	if (rc != 0)
+		unlink(tmp);
+	return rc;
+}
+
+int
+kw_cli_export(const struct kw_cli_opts *o)
+{
+	struct lines l = { 0 };
+	struct kw_store *st;
+	enum kw_err rc;
+	int failed;
+
+	if (kw_cli_setup(o->data_dir) != 0)
+		return 1;
+	if (need_data_dir() != 0 || open_store(kw_config.data_dir, &st) != 0)
+		return finish(1);
+	rc = kw_store_txn(st, export_body, &l);
+	kw_store_close(st);
+	if (rc != KW_OK) {
+		fprintf(stderr, "keywarden: cannot read the keys: %s\n", kw_err_name(rc));
+		free(l.text);
+		return finish(1);
+	}
+	if (o->output != NULL)
+		failed = write_file(o->output, l.text, l.len) != 0;
+	else
+		failed = (l.len > 0 && fwrite(l.text, 1, l.len, stdout) != l.len) ||
+		    fflush(stdout) != 0;
+	if (failed)
+		fprintf(stderr, "keywarden: cannot write %s: %s\n",
+		    o->output ? o->output : "standard output", strerror(errno));
+	else
+		fprintf(stderr, "keywarden: exported %zu keys\n", l.n);
+	free(l.text);
+	return finish(failed ? 1 : 0);
+}
+
+/* Checks an optional field: absent or null, else of the given json type (and then check). */
+static int
+field_is(json_object *rec, const char *name, json_type type)
+{
+	json_object *v;
+
+	return !json_object_object_get_ex(rec, name, &v) || v == NULL || json_object_is_type(v,
+	    type) || (type == json_type_double && json_object_is_type(v, json_type_int));
+}
+
+/*
+ * Validates one exported key record, lower-casing its token: the fields
+ * the store indexes or limits rely on must have their types, and a
+ * plaintext key is refused.  KW_EINVAL with err naming the field.
+ */
+static enum kw_err
+check_record(json_object *rec, time_t now, struct kw_error *err)
+{
+	static const char *const ids[] = { "key_alias", "user_id", "team_id", "organization_id" };
+	static const char *const amounts[] = { "spend", "max_budget", "soft_budget", "tpm_limit",
+	    "rpm_limit", "max_parallel_requests" };
+	static const char *const times[] = { "created_at", "expires", "budget_reset_at" };
+	const char *token, *s;
+	char lower[KW_TOKEN_LEN + 1];
+	json_object *v;
+	time_t t;
+
+	if (!json_object_is_type(rec, json_type_object)) {
+		kw_error_set(err, KW_EINVAL, "", "a line must be a JSON object, a key record");
+		return KW_EINVAL;
+	}
+	if (json_object_object_get_ex(rec, "key", NULL)) {
+		kw_error_set(err, KW_EINVAL, "key", "a plaintext key is never imported: give the "
+		    "record's token (its SHA-256), as export writes it");
+		return KW_EINVAL;
+	}
+	token = kw_json_str(rec, "token");
+	if (token == NULL || strlen(token) != KW_TOKEN_LEN ||
+	    strspn(token, "0123456789abcdefABCDEF") != KW_TOKEN_LEN) {
+		kw_error_set(err, KW_EINVAL, "token", "must be the key's SHA-256 as 64 hex characters");
+		return KW_EINVAL;
+	}
+	kw_keys_token_of(token, lower);
+	json_object_object_add(rec, "token", json_object_new_string(lower));
+	for (size_t i = 0; i < sizeof(ids) / sizeof(ids[0]); i++) {
+		if (!field_is(rec, ids[i], json_type_string) ||
+		    ((s = kw_json_str(rec, ids[i])) != NULL && !valid_id(s))) {
+			kw_error_set(err, KW_EINVAL, ids[i], "must be null or 1 to 256 characters");
+			return KW_EINVAL;
+		}
+	}
+	for (size_t i = 0; i < sizeof(amounts) / sizeof(amounts[0]); i++) {
+		if (!field_is(rec, amounts[i], json_type_double) ||
+		    kw_json_num(rec, amounts[i], 0) < 0) {
+			kw_error_set(err, KW_EINVAL, amounts[i], "must be null or a number >= 0");
+			return KW_EINVAL;
+		}
+	}
+	for (size_t i = 0; i < sizeof(times) / sizeof(times[0]); i++) {
+		if (!field_is(rec, times[i], json_type_string) ||
+		    ((s = kw_json_str(rec, times[i])) != NULL && kw_time_parse(s, &t) != KW_OK)) {
+			kw_error_set(err, KW_EINVAL, times[i], "must be null or a time such as "
+			    "2026-11-22T07:36:43Z");
+			return KW_EINVAL;
+		}
+	}
+	if (!field_is(rec, "blocked", json_type_boolean)) {
+		kw_error_set(err, KW_EINVAL, "blocked", "must be true or false");
+		return KW_EINVAL;
+	}
+	if (!field_is(rec, "metadata", json_type_object)) {
+		kw_error_set(err, KW_EINVAL, "metadata", "must be an object");
+		return KW_EINVAL;
+	}
+	if (!field_is(rec, "models", json_type_array)) {
+		kw_error_set(err, KW_EINVAL, "models", "must be a list of model names");
+		return KW_EINVAL;
+	}
+	if (json_object_object_get_ex(rec, "models", &v) && v != NULL)
+		for (size_t i = 0; i < json_object_array_length(v); i++)
+			if (!json_object_is_type(json_object_array_get_idx(v, i), json_type_string)) {
+				kw_error_set(err, KW_EINVAL, "models", "must be a list of model names");
+				return KW_EINVAL;
+			}
+	if (kw_json_str(rec, "created_at") == NULL)
+		kw_json_set_time(rec, "created_at", now);	/* the creation index needs a time */
+	return KW_OK;
+}
+
+enum import_outcome { IMPORTED, SKIPPED };
+
+struct import_op {
+	struct kw_req *req;
+	json_object *rec;	/* borrowed */
+	enum import_outcome outcome;
+};
+
+/* Writes one record unless its token exists: index rows, a missing user, the audit entry. */
+static enum kw_err
+import_body(struct kw_store *st, DB_TXN *txn, void *baton)
+{
+	struct import_op *op = baton;
+	struct kw_req *req = op->req;
+	const char *token = kw_json_str(op->rec, "token"), *user_id;
+	json_object *old;
+	enum kw_err rc;
+
+	memset(&req->err, 0, sizeof(req->err));
+	op->outcome = IMPORTED;
+	rc = kw_rec_get(st, txn, KW_DB_KEYS, token, 0, &old);
+	if (rc == KW_OK) {
+		json_object_put(old);
+		op->outcome = SKIPPED;
+		return KW_OK;
+	}
+	if (rc != KW_ENOTFOUND)
+		return rc;
+	if ((user_id = kw_json_str(op->rec, "user_id")) != NULL &&
+	    (rc = ensure_user(req, txn, user_id, "internal_user", NULL, 0)) != KW_OK)
+		return rc;
+	if ((rc = kw_keys_put(st, txn, NULL, op->rec, &req->err)) != KW_OK)
+		return rc;
+	return kw_audit_record(req, txn, "created", KW_TABLE_KEYS, token, NULL, op->rec);
+}
+
+int
+kw_cli_import(const struct kw_cli_opts *o)
+{
+	const char *name = o->nargs > 0 ? o->args[0] : "standard input";
+	json_object *recs = json_object_new_array(), *lineno = json_object_new_array();
+	size_t cap = 0, imported = 0, skipped = 0, failed = 0, bad = 0;
+	struct kw_error err;
+	struct cli_req c;
+	struct kw_store *st;
+	char *line = NULL;
+	ssize_t len;
+	int n = 0, rc = 1;
+	FILE *in = stdin;
+
+	if (kw_cli_setup(o->data_dir) != 0)
+		goto out;
+	if (need_data_dir() != 0)
+		goto out;
+	if (o->nargs > 0 && (in = fopen(o->args[0], "r")) == NULL) {
+		fprintf(stderr, "keywarden: cannot read %s: %s\n", o->args[0], strerror(errno));
+		goto out;
+	}
+	/* every line is checked before any is written: a bad file changes nothing */
+	while ((len = getline(&line, &cap, in)) >= 0) {
+		json_object *rec;
+
+		n++;
+		while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
+			len--;
+		if (len == 0)
+			continue;
+		memset(&err, 0, sizeof(err));
+		if (kw_json_parse(line, (size_t)len, kw_config.max_depth, &rec, &err) != KW_OK ||
+		    check_record(rec, kw_clock_now(), &err) != KW_OK) {
+			fprintf(stderr, "keywarden: %s: line %d: %s%s%s\n", name, n, err.field,
+			    err.field[0] != '\0' ? ": " : "", err.message);
+			json_object_put(rec);
+			bad++;
+			continue;
+		}
+		json_object_array_add(recs, rec);
+		json_object_array_add(lineno, json_object_new_int(n));
+	}
+	free(line);
+	if (in != stdin)
+		fclose(in);
+	if (bad > 0) {
+		fprintf(stderr, "keywarden: %zu bad line%s in %s: nothing imported\n", bad,
+		    bad == 1 ? "" : "s", name);
+		goto out;
+	}
+	if (open_store(kw_config.data_dir, &st) != 0)
+		goto out;
+	if (cli_req_init(&c, st) != 0) {
+		kw_store_close(st);
+		goto out;
+	}
+	for (size_t i = 0; i < json_object_array_length(recs); i++) {
+		struct import_op op = { .req = &c.req, .rec = json_object_array_get_idx(recs, i) };
+		int at = json_object_get_int(json_object_array_get_idx(lineno, i));
+		enum kw_err e = kw_store_txn(st, import_body, &op);
+
+		if (e != KW_OK) {
+			char what[4300];
+
+			snprintf(what, sizeof(what), "%s: line %d", name, at);
+			say_error(what, e, &c.req.err);
+			failed++;
+		} else if (op.outcome == SKIPPED) {
+			fprintf(stderr, "keywarden: %s: line %d: key %.*s... exists: skipped\n", name,
+			    at, SHOWN_TOKEN, kw_json_str(op.rec, "token"));
+			skipped++;
+		} else {
+			imported++;
+		}
+	}
+	kw_arena_free(c.req.arena);
+	kw_store_close(st);
+	fprintf(stderr, "keywarden: imported %zu keys, skipped %zu that exist, %zu failed\n",
+	    imported, skipped, failed);
+	rc = failed == 0 ? 0 : 1;
+out:
+	json_object_put(recs);
+	json_object_put(lineno);
+	return finish(rc);
+}
