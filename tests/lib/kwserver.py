@@ -14,6 +14,15 @@ BIN = os.environ.get("KEYWARDEN_BIN", os.path.join(ROOT, "build", "keywarden"))
 MASTER_KEY = "sk-test-master-key-0123456789"
 
 
+def read_text(path):
+    """A log file's text so far ("" when there is none yet), undecodable bytes replaced."""
+    try:
+        with open(path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -112,11 +121,7 @@ class Server:
             self.log.close()
 
     def read_log(self):
-        try:
-            with open(self.log_path, "rb") as f:
-                return f.read().decode("utf-8", "replace")
-        except OSError:
-            return ""
+        return read_text(self.log_path)
 
     def processes(self, comm=None):
         """pids of keywarden processes serving this data directory, optionally by name."""

@@ -1,0 +1,69 @@
+#!/usr/bin/python3
+"""hosting_nginx.t: the nginx recipes.  keywarden listens on its own Unix socket; nginx passes
+its API with fastcgi_pass at the root and under /keywarden/ (scripts/recipes/nginx.conf.in), and
+checks every /v1/ request with auth_request before proxy_pass sends it to a model server
+(scripts/recipes/nginx-auth-request.conf.in).  Each runs the smoke set."""
+import os
+import shutil
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
+import tap  # noqa: E402
+from smoke import (Client, Process, free_port, gateway, keywarden, need,  # noqa: E402
+                   owned_dir, render, server_user, smoke, tmpdir)
+from upstream import Upstream  # noqa: E402
+
+NGINX = "/usr/sbin/nginx"
+
+
+def nginx(tmp, recipe, name, **placeholders):
+    """nginx with a rendered recipe in the foreground; not started."""
+    run = os.path.join(tmp, name)
+    for d in ("body", "fastcgi", "proxy", "uwsgi", "scgi"):
+        os.makedirs(os.path.join(run, "nginx-tmp", d))
+    user, group = server_user()
+    port = free_port()
+    conf = render(recipe, os.path.join(run, "nginx.conf"), BIND="127.0.0.1", PORT=port,
+                  RUN_DIR=run, USER=user, GROUP=group, **placeholders)
+    r = subprocess.run([NGINX, "-t", "-p", run, "-c", conf], capture_output=True, text=True)
+    tap.ok(r.returncode == 0, "%s: nginx -t accepts the rendered recipe" % name, r.stderr)
+    p = Process([NGINX, "-p", run, "-c", conf, "-g", "daemon off;"],
+                os.path.join(run, "nginx.out"), ready=port)
+    p.port = port
+    p.error_log = os.path.join(run, "nginx-error.log")
+    return p
+
+
+def main():
+    if not need(NGINX):
+        return
+    tmp = tmpdir("kw-nginx-")
+    # keywarden's socket is read-write for its user and group, nginx's workers run as them
+    user, group = server_user()
+    home = owned_dir(os.path.join(tmp, "kw"), user, group)
+    sock = os.path.join(home, "keywarden.sock")
+    keys = []
+    up = Upstream(None, None, 0.001).start()
+    try:
+        with keywarden(home, sock, user=user, group=group) as kw:
+            for mount in ("", "/keywarden"):
+                name = "nginx %s" % (mount or "/")
+                with nginx(tmp, "nginx.conf", "root" if not mount else "mount",
+                           SOCKET=sock, MOUNT=mount) as ng:
+                    keys.append(smoke(Client(ng.port, mount), name))
+            with nginx(tmp, "nginx-auth-request.conf", "gateway", SOCKET=sock,
+                       UPSTREAM="127.0.0.1:%d" % up.port) as ng:
+                c = Client(ng.port)
+                keys.append(smoke(c, "nginx auth_request /"))
+                keys.extend(gateway(c, up, "nginx auth_request"))
+            log = kw.read_log()
+        tap.ok(not any(k in log for k in keys), "no key in keywarden's log")
+        tap.ok(not os.path.exists(sock), "keywarden removed its socket when it stopped")
+    finally:
+        up.stop()
+        if os.environ.get("KW_KEEP_TMP") is None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+tap.run(main)
