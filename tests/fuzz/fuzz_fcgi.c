@@ -17,6 +17,7 @@
 #include <json-c/json.h>
 
 #include "kw.h"
+#include "fuzz_dir.h"
 
 /*
  * The input is text, so the seeds in fixtures/fuzz/fcgi/ read as requests:
@@ -105,20 +106,11 @@ in_end(FCGX_Stream *s)
 	s->isClosed = 1;
 }
 
-static int
-rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
-}
-
 static void
 remove_dir(void)
 {
 	if (fz.dir[0] != '\0')
-		(void)nftw(fz.dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+		fuzz_remove_tree(fz.dir);
 }
 
 /* stderr goes to the log file while a request is served, so its log can be read. */

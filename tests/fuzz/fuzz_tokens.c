@@ -6,16 +6,24 @@
 #include <string.h>
 
 #include "kw.h"
+#include "fuzz_dir.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
+
+static char dir[] = "/tmp/kw-fuzz-tokens-XXXXXX";
+
+/* The data directory goes when the fuzzer exits. */
+static void
+remove_dir(void)
+{
+	fuzz_remove_tree(dir);
+}
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 /* A data directory with a signing key, made once. */
 int
 LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-	static char dir[] = "/tmp/kw-fuzz-tokens-XXXXXX";
-
 	(void)argc;
 	(void)argv;
 	kw_crypto_init();
@@ -24,6 +32,7 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 	if (mkdtemp(dir) == NULL || kw_config_load(dir) != KW_OK ||
 	    kw_config_init_data_dir(0) != KW_OK)
 		abort();
+	atexit(remove_dir);
 	return 0;
 }
 
