@@ -1,10 +1,12 @@
 /* store.c: the Berkeley DB transactional environment and the one retry-on-deadlock transaction helper. */
 #include <assert.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include <db.h>
@@ -276,6 +278,36 @@ kw_store_close(struct kw_store *st)
 }
 
 /*
+ * Takes the environment's backup lock (DIR/backup.lock, flock) as how says:
+ * shared while a hot backup copies, exclusive while maintenance removes log
+ * files, which a backup still copying may need (Berkeley DB 5.3's
+ * DB_HOTBACKUP_IN_PROGRESS does not stop DB_ARCH_REMOVE).  Returns the
+ * descriptor to close, or -1 with errno set (EWOULDBLOCK: a backup runs).
+ */
+static int
+backup_lock(struct kw_store *st, int how)
+{
+	const char *home = NULL;
+	char path[4200];
+	int fd, saved;
+
+	if (st->env->get_home(st->env, &home) != 0 || home == NULL) {
+		errno = ENOENT;
+		return -1;
+	}
+	snprintf(path, sizeof(path), "%s/backup.lock", home);
+	if ((fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600)) < 0)
+		return -1;
+	if (flock(fd, how) != 0) {
+		saved = errno;
+		close(fd);
+		errno = saved;
+		return -1;
+	}
+	return fd;
+}
+
+/*
  * Runs body inside a transaction and commits it; on a deadlock the
  * transaction is aborted and body runs again, so body must not keep side
  * effects outside the transaction (write them into baton afresh each
@@ -372,10 +404,14 @@ kw_store_state(struct kw_store *st, struct kw_store_state *state)
 enum kw_err
 kw_store_maintain(struct kw_store *st)
 {
-	int rc = st->env->txn_checkpoint(st->env, 0, 0, 0);
+	int rc = st->env->txn_checkpoint(st->env, 0, 0, 0), lock = -1;
 
-	if (rc == 0)
+	if (rc == 0 && (lock = backup_lock(st, LOCK_EX | LOCK_NB)) < 0 && errno == EWOULDBLOCK)
+		kw_log_info("store: a backup is running: log files stay until it ends");
+	else if (rc == 0)
 		rc = st->env->log_archive(st->env, NULL, DB_ARCH_REMOVE);
+	if (lock >= 0)
+		close(lock);
 	if (rc != 0)
 		kw_log_warn("store: maintenance failed: %s", db_strerror(rc));
 	return kw_store_err(rc);
@@ -418,15 +454,21 @@ kw_store_db_file(enum kw_db which)
  * Copies the environment's databases, then its log files, into target, an
  * existing empty directory, while other processes go on writing: Berkeley
  * DB's hot backup.  The copy is consistent only once recovered
- * (kw_store_recover_copy).  Files already in target are an error.
+ * (kw_store_recover_copy).  Files already in target are an error.  The
+ * backup lock keeps every log file in place until the copy has them all.
  */
 enum kw_err
 kw_store_backup(struct kw_store *st, const char *target)
 {
-	int rc = st->env->backup(st->env, target, DB_EXCL);
+	int lock = backup_lock(st, LOCK_SH), rc;
 
-	if (rc != 0)
+	if (lock < 0) {
+		kw_log_error("store: backup: cannot take the backup lock: %s", strerror(errno));
+		return KW_EUNAVAIL;
+	}
+	if ((rc = st->env->backup(st->env, target, DB_EXCL)) != 0)
 		kw_log_error("store: backup: %s", db_strerror(rc));
+	close(lock);
 	return kw_store_err(rc);
 }
 

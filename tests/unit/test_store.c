@@ -1,7 +1,10 @@
 /* test_store.c: the Berkeley DB store against a fresh environment in a temp dir, including dead processes and contention between processes. */
+#include <dirent.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -154,6 +157,64 @@ test_txn(void)
 	kw_store_close(st);
 }
 
+/* The number of log files in the environment in home. */
+static int
+log_files(const char *home)
+{
+	DIR *d = opendir(home);
+	struct dirent *e;
+	int n = 0;
+
+	while (d != NULL && (e = readdir(d)) != NULL)
+		n += strncmp(e->d_name, "log.", 4) == 0;
+	if (d != NULL)
+		closedir(d);
+	return n;
+}
+
+/* While a backup holds the backup lock, maintenance removes no log file. */
+static void
+test_backup_lock(void)
+{
+	static char home[] = "/tmp/kw-test-backup-lock-XXXXXX";
+	struct kw_store *st = NULL;
+	char value[400], path[256];
+	int lock, before;
+	FILE *f;
+
+	if (mkdtemp(home) == NULL)
+		return;
+	/* small log files (Berkeley DB reads DB_CONFIG when it creates the environment) */
+	snprintf(path, sizeof(path), "%s/DB_CONFIG", home);
+	if ((f = fopen(path, "w")) != NULL) {
+		fputs("set_lg_max 65536\n", f);
+		fclose(f);
+	}
+	value[sizeof(value) - 1] = '\0';
+	kw_store_open(&st, home, KW_STORE_RECOVER);
+	/* one record written again and again: the log grows, the tree never splits */
+	for (int i = 0; st != NULL && log_files(home) < 3 && i < 10000; i++) {
+		struct put p = { .key = "bulk", .value = value };
+
+		memset(value, 'a' + i % 26, sizeof(value) - 1);
+		kw_store_txn_flags(st, KW_TXN_NOSYNC, put_body, &p);
+	}
+	before = log_files(home);
+	ok(before >= 2, "the writes filled %d log files", before);
+	snprintf(path, sizeof(path), "%s/backup.lock", home);
+	lock = open(path, O_RDWR | O_CREAT, 0600);
+	ok(lock >= 0 && flock(lock, LOCK_SH) == 0, "a backup's shared lock is taken");
+	is_int(kw_store_maintain(st), KW_OK, "maintenance runs during the backup");
+	is_int(log_files(home), before, "and leaves every log file in place");
+	close(lock);
+	is_int(kw_store_maintain(st), KW_OK, "maintenance after the backup");
+	ok(log_files(home) < before, "removes the log files no longer needed (%d left of %d)",
+	    log_files(home), before);
+	kw_store_close(st);
+	snprintf(path, sizeof(path), "rm -rf %s", home);
+	(void)!system(path);
+}
+
 /* A process that dies holding a write lock must not block everyone forever. */
 static void
 test_dead_process(void)
@@ -255,6 +316,7 @@ main(void)
 		return 1;
 	test_open_and_schema();
 	test_txn();
+	test_backup_lock();
 	test_dead_process();
 	test_deadlocks();
 	test_newer_schema();
