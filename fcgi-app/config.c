@@ -1,4 +1,5 @@
 /* config.c: settings from the environment and DATA_DIR/keywarden.conf; the data directory's secrets. */
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -106,6 +107,45 @@ static struct {
 	ino_t ino;
 	struct timespec mtime;
 } master_key_read;
+
+/*
+ * Parses a version of dotted numbers ("2.10.0", an optional leading "v")
+ * into parts, missing ones 0; the last slot is 1 for a release and 0 for
+ * a pre-release ("2.1.0-rc.1" comes before 2.1.0, as in SemVer); "+..."
+ * build metadata is ignored.  Returns 0 for anything else (empty,
+ * letters, a part over 9 digits, more than KW_VERSION_PARTS - 1 parts).
+ */
+int
+kw_version_parse(const char *s, unsigned long parts[KW_VERSION_PARTS])
+{
+	size_t n = 0;
+
+	memset(parts, 0, KW_VERSION_PARTS * sizeof(parts[0]));
+	parts[KW_VERSION_PARTS - 1] = 1;	/* a release */
+	if (s == NULL)
+		return 0;
+	if (*s == 'v' || *s == 'V')
+		s++;
+	for (;;) {
+		size_t digits = 0;
+		unsigned long v = 0;
+
+		while (isdigit((unsigned char)*s)) {
+			if (++digits > 9)
+				return 0;
+			v = v * 10 + (unsigned long)(*s++ - '0');
+		}
+		if (digits == 0 || n == KW_VERSION_PARTS - 1)
+			return 0;
+		parts[n++] = v;
+		if (*s != '.')
+			break;
+		s++;
+	}
+	if (*s == '-')
+		parts[KW_VERSION_PARTS - 1] = 0;	/* a pre-release */
+	return *s == '\0' || *s == '-' || *s == '+';
+}
 
 /* Reads DATA_DIR/master.key into kw_config.master_key; KW_ENOTFOUND when absent. */
 static enum kw_err
@@ -309,8 +349,16 @@ kw_config_load(const char *data_dir_override)
 	}
 	if ((v = setting("KEYWARDEN_PUBLIC_URL", values, known, NKNOWN)) != NULL)
 		snprintf(kw_config.public_url, sizeof(kw_config.public_url), "%s", v);
-	if ((v = setting("KEYWARDEN_MIN_CLIENT_VERSION", values, known, NKNOWN)) != NULL)
+	if ((v = setting("KEYWARDEN_MIN_CLIENT_VERSION", values, known, NKNOWN)) != NULL) {
+		unsigned long parts[KW_VERSION_PARTS];
+
+		if (strlen(v) >= sizeof(kw_config.min_client_version) || !kw_version_parse(v, parts)) {
+			fprintf(stderr, "keywarden: KEYWARDEN_MIN_CLIENT_VERSION must be a version of "
+			    "dotted numbers, such as 2.1.0\n");
+			return KW_EINVAL;
+		}
 		snprintf(kw_config.min_client_version, sizeof(kw_config.min_client_version), "%s", v);
+	}
 	if ((v = setting("KEYWARDEN_LOG_LEVEL", values, known, NKNOWN)) != NULL &&
 	    kw_log_parse_level(v, &kw_config.log_level) != KW_OK) {
 		fprintf(stderr, "keywarden: KEYWARDEN_LOG_LEVEL must be error, warn, info or debug\n");

@@ -1,5 +1,4 @@
 /* face_provisioning.c: short-lived signed keys for an organization's members, one per client_id. */
-#include <ctype.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -10,7 +9,6 @@
 #include "gen/ops.h"
 
 #define ALIAS_PREFIX "prov:"		/* a provisioned key's alias: prov:<org>:<client_id> */
-#define VERSION_PARTS 8
 #define TOKEN_MAX 128			/* a signed token is 66 characters */
 
 /* One provisioning's transaction: its inputs and its answer, rebuilt on every attempt. */
@@ -22,50 +20,11 @@ struct prov_op {
 	json_object *answer;	/* owned: the only place the plaintext key lives */
 };
 
-/*
- * Parses a version of dotted numbers ("2.10.0", an optional leading "v")
- * into parts, missing ones 0; the last slot is 1 for a release and 0 for
- * a pre-release ("2.1.0-rc.1" comes before 2.1.0, as in SemVer); "+..."
- * build metadata is ignored.  Returns 0 for anything else (empty,
- * letters, a part over 9 digits, more than VERSION_PARTS - 1 parts).
- */
-static int
-parse_version(const char *s, unsigned long parts[VERSION_PARTS])
-{
-	size_t n = 0;
-
-	memset(parts, 0, VERSION_PARTS * sizeof(parts[0]));
-	parts[VERSION_PARTS - 1] = 1;	/* a release */
-	if (s == NULL)
-		return 0;
-	if (*s == 'v' || *s == 'V')
-		s++;
-	for (;;) {
-		size_t digits = 0;
-		unsigned long v = 0;
-
-		while (isdigit((unsigned char)*s)) {
-			if (++digits > 9)
-				return 0;
-			v = v * 10 + (unsigned long)(*s++ - '0');
-		}
-		if (digits == 0 || n == VERSION_PARTS - 1)
-			return 0;
-		parts[n++] = v;
-		if (*s != '.')
-			break;
-		s++;
-	}
-	if (*s == '-')
-		parts[VERSION_PARTS - 1] = 0;	/* a pre-release */
-	return *s == '\0' || *s == '-' || *s == '+';
-}
-
 /* <0, 0, >0 as version a is below, equal to or above b (part by part, as numbers). */
 static int
-compare_versions(const unsigned long a[VERSION_PARTS], const unsigned long b[VERSION_PARTS])
+compare_versions(const unsigned long a[KW_VERSION_PARTS], const unsigned long b[KW_VERSION_PARTS])
 {
-	for (size_t i = 0; i < VERSION_PARTS; i++)
+	for (size_t i = 0; i < KW_VERSION_PARTS; i++)
 		if (a[i] != b[i])
 			return a[i] < b[i] ? -1 : 1;
 	return 0;
@@ -79,24 +38,19 @@ compare_versions(const unsigned long a[VERSION_PARTS], const unsigned long b[VER
 static enum kw_err
 check_client_version(struct kw_req *req)
 {
-	unsigned long have[VERSION_PARTS], need[VERSION_PARTS];
+	unsigned long have[KW_VERSION_PARTS], need[KW_VERSION_PARTS];
 	const char *v = kw_req_header(req, "HTTP_X_CLIENT_VERSION");
 
 	if (kw_config.min_client_version[0] == '\0')
 		return KW_OK;
-	if (!parse_version(kw_config.min_client_version, need)) {
-		kw_log_error("provisioning: KEYWARDEN_MIN_CLIENT_VERSION is not dotted numbers");
-		kw_error_set(&req->err, KW_EINTERNAL, NULL,
-		    "the minimum client version is misconfigured");
-		return KW_EINTERNAL;
-	}
+	(void)kw_version_parse(kw_config.min_client_version, need);	/* checked at start */
 	if (v == NULL || *v == '\0') {
 		kw_error_set(&req->err, KW_EUPGRADE, "header.X-Client-Version",
 		    "send X-Client-Version: this service needs version %s or later",
 		    kw_config.min_client_version);
 		return KW_EUPGRADE;
 	}
-	if (strlen(v) > 64 || !parse_version(v, have)) {
+	if (strlen(v) > 64 || !kw_version_parse(v, have)) {
 		kw_error_set(&req->err, KW_EUPGRADE, "header.X-Client-Version",
 		    "X-Client-Version must be dotted numbers; this service needs %s or later",
 		    kw_config.min_client_version);

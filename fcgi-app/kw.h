@@ -645,6 +645,8 @@ int kw_cli_setup(const char *data_dir);
 const char *kw_config_master_key_setting(void);	/* NULL: DATA_DIR/master.key */
 enum kw_err kw_config_master_key_rotate(char *out, size_t n);
 void kw_config_master_key_refresh(void);
+#define KW_VERSION_PARTS 8	/* up to seven numbers and the release/pre-release slot */
+int kw_version_parse(const char *s, unsigned long parts[KW_VERSION_PARTS]);
 
 /* store.c: what the operator's tools need of the environment */
 unsigned kw_store_refused_schema(void);	/* a newer schema the last open refused; 0 none */
