@@ -24,9 +24,16 @@ def kw(*args, timeout=120):
 
 
 def copy_fixture(fixture, to):
-    """The fixture's data directory as keywarden keeps one: 0700, files 0600."""
-    shutil.copytree(os.path.join(fixture, "data"), to)
-    os.chmod(to, 0o700)
+    """The fixture's data directory as keywarden keeps one (0700, files 0600): its secrets,
+    and each database loaded from its portable dump, with its log sequence numbers reset
+    so that a fresh environment takes it."""
+    os.makedirs(to, mode=0o700)
+    for name in os.listdir(os.path.join(fixture, "secrets")):
+        shutil.copyfile(os.path.join(fixture, "secrets", name), os.path.join(to, name))
+    for dump in glob.glob(os.path.join(fixture, "dump", "*.dump")):
+        db = os.path.basename(dump)[:-len(".dump")] + ".db"
+        for args in (["-f", dump, db], ["-r", "lsn", db]):
+            subprocess.run(["db5.3_load"] + args, cwd=to, check=True, timeout=60)
     for name in os.listdir(to):
         os.chmod(os.path.join(to, name), 0o600)
 

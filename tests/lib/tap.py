@@ -39,6 +39,13 @@ def bail(msg):
     sys.exit(255)
 
 
+def skip_all(reason):
+    """Skips the whole script with reason: a plan of none, before anything else is printed."""
+    print("1..0 # SKIP " + reason)
+    sys.stdout.flush()
+    sys.exit(0)
+
+
 def done():
     """Prints the plan and exits with the number of failures (capped)."""
     print("1..%d" % _count)
