@@ -323,24 +323,6 @@ struct key_op {
 	json_object *answer;	/* owned */
 };
 
-static void
-reset_answer(struct key_op *op)
-{
-	json_object_put(op->answer);
-	op->answer = NULL;
-}
-
-/* Finishes an operation: the answer becomes the response, or is released on failure. */
-static enum kw_err
-respond(struct kw_resp *resp, struct key_op *op, enum kw_err rc)
-{
-	if (rc == KW_OK)
-		kw_resp_json(resp, 200, op->answer);
-	else
-		json_object_put(op->answer);
-	return rc;
-}
-
 /*
  * The key's user, as LiteLLM does: a user_id with no user record yet gets
  * one (role internal_user), so /user/info and the role rules know it.
@@ -371,7 +353,7 @@ generate_body(struct kw_store *st, DB_TXN *txn, void *baton)
 	enum kw_err rc;
 
 	(void)st;
-	reset_answer(op);
+	kw_answer_reset(&op->answer);
 	if ((rc = check_ownership(op->req, txn, op->body, 0)) != KW_OK ||
 	    (rc = ensure_user(op->req, txn, kw_json_str(op->body, "user_id"))) != KW_OK)
 		return rc;
@@ -402,7 +384,7 @@ kw_op_key_generate(struct kw_req *req, struct kw_resp *resp)
 	if (!kw_auth_is_admin(req->caller) && kw_json_str(req->body, "user_id") == NULL)
 		json_object_object_add(req->body, "user_id",
 		    json_object_new_string(req->caller->user_id));
-	return respond(resp, &op, kw_store_txn(req->store, generate_body, &op));
+	return kw_answer_respond(resp, &op.answer, kw_store_txn(req->store, generate_body, &op));
 }
 
 /*
@@ -433,7 +415,7 @@ kw_op_key_service_account_generate(struct kw_req *req, struct kw_resp *resp)
 	}
 	json_object_object_add(metadata, "service_account_id",
 	    json_object_get(json_object_object_get(req->body, "key_alias")));
-	return respond(resp, &op, kw_store_txn(req->store, generate_body, &op));
+	return kw_answer_respond(resp, &op.answer, kw_store_txn(req->store, generate_body, &op));
 }
 
 /*
@@ -449,7 +431,7 @@ update_body(struct kw_store *st, DB_TXN *txn, void *baton)
 	json_object *old, *rec;
 	enum kw_err rc;
 
-	reset_answer(op);
+	kw_answer_reset(&op->answer);
 	if ((rc = find_key(req, txn, op->ref, KW_RMW, "key", &old)) != KW_OK)
 		return rc;
 	rec = kw_json_copy(old);
@@ -481,7 +463,7 @@ kw_op_key_update(struct kw_req *req, struct kw_resp *resp)
 
 	if ((rc = writer(req)) != KW_OK)
 		return rc;
-	return respond(resp, &op, kw_store_txn(req->store, update_body, &op));
+	return kw_answer_respond(resp, &op.answer, kw_store_txn(req->store, update_body, &op));
 }
 
 /*
@@ -586,7 +568,7 @@ delete_body(struct kw_store *st, DB_TXN *txn, void *baton)
 	enum kw_err rc = KW_OK;
 
 	(void)st;
-	reset_answer(op);
+	kw_answer_reset(&op->answer);
 	op->answer = json_object_new_object();
 	json_object *deleted = json_object_new_array();
 	json_object_object_add(op->answer, "deleted_keys", deleted);
@@ -621,7 +603,7 @@ kw_op_key_delete(struct kw_req *req, struct kw_resp *resp)
 		kw_error_set(&req->err, KW_EINVAL, "keys", "send keys or key_aliases");
 		return KW_EINVAL;
 	}
-	return respond(resp, &op, kw_store_txn(req->store, delete_body, &op));
+	return kw_answer_respond(resp, &op.answer, kw_store_txn(req->store, delete_body, &op));
 }
 
 /* Reads the key ref for reading by the caller: 404 before 403. */
@@ -648,7 +630,7 @@ info_body(struct kw_store *st, DB_TXN *txn, void *baton)
 	enum kw_err rc;
 
 	(void)st;
-	reset_answer(op);
+	kw_answer_reset(&op->answer);
 	if ((rc = read_key(op->req, txn, op->ref, "key", &view)) != KW_OK)
 		return rc;
 	op->answer = json_object_new_object();
@@ -674,7 +656,7 @@ kw_op_key_info(struct kw_req *req, struct kw_resp *resp)
 		}
 		op.ref = req->caller->token;
 	}
-	return respond(resp, &op, kw_store_txn(req->store, info_body, &op));
+	return kw_answer_respond(resp, &op.answer, kw_store_txn(req->store, info_body, &op));
 }
 
 static enum kw_err
@@ -685,7 +667,7 @@ info_v2_body(struct kw_store *st, DB_TXN *txn, void *baton)
 	enum kw_err rc = KW_OK;
 
 	(void)st;
-	reset_answer(op);
+	kw_answer_reset(&op->answer);
 	op->answer = json_object_new_object();
 	json_object_object_add(op->answer, "key", json_object_get(refs));
 	infos = json_object_new_array();
@@ -716,7 +698,7 @@ kw_op_key_info_v2(struct kw_req *req, struct kw_resp *resp)
 		kw_error_set(&req->err, KW_EINVAL, "keys", "send keys");
 		return KW_EINVAL;
 	}
-	return respond(resp, &op, kw_store_txn(req->store, info_v2_body, &op));
+	return kw_answer_respond(resp, &op.answer, kw_store_txn(req->store, info_v2_body, &op));
 }
 
 /* --- listing ---------------------------------------------------------- */
@@ -1179,7 +1161,7 @@ change_body(struct kw_store *st, DB_TXN *txn, void *baton)
 	json_object *old, *rec;
 	enum kw_err rc;
 
-	reset_answer(&kc->op);
+	kw_answer_reset(&kc->op.answer);
 	if ((rc = find_key(req, txn, kc->op.ref, KW_RMW, "key", &old)) != KW_OK)
 		return rc;
 	rec = kw_json_copy(old);
@@ -1218,7 +1200,7 @@ block(struct kw_req *req, struct kw_resp *resp, int blocked)
 
 	if ((rc = kw_auth_admin(req)) != KW_OK)
 		return rc;
-	return respond(resp, &kc.op, kw_store_txn(req->store, change_body, &kc));
+	return kw_answer_respond(resp, &kc.op.answer, kw_store_txn(req->store, change_body, &kc));
 }
 
 /* POST /key/block: refused from the very next request on, by every worker. Admins only. */
@@ -1310,7 +1292,7 @@ regenerate(struct kw_req *req, struct kw_resp *resp, const char *ref)
 		    json_object_get(json_object_object_get(kc.op.answer, "token")));
 	}
 	kw_crypto_wipe(kc.secret, sizeof(kc.secret));
-	return respond(resp, &kc.op, rc);
+	return kw_answer_respond(resp, &kc.op.answer, rc);
 }
 
 /* POST /key/regenerate?key=: the key in the query (or the body). */
@@ -1378,7 +1360,7 @@ kw_op_key_reset_spend(struct kw_req *req, struct kw_resp *resp)
 	if ((rc = writer(req)) != KW_OK)
 		return rc;
 	if ((rc = kw_store_txn(req->store, change_body, &kc)) != KW_OK)
-		return respond(resp, &kc.op, rc);
+		return kw_answer_respond(resp, &kc.op.answer, rc);
 	/* LiteLLM's answer: the spend before and after, not the whole record */
 	answer = json_object_new_object();
 	json_object_object_add(answer, "key_hash",

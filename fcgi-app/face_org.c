@@ -17,26 +17,6 @@ struct org_op {
 	json_object *answer;	/* owned */
 };
 
-/* Releases what a previous attempt of the transaction left in op->answer. */
-static void
-reset_answer(struct org_op *op)
-{
-	json_object_put(op->answer);
-	op->answer = NULL;
-}
-
-/* Finishes an operation: the answer becomes the response, or is released on failure. */
-static enum kw_err
-respond(struct kw_resp *resp, struct org_op *op, enum kw_err rc)
-{
-	if (rc == KW_OK)
-		kw_resp_json(resp, 200, op->answer);
-	else
-		json_object_put(op->answer);
-	op->answer = NULL;
-	return rc;
-}
-
 /*
  * A new organization record (owned) from a NewOrganizationRequest (body,
  * borrowed): no members, no model restriction, spend 0; null settings
@@ -211,7 +191,7 @@ org_new_body(struct kw_store *st, DB_TXN *txn, void *baton)
 	json_object *org;
 	enum kw_err rc;
 
-	reset_answer(op);
+	kw_answer_reset(&op->answer);
 	org = org_record_new(req, op->org_id, req->body);
 	rc = kw_rec_put(st, txn, KW_DB_ORGS, op->org_id, org, 1);
 	if (rc == KW_ECONFLICT)
@@ -241,7 +221,7 @@ kw_op_organization_new(struct kw_req *req, struct kw_resp *resp)
 	if ((rc = kw_auth_admin(req)) != KW_OK)
 		return rc;
 	op.org_id = kw_id_or_new(op.org_id, uuid);
-	return respond(resp, &op, kw_store_txn(req->store, org_new_body, &op));
+	return kw_answer_respond(resp, &op.answer, kw_store_txn(req->store, org_new_body, &op));
 }
 
 /* /organization/info's transaction: 404, then 403, then the record. */
@@ -254,7 +234,7 @@ org_info_body(struct kw_store *st, DB_TXN *txn, void *baton)
 	enum kw_err rc;
 
 	(void)st;
-	reset_answer(op);
+	kw_answer_reset(&op->answer);
 	if ((rc = get_org(req, txn, op->org_id, 0, "organization_id", &org)) != KW_OK)
 		return rc;
 	if (!kw_auth_reads_all(req->caller) && kw_org_role_of(org, req->caller->user_id) == NULL) {
@@ -279,7 +259,7 @@ kw_op_organization_info(struct kw_req *req, struct kw_resp *resp)
 
 	if ((rc = kw_auth_caller(req)) != KW_OK)
 		return rc;
-	return respond(resp, &op, kw_store_txn(req->store, org_info_body, &op));
+	return kw_answer_respond(resp, &op.answer, kw_store_txn(req->store, org_info_body, &op));
 }
 
 /* /organization/member_add's transaction: 404, 403, then each member; answer: the record. */
@@ -292,7 +272,7 @@ member_add_body(struct kw_store *st, DB_TXN *txn, void *baton)
 	size_t added = 0;
 	enum kw_err rc;
 
-	reset_answer(op);
+	kw_answer_reset(&op->answer);
 	if ((rc = get_org(req, txn, op->org_id, KW_RMW, "organization_id", &org)) != KW_OK)
 		return rc;
 	if ((rc = may_manage(req, org)) != KW_OK) {
@@ -341,7 +321,7 @@ kw_op_organization_member_add(struct kw_req *req, struct kw_resp *resp)
 
 	if ((rc = kw_auth_caller(req)) != KW_OK || (rc = kw_auth_can_write(req)) != KW_OK)
 		return rc;
-	return respond(resp, &op, kw_store_txn(req->store, member_add_body, &op));
+	return kw_answer_respond(resp, &op.answer, kw_store_txn(req->store, member_add_body, &op));
 }
 
 /* Clears user_id's organization_id when it names org_id, when that user exists. */
@@ -479,7 +459,7 @@ member_delete_body(struct kw_store *st, DB_TXN *txn, void *baton)
 	json_object *org, *before = NULL;
 	enum kw_err rc;
 
-	reset_answer(op);
+	kw_answer_reset(&op->answer);
 	if ((rc = get_org(req, txn, op->org_id, KW_RMW, "organization_id", &org)) != KW_OK)
 		return rc;
 	if ((rc = may_manage(req, org)) != KW_OK)
@@ -521,7 +501,7 @@ kw_op_organization_member_delete(struct kw_req *req, struct kw_resp *resp)
 
 	if ((rc = kw_auth_caller(req)) != KW_OK || (rc = kw_auth_can_write(req)) != KW_OK)
 		return rc;
-	return respond(resp, &op, kw_store_txn(req->store, member_delete_body, &op));
+	return kw_answer_respond(resp, &op.answer, kw_store_txn(req->store, member_delete_body, &op));
 }
 
 /* An organization listing: its filter and the answer being gathered. */

@@ -16,25 +16,6 @@ struct team_op {
 	json_object *answer;	/* owned */
 };
 
-/* Releases what a previous attempt of the transaction left in op->answer. */
-static void
-reset_answer(struct team_op *op)
-{
-	json_object_put(op->answer);
-	op->answer = NULL;
-}
-
-/* Finishes an operation: the answer becomes the response, or is released on failure. */
-static enum kw_err
-respond(struct kw_resp *resp, struct team_op *op, enum kw_err rc)
-{
-	if (rc == KW_OK)
-		kw_resp_json(resp, 200, op->answer);
-	else
-		json_object_put(op->answer);
-	return rc;
-}
-
 /* The settings of a team that /team/new and /team/update set; members change apart. */
 static const char *const team_settings[] = {
 	"team_alias", "organization_id", "models", "max_budget", "soft_budget", "budget_duration",
@@ -250,7 +231,7 @@ team_new_body(struct kw_store *st, DB_TXN *txn, void *baton)
 	json_object *team, *members = NULL;
 	enum kw_err rc;
 
-	reset_answer(op);
+	kw_answer_reset(&op->answer);
 	rc = kw_rec_get(st, txn, KW_DB_TEAMS, op->team_id, KW_RMW, &team);
 	if (rc == KW_OK) {
 		json_object_put(team);
@@ -294,7 +275,7 @@ kw_op_team_new(struct kw_req *req, struct kw_resp *resp)
 	if ((rc = kw_auth_admin(req)) != KW_OK)
 		return rc;
 	op.team_id = kw_id_or_new(op.team_id, uuid);
-	return respond(resp, &op, kw_store_txn(req->store, team_new_body, &op));
+	return kw_answer_respond(resp, &op.answer, kw_store_txn(req->store, team_new_body, &op));
 }
 
 /* /team/info's transaction: 404, then 403, then the team and the keys the caller may see. */
@@ -307,7 +288,7 @@ team_info_body(struct kw_store *st, DB_TXN *txn, void *baton)
 	enum kw_err rc;
 
 	(void)st;
-	reset_answer(op);
+	kw_answer_reset(&op->answer);
 	if ((rc = get_team(req, txn, op->team_id, 0, "team_id", &team)) != KW_OK)
 		return rc;
 	if (!kw_auth_reads_all(req->caller) && kw_team_role_of(team, req->caller->user_id) == NULL) {
@@ -339,7 +320,7 @@ kw_op_team_info(struct kw_req *req, struct kw_resp *resp)
 
 	if ((rc = kw_auth_caller(req)) != KW_OK)
 		return rc;
-	return respond(resp, &op, kw_store_txn(req->store, team_info_body, &op));
+	return kw_answer_respond(resp, &op.answer, kw_store_txn(req->store, team_info_body, &op));
 }
 
 /* /team/update's transaction: 404, 403, then the settings sent; answer: the team. */
@@ -351,7 +332,7 @@ team_update_body(struct kw_store *st, DB_TXN *txn, void *baton)
 	json_object *team, *before;
 	enum kw_err rc;
 
-	reset_answer(op);
+	kw_answer_reset(&op->answer);
 	if ((rc = get_team(req, txn, op->team_id, KW_RMW, "team_id", &team)) != KW_OK)
 		return rc;
 	if ((rc = may_manage(req, team)) != KW_OK) {
@@ -390,7 +371,7 @@ kw_op_team_update(struct kw_req *req, struct kw_resp *resp)
 		    "use /team/member_add and /team/member_delete");
 		return KW_EINVAL;
 	}
-	return respond(resp, &op, kw_store_txn(req->store, team_update_body, &op));
+	return kw_answer_respond(resp, &op.answer, kw_store_txn(req->store, team_update_body, &op));
 }
 
 /* Takes team_id out of user_id's teams, when that user exists and lists it. */
@@ -431,7 +412,7 @@ team_delete_body(struct kw_store *st, DB_TXN *txn, void *baton)
 	int64_t keys = 0;
 	enum kw_err rc = KW_OK;
 
-	reset_answer(op);
+	kw_answer_reset(&op->answer);
 	/* every team first: all or nothing, and 404 names the first one missing */
 	teams = json_object_new_array();
 	deleted = json_object_new_array();
@@ -488,7 +469,7 @@ kw_op_team_delete(struct kw_req *req, struct kw_resp *resp)
 
 	if ((rc = kw_auth_admin(req)) != KW_OK)
 		return rc;
-	return respond(resp, &op, kw_store_txn(req->store, team_delete_body, &op));
+	return kw_answer_respond(resp, &op.answer, kw_store_txn(req->store, team_delete_body, &op));
 }
 
 /* /team/member_add's transaction: 404, 403, the members; answer: the team and updated_users. */
@@ -501,7 +482,7 @@ member_add_body(struct kw_store *st, DB_TXN *txn, void *baton)
 	json_object *budget = NULL, *users;
 	enum kw_err rc;
 
-	reset_answer(op);
+	kw_answer_reset(&op->answer);
 	if ((rc = get_team(req, txn, op->team_id, KW_RMW, "team_id", &team)) != KW_OK)
 		return rc;
 	if ((rc = may_manage(req, team)) != KW_OK) {
@@ -552,7 +533,7 @@ kw_op_team_member_add(struct kw_req *req, struct kw_resp *resp)
 
 	if ((rc = kw_auth_caller(req)) != KW_OK || (rc = kw_auth_can_write(req)) != KW_OK)
 		return rc;
-	return respond(resp, &op, kw_store_txn(req->store, member_add_body, &op));
+	return kw_answer_respond(resp, &op.answer, kw_store_txn(req->store, member_add_body, &op));
 }
 
 /*
@@ -599,7 +580,7 @@ member_delete_body(struct kw_store *st, DB_TXN *txn, void *baton)
 	int64_t keys = 0;
 	enum kw_err rc;
 
-	reset_answer(op);
+	kw_answer_reset(&op->answer);
 	if ((rc = get_team(req, txn, op->team_id, KW_RMW, "team_id", &team)) != KW_OK)
 		return rc;
 	if ((rc = may_manage(req, team)) != KW_OK ||
@@ -653,7 +634,7 @@ kw_op_team_member_delete(struct kw_req *req, struct kw_resp *resp)
 		kw_error_set(&req->err, KW_EINVAL, "user_id", "send user_id or user_email");
 		return KW_EINVAL;
 	}
-	return respond(resp, &op, kw_store_txn(req->store, member_delete_body, &op));
+	return kw_answer_respond(resp, &op.answer, kw_store_txn(req->store, member_delete_body, &op));
 }
 
 /* A team listing: its filters and the answer being gathered. */

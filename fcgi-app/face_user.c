@@ -160,25 +160,6 @@ struct user_op {
 	json_object *answer;	/* owned */
 };
 
-/* Releases what a previous attempt of the transaction left in op->answer. */
-static void
-reset_answer(struct user_op *op)
-{
-	json_object_put(op->answer);
-	op->answer = NULL;
-}
-
-/* Finishes an operation: the answer becomes the response, or is released on failure. */
-static enum kw_err
-respond(struct kw_resp *resp, struct user_op *op, enum kw_err rc)
-{
-	if (rc == KW_OK)
-		kw_resp_json(resp, 200, op->answer);
-	else
-		json_object_put(op->answer);
-	return rc;
-}
-
 /* The settings of a user that a request may set; the rest are ids, lists and one-shot options. */
 static const char *const user_settings[] = {
 	"user_email", "user_alias", "user_role", "organization_id", "models", "max_budget",
@@ -325,7 +306,7 @@ user_new_body(struct kw_store *st, DB_TXN *txn, void *baton)
 	json_object *body = req->body, *user, *teams = NULL, *ids = NULL, *key = NULL, *v;
 	enum kw_err rc;
 
-	reset_answer(op);
+	kw_answer_reset(&op->answer);
 	rc = kw_rec_get(st, txn, KW_DB_USERS, op->user_id, KW_RMW, &user);
 	if (rc == KW_OK) {
 		json_object_put(user);
@@ -393,7 +374,7 @@ kw_op_user_new(struct kw_req *req, struct kw_resp *resp)
 	if ((rc = kw_auth_admin(req)) != KW_OK)
 		return rc;
 	op.user_id = kw_id_or_new(op.user_id, uuid);
-	return respond(resp, &op, kw_store_txn(req->store, user_new_body, &op));
+	return kw_answer_respond(resp, &op.answer, kw_store_txn(req->store, user_new_body, &op));
 }
 
 /* /user/info's transaction: 404, then 403, then the user, its keys and its teams. */
@@ -405,7 +386,7 @@ user_info_body(struct kw_store *st, DB_TXN *txn, void *baton)
 	json_object *user, *teams, *ids, *keys;
 	enum kw_err rc;
 
-	reset_answer(op);
+	kw_answer_reset(&op->answer);
 	rc = kw_rec_get(st, txn, KW_DB_USERS, op->user_id, 0, &user);
 	if (rc == KW_ENOTFOUND) {
 		kw_error_set(&req->err, KW_ENOTFOUND, "user_id", "no user has this user_id");
@@ -465,7 +446,7 @@ kw_op_user_info(struct kw_req *req, struct kw_resp *resp)
 		}
 		op.user_id = req->caller->user_id;
 	}
-	return respond(resp, &op, kw_store_txn(req->store, user_info_body, &op));
+	return kw_answer_respond(resp, &op.answer, kw_store_txn(req->store, user_info_body, &op));
 }
 
 /* /user/update's transaction: the user by id or email, 404, then the settings sent. */
@@ -478,7 +459,7 @@ user_update_body(struct kw_store *st, DB_TXN *txn, void *baton)
 	json_object *user, *before;
 	enum kw_err rc;
 
-	reset_answer(op);
+	kw_answer_reset(&op->answer);
 	if (user_id == NULL) {
 		rc = kw_user_id_by_email(req, txn, email, &user_id);
 		if (rc == KW_ENOTFOUND) {
@@ -535,7 +516,7 @@ kw_op_user_update(struct kw_req *req, struct kw_resp *resp)
 		kw_error_set(&req->err, KW_EINVAL, "user_id", "send user_id or user_email");
 		return KW_EINVAL;
 	}
-	return respond(resp, &op, kw_store_txn(req->store, user_update_body, &op));
+	return kw_answer_respond(resp, &op.answer, kw_store_txn(req->store, user_update_body, &op));
 }
 
 /* Removes user_id's entries from the members of team_id (when that team still exists). */
@@ -576,7 +557,7 @@ user_delete_body(struct kw_store *st, DB_TXN *txn, void *baton)
 	int64_t keys = 0;
 	enum kw_err rc = KW_OK;
 
-	reset_answer(op);
+	kw_answer_reset(&op->answer);
 	/* every user first: all or nothing, and 404 names the first one missing */
 	users = json_object_new_array();
 	deleted = json_object_new_array();
@@ -634,5 +615,5 @@ kw_op_user_delete(struct kw_req *req, struct kw_resp *resp)
 
 	if ((rc = kw_auth_admin(req)) != KW_OK)
 		return rc;
-	return respond(resp, &op, kw_store_txn(req->store, user_delete_body, &op));
+	return kw_answer_respond(resp, &op.answer, kw_store_txn(req->store, user_delete_body, &op));
 }

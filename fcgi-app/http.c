@@ -41,6 +41,33 @@ kw_resp_json(struct kw_resp *resp, int status, json_object *owned)
 	resp->json = owned;
 }
 
+/*
+ * Releases what an earlier attempt of a transaction left in *answer: a
+ * transaction body that builds an answer starts with it, since a deadlock
+ * runs the body again.
+ */
+void
+kw_answer_reset(json_object **answer)
+{
+	json_object_put(*answer);
+	*answer = NULL;
+}
+
+/*
+ * Finishes an operation whose transaction ended with rc: on success *answer
+ * becomes the 200 response, else it is released.  Returns rc.
+ */
+enum kw_err
+kw_answer_respond(struct kw_resp *resp, json_object **answer, enum kw_err rc)
+{
+	if (rc == KW_OK)
+		kw_resp_json(resp, 200, *answer);
+	else
+		json_object_put(*answer);
+	*answer = NULL;
+	return rc;
+}
+
 /* Adds a "Name: value" header, formatted into the request's arena. */
 void
 kw_resp_header(struct kw_req *req, struct kw_resp *resp, const char *fmt, ...)

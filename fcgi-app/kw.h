@@ -330,6 +330,8 @@ struct kw_resp {
 const char *kw_req_header(struct kw_req *, const char *cgi_name);
 const char *kw_req_path_param(struct kw_req *, const char *name);
 void kw_resp_json(struct kw_resp *, int status, struct json_object *owned);
+void kw_answer_reset(struct json_object **answer);
+enum kw_err kw_answer_respond(struct kw_resp *, struct json_object **answer, enum kw_err rc);
 void kw_resp_header(struct kw_req *, struct kw_resp *, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 int kw_http_status_for(enum kw_face, enum kw_err);
