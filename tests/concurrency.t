@@ -2,33 +2,17 @@
 """concurrency.t: many clients at once against one key, through lighttpd: no lost update, no lost spend, no deadlock leaking out."""
 import os
 import sys
-import threading
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 import tap  # noqa: E402
 from kwserver import Server  # noqa: E402
+from attack import together  # noqa: E402
 
 FIELDS = {
     "max_budget": 40, "soft_budget": 30, "tpm_limit": 5000, "rpm_limit": 70,
     "max_parallel_requests": 9, "budget_duration": "30d", "tags": ["a", "b"],
     "models": ["gpt-4", "openai/*"],
 }
-
-
-def together(fns):
-    """Runs every function at once; returns their results in order."""
-    results = [None] * len(fns)
-    start = threading.Barrier(len(fns))
-
-    def run(i):
-        start.wait()
-        results[i] = fns[i]()
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(fns))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return results
 
 
 def main():
