@@ -87,6 +87,29 @@ kw_auth_role_parse(const char *s)
 	return KW_ROLE_INTERNAL_USER;
 }
 
+/*
+ * The role a key acts with: its user's, never above the role_ceiling its
+ * creator left on it (a team admin's key for a member acts as the team
+ * admin could, whatever the member becomes), and a viewer's for a
+ * read_only key.
+ */
+static enum kw_role
+capped_role(enum kw_role role, json_object *key)
+{
+	const char *ceiling = kw_json_str(key, "role_ceiling");
+	const char *key_type = kw_json_str(key, "key_type");
+
+	if (ceiling != NULL && kw_auth_role_parse(ceiling) < role)
+		role = kw_auth_role_parse(ceiling);
+	if (key_type != NULL && strcmp(key_type, "read_only") == 0) {
+		if (role == KW_ROLE_PROXY_ADMIN)
+			role = KW_ROLE_PROXY_ADMIN_VIEWER;
+		else if (role == KW_ROLE_INTERNAL_USER)
+			role = KW_ROLE_INTERNAL_USER_VIEWER;
+	}
+	return role;
+}
+
 struct caller_lookup {
 	const char *presented;
 	time_t now;
@@ -164,6 +187,7 @@ lookup_caller(struct kw_store *st, DB_TXN *txn, void *baton)
 			rc = KW_OK;
 		}
 	}
+	c->role = capped_role(c->role, key);
 	if (c->venice_type[0] != '\0')
 		c->role = KW_ROLE_NONE;	/* a Venice key manages on the Venice face only */
 	json_object_put(key);
@@ -204,6 +228,13 @@ kw_auth_caller(struct kw_req *req)
 		snprintf(req->caller->key_type, sizeof(req->caller->key_type), "default");
 	} else if ((rc = kw_store_txn(req->store, lookup_caller, &l)) != KW_OK) {
 		return rc;
+	}
+	/* LiteLLM's llm_api keys may call llm_api_routes only; a Venice INFERENCE key's own face judges it */
+	if (strcmp(req->caller->key_type, "llm_api") == 0 &&
+	    (req->route == NULL || req->route->face != KW_FACE_VENICE)) {
+		kw_error_set(&req->err, KW_EFORBIDDEN, NULL,
+		    "an llm_api key calls models, not management routes");
+		return KW_EFORBIDDEN;
 	}
 	req->caller->known = 1;
 	return KW_OK;
@@ -248,31 +279,57 @@ kw_auth_can_write(struct kw_req *req)
 	return KW_EFORBIDDEN;
 }
 
-/* The role of user_id in team's members_with_roles: "admin", "user", or NULL. */
-const char *
-kw_team_role_of(json_object *team, const char *user_id)
+/* The entry of user_id in rec's array field of members (borrowed from rec), or NULL. */
+static json_object *
+member_entry(json_object *rec, const char *field, const char *user_id)
 {
 	json_object *members;
 
-	if (team == NULL || user_id == NULL || *user_id == '\0' ||
-	    !json_object_object_get_ex(team, "members_with_roles", &members) ||
+	if (rec == NULL || user_id == NULL || *user_id == '\0' ||
+	    !json_object_object_get_ex(rec, field, &members) ||
 	    !json_object_is_type(members, json_type_array))
 		return NULL;
 	for (size_t i = 0; i < json_object_array_length(members); i++) {
 		json_object *m = json_object_array_get_idx(members, i);
-		const char *id = kw_json_str(m, "user_id"), *role = kw_json_str(m, "role");
+		const char *id = kw_json_str(m, "user_id");
 
 		if (id != NULL && strcmp(id, user_id) == 0)
-			return role != NULL && strcmp(role, "admin") == 0 ? "admin" : "user";
+			return m;
 	}
 	return NULL;
 }
 
+/* The role of user_id in team's members_with_roles: "admin", "user", or NULL. */
+const char *
+kw_team_role_of(json_object *team, const char *user_id)
+{
+	json_object *m = member_entry(team, "members_with_roles", user_id);
+	const char *role = kw_json_str(m, "role");
+
+	if (m == NULL)
+		return NULL;
+	return role != NULL && strcmp(role, "admin") == 0 ? "admin" : "user";
+}
+
+/* The user_role of user_id in org (borrowed from org), or NULL when not a member. */
+const char *
+kw_org_role_of(json_object *org, const char *user_id)
+{
+	json_object *m = member_entry(org, "members", user_id);
+	const char *role = kw_json_str(m, "user_role");
+
+	if (m == NULL)
+		return NULL;
+	return role != NULL ? role : "internal_user";
+}
+
 /*
  * KW_OK when the caller may read (write=0) or change (write=1) key, a key
- * record read in txn: admins everything (viewers read everything); a user
- * their own keys; a team admin the team's keys; any key reads itself.
- * KW_EFORBIDDEN with req->err otherwise.
+ * record read in txn.  Reads: admins and admin viewers everything, a user
+ * their own keys and their teams' keys as its admin, any key itself.
+ * Changes: a standing of owner or more (kw_policy_key_standing): a proxy
+ * admin, a personal key's user, a team key's team admins; what each may
+ * change is kw_policy_check's.  KW_EFORBIDDEN with req->err otherwise.
  */
 enum kw_err
 kw_auth_key_access(struct kw_req *req, DB_TXN *txn, json_object *key, int write)
@@ -280,31 +337,41 @@ kw_auth_key_access(struct kw_req *req, DB_TXN *txn, json_object *key, int write)
 	const struct kw_caller *c = req->caller;
 	const char *owner = kw_json_str(key, "user_id"), *team_id = kw_json_str(key, "team_id");
 	const char *token = kw_json_str(key, "token");
+	enum kw_standing standing;
 	enum kw_err rc;
 
-	if (write && (rc = kw_auth_can_write(req)) != KW_OK)
-		return rc;
-	if (write ? kw_auth_is_admin(c) : kw_auth_reads_all(c))
+	if (write) {
+		if ((rc = kw_auth_can_write(req)) != KW_OK ||
+		    (rc = kw_policy_key_standing(req, txn, key, &standing)) != KW_OK)
+			return rc;
+		if (standing >= KW_STANDING_OWNER)
+			return KW_OK;
+		kw_error_set(&req->err, KW_EFORBIDDEN, NULL, team_id != NULL ?
+		    "only the team's admins or a proxy admin change a team's keys" :
+		    "you may only change your own keys");
+		return KW_EFORBIDDEN;
+	}
+	if (kw_auth_reads_all(c))
 		return KW_OK;
-	if (!write && token != NULL && strcmp(token, c->token) == 0)
+	if (token != NULL && strcmp(token, c->token) == 0)
 		return KW_OK;
 	if (c->user_id[0] != '\0' && owner != NULL && strcmp(owner, c->user_id) == 0)
 		return KW_OK;
 	if (c->user_id[0] != '\0' && team_id != NULL) {
 		json_object *team;
+		const char *role;
 		int admin;
 
 		rc = kw_rec_get(req->store, txn, KW_DB_TEAMS, team_id, 0, &team);
 		if (rc != KW_OK && rc != KW_ENOTFOUND)
 			return rc;
-		admin = rc == KW_OK && kw_team_role_of(team, c->user_id) != NULL &&
-		    strcmp(kw_team_role_of(team, c->user_id), "admin") == 0;
+		role = kw_team_role_of(team, c->user_id);
+		admin = role != NULL && strcmp(role, "admin") == 0;
 		json_object_put(team);
 		if (admin)
 			return KW_OK;
 	}
 	kw_error_set(&req->err, KW_EFORBIDDEN, NULL,
-	    write ? "you may only change your own keys, or your team's as its admin"
-	    : "you may only see your own keys, or your team's as its admin");
+	    "you may only see your own keys, or your team's as its admin");
 	return KW_EFORBIDDEN;
 }

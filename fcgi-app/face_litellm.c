@@ -188,41 +188,79 @@ check_team_bounds(struct kw_req *req, DB_TXN *txn, json_object *rec)
 }
 
 /*
- * Who may own a key the caller creates or moves: admins anyone; others
- * only themselves (user_id absent becomes theirs), and a team only when
- * they are a member of it.
+ * Who may own a key the caller creates or changes (rec; old its stored
+ * record, NULL for a new key), as LiteLLM decides in
+ * _is_allowed_to_make_key_request, _team_key_operation_team_member_check
+ * and validate_key_team_change: admins anyone; others a personal key for
+ * themselves only, and a team's key only as that team's admin, for a
+ * member of the team.  A key leaves its team by a proxy admin only, so no
+ * one slips a key out from under its team's limits.
  */
 static enum kw_err
-check_ownership(struct kw_req *req, DB_TXN *txn, json_object *rec, int team_admin_only)
+check_ownership(struct kw_req *req, DB_TXN *txn, json_object *rec, json_object *old)
 {
 	const struct kw_caller *c = req->caller;
 	const char *user_id = kw_json_str(rec, "user_id"), *team_id = kw_json_str(rec, "team_id");
-	const char *role = NULL;
+	const char *role;
 	json_object *team = NULL;
 	enum kw_err rc = KW_OK;
 
 	if (kw_auth_is_admin(c))
 		return KW_OK;
-	if (team_id != NULL) {
-		rc = kw_rec_get(req->store, txn, KW_DB_TEAMS, team_id, 0, &team);
-		if (rc != KW_OK && rc != KW_ENOTFOUND)
-			return rc;
-		role = kw_team_role_of(team, c->user_id);
-		json_object_put(team);
-		rc = KW_OK;
-		if (role == NULL || (team_admin_only && strcmp(role, "admin") != 0)) {
-			kw_error_set(&req->err, KW_EFORBIDDEN, "team_id", team_admin_only ?
-			    "only the team's admins may do this" : "you are not a member of this team");
-			return KW_EFORBIDDEN;
-		}
-	}
-	if (user_id != NULL && strcmp(user_id, c->user_id) != 0 &&
-	    (role == NULL || strcmp(role, "admin") != 0)) {
+	if (old != NULL && !kw_json_same_str(old, rec, "user_id")) {
+		/* update_key_fn: only a proxy admin gives a key to another user */
 		kw_error_set(&req->err, KW_EFORBIDDEN, "user_id",
-		    "you may only make keys for yourself");
+		    "only a proxy admin gives a key to another user");
 		return KW_EFORBIDDEN;
 	}
+	if (team_id == NULL && kw_json_str(old, "team_id") != NULL) {
+		kw_error_set(&req->err, KW_EFORBIDDEN, "team_id",
+		    "only a proxy admin takes a key out of its team");
+		return KW_EFORBIDDEN;
+	}
+	if (team_id == NULL) {
+		if (user_id != NULL && strcmp(user_id, c->user_id) == 0)
+			return KW_OK;
+		kw_error_set(&req->err, KW_EFORBIDDEN, "user_id", "you may only make keys for yourself");
+		return KW_EFORBIDDEN;
+	}
+	rc = kw_rec_get(req->store, txn, KW_DB_TEAMS, team_id, 0, &team);
+	if (rc != KW_OK && rc != KW_ENOTFOUND)
+		return rc;
+	rc = KW_OK;
+	role = kw_team_role_of(team, c->user_id);
+	if (role == NULL || strcmp(role, "admin") != 0) {
+		/* TeamMemberPermissionChecks: a member's default is /key/info and /key/health only */
+		kw_error_set(&req->err, KW_EFORBIDDEN, "team_id",
+		    "only the team's admins or a proxy admin manage the team's keys");
+		rc = KW_EFORBIDDEN;
+	} else if (user_id != NULL && strcmp(user_id, c->user_id) != 0 &&
+	    kw_team_role_of(team, user_id) == NULL) {
+		kw_error_set(&req->err, KW_EINVAL, "user_id", "this user is not a member of the team");
+		rc = KW_EINVAL;
+	}
+	json_object_put(team);
 	return rc;
+}
+
+/*
+ * KW_OK when the caller may apply settings (a request body, borrowed) to
+ * old (the stored key, NULL for a new one): each field by the policy
+ * table at the caller's standing toward the key.  A new key's creator
+ * stands above it (the bounds of its user and its team still hold on
+ * it), but grants no capability and writes no spend.
+ */
+static enum kw_err
+check_settings(struct kw_req *req, DB_TXN *txn, json_object *old, json_object *settings)
+{
+	enum kw_standing standing = KW_STANDING_ABOVE;
+	enum kw_err rc;
+
+	if (kw_auth_is_admin(req->caller))
+		standing = KW_STANDING_ADMIN;
+	else if (old != NULL && (rc = kw_policy_key_standing(req, txn, old, &standing)) != KW_OK)
+		return rc;
+	return kw_policy_check(req, KW_POLICY_KEY, standing, old, settings);
 }
 
 /*
@@ -299,6 +337,12 @@ kw_litellm_key_create(struct kw_req *req, DB_TXN *txn, json_object *settings,
 	kw_json_set_time(rec, "created_at", req->now);
 	json_object_object_add(rec, "created_by",
 	    json_object_get(json_object_object_get(rec, "updated_by")));
+	if (req->caller != NULL && !kw_auth_is_admin(req->caller) &&
+	    kw_json_str(rec, "user_id") != NULL &&
+	    strcmp(kw_json_str(rec, "user_id"), req->caller->user_id) != 0)
+		/* a key made for someone else acts at most as its creator could */
+		json_object_object_add(rec, "role_ceiling",
+		    json_object_new_string(kw_auth_role_name(req->caller->role)));
 
 	if ((rc = check_alias(req, rec, NULL)) == KW_OK &&
 	    (rc = check_team_bounds(req, txn, rec)) == KW_OK &&
@@ -354,7 +398,8 @@ generate_body(struct kw_store *st, DB_TXN *txn, void *baton)
 
 	(void)st;
 	kw_answer_reset(&op->answer);
-	if ((rc = check_ownership(op->req, txn, op->body, 0)) != KW_OK ||
+	if ((rc = check_settings(op->req, txn, NULL, op->body)) != KW_OK ||
+	    (rc = check_ownership(op->req, txn, op->body, NULL)) != KW_OK ||
 	    (rc = ensure_user(op->req, txn, kw_json_str(op->body, "user_id"))) != KW_OK)
 		return rc;
 	return kw_litellm_key_create(op->req, txn, op->body, &op->answer);
@@ -439,8 +484,9 @@ update_body(struct kw_store *st, DB_TXN *txn, void *baton)
 	apply_settings(req, rec, op->body);
 	touch(req, rec);
 	if ((rc = kw_auth_key_access(req, txn, old, 1)) == KW_OK &&
+	    (rc = check_settings(req, txn, old, op->body)) == KW_OK &&
 	    (rc = check_alias(req, rec, old)) == KW_OK &&
-	    (rc = check_ownership(req, txn, rec, 0)) == KW_OK &&
+	    (rc = check_ownership(req, txn, rec, old)) == KW_OK &&
 	    (rc = check_team_bounds(req, txn, rec)) == KW_OK &&
 	    (rc = kw_keys_put(st, txn, old, rec, &req->err)) == KW_OK &&
 	    (rc = kw_audit_record(req, txn, "updated", KW_TABLE_KEYS, kw_json_str(rec, "token"),
@@ -1249,6 +1295,8 @@ rotate(struct key_change *kc, DB_TXN *txn, json_object *old, json_object *rec)
 	}
 	kw_crypto_sha256_hex(new_key, strlen(new_key), token);
 	kw_keys_key_name(new_key, name, sizeof(name));
+	if (body != NULL && (rc = check_settings(req, txn, old, body)) != KW_OK)
+		return rc;
 	if (body != NULL)
 		apply_settings(req, rec, body);
 	json_object_object_add(rec, "token", json_object_new_string(token));
@@ -1256,7 +1304,7 @@ rotate(struct key_change *kc, DB_TXN *txn, json_object *old, json_object *rec)
 	json_object_object_add(rec, "rotation_count", json_object_new_int64(
 	    (int64_t)kw_json_num(old, "rotation_count", 0) + 1));
 	kw_json_set_time(rec, "last_rotation_at", req->now);
-	if ((rc = check_ownership(req, txn, rec, 0)) != KW_OK ||
+	if ((rc = check_ownership(req, txn, rec, old)) != KW_OK ||
 	    (rc = check_team_bounds(req, txn, rec)) != KW_OK)
 		return rc;
 	if (grace != NULL && kw_keys_parse_duration(grace, req->now, &until) == KW_OK &&
@@ -1323,7 +1371,7 @@ reset_spend(struct key_change *kc, DB_TXN *txn, json_object *old, json_object *r
 			    "only proxy admins and the key's team admins reset spend");
 			return KW_EFORBIDDEN;
 		}
-		if ((rc = check_ownership(req, txn, rec, 1)) != KW_OK)
+		if ((rc = check_ownership(req, txn, rec, old)) != KW_OK)
 			return rc;
 	}
 	if (kc->reset_to > spend) {

@@ -72,26 +72,6 @@ members_of(json_object *org)
 	return members;
 }
 
-/* The user_role of user_id in org (borrowed from org), or NULL when not a member. */
-const char *
-kw_org_role_of(json_object *org, const char *user_id)
-{
-	json_object *members;
-
-	if (org == NULL || user_id == NULL || *user_id == '\0' ||
-	    !json_object_object_get_ex(org, "members", &members) ||
-	    !json_object_is_type(members, json_type_array))
-		return NULL;
-	for (size_t i = 0; i < json_object_array_length(members); i++) {
-		json_object *m = json_object_array_get_idx(members, i);
-		const char *id = kw_json_str(m, "user_id"), *role = kw_json_str(m, "user_role");
-
-		if (id != NULL && strcmp(id, user_id) == 0)
-			return role != NULL ? role : "internal_user";
-	}
-	return NULL;
-}
-
 /* KW_OK when the caller may change org's members: a proxy admin or an org_admin; else 403. */
 static enum kw_err
 may_manage(struct kw_req *req, json_object *org)

@@ -116,6 +116,32 @@ may_manage(struct kw_req *req, json_object *team)
 	return KW_EFORBIDDEN;
 }
 
+/*
+ * KW_OK when the caller may apply /team/update's body to team: a team
+ * admin names and describes the team; its limits and its blocking are for
+ * the organization's admins or a proxy admin (kw_policy_check); 403 else.
+ */
+static enum kw_err
+may_change_settings(struct kw_req *req, DB_TXN *txn, json_object *team)
+{
+	const char *org_id = kw_json_str(team, "organization_id");
+	json_object *org = NULL;
+	enum kw_standing standing;
+	enum kw_err rc = KW_OK;
+
+	if (org_id != NULL && (rc = kw_rec_get(req->store, txn, KW_DB_ORGS, org_id, 0, &org)) != KW_OK &&
+	    rc != KW_ENOTFOUND)
+		return rc;
+	standing = kw_policy_team_standing(req, team, org);
+	json_object_put(org);
+	if (standing == KW_STANDING_NONE) {
+		kw_error_set(&req->err, KW_EFORBIDDEN, NULL,
+		    "only a proxy admin or one of the team's admins may do this");
+		return KW_EFORBIDDEN;
+	}
+	return kw_policy_check(req, KW_POLICY_TEAM, standing, team, req->body);
+}
+
 /* The members_with_roles array of team (borrowed), added when missing. */
 static json_object *
 members_of(json_object *team)
@@ -335,7 +361,7 @@ team_update_body(struct kw_store *st, DB_TXN *txn, void *baton)
 	kw_answer_reset(&op->answer);
 	if ((rc = get_team(req, txn, op->team_id, KW_RMW, "team_id", &team)) != KW_OK)
 		return rc;
-	if ((rc = may_manage(req, team)) != KW_OK) {
+	if ((rc = may_change_settings(req, txn, team)) != KW_OK) {
 		json_object_put(team);
 		return rc;
 	}

@@ -117,10 +117,26 @@ collect_token(const char *token, void *baton)
 }
 
 /*
- * Deletes the keys of user (kind 'u') or team ('t') id, only those whose
- * user_id is only_user when it is not NULL, each with its audit entry,
- * and adds their number to *deleted.  The tokens are gathered first: the
- * owner index is not changed under its own cursor.
+ * True when key is one of only_user's: it is theirs, or a service-account
+ * key (no user) they made.  A service-account key lasts as long as its
+ * maker's place in the team: the team keeps no key that a member who has
+ * left it could still be holding.
+ */
+static int
+key_of_user(json_object *key, const char *only_user)
+{
+	const char *owner = kw_json_str(key, "user_id"), *maker = kw_json_str(key, "created_by");
+
+	if (owner != NULL)
+		return strcmp(owner, only_user) == 0;
+	return maker != NULL && strcmp(maker, only_user) == 0;
+}
+
+/*
+ * Deletes the keys of user (kind 'u') or team ('t') id, only only_user's
+ * (key_of_user) when it is not NULL, each with its audit entry, and adds
+ * their number to *deleted.  The tokens are gathered first: the owner
+ * index is not changed under its own cursor.
  */
 enum kw_err
 kw_keys_delete_owned(struct kw_req *req, DB_TXN *txn, char kind, const char *id,
@@ -131,7 +147,6 @@ kw_keys_delete_owned(struct kw_req *req, DB_TXN *txn, char kind, const char *id,
 
 	for (size_t i = 0; rc == KW_OK && i < json_object_array_length(tokens); i++) {
 		const char *token = json_object_get_string(json_object_array_get_idx(tokens, i));
-		const char *owner;
 		json_object *key;
 
 		if ((rc = kw_rec_get(req->store, txn, KW_DB_KEYS, token, KW_RMW, &key)) != KW_OK) {
@@ -139,8 +154,7 @@ kw_keys_delete_owned(struct kw_req *req, DB_TXN *txn, char kind, const char *id,
 				rc = KW_OK;	/* an index row without its record: nothing to delete */
 			continue;
 		}
-		owner = kw_json_str(key, "user_id");
-		if (only_user == NULL || (owner != NULL && strcmp(owner, only_user) == 0)) {
+		if (only_user == NULL || key_of_user(key, only_user)) {
 			if ((rc = kw_keys_del(req->store, txn, key)) == KW_OK &&
 			    (rc = kw_audit_record(req, txn, "deleted", KW_TABLE_KEYS, token, key, NULL)) == KW_OK)
 				(*deleted)++;
@@ -584,9 +598,12 @@ user_delete_body(struct kw_store *st, DB_TXN *txn, void *baton)
 		const char *user_id = kw_json_str(user, "user_id");
 
 		rc = kw_keys_delete_owned(req, txn, 'u', user_id, NULL, &keys);
-		for (size_t j = 0; rc == KW_OK && teams != NULL && j < json_object_array_length(teams); j++)
-			rc = leave_team(req, txn,
-			    json_object_get_string(json_object_array_get_idx(teams, j)), user_id);
+		for (size_t j = 0; rc == KW_OK && teams != NULL && j < json_object_array_length(teams); j++) {
+			const char *team_id = json_object_get_string(json_object_array_get_idx(teams, j));
+
+			if ((rc = leave_team(req, txn, team_id, user_id)) == KW_OK)
+				rc = kw_keys_delete_owned(req, txn, 't', team_id, user_id, &keys);
+		}
 		if (rc == KW_OK)
 			rc = kw_org_forget_user(req, txn, user_id);
 		if (rc == KW_OK && (rc = kw_rec_del(st, txn, KW_DB_USERS, user_id)) == KW_OK)

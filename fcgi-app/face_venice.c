@@ -601,6 +601,8 @@ create_body(struct venice_op *op, DB_TXN *txn)
 	json_object_object_add(rec, "models", json_object_new_array());
 	json_object_object_add(rec, "metadata", json_object_new_object());
 	json_object_object_add(rec, "blocked", json_object_new_boolean(0));
+	/* the ADMIN key that made it sets its limits from now on (kw_policy_venice_standing) */
+	json_object_object_add(venice, "maker", json_object_new_string(req->caller->token));
 	json_object_object_add(rec, "venice", venice);
 	set_expiry(rec, op->expires);
 	kw_json_set_time(rec, "created_at", req->now);
@@ -755,6 +757,11 @@ update_body(struct venice_op *op, DB_TXN *txn)
 
 	if ((rc = find_key(req, txn, &op->vc, kw_json_str(req->body, "id"), KW_RMW, &old)) != KW_OK)
 		return rc;
+	if ((rc = kw_policy_check(req, KW_POLICY_VENICE, kw_policy_venice_standing(req, old),
+	    venice_of(old), req->body)) != KW_OK) {
+		json_object_put(old);
+		return rc;
+	}
 	rec = kw_json_copy(old);
 	apply_update(op, req->body, rec);
 	if ((rc = kw_keys_put(req->store, txn, old, rec, &req->err)) == KW_OK &&

@@ -437,3 +437,97 @@ kw_keys_reindex(struct kw_store *st, DB_TXN *txn)
 
 	return rc != KW_OK ? rc : b.rc;
 }
+
+/* The capabilities a key's permissions can grant over other keys. */
+static const char *const capabilities[] = { "verify_keys", "select_provider_keys" };
+
+/* True when the key's permissions grant a capability. */
+static int
+grants_capability(json_object *rec)
+{
+	json_object *permissions = json_object_object_get(rec, "permissions");
+
+	for (size_t i = 0; i < sizeof(capabilities) / sizeof(capabilities[0]); i++)
+		if (kw_json_bool(permissions, capabilities[i]))
+			return 1;
+	return 0;
+}
+
+/* True when user_id ("default_user_id": the master key) is a proxy admin now, read in txn. */
+static int
+is_proxy_admin(struct kw_store *st, DB_TXN *txn, const char *user_id, enum kw_err *rc)
+{
+	json_object *user = NULL;
+	int admin;
+
+	*rc = KW_OK;
+	if (user_id == NULL)
+		return 0;
+	if (strcmp(user_id, "default_user_id") == 0)
+		return 1;
+	*rc = kw_rec_get(st, txn, KW_DB_USERS, user_id, 0, &user);
+	if (*rc == KW_ENOTFOUND)
+		*rc = KW_OK;
+	admin = kw_json_str(user, "user_role") != NULL &&
+	    strcmp(kw_json_str(user, "user_role"), "proxy_admin") == 0;
+	json_object_put(user);
+	return admin;
+}
+
+struct grant_scan {
+	struct kw_store *st;
+	DB_TXN *txn;
+	json_object *revoke;	/* owned: the tokens to revoke */
+	enum kw_err rc;
+};
+
+/* Gathers a key whose capability no proxy admin wrote: its creator and last writer were not one. */
+static int
+scan_grant(const char *id, json_object *rec, void *baton)
+{
+	struct grant_scan *g = baton;
+
+	if (!grants_capability(rec))
+		return 0;
+	if (is_proxy_admin(g->st, g->txn, kw_json_str(rec, "created_by"), &g->rc) &&
+	    is_proxy_admin(g->st, g->txn, kw_json_str(rec, "updated_by"), &g->rc))
+		return 0;
+	if (g->rc == KW_OK)
+		json_object_array_add(g->revoke, json_object_new_string(id));
+	return g->rc != KW_OK;
+}
+
+/*
+ * Migration to schema 3: before it, any key's owner could write
+ * permissions.verify_keys and select_provider_keys on their own keys.
+ * Every key that grants one keeps it only when both its creator and its
+ * last writer are proxy admins now; the others lose those capabilities,
+ * each named (by key_name, never the key) in the log, for an admin to
+ * grant again.
+ */
+enum kw_err
+kw_keys_revoke_self_grants(struct kw_store *st, DB_TXN *txn)
+{
+	struct grant_scan g = { st, txn, json_object_new_array(), KW_OK };
+	enum kw_err rc = kw_rec_each(st, txn, KW_DB_KEYS, scan_grant, &g);
+
+	if (rc == KW_OK)
+		rc = g.rc;
+	for (size_t i = 0; rc == KW_OK && i < json_object_array_length(g.revoke); i++) {
+		const char *token = json_object_get_string(json_object_array_get_idx(g.revoke, i));
+		json_object *rec, *permissions;
+
+		if ((rc = kw_rec_get(st, txn, KW_DB_KEYS, token, KW_RMW, &rec)) != KW_OK)
+			break;
+		permissions = json_object_object_get(rec, "permissions");
+		for (size_t j = 0; j < sizeof(capabilities) / sizeof(capabilities[0]); j++)
+			json_object_object_del(permissions, capabilities[j]);
+		rc = kw_rec_put(st, txn, KW_DB_KEYS, token, rec, 0);
+		kw_log_warn("schema 3: key %s loses verify_keys and select_provider_keys: no proxy "
+		    "admin granted them; grant them again with /key/update as a proxy admin",
+		    kw_json_str(rec, "key_name") ? kw_json_str(rec, "key_name") : "?");
+		json_object_put(rec);
+	}
+	json_object_put(g.revoke);
+	return rc;
+}

@@ -10,7 +10,7 @@ struct json_object;
 struct FCGX_Request;
 
 #define KW_VERSION "0.1.0"
-#define KW_SCHEMA_VERSION 2	/* data-directory layout; bump with a migration */
+#define KW_SCHEMA_VERSION 3	/* data-directory layout; bump with a migration */
 
 /*
  * Internal error codes.  Functions return one of these; only the HTTP
@@ -360,6 +360,7 @@ enum kw_err kw_rec_each(struct kw_store *, struct __db_txn *, enum kw_db, kw_rec
 /* Field access on records and bodies; the returned strings are borrowed from obj. */
 const char *kw_json_str(struct json_object *obj, const char *name);	/* NULL unless a string */
 int kw_json_has(struct json_object *obj, const char *name);	/* present, even as null */
+int kw_json_same_str(struct json_object *a, struct json_object *b, const char *name);
 double kw_json_num(struct json_object *obj, const char *name, double otherwise);
 int kw_json_bool(struct json_object *obj, const char *name);	/* true only if true */
 struct json_object *kw_json_copy(struct json_object *);	/* owned deep copy via text */
@@ -399,6 +400,7 @@ typedef int (*kw_token_visit)(const char *token, void *baton);
 enum kw_err kw_keys_owned_by(struct kw_store *, struct __db_txn *, char kind, const char *id,
     kw_token_visit, void *baton);
 enum kw_err kw_keys_reindex(struct kw_store *, struct __db_txn *);
+enum kw_err kw_keys_revoke_self_grants(struct kw_store *, struct __db_txn *);
 
 /* A page of tokens, newest first or oldest first, straight from the creation index. */
 enum kw_err kw_keys_page_by_created(struct kw_store *, struct __db_txn *, int newest_first,
@@ -436,9 +438,41 @@ const char *kw_auth_role_name(enum kw_role);
 enum kw_role kw_auth_role_parse(const char *);
 /* The team member's role, "admin" or "user", or NULL when user_id is not a member. */
 const char *kw_team_role_of(struct json_object *team, const char *user_id);
+/* An organization member's user_role (borrowed from org), or NULL when not a member. */
+const char *kw_org_role_of(struct json_object *org, const char *user_id);
 /* KW_OK when the caller may read (write=0) or change (write=1) the key; else 403 in req->err. */
 enum kw_err kw_auth_key_access(struct kw_req *, struct __db_txn *, struct json_object *key,
     int write);
+
+/* --- policy.c: who may change which field of a key or a team ------- */
+
+/* A caller's standing toward one record; each allows what the ones below it allow. */
+enum kw_standing {
+	KW_STANDING_NONE = 0,	/* changes nothing */
+	KW_STANDING_OWNER,	/* a personal key's user; a team's admins */
+	KW_STANDING_ABOVE,	/* the level above: a team key's team admins; a team's organization admins */
+	KW_STANDING_ADMIN	/* a proxy admin */
+};
+enum kw_policy_kind { KW_POLICY_KEY = 0, KW_POLICY_TEAM, KW_POLICY_VENICE };
+
+/* The least standing that may set or change field (KW_STANDING_ADMIN for a field not listed). */
+enum kw_standing kw_policy_need(enum kw_policy_kind, const char *field);
+/*
+ * KW_OK when standing may set every field of body (a request, borrowed)
+ * on old (the stored record, borrowed; NULL for a new one): a field whose
+ * value is what old holds changes nothing and passes.  KW_EFORBIDDEN with
+ * req->err naming the first field it may not set.
+ */
+enum kw_err kw_policy_check(struct kw_req *, enum kw_policy_kind, enum kw_standing,
+    struct json_object *old, struct json_object *body);
+/* The caller's standing toward key (a record read in txn) into *out; a store error otherwise. */
+enum kw_err kw_policy_key_standing(struct kw_req *, struct __db_txn *, struct json_object *key,
+    enum kw_standing *out);
+/* The caller's standing toward team, in org (its organization's record, or NULL). */
+enum kw_standing kw_policy_team_standing(struct kw_req *, struct json_object *team,
+    struct json_object *org);
+/* The caller's standing toward a Venice key it may see: the master, the ADMIN key that made it, or its owner's. */
+enum kw_standing kw_policy_venice_standing(struct kw_req *, struct json_object *key);
 
 /* --- audit.c: who changed what ------------------------------------ */
 
@@ -590,8 +624,7 @@ time_t kw_clock_now(void);	/* time(NULL), or KEYWARDEN_CLOCK_FILE's for tests */
 
 enum kw_err kw_authorize(struct kw_req *, struct kw_resp *);
 
-/* face_org.c: an organization member's user_role (borrowed from org), or NULL. */
-const char *kw_org_role_of(struct json_object *org, const char *user_id);
+/* face_org.c: what deleting a user does to the organizations it was a member of */
 enum kw_err kw_org_forget_user(struct kw_req *, struct __db_txn *, const char *user_id);
 
 /* --- metrics.c and the access log: what the requests did ------------ */

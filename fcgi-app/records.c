@@ -145,6 +145,15 @@ kw_json_str(json_object *obj, const char *name)
 	return json_object_get_string(v);
 }
 
+/* True when a and b hold the same string in field name, or neither holds a string there. */
+int
+kw_json_same_str(json_object *a, json_object *b, const char *name)
+{
+	const char *x = kw_json_str(a, name), *y = kw_json_str(b, name);
+
+	return x == NULL || y == NULL ? x == y : strcmp(x, y) == 0;
+}
+
 /* True when obj has the field name, even when its value is null. */
 int
 kw_json_has(json_object *obj, const char *name)

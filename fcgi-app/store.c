@@ -167,6 +167,9 @@ settle_schema(struct kw_store *st, DB_TXN *txn, void *baton)
 	/* schema 1 had keys and aliases only: index its keys by owner and creation time */
 	if (version == 1 && (rc = kw_keys_reindex(st, txn)) != KW_OK)
 		return rc;
+	/* schema 3 honours a capability only when a proxy admin granted it */
+	if (version >= 1 && version < 3 && (rc = kw_keys_revoke_self_grants(st, txn)) != KW_OK)
+		return rc;
 	val.size = (u_int32_t)snprintf(buf, sizeof(buf), "%u", KW_SCHEMA_VERSION);
 	return kw_store_err(st->dbs[KW_DB_META]->put(st->dbs[KW_DB_META], txn, &key, &val, 0));
 }

@@ -205,10 +205,14 @@ def teams(srv, master, alice, k):
     error_of(srv.request("GET", "/team/info?team_id=" + tid), 401, "team/info without a credential")
 
     # /team/update
-    r = k["alice"]("POST", "/team/update", {"team_id": tid, "team_alias": "research-2",
-                                           "max_budget": 200, "budget_duration": "1d"},
+    # a team admin names the team; its limits are for the level above (README: Who may change what)
+    error_of(k["alice"]("POST", "/team/update", {"team_id": tid, "max_budget": 200}), 403,
+             "a team admin does not raise the team's budget", "max_budget")
+    r = k["alice"]("POST", "/team/update", {"team_id": tid, "team_alias": "research-2"},
                    headers={"litellm-changed-by": "alice-on-behalf"})
-    up = success(r, "team_update", "a team admin updates the team")
+    success(r, "team_update", "a team admin updates the team")
+    r = master("POST", "/team/update", {"team_id": tid, "max_budget": 200, "budget_duration": "1d"})
+    up = success(r, "team_update", "a proxy admin sets the team's limits")
     tap.ok(up.get("team_alias") == "research-2" and up.get("max_budget") == 200 and
            up.get("models") == ["gpt-4", "claude-3"] and up.get("rpm_limit") == 10 and
            len(up.get("members_with_roles", [])) == 3,
@@ -442,7 +446,7 @@ def user_changes(srv, master, k, alice, tid):
     # user_role changes what the user's keys may do
     r = master("POST", "/team/new", {"team_id": "roles", "members_with_roles": [
         {"user_id": "dave", "role": "admin"}]})
-    tap.eq(k["dave"]("POST", "/team/update", {"team_id": "roles", "max_budget": 1}).status, 200,
+    tap.eq(k["dave"]("POST", "/team/update", {"team_id": "roles", "team_alias": "r"}).status, 200,
            "dave, a team admin, updates the team")
     master("POST", "/user/update", {"user_id": "dave", "user_role": "internal_user_viewer"})
     error_of(k["dave"]("POST", "/team/update", {"team_id": "roles", "max_budget": 2}), 403,

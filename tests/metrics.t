@@ -296,7 +296,9 @@ def transactions(srv):
     tap.ok(aborts >= 1, "a refused write aborts its transaction (%d more)" % aborts)
     tap.ok(("keywarden_store_deadlock_retries_total", ()) in m1.samples,
            "keywarden_store_deadlock_retries_total is exposed")
-    tap.eq(m1.get("keywarden_build_info", version="0.1.0", schema="2"), 1.0,
+    version = subprocess.run([kwserver.BIN, "version"], capture_output=True, text=True).stdout
+    schema = re.search(r"\(schema (\d+),", version).group(1)
+    tap.eq(m1.get("keywarden_build_info", version="0.1.0", schema=schema), 1.0,
            "keywarden_build_info names the version and schema")
 
 

@@ -53,6 +53,24 @@ def current_schema():
     return int(m.group(1)) if m else None
 
 
+CAPABILITIES = ("verify_keys", "select_provider_keys")
+
+
+def check_grants(srv, name, grants):
+    """Schema 3 honours a capability only when a proxy admin granted it: the migration
+    takes verify_keys and select_provider_keys from keys whose own user wrote them."""
+    for g in (g for g in grants if "permissions" in g):
+        info = (srv.admin("GET", "/key/info?key=" + g["key"]).json or {}).get("info", {})
+        want = g["permissions"] if g["kept"] else {
+            f: v for f, v in g["permissions"].items() if f not in CAPABILITIES}
+        tap.eq(info.get("permissions"), want, "%s: a capability %s keeps %r" % (
+            name, "a proxy admin granted" if g["kept"] else "its own user wrote", want))
+        r = srv.request("POST", "/key/verify", {"key": g["key"], "dry_run": True},
+                        headers={"Authorization": "Bearer " + g["key"]})
+        tap.eq(r.status, 200 if g["kept"] else 403, "%s: ... so it %s verify keys" % (
+            name, "may" if g["kept"] else "may no longer"))
+
+
 def check_fixture(fixture, work, schema):
     with open(os.path.join(fixture, "fixture.json")) as f:
         made = json.load(f)
@@ -102,8 +120,9 @@ def check_fixture(fixture, work, schema):
             tap.ok(r.status == 200 and sorted(r.json["keys"]) == want,
                    "%s: /key/list by user_id %s finds its keys (the owner index)" % (name, user),
                    r)
+        check_grants(srv, name, made.get("grants", []))
         r = srv.admin("GET", "/key/list?size=100&sort_by=created_at&sort_order=asc")
-        tap.ok(r.status == 200 and r.json["total_count"] == len(keys),
+        tap.ok(r.status == 200 and r.json["total_count"] == len(keys) + len(made.get("grants", [])),
                "%s: /key/list by creation time counts every key (the creation index)" % name, r)
         aliases = sorted(k["key_alias"] for k in keys if k.get("key_alias"))
         r = srv.admin("POST", "/key/generate", {"key_alias": aliases[0]})
