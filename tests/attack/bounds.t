@@ -15,6 +15,8 @@ KEYWARDEN_CLOCK_FILE, so it runs in seconds.  One group of test points per limit
 - leases without a request id: a request keywarden names itself holds its parallel slot
   for KEYWARDEN_ANON_LEASE_SECS, not KEYWARDEN_LEASE_SECS; a request_id of the caller's
   keeps the slot until its usage is reported;
+- provisioning: a member's provisioned keys count toward the cap, and at the cap their
+  expired ones make room;
 - the rest: a key's metadata is at most 16 KiB; a team admin's team has at most
   KEYWARDEN_MAX_TEAM_MEMBERS members."""
 import os
@@ -181,6 +183,25 @@ def leases(srv, clock):
            "verdicts %r" % ((first, second, r.status, third),))
 
 
+def provisioning(srv, clock):
+    m = attack.master(srv)
+    u = attack.user(srv, "bounds-prov")
+    m("POST", "/organization/new", {"organization_id": "bounds-org", "organization_alias": "Bounds"})
+    m("POST", "/organization/member_add", {"organization_id": "bounds-org",
+                                           "member": {"user_id": "bounds-prov"}})
+    statuses = []
+    for i in range(MAX_KEYS + 1):
+        r = u("POST", "/api/v1/org/bounds-org/inference/keys", {"client_id": "bounds-c%d" % i})
+        statuses.append(r.status)
+    tap.ok(statuses.count(200) == MAX_KEYS - 1 and statuses[-1] == 400,
+           "provisioning: a member's keys for new client ids stop at KEYWARDEN_MAX_KEYS_PER_USER",
+           "statuses %r, last %r" % (statuses, r))
+    clock.advance(3601)
+    r = u("POST", "/api/v1/org/bounds-org/inference/keys", {"client_id": "bounds-later"})
+    tap.eq(r.status, 200, "provisioning: at the cap, the member's expired provisioned keys "
+           "make room")
+
+
 def the_rest(srv):
     m = attack.master(srv)
     u = attack.user(srv, "bounds-meta")
@@ -215,7 +236,7 @@ def main():
            "KEYWARDEN_CLOCK_FILE": clock.path}
     with Server(env=env) as srv:
         for part in (keys_per_user, info_answers, selections, lambda s: leases(s, clock),
-                     the_rest):
+                     lambda s: provisioning(s, clock), the_rest):
             try:
                 part(srv)
             except Exception as e:  # one part's surprise must not hide the others' results
