@@ -20,6 +20,7 @@ KEYWARDEN_CLOCK_FILE, so it runs in seconds.  One group of test points per limit
 - the rest: a key's metadata is at most 16 KiB; a team admin's team has at most
   KEYWARDEN_MAX_TEAM_MEMBERS members."""
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -241,6 +242,7 @@ def main():
                 part(srv)
             except Exception as e:  # one part's surprise must not hide the others' results
                 tap.ok(False, "%s raised" % getattr(part, "__name__", "part"), repr(e))
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 tap.run(main)
