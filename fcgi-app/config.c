@@ -42,7 +42,8 @@ static const char *const known[] = {
 	"KEYWARDEN_MASTER_KEY", "KEYWARDEN_WORKERS", "KEYWARDEN_MAX_BODY",
 	"KEYWARDEN_LOG_LEVEL", "KEYWARDEN_MAINTAIN_SECS", "KEYWARDEN_LEASE_SECS", "PORT",
 	"KEYWARDEN_PUBLIC_URL", "KEYWARDEN_PROVISION_TTL", "KEYWARDEN_PROVISION_RPM",
-	"KEYWARDEN_MIN_CLIENT_VERSION", "KEYWARDEN_METRICS_TOKEN",
+	"KEYWARDEN_MIN_CLIENT_VERSION", "KEYWARDEN_METRICS_TOKEN", "KEYWARDEN_ANON_LEASE_SECS",
+	"KEYWARDEN_MAX_KEYS_PER_USER", "KEYWARDEN_INFO_MAX_KEYS", "KEYWARDEN_MAX_TEAM_MEMBERS",
 };
 #define NKNOWN (sizeof(known) / sizeof(known[0]))
 
@@ -312,6 +313,10 @@ kw_config_load(const char *data_dir_override)
 	kw_config.max_depth = 32;
 	kw_config.maintain_secs = 60;
 	kw_config.lease_secs = 600;
+	kw_config.anon_lease_secs = 60;
+	kw_config.max_keys_per_user = 1000;
+	kw_config.info_max_keys = 100;
+	kw_config.max_team_members = 1000;
 	kw_config.provision_ttl = 3600;
 	kw_config.provision_rpm = 30;
 	snprintf(kw_config.public_url, sizeof(kw_config.public_url), "http://127.0.0.1:4000");
@@ -336,6 +341,28 @@ kw_config_load(const char *data_dir_override)
 		if (parse_uint("KEYWARDEN_LEASE_SECS", v, 1, 86400, &n) != KW_OK)
 			return KW_EINVAL;
 		kw_config.lease_secs = (unsigned)n;
+	}
+	if ((v = setting("KEYWARDEN_ANON_LEASE_SECS", values, known, NKNOWN)) != NULL) {
+		if (parse_uint("KEYWARDEN_ANON_LEASE_SECS", v, 1, 86400, &n) != KW_OK)
+			return KW_EINVAL;
+		kw_config.anon_lease_secs = (unsigned)n;
+	}
+	if (kw_config.anon_lease_secs > kw_config.lease_secs)
+		kw_config.anon_lease_secs = kw_config.lease_secs;	/* never longer than a named lease */
+	if ((v = setting("KEYWARDEN_MAX_KEYS_PER_USER", values, known, NKNOWN)) != NULL) {
+		if (parse_uint("KEYWARDEN_MAX_KEYS_PER_USER", v, 0, 10000000, &n) != KW_OK)
+			return KW_EINVAL;
+		kw_config.max_keys_per_user = (unsigned)n;
+	}
+	if ((v = setting("KEYWARDEN_INFO_MAX_KEYS", values, known, NKNOWN)) != NULL) {
+		if (parse_uint("KEYWARDEN_INFO_MAX_KEYS", v, 1, 10000, &n) != KW_OK)
+			return KW_EINVAL;
+		kw_config.info_max_keys = (unsigned)n;
+	}
+	if ((v = setting("KEYWARDEN_MAX_TEAM_MEMBERS", values, known, NKNOWN)) != NULL) {
+		if (parse_uint("KEYWARDEN_MAX_TEAM_MEMBERS", v, 0, 10000000, &n) != KW_OK)
+			return KW_EINVAL;
+		kw_config.max_team_members = (unsigned)n;
 	}
 	if ((v = setting("KEYWARDEN_PROVISION_TTL", values, known, NKNOWN)) != NULL) {
 		if (parse_uint("KEYWARDEN_PROVISION_TTL", v, 1, 30 * 86400, &n) != KW_OK)

@@ -1247,7 +1247,7 @@ select_body(struct bifrost_op *op, DB_TXN *txn, struct provider *p)
 {
 	struct kw_req *req = op->req;
 	struct candidates c = { kw_json_str(req->body, "model"), json_object_new_array(), 0 };
-	json_object *chosen = NULL, *resolved = NULL, *pick;
+	json_object *chosen = NULL, *resolved = NULL;
 	double at;
 	enum kw_err rc;
 
@@ -1280,13 +1280,12 @@ select_body(struct bifrost_op *op, DB_TXN *txn, struct provider *p)
 		for (size_t i = 0; i < NCONFIGS; i++)
 			json_object_object_add(op->answer, configs[i],
 			    kw_json_copy(json_object_object_get(resolved, configs[i])));
-		/* the audit entry names the key and the model, never what was resolved */
-		pick = json_object_new_object();
-		json_object_object_add(pick, "model", json_object_new_string(c.model));
-		json_object_object_add(pick, "provider", json_object_new_string(p->name));
-		rc = kw_audit_record(req, txn, "selected", KW_TABLE_PROVIDER_KEYS,
-		    kw_json_str(chosen, "id"), NULL, pick);
-		json_object_put(pick);
+		/*
+		 * A selection is a read: it writes no audit entry, which would
+		 * let every caller with select_provider_keys grow the audit
+		 * table by one row a request.  kw_op_provider_key_select counts
+		 * and logs it once the transaction is over.
+		 */
 	}
 	if (resolved != NULL)
 		wipe_strings(resolved);
@@ -1313,5 +1312,15 @@ kw_op_provider_key_select(struct kw_req *req, struct kw_resp *resp)
 		    "only proxy admins and keys with permissions.select_provider_keys select keys");
 		return KW_EFORBIDDEN;
 	}
-	return run(req, resp, &op, 0);
+	if ((rc = run(req, resp, &op, 0)) == KW_OK) {
+		/*
+		 * the stored provider and key id only: the answer's secrets stay
+		 * out of the log, and so does the caller's model string, which
+		 * could hold a newline
+		 */
+		kw_metrics_provider_key_selection();
+		kw_log_info("provider key selected: provider %s, key %s",
+		    kw_json_str(resp->json, "provider"), kw_json_str(resp->json, "id"));
+	}
+	return rc;
 }

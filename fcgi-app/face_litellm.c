@@ -55,10 +55,15 @@ struct owned_views {
 	struct kw_req *req;
 	DB_TXN *txn;
 	json_object *views;	/* borrowed: the caller's array */
+	size_t max;		/* views to gather at most */
+	int truncated;		/* a key the caller may read was left out */
 	enum kw_err rc;
 };
 
-/* Appends the view of key token when the caller may read it; stops on a store error. */
+/*
+ * Appends the view of key token when the caller may read it; stops on a
+ * store error, and at the first readable key past max.
+ */
 static int
 add_owned_view(const char *token, void *baton)
 {
@@ -73,26 +78,31 @@ add_owned_view(const char *token, void *baton)
 	if (o->rc != KW_OK)
 		return 1;
 	o->rc = kw_auth_key_access(o->req, o->txn, key, 0);
-	if (o->rc == KW_OK)
+	if (o->rc == KW_OK && json_object_array_length(o->views) >= o->max)
+		o->truncated = 1;
+	else if (o->rc == KW_OK)
 		json_object_array_add(o->views, kw_litellm_key_view(o->req, key));
 	else if (o->rc == KW_EFORBIDDEN)
 		o->rc = KW_OK;	/* shown only what /key/info would show this caller */
 	json_object_put(key);
-	return o->rc != KW_OK;
+	return o->rc != KW_OK || o->truncated;
 }
 
 /*
  * Appends to views (an array, borrowed) the views of the keys owned by
  * user (kind 'u'), team ('t') or organization ('o') id that the caller
- * may read, as /key/info would show them.
+ * may read, as /key/info would show them: at most max of them, in token
+ * order.  *truncated is 1 when the caller may read more than that; they
+ * are for /key/list's pages.
  */
 enum kw_err
 kw_litellm_owned_views(struct kw_req *req, DB_TXN *txn, char kind, const char *id,
-    json_object *views)
+    json_object *views, size_t max, int *truncated)
 {
-	struct owned_views o = { .req = req, .txn = txn, .views = views };
+	struct owned_views o = { .req = req, .txn = txn, .views = views, .max = max };
 	enum kw_err rc = kw_keys_owned_by(req->store, txn, kind, id, add_owned_view, &o);
 
+	*truncated = o.truncated;
 	return rc != KW_OK ? rc : o.rc;
 }
 
@@ -281,6 +291,41 @@ check_alias(struct kw_req *req, json_object *rec, json_object *old)
 	return KW_EINVAL;
 }
 
+/*
+ * A key's metadata is free-form, so only its size is bounded: the
+ * metadata of obj (a record or a request) is at most KW_METADATA_MAX
+ * bytes as stored, 400 naming metadata past that.
+ */
+static enum kw_err
+check_metadata(struct kw_req *req, json_object *obj)
+{
+	json_object *metadata = json_object_object_get(obj, "metadata");
+	size_t n;
+
+	if (metadata == NULL)
+		return KW_OK;
+	n = strlen(json_object_to_json_string_ext(metadata, JSON_C_TO_STRING_PLAIN));
+	if (n <= KW_METADATA_MAX)
+		return KW_OK;
+	kw_error_set(&req->err, KW_EINVAL, "metadata", "%zu bytes as JSON; at most %d", n,
+	    KW_METADATA_MAX);
+	return KW_EINVAL;
+}
+
+/*
+ * The user who would own rec, a new key, must have room for one more,
+ * unless a proxy admin asks (LiteLLM has no such cap: an admin's keys are
+ * the admin's decision).  Only a proxy admin gives an existing key to
+ * another user (check_ownership), so a move needs no check here.
+ */
+static enum kw_err
+check_room(struct kw_req *req, DB_TXN *txn, json_object *rec)
+{
+	if (kw_auth_is_admin(req->caller))
+		return KW_OK;
+	return kw_keys_room(req->store, txn, kw_json_str(rec, "user_id"), &req->err);
+}
+
 /* Writes the error for a key that is not there, naming field. */
 static enum kw_err
 key_not_found(struct kw_req *req, const char *field)
@@ -345,7 +390,9 @@ kw_litellm_key_create(struct kw_req *req, DB_TXN *txn, json_object *settings,
 		    json_object_new_string(kw_auth_role_name(req->caller->role)));
 
 	if ((rc = check_alias(req, rec, NULL)) == KW_OK &&
+	    (rc = check_metadata(req, rec)) == KW_OK &&
 	    (rc = check_team_bounds(req, txn, rec)) == KW_OK &&
+	    (rc = check_room(req, txn, rec)) == KW_OK &&
 	    (rc = kw_keys_put(req->store, txn, NULL, rec, &req->err)) == KW_OK &&
 	    (rc = kw_audit_record(req, txn, "created", KW_TABLE_KEYS, token, NULL, rec)) == KW_OK) {
 		/* stored: now the answer may carry what the store must never hold */
@@ -486,6 +533,7 @@ update_body(struct kw_store *st, DB_TXN *txn, void *baton)
 	if ((rc = kw_auth_key_access(req, txn, old, 1)) == KW_OK &&
 	    (rc = check_settings(req, txn, old, op->body)) == KW_OK &&
 	    (rc = check_alias(req, rec, old)) == KW_OK &&
+	    (rc = check_metadata(req, op->body)) == KW_OK &&	/* what is stored stays */
 	    (rc = check_ownership(req, txn, rec, old)) == KW_OK &&
 	    (rc = check_team_bounds(req, txn, rec)) == KW_OK &&
 	    (rc = kw_keys_put(st, txn, old, rec, &req->err)) == KW_OK &&

@@ -147,6 +147,69 @@ release_alias(struct prov_op *op, DB_TXN *txn, const char *alias)
 	return rc;
 }
 
+/* Appends each token of an owner index walk to baton, a JSON array. */
+static int
+collect_token(const char *token, void *baton)
+{
+	json_object_array_add(baton, json_object_new_string(token));
+	return 0;
+}
+
+/*
+ * Deletes, audited, the caller's provisioned keys that have expired: a
+ * caller at KEYWARDEN_MAX_KEYS_PER_USER who provisions for many client
+ * ids makes room from keys nobody can use any more.  Runs only at the
+ * cap, so it reads at most the cap's worth of keys.
+ */
+static enum kw_err
+drop_expired(struct kw_req *req, DB_TXN *txn)
+{
+	json_object *tokens = json_object_new_array(), *key;
+	const char *token, *expires;
+	time_t until;
+	enum kw_err rc = kw_keys_owned_by(req->store, txn, 'u', req->caller->user_id,
+	    collect_token, tokens);
+
+	for (size_t i = 0; rc == KW_OK && i < json_object_array_length(tokens); i++) {
+		token = json_object_get_string(json_object_array_get_idx(tokens, i));
+		rc = kw_rec_get(req->store, txn, KW_DB_KEYS, token, KW_RMW, &key);
+		if (rc == KW_ENOTFOUND) {
+			rc = KW_OK;	/* an index row without its record */
+			continue;
+		}
+		expires = rc == KW_OK ? kw_json_str(key, "expires") : NULL;
+		if (expires != NULL && kw_time_parse(expires, &until) == KW_OK &&
+		    until <= req->now &&
+		    kw_json_bool(json_object_object_get(key, "metadata"), "provisioned") &&
+		    (rc = kw_keys_del(req->store, txn, key)) == KW_OK)
+			rc = kw_audit_record(req, txn, "deleted", KW_TABLE_KEYS, token, key, NULL);
+		json_object_put(key);
+	}
+	json_object_put(tokens);
+	return rc;
+}
+
+/*
+ * The caller's room for one more key (kw_keys_room), after dropping
+ * their expired provisioned keys when they are at the cap.  Proxy admins
+ * and the master key are not bound.
+ */
+static enum kw_err
+check_room(struct kw_req *req, DB_TXN *txn)
+{
+	const char *user_id = req->caller->user_id[0] != '\0' ? req->caller->user_id : NULL;
+	enum kw_err rc = KW_OK;
+
+	if (kw_auth_is_admin(req->caller))
+		return KW_OK;
+	if ((rc = kw_keys_room(req->store, txn, user_id, &req->err)) != KW_EINVAL)
+		return rc;
+	memset(&req->err, 0, sizeof(req->err));
+	if ((rc = drop_expired(req, txn)) != KW_OK)
+		return rc;
+	return kw_keys_room(req->store, txn, user_id, &req->err);
+}
+
 /*
  * The record of a provisioned key (owned): the standard key fields, its
  * alias, expiry, owner and organization; models bounded by the
@@ -231,7 +294,7 @@ provision_body(struct kw_store *st, DB_TXN *txn, void *baton)
 	}
 
 	snprintf(alias, sizeof(alias), "%s%s:%s", ALIAS_PREFIX, op->org_id, op->client_id);
-	if ((rc = release_alias(op, txn, alias)) != KW_OK)
+	if ((rc = release_alias(op, txn, alias)) != KW_OK || (rc = check_room(req, txn)) != KW_OK)
 		goto done;
 	if ((rc = kw_tokens_issue(expires, secret, sizeof(secret))) != KW_OK) {
 		kw_log_error("provisioning: no signing key to issue a token with (%s)",

@@ -157,6 +157,25 @@ members_of(json_object *team)
 }
 
 /*
+ * A team admin's team holds at most KEYWARDEN_MAX_TEAM_MEMBERS members
+ * (each one a user record the admin may create); 400 naming member past
+ * that.  Proxy admins are not bound, and 0 is no cap.
+ */
+static enum kw_err
+check_team_size(struct kw_req *req, json_object *team)
+{
+	size_t n = json_object_array_length(members_of(team));
+
+	if (kw_auth_is_admin(req->caller) || kw_config.max_team_members == 0 ||
+	    n <= kw_config.max_team_members)
+		return KW_OK;
+	kw_error_set(&req->err, KW_EINVAL, "member", "the team would have %zu members; a team "
+	    "admin may give it at most %u (KEYWARDEN_MAX_TEAM_MEMBERS)", n,
+	    kw_config.max_team_members);
+	return KW_EINVAL;
+}
+
+/*
  * Adds member (a TeamMember object, borrowed) to team (a record being
  * written, not yet stored): finds the user by user_id, else by
  * user_email, creating it when unknown (with a new UUID when only an
@@ -304,13 +323,18 @@ kw_op_team_new(struct kw_req *req, struct kw_resp *resp)
 	return kw_answer_respond(resp, &op.answer, kw_store_txn(req->store, team_new_body, &op));
 }
 
-/* /team/info's transaction: 404, then 403, then the team and the keys the caller may see. */
+/*
+ * /team/info's transaction: 404, then 403, then the team and the keys the
+ * caller may see (at most KEYWARDEN_INFO_MAX_KEYS; keys_truncated says
+ * when there are more).
+ */
 static enum kw_err
 team_info_body(struct kw_store *st, DB_TXN *txn, void *baton)
 {
 	struct team_op *op = baton;
 	struct kw_req *req = op->req;
 	json_object *team, *keys;
+	int truncated;
 	enum kw_err rc;
 
 	(void)st;
@@ -330,7 +354,10 @@ team_info_body(struct kw_store *st, DB_TXN *txn, void *baton)
 	keys = json_object_new_array();
 	json_object_object_add(op->answer, "keys", keys);
 	/* a plain member sees the keys /key/info would show them: their own */
-	return kw_litellm_owned_views(req, txn, 't', op->team_id, keys);
+	rc = kw_litellm_owned_views(req, txn, 't', op->team_id, keys, kw_config.info_max_keys,
+	    &truncated);
+	json_object_object_add(op->answer, "keys_truncated", json_object_new_boolean(truncated));
+	return rc;
 }
 
 /*
@@ -530,6 +557,8 @@ member_add_body(struct kw_store *st, DB_TXN *txn, void *baton)
 	} else {
 		rc = add_member(req, txn, team, member, "member", budget, users);
 	}
+	if (rc == KW_OK)	/* past the cap the transaction aborts: no user it made is kept */
+		rc = check_team_size(req, team);
 	if (rc == KW_OK && json_object_array_length(users) > 0) {	/* an empty list changes nothing */
 		kw_json_set_time(team, "updated_at", req->now);
 		if ((rc = kw_rec_put(st, txn, KW_DB_TEAMS, op->team_id, team, 0)) == KW_OK)

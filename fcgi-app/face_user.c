@@ -391,13 +391,18 @@ kw_op_user_new(struct kw_req *req, struct kw_resp *resp)
 	return kw_answer_respond(resp, &op.answer, kw_store_txn(req->store, user_new_body, &op));
 }
 
-/* /user/info's transaction: 404, then 403, then the user, its keys and its teams. */
+/*
+ * /user/info's transaction: 404, then 403, then the user, its keys (at
+ * most KEYWARDEN_INFO_MAX_KEYS; keys_truncated says when there are more)
+ * and its teams.
+ */
 static enum kw_err
 user_info_body(struct kw_store *st, DB_TXN *txn, void *baton)
 {
 	struct user_op *op = baton;
 	struct kw_req *req = op->req;
 	json_object *user, *teams, *ids, *keys;
+	int truncated;
 	enum kw_err rc;
 
 	kw_answer_reset(&op->answer);
@@ -419,7 +424,9 @@ user_info_body(struct kw_store *st, DB_TXN *txn, void *baton)
 	json_object_object_add(op->answer, "user_info", user);
 	keys = json_object_new_array();
 	json_object_object_add(op->answer, "keys", keys);
-	rc = kw_litellm_owned_views(req, txn, 'u', op->user_id, keys);
+	rc = kw_litellm_owned_views(req, txn, 'u', op->user_id, keys, kw_config.info_max_keys,
+	    &truncated);
+	json_object_object_add(op->answer, "keys_truncated", json_object_new_boolean(truncated));
 	teams = json_object_new_array();
 	json_object_object_add(op->answer, "teams", teams);
 	ids = json_object_object_get(user, "teams");

@@ -570,6 +570,10 @@ create_body(struct venice_op *op, DB_TXN *txn)
 		    "a maximum of %d active API keys is allowed: delete one first", ACTIVE_CAP);
 		return KW_EINVAL;
 	}
+	/* a user's Venice keys are that user's keys: KEYWARDEN_MAX_KEYS_PER_USER bounds them too */
+	if (strncmp(op->vc.owner, "user:", 5) == 0 &&
+	    (rc = kw_keys_room(req->store, txn, op->vc.owner + 5, &req->err)) != KW_OK)
+		return rc;
 
 	kw_crypto_sha256_hex(op->secret, len, token);
 	kw_keys_key_name(op->secret, name, sizeof(name));

@@ -378,6 +378,62 @@ kw_keys_owned_by(struct kw_store *st, DB_TXN *txn, char kind, const char *id,
 }
 
 /*
+ * Stores in *n how many keys user (kind 'u'), team ('t') or organization
+ * ('o') id owns, from the owner index alone: a cursor on the owner's row
+ * and DBC->count over its duplicates, never a walk of keys.db.  The row
+ * is read for update, so two writers counting one owner take turns.
+ */
+enum kw_err
+kw_keys_count_owned(struct kw_store *st, DB_TXN *txn, char kind, const char *id, size_t *n)
+{
+	DB *by_owner = kw_store_db(st, KW_DB_KEY_OWNERS);
+	char buf[KW_ID_MAX + 3];
+	DBT k = { .data = buf }, v = { .flags = DB_DBT_PARTIAL };	/* the key only, no value */
+	DBC *cur;
+	db_recno_t count = 0;
+	enum kw_err rc;
+
+	*n = 0;
+	if (!owner_key(kind, id, buf, sizeof(buf)))
+		return KW_OK;
+	k.size = (u_int32_t)strlen(buf);
+	if ((rc = kw_store_err(by_owner->cursor(by_owner, txn, &cur, 0))) != KW_OK)
+		return rc;
+	rc = kw_store_err(cur->get(cur, &k, &v, DB_SET | DB_RMW));
+	if (rc == KW_OK)
+		rc = kw_store_err(cur->count(cur, &count, 0));
+	cur->close(cur);
+	if (rc == KW_ENOTFOUND)
+		return KW_OK;
+	*n = count;
+	return rc;
+}
+
+/*
+ * KW_OK when user_id may own one more key under KEYWARDEN_MAX_KEYS_PER_USER;
+ * KW_EINVAL with err naming "user_id" when the user owns that many
+ * already: a 400, not a 429, since waiting does not make room.  A key of
+ * no user (user_id NULL) and a cap of 0 always have room.  Who is exempt
+ * (proxy admins) is the caller's decision.
+ */
+enum kw_err
+kw_keys_room(struct kw_store *st, DB_TXN *txn, const char *user_id, struct kw_error *err)
+{
+	size_t n;
+	enum kw_err rc;
+
+	if (user_id == NULL || kw_config.max_keys_per_user == 0)
+		return KW_OK;
+	if ((rc = kw_keys_count_owned(st, txn, 'u', user_id, &n)) != KW_OK)
+		return rc;
+	if (n < kw_config.max_keys_per_user)
+		return KW_OK;
+	kw_error_set(err, KW_EINVAL, "user_id", "this user owns %zu keys, as many as "
+	    "KEYWARDEN_MAX_KEYS_PER_USER allows: delete one first", n);
+	return KW_EINVAL;
+}
+
+/*
  * Visits limit tokens from offset in creation order (newest first or
  * oldest first), positioning by record number: O(log n + limit).  *total
  * is the number of keys.

@@ -106,6 +106,10 @@ struct kw_config {
 	unsigned max_depth;		/* JSON nesting */
 	unsigned maintain_secs;		/* checkpoint and log-archive interval */
 	unsigned lease_secs;		/* an unsettled request's slot and reservation return after this */
+	unsigned anon_lease_secs;	/* the same for a request whose id keywarden named (<= lease_secs) */
+	unsigned max_keys_per_user;	/* keys a user may hold unless a proxy admin makes more; 0 none */
+	unsigned info_max_keys;		/* keys embedded in a /user/info or /team/info answer */
+	unsigned max_team_members;	/* members a team admin may give a team; 0 none */
 	char public_url[1024];		/* the gateway's base URL, answered by provisioning */
 	unsigned provision_ttl;		/* a provisioned key's lifetime, seconds */
 	unsigned provision_rpm;		/* provisioning requests a minute per caller */
@@ -375,6 +379,7 @@ void kw_json_set_time(struct json_object *obj, const char *name, time_t t);	/* 0
 #define KW_TIME_LEN 21			/* "2026-11-22T07:36:43Z" + NUL */
 #define KW_TOKEN_LEN KW_SHA256_HEX_LEN
 #define KW_ID_MAX 1024			/* bytes: the spec's 256 code points of UTF-8 */
+#define KW_METADATA_MAX 16384		/* bytes: a key's metadata as stored JSON */
 
 void kw_keys_new_secret(char out[KW_KEY_GENERATED_LEN + 1]);
 void kw_keys_key_name(const char *key, char *out, size_t n);
@@ -401,6 +406,12 @@ enum kw_err kw_keys_owned_by(struct kw_store *, struct __db_txn *, char kind, co
     kw_token_visit, void *baton);
 enum kw_err kw_keys_reindex(struct kw_store *, struct __db_txn *);
 enum kw_err kw_keys_revoke_self_grants(struct kw_store *, struct __db_txn *);
+/* How many keys an owner has, from the owner index; no scan of the keys. */
+enum kw_err kw_keys_count_owned(struct kw_store *, struct __db_txn *, char kind, const char *id,
+    size_t *n);
+/* KW_EINVAL naming user_id when user_id owns KEYWARDEN_MAX_KEYS_PER_USER keys already. */
+enum kw_err kw_keys_room(struct kw_store *, struct __db_txn *, const char *user_id,
+    struct kw_error *err);
 
 /* A page of tokens, newest first or oldest first, straight from the creation index. */
 enum kw_err kw_keys_page_by_created(struct kw_store *, struct __db_txn *, int newest_first,
@@ -503,8 +514,9 @@ enum kw_err kw_litellm_key_create(struct kw_req *, struct __db_txn *, struct jso
     struct json_object **answer);
 /* The key record as shown to callers (owned): budget resets applied, no plaintext. */
 struct json_object *kw_litellm_key_view(struct kw_req *, struct json_object *rec);
+/* At most max of an owner's keys the caller may read; *truncated when there are more. */
 enum kw_err kw_litellm_owned_views(struct kw_req *, struct __db_txn *, char kind, const char *id,
-    struct json_object *views);
+    struct json_object *views, size_t max, int *truncated);
 
 /* face_user.c: what the team operations share with the user operations */
 void kw_uuid4(char out[37]);	/* a random UUID v4 */
@@ -641,6 +653,7 @@ void kw_metrics_request(const struct kw_req *, int status, double secs);
 void kw_metrics_verdict(enum kw_verdict_code);
 void kw_metrics_txn(int committed);		/* a transaction ended: committed or aborted */
 void kw_metrics_deadlock_retry(void);
+void kw_metrics_provider_key_selection(void);
 void kw_metrics_worker_restart(void);
 void kw_metrics_workers(unsigned live);
 const char *kw_metrics_method(const char *method);	/* a known method's name, or "OTHER" */

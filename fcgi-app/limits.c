@@ -1145,10 +1145,18 @@ admit(struct checking *c)
 	if (c->in->request_id == NULL && c->in->expected_cost <= 0 &&
 	    isnan(c->key.s.max_parallel) && (!c->team.present || isnan(c->team.s.max_parallel)))
 		return KW_OK;	/* nothing to hold until usage: no lease */
-	if (c->in->request_id != NULL)
+	/*
+	 * A request that came without an id is named here, and nothing that
+	 * reports usage knows the name unless it read this answer (the
+	 * authorizer's model server never does): its slot and reservation
+	 * come back after anon_lease_secs, not the whole lease_secs.
+	 */
+	if (c->in->request_id != NULL) {
 		snprintf(c->out->request_id, sizeof(c->out->request_id), "%s", c->in->request_id);
-	else
+	} else {
 		kw_uuid4(c->out->request_id);
+		l.until = c->now + kw_config.anon_lease_secs;
+	}
 	return lease_write(c->st, c->txn, &o, c->out->request_id, &l, 1);
 }
 

@@ -41,6 +41,7 @@ struct counters {
 	uint64_t worker_restarts;
 	uint64_t workers;		/* a gauge, set by the manager */
 	uint64_t txn_commits, txn_aborts, deadlock_retries;
+	uint64_t provider_key_selections;
 	uint64_t requests[];
 };
 
@@ -196,6 +197,16 @@ kw_metrics_deadlock_retry(void)
 		add(&m->deadlock_retries, 1);
 }
 
+/* Counts a provider key selection: a read, so counted here rather than audited. */
+void
+kw_metrics_provider_key_selection(void)
+{
+	struct counters *m = counters();
+
+	if (m != NULL)
+		add(&m->provider_key_selections, 1);
+}
+
 void
 kw_metrics_worker_restart(void)
 {
@@ -301,6 +312,11 @@ render(FILE *f, const struct counters *m)
 	    "Transactions run again after a deadlock.");
 	fprintf(f, "keywarden_store_deadlock_retries_total %llu\n",
 	    (unsigned long long)get(&m->deadlock_retries));
+
+	family(f, "keywarden_provider_key_selections_total", "counter",
+	    "Provider keys selected by POST /api/providers/{provider}/keys/select.");
+	fprintf(f, "keywarden_provider_key_selections_total %llu\n",
+	    (unsigned long long)get(&m->provider_key_selections));
 
 	family(f, "keywarden_build_info", "gauge", "The running version and store schema.");
 	fprintf(f, "keywarden_build_info{version=\"%s\",schema=\"%d\"} 1\n", KW_VERSION,

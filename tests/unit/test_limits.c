@@ -311,6 +311,14 @@ test_parallel(void)
 	    "another key's request ids are its own");
 	is_int(check("sk-parallel", T0 + 2 + kw_config.lease_secs, NULL, 0, NULL, NULL), KW_V_VALID,
 	    "a slot never returned comes back after the lease time");
+	make_key("sk-nameless", "{\"max_parallel_requests\": 1}");
+	is_int(check("sk-nameless", T0, NULL, 0, NULL, NULL), KW_V_VALID, "a request without an id");
+	is_int(check("sk-nameless", T0 + kw_config.anon_lease_secs - 1, NULL, 0, NULL, NULL),
+	    KW_V_RATE_LIMITED, "holds its slot for anon_lease_secs");
+	is_int(check("sk-nameless", T0 + kw_config.anon_lease_secs + 1, NULL, 0, "gw-8", NULL),
+	    KW_V_VALID, "and no longer: nothing could report its usage");
+	is_int(check("sk-nameless", T0 + 2 * kw_config.anon_lease_secs + 2, NULL, 0, NULL, NULL),
+	    KW_V_RATE_LIMITED, "a request with an id holds its slot for lease_secs");
 	is_int(kw_limits_maintain(st, T0 + 100000), KW_OK, "the upkeep sweeps leases and receipts");
 }
 
@@ -359,6 +367,7 @@ main(void)
 	kw_crypto_init();
 	kw_log_threshold = KW_LOG_ERROR;
 	kw_config.lease_secs = 600;
+	kw_config.anon_lease_secs = 60;
 	if (mkdtemp(dir) == NULL || kw_store_open(&st, dir, KW_STORE_RECOVER) != KW_OK)
 		return 1;
 	test_standing();
