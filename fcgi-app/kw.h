@@ -106,6 +106,8 @@ struct kw_config {
 	unsigned max_depth;		/* JSON nesting */
 	unsigned maintain_secs;		/* checkpoint and log-archive interval */
 	unsigned lease_secs;		/* an unsettled request's slot and reservation return after this */
+	double default_expected_cost;	/* reserved by a check that names no expected_cost */
+	int64_t default_expected_tokens;	/* reserved against tpm by one that names none */
 	char public_url[1024];		/* the gateway's base URL, answered by provisioning */
 	unsigned provision_ttl;		/* a provisioned key's lifetime, seconds */
 	unsigned provision_rpm;		/* provisioning requests a minute per caller */
