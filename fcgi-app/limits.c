@@ -1477,7 +1477,9 @@ check_body(struct kw_store *st, DB_TXN *txn, void *baton)
 
 /*
  * Checks a presented key against every limit it carries, as of now, and
- * unless in->dry_run counts an admitted request and takes its lease.
+ * unless in->dry_run counts an admitted request and takes its lease,
+ * which reserves in->expected_cost and in->expected_tokens (the
+ * configured defaults when 0) until its usage is recorded.
  * out->answer (owned; kw_verdict_clear) is the /key/verify answer; an
  * unknown key's answer says only that.  Runs its own transaction, not
  * flushed at commit: a crash may forget a rate window or a lease, never
@@ -1701,8 +1703,9 @@ out:
 /*
  * Records what a request used: cost into the spend of the key, its team
  * and its user and into the key's model spend; tokens into the tpm
- * windows; the request's lease returned.  With a request_id, a report
- * sent twice counts once.  *answer (owned) is the /key/usage answer.
+ * windows; the request's lease (its reservations and slot) returned:
+ * the one named request_id, else the oldest keywarden named for the key.
+ * With a request_id, a report sent twice counts once.  *answer (owned) is the /key/usage answer.
  * Durable: flushed before KW_OK.
  */
 enum kw_err
