@@ -2,6 +2,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,6 +45,7 @@ static const char *const known[] = {
 	"KEYWARDEN_PUBLIC_URL", "KEYWARDEN_PROVISION_TTL", "KEYWARDEN_PROVISION_RPM",
 	"KEYWARDEN_MIN_CLIENT_VERSION", "KEYWARDEN_METRICS_TOKEN", "KEYWARDEN_ANON_LEASE_SECS",
 	"KEYWARDEN_MAX_KEYS_PER_USER", "KEYWARDEN_INFO_MAX_KEYS", "KEYWARDEN_MAX_TEAM_MEMBERS",
+	"KEYWARDEN_DEFAULT_EXPECTED_COST", "KEYWARDEN_DEFAULT_EXPECTED_TOKENS",
 };
 #define NKNOWN (sizeof(known) / sizeof(known[0]))
 
@@ -273,6 +275,23 @@ parse_uint(const char *name, const char *s, unsigned long lo, unsigned long hi,
 	return KW_OK;
 }
 
+/* Parses a decimal number within [lo, hi] into *out; KW_EINVAL otherwise. */
+static enum kw_err
+parse_num(const char *name, const char *s, double lo, double hi, double *out)
+{
+	char *end;
+	double v;
+
+	errno = 0;
+	v = strtod(s, &end);
+	if (errno != 0 || end == s || *end != '\0' || !isfinite(v) || v < lo || v > hi) {
+		fprintf(stderr, "keywarden: %s must be a number from %g to %g\n", name, lo, hi);
+		return KW_EINVAL;
+	}
+	*out = v;
+	return KW_OK;
+}
+
 /*
  * Fills kw_config from (in rising precedence) defaults, the data
  * directory's keywarden.conf, and the environment.  data_dir_override, when
@@ -317,6 +336,8 @@ kw_config_load(const char *data_dir_override)
 	kw_config.max_keys_per_user = 1000;
 	kw_config.info_max_keys = 100;
 	kw_config.max_team_members = 1000;
+	kw_config.default_expected_cost = 0.01;
+	kw_config.default_expected_tokens = 1000;
 	kw_config.provision_ttl = 3600;
 	kw_config.provision_rpm = 30;
 	snprintf(kw_config.public_url, sizeof(kw_config.public_url), "http://127.0.0.1:4000");
@@ -363,6 +384,15 @@ kw_config_load(const char *data_dir_override)
 		if (parse_uint("KEYWARDEN_MAX_TEAM_MEMBERS", v, 0, 10000000, &n) != KW_OK)
 			return KW_EINVAL;
 		kw_config.max_team_members = (unsigned)n;
+	}
+	if ((v = setting("KEYWARDEN_DEFAULT_EXPECTED_COST", values, known, NKNOWN)) != NULL &&
+	    parse_num("KEYWARDEN_DEFAULT_EXPECTED_COST", v, 0, 1e6,
+	    &kw_config.default_expected_cost) != KW_OK)
+		return KW_EINVAL;
+	if ((v = setting("KEYWARDEN_DEFAULT_EXPECTED_TOKENS", values, known, NKNOWN)) != NULL) {
+		if (parse_uint("KEYWARDEN_DEFAULT_EXPECTED_TOKENS", v, 0, 1000000000, &n) != KW_OK)
+			return KW_EINVAL;
+		kw_config.default_expected_tokens = (int64_t)n;
 	}
 	if ((v = setting("KEYWARDEN_PROVISION_TTL", values, known, NKNOWN)) != NULL) {
 		if (parse_uint("KEYWARDEN_PROVISION_TTL", v, 1, 30 * 86400, &n) != KW_OK)

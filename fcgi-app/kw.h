@@ -110,6 +110,8 @@ struct kw_config {
 	unsigned max_keys_per_user;	/* keys a user may hold unless a proxy admin makes more; 0 none */
 	unsigned info_max_keys;		/* keys embedded in a /user/info or /team/info answer */
 	unsigned max_team_members;	/* members a team admin may give a team; 0 none */
+	double default_expected_cost;	/* reserved by a check that names no expected_cost */
+	int64_t default_expected_tokens;	/* reserved against tpm by one that names none */
 	char public_url[1024];		/* the gateway's base URL, answered by provisioning */
 	unsigned provision_ttl;		/* a provisioned key's lifetime, seconds */
 	unsigned provision_rpm;		/* provisioning requests a minute per caller */

@@ -1,4 +1,5 @@
 /* limits.c: every limit a key carries, checked and counted in the store so all workers share one view. */
+#include <assert.h>
 #include <fnmatch.h>
 #include <math.h>
 #include <stdarg.h>
@@ -25,11 +26,36 @@ struct counter {
 	double value;
 };
 
-/* A lease row in leases.db: a request in flight, its reserved cost and when it lapses. */
+/*
+ * A lease row in leases.db: a request in flight, what it reserved and when
+ * it lapses.  A row of LEASE_V1_SIZE (cost and until only, as written
+ * before tokens were reserved) reads with no tokens.
+ */
 struct lease {
-	double cost;
+	double cost;		/* reserved against every budget of the row's owner */
 	int64_t until;
+	double tokens;		/* reserved against the owner's tpm windows */
+	uint32_t flags;		/* LEASE_NAMED */
+	uint32_t unused;
 };
+#define LEASE_V1_SIZE (sizeof(double) + sizeof(int64_t))
+
+/* keywarden named the lease (the request had no id): a report without request_id settles it */
+#define LEASE_NAMED 1u
+
+/* The longest owner id of a lease row: a model owner is "<token>|<model>". */
+#define LEASE_OWNER_MAX (KW_TOKEN_LEN + 1 + KW_ID_MAX)
+
+/* Reads a lease row's value into *l; 0 when it is neither layout. */
+static int
+lease_read(const DBT *v, struct lease *l)
+{
+	memset(l, 0, sizeof(*l));
+	if (v->size != sizeof(*l) && v->size != LEASE_V1_SIZE)
+		return 0;
+	memcpy(l, v->data, v->size);
+	return 1;
+}
 
 static const char *const code_names[] = {
 	[KW_V_VALID] = "VALID",
@@ -176,19 +202,22 @@ lease_prefix(char kind, const char *id, char *buf, size_t n)
 struct in_flight {
 	int64_t count;		/* leases not yet lapsed */
 	double reserved;	/* their reserved cost */
+	double tokens;		/* their reserved tokens */
 	int64_t first_until;	/* when the soonest of them lapses */
 };
 
 /*
  * Counts the leases of one owner still in flight at now, deleting lapsed
  * ones as it goes (a slot that was never returned comes back this way).
+ * rmw takes the write locks at once, for a check that will add a lease:
+ * two checks that both read, then both write, would deadlock.
  */
 static enum kw_err
-leases_of(struct kw_store *st, DB_TXN *txn, char kind, const char *id, time_t now,
+leases_of(struct kw_store *st, DB_TXN *txn, char kind, const char *id, time_t now, int rmw,
     struct in_flight *out)
 {
 	DB *db = kw_store_db(st, KW_DB_LEASES);
-	char prefix[KW_ID_MAX + 32];
+	char prefix[LEASE_OWNER_MAX + 32];
 	struct lease l;
 	/* REALLOC for both: the row after an owner's last lease may be another kind */
 	DBT k = { .flags = DB_DBT_REALLOC }, v = { .flags = DB_DBT_REALLOC };
@@ -209,23 +238,21 @@ leases_of(struct kw_store *st, DB_TXN *txn, char kind, const char *id, time_t no
 	memcpy(k.data, prefix, plen);
 	k.size = (u_int32_t)plen;
 	/*
-	 * Read locks only: most checks find nothing lapsed, and many workers
-	 * check one key at once.  Deleting a lapsed row upgrades the lock (a
-	 * deadlock there is retried by kw_store_txn).
+	 * A dry run reads with read locks only.  Deleting a lapsed row upgrades
+	 * the lock (a deadlock there is retried by kw_store_txn).
 	 */
-	rc = kw_store_err(cur->get(cur, &k, &v, DB_SET_RANGE));
+	rc = kw_store_err(cur->get(cur, &k, &v, DB_SET_RANGE | (rmw ? DB_RMW : 0)));
 	while (rc == KW_OK && k.size >= plen && memcmp(k.data, prefix, plen) == 0) {
-		if (v.size == sizeof(l))
-			memcpy(&l, v.data, sizeof(l));
-		if (v.size == sizeof(l) && l.until > now) {
+		if (lease_read(&v, &l) && l.until > now) {
 			out->count++;
 			out->reserved += l.cost;
+			out->tokens += l.tokens;
 			if (out->first_until == 0 || l.until < out->first_until)
 				out->first_until = l.until;
 		} else if ((rc = kw_store_err(cur->del(cur, 0))) != KW_OK) {
 			break;
 		}
-		rc = kw_store_err(cur->get(cur, &k, &v, DB_NEXT));
+		rc = kw_store_err(cur->get(cur, &k, &v, DB_NEXT | (rmw ? DB_RMW : 0)));
 	}
 	cur->close(cur);
 	free(k.data);
@@ -238,7 +265,7 @@ lease_row(struct kw_store *st, DB_TXN *txn, char kind, const char *id, const cha
     const struct lease *l, int put)
 {
 	DB *db = kw_store_db(st, KW_DB_LEASES);
-	char buf[KW_ID_MAX + 200];
+	char buf[LEASE_OWNER_MAX + 32 + 130];
 	DBT k = { .data = buf }, v = { .data = (void *)l, .size = sizeof(*l) };
 	enum kw_err rc;
 
@@ -250,10 +277,32 @@ lease_row(struct kw_store *st, DB_TXN *txn, char kind, const char *id, const cha
 	return rc == KW_ENOTFOUND ? KW_OK : rc;
 }
 
-/* The owners a lease is counted against: the key, its team, its user. */
+/*
+ * The owners a lease is counted against: the key, its team, its user, and
+ * with model the key's limits on that model (the row owner "<token>|<model>").
+ */
 struct owners {
-	const char *token, *team_id, *user_id;
+	const char *token, *team_id, *user_id, *model;
 };
+
+/* The owner id of key token's limits on model, in buf (LEASE_OWNER_MAX + 1); 0 when too long. */
+static int
+model_owner(const char *token, const char *model, char *buf, size_t n)
+{
+	int len = snprintf(buf, n, "%s|%s", token, model);
+
+	return len > 0 && (size_t)len < n;
+}
+
+/* The owners a lease's index row names (borrowed from index). */
+static void
+owners_of(json_object *index, struct owners *o)
+{
+	o->token = kw_json_str(index, "token");
+	o->team_id = kw_json_str(index, "team_id");
+	o->user_id = kw_json_str(index, "user_id");
+	o->model = kw_json_str(index, "model");
+}
 
 /*
  * The index row of a lease, "l|<token>|<request_id>": a request id names a
@@ -272,7 +321,7 @@ lease_write(struct kw_store *st, DB_TXN *txn, const struct owners *o, const char
 {
 	DB *db = kw_store_db(st, KW_DB_LEASES);
 	json_object *index = json_object_new_object();
-	char name[KW_TOKEN_LEN + 160];
+	char name[KW_TOKEN_LEN + 160], model[LEASE_OWNER_MAX + 1];
 	DBT k = { .data = name }, v;
 	enum kw_err rc;
 
@@ -282,12 +331,16 @@ lease_write(struct kw_store *st, DB_TXN *txn, const struct owners *o, const char
 	json_object_object_add(index, "token", json_object_new_string(o->token));
 	json_object_object_add(index, "team_id", o->team_id ? json_object_new_string(o->team_id) : NULL);
 	json_object_object_add(index, "user_id", o->user_id ? json_object_new_string(o->user_id) : NULL);
+	if (o->model != NULL)
+		json_object_object_add(index, "model", json_object_new_string(o->model));
 	json_object_object_add(index, "until", json_object_new_int64(l->until));
 	v = (DBT){ .data = (void *)json_object_to_json_string_ext(index, JSON_C_TO_STRING_PLAIN) };
 	v.size = (u_int32_t)strlen(v.data);
 	if ((rc = lease_row(st, txn, 'k', o->token, request_id, l, put)) == KW_OK &&
 	    (rc = lease_row(st, txn, 't', o->team_id, request_id, l, put)) == KW_OK &&
-	    (rc = lease_row(st, txn, 'u', o->user_id, request_id, l, put)) == KW_OK) {
+	    (rc = lease_row(st, txn, 'u', o->user_id, request_id, l, put)) == KW_OK &&
+	    (o->model == NULL || !model_owner(o->token, o->model, model, sizeof(model)) ||
+	    (rc = lease_row(st, txn, 'm', model, request_id, l, put)) == KW_OK)) {
 		rc = kw_store_err(put ? db->put(db, txn, &k, &v, 0) : db->del(db, txn, &k, 0));
 		if (rc == KW_ENOTFOUND)
 			rc = KW_OK;
@@ -331,12 +384,56 @@ lease_settle(struct kw_store *st, DB_TXN *txn, const char *token, const char *re
 		return KW_OK;
 	if (rc != KW_OK)
 		return rc;
-	o.token = kw_json_str(index, "token");
-	o.team_id = kw_json_str(index, "team_id");
-	o.user_id = kw_json_str(index, "user_id");
+	owners_of(index, &o);
 	rc = o.token ? lease_write(st, txn, &o, request_id, &none, 0) : KW_OK;
 	json_object_put(index);
 	return rc;
+}
+
+/*
+ * Returns the oldest lease keywarden named for key token (LEASE_NAMED)
+ * still held at now: a usage report without request_id is for one of the
+ * requests that came without one, and the authorizer's gateway cannot
+ * learn the name it was given.
+ */
+static enum kw_err
+lease_settle_oldest(struct kw_store *st, DB_TXN *txn, const char *token, time_t now)
+{
+	DB *db = kw_store_db(st, KW_DB_LEASES);
+	char prefix[KW_TOKEN_LEN + 32], oldest[130] = "";
+	DBT k = { .flags = DB_DBT_REALLOC }, v = { .flags = DB_DBT_REALLOC };
+	int64_t first = 0;
+	struct lease l;
+	size_t plen;
+	DBC *cur;
+	enum kw_err rc;
+
+	if (!lease_prefix('k', token, prefix, sizeof(prefix)))
+		return KW_OK;
+	plen = strlen(prefix);
+	if ((rc = kw_store_err(db->cursor(db, txn, &cur, 0))) != KW_OK)
+		return rc;
+	if ((k.data = strdup(prefix)) == NULL) {
+		cur->close(cur);
+		return KW_ENOMEM;
+	}
+	k.size = (u_int32_t)plen;
+	rc = kw_store_err(cur->get(cur, &k, &v, DB_SET_RANGE | DB_RMW));
+	while (rc == KW_OK && k.size >= plen && memcmp(k.data, prefix, plen) == 0) {
+		if (lease_read(&v, &l) && (l.flags & LEASE_NAMED) && l.until > now &&
+		    (first == 0 || l.until < first) && k.size - plen < sizeof(oldest)) {
+			first = l.until;
+			memcpy(oldest, (char *)k.data + plen, k.size - plen);
+			oldest[k.size - plen] = '\0';
+		}
+		rc = kw_store_err(cur->get(cur, &k, &v, DB_NEXT | DB_RMW));
+	}
+	cur->close(cur);
+	free(k.data);
+	free(v.data);
+	if (rc != KW_OK && rc != KW_ENOTFOUND)
+		return rc;
+	return oldest[0] != '\0' ? lease_settle(st, txn, token, oldest) : KW_OK;
 }
 
 /* The receipt of a usage report: "r|<token>|<request_id>". */
@@ -702,7 +799,10 @@ struct checking {
 	int64_t window;			/* this minute's start */
 	struct party key, team, user;
 	json_object *limits;		/* owned: the answer's limits list */
-	struct in_flight key_flight, team_flight, user_flight;
+	struct in_flight key_flight, team_flight, user_flight, model_flight;
+	const char *limited_model;	/* in->model when the key limits it (budget or tpm); else NULL */
+	int reserving;			/* some limit counts what requests in flight reserved */
+	double cost, tokens;		/* what an admitted request reserves */
 };
 
 static void
@@ -715,7 +815,13 @@ checking_clear(struct checking *c)
 	memset(&c->key, 0, sizeof(c->key));
 	memset(&c->team, 0, sizeof(c->team));
 	memset(&c->user, 0, sizeof(c->user));
+	memset(&c->key_flight, 0, sizeof(c->key_flight));
+	memset(&c->team_flight, 0, sizeof(c->team_flight));
+	memset(&c->user_flight, 0, sizeof(c->user_flight));
+	memset(&c->model_flight, 0, sizeof(c->model_flight));
 	c->limits = NULL;
+	c->limited_model = NULL;
+	c->reserving = 0;
 }
 
 /* Reads id's record of db into p->rec (budget settled) and its summary from it. */
@@ -805,6 +911,16 @@ team_record(struct checking *c)
 	return c->team.present ? record_of(c, KW_DB_TEAMS, c->out->team_id, &c->team) : NULL;
 }
 
+/* s when it is printable UTF-8 text, for a message; a stand-in otherwise. */
+static const char *
+printable(const char *s)
+{
+	for (const unsigned char *p = (const unsigned char *)s; *p != '\0'; p++)
+		if (*p < 0x20 || *p == 0x7f)
+			return "(not printable)";
+	return kw_valid_utf8(s, strlen(s)) ? s : "(not UTF-8)";
+}
+
 /* Sets the verdict's code and message; returns 1 so callers can `return refuse(...)`. */
 static int
 refuse(struct checking *c, enum kw_verdict_code code, const char *limit, const char *fmt, ...)
@@ -858,46 +974,82 @@ model_limit(json_object *rec, const char *map, const char *model)
 	return model != NULL && m != NULL ? kw_json_num(m, model, NAN) : NAN;
 }
 
-/* A budget: refused when spend plus what requests in flight reserved reaches it. */
+/*
+ * A budget of any kind: the key's, its team's, its user's, the key's on a
+ * model, a Venice key's usd or diem.  spent is what usage reported in its
+ * current period; f the requests in flight against its owner, whose
+ * reserved cost counts as spent until their usage settles it.
+ */
+struct budget {
+	const char *name;		/* as the answer's limits list and a refusal name it */
+	const char *model;		/* model_max_budget's model; NULL for the others */
+	double limit, spent;
+	const struct in_flight *f;
+	time_t reset;			/* when spent returns to 0; 0 never */
+	enum kw_verdict_code code;	/* the refusal */
+};
+
+/*
+ * Refused (1) once spend plus reserved reaches the limit.  A request is
+ * admitted while something is left and reserves its cost when admitted,
+ * so the requests in flight together pass a budget by one request at most.
+ */
 static int
-over_budget(struct checking *c, const struct summary *s, const struct in_flight *f,
-    const char *name)
+budget_refuses(struct checking *c, const struct budget *b)
 {
-	if (isnan(s->max_budget))
-		return 0;
-	report_limit(c, name, NULL, s->max_budget, s->spend + f->reserved,
-	    (time_t)s->budget_reset_at);
-	if (s->spend + f->reserved < s->max_budget)
+	double used = b->spent + b->f->reserved;
+
+	report_limit(c, b->name, b->model, b->limit, used, b->reset);
+	if (used < b->limit)
 		return 0;
 	/* a budget comes back at its reset, if it has one */
-	c->out->retry_after = s->budget_reset_at > c->now ? (int)(s->budget_reset_at - c->now) : 0;
-	return refuse(c, KW_V_BUDGET_EXCEEDED, name, "%s reached: spend %g of %g", name,
-	    s->spend + f->reserved, s->max_budget);
+	c->out->retry_after = b->reset > c->now ? (int)(b->reset - c->now) : 0;
+	if (b->code != KW_V_BUDGET_EXCEEDED)
+		return refuse(c, b->code, b->name,
+		    "the key's %s consumption limit of %g is spent for this period", b->name,
+		    b->limit);
+	if (b->model != NULL)
+		return refuse(c, b->code, b->name, "%s for %s reached: spend %g of %g", b->name,
+		    printable(b->model), used, b->limit);
+	return refuse(c, b->code, b->name, "%s reached: spend %g of %g", b->name, used, b->limit);
 }
 
-/* A request-rate or token-rate window; refusal sets retry_after to the window's end. */
+/*
+ * A rate window of any kind: requests (rpm, counted when a request is
+ * admitted) or tokens (tpm, counted when usage is reported, and meanwhile
+ * reserved by the requests in flight).
+ */
+struct rate {
+	char counter[KW_ID_MAX + 300];
+	const char *name, *model;
+	double limit;
+	double adding;		/* what this request adds: 1, or its expected_tokens */
+	double reserved;	/* tokens reserved by requests in flight */
+	int requests;		/* counted at admission */
+	struct kw_rate *out;	/* the x-ratelimit-* headers' window */
+};
+
+/* A window's check; refusal sets retry_after to the window's end. */
 static enum kw_err
-over_rate(struct checking *c, const char *counter, double limit, double adding, const char *name,
-    const char *model, struct kw_rate *rate, int *refused)
+over_rate(struct checking *c, const struct rate *r, int *refused)
 {
 	time_t reset = (time_t)(c->window + WINDOW_SECS);
 	double used;
 	enum kw_err rc;
 
-	if (isnan(limit))
-		return KW_OK;
-	if ((rc = rate_used(c->st, c->txn, counter, c->window, !c->in->dry_run, &used)) != KW_OK)
+	if ((rc = rate_used(c->st, c->txn, r->counter, c->window, !c->in->dry_run, &used)) != KW_OK)
 		return rc;
-	report_limit(c, name, model, limit, used, reset);
-	if (rate != NULL && (rate->limit < 0 || limit - used < (double)rate->remaining)) {
-		rate->limit = (int64_t)limit;
-		rate->remaining = used < limit ? (int64_t)(limit - used) : 0;
-		rate->reset = reset;
+	used += r->reserved;
+	report_limit(c, r->name, r->model, r->limit, used, reset);
+	if (r->out->limit < 0 || r->limit - used < (double)r->out->remaining) {
+		r->out->limit = (int64_t)r->limit;
+		r->out->remaining = used < r->limit ? (int64_t)(r->limit - used) : 0;
+		r->out->reset = reset;
 	}
-	if (!*refused && (used >= limit || used + adding > limit)) {
+	if (!*refused && (used >= r->limit || used + r->adding > r->limit)) {
 		c->out->retry_after = (int)(reset - c->now);
-		*refused = refuse(c, KW_V_RATE_LIMITED, name, "%s reached: %g of %g in this minute",
-		    name, used, limit);
+		*refused = refuse(c, KW_V_RATE_LIMITED, r->name,
+		    "%s reached: %g of %g in this minute", r->name, used, r->limit);
 	}
 	return KW_OK;
 }
@@ -921,16 +1073,6 @@ static void
 counter_name(char *buf, size_t n, const char *kind, const char *scope, const char *model)
 {
 	snprintf(buf, n, "%s|%s%s%s", kind, scope, model ? "|" : "", model ? model : "");
-}
-
-/* s when it is printable UTF-8 text, for a message; a stand-in otherwise. */
-static const char *
-printable(const char *s)
-{
-	for (const unsigned char *p = (const unsigned char *)s; *p != '\0'; p++)
-		if (*p < 0x20 || *p == 0x7f)
-			return "(not printable)";
-	return kw_valid_utf8(s, strlen(s)) ? s : "(not UTF-8)";
 }
 
 /* The identity, standing, models and routes of the key: the checks that read only. */
@@ -980,55 +1122,45 @@ refuse_standing(struct checking *c)
 	return 0;
 }
 
+/* The key's model_max_budget entry for the checked model; NULL when none. */
+static json_object *
+model_budget_of(struct checking *c)
+{
+	json_object *mmb, *entry;
+
+	if (c->in->model == NULL || !(c->key.s.flags & S_MODEL_LIMITS))
+		return NULL;
+	mmb = json_object_object_get(key_record(c), "model_max_budget");
+	if (mmb == NULL || !json_object_object_get_ex(mmb, c->in->model, &entry) ||
+	    isnan(kw_json_num(entry, "budget_limit", NAN)))
+		return NULL;
+	return entry;
+}
+
 /*
- * A Venice key's consumption limits: usd then diem spent in the period
- * against consumptionLimit; 402 with Venice's codes when spent.  A refusal
- * is remembered for the breaches log.
+ * Every budget the key is under, in the order they are checked: the
+ * key's max_budget, its team's, its user's, a Venice key's usd and diem
+ * consumption limits (the cost reserved counts against both: either may
+ * pay), and model_max_budget.  The first one spent refuses; a Venice
+ * refusal is remembered for the breaches log.
  */
 static enum kw_err
-check_consumption(struct checking *c, int *refused)
+check_budgets(struct checking *c, int *refused)
 {
 	static const struct {
 		const char *currency;
 		enum kw_verdict_code code;
 	} currencies[] = { { "usd", KW_V_USD_LIMIT }, { "diem", KW_V_DIEM_LIMIT } };
-	json_object *key = key_record(c), *venice = json_object_object_get(key, "venice");
-	json_object *limits = json_object_object_get(venice, "consumptionLimit");
-	time_t start, end;
-	double spent, cap;
-	enum kw_err rc;
-
-	venice_period(venice, c->now, &start, &end);
-	for (size_t i = 0; i < sizeof(currencies) / sizeof(currencies[0]); i++) {
-		cap = kw_json_num(limits, currencies[i].currency, NAN);
-		if (isnan(cap))
-			continue;
-		if ((rc = venice_spent(c->st, c->txn, currencies[i].currency, c->out->token, start,
-		    &spent)) != KW_OK)
-			return rc;
-		report_limit(c, currencies[i].currency, NULL, cap, spent, end);
-		if (spent < cap)
-			continue;
-		c->out->retry_after = end > c->now ? (int)(end - c->now) : 0;
-		*refused = refuse(c, currencies[i].code, currencies[i].currency,
-		    "the key's %s consumption limit of %g is spent for this period",
-		    currencies[i].currency, cap);
-		return c->in->dry_run ? KW_OK : venice_breach(c->st, c->txn, key, c->in->model,
-		    currencies[i].currency, c->now);
-	}
-	return KW_OK;
-}
-
-/* Budgets: the key's, its team's, its user's, and the model's. */
-static enum kw_err
-check_budgets(struct checking *c, int *refused)
-{
-	const char *model = c->in->model, *period;
 	const struct summary *k = &c->key.s;
-	json_object *mmb, *entry;
+	const struct party *parties[] = { &c->key, &c->team, &c->user };
+	const struct in_flight *flights[] = { &c->key_flight, &c->team_flight, &c->user_flight };
+	static const char *const budget_names[] = {
+		"max_budget", "team_max_budget", "user_max_budget",
+	};
+	struct budget b[5];
+	json_object *key = NULL, *entry;
 	char name[KW_TOKEN_LEN + 300];
-	struct counter spent;
-	double cap;
+	size_t n = 0;
 	enum kw_err rc;
 
 	if (!isnan(k->soft_budget)) {
@@ -1038,28 +1170,51 @@ check_budgets(struct checking *c, int *refused)
 			json_object_object_add(c->out->answer, "soft_budget_exceeded",
 			    json_object_new_boolean(k->spend >= k->soft_budget));
 	}
-	if (over_budget(c, k, &c->key_flight, "max_budget") ||
-	    (c->team.present && over_budget(c, &c->team.s, &c->team_flight, "team_max_budget")) ||
-	    (c->user.present && over_budget(c, &c->user.s, &c->user_flight, "user_max_budget"))) {
-		*refused = 1;
-		return KW_OK;
+	for (size_t i = 0; i < sizeof(parties) / sizeof(parties[0]); i++) {
+		const struct summary *s = &parties[i]->s;
+
+		if (parties[i]->present && !isnan(s->max_budget))
+			b[n++] = (struct budget){ budget_names[i], NULL, s->max_budget, s->spend,
+				flights[i], (time_t)s->budget_reset_at, KW_V_BUDGET_EXCEEDED };
 	}
-	if ((k->flags & S_VENICE) && (rc = check_consumption(c, refused)) != KW_OK)
-		return rc;
-	if (*refused || model == NULL || !(k->flags & S_MODEL_LIMITS))
-		return KW_OK;
-	mmb = json_object_object_get(key_record(c), "model_max_budget");
-	if (mmb == NULL || !json_object_object_get_ex(mmb, model, &entry) || entry == NULL ||
-	    isnan(cap = kw_json_num(entry, "budget_limit", NAN)))
-		return KW_OK;
-	period = kw_json_str(entry, "time_period");
-	counter_name(name, sizeof(name), "mspend", c->out->token, model);
-	if ((rc = model_spend(c->st, c->txn, name, period, c->now, 0, &spent)) != KW_OK)
-		return rc;
-	report_limit(c, "model_max_budget", model, cap, spent.value, (time_t)spent.window);
-	if (spent.value >= cap)
-		*refused = refuse(c, KW_V_BUDGET_EXCEEDED, "model_max_budget",
-		    "model_max_budget for %s reached: spend %g of %g", model, spent.value, cap);
+	if (k->flags & S_VENICE) {
+		json_object *venice = json_object_object_get(key = key_record(c), "venice");
+		json_object *caps = json_object_object_get(venice, "consumptionLimit");
+		time_t start, end;
+
+		venice_period(venice, c->now, &start, &end);
+		for (size_t i = 0; i < sizeof(currencies) / sizeof(currencies[0]); i++) {
+			double cap = kw_json_num(caps, currencies[i].currency, NAN), spent;
+
+			if (isnan(cap))
+				continue;
+			if ((rc = venice_spent(c->st, c->txn, currencies[i].currency, c->out->token,
+			    start, &spent)) != KW_OK)
+				return rc;
+			b[n++] = (struct budget){ currencies[i].currency, NULL, cap, spent,
+				&c->key_flight, end, currencies[i].code };
+		}
+	}
+	if ((entry = model_budget_of(c)) != NULL) {
+		struct counter spent;
+
+		counter_name(name, sizeof(name), "mspend", c->out->token, c->in->model);
+		if ((rc = model_spend(c->st, c->txn, name, kw_json_str(entry, "time_period"), c->now,
+		    0, &spent)) != KW_OK)
+			return rc;
+		b[n++] = (struct budget){ "model_max_budget", c->in->model,
+			kw_json_num(entry, "budget_limit", NAN), spent.value, &c->model_flight,
+			(time_t)spent.window, KW_V_BUDGET_EXCEEDED };
+	}
+	assert(n <= sizeof(b) / sizeof(b[0]));
+	for (size_t i = 0; i < n; i++) {
+		if (!budget_refuses(c, &b[i]))
+			continue;
+		*refused = 1;
+		if (b[i].code == KW_V_BUDGET_EXCEEDED || c->in->dry_run)
+			return KW_OK;
+		return venice_breach(c->st, c->txn, key, c->in->model, b[i].name, c->now);
+	}
 	return KW_OK;
 }
 
@@ -1072,42 +1227,62 @@ key_model_limit(struct checking *c, const char *map)
 	return model_limit(key_record(c), map, c->in->model);
 }
 
+/*
+ * The rate windows the key is under, into r (room for 6): its rpm and tpm,
+ * per model, and its team's.  Returns how many.
+ */
+static size_t
+rates_of(struct checking *c, struct rate *r)
+{
+	const char *token = c->out->token, *model = c->in->model, *team_id = c->out->team_id;
+	double tokens = (double)c->in->expected_tokens;
+	const struct {
+		const char *kind, *scope, *model, *name;
+		double limit;
+		int requests;
+		const struct in_flight *f;
+	} rows[] = {
+		{ "rpm", token, NULL, "rpm_limit", c->key.s.rpm_limit, 1, NULL },
+		{ "tpm", token, NULL, "tpm_limit", c->key.s.tpm_limit, 0, &c->key_flight },
+		{ "rpm", token, model, "model_rpm_limit", key_model_limit(c, "model_rpm_limit"), 1,
+		    NULL },
+		{ "tpm", token, model, "model_tpm_limit", key_model_limit(c, "model_tpm_limit"), 0,
+		    &c->model_flight },
+		{ "rpm|t", team_id, NULL, "team_rpm_limit", c->team.present ? c->team.s.rpm_limit :
+		    NAN, 1, NULL },
+		{ "tpm|t", team_id, NULL, "team_tpm_limit", c->team.present ? c->team.s.tpm_limit :
+		    NAN, 0, &c->team_flight },
+	};
+	size_t n = 0;
+
+	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+		if (isnan(rows[i].limit))
+			continue;
+		counter_name(r[n].counter, sizeof(r[n].counter), rows[i].kind, rows[i].scope,
+		    rows[i].model);
+		r[n].name = rows[i].name;
+		r[n].model = rows[i].model;
+		r[n].limit = rows[i].limit;
+		r[n].requests = rows[i].requests;
+		r[n].adding = rows[i].requests ? 1 : tokens;
+		r[n].reserved = rows[i].f ? rows[i].f->tokens : 0;
+		r[n].out = rows[i].requests ? &c->out->requests : &c->out->tokens;
+		n++;
+	}
+	return n;
+}
+
 /* Rates and parallel requests: the key's, per model, and its team's. */
 static enum kw_err
 check_rates(struct checking *c, int *refused)
 {
-	const char *token = c->out->token, *model = c->in->model, *team_id = c->out->team_id;
-	double tokens = (double)c->in->expected_tokens;
-	char name[KW_ID_MAX + 300];
-	struct kw_verdict *v = c->out;
+	struct rate r[6];
+	size_t n = rates_of(c, r);
 	enum kw_err rc;
 
-	counter_name(name, sizeof(name), "rpm", token, NULL);
-	if ((rc = over_rate(c, name, c->key.s.rpm_limit, 1, "rpm_limit", NULL, &v->requests,
-	    refused)) != KW_OK)
-		return rc;
-	counter_name(name, sizeof(name), "tpm", token, NULL);
-	if ((rc = over_rate(c, name, c->key.s.tpm_limit, tokens, "tpm_limit", NULL, &v->tokens,
-	    refused)) != KW_OK)
-		return rc;
-	counter_name(name, sizeof(name), "rpm", token, model);
-	if ((rc = over_rate(c, name, key_model_limit(c, "model_rpm_limit"), 1, "model_rpm_limit",
-	    model, &v->requests, refused)) != KW_OK)
-		return rc;
-	counter_name(name, sizeof(name), "tpm", token, model);
-	if ((rc = over_rate(c, name, key_model_limit(c, "model_tpm_limit"), tokens,
-	    "model_tpm_limit", model, &v->tokens, refused)) != KW_OK)
-		return rc;
-	if (c->team.present) {
-		counter_name(name, sizeof(name), "rpm|t", team_id, NULL);
-		if ((rc = over_rate(c, name, c->team.s.rpm_limit, 1, "team_rpm_limit", NULL,
-		    &v->requests, refused)) != KW_OK)
+	for (size_t i = 0; i < n; i++)
+		if ((rc = over_rate(c, &r[i], refused)) != KW_OK)
 			return rc;
-		counter_name(name, sizeof(name), "tpm|t", team_id, NULL);
-		if ((rc = over_rate(c, name, c->team.s.tpm_limit, tokens, "team_tpm_limit", NULL,
-		    &v->tokens, refused)) != KW_OK)
-			return rc;
-	}
 	if (!*refused && over_parallel(c, &c->key.s, &c->key_flight, "max_parallel_requests"))
 		*refused = 1;
 	if (!*refused && c->team.present &&
@@ -1116,34 +1291,33 @@ check_rates(struct checking *c, int *refused)
 	return KW_OK;
 }
 
-/* Counts an admitted request in its rate windows and takes its lease when one is needed. */
+/*
+ * Counts an admitted request in its request windows and, when a limit
+ * counts requests in flight (or the caller named the request), takes its
+ * lease: c->cost against every budget, c->tokens against the tpm windows.
+ */
 static enum kw_err
 admit(struct checking *c)
 {
-	const char *token = c->out->token, *model = c->in->model, *team_id = c->out->team_id;
+	const char *team_id = c->out->team_id;
 	struct owners o = {
-		token, team_id[0] ? team_id : NULL, c->out->user_id[0] ? c->out->user_id : NULL,
+		c->out->token, team_id[0] ? team_id : NULL,
+		c->out->user_id[0] ? c->out->user_id : NULL, c->limited_model,
 	};
-	struct lease l = { c->in->expected_cost, c->now + kw_config.lease_secs };
-	char name[KW_ID_MAX + 300];
+	struct lease l = {
+		c->cost, c->now + kw_config.lease_secs, c->tokens,
+		c->in->request_id == NULL ? LEASE_NAMED : 0, 0,
+	};
+	struct rate r[6];
+	size_t n = rates_of(c, r);
 	enum kw_err rc = KW_OK;
 
-	if (!isnan(c->key.s.rpm_limit)) {
-		counter_name(name, sizeof(name), "rpm", token, NULL);
-		rc = rate_add(c->st, c->txn, name, c->window, 1);
-	}
-	if (rc == KW_OK && !isnan(key_model_limit(c, "model_rpm_limit"))) {
-		counter_name(name, sizeof(name), "rpm", token, model);
-		rc = rate_add(c->st, c->txn, name, c->window, 1);
-	}
-	if (rc == KW_OK && c->team.present && !isnan(c->team.s.rpm_limit)) {
-		counter_name(name, sizeof(name), "rpm|t", team_id, NULL);
-		rc = rate_add(c->st, c->txn, name, c->window, 1);
-	}
+	for (size_t i = 0; i < n && rc == KW_OK; i++)
+		if (r[i].requests)
+			rc = rate_add(c->st, c->txn, r[i].counter, c->window, 1);
 	if (rc != KW_OK)
 		return rc;
-	if (c->in->request_id == NULL && c->in->expected_cost <= 0 &&
-	    isnan(c->key.s.max_parallel) && (!c->team.present || isnan(c->team.s.max_parallel)))
+	if (c->in->request_id == NULL && c->in->expected_cost <= 0 && !c->reserving)
 		return KW_OK;	/* nothing to hold until usage: no lease */
 	/*
 	 * A request that came without an id is named here, and nothing that
@@ -1182,11 +1356,15 @@ describe(struct checking *c)
 		json_object_object_add(a, "soft_budget_exceeded", json_object_new_boolean(0));
 }
 
-/* True when a party has a limit that counts requests in flight. */
+/*
+ * True when a party has a limit that counts requests in flight: a budget
+ * (a Venice key's consumption limits too), tpm, or parallel requests.
+ */
 static int
 leased(const struct party *p)
 {
-	return p->present && (!isnan(p->s.max_budget) || !isnan(p->s.max_parallel));
+	return p->present && (!isnan(p->s.max_budget) || !isnan(p->s.max_parallel) ||
+	    !isnan(p->s.tpm_limit) || (p->s.flags & S_VENICE));
 }
 
 /* Finds the presented key: by its summary, else by its record (a regenerated key's old secret too). */
@@ -1218,7 +1396,8 @@ check_body(struct kw_store *st, DB_TXN *txn, void *baton)
 {
 	struct checking *c = baton;
 	struct kw_verdict *v = c->out;
-	int refused = 0;
+	char model[LEASE_OWNER_MAX + 1];
+	int refused = 0, rmw = !c->in->dry_run;
 	enum kw_err rc;
 
 	checking_clear(c);
@@ -1258,13 +1437,21 @@ check_body(struct kw_store *st, DB_TXN *txn, void *baton)
 	    (rc = load_party(c, KW_DB_USERS, v->user_id, &c->user, NULL, NULL)) != KW_OK &&
 	    rc != KW_ENOTFOUND)
 		return rc;
-	/* requests in flight matter only to a budget or a parallel limit */
-	if ((leased(&c->key) &&
-	    (rc = leases_of(st, txn, 'k', v->token, c->now, &c->key_flight)) != KW_OK) ||
-	    (leased(&c->team) &&
-	    (rc = leases_of(st, txn, 't', v->team_id, c->now, &c->team_flight)) != KW_OK) ||
-	    (leased(&c->user) &&
-	    (rc = leases_of(st, txn, 'u', v->user_id, c->now, &c->user_flight)) != KW_OK))
+	/* requests in flight matter only to the limits that count what they reserved */
+	if (model_budget_of(c) != NULL || !isnan(key_model_limit(c, "model_tpm_limit")))
+		c->limited_model = c->in->model;
+	c->reserving = leased(&c->key) || leased(&c->team) || leased(&c->user) ||
+	    c->limited_model != NULL;
+	if ((leased(&c->key) && (rc = leases_of(st, txn, 'k', v->token, c->now, rmw,
+	    &c->key_flight)) != KW_OK) ||
+	    (leased(&c->team) && (rc = leases_of(st, txn, 't', v->team_id, c->now, rmw,
+	    &c->team_flight)) != KW_OK) ||
+	    (leased(&c->user) && (rc = leases_of(st, txn, 'u', v->user_id, c->now, rmw,
+	    &c->user_flight)) != KW_OK))
+		return rc;
+	if (c->limited_model != NULL &&
+	    model_owner(v->token, c->limited_model, model, sizeof(model)) &&
+	    (rc = leases_of(st, txn, 'm', model, c->now, rmw, &c->model_flight)) != KW_OK)
 		return rc;
 
 	refused = refuse_standing(c);
@@ -1298,7 +1485,9 @@ check_body(struct kw_store *st, DB_TXN *txn, void *baton)
 
 /*
  * Checks a presented key against every limit it carries, as of now, and
- * unless in->dry_run counts an admitted request and takes its lease.
+ * unless in->dry_run counts an admitted request and takes its lease,
+ * which reserves in->expected_cost and in->expected_tokens (the
+ * configured defaults when 0) until its usage is recorded.
  * out->answer (owned; kw_verdict_clear) is the /key/verify answer; an
  * unknown key's answer says only that.  Runs its own transaction, not
  * flushed at commit: a crash may forget a rate window or a lease, never
@@ -1308,7 +1497,13 @@ enum kw_err
 kw_limits_check(struct kw_store *st, time_t now, const struct kw_check *in,
     struct kw_verdict *out)
 {
-	struct checking c = { .in = in, .out = out, .now = now, .window = now - now % WINDOW_SECS };
+	struct checking c = {
+		.in = in, .out = out, .now = now, .window = now - now % WINDOW_SECS,
+		/* a request that names no cost or tokens reserves the defaults */
+		.cost = in->expected_cost > 0 ? in->expected_cost : kw_config.default_expected_cost,
+		.tokens = in->expected_tokens > 0 ? (double)in->expected_tokens :
+		    (double)kw_config.default_expected_tokens,
+	};
 	json_object *details;
 	enum kw_err rc;
 
@@ -1485,8 +1680,8 @@ record_body(struct kw_store *st, DB_TXN *txn, void *baton)
 			if (rc != KW_OK)
 				goto out;
 		}
-		if (in->request_id != NULL &&
-		    (rc = lease_settle(st, txn, token, in->request_id)) != KW_OK)
+		if ((rc = in->request_id != NULL ? lease_settle(st, txn, token, in->request_id) :
+		    lease_settle_oldest(st, txn, token, r->now)) != KW_OK)
 			goto out;
 		if (json_object_object_get(key, "venice") != NULL &&
 		    ((rc = venice_spend(st, txn, "usd", token, json_object_object_get(key, "venice"),
@@ -1516,8 +1711,9 @@ out:
 /*
  * Records what a request used: cost into the spend of the key, its team
  * and its user and into the key's model spend; tokens into the tpm
- * windows; the request's lease returned.  With a request_id, a report
- * sent twice counts once.  *answer (owned) is the /key/usage answer.
+ * windows; the request's lease (its reservations and slot) returned:
+ * the one named request_id, else the oldest keywarden named for the key.
+ * With a request_id, a report sent twice counts once.  *answer (owned) is the /key/usage answer.
  * Durable: flushed before KW_OK.
  */
 enum kw_err
@@ -1595,11 +1791,10 @@ sweep_body(struct kw_store *st, DB_TXN *txn, void *baton)
 			until = (time_t)kw_json_num(index, "until", 0);
 			if (until <= s->now) {
 				const char *request_id = kw_json_str(index, "request_id");
-				struct owners o = {
-					kw_json_str(index, "token"), kw_json_str(index, "team_id"),
-					kw_json_str(index, "user_id"),
-				};
+				struct owners o;
 				struct lease none = { 0 };
+
+				owners_of(index, &o);
 
 				rc = request_id && o.token ?
 				    lease_write(st, txn, &o, request_id, &none, 0) : KW_OK;

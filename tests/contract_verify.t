@@ -326,9 +326,17 @@ def codes(api):
            "VALID: spend 0, reserved 0, remaining_budget 10, soft budget not exceeded", a)
     tap.ok(a.get("limit") is None and a.get("retry_after") is None,
            "VALID: no limit, no retry_after", a)
+    tap.ok(isinstance(a.get("request_id"), str) and UUID.match(a["request_id"]),
+           "VALID without an expected_cost on a key with a budget: the default expected cost "
+           "is reserved under a lease named by a generated UUID", a)
+    api.usage(k["key"], request_id=a.get("request_id") or "none", cost=0)
+    a = verdict(api.verify(k["key"], dry_run=True), "VALID", "after its usage report")
+    tap.ok(close(a.get("reserved"), 0), "the usage report returned the reservation", a)
+    kfree = gen(api)
+    a = verdict(api.verify(kfree["key"]), "VALID", "a key without limits")
     tap.ok(a.get("request_id") is None,
-           "VALID without a lease (no max_parallel_requests, cost or request_id): no request_id",
-           a)
+           "VALID without a lease (no budget, tpm, parallel limit, cost or request_id): no "
+           "request_id", a)
     a = verdict(api.verify(k["key"], expected_cost=0.5), "VALID", "with an expected_cost")
     tap.ok(isinstance(a.get("request_id"), str) and UUID.match(a["request_id"]),
            "expected_cost takes a lease named by a generated UUID", a)
@@ -898,7 +906,9 @@ def authorizer(api):
             refused(res, status, name)
 
     window_guard(5)
-    kr = gen(api, rpm_limit=2, tpm_limit=1000)
+    # each request reserves the default expected tokens (1000) until its usage is reported,
+    # and these never are: a tpm_limit well above that leaves rpm_limit the one that refuses
+    kr = gen(api, rpm_limit=2, tpm_limit=100000)
     for i in range(2):
         tap.eq(api.authorize("/v1/chat/completions", {"x-api-key": kr["key"]}).status, 200,
                "AUTHORIZER: rpm_limit 2, request %d" % (i + 1))
@@ -911,7 +921,7 @@ def authorizer(api):
            h.get("x-ratelimit-remaining-requests") == "0" and "x-ratelimit-reset-requests" in h,
            "AUTHORIZER 429: x-ratelimit-limit-requests 2, -remaining-requests 0, "
            "-reset-requests", h)
-    tap.ok(h.get("x-ratelimit-limit-tokens") == "1000" and
+    tap.ok(h.get("x-ratelimit-limit-tokens") == "100000" and
            "x-ratelimit-remaining-tokens" in h and "x-ratelimit-reset-tokens" in h,
            "AUTHORIZER 429: the tokens headers for a key with tpm_limit", h)
     verdict(api.verify(kr["key"], dry_run=True), "RATE_LIMITED",

@@ -359,6 +359,66 @@ test_venice(void)
 	kw_verdict_clear(&v);
 }
 
+/* Counts how many of n checks at now (no cost named, model when not NULL) are VALID. */
+static int
+admitted(const char *secret, time_t now, const char *model, int n)
+{
+	int valid = 0;
+
+	for (int i = 0; i < n; i++)
+		valid += check(secret, now, model, 0, NULL, NULL) == KW_V_VALID;
+	return valid;
+}
+
+static void
+test_reservations(void)
+{
+	struct kw_check tpm = { .key = "sk-res-tpm", .expected_tokens = 30 };
+	struct kw_verdict v;
+
+	/* a check that names no cost reserves the default, against every kind of budget */
+	kw_config.default_expected_cost = 0.25;
+	kw_config.default_expected_tokens = 40;
+	make_key("sk-res-key", "{\"max_budget\": 1}");
+	is_int(admitted("sk-res-key", T0, NULL, 6), 4,
+	    "max_budget 1, default cost 0.25: 4 of 6 in flight (the last takes reserved to 1)");
+	ok(usage("sk-res-key", T0, NULL, NULL, 0, 0.25, NULL) == 0.25,
+	    "a report without request_id");
+	is_int(check("sk-res-key", T0, NULL, 0, NULL, &v), KW_V_BUDGET_EXCEEDED,
+	    "it settled the oldest lease keywarden named: 0.25 spent + 0.75 reserved");
+	ok(kw_json_num(v.answer, "reserved", -1) == 0.75, "reserved 0.75");
+	kw_verdict_clear(&v);
+
+	make_record(KW_DB_TEAMS, "res-team", "{\"max_budget\": 0.5}");
+	make_key("sk-res-team", "{\"team_id\": \"res-team\"}");
+	is_int(admitted("sk-res-team", T0, NULL, 4), 2, "team max_budget 0.5: 2 of 4");
+	make_record(KW_DB_USERS, "res-user", "{\"max_budget\": 0.5}");
+	make_key("sk-res-user", "{\"user_id\": \"res-user\"}");
+	is_int(admitted("sk-res-user", T0, NULL, 4), 2, "user max_budget 0.5: 2 of 4");
+	make_key("sk-res-model", "{\"model_max_budget\": {\"gpt-4\": {\"budget_limit\": 0.5, "
+	    "\"time_period\": \"1d\"}}}");
+	is_int(admitted("sk-res-model", T0, "gpt-4", 4), 2, "model_max_budget 0.5: 2 of 4");
+	is_int(admitted("sk-res-model", T0, "gpt-3.5", 4), 4, "another model reserves nothing there");
+	make_key("sk-res-usd", "{\"venice\": {\"id\": \"r1\", \"apiKeyType\": \"INFERENCE\", "
+	    "\"owner\": \"master\", \"consumptionLimit\": {\"usd\": 0.5}}}");
+	is_int(admitted("sk-res-usd", T0, NULL, 4), 2, "Venice usd 0.5: 2 of 4");
+	make_key("sk-res-diem", "{\"venice\": {\"id\": \"r2\", \"apiKeyType\": \"INFERENCE\", "
+	    "\"owner\": \"master\", \"consumptionLimit\": {\"diem\": 0.5}}}");
+	is_int(admitted("sk-res-diem", T0, NULL, 4), 2, "Venice diem 0.5: 2 of 4");
+	is_int(admitted("sk-res-key", T0 + kw_config.lease_secs, NULL, 1), 1,
+	    "unsettled reservations lapse with their leases");
+
+	/* tpm: the default tokens, or expected_tokens, reserved until usage */
+	make_key("sk-res-tpm", "{\"tpm_limit\": 100}");
+	is_int(admitted("sk-res-tpm", T0, NULL, 4), 3, "tpm_limit 100, default 40 tokens: 3 of 4");
+	ok(usage("sk-res-tpm", T0, NULL, NULL, 40, 0, NULL) == 0, "a report of 40 tokens");
+	kw_limits_check(st, T0, &tpm, &v);
+	is_int(v.code, KW_V_RATE_LIMITED, "40 counted + 80 reserved: 30 more expected is refused");
+	kw_verdict_clear(&v);
+	kw_config.default_expected_cost = 0;
+	kw_config.default_expected_tokens = 0;
+}
+
 int
 main(void)
 {
@@ -376,6 +436,7 @@ main(void)
 	test_rates();
 	test_parallel();
 	test_venice();
+	test_reservations();
 	ok(checks > 50 && disagreements == 0,
 	    "the authorizer's summaries and the records agree on all %d verdicts", checks);
 	kw_store_close(st);
