@@ -252,7 +252,7 @@ read_body(struct kw_req *req)
 		    "request body ended after %zu of %zu bytes", got, len);
 		return KW_EINVAL;
 	}
-	if ((rc = kw_json_parse(buf, len, kw_config.max_depth, &req->body, &req->err)) != KW_OK)
+	if ((rc = kw_json_parse(buf, len, KW_JSON_MAX_DEPTH, &req->body, &req->err)) != KW_OK)
 		return rc;
 	return kw_valid_check(req->route->body, req->body, NULL, &req->err);
 }

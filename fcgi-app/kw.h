@@ -103,7 +103,6 @@ struct kw_config {
 	char data_dir[4096];
 	unsigned workers;
 	size_t max_body;		/* bytes */
-	unsigned max_depth;		/* JSON nesting */
 	unsigned maintain_secs;		/* checkpoint and log-archive interval */
 	unsigned lease_secs;		/* an unsettled request's slot and reservation return after this */
 	char public_url[1024];		/* the gateway's base URL, answered by provisioning */
@@ -346,12 +345,27 @@ enum kw_err kw_http_serve(struct FCGX_Request *, struct kw_arena *, struct kw_st
  */
 #define KW_RMW 1	/* read for update: take the write lock now, not at the put */
 
+/*
+ * JSON nesting, counted in objects and arrays, in one place: whatever a
+ * request may send must always be readable once stored.  A request body
+ * (kw_json_parse in http.c) nests at most KW_JSON_MAX_DEPTH.  A record keeps
+ * a sent value as deep as it came, or one level deeper (Bifrost seals a
+ * secret string into an object): KW_REC_MAX_DEPTH, which kw_rec_put
+ * enforces and import and export use.  An audit entry holds records one
+ * level down: KW_STORED_MAX_DEPTH, which kw_audit_record enforces and
+ * kw_rec_parse, the reader of every stored JSON value, admits.
+ */
+#define KW_JSON_MAX_DEPTH 32
+#define KW_REC_MAX_DEPTH (KW_JSON_MAX_DEPTH + 1)
+#define KW_STORED_MAX_DEPTH (KW_REC_MAX_DEPTH + 1)
+
 enum kw_err kw_rec_get(struct kw_store *, struct __db_txn *, enum kw_db, const char *id,
     int flags, struct json_object **out);	/* *out owned; KW_ENOTFOUND when absent */
 enum kw_err kw_rec_put(struct kw_store *, struct __db_txn *, enum kw_db, const char *id,
     struct json_object *rec, int no_overwrite);	/* rec borrowed; KW_ECONFLICT */
 enum kw_err kw_rec_del(struct kw_store *, struct __db_txn *, enum kw_db, const char *id);
 enum kw_err kw_rec_parse(const void *data, size_t n, struct json_object **out);
+unsigned kw_json_depth(struct json_object *);	/* objects and arrays nested; 0 for a scalar */
 /* Calls visit for each record in id order until it returns non-zero; rec borrowed. */
 typedef int (*kw_rec_visit)(const char *id, struct json_object *rec, void *baton);
 enum kw_err kw_rec_each(struct kw_store *, struct __db_txn *, enum kw_db, kw_rec_visit,
