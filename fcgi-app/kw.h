@@ -273,6 +273,15 @@ void kw_error_set(struct kw_error *, enum kw_err, const char *field, const char 
 enum kw_err kw_valid_check(const struct kw_schema *, struct json_object *value,
     const char *field, struct kw_error *err);
 int kw_valid_utf8(const char *s, size_t n);
+/*
+ * A request id, wherever it comes from (/key/verify's and /key/usage's
+ * request_id, the authorizer's x-request-id): 1 to KW_REQUEST_ID_MAX
+ * characters of UTF-8, the spec's RequestId, so an id one way in takes is
+ * one the others take.  Receipts and leases are keyed by its SHA-256.
+ */
+#define KW_REQUEST_ID_MAX 128
+#define KW_REQUEST_ID_BYTES (4 * KW_REQUEST_ID_MAX)
+int kw_valid_request_id(const char *s);
 enum kw_err kw_json_parse(const char *text, size_t n, unsigned max_depth,
     struct json_object **out, struct kw_error *err);
 
@@ -539,7 +548,7 @@ struct kw_verdict {
 	int retry_after;		/* seconds, with KW_V_RATE_LIMITED */
 	char token[KW_TOKEN_LEN + 1];	/* "" when not found */
 	char user_id[KW_ID_MAX + 1], team_id[KW_ID_MAX + 1];
-	char request_id[129];		/* the lease taken; "" when none */
+	char request_id[KW_REQUEST_ID_BYTES + 1];	/* the lease taken; "" when none */
 	struct kw_rate requests, tokens;
 	struct json_object *answer;	/* owned: the /key/verify answer; NULL with verdict_only */
 };

@@ -189,6 +189,16 @@ utf8_length(const char *s, size_t n)
 	return count;
 }
 
+/* True when s is a request id the service can settle: see KW_REQUEST_ID_MAX. */
+int
+kw_valid_request_id(const char *s)
+{
+	size_t n = strlen(s);
+
+	return n > 0 && n <= KW_REQUEST_ID_BYTES && kw_valid_utf8(s, n) &&
+	    utf8_length(s, n) <= KW_REQUEST_ID_MAX;
+}
+
 /* --- strict JSON syntax -------------------------------------------- */
 
 /*
