@@ -68,11 +68,15 @@ kw_answer_respond(struct kw_resp *resp, json_object **answer, enum kw_err rc)
 	return rc;
 }
 
-/* Adds a "Name: value" header, formatted into the request's arena. */
+/*
+ * Adds a "Name: value" header, formatted into the request's arena; one that
+ * would hold CR or LF, or not fit, is left out.  Room for the longest value
+ * a header carries: an id (KW_ID_MAX) or a request id (KW_REQUEST_ID_BYTES).
+ */
 void
 kw_resp_header(struct kw_req *req, struct kw_resp *resp, const char *fmt, ...)
 {
-	char buf[512];
+	char buf[(KW_ID_MAX > KW_REQUEST_ID_BYTES ? KW_ID_MAX : KW_REQUEST_ID_BYTES) + 128];
 	va_list ap;
 	int n;
 
