@@ -15,6 +15,8 @@
  * an admin sends it (acting for someone), else the caller's user, else
  * "default_user_id" as LiteLLM writes for the master key.  before and
  * after are borrowed; they are records, which never hold a plaintext key.
+ * KW_EINVAL for an entry deeper than KW_STORED_MAX_DEPTH, which GET /audit
+ * could not read back (records are at most one level shallower).
  */
 enum kw_err
 kw_audit_record(struct kw_req *req, DB_TXN *txn, const char *action, const char *table,
@@ -44,6 +46,12 @@ kw_audit_record(struct kw_req *req, DB_TXN *txn, const char *action, const char 
 	json_object_object_add(entry, "object_id", json_object_new_string(object_id));
 	json_object_object_add(entry, "before_value", json_object_get(before));
 	json_object_object_add(entry, "updated_values", json_object_get(after));
+	if (kw_json_depth(entry) > KW_STORED_MAX_DEPTH) {
+		kw_log_error("audit: refused an entry nested deeper than %d levels",
+		    KW_STORED_MAX_DEPTH);
+		json_object_put(entry);
+		return KW_EINVAL;
+	}
 	val.data = (void *)json_object_to_json_string_ext(entry, JSON_C_TO_STRING_PLAIN);
 	val.size = (u_int32_t)strlen(val.data);
 	rc = kw_store_err(audit->put(audit, txn, &key, &val, DB_APPEND));

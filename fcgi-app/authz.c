@@ -139,7 +139,8 @@ rate_headers(struct kw_req *req, struct kw_resp *resp, const char *what, const s
  * request on to the upstream.  200 with Variable-KW-* headers lets it
  * through (the server hands them to the upstream's environment); anything
  * else is sent to the client as it is: the LiteLLM error envelope with 401,
- * 403 or 429.
+ * 403 or 429, or 400 for an x-request-id that /key/usage could not name
+ * (a request must never pass that cannot be charged).
  */
 enum kw_err
 kw_authorize(struct kw_req *req, struct kw_resp *resp)
@@ -165,8 +166,13 @@ kw_authorize(struct kw_req *req, struct kw_resp *resp)
 	in.route = path;
 	in.model = model_of(req, path);
 	in.request_id = kw_req_header(req, "HTTP_X_REQUEST_ID");
-	if (in.request_id != NULL && (*in.request_id == '\0' || strlen(in.request_id) > 128))
-		in.request_id = NULL;
+	if (in.request_id != NULL && !kw_valid_request_id(in.request_id)) {
+		/* passed, it would be served and never charged: /key/usage refuses it */
+		kw_error_set(&e, KW_EINVAL, "x-request-id", "x-request-id must be 1 to %d "
+		    "characters of UTF-8, or absent", KW_REQUEST_ID_MAX);
+		kw_resp_json(resp, 400, kw_face_error(KW_FACE_LITELLM, 400, &e));
+		return KW_OK;
+	}
 	if ((rc = kw_limits_check(req->store, req->now, &in, &v)) != KW_OK)
 		return rc;
 	kw_metrics_verdict(v.code);

@@ -1115,7 +1115,8 @@ kw_cli_import(const struct kw_cli_opts *o)
 		if (len == 0)
 			continue;
 		memset(&err, 0, sizeof(err));
-		if (kw_json_parse(line, (size_t)len, kw_config.max_depth, &rec, &err) != KW_OK ||
+		/* a line is a record as export wrote it, at most as deep as one is stored */
+		if (kw_json_parse(line, (size_t)len, KW_REC_MAX_DEPTH, &rec, &err) != KW_OK ||
 		    check_record(rec, kw_clock_now(), &err) != KW_OK) {
 			fprintf(stderr, "keywarden: %s: line %d: %s%s%s\n", name, n, err.field,
 			    err.field[0] != '\0' ? ": " : "", err.message);

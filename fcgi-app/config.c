@@ -329,7 +329,6 @@ kw_config_load(const char *data_dir_override)
 	cores = sysconf(_SC_NPROCESSORS_ONLN);
 	kw_config.workers = cores > 0 ? (unsigned)cores : 1;
 	kw_config.max_body = 1 << 20;
-	kw_config.max_depth = 32;
 	kw_config.maintain_secs = 60;
 	kw_config.lease_secs = 600;
 	kw_config.anon_lease_secs = 60;

@@ -68,11 +68,15 @@ kw_answer_respond(struct kw_resp *resp, json_object **answer, enum kw_err rc)
 	return rc;
 }
 
-/* Adds a "Name: value" header, formatted into the request's arena. */
+/*
+ * Adds a "Name: value" header, formatted into the request's arena; one that
+ * would hold CR or LF, or not fit, is left out.  Room for the longest value
+ * a header carries: an id (KW_ID_MAX) or a request id (KW_REQUEST_ID_BYTES).
+ */
 void
 kw_resp_header(struct kw_req *req, struct kw_resp *resp, const char *fmt, ...)
 {
-	char buf[512];
+	char buf[(KW_ID_MAX > KW_REQUEST_ID_BYTES ? KW_ID_MAX : KW_REQUEST_ID_BYTES) + 128];
 	va_list ap;
 	int n;
 
@@ -252,7 +256,7 @@ read_body(struct kw_req *req)
 		    "request body ended after %zu of %zu bytes", got, len);
 		return KW_EINVAL;
 	}
-	if ((rc = kw_json_parse(buf, len, kw_config.max_depth, &req->body, &req->err)) != KW_OK)
+	if ((rc = kw_json_parse(buf, len, KW_JSON_MAX_DEPTH, &req->body, &req->err)) != KW_OK)
 		return rc;
 	return kw_valid_check(req->route->body, req->body, NULL, &req->err);
 }

@@ -103,7 +103,6 @@ struct kw_config {
 	char data_dir[4096];
 	unsigned workers;
 	size_t max_body;		/* bytes */
-	unsigned max_depth;		/* JSON nesting */
 	unsigned maintain_secs;		/* checkpoint and log-archive interval */
 	unsigned lease_secs;		/* an unsettled request's slot and reservation return after this */
 	unsigned anon_lease_secs;	/* the same for a request whose id keywarden named (<= lease_secs) */
@@ -280,6 +279,15 @@ void kw_error_set(struct kw_error *, enum kw_err, const char *field, const char 
 enum kw_err kw_valid_check(const struct kw_schema *, struct json_object *value,
     const char *field, struct kw_error *err);
 int kw_valid_utf8(const char *s, size_t n);
+/*
+ * A request id, wherever it comes from (/key/verify's and /key/usage's
+ * request_id, the authorizer's x-request-id): 1 to KW_REQUEST_ID_MAX
+ * characters of UTF-8, the spec's RequestId, so an id one way in takes is
+ * one the others take.  Receipts and leases are keyed by its SHA-256.
+ */
+#define KW_REQUEST_ID_MAX 128
+#define KW_REQUEST_ID_BYTES (4 * KW_REQUEST_ID_MAX)
+int kw_valid_request_id(const char *s);
 enum kw_err kw_json_parse(const char *text, size_t n, unsigned max_depth,
     struct json_object **out, struct kw_error *err);
 
@@ -352,12 +360,27 @@ enum kw_err kw_http_serve(struct FCGX_Request *, struct kw_arena *, struct kw_st
  */
 #define KW_RMW 1	/* read for update: take the write lock now, not at the put */
 
+/*
+ * JSON nesting, counted in objects and arrays, in one place: whatever a
+ * request may send must always be readable once stored.  A request body
+ * (kw_json_parse in http.c) nests at most KW_JSON_MAX_DEPTH.  A record keeps
+ * a sent value as deep as it came, or one level deeper (Bifrost seals a
+ * secret string into an object): KW_REC_MAX_DEPTH, which kw_rec_put
+ * enforces and import and export use.  An audit entry holds records one
+ * level down: KW_STORED_MAX_DEPTH, which kw_audit_record enforces and
+ * kw_rec_parse, the reader of every stored JSON value, admits.
+ */
+#define KW_JSON_MAX_DEPTH 32
+#define KW_REC_MAX_DEPTH (KW_JSON_MAX_DEPTH + 1)
+#define KW_STORED_MAX_DEPTH (KW_REC_MAX_DEPTH + 1)
+
 enum kw_err kw_rec_get(struct kw_store *, struct __db_txn *, enum kw_db, const char *id,
     int flags, struct json_object **out);	/* *out owned; KW_ENOTFOUND when absent */
 enum kw_err kw_rec_put(struct kw_store *, struct __db_txn *, enum kw_db, const char *id,
     struct json_object *rec, int no_overwrite);	/* rec borrowed; KW_ECONFLICT */
 enum kw_err kw_rec_del(struct kw_store *, struct __db_txn *, enum kw_db, const char *id);
 enum kw_err kw_rec_parse(const void *data, size_t n, struct json_object **out);
+unsigned kw_json_depth(struct json_object *);	/* objects and arrays nested; 0 for a scalar */
 /* Calls visit for each record in id order until it returns non-zero; rec borrowed. */
 typedef int (*kw_rec_visit)(const char *id, struct json_object *rec, void *baton);
 enum kw_err kw_rec_each(struct kw_store *, struct __db_txn *, enum kw_db, kw_rec_visit,
@@ -573,7 +596,7 @@ struct kw_verdict {
 	int retry_after;		/* seconds, with KW_V_RATE_LIMITED */
 	char token[KW_TOKEN_LEN + 1];	/* "" when not found */
 	char user_id[KW_ID_MAX + 1], team_id[KW_ID_MAX + 1];
-	char request_id[129];		/* the lease taken; "" when none */
+	char request_id[KW_REQUEST_ID_BYTES + 1];	/* the lease taken; "" when none */
 	struct kw_rate requests, tokens;
 	struct json_object *answer;	/* owned: the /key/verify answer; NULL with verdict_only */
 };

@@ -185,11 +185,44 @@ model_spend(struct kw_store *st, DB_TXN *txn, const char *name, const char *peri
 	return rc;
 }
 
+/* --- request ids --------------------------------------------------- */
+
+/*
+ * A request id's part of a lease or receipt row name: "sha256:" and the
+ * hex SHA-256 of the whole id.  Ids differ in any byte, so the names do: a
+ * name cut to fit a buffer made distinct ids that shared a long beginning
+ * one receipt, and one report settled them all.
+ */
+#define ID_PART_LEN (7 + KW_SHA256_HEX_LEN)
+
+static void
+id_part(const char *request_id, char out[ID_PART_LEN + 1])
+{
+	memcpy(out, "sha256:", 7);
+	kw_crypto_sha256_hex(request_id, strlen(request_id), out + 7);
+}
+
+/*
+ * Before the digest, rows were named with the id itself ("r|<token>|<id>"
+ * in a 224-byte name, so intact for ids of at most 156 bytes).  Such rows
+ * are still read: a receipt dedupes a retried report for a day, a lease
+ * settles within lease_secs; both then age out, and no row of that form is
+ * written any more.  True when id's legacy name was stored whole.
+ */
+#define LEGACY_NAME_MAX (KW_TOKEN_LEN + 160)
+
+static int
+legacy_named(const char *request_id)
+{
+	return strlen(request_id) + KW_TOKEN_LEN + 3 < LEGACY_NAME_MAX;
+}
+
 /* --- leases -------------------------------------------------------- */
 
 /*
- * Lease rows are "<kind>|<length>:<id>|<request_id>": the length makes the
- * prefix of one owner never the prefix of another ("a" and "a|b").
+ * Lease rows are "<kind>|<length>:<id>|<part>" (part: id_part of the
+ * request id): the length makes the prefix of one owner never the prefix
+ * of another ("a" and "a|b").
  */
 static int
 lease_prefix(char kind, const char *id, char *buf, size_t n)
@@ -260,18 +293,23 @@ leases_of(struct kw_store *st, DB_TXN *txn, char kind, const char *id, time_t no
 	return rc == KW_ENOTFOUND ? KW_OK : rc;
 }
 
+/* Puts or deletes owner id's lease row for the request whose name part is part. */
 static enum kw_err
-lease_row(struct kw_store *st, DB_TXN *txn, char kind, const char *id, const char *request_id,
+lease_row(struct kw_store *st, DB_TXN *txn, char kind, const char *id, const char *part,
     const struct lease *l, int put)
 {
 	DB *db = kw_store_db(st, KW_DB_LEASES);
-	char buf[LEASE_OWNER_MAX + 32 + 130];
+	char buf[LEASE_OWNER_MAX + 32 + KW_REQUEST_ID_BYTES];
 	DBT k = { .data = buf }, v = { .data = (void *)l, .size = sizeof(*l) };
+	size_t plen;
 	enum kw_err rc;
 
-	if (id == NULL || !lease_prefix(kind, id, buf, sizeof(buf) - 130))
+	if (id == NULL || !lease_prefix(kind, id, buf, LEASE_OWNER_MAX + 32))
 		return KW_OK;
-	strcat(buf, request_id);
+	plen = strlen(buf);
+	if (plen + strlen(part) >= sizeof(buf))
+		return KW_EINTERNAL;	/* a part is an id_part or a legacy id: it fits */
+	strcpy(buf + plen, part);
 	k.size = (u_int32_t)strlen(buf);
 	rc = kw_store_err(put ? db->put(db, txn, &k, &v, 0) : db->del(db, txn, &k, 0));
 	return rc == KW_ENOTFOUND ? KW_OK : rc;
@@ -305,27 +343,35 @@ owners_of(json_object *index, struct owners *o)
 }
 
 /*
- * The index row of a lease, "l|<token>|<request_id>": a request id names a
- * lease of one key only, so one key's usage never settles another's.
+ * The index row of a lease, "l|<token>|<part>": a request id names a lease
+ * of one key only, so one key's usage never settles another's.  The row's
+ * value is JSON holding the whole request_id, the owners and the time it
+ * lapses.  The names fit LEASE_NAME_MAX for any part.
  */
+#define LEASE_NAME_MAX (KW_TOKEN_LEN + 4 + KW_REQUEST_ID_BYTES)
+
 static void
-lease_name(char *buf, size_t n, const char *token, const char *request_id)
+lease_name(char buf[LEASE_NAME_MAX], const char *token, const char *part)
 {
-	snprintf(buf, n, "l|%s|%s", token, request_id);
+	snprintf(buf, LEASE_NAME_MAX, "l|%s|%s", token, part);
 }
 
-/* Takes (put=1) or returns (put=0) the lease request_id for every owner, with its index row. */
+/*
+ * Takes (put=1) or returns (put=0) the lease request_id for every owner,
+ * with its index row; part is the rows' name part (id_part of request_id,
+ * or a legacy row's own).
+ */
 static enum kw_err
 lease_write(struct kw_store *st, DB_TXN *txn, const struct owners *o, const char *request_id,
-    const struct lease *l, int put)
+    const char *part, const struct lease *l, int put)
 {
 	DB *db = kw_store_db(st, KW_DB_LEASES);
 	json_object *index = json_object_new_object();
-	char name[KW_TOKEN_LEN + 160], model[LEASE_OWNER_MAX + 1];
+	char name[LEASE_NAME_MAX], model[LEASE_OWNER_MAX + 1];
 	DBT k = { .data = name }, v;
 	enum kw_err rc;
 
-	lease_name(name, sizeof(name), o->token, request_id);
+	lease_name(name, o->token, part);
 	k.size = (u_int32_t)strlen(name);
 	json_object_object_add(index, "request_id", json_object_new_string(request_id));
 	json_object_object_add(index, "token", json_object_new_string(o->token));
@@ -336,11 +382,11 @@ lease_write(struct kw_store *st, DB_TXN *txn, const struct owners *o, const char
 	json_object_object_add(index, "until", json_object_new_int64(l->until));
 	v = (DBT){ .data = (void *)json_object_to_json_string_ext(index, JSON_C_TO_STRING_PLAIN) };
 	v.size = (u_int32_t)strlen(v.data);
-	if ((rc = lease_row(st, txn, 'k', o->token, request_id, l, put)) == KW_OK &&
-	    (rc = lease_row(st, txn, 't', o->team_id, request_id, l, put)) == KW_OK &&
-	    (rc = lease_row(st, txn, 'u', o->user_id, request_id, l, put)) == KW_OK &&
+	if ((rc = lease_row(st, txn, 'k', o->token, part, l, put)) == KW_OK &&
+	    (rc = lease_row(st, txn, 't', o->team_id, part, l, put)) == KW_OK &&
+	    (rc = lease_row(st, txn, 'u', o->user_id, part, l, put)) == KW_OK &&
 	    (o->model == NULL || !model_owner(o->token, o->model, model, sizeof(model)) ||
-	    (rc = lease_row(st, txn, 'm', model, request_id, l, put)) == KW_OK)) {
+	    (rc = lease_row(st, txn, 'm', model, part, l, put)) == KW_OK)) {
 		rc = kw_store_err(put ? db->put(db, txn, &k, &v, 0) : db->del(db, txn, &k, 0));
 		if (rc == KW_ENOTFOUND)
 			rc = KW_OK;
@@ -349,20 +395,17 @@ lease_write(struct kw_store *st, DB_TXN *txn, const struct owners *o, const char
 	return rc;
 }
 
-/*
- * Reads the index row of key token's lease request_id into *index (owned);
- * KW_ENOTFOUND when the key holds no such lease.
- */
+/* Reads the lease index row named by token and part into *index (owned); KW_ENOTFOUND. */
 static enum kw_err
-lease_index(struct kw_store *st, DB_TXN *txn, const char *token, const char *request_id,
+lease_index_named(struct kw_store *st, DB_TXN *txn, const char *token, const char *part,
     json_object **index)
 {
 	DB *db = kw_store_db(st, KW_DB_LEASES);
-	char name[KW_TOKEN_LEN + 160];
+	char name[LEASE_NAME_MAX];
 	DBT k = { .data = name }, v = { .flags = DB_DBT_MALLOC };
 	enum kw_err rc;
 
-	lease_name(name, sizeof(name), token, request_id);
+	lease_name(name, token, part);
 	k.size = (u_int32_t)strlen(name);
 	if ((rc = kw_store_err(db->get(db, txn, &k, &v, DB_RMW))) != KW_OK)
 		return rc;
@@ -371,23 +414,53 @@ lease_index(struct kw_store *st, DB_TXN *txn, const char *token, const char *req
 	return rc;
 }
 
+/*
+ * Reads the index row of key token's lease request_id into *index (owned),
+ * and into part the name part its rows carry: the digest, or for a lease
+ * taken before it, the id itself.  KW_ENOTFOUND when the key holds no such
+ * lease.
+ */
+static enum kw_err
+lease_index(struct kw_store *st, DB_TXN *txn, const char *token, const char *request_id,
+    json_object **index, char part[KW_REQUEST_ID_BYTES + 1])
+{
+	enum kw_err rc;
+
+	id_part(request_id, part);
+	rc = lease_index_named(st, txn, token, part, index);
+	if (rc == KW_ENOTFOUND && legacy_named(request_id)) {
+		snprintf(part, KW_REQUEST_ID_BYTES + 1, "%s", request_id);
+		rc = lease_index_named(st, txn, token, part, index);
+	}
+	return rc;
+}
+
+/* Returns the lease of index, its index row (owned; put here) named by part, for every owner. */
+static enum kw_err
+lease_release(struct kw_store *st, DB_TXN *txn, json_object *index, const char *part)
+{
+	struct owners o;
+	struct lease none = { 0 };
+	const char *request_id = kw_json_str(index, "request_id");
+	enum kw_err rc;
+
+	owners_of(index, &o);
+	rc = o.token && request_id ? lease_write(st, txn, &o, request_id, part, &none, 0) : KW_OK;
+	json_object_put(index);
+	return rc;
+}
+
 /* Returns key token's lease request_id, wherever its owners were, if it is still held. */
 static enum kw_err
 lease_settle(struct kw_store *st, DB_TXN *txn, const char *token, const char *request_id)
 {
 	json_object *index;
-	struct owners o;
-	struct lease none = { 0 };
-	enum kw_err rc = lease_index(st, txn, token, request_id, &index);
+	char part[KW_REQUEST_ID_BYTES + 1];
+	enum kw_err rc = lease_index(st, txn, token, request_id, &index, part);
 
 	if (rc == KW_ENOTFOUND)
 		return KW_OK;
-	if (rc != KW_OK)
-		return rc;
-	owners_of(index, &o);
-	rc = o.token ? lease_write(st, txn, &o, request_id, &none, 0) : KW_OK;
-	json_object_put(index);
-	return rc;
+	return rc != KW_OK ? rc : lease_release(st, txn, index, part);
 }
 
 /*
@@ -400,8 +473,9 @@ static enum kw_err
 lease_settle_oldest(struct kw_store *st, DB_TXN *txn, const char *token, time_t now)
 {
 	DB *db = kw_store_db(st, KW_DB_LEASES);
-	char prefix[KW_TOKEN_LEN + 32], oldest[130] = "";
+	char prefix[KW_TOKEN_LEN + 32], oldest[KW_REQUEST_ID_BYTES + 1] = "";
 	DBT k = { .flags = DB_DBT_REALLOC }, v = { .flags = DB_DBT_REALLOC };
+	json_object *index;
 	int64_t first = 0;
 	struct lease l;
 	size_t plen;
@@ -420,6 +494,7 @@ lease_settle_oldest(struct kw_store *st, DB_TXN *txn, const char *token, time_t 
 	k.size = (u_int32_t)plen;
 	rc = kw_store_err(cur->get(cur, &k, &v, DB_SET_RANGE | DB_RMW));
 	while (rc == KW_OK && k.size >= plen && memcmp(k.data, prefix, plen) == 0) {
+		/* the row's name ends in its part: the id's digest (or a legacy id) */
 		if (lease_read(&v, &l) && (l.flags & LEASE_NAMED) && l.until > now &&
 		    (first == 0 || l.until < first) && k.size - plen < sizeof(oldest)) {
 			first = l.until;
@@ -433,14 +508,43 @@ lease_settle_oldest(struct kw_store *st, DB_TXN *txn, const char *token, time_t 
 	free(v.data);
 	if (rc != KW_OK && rc != KW_ENOTFOUND)
 		return rc;
-	return oldest[0] != '\0' ? lease_settle(st, txn, token, oldest) : KW_OK;
+	if (oldest[0] == '\0')
+		return KW_OK;
+	if ((rc = lease_index_named(st, txn, token, oldest, &index)) == KW_ENOTFOUND)
+		return KW_OK;
+	return rc != KW_OK ? rc : lease_release(st, txn, index, oldest);
 }
 
-/* The receipt of a usage report: "r|<token>|<request_id>". */
+/* The receipt of a usage report: "r|<token>|<part>", the id's digest as its part. */
+#define RECEIPT_NAME_MAX (KW_TOKEN_LEN + 4 + ID_PART_LEN)
+
 static void
-receipt_name(char *buf, size_t n, const char *token, const char *request_id)
+receipt_name(char buf[RECEIPT_NAME_MAX], const char *token, const char *request_id)
 {
-	snprintf(buf, n, "r|%s|%s", token, request_id);
+	char part[ID_PART_LEN + 1];
+
+	id_part(request_id, part);
+	snprintf(buf, RECEIPT_NAME_MAX, "r|%s|%s", token, part);
+}
+
+/* True when a receipt of the old form, "r|<token>|<request_id>", holds request_id. */
+static enum kw_err
+legacy_receipt(struct kw_store *st, DB_TXN *txn, const char *token, const char *request_id,
+    int *found)
+{
+	DB *receipts = kw_store_db(st, KW_DB_RECEIPTS);
+	char name[LEGACY_NAME_MAX];
+	DBT k = { .data = name }, v = { .flags = DB_DBT_PARTIAL };
+	enum kw_err rc;
+
+	*found = 0;
+	if (!legacy_named(request_id))
+		return KW_OK;
+	snprintf(name, sizeof(name), "r|%s|%s", token, request_id);
+	k.size = (u_int32_t)strlen(name);
+	rc = kw_store_err(receipts->get(receipts, txn, &k, &v, 0));
+	*found = rc == KW_OK;
+	return rc == KW_ENOTFOUND ? KW_OK : rc;
 }
 
 /*
@@ -453,10 +557,10 @@ request_id_used(struct kw_store *st, DB_TXN *txn, const char *token, const char 
     int *used)
 {
 	DB *receipts = kw_store_db(st, KW_DB_RECEIPTS);
-	char name[KW_TOKEN_LEN + 160];
+	char name[RECEIPT_NAME_MAX], part[KW_REQUEST_ID_BYTES + 1];
 	DBT k = { .data = name }, v = { .flags = DB_DBT_PARTIAL };
 	json_object *held = NULL;
-	enum kw_err rc = lease_index(st, txn, token, request_id, &held);
+	enum kw_err rc = lease_index(st, txn, token, request_id, &held, part);
 
 	json_object_put(held);
 	*used = rc == KW_OK;
@@ -464,11 +568,13 @@ request_id_used(struct kw_store *st, DB_TXN *txn, const char *token, const char 
 		return rc;
 	if (*used)
 		return KW_OK;
-	receipt_name(name, sizeof(name), token, request_id);
+	receipt_name(name, token, request_id);
 	k.size = (u_int32_t)strlen(name);
 	rc = kw_store_err(receipts->get(receipts, txn, &k, &v, 0));
 	*used = rc == KW_OK;
-	return rc == KW_ENOTFOUND ? KW_OK : rc;
+	if (rc == KW_ENOTFOUND)
+		return legacy_receipt(st, txn, token, request_id, used);
+	return rc;
 }
 
 /* --- models and routes ------------------------------------------------ */
@@ -1310,6 +1416,7 @@ admit(struct checking *c)
 	};
 	struct rate r[6];
 	size_t n = rates_of(c, r);
+	char part[ID_PART_LEN + 1];
 	enum kw_err rc = KW_OK;
 
 	for (size_t i = 0; i < n && rc == KW_OK; i++)
@@ -1326,12 +1433,14 @@ admit(struct checking *c)
 	 * come back after anon_lease_secs, not the whole lease_secs.
 	 */
 	if (c->in->request_id != NULL) {
+		/* whole: kw_limits_check took only an id that fits (kw_valid_request_id) */
 		snprintf(c->out->request_id, sizeof(c->out->request_id), "%s", c->in->request_id);
 	} else {
 		kw_uuid4(c->out->request_id);
 		l.until = c->now + kw_config.anon_lease_secs;
 	}
-	return lease_write(c->st, c->txn, &o, c->out->request_id, &l, 1);
+	id_part(c->out->request_id, part);
+	return lease_write(c->st, c->txn, &o, c->out->request_id, part, &l, 1);
 }
 
 /* Builds the answer's description of the key (the answer path reads the record). */
@@ -1491,7 +1600,7 @@ check_body(struct kw_store *st, DB_TXN *txn, void *baton)
  * out->answer (owned; kw_verdict_clear) is the /key/verify answer; an
  * unknown key's answer says only that.  Runs its own transaction, not
  * flushed at commit: a crash may forget a rate window or a lease, never
- * spend.
+ * spend.  KW_EINVAL for a request_id kw_valid_request_id refuses.
  */
 enum kw_err
 kw_limits_check(struct kw_store *st, time_t now, const struct kw_check *in,
@@ -1508,6 +1617,8 @@ kw_limits_check(struct kw_store *st, time_t now, const struct kw_check *in,
 	enum kw_err rc;
 
 	memset(out, 0, sizeof(*out));
+	if (in->request_id != NULL && !kw_valid_request_id(in->request_id))
+		return KW_EINVAL;	/* the ways in refuse it first, naming their field */
 	rc = kw_store_txn_flags(st, KW_TXN_NOSYNC, check_body, &c);
 	checking_clear(&c);
 	if (rc != KW_OK) {
@@ -1583,13 +1694,15 @@ receipt(struct kw_store *st, DB_TXN *txn, const char *token, const char *request
     time_t now, int *seen)
 {
 	DB *db = kw_store_db(st, KW_DB_RECEIPTS);
-	char name[KW_TOKEN_LEN + 160], by_time[KW_TOKEN_LEN + 200];
+	char name[RECEIPT_NAME_MAX], by_time[RECEIPT_NAME_MAX + 20];
 	int64_t at = now;
 	DBT k = { .data = name }, v = { .data = &at, .size = sizeof(at) };
 	DBT kt = { .data = by_time }, empty = { .data = "", .size = 0 };
 	enum kw_err rc;
 
-	receipt_name(name, sizeof(name), token, request_id);
+	if ((rc = legacy_receipt(st, txn, token, request_id, seen)) != KW_OK || *seen)
+		return rc;	/* counted before the receipts were digests */
+	receipt_name(name, token, request_id);
 	k.size = (u_int32_t)strlen(name);
 	rc = kw_store_err(db->put(db, txn, &k, &v, DB_NOOVERWRITE));
 	if (rc == KW_ECONFLICT) {
@@ -1713,7 +1826,9 @@ out:
  * and its user and into the key's model spend; tokens into the tpm
  * windows; the request's lease (its reservations and slot) returned:
  * the one named request_id, else the oldest keywarden named for the key.
- * With a request_id, a report sent twice counts once.  *answer (owned) is the /key/usage answer.
+ * With a request_id, a report sent twice counts once.  *answer (owned) is
+ * the /key/usage answer.  KW_EVALID naming request_id for one
+ * kw_valid_request_id refuses.
  * Durable: flushed before KW_OK.
  */
 enum kw_err
@@ -1721,8 +1836,15 @@ kw_limits_record(struct kw_store *st, time_t now, const struct kw_usage *in,
     json_object **answer, struct kw_error *err)
 {
 	struct recording r = { .in = in, .now = now, .err = err };
-	enum kw_err rc = kw_store_txn(st, record_body, &r);
+	enum kw_err rc;
 
+	*answer = NULL;
+	if (in->request_id != NULL && !kw_valid_request_id(in->request_id)) {
+		kw_error_set(err, KW_EVALID, "request_id", "must be 1 to %d characters",
+		    KW_REQUEST_ID_MAX);
+		return KW_EVALID;
+	}
+	rc = kw_store_txn(st, record_body, &r);
 	*answer = rc == KW_OK ? r.answer : NULL;
 	if (rc != KW_OK)
 		json_object_put(r.answer);
@@ -1793,11 +1915,19 @@ sweep_body(struct kw_store *st, DB_TXN *txn, void *baton)
 				const char *request_id = kw_json_str(index, "request_id");
 				struct owners o;
 				struct lease none = { 0 };
+				/* the owner rows carry this row's own part, digest or legacy id */
+				size_t skip = 2 + KW_TOKEN_LEN + 1;
+				char part[KW_REQUEST_ID_BYTES + 1];
 
 				owners_of(index, &o);
-
-				rc = request_id && o.token ?
-				    lease_write(st, txn, &o, request_id, &none, 0) : KW_OK;
+				if (k.size > skip && k.size - skip <= KW_REQUEST_ID_BYTES) {
+					memcpy(part, (char *)k.data + skip, k.size - skip);
+					part[k.size - skip] = '\0';
+				} else {
+					part[0] = '\0';
+				}
+				rc = request_id && o.token && part[0] != '\0' ?
+				    lease_write(st, txn, &o, request_id, part, &none, 0) : KW_OK;
 				s->removed++;
 			}
 		}

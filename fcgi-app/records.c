@@ -16,20 +16,37 @@ dbt_of(const char *s)
 }
 
 /*
- * Parses a stored record of n bytes into *out (owned); a record that does
- * not parse as an object means the store is damaged: KW_EINTERNAL.
+ * A json-c parser that admits KW_STORED_MAX_DEPTH nested objects and arrays
+ * (json-c counts the innermost scalar as a level too), borrowed and reset:
+ * one per process, as workers are single-threaded.  NULL when out of memory.
+ */
+static json_tokener *
+stored_parser(void)
+{
+	static json_tokener *tok;
+
+	if (tok == NULL)
+		tok = json_tokener_new_ex(KW_STORED_MAX_DEPTH + 1);
+	if (tok != NULL)
+		json_tokener_reset(tok);
+	return tok;
+}
+
+/*
+ * Parses a stored record of n bytes into *out (owned).  Anything the store
+ * was given parses: records and audit entries are at most
+ * KW_STORED_MAX_DEPTH deep (kw_rec_put, kw_audit_record).  A record that
+ * does not parse as an object means the store is damaged: KW_EINTERNAL.
  */
 enum kw_err
 kw_rec_parse(const void *data, size_t n, json_object **out)
 {
-	/* one parser per process, reset for each record: workers are single-threaded */
-	static json_tokener *tok;
+	json_tokener *tok = stored_parser();
 	json_object *obj;
 
 	*out = NULL;
-	if (tok == NULL && (tok = json_tokener_new()) == NULL)
+	if (tok == NULL)
 		return KW_ENOMEM;
-	json_tokener_reset(tok);
 	obj = json_tokener_parse_ex(tok, data, (int)n);
 	if (obj == NULL || !json_object_is_type(obj, json_type_object)) {
 		json_object_put(obj);
@@ -69,16 +86,50 @@ has_summary(enum kw_db which)
 	return which == KW_DB_KEYS || which == KW_DB_TEAMS || which == KW_DB_USERS;
 }
 
-/* Stores rec (borrowed) under id; with no_overwrite, KW_ECONFLICT when id exists. */
+/* The objects and arrays nested in obj: 1 for {} or [1], 0 for a scalar. */
+unsigned
+kw_json_depth(json_object *obj)
+{
+	unsigned deepest = 0, d;
+
+	if (json_object_is_type(obj, json_type_object)) {
+		json_object_object_foreach(obj, name, v) {
+			(void)name;
+			if ((d = kw_json_depth(v)) > deepest)
+				deepest = d;
+		}
+		return deepest + 1;
+	}
+	if (json_object_is_type(obj, json_type_array)) {
+		for (size_t i = 0; i < json_object_array_length(obj); i++)
+			if ((d = kw_json_depth(json_object_array_get_idx(obj, i))) > deepest)
+				deepest = d;
+		return deepest + 1;
+	}
+	return 0;
+}
+
+/*
+ * Stores rec (borrowed) under id; with no_overwrite, KW_ECONFLICT when id
+ * exists.  KW_EINVAL for a record deeper than KW_REC_MAX_DEPTH: stored, it
+ * or its audit entry could not be read back.  A request the parser took
+ * never makes one; this keeps a mistake in that reckoning a refusal.
+ */
 enum kw_err
 kw_rec_put(struct kw_store *st, DB_TXN *txn, enum kw_db which, const char *id, json_object *rec,
     int no_overwrite)
 {
 	DB *db = kw_store_db(st, which);
-	DBT key = dbt_of(id);
-	DBT val = dbt_of(json_object_to_json_string_ext(rec, JSON_C_TO_STRING_PLAIN));
-	enum kw_err rc = kw_store_err(db->put(db, txn, &key, &val, no_overwrite ? DB_NOOVERWRITE : 0));
+	DBT key = dbt_of(id), val;
+	enum kw_err rc;
 
+	if (kw_json_depth(rec) > KW_REC_MAX_DEPTH) {
+		kw_log_error("store: refused a record nested deeper than %d levels",
+		    KW_REC_MAX_DEPTH);
+		return KW_EINVAL;
+	}
+	val = dbt_of(json_object_to_json_string_ext(rec, JSON_C_TO_STRING_PLAIN));
+	rc = kw_store_err(db->put(db, txn, &key, &val, no_overwrite ? DB_NOOVERWRITE : 0));
 	if (rc == KW_OK && has_summary(which))
 		rc = kw_limits_summary_write(st, txn, which, id, rec);
 	return rc;
@@ -185,14 +236,23 @@ kw_json_bool(json_object *obj, const char *name)
 
 /*
  * A deep copy of obj (owned).  Through the text form: json-c 0.16's
- * json_object_deep_copy asserts on numbers that came from a parser.
+ * json_object_deep_copy asserts on numbers that came from a parser.  Read
+ * back as deep as anything stored may be (json_tokener_parse would stop at
+ * json-c's default of 32 and lose the copy); NULL only when out of memory.
  */
 json_object *
 kw_json_copy(json_object *obj)
 {
+	const char *text;
+	json_tokener *tok;
+
 	if (obj == NULL)
 		return NULL;
-	return json_tokener_parse(json_object_to_json_string_ext(obj, JSON_C_TO_STRING_PLAIN));
+	text = json_object_to_json_string_ext(obj, JSON_C_TO_STRING_PLAIN);
+	if ((tok = stored_parser()) == NULL)
+		return NULL;
+	/* -1: to the NUL, which ends a top-level number as json-c needs */
+	return json_tokener_parse_ex(tok, text, -1);
 }
 
 /* True when list is an array holding the string s. */

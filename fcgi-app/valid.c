@@ -189,6 +189,16 @@ utf8_length(const char *s, size_t n)
 	return count;
 }
 
+/* True when s is a request id the service can settle: see KW_REQUEST_ID_MAX. */
+int
+kw_valid_request_id(const char *s)
+{
+	size_t n = strlen(s);
+
+	return n > 0 && n <= KW_REQUEST_ID_BYTES && kw_valid_utf8(s, n) &&
+	    utf8_length(s, n) <= KW_REQUEST_ID_MAX;
+}
+
 /* --- strict JSON syntax -------------------------------------------- */
 
 /*
@@ -204,6 +214,7 @@ struct scan {
 	size_t n, i;
 	const char *why;	/* static reason, set on failure */
 	int too_deep;
+	size_t top_at, top_len;	/* the quoted top-level field name last seen; top_len 0: none */
 };
 
 static int
@@ -471,8 +482,12 @@ scan_json(struct scan *sc, unsigned max_depth)
 		case KEY:
 			if (c != '"')
 				return scan_fail(sc, "expected a quoted field name");
+			if (depth == 1)
+				sc->top_at = sc->i;
 			if (!scan_string(sc, 1))
 				return 0;
+			if (depth == 1)
+				sc->top_len = sc->i - sc->top_at;
 			scan_ws(sc);
 			if (sc->i >= sc->n || sc->s[sc->i] != ':')
 				return scan_fail(sc, "expected ':'");
@@ -498,21 +513,44 @@ scan_json(struct scan *sc, unsigned max_depth)
 }
 
 /*
+ * Names the top-level field a too-deep value sat in (its name decoded) into
+ * err, with the limit; no field when the value is not inside an object.
+ */
+static void
+too_deep(const struct scan *sc, unsigned max_depth, struct kw_error *err)
+{
+	struct json_tokener *tok = NULL;
+	json_object *name = NULL;
+	const char *field = NULL;
+
+	/* the scanner checked the quoted name: json-c only has to unescape it */
+	if (sc->top_len >= 2 && (tok = json_tokener_new_ex(1)) != NULL &&
+	    (name = json_tokener_parse_ex(tok, (const char *)sc->s + sc->top_at,
+	    (int)sc->top_len)) != NULL && json_object_is_type(name, json_type_string))
+		field = json_object_get_string(name);
+	kw_error_set(err, KW_EINVAL, field, "JSON nested deeper than %u levels", max_depth);
+	json_object_put(name);
+	if (tok != NULL)
+		json_tokener_free(tok);
+}
+
+/*
  * Parses exactly the n bytes at text as one strict JSON value (RFC 8259,
  * UTF-8, at most max_depth nested containers, only whitespace around it).
  * On KW_OK *out is an owned reference (one json_object_put), or NULL when the
  * body is the JSON literal null.  On failure *out is NULL and *err holds
- * KW_EINVAL with an empty field and a message naming the problem and its byte
- * offset ("invalid JSON at byte 17: unexpected character", "invalid UTF-8 at
- * byte 5", "JSON nested deeper than 32 levels"); the message never quotes the
- * body.  Also KW_ENOMEM, and KW_ETOOLARGE past json-c's int length (2 GiB).
+ * KW_EINVAL with a message naming the problem and its byte offset ("invalid
+ * JSON at byte 17: unexpected character", "invalid UTF-8 at byte 5", "JSON
+ * nested deeper than 32 levels"); the message never quotes the body.  The
+ * field is empty, except for nesting too deep inside an object: then it is
+ * the top-level field whose value goes too deep, as the client named it.  Also KW_ENOMEM, and KW_ETOOLARGE past json-c's int length (2 GiB).
  * max_depth 0 admits only a scalar; limits above 4096 are treated as 4096.
  */
 enum kw_err
 kw_json_parse(const char *text, size_t n, unsigned max_depth, struct json_object **out,
     struct kw_error *err)
 {
-	struct scan sc = { (const unsigned char *)text, n, 0, NULL, 0 };
+	struct scan sc = { (const unsigned char *)text, n, 0, NULL, 0, 0, 0 };
 	struct json_tokener *tok = NULL;
 	struct json_object *obj = NULL;
 	enum json_tokener_error jerr;
@@ -542,8 +580,7 @@ kw_json_parse(const char *text, size_t n, unsigned max_depth, struct json_object
 	}
 	if (!scan_json(&sc, max_depth)) {
 		if (sc.too_deep)
-			kw_error_set(err, KW_EINVAL, NULL, "JSON nested deeper than %u levels",
-			    max_depth);
+			too_deep(&sc, max_depth, err);
 		else
 			kw_error_set(err, KW_EINVAL, NULL, "invalid JSON at byte %zu: %s", sc.i,
 			    sc.why);

@@ -383,6 +383,8 @@ def body_schema(op_id):
 
 # ---------------------------------------------------------------- the catalogue
 
+NEST_LIMIT = 32     # objects and arrays a request body may nest (README, KW_JSON_MAX_DEPTH)
+
 class Case:
     def __init__(self, cat, op, method, target, headers=(), body=None, expect="4xx", face=None,
                  secrets=(), allow=None, lighttpd_ok=False, chunked=False, note=""):
@@ -506,6 +508,15 @@ class Catalogue:
         for p, _, _ in free[:1] + ([(str_place, None, None)] if str_place else []):
             add("json", with_raw(p, b'{"a":' * 100 + b'1' + b'}' * 100),
                 note="100 nested objects at " + path_name(p))
+        # exactly at and one past the nesting limit: a body the parser takes is stored and
+        # read back (the aftermath reads every list and the audit trail), one deeper is a 4xx
+        for p, _, _ in free[:1]:
+            room = NEST_LIMIT - len(p)   # the containers around the value at p are len(p)
+            add("json", with_raw(p, b'{"a":' * room + b'1' + b'}' * room), expect="any",
+                note="nested exactly %d levels deep at %s" % (NEST_LIMIT, path_name(p)))
+            add("json", with_raw(p, b'{"a":' * (room + 1) + b'1' + b'}' * (room + 1)),
+                expect="4xx", note="nested %d levels deep at %s" % (NEST_LIMIT + 1,
+                                                                   path_name(p)))
         # invalid UTF-8, NULs, surrogates, in a string field the schema has
         if str_place is not None:
             where = path_name(str_place)
@@ -965,13 +976,22 @@ def authorizer_cases(srv, fx):
                       ("/openai/deployments/gpt%zz/chat/completions", "a malformed escape"),
                       ("/openai/deployments/gpt-3.5/chat/completions", "another model")]:
         add("deployment: " + note, mauth, {403}, uri=uri, secrets=[km])
-    # a key whose budget is spent: hostile request ids and models still get the 429 envelope
+    # a key whose budget is spent: hostile models still get the 429 envelope; a request id
+    # that /key/usage could not name (RequestId: 1 to 128 characters of UTF-8) is a 400
+    # naming x-request-id before anything else, even on a good key
     sauth = [("Authorization", "Bearer " + ks)]
-    for value, note in [("r" * 60000, "a 60 KB request id"),
-                        (b"\xff\xfe", "a non-UTF-8 request id"),
-                        (b"id\x00tail", "a NUL in the request id"), ("", "an empty request id"),
-                        ("r" * 129, "129 characters"), ("\r\nX-Injected: 1", "CR LF")]:
-        add("x-request-id: " + note, sauth + [("x-request-id", value)], {429}, secrets=[ks])
+    for value, note, expect in [
+            ("r" * 60000, "a 60 KB request id", {400}),
+            (b"\xff\xfe", "a non-UTF-8 request id", {400}),
+            (b"id\x00tail", "a NUL in the request id (read as \"id\")", {429}),
+            ("", "an empty request id", {400}),
+            ("r" * 129, "129 characters", {400}),
+            ("\u00e4" * 129, "129 two-byte characters", {400}),
+            ("\u00e4" * 128, "128 two-byte characters", {429}),
+            ("\r\nX-Injected: 1", "CR LF", {429})]:
+        add("x-request-id: " + note, sauth + [("x-request-id", value)], expect, secrets=[ks])
+    add("x-request-id: 129 characters on a good key", auth + [("x-model", "gpt-4"),
+        ("x-request-id", "r" * 129)], {400}, secrets=[ka])
     add("spent key, a 60 KB model", sauth + [("x-model", "m" * 60000)], {429}, secrets=[ks])
     return out
 

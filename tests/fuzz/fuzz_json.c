@@ -15,7 +15,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct kw_error err;
 
 	kw_log_threshold = KW_LOG_ERROR;
-	if (kw_json_parse((const char *)data, size, 32, &obj, &err) != KW_OK)
+	if (kw_json_parse((const char *)data, size, KW_JSON_MAX_DEPTH, &obj, &err) != KW_OK)
 		return 0;
 	for (size_t i = 0; i < kw_gen_nroutes; i++)
 		if (kw_gen_routes[i].body != NULL)

@@ -279,11 +279,76 @@ test_rates(void)
 	kw_verdict_clear(&v);
 }
 
+/* Rows as keywarden wrote them before request ids were digests: named with the id itself. */
+struct legacy_rows {
+	const char *token, *request_id;
+	int64_t until;		/* a lease's lapse; 0 for a receipt */
+};
+
+static enum kw_err
+legacy_body(struct kw_store *s, DB_TXN *txn, void *baton)
+{
+	struct legacy_rows *l = baton;
+	char name[512], index[512];
+	struct { double cost; int64_t until; } lease = { 0, l->until };
+	int64_t at = T0;
+	DBT k = { .data = name }, v;
+	DB *db;
+	int rc;
+
+	if (l->until == 0) {
+		db = kw_store_db(s, KW_DB_RECEIPTS);
+		snprintf(name, sizeof(name), "r|%s|%s", l->token, l->request_id);
+		k.size = (u_int32_t)strlen(name);
+		v = (DBT){ .data = &at, .size = sizeof(at) };
+		return kw_store_err(db->put(db, txn, &k, &v, 0));
+	}
+	db = kw_store_db(s, KW_DB_LEASES);
+	snprintf(name, sizeof(name), "k|%zu:%s|%s", strlen(l->token), l->token, l->request_id);
+	k.size = (u_int32_t)strlen(name);
+	v = (DBT){ .data = &lease, .size = sizeof(lease) };
+	if ((rc = db->put(db, txn, &k, &v, 0)) != 0)
+		return kw_store_err(rc);
+	snprintf(name, sizeof(name), "l|%s|%s", l->token, l->request_id);
+	k.size = (u_int32_t)strlen(name);
+	snprintf(index, sizeof(index), "{\"request_id\":\"%s\",\"token\":\"%s\",\"team_id\":null,"
+	    "\"user_id\":null,\"until\":%lld}", l->request_id, l->token, (long long)l->until);
+	v = (DBT){ .data = index, .size = (u_int32_t)strlen(index) };
+	return kw_store_err(db->put(db, txn, &k, &v, 0));
+}
+
+/* A data directory's receipts and leases from before the digests are still honoured. */
+static void
+test_legacy_rows(void)
+{
+	struct kw_verdict v;
+	struct legacy_rows r = { make_key("sk-legacy", "{\"max_parallel_requests\": 1}"),
+	    "gw-before-upgrade", 0 };
+	int dup = 0;
+
+	is_int(kw_store_txn(st, legacy_body, &r), KW_OK, "a receipt of the old form");
+	ok(usage("sk-legacy", T0 + 1, "gw-before-upgrade", NULL, 0, 1, &dup) == 0 && dup,
+	    "a retried report it names is still a duplicate: counted once");
+	is_int(check("sk-legacy", T0 + 2, NULL, 0, "gw-before-upgrade", &v), KW_V_DUPLICATE_REQUEST,
+	    "and the id is still used for this key");
+	kw_verdict_clear(&v);
+	r.request_id = "gw-in-flight";
+	r.until = T0 + 600;
+	is_int(kw_store_txn(st, legacy_body, &r), KW_OK, "a lease of the old form, in flight");
+	is_int(check("sk-legacy", T0 + 3, NULL, 0, "gw-other", &v), KW_V_RATE_LIMITED,
+	    "it holds the key's one parallel slot");
+	kw_verdict_clear(&v);
+	usage("sk-legacy", T0 + 4, "gw-in-flight", NULL, 0, 0, &dup);
+	is_int(check("sk-legacy", T0 + 5, NULL, 0, "gw-other", &v), KW_V_VALID,
+	    "its usage settles it, as before");
+	kw_verdict_clear(&v);
+}
+
 static void
 test_parallel(void)
 {
 	struct kw_verdict v;
-	char first[129];
+	char first[sizeof(v.request_id)];
 	int dup;
 
 	make_key("sk-parallel", "{\"max_parallel_requests\": 1}");
@@ -435,6 +500,7 @@ main(void)
 	test_budgets();
 	test_rates();
 	test_parallel();
+	test_legacy_rows();
 	test_venice();
 	test_reservations();
 	ok(checks > 50 && disagreements == 0,

@@ -245,6 +245,70 @@ test_credentials(struct kw_store *st)
 	json_object_put(rec);
 }
 
+/* A record whose metadata nests n objects: 1 + n deep. */
+static json_object *
+nested_record(unsigned n)
+{
+	json_object *rec = json_object_new_object(), *v = json_object_new_string("leaf");
+
+	for (unsigned i = 0; i < n; i++) {
+		json_object *o = json_object_new_object();
+
+		json_object_object_add(o, "d", v);
+		v = o;
+	}
+	json_object_object_add(rec, "metadata", v);
+	return rec;
+}
+
+struct depth_op {
+	json_object *rec, *got;
+};
+
+static enum kw_err
+depth_put_get(struct kw_store *st, DB_TXN *txn, void *baton)
+{
+	struct depth_op *op = baton;
+	enum kw_err rc = kw_rec_put(st, txn, KW_DB_ORGS, "deep", op->rec, 0);
+
+	if (rc == KW_OK)
+		rc = kw_rec_get(st, txn, KW_DB_ORGS, "deep", 0, &op->got);
+	return rc;
+}
+
+/* The one depth reckoning: what a request may send is stored, read and copied back. */
+static void
+test_depth(struct kw_store *st)
+{
+	struct depth_op op = { nested_record(KW_REC_MAX_DEPTH - 1), NULL };
+	json_object *copy, *wrapped = json_object_new_object();
+	const char *text;
+
+	is_int(kw_json_depth(op.rec), KW_REC_MAX_DEPTH, "kw_json_depth counts objects");
+	is_int(kw_store_txn(st, depth_put_get, &op), KW_OK, "a record at KW_REC_MAX_DEPTH is "
+	    "stored and read back");
+	ok(op.got != NULL && json_object_equal(op.got, op.rec), "... whole");
+	copy = kw_json_copy(op.rec);
+	ok(copy != NULL && json_object_equal(copy, op.rec), "kw_json_copy copies it");
+	json_object_put(copy);
+	/* an audit entry: a record one level down, read by the same reader */
+	json_object_object_add(wrapped, "before_value", json_object_get(op.rec));
+	text = json_object_to_json_string_ext(wrapped, JSON_C_TO_STRING_PLAIN);
+	is_int(kw_rec_parse(text, strlen(text), &copy), KW_OK,
+	    "the reader takes KW_STORED_MAX_DEPTH, a record inside an audit entry");
+	json_object_put(copy);
+	json_object_put(wrapped);
+	json_object_put(op.got);
+	json_object_put(op.rec);
+	op.rec = nested_record(KW_REC_MAX_DEPTH);
+	op.got = NULL;
+	is_int(kw_store_txn(st, depth_put_get, &op), KW_EINVAL,
+	    "kw_rec_put refuses a record deeper than KW_REC_MAX_DEPTH");
+	json_object_put(op.rec);
+	ok(KW_JSON_MAX_DEPTH < KW_REC_MAX_DEPTH && KW_REC_MAX_DEPTH < KW_STORED_MAX_DEPTH,
+	    "a request nests less than a record, a record less than an audit entry");
+}
+
 static void
 test_helpers(void)
 {
@@ -330,6 +394,7 @@ main(void)
 	test_helpers();
 	test_indexes(st);
 	test_credentials(st);
+	test_depth(st);
 	kw_store_close(st);
 	test_migration();
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
