@@ -105,7 +105,12 @@ def management(srv):
     r = chat("POST", "/key/update", {"key": chat.key, "allowed_routes": []})
     litellm_error(r, 403, "the same key cannot lift its own allowed_routes")
     r = chat("GET", "/api/v1/api_keys")
-    tap.ok(r.status in (401, 403), "the same key on the Venice face is refused", repr(r))
+    tap.ok(r.status == 401 and isinstance((r.json or {}).get("error"), str),
+           "the same key on the Venice face: 401 in Venice's envelope, as Venice answers every "
+           "credential that may not manage keys", repr(r))
+    r = chat("GET", "/api/providers")
+    tap.ok(r.status == 403 and (r.json or {}).get("is_bifrost_error") is False,
+           "the same key on the Bifrost face: 403 in Bifrost's envelope", repr(r))
     r = chat("POST", "/api/v1/org/some-org/inference/keys", {"client_id": "c1"})
     tap.ok(r.status == 403, "the same key on the provisioning face: 403", repr(r))
 
