@@ -112,6 +112,7 @@ capped_role(enum kw_role role, json_object *key)
 
 struct caller_lookup {
 	const char *presented;
+	const char *path;	/* the request's path as sent, less the mount */
 	time_t now;
 	struct kw_caller *caller;
 	struct kw_error *err;
@@ -187,6 +188,18 @@ lookup_caller(struct kw_store *st, DB_TXN *txn, void *baton)
 			rc = KW_OK;
 		}
 	}
+	/*
+	 * A key's allowed_routes bound every route it calls, keywarden's own
+	 * API too, whatever its role: LiteLLM's
+	 * RouteChecks.is_virtual_key_allowed_to_call_route (route_checks.py),
+	 * which should_call_route runs for every role.
+	 */
+	if (rc == KW_OK && !kw_limits_routes_allow(json_object_object_get(key, "allowed_routes"),
+	    l->path)) {
+		kw_error_set(l->err, KW_EFORBIDDEN, NULL,
+		    "this key's allowed_routes do not allow this route");
+		rc = KW_EFORBIDDEN;
+	}
 	c->role = capped_role(c->role, key);
 	if (c->venice_type[0] != '\0')
 		c->role = KW_ROLE_NONE;	/* a Venice key manages on the Venice face only */
@@ -199,13 +212,16 @@ lookup_caller(struct kw_store *st, DB_TXN *txn, void *baton)
 /*
  * Identifies the caller into req->caller: the master key (proxy admin), or
  * a virtual key with the role of its user.  KW_EAUTH (401) for a missing,
- * unknown, blocked or expired key, or one whose team or user is blocked; the
+ * unknown, blocked or expired key, or one whose team or user is blocked;
+ * KW_EFORBIDDEN (403) for a key whose allowed_routes do not allow this
+ * request's path (the one point every authenticated request passes); the
  * error never echoes the credential.  Repeated calls answer from the first.
  */
 enum kw_err
 kw_auth_caller(struct kw_req *req)
 {
-	struct caller_lookup l = { .now = req->now, .err = &req->err };
+	struct caller_lookup l = { .now = req->now, .err = &req->err,
+		.path = req->path ? req->path : "" };
 	enum kw_err rc;
 
 	if (req->caller != NULL && req->caller->known)

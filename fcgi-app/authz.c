@@ -150,11 +150,22 @@ kw_authorize(struct kw_req *req, struct kw_resp *resp)
 	struct kw_check in = { .verdict_only = 1 };
 	struct kw_verdict v;
 	struct kw_error e;
+	const char *why;
+	char *normal;
 	int status;
 	enum kw_err rc;
 
-	if (path == NULL)
+	if (path == NULL || (normal = kw_arena_alloc(req->arena, strlen(path) + 1)) == NULL)
 		return KW_ENOMEM;
+	/*
+	 * The server passes on the path it normalised, not the one sent: a path
+	 * it would rewrite (/v1/chat/../embeddings) is refused, not guessed at,
+	 * whatever the key, before the key is even looked at.
+	 */
+	if (kw_limits_route_path(path, strlen(path), normal, &why) != KW_OK) {
+		kw_error_set(&req->err, KW_EINVAL, "path", "%s", why);
+		return KW_EINVAL;
+	}
 	if (req->store == NULL)
 		return KW_EUNAVAIL;
 	/* Authorization: Bearer, x-api-key, api-key (Azure), x-litellm-api-key */

@@ -253,7 +253,7 @@ kw_cli_signing_key_show(const struct kw_cli_opts *o)
 	kw_time_format(sb.st_mtim.tv_sec, when);
 	printf("%-8s  %s\n", "kid", "state");
 	while (fgets(line, sizeof(line), f) != NULL) {
-		size_t len = strcspn(line, "\r\n");
+		size_t len = strcspn(line, " \r\n");	/* a retired key has its time after it */
 		int c = getc(f);
 
 		if (c != EOF)

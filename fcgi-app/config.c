@@ -46,6 +46,7 @@ static const char *const known[] = {
 	"KEYWARDEN_MIN_CLIENT_VERSION", "KEYWARDEN_METRICS_TOKEN", "KEYWARDEN_ANON_LEASE_SECS",
 	"KEYWARDEN_MAX_KEYS_PER_USER", "KEYWARDEN_INFO_MAX_KEYS", "KEYWARDEN_MAX_TEAM_MEMBERS",
 	"KEYWARDEN_DEFAULT_EXPECTED_COST", "KEYWARDEN_DEFAULT_EXPECTED_TOKENS",
+	"KEYWARDEN_PROVIDER_ENV",
 };
 #define NKNOWN (sizeof(known) / sizeof(known[0]))
 
@@ -341,6 +342,8 @@ kw_config_load(const char *data_dir_override)
 	kw_config.provision_rpm = 30;
 	snprintf(kw_config.public_url, sizeof(kw_config.public_url), "http://127.0.0.1:4000");
 	kw_config.log_level = KW_LOG_INFO;
+	snprintf(kw_config.provider_env, sizeof(kw_config.provider_env), "%s",
+	    KW_PROVIDER_ENV_DEFAULT);
 
 	if ((v = setting("KEYWARDEN_WORKERS", values, known, NKNOWN)) != NULL) {
 		if (parse_uint("KEYWARDEN_WORKERS", v, 1, 256, &n) != KW_OK)
@@ -394,7 +397,7 @@ kw_config_load(const char *data_dir_override)
 		kw_config.default_expected_tokens = (int64_t)n;
 	}
 	if ((v = setting("KEYWARDEN_PROVISION_TTL", values, known, NKNOWN)) != NULL) {
-		if (parse_uint("KEYWARDEN_PROVISION_TTL", v, 1, 30 * 86400, &n) != KW_OK)
+		if (parse_uint("KEYWARDEN_PROVISION_TTL", v, 1, KW_PROVISION_TTL_MAX, &n) != KW_OK)
 			return KW_EINVAL;
 		kw_config.provision_ttl = (unsigned)n;
 	}
@@ -430,6 +433,19 @@ kw_config_load(const char *data_dir_override)
 			return KW_EINVAL;
 		}
 		snprintf(kw_config.metrics_token, sizeof(kw_config.metrics_token), "%s", v);
+	}
+	if ((v = setting("KEYWARDEN_PROVIDER_ENV", values, known, NKNOWN)) != NULL) {
+		/* names and shell wildcards, comma-separated: what a provider key's env.NAME may name */
+		if (strlen(v) >= sizeof(kw_config.provider_env) ||
+		    strspn(v, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_*?,") !=
+		    strlen(v)) {
+			fprintf(stderr, "keywarden: KEYWARDEN_PROVIDER_ENV must be variable names or "
+			    "patterns (letters, digits, _, * and ?), comma-separated, under 256 "
+			    "characters\n");
+			kw_crypto_wipe(values, sizeof(values));
+			return KW_EINVAL;
+		}
+		snprintf(kw_config.provider_env, sizeof(kw_config.provider_env), "%s", v);
 	}
 	master_key_setting = NULL;
 	if ((v = setting("KEYWARDEN_MASTER_KEY", values, known, NKNOWN)) != NULL) {
@@ -485,9 +501,29 @@ kw_config_init_data_dir(int print_new_master_key)
 	unsigned char raw[64];
 	int made;
 
+	struct stat sb;
+
 	if (mkdir(kw_config.data_dir, 0700) != 0 && errno != EEXIST) {
 		kw_log_error("cannot create the data directory: %s", strerror(errno));
 		return KW_EUNAVAIL;
+	}
+	/*
+	 * 0700 whatever the umask, and whoever made the directory: one that a
+	 * script created before (mkdir -p under umask 022 makes it 0755) is
+	 * closed too, since nobody but its owner has business in it.
+	 */
+	if (stat(kw_config.data_dir, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
+		kw_log_error("the data directory %s is not a directory", kw_config.data_dir);
+		return KW_EUNAVAIL;
+	}
+	if ((sb.st_mode & 07777) != 0700 && sb.st_uid == geteuid()) {
+		if (chmod(kw_config.data_dir, 0700) != 0) {
+			kw_log_error("cannot make the data directory 0700: %s", strerror(errno));
+			return KW_EUNAVAIL;
+		}
+		if ((sb.st_mode & 077) != 0)
+			kw_log_info("the data directory was mode %04o; it is 0700 now",
+			    (unsigned)(sb.st_mode & 07777));
 	}
 	for (size_t i = 0; i < sizeof(secret_files) / sizeof(secret_files[0]); i++) {
 		snprintf(path, sizeof(path), "%s/%s", kw_config.data_dir, secret_files[i].name);

@@ -25,7 +25,8 @@ kw_http_status_for(enum kw_face face, enum kw_err err)
 	case KW_EAUTH:
 		return 401;
 	case KW_EFORBIDDEN:
-		return 403;
+		/* Venice answers 401 to every credential that may not manage keys there */
+		return face == KW_FACE_VENICE ? 401 : 403;
 	case KW_ENOTFOUND:
 		return 404;
 	case KW_EMETHOD:

@@ -1,7 +1,9 @@
 /* face_bifrost.c: Bifrost's provider credentials (/api/providers, /api/keys), every secret sealed at rest. */
+#include <fnmatch.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <db.h>
 #include <json-c/json.h>
@@ -10,6 +12,8 @@
 #include "gen/ops.h"
 
 #define REDACT_STARS 24
+/* below this many characters a secret is shown as 8 stars: its first and last 4 would be a quarter or more */
+#define REDACT_MIN_SHOWN 32
 
 /*
  * The built-in providers and how their keys authenticate: by `value` (an
@@ -224,17 +228,25 @@ char_count(const char *s)
 }
 
 /*
- * Writes value's redacted form (out holds at least 64 bytes): all stars
- * up to 8 characters, else its first 4 characters, 24 stars, its last 4.
- * Characters, not bytes, so no character is ever cut in two.
+ * Writes value's redacted form (out holds at least 64 bytes), in the shape
+ * Bifrost's EnvVar.Redacted gives and its clients recognise: its first 4
+ * characters, 24 stars and its last 4, but only for a secret of
+ * REDACT_MIN_SHOWN (32) characters or more, of which those 8 are at most
+ * a quarter.  Bifrost shows them from 9 characters on, 8 of a 9-character
+ * secret; here anything shorter is "********", which says nothing of its
+ * length either.  Characters, not bytes, so no character is cut in two.
  */
 static void
 redact(const char *value, char *out, size_t n)
 {
 	size_t chars = char_count(value), head, tail;
 
-	if (chars <= 8) {
-		snprintf(out, n, "%.*s", (int)chars, "********");
+	if (chars == 0) {
+		snprintf(out, n, "%s", "");
+		return;
+	}
+	if (chars < REDACT_MIN_SHOWN) {
+		snprintf(out, n, "%s", "********");
 		return;
 	}
 	head = char_offset(value, 4);
@@ -266,17 +278,34 @@ struct envvar {
 
 /*
  * A reference names a variable of keywarden's environment: "env." and a
- * name.  keywarden's own settings (KEYWARDEN_*, the master key among them)
- * are never handed to a gateway.
+ * name that KEYWARDEN_PROVIDER_ENV allows (comma-separated names and
+ * shell wildcards, "*_API_KEY" by default), so that a provider key cannot
+ * read out HOME, PATH or anything else of the service's environment.
+ * keywarden's own settings (KEYWARDEN_*, the master key among them) are
+ * never handed to a gateway, whatever the setting says.
  */
 static int
 valid_reference(const char *ref)
 {
-	const char *name = ref + 4;
-	size_t n = strspn(name, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_");
+	const char *name = ref + 4, *p = kw_config.provider_env;
+	size_t n;
 
-	return strncmp(ref, "env.", 4) == 0 && n > 0 && name[n] == '\0' &&
-	    !(name[0] >= '0' && name[0] <= '9') && strncmp(name, "KEYWARDEN_", 10) != 0;
+	if (strncmp(ref, "env.", 4) != 0)
+		return 0;
+	n = strspn(name, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_");
+	if (n == 0 || name[n] != '\0' || (name[0] >= '0' && name[0] <= '9') ||
+	    strncasecmp(name, "KEYWARDEN_", 10) == 0)
+		return 0;
+	while (*p != '\0') {
+		size_t len = strcspn(p, ",");
+		char pattern[256];
+
+		snprintf(pattern, sizeof(pattern), "%.*s", (int)len, p);
+		if (len > 0 && fnmatch(pattern, name, 0) == 0)
+			return 1;
+		p += len + (p[len] == ',');
+	}
+	return 0;
 }
 
 /* Reads the input forms: "value", "env.NAME", {value, env_var, from_env}. */
@@ -351,7 +380,8 @@ resolve_envvar(const char *aad, json_object *stored, json_object **out)
 
 	*out = NULL;
 	if (ref != NULL) {
-		env = getenv(ref + 4);
+		/* stored before the setting changed: only what it allows now is read */
+		env = valid_reference(ref) ? getenv(ref + 4) : NULL;
 		*out = env ? json_object_new_string(env) : NULL;
 		return KW_OK;
 	}
@@ -617,7 +647,8 @@ build_key(struct kw_req *req, const struct provider *p, const char *id, json_obj
 		aad_of(aad, sizeof(aad), p->name, id, f);
 		if (ev.ref != NULL && !valid_reference(ev.ref)) {
 			kw_error_set(&req->err, KW_EINVAL, path, "%s must reference env.NAME, a "
-			    "variable of keywarden's environment other than KEYWARDEN_*", path);
+			    "variable of keywarden's environment that KEYWARDEN_PROVIDER_ENV allows "
+			    "(%s; never KEYWARDEN_*)", path, kw_config.provider_env);
 			rc = KW_EINVAL;
 			break;
 		}
@@ -1220,7 +1251,7 @@ candidate_visit(struct bifrost_op *op, DB_TXN *txn, json_object *rec)
 	const char *ref = kw_json_str(json_object_object_get(rec, "value"), "env_var");
 
 	(void)txn;
-	if (ref != NULL && getenv(ref + 4) == NULL)
+	if (ref != NULL && (!valid_reference(ref) || getenv(ref + 4) == NULL))
 		return KW_OK;	/* its secret is not in this environment: not usable now */
 	if (!kw_json_bool(rec, "enabled") || weight <= 0 ||
 	    kw_json_list_has(json_object_object_get(rec, "blacklisted_models"), c->model) ||

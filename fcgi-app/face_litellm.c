@@ -510,6 +510,44 @@ kw_op_key_service_account_generate(struct kw_req *req, struct kw_resp *resp)
 	return kw_answer_respond(resp, &op.answer, kw_store_txn(req->store, generate_body, &op));
 }
 
+/* True when key (a record) is a provisioned key: its secret is a signed expiry token. */
+static int
+is_provisioned(json_object *key)
+{
+	const char *alias = kw_json_str(key, "key_alias");
+
+	return kw_json_bool(json_object_object_get(key, "metadata"), "provisioned") ||
+	    (alias != NULL && strncmp(alias, "prov:", 5) == 0);
+}
+
+/*
+ * A provisioned key's expiry is the one its signed token carries, which no
+ * update can change: a duration sent for one is refused (400 naming it),
+ * whoever sends it, since a record that said otherwise would only mislead.
+ * Its metadata keeps "provisioned", so that no update makes it look like a
+ * key that may be regenerated into a plain, lasting secret.
+ */
+static enum kw_err
+check_provisioned(struct kw_req *req, json_object *old, json_object *body, json_object *rec)
+{
+	json_object *meta;
+
+	if (!is_provisioned(old))
+		return KW_OK;
+	if (kw_json_has(body, "duration")) {
+		kw_error_set(&req->err, KW_EINVAL, "duration", "a provisioned key expires when its "
+		    "signed token does: its duration cannot change (provision a new key)");
+		return KW_EINVAL;
+	}
+	if (!json_object_object_get_ex(rec, "metadata", &meta) ||
+	    !json_object_is_type(meta, json_type_object)) {
+		meta = json_object_new_object();
+		json_object_object_add(rec, "metadata", meta);
+	}
+	json_object_object_add(meta, "provisioned", json_object_new_boolean(1));
+	return KW_OK;
+}
+
 /*
  * Applies an UpdateKeyRequest (op->body) to the key op->ref: access,
  * ownership and team bounds checked, indexes moved, audited.  The answer
@@ -532,6 +570,7 @@ update_body(struct kw_store *st, DB_TXN *txn, void *baton)
 	touch(req, rec);
 	if ((rc = kw_auth_key_access(req, txn, old, 1)) == KW_OK &&
 	    (rc = check_settings(req, txn, old, op->body)) == KW_OK &&
+	    (rc = check_provisioned(req, old, op->body, rec)) == KW_OK &&
 	    (rc = check_alias(req, rec, old)) == KW_OK &&
 	    (rc = check_metadata(req, op->body)) == KW_OK &&	/* what is stored stays */
 	    (rc = check_ownership(req, txn, rec, old)) == KW_OK &&
@@ -594,7 +633,9 @@ kw_op_key_bulk_update(struct kw_req *req, struct kw_resp *resp)
 			json_object_array_add(ok, entry);
 			continue;
 		}
-		if (rc == KW_ERUNRECOVERY || rc == KW_EUNAVAIL || rc == KW_ENOMEM) {
+		/* the store failing (still deadlocked after kw_store_txn's retries) is no item's fault */
+		if (rc == KW_ERUNRECOVERY || rc == KW_EUNAVAIL || rc == KW_EDEADLOCK ||
+		    rc == KW_ENOMEM) {
 			json_object_put(entry);
 			json_object_put(ok);
 			json_object_put(failed);
@@ -1326,7 +1367,7 @@ rotate(struct key_change *kc, DB_TXN *txn, json_object *old, json_object *rec)
 	time_t until;
 	enum kw_err rc;
 
-	if (kw_json_bool(json_object_object_get(old, "metadata"), "provisioned")) {
+	if (is_provisioned(old)) {
 		/* its secret is a signed token: a plain one would outlive what it signs */
 		kw_error_set(&req->err, KW_EINVAL, "key",
 		    "a provisioned key is not regenerated: provision again");

@@ -259,8 +259,14 @@ index_rows(struct kw_store *st, DB_TXN *txn, json_object *rec, int put, struct k
 
 		if (put) {
 			rc = kw_store_err(aliases->put(aliases, txn, &a, &tok, DB_NOOVERWRITE));
-			if (rc == KW_ECONFLICT && aliases->get(aliases, txn, &a, &tok, DB_GET_BOTH) == 0)
-				rc = KW_OK;	/* the row is already this key's */
+			if (rc == KW_ECONFLICT) {
+				/* the row may be this key's already; a deadlock reading it is no conflict */
+				enum kw_err got = kw_store_err(aliases->get(aliases, txn, &a, &tok,
+				    DB_GET_BOTH));
+
+				if (got != KW_ENOTFOUND)
+					rc = got;
+			}
 			if (rc == KW_ECONFLICT && err != NULL)
 				kw_error_set(err, KW_ECONFLICT, "key_alias",
 				    "key_alias already exists: each key needs its own alias");

@@ -99,6 +99,10 @@ size_t kw_crypto_b64url(const void *data, size_t n, char *out);
 
 /* --- config.c: settings from the environment and DATA_DIR/keywarden.conf */
 
+/* The longest KEYWARDEN_PROVISION_TTL: no signed token outlives its signing key's retirement by more. */
+#define KW_PROVISION_TTL_MAX (30 * 86400)
+/* KEYWARDEN_PROVIDER_ENV's default: comma-separated names and shell wildcards. */
+#define KW_PROVIDER_ENV_DEFAULT "*_API_KEY"
 struct kw_config {
 	char data_dir[4096];
 	unsigned workers;
@@ -116,6 +120,7 @@ struct kw_config {
 	unsigned provision_rpm;		/* provisioning requests a minute per caller */
 	char min_client_version[64];	/* provisioning refuses older X-Client-Version (426); "" none */
 	char metrics_token[256];	/* a bearer that may read GET /metrics; "" none */
+	char provider_env[256];		/* the variables a provider key's env.NAME may name */
 	enum kw_log_level log_level;
 	char master_key[256];		/* from the environment or file; wiped at exit */
 };
@@ -621,6 +626,10 @@ const char *kw_verdict_code_name(enum kw_verdict_code);
 /* True when models (a key's or team's list) allow model; "all-team-models" defers to team_models. */
 int kw_limits_models_allow(struct json_object *models, struct json_object *team_models,
     const char *model);
+/* The path a server hands on for a request path as sent; dot segments and encoded separators refused. */
+enum kw_err kw_limits_route_path(const char *raw, size_t n, char *out, const char **why);
+/* True when a key's allowed_routes (empty: all) let a request to raw, its path as sent, through. */
+int kw_limits_routes_allow(struct json_object *routes, const char *raw);
 enum kw_err kw_limits_check(struct kw_store *, time_t now, const struct kw_check *,
     struct kw_verdict *out);
 void kw_verdict_clear(struct kw_verdict *);

@@ -622,6 +622,102 @@ is_management_route(const char *route)
 	return 0;
 }
 
+static int
+hex_digit(int c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/* True when s[0..n) holds an escape of '.', '/' or '\\' (%2e, %2f, %5c, any case). */
+static int
+has_escaped_separator(const char *s, size_t n)
+{
+	for (size_t i = 0; i + 2 < n; i++)
+		if (s[i] == '%' && ((s[i + 1] == '2' && strchr("eEfF", s[i + 2]) != NULL) ||
+		    (s[i + 1] == '5' && (s[i + 2] == 'c' || s[i + 2] == 'C'))))
+			return 1;
+	return 0;
+}
+
+/*
+ * Writes the path a web server hands on for raw, a request's path as the
+ * client sent it (n bytes, no query), into out (n + 1 bytes or more):
+ * each segment percent-decoded, as lighttpd, Apache and nginx decode it.
+ * What servers rewrite or split, and differ on, is refused instead of
+ * guessed at: a dot segment ("." or "..", also as %2e), an encoded
+ * separator (%2f, %5c) or a backslash, an escape that decodes to one of
+ * those (%252e), a malformed escape, a NUL, text that is not UTF-8.
+ * KW_OK, or KW_EINVAL with *why (static) saying which.
+ */
+enum kw_err
+kw_limits_route_path(const char *raw, size_t n, char *out, const char **why)
+{
+	size_t o = 0, seg = 0;
+
+	*why = NULL;
+	if (n == 0 || raw[0] != '/') {
+		*why = "the path must start with /";
+		return KW_EINVAL;
+	}
+	for (size_t i = 0; i <= n; i++) {
+		int hi, lo;
+
+		if (i == n || raw[i] == '/') {
+			size_t len = o - seg;
+
+			if ((len == 1 && out[seg] == '.') ||
+			    (len == 2 && out[seg] == '.' && out[seg + 1] == '.')) {
+				*why = "the path has a dot segment (. or ..)";
+				return KW_EINVAL;
+			}
+			if (i < n)
+				out[o++] = '/';
+			seg = o;
+			continue;
+		}
+		if (raw[i] == '\\') {
+			*why = "the path has a backslash";
+			return KW_EINVAL;
+		}
+		if (raw[i] != '%') {
+			out[o++] = raw[i];
+			continue;
+		}
+		if (i + 2 >= n || (hi = hex_digit((unsigned char)raw[i + 1])) < 0 ||
+		    (lo = hex_digit((unsigned char)raw[i + 2])) < 0) {
+			*why = "the path has a malformed percent escape";
+			return KW_EINVAL;
+		}
+		out[o] = (char)(hi << 4 | lo);
+		if (out[o] == '/' || out[o] == '\\') {
+			*why = "the path has an encoded separator (%2f or %5c)";
+			return KW_EINVAL;
+		}
+		if (out[o] == '\0') {
+			*why = "the path has an encoded NUL";
+			return KW_EINVAL;
+		}
+		o++;
+		i += 2;
+	}
+	out[o] = '\0';
+	if (has_escaped_separator(out, o)) {
+		*why = "the path has a doubly encoded dot or separator";
+		return KW_EINVAL;
+	}
+	if (!kw_valid_utf8(out, o)) {
+		*why = "the path is not UTF-8";
+		return KW_EINVAL;
+	}
+	return KW_OK;
+}
+
 /* One allowed_routes entry against a route: wildcard, prefix, exact (with or without /v1). */
 static int
 route_matches(const char *pattern, const char *route)
@@ -653,6 +749,34 @@ routes_allow(json_object *routes, const char *route)
 			return 1;
 	}
 	return 0;
+}
+
+/*
+ * True when routes (a key's allowed_routes, borrowed) let a request to
+ * raw, its path as sent, through: an empty or absent list allows every
+ * path; otherwise the path as the server hands it on (kw_limits_route_path)
+ * must match an entry, and a path that cannot be normalised matches none.
+ * LiteLLM applies a key's allowed_routes to every route, management ones
+ * included (RouteChecks.is_virtual_key_allowed_to_call_route in
+ * litellm/proxy/auth/route_checks.py); so do the authorizer, /key/verify
+ * and every management request (kw_auth_caller).
+ */
+int
+kw_limits_routes_allow(json_object *routes, const char *raw)
+{
+	size_t n = strlen(raw);
+	const char *why;
+	char *path;
+	int allowed;
+
+	if (routes == NULL || !json_object_is_type(routes, json_type_array) ||
+	    json_object_array_length(routes) == 0)
+		return 1;
+	if ((path = malloc(n + 1)) == NULL)
+		return 0;
+	allowed = kw_limits_route_path(raw, n, path, &why) == KW_OK && routes_allow(routes, path);
+	free(path);
+	return allowed;
 }
 
 /* --- summaries ------------------------------------------------------------ */
@@ -909,6 +1033,7 @@ struct checking {
 	const char *limited_model;	/* in->model when the key limits it (budget or tpm); else NULL */
 	int reserving;			/* some limit counts what requests in flight reserved */
 	double cost, tokens;		/* what an admitted request reserves */
+	enum kw_err rc;			/* the first failed store read of record_of */
 };
 
 static void
@@ -996,12 +1121,20 @@ load_party(struct checking *c, enum kw_db db, const char *id, struct party *p, c
 	return KW_OK;
 }
 
-/* The party's record, read now if the summary sufficed until here; NULL when it is gone. */
+/*
+ * The party's record, read now if the summary sufficed until here; NULL
+ * when it is gone or the read failed.  A failed read (a deadlock above
+ * all) is kept in c->rc, which check_body returns, so that kw_store_txn
+ * runs the check again rather than judge without the record.
+ */
 static json_object *
 record_of(struct checking *c, enum kw_db db, const char *id, struct party *p)
 {
-	if (p->rec == NULL && p->present)
-		(void)load_record(c, db, id, p);
+	enum kw_err rc;
+
+	if (p->rec == NULL && p->present &&
+	    (rc = load_record(c, db, id, p)) != KW_OK && c->rc == KW_OK)
+		c->rc = rc;
 	return p->rec;
 }
 
@@ -1212,16 +1345,27 @@ refuse_standing(struct checking *c)
 			    "this key's team may not use model %s", printable(in->model));
 	}
 	if (in->route != NULL && (c->key.s.flags & S_ROUTES) &&
-	    !routes_allow(json_object_object_get(key_record(c), "allowed_routes"), in->route))
+	    !kw_limits_routes_allow(json_object_object_get(key_record(c), "allowed_routes"),
+	    in->route))
 		return refuse(c, KW_V_ROUTE_NOT_ALLOWED, NULL, "this key may not call %s",
 		    printable(in->route));
 	if (in->route != NULL && (c->key.s.flags & S_VENICE)) {
 		const char *type = kw_json_str(json_object_object_get(key_record(c), "venice"),
 		    "apiKeyType");
+		size_t n = strlen(in->route);
+		char *path = NULL;
+		const char *why;
+		int inference_only = 0;
 
 		/* a Venice INFERENCE key calls models, never the key-management API */
-		if (type != NULL && strcmp(type, "INFERENCE") == 0 &&
-		    (is_management_route(in->route) || strncmp(in->route, "/api/", 5) == 0))
+		if (type != NULL && strcmp(type, "INFERENCE") == 0) {
+			path = malloc(n + 1);
+			inference_only = path == NULL ||
+			    kw_limits_route_path(in->route, n, path, &why) != KW_OK ||
+			    is_management_route(path) || strncmp(path, "/api/", 5) == 0;
+			free(path);
+		}
+		if (inference_only)
 			return refuse(c, KW_V_ROUTE_NOT_ALLOWED, NULL,
 			    "an INFERENCE key may only call inference routes");
 	}
@@ -1510,6 +1654,7 @@ check_body(struct kw_store *st, DB_TXN *txn, void *baton)
 	enum kw_err rc;
 
 	checking_clear(c);
+	c->rc = KW_OK;
 	json_object_put(v->answer);
 	memset(v, 0, sizeof(*v));
 	v->requests.limit = v->tokens.limit = -1;
@@ -1564,6 +1709,8 @@ check_body(struct kw_store *st, DB_TXN *txn, void *baton)
 		return rc;
 
 	refused = refuse_standing(c);
+	if (c->rc != KW_OK)
+		return c->rc;	/* a verdict judged without a record it needed: run again */
 	if (!refused && c->in->request_id != NULL && !c->in->dry_run) {
 		int used;
 
@@ -1578,6 +1725,8 @@ check_body(struct kw_store *st, DB_TXN *txn, void *baton)
 	/* rates are read even after a budget refusal: the 429 reports them */
 	if ((!refused || v->code == KW_V_BUDGET_EXCEEDED) && (rc = check_rates(c, &refused)) != KW_OK)
 		return rc;
+	if (c->rc != KW_OK)
+		return c->rc;
 	if (!refused) {
 		v->code = KW_V_VALID;
 		snprintf(v->message, sizeof(v->message), "valid");
@@ -1589,7 +1738,7 @@ check_body(struct kw_store *st, DB_TXN *txn, void *baton)
 		json_object_object_add(v->answer, "limits", c->limits);
 		c->limits = NULL;
 	}
-	return KW_OK;
+	return c->rc;
 }
 
 /*
@@ -1955,8 +2104,10 @@ sweep_body(struct kw_store *st, DB_TXN *txn, void *baton)
 	    memcmp(k.data, cutoff, 18) < 0) {
 		DBT named = { .data = (char *)k.data + 19, .size = k.size - 19 };
 
-		(void)receipts->del(receipts, txn, &named, 0);
-		if ((rc = kw_store_err(cur->del(cur, 0))) == KW_OK)
+		/* a deadlock here must abort the sweep for kw_store_txn to run it again */
+		if ((rc = kw_store_err(receipts->del(receipts, txn, &named, 0))) == KW_ENOTFOUND)
+			rc = KW_OK;
+		if (rc == KW_OK && (rc = kw_store_err(cur->del(cur, 0))) == KW_OK)
 			rc = kw_store_err(cur->get(cur, &k, &v, DB_NEXT));
 		s->removed++;
 	}

@@ -4,6 +4,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -209,6 +211,26 @@ usage_error(const struct command *c, const char *fmt, const char *arg)
 	return 2;
 }
 
+/*
+ * Every command may hold the master key, the data key or the signing keys
+ * (the pool manager and its workers all of them), so no process of
+ * keywarden leaves a core dump, and none may be read by another process
+ * of its user (/proc/PID/mem, ptrace): a core limit of 0 and, for the
+ * kernel's own dumps and pipes to a core handler that ignore that limit,
+ * not dumpable.  Both pass to the workers the pool manager forks.
+ */
+static void
+no_core_dumps(void)
+{
+	struct rlimit none = { 0, 0 };
+
+	if (setrlimit(RLIMIT_CORE, &none) != 0)
+		fprintf(stderr, "keywarden: cannot disable core dumps: %s\n", strerror(errno));
+	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0)
+		fprintf(stderr, "keywarden: cannot make the process not dumpable: %s\n",
+		    strerror(errno));
+}
+
 int
 main(int argc, char **argv)
 {
@@ -218,6 +240,7 @@ main(int argc, char **argv)
 	char optstring[32], *name;
 	int words, ch, n = 0;
 
+	no_core_dumps();	/* before any secret is read */
 	argv++;
 	argc--;
 	if (argc == 0 || argv[0][0] == '-') {

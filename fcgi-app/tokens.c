@@ -9,8 +9,15 @@
 
 #include "kw.h"
 
-#define SIGNING_FILE "signing.key"	/* hex keys, one a line; the last signs */
-#define MAX_SIGNING_KEYS 16
+/*
+ * Hex keys, one a line, oldest first; the last signs.  A key that no longer
+ * signs has the unix time it stopped after it ("HEX TIME"): a token it
+ * signed expires at most KW_PROVISION_TTL_MAX after that, and only then may
+ * a rotation drop the key.  A line without a time (files written before
+ * times were kept) counts as retired at the next rotation.
+ */
+#define SIGNING_FILE "signing.key"
+#define MAX_SIGNING_KEYS 256
 #define KEY_BYTES 32
 #define KID_BYTES 4
 #define ID_BYTES 16
@@ -23,6 +30,7 @@
 static struct {
 	unsigned char key[MAX_SIGNING_KEYS][KEY_BYTES];
 	unsigned char kid[MAX_SIGNING_KEYS][KID_BYTES];
+	int64_t retired[MAX_SIGNING_KEYS];	/* when it stopped signing; 0 current or unknown */
 	size_t n;
 	struct timespec mtime;
 	ino_t ino;
@@ -48,7 +56,7 @@ kid_of(const unsigned char key[KEY_BYTES], unsigned char kid[KID_BYTES])
 static enum kw_err
 load_ring(void)
 {
-	char path[4200], line[2 * KEY_BYTES + 8];
+	char path[4200], line[2 * KEY_BYTES + 32];
 	struct stat sb;
 	FILE *f;
 	size_t n = 0;
@@ -63,11 +71,12 @@ load_ring(void)
 		return KW_EUNAVAIL;
 	kw_crypto_wipe(&ring, sizeof(ring));
 	while (n < MAX_SIGNING_KEYS && fgets(line, sizeof(line), f) != NULL) {
-		size_t len = strcspn(line, "\r\n");
+		size_t len = strcspn(line, " \r\n");
 
 		if (len != 2 * KEY_BYTES || kw_crypto_unhex(line, len, ring.key[n]) != KW_OK)
 			continue;
 		kid_of(ring.key[n], ring.kid[n]);
+		ring.retired[n] = line[len] == ' ' ? strtoll(line + len + 1, NULL, 10) : 0;
 		n++;
 	}
 	kw_crypto_wipe(line, sizeof(line));
@@ -193,33 +202,53 @@ kw_tokens_check(const char *presented, time_t now)
 }
 
 /*
- * Adds a new signing key and makes it current; the old ones stay, so
- * tokens they signed verify until they expire.  The file is replaced
- * atomically (written beside it, then renamed), 0600.
+ * Adds a new signing key and makes it current.  The one that signed until
+ * now is stamped with the time it stopped; an old key is dropped only once
+ * KW_PROVISION_TTL_MAX has passed since then, when no token it signed can
+ * be unexpired, so every token verifies until it expires however often
+ * keys rotate.  KW_ELIMIT, writing nothing, when MAX_SIGNING_KEYS keys
+ * would all still be needed.  The file is replaced atomically (written
+ * beside it, then renamed), 0600.
  */
 enum kw_err
 kw_tokens_rotate(void)
 {
 	char path[4200], tmp[4300], hex[2 * KEY_BYTES + 1];
 	unsigned char key[KEY_BYTES];
+	int64_t now = (int64_t)kw_clock_now();
+	size_t kept = 0;
 	enum kw_err rc = KW_OK;
 	FILE *f;
 	int fd;
 
 	if ((rc = load_ring()) != KW_OK)
 		return rc;
+	for (size_t i = 0; i < ring.n; i++) {
+		if (i == ring.n - 1 || ring.retired[i] == 0)
+			ring.retired[i] = now;	/* stops signing now (or, unknown, counts from now) */
+		kept += ring.retired[i] + KW_PROVISION_TTL_MAX > now;
+	}
+	if (kept + 1 > MAX_SIGNING_KEYS) {
+		kw_log_error("tokens: %zu signing keys may still verify unexpired tokens; "
+		    "not rotating again before the oldest is %d s retired", kept,
+		    KW_PROVISION_TTL_MAX);
+		ring.n = 0;	/* the stamps above were not written: read the file again */
+		return KW_ELIMIT;
+	}
 	signing_path(path, sizeof(path));
 	snprintf(tmp, sizeof(tmp), "%s.new", path);
 	if ((fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0600)) < 0 ||
 	    (f = fdopen(fd, "w")) == NULL) {
 		if (fd >= 0)
 			close(fd);
+		ring.n = 0;
 		return KW_EUNAVAIL;
 	}
-	/* the oldest keys leave first when the ring is full */
-	for (size_t i = ring.n == MAX_SIGNING_KEYS ? 1 : 0; i < ring.n; i++) {
+	for (size_t i = 0; i < ring.n; i++) {
+		if (ring.retired[i] + KW_PROVISION_TTL_MAX <= now)
+			continue;	/* every token it signed has expired */
 		kw_crypto_hex(ring.key[i], KEY_BYTES, hex);
-		fprintf(f, "%s\n", hex);
+		fprintf(f, "%s %lld\n", hex, (long long)ring.retired[i]);
 	}
 	kw_crypto_random(key, sizeof(key));
 	kw_crypto_hex(key, sizeof(key), hex);
@@ -234,5 +263,6 @@ kw_tokens_rotate(void)
 		rc = KW_EUNAVAIL;
 	if (rc != KW_OK)
 		unlink(tmp);
+	ring.n = 0;	/* this process reads the new file at its next token */
 	return rc;
 }

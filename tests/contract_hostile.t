@@ -958,24 +958,26 @@ def authorizer_cases(srv, fx):
                         ("GPT-4", "GPT-4"), ("gpt-4/../gpt-3.5", "a model with .."),
                         ("\u202egpt-4", "a bidi override"), ("*", "*")]:
         add("x-model: " + note, auth + [("x-model", value)], {403}, secrets=[ka])
-    for uri, note in [("/v1/chat/completions/../../admin", "a route with .."),
-                      (b"/v1/\xff\xfe", "a non-UTF-8 route"), ("/v1/x%00", "an encoded NUL"),
-                      ("/v1/" + "a" * 60000, "a 60 KB route"), ("", "an empty route"),
-                      ("v1/chat/completions", "a route without /"),
-                      ("/v1/chat/completions%2f..%2f..%2fkey%2fgenerate", "encoded slashes"),
-                      ("/V1/CHAT/COMPLETIONS", "upper case"), ("//v1/chat/completions", "//"),
-                      ("/openai/deployments/%ff/chat/completions", "an undecodable deployment"),
-                      ("/openai/deployments/" + "d" * 60000 + "/chat", "a 60 KB deployment")]:
-        add("route: " + note, auth + [("x-model", "gpt-4")], {403}, uri=uri, secrets=[ka])
+    # a path the server would normalise, or could not decode, is refused (400) before the key
+    for uri, note, status in [
+            ("/v1/chat/completions/../../admin", "a route with ..", 400),
+            (b"/v1/\xff\xfe", "a non-UTF-8 route", 400), ("/v1/x%00", "an encoded NUL", 400),
+            ("/v1/" + "a" * 60000, "a 60 KB route", 403), ("", "an empty route", 400),
+            ("v1/chat/completions", "a route without /", 400),
+            ("/v1/chat/completions%2f..%2f..%2fkey%2fgenerate", "encoded slashes", 400),
+            ("/V1/CHAT/COMPLETIONS", "upper case", 403), ("//v1/chat/completions", "//", 403),
+            ("/openai/deployments/%ff/chat/completions", "an undecodable deployment", 400),
+            ("/openai/deployments/" + "d" * 60000 + "/chat", "a 60 KB deployment", 403)]:
+        add("route: " + note, auth + [("x-model", "gpt-4")], {status}, uri=uri, secrets=[ka])
     # a key limited to gpt-4 (no route limit): a model named in the path must be checked
     mauth = [("Authorization", "Bearer " + km)]
-    for uri, note in [("/openai/deployments/%ff/chat/completions", "an undecodable deployment"),
-                      ("/openai/deployments/gpt-3.5%00/chat/completions", "a deployment with %00"),
-                      ("/openai/deployments/%e2%82/chat/completions",
-                       "a truncated UTF-8 deployment"),
-                      ("/openai/deployments/gpt%zz/chat/completions", "a malformed escape"),
-                      ("/openai/deployments/gpt-3.5/chat/completions", "another model")]:
-        add("deployment: " + note, mauth, {403}, uri=uri, secrets=[km])
+    for uri, note, status in [
+            ("/openai/deployments/%ff/chat/completions", "an undecodable deployment", 400),
+            ("/openai/deployments/gpt-3.5%00/chat/completions", "a deployment with %00", 400),
+            ("/openai/deployments/%e2%82/chat/completions", "a truncated UTF-8 deployment", 400),
+            ("/openai/deployments/gpt%zz/chat/completions", "a malformed escape", 400),
+            ("/openai/deployments/gpt-3.5/chat/completions", "another model", 403)]:
+        add("deployment: " + note, mauth, {status}, uri=uri, secrets=[km])
     # a key whose budget is spent: hostile models still get the 429 envelope; a request id
     # that /key/usage could not name (RequestId: 1 to 128 characters of UTF-8) is a 400
     # naming x-request-id before anything else, even on a good key
@@ -1259,7 +1261,7 @@ def main():
                 failures.append(d)
                 for p in probs:
                     counts["problem:" + p.split(":")[0].split(",")[0].split(" (")[0]] += 1
-        tap.ok(not afail, "AUTHORIZER: %d requests with hostile headers get 401/403/429" %
+        tap.ok(not afail, "AUTHORIZER: %d requests with hostile headers get 400/401/403/429" %
                len(authz), {"failed": len(afail), "requests": afail} if afail else None)
 
         rfail = []

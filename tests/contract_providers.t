@@ -12,7 +12,7 @@ duplicate name across providers and duplicate id, 409 naming the field, one winn
 concurrent creates of a name, long multi-byte names unique as a whole; bad JSON 400, not JSON
 415, too large 413; unknown provider 404); each provider's config rules (azure endpoint and
 client credentials instead of a value, bedrock region or arn, vertex project_id and region,
-vllm/ollama/sgl url); redaction (<= 8 characters all '*', else first 4 + 24 '*' + last 4,
+vllm/ollama/sgl url); redaction (under 32 characters 8 '*', else first 4 + 24 '*' + last 4,
 counted in characters, the answer valid UTF-8) in every read, EnvVar read forms and environment
 references ("env.NAME" and the object form, also inside a config; an object-form env_var never
 resolves another variable), resolved only by select; PUT (whole replacement, a redacted value
@@ -88,7 +88,9 @@ def distinctive(fmt, label):
 
 
 def redact(s):
-    return "*" * len(s) if len(s) <= 8 else s[:4] + "*" * 24 + s[-4:]
+    # Bifrost's form (first 4, 24 '*', last 4) only from 32 characters on, where those 8 are a
+    # quarter at most; anything shorter is 8 stars, which say nothing of its length either
+    return "" if not s else "********" if len(s) < 32 else s[:4] + "*" * 24 + s[-4:]
 
 
 def ev(s):
@@ -490,15 +492,17 @@ def create_keys(api):
                 "create with the EnvVar object form")
     tap.eq(k.get("value"), ev(s), "the object form reads redacted")
 
-    for v, name in (("abcd1234", "8 characters: all '*'"), ("xyz12", "5 characters: all '*'"),
-                    ("abcd12345", "9 characters: first 4, 24 '*', last 4"),
+    for v, name in (("abcd1234", "8 characters: 8 '*'"), ("xyz12", "5 characters: 8 '*'"),
+                    ("abcd12345", "9 characters: 8 '*'"), ("x" * 31, "31 characters: 8 '*'"),
+                    ("y" * 32, "32 characters: first 4, 24 '*', last 4"),
                     ("a", "1 character")):
         k = created(api, "openai", {"name": uniq("short"), "value": v}, "a value of " + name)
         tap.eq((k.get("value") or {}).get("value"), redact(v), "redaction of " + name)
 
     made = []
     for v, name in (("пароль12", "8 two-byte characters: all '*'"),
-                    ("密钥密钥密钥密钥密钥", "10 three-byte characters: first 4, 24 '*', last 4"),
+                    ("密钥密钥密钥密钥密钥", "10 three-byte characters: 8 '*'"),
+                    ("密钥" * 16, "32 three-byte characters: first 4, 24 '*', last 4"),
                     ("ключ-секрет-значение", "20 two-byte characters")):
         n = uniq("utf8")
         r = api.create("openai", {"name": n, "value": v, "models": ["utf8-model"]})
@@ -877,17 +881,17 @@ def put_rules(api, cfgs, dup):
                                                "value": redact(s2)}), 400,
               "PUT another key's redaction into this key's value", "value")
 
-    # a short secret reads as all '*' of its length, and that form keeps it too
+    # a short secret reads as 8 '*' whatever its length, and that form keeps it too
     short = mk(api, "anthropic", {"name": "put-short", "value": "ab3d", "models": ["claude-short"]})
-    r = api.update("anthropic", kid(short), {"name": "put-short", "value": "****",
+    r = api.update("anthropic", kid(short), {"name": "put-short", "value": "********",
                                               "models": ["claude-short"]})
-    tap.ok(r.status == 200 and (J(r).get("value") or {}).get("value") == "****",
-           "PUT \"****\" over a 4-character secret: 200", repr(r)[:300])
+    tap.ok(r.status == 200 and (J(r).get("value") or {}).get("value") == "********",
+           "PUT \"********\" over a 4-character secret: 200", repr(r)[:300])
     tap.eq(J(api.select("anthropic", "claude-short")).get("value"), "ab3d",
            "the 4-character secret is kept (select)")
-    bif_error(api.update("anthropic", kid(short), {"name": "put-short", "value": "*****",
+    bif_error(api.update("anthropic", kid(short), {"name": "put-short", "value": "****",
                                                    "models": ["claude-short"]}), 400,
-              "PUT \"*****\" over a 4-character secret (another length)", "value")
+              "PUT \"****\" over a 4-character secret (not its redacted form)", "value")
 
     # configs: the read form back keeps every secret; a redaction from another field is 400
     for label, (p, model, key, secrets) in sorted(cfgs.items()):
@@ -1342,6 +1346,8 @@ def hygiene(api, srv):
 
 def main():
     with Server(workers=3, env={ENV_NAME: ENV_SECRET, URL_ENV_NAME: ENV_URL,
+                                # the variables this test references (the default is *_API_KEY)
+                                "KEYWARDEN_PROVIDER_ENV": "KW_TEST_*,KW_NOT_SET_*",
                                 "KEYWARDEN_LOG_LEVEL": "debug",
                                 "KEYWARDEN_MAX_BODY": "65536"}) as srv:
         api = Api(srv)

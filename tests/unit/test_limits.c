@@ -183,6 +183,39 @@ test_models_and_routes(void)
 	kw_verdict_clear(&v);
 }
 
+/* kw_limits_route_path: the path a server hands on, or a refusal for what it would rewrite. */
+static void
+test_route_path(void)
+{
+	static const struct {
+		const char *raw, *want;	/* want NULL: refused */
+	} cases[] = {
+		{ "/v1/chat/completions", "/v1/chat/completions" },
+		{ "/v1/%63hat/completions", "/v1/chat/completions" },
+		{ "/v1//chat/", "/v1//chat/" },
+		{ "/v1/a.b/..c", "/v1/a.b/..c" },
+		{ "/v1/chat/../embeddings", NULL }, { "/v1/./x", NULL }, { "/v1/..", NULL },
+		{ "/v1/%2e%2e/x", NULL }, { "/v1/%2E./x", NULL }, { "/v1/.%2e", NULL },
+		{ "/v1/a%2fb", NULL }, { "/v1/a%5Cb", NULL }, { "/v1/a\\b", NULL },
+		{ "/v1/%252e%252e/x", NULL }, { "/v1/%252F", NULL }, { "/v1/%zz", NULL },
+		{ "/v1/%4", NULL }, { "/v1/a%00b", NULL }, { "/v1/%ff", NULL }, { "v1/x", NULL },
+		{ "", NULL },
+	};
+	char out[64];
+	const char *why;
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		enum kw_err rc = kw_limits_route_path(cases[i].raw, strlen(cases[i].raw), out, &why);
+
+		if (cases[i].want == NULL)
+			ok(rc == KW_EINVAL && why != NULL, "route path %s refused (%s)", cases[i].raw,
+			    why ? why : "no reason");
+		else
+			ok(rc == KW_OK && strcmp(out, cases[i].want) == 0, "route path %s is %s",
+			    cases[i].raw, cases[i].want);
+	}
+}
+
 static void
 test_budgets(void)
 {
@@ -497,6 +530,7 @@ main(void)
 		return 1;
 	test_standing();
 	test_models_and_routes();
+	test_route_path();
 	test_budgets();
 	test_rates();
 	test_parallel();
