@@ -126,18 +126,18 @@ apply_settings(struct kw_req *req, json_object *rec, json_object *body)
 		s = kw_json_str(body, "duration");
 		t = 0;
 		if (s != NULL)
-			kw_keys_parse_duration(s, req->now, &t);	/* the schema checked it */
+			kw_time_parse_duration(s, req->now, &t);	/* the schema checked it */
 		kw_json_set_time(rec, "expires", t);
 	}
 	if (kw_json_has(body, "budget_duration")) {
 		s = kw_json_str(body, "budget_duration");
-		kw_json_set_time(rec, "budget_reset_at", s ? kw_keys_budget_reset(s, req->now) : 0);
+		kw_json_set_time(rec, "budget_reset_at", s ? kw_time_budget_reset(s, req->now) : 0);
 	}
 	if (kw_json_has(body, "rotation_interval") || kw_json_has(body, "auto_rotate")) {
 		s = kw_json_str(rec, "rotation_interval");
 		t = 0;
 		if (s != NULL && kw_json_bool(rec, "auto_rotate"))
-			kw_keys_parse_duration(s, req->now, &t);
+			kw_time_parse_duration(s, req->now, &t);
 		kw_json_set_time(rec, "key_rotation_at", t);
 	}
 }
@@ -1396,7 +1396,7 @@ rotate(struct key_change *kc, DB_TXN *txn, json_object *old, json_object *rec)
 	if ((rc = check_ownership(req, txn, rec, old)) != KW_OK ||
 	    (rc = check_team_bounds(req, txn, rec)) != KW_OK)
 		return rc;
-	if (grace != NULL && kw_keys_parse_duration(grace, req->now, &until) == KW_OK &&
+	if (grace != NULL && kw_time_parse_duration(grace, req->now, &until) == KW_OK &&
 	    until > req->now)
 		return kw_keys_retire(req->store, txn, kw_json_str(old, "token"), token, until);
 	return KW_OK;

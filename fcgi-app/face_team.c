@@ -55,7 +55,7 @@ apply_team_settings(struct kw_req *req, json_object *rec, json_object *body)
 	}
 	if (kw_json_has(body, "budget_duration")) {
 		d = kw_json_str(body, "budget_duration");
-		kw_json_set_time(rec, "budget_reset_at", d != NULL ? kw_keys_budget_reset(d, req->now) : 0);
+		kw_json_set_time(rec, "budget_reset_at", d != NULL ? kw_time_budget_reset(d, req->now) : 0);
 	}
 }
 

@@ -219,7 +219,7 @@ apply_user_settings(struct kw_req *req, json_object *rec, json_object *body, con
 	}
 	if (kw_json_has(body, "budget_duration")) {
 		d = kw_json_str(body, "budget_duration");
-		kw_json_set_time(rec, "budget_reset_at", d != NULL ? kw_keys_budget_reset(d, req->now) : 0);
+		kw_json_set_time(rec, "budget_reset_at", d != NULL ? kw_time_budget_reset(d, req->now) : 0);
 	}
 }
 

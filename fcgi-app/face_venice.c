@@ -31,10 +31,10 @@ static const char *const currencies[] = { "usd", "diem", "vcu" };
 static void
 venice_time_format(time_t t, char out[VENICE_TIME_LEN])
 {
-	struct tm tm;
+	char rfc3339[KW_TIME_LEN];
 
-	gmtime_r(&t, &tm);
-	strftime(out, VENICE_TIME_LEN, "%Y-%m-%dT%H:%M:%S.000Z", &tm);
+	kw_time_format(t, rfc3339);	/* never more than four digits of year */
+	snprintf(out, VENICE_TIME_LEN, "%.19s.000Z", rfc3339);
 }
 
 /* A time as a Venice answer holds it (owned string), or null when t is 0. */

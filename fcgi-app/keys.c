@@ -1,4 +1,4 @@
-/* keys.c: the one key model: key material, durations, budget reset times, and storing a key record. */
+/* keys.c: the one key model: key material, budget settlement, and storing a key record. */
 #include <ctype.h>
 #include <errno.h>
 #include <stdlib.h>
@@ -30,105 +30,6 @@ kw_keys_key_name(const char *key, char *out, size_t n)
 	snprintf(out, n, "sk-...%s", len > 4 ? key + len - 4 : "");
 }
 
-/* Writes t as RFC 3339 UTC, "2026-11-22T07:36:43Z". */
-void
-kw_time_format(time_t t, char out[KW_TIME_LEN])
-{
-	struct tm tm;
-
-	gmtime_r(&t, &tm);
-	strftime(out, KW_TIME_LEN, "%Y-%m-%dT%H:%M:%SZ", &tm);
-}
-
-/*
- * Parses a duration "Ns", "Nm", "Nh", "Nd", "Nw" or "Nmo" and stores in
- * *until the time it ends when counted from `from` (months on the calendar).
- * KW_EINVAL for anything else, including overflow.
- */
-enum kw_err
-kw_keys_parse_duration(const char *s, time_t from, time_t *until)
-{
-	const char *p = s;
-	long long n = 0, unit;
-
-	if (s == NULL || !isdigit((unsigned char)*p))
-		return KW_EINVAL;
-	for (; isdigit((unsigned char)*p); p++) {
-		n = n * 10 + (*p - '0');
-		if (n > 1000000000)
-			return KW_EINVAL;
-	}
-	if (strcmp(p, "mo") == 0) {
-		struct tm tm;
-
-		gmtime_r(&from, &tm);
-		tm.tm_mon += (int)n;
-		*until = timegm(&tm);
-		return *until == (time_t)-1 ? KW_EINVAL : KW_OK;
-	}
-	if (strcmp(p, "s") == 0)
-		unit = 1;
-	else if (strcmp(p, "m") == 0)
-		unit = 60;
-	else if (strcmp(p, "h") == 0)
-		unit = 3600;
-	else if (strcmp(p, "d") == 0)
-		unit = 86400;
-	else if (strcmp(p, "w") == 0)
-		unit = 7 * 86400;
-	else
-		return KW_EINVAL;
-	*until = from + (time_t)(n * unit);
-	return KW_OK;
-}
-
-/*
- * The next budget reset for a budget_duration, on LiteLLM's standardized
- * UTC boundaries: 1d at the next midnight, 7d (or 1w) next Monday, 30d or
- * 1mo the 1st of next month; any other duration now + N.  0 when the
- * duration does not parse.
- */
-time_t
-kw_keys_budget_reset(const char *duration, time_t now)
-{
-	struct tm tm;
-	time_t until;
-
-	if (kw_keys_parse_duration(duration, now, &until) != KW_OK)
-		return 0;
-	gmtime_r(&now, &tm);
-	tm.tm_hour = tm.tm_min = tm.tm_sec = 0;
-	if (strcmp(duration, "1d") == 0) {
-		tm.tm_mday += 1;
-	} else if (strcmp(duration, "7d") == 0 || strcmp(duration, "1w") == 0) {
-		tm.tm_mday += 7 - (tm.tm_wday + 6) % 7;	/* days to next Monday, 1..7 */
-	} else if (strcmp(duration, "30d") == 0 || strcmp(duration, "1mo") == 0) {
-		tm.tm_mday = 1;
-		tm.tm_mon += 1;
-	} else {
-		return until;
-	}
-	return timegm(&tm);
-}
-
-/* Parses RFC 3339 UTC as written by kw_time_format ("2026-11-22T07:36:43Z"). */
-enum kw_err
-kw_time_parse(const char *s, time_t *out)
-{
-	struct tm tm = { 0 };
-	const char *end;
-
-	if (s == NULL || (end = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm)) == NULL)
-		return KW_EINVAL;
-	if (*end == '.')	/* fractions of a second, as other writers send them */
-		for (end++; isdigit((unsigned char)*end); end++)
-			;
-	if (strcmp(end, "Z") != 0 && strcmp(end, "+00:00") != 0 && *end != '\0')
-		return KW_EINVAL;
-	*out = timegm(&tm);
-	return KW_OK;
-}
-
 /*
  * Applies a budget reset that fell due: when rec's budget_reset_at is at or
  * before now, spend goes back to 0 and the next reset is computed from now.
@@ -145,7 +46,7 @@ kw_budget_settle(json_object *rec, time_t now)
 	if (at == NULL || duration == NULL || kw_time_parse(at, &due) != KW_OK || due > now)
 		return 0;
 	json_object_object_add(rec, "spend", json_object_new_double(0));
-	kw_json_set_time(rec, "budget_reset_at", kw_keys_budget_reset(duration, now));
+	kw_json_set_time(rec, "budget_reset_at", kw_time_budget_reset(duration, now));
 	return 1;
 }
 

@@ -199,6 +199,13 @@ enum kw_schema_flag {
 	KW_S_EXCL_MAX = 1 << 3
 };
 
+/* String formats the C validator enforces; the generator refuses any other. */
+enum kw_format {
+	KW_FMT_NONE = 0,
+	KW_FMT_DATE_TIME,	/* format: date-time (RFC 3339, years 1970 to 9999) */
+	KW_FMT_DURATION		/* x-keywarden-format: duration ("30d"; ends by 9999) */
+};
+
 enum kw_additional {
 	KW_ADDL_REJECT = 0,	/* unknown fields are a validation error */
 	KW_ADDL_ALLOW,		/* unknown fields pass through unchecked */
@@ -218,6 +225,7 @@ struct kw_schema {
 	double minimum, maximum;
 	long min_length, max_length;	/* strings, in code points; -1 = none */
 	int pattern;			/* index into kw_gen_patterns; -1 = none */
+	enum kw_format format;
 	const char *const *enums;	/* string enum values */
 	size_t nenums;
 	const struct kw_schema *items;
@@ -413,10 +421,6 @@ void kw_json_set_time(struct json_object *obj, const char *name, time_t t);	/* 0
 
 void kw_keys_new_secret(char out[KW_KEY_GENERATED_LEN + 1]);
 void kw_keys_key_name(const char *key, char *out, size_t n);
-enum kw_err kw_keys_parse_duration(const char *s, time_t from, time_t *until);
-time_t kw_keys_budget_reset(const char *duration, time_t now);
-void kw_time_format(time_t t, char out[KW_TIME_LEN]);
-enum kw_err kw_time_parse(const char *s, time_t *out);
 int kw_budget_settle(struct json_object *rec, time_t now);
 
 /* The token of a key named by its plaintext or its 64-hex hash (never a credential). */
@@ -665,6 +669,11 @@ enum kw_err kw_tokens_rotate(void);	/* a new current signing key; the old ones s
 /* --- clock --------------------------------------------------------- */
 
 time_t kw_clock_now(void);	/* time(NULL), or KEYWARDEN_CLOCK_FILE's for tests */
+#define KW_TIME_MAX ((time_t)253402300799)	/* 9999-12-31T23:59:59Z: the last RFC 3339 second */
+void kw_time_format(time_t t, char out[KW_TIME_LEN]);	/* clamped to 1970 .. KW_TIME_MAX */
+enum kw_err kw_time_parse(const char *s, time_t *out);
+enum kw_err kw_time_parse_duration(const char *s, time_t from, time_t *until);
+time_t kw_time_budget_reset(const char *duration, time_t now);
 
 /* --- authz.c: the FastCGI AUTHORIZER role -------------------------- */
 

@@ -179,7 +179,7 @@ model_spend(struct kw_store *st, DB_TXN *txn, const char *name, const char *peri
 	enum kw_err rc = counter_get(st, txn, name, rmw, c);
 
 	if (rc == KW_OK && (c->window == 0 || c->window <= now)) {
-		c->window = period ? kw_keys_budget_reset(period, now) : 0;
+		c->window = period ? kw_time_budget_reset(period, now) : 0;
 		c->value = 0;
 	}
 	return rc;

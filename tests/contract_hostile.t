@@ -581,6 +581,16 @@ class Catalogue:
                 add("numbers", body, expect="any" if ok else "valid",
                     note="%s at %s" % (raw if len(raw) < 40 else raw[:12] + "...", path_name(p)))
 
+        # times past what RFC 3339 writes (the year 9999): a duration or date-time that
+        # would format with five digits of year is refused by the validators, never stored
+        too_far = {"duration": ["999999999mo", "3000000d", "99999999w"],
+                   "date-time": ["10000-01-01T00:00:00Z", "83335360-03-03T09:16:00Z",
+                                 "next week"]}
+        for p, _, s in places:
+            for value in too_far.get(s.get("x-keywarden-format") or s.get("format"), []):
+                add("times", json.dumps(build(node, p, value)).encode(), expect="valid",
+                    note="%s at %s" % (value, path_name(p)))
+
         # wrong types at every place, unknown fields
         wrong = [("string", "hostile"), ("integer", 7), ("number", 1.5), ("boolean", True),
                  ("null", None), ("array", []), ("object", {})]
