@@ -122,11 +122,13 @@ apply_settings(struct kw_req *req, json_object *rec, json_object *body)
 		if (is_stored_field(field))
 			json_object_object_add(rec, field, json_object_get(value));
 	}
-	if (kw_json_has(body, "duration")) {
-		s = kw_json_str(body, "duration");
+	if (kw_json_has(body, "duration") || kw_json_has(body, "expires")) {
+		/* the schema checked both; check_settings refused both at once */
 		t = 0;
-		if (s != NULL)
-			kw_time_parse_duration(s, req->now, &t);	/* the schema checked it */
+		if ((s = kw_json_str(body, "duration")) != NULL)
+			kw_time_parse_duration(s, req->now, &t);
+		else if ((s = kw_json_str(body, "expires")) != NULL)
+			kw_time_parse(s, &t);	/* stored as written: RFC 3339 UTC */
 		kw_json_set_time(rec, "expires", t);
 	}
 	if (kw_json_has(body, "budget_duration")) {
@@ -266,6 +268,11 @@ check_settings(struct kw_req *req, DB_TXN *txn, json_object *old, json_object *s
 	enum kw_standing standing = KW_STANDING_ABOVE;
 	enum kw_err rc;
 
+	if (kw_json_has(settings, "duration") && kw_json_has(settings, "expires")) {
+		kw_error_set(&req->err, KW_EINVAL, "expires",
+		    "send duration or expires, not both: each sets when the key stops working");
+		return KW_EINVAL;
+	}
 	if (kw_auth_is_admin(req->caller))
 		standing = KW_STANDING_ADMIN;
 	else if (old != NULL && (rc = kw_policy_key_standing(req, txn, old, &standing)) != KW_OK)
@@ -534,9 +541,11 @@ check_provisioned(struct kw_req *req, json_object *old, json_object *body, json_
 
 	if (!is_provisioned(old))
 		return KW_OK;
-	if (kw_json_has(body, "duration")) {
-		kw_error_set(&req->err, KW_EINVAL, "duration", "a provisioned key expires when its "
-		    "signed token does: its duration cannot change (provision a new key)");
+	if (kw_json_has(body, "duration") || kw_json_has(body, "expires")) {
+		const char *field = kw_json_has(body, "duration") ? "duration" : "expires";
+
+		kw_error_set(&req->err, KW_EINVAL, field, "a provisioned key expires when its "
+		    "signed token does: its %s cannot change (provision a new key)", field);
 		return KW_EINVAL;
 	}
 	if (!json_object_object_get_ex(rec, "metadata", &meta) ||

@@ -59,6 +59,7 @@ static const struct field_rule key_rules[] = {
 	{ "config", KW_STANDING_ABOVE },
 	{ "key_type", KW_STANDING_ABOVE },
 	{ "duration", KW_STANDING_ABOVE },
+	{ "expires", KW_STANDING_ABOVE },
 	{ "blocked", KW_STANDING_ABOVE },
 	{ "team_id", KW_STANDING_ABOVE },
 	{ "organization_id", KW_STANDING_ABOVE },
