@@ -388,7 +388,16 @@ team_update_body(struct kw_store *st, DB_TXN *txn, void *baton)
 	kw_answer_reset(&op->answer);
 	if ((rc = get_team(req, txn, op->team_id, KW_RMW, "team_id", &team)) != KW_OK)
 		return rc;
-	if ((rc = may_change_settings(req, txn, team)) != KW_OK) {
+	if (kw_json_has(req->body, "members_with_roles") && !kw_json_field_is(team,
+	    "members_with_roles", json_object_object_get(req->body, "members_with_roles"))) {
+		/* sent back as /team/info showed them, the members change nothing and pass */
+		kw_error_set(&req->err, KW_EINVAL, "members_with_roles",
+		    "use /team/member_add and /team/member_delete");
+		rc = KW_EINVAL;
+	} else {
+		rc = may_change_settings(req, txn, team);
+	}
+	if (rc != KW_OK) {
 		json_object_put(team);
 		return rc;
 	}
@@ -419,11 +428,6 @@ kw_op_team_update(struct kw_req *req, struct kw_resp *resp)
 
 	if ((rc = kw_auth_caller(req)) != KW_OK || (rc = kw_auth_can_write(req)) != KW_OK)
 		return rc;
-	if (kw_json_has(req->body, "members_with_roles")) {
-		kw_error_set(&req->err, KW_EINVAL, "members_with_roles",
-		    "use /team/member_add and /team/member_delete");
-		return KW_EINVAL;
-	}
 	return kw_answer_respond(resp, &op.answer, kw_store_txn(req->store, team_update_body, &op));
 }
 

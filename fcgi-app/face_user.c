@@ -497,6 +497,14 @@ user_update_body(struct kw_store *st, DB_TXN *txn, void *baton)
 	}
 	if (rc != KW_OK)
 		return rc;
+	if (kw_json_has(req->body, "teams") &&
+	    !kw_json_field_is(user, "teams", json_object_object_get(req->body, "teams"))) {
+		/* sent back as /user/info showed it, it changes nothing and passes */
+		json_object_put(user);
+		kw_error_set(&req->err, KW_EINVAL, "teams",
+		    "teams changes through /team/member_add and /team/member_delete");
+		return KW_EINVAL;
+	}
 	if (op->user_id != NULL && (rc = email_free(req, txn, email, user_id)) != KW_OK) {
 		json_object_put(user);
 		return rc;
@@ -528,11 +536,6 @@ kw_op_user_update(struct kw_req *req, struct kw_resp *resp)
 
 	if ((rc = kw_auth_admin(req)) != KW_OK)
 		return rc;
-	if (kw_json_has(req->body, "teams")) {
-		kw_error_set(&req->err, KW_EINVAL, "teams",
-		    "teams changes through /team/member_add and /team/member_delete");
-		return KW_EINVAL;
-	}
 	if (op.user_id == NULL && kw_json_str(req->body, "user_email") == NULL) {
 		kw_error_set(&req->err, KW_EINVAL, "user_id", "send user_id or user_email");
 		return KW_EINVAL;

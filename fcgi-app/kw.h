@@ -209,7 +209,8 @@ enum kw_format {
 enum kw_additional {
 	KW_ADDL_REJECT = 0,	/* unknown fields are a validation error */
 	KW_ADDL_ALLOW,		/* unknown fields pass through unchecked */
-	KW_ADDL_SCHEMA		/* unknown fields must match additional_schema */
+	KW_ADDL_SCHEMA,		/* unknown fields must match additional_schema */
+	KW_ADDL_IGNORE		/* unknown fields are dropped from the value, unread */
 };
 
 struct kw_schema;
@@ -403,6 +404,7 @@ enum kw_err kw_rec_each(struct kw_store *, struct __db_txn *, enum kw_db, kw_rec
 const char *kw_json_str(struct json_object *obj, const char *name);	/* NULL unless a string */
 int kw_json_has(struct json_object *obj, const char *name);	/* present, even as null */
 int kw_json_same_str(struct json_object *a, struct json_object *b, const char *name);
+int kw_json_field_is(struct json_object *rec, const char *name, struct json_object *value);
 double kw_json_num(struct json_object *obj, const char *name, double otherwise);
 int kw_json_bool(struct json_object *obj, const char *name);	/* true only if true */
 struct json_object *kw_json_copy(struct json_object *);	/* owned deep copy via text */

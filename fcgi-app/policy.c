@@ -144,16 +144,7 @@ who_may(enum kw_policy_kind kind, enum kw_standing need)
 static int
 unchanged(json_object *old, const char *field, json_object *value)
 {
-	json_object *was;
-
-	if (old == NULL || strcmp(field, "duration") == 0)
-		return 0;
-	if (!json_object_object_get_ex(old, field, &was))
-		return value == NULL;
-	if (was == NULL || value == NULL)
-		return was == value;
-	return strcmp(json_object_to_json_string_ext(was, JSON_C_TO_STRING_PLAIN),
-	    json_object_to_json_string_ext(value, JSON_C_TO_STRING_PLAIN)) == 0;
+	return old != NULL && strcmp(field, "duration") != 0 && kw_json_field_is(old, field, value);
 }
 
 enum kw_err

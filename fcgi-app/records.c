@@ -205,6 +205,20 @@ kw_json_same_str(json_object *a, json_object *b, const char *name)
 	return x == NULL || y == NULL ? x == y : strcmp(x, y) == 0;
 }
 
+/* True when rec's field name holds value (borrowed), compared as JSON text; absent equals null. */
+int
+kw_json_field_is(json_object *rec, const char *name, json_object *value)
+{
+	json_object *was = NULL;
+
+	if (rec != NULL)
+		json_object_object_get_ex(rec, name, &was);
+	if (was == NULL || value == NULL)
+		return was == value;
+	return strcmp(json_object_to_json_string_ext(was, JSON_C_TO_STRING_PLAIN),
+	    json_object_to_json_string_ext(value, JSON_C_TO_STRING_PLAIN)) == 0;
+}
+
 /* True when obj has the field name, even when its value is null. */
 int
 kw_json_has(json_object *obj, const char *name)

@@ -963,6 +963,29 @@ check_free(struct json_object *value, const char *field, struct kw_error *err)
 }
 
 /*
+ * Deletes value's fields that schema does not name: a request model that
+ * ignores unknown fields (LiteLLM's pydantic models, Bifrost's Go structs)
+ * hands its handler only the ones it knows, so no handler can store a
+ * field no rule was written for.  The names are gathered first (linear,
+ * whatever their number); the object is not changed under its iterator.
+ */
+static void
+drop_unknown(const struct kw_schema *schema, struct json_object *value)
+{
+	struct json_object *unknown = json_object_new_array();
+
+	json_object_object_foreach(value, key, val) {
+		(void)val;
+		if (find_prop(schema, key) == NULL)
+			json_object_array_add(unknown, json_object_new_string(key));
+	}
+	for (size_t i = 0; i < json_object_array_length(unknown); i++)
+		json_object_object_del(value,
+		    json_object_get_string(json_object_array_get_idx(unknown, i)));
+	json_object_put(unknown);
+}
+
+/*
  * Unknown fields are checked before required ones, so a misspelt field is
  * reported as itself rather than as the field it was meant to be.
  */
@@ -979,7 +1002,8 @@ check_object(const struct kw_schema *schema, struct json_object *value, const ch
 		if (find_prop(schema, key) != NULL)
 			continue;
 		child_field(child, sizeof(child), field, key);
-		if (schema->additional == KW_ADDL_ALLOW) {
+		/* an ignored field is still read well-formed (no NUL, UTF-8), then dropped */
+		if (schema->additional == KW_ADDL_ALLOW || schema->additional == KW_ADDL_IGNORE) {
 			if ((rc = check_free(val, child, err)) != KW_OK)
 				return rc;
 			continue;
@@ -992,6 +1016,8 @@ check_object(const struct kw_schema *schema, struct json_object *value, const ch
 		    (rc = check(schema->additional_schema, val, child, err)) != KW_OK)
 			return rc;
 	}
+	if (schema->additional == KW_ADDL_IGNORE)
+		drop_unknown(schema, value);
 	for (i = 0; i < schema->nprops; i++) {
 		const struct kw_prop *p = &schema->props[i];
 

@@ -376,8 +376,11 @@ def custom_providers(api):
               400, "a provider name outside the pattern", "provider")
     bif_error(api.post("/api/providers", {"custom_provider_config": cfg}), 400,
               "no provider name", "provider")
-    bif_error(api.post("/api/providers", {"provider": "extra-llm", "custom_provider_config": cfg,
-                                          "surprise": 1}), 400, "an unknown field")
+    # Bifrost's handlers decode into Go structs, which drop fields they do not know
+    r = api.post("/api/providers", {"provider": "extra-llm", "custom_provider_config": cfg,
+                                    "surprise": 1})
+    tap.ok(r.status == 200 and "surprise" not in r.body.decode(),
+           "an unknown field is ignored, as Bifrost's Go handlers ignore it", repr(r))
 
     # keys on a custom provider
     s = secret("acme")
@@ -580,8 +583,6 @@ def create_keys(api):
         ({"name": "", "value": secret("emptyname")}, "name", "an empty name"),
         ({"name": uniq("e"), "value": secret("models"), "models": "gpt-4"}, "models",
          "models not a list"),
-        ({"name": uniq("e"), "value": secret("unknown"), "surprise": True}, None,
-         "an unknown field"),
     ]
     for body, param, name in cases:
         bif_error(api.create("openai", body), 400, "create: " + name, param)
@@ -1084,8 +1085,8 @@ def select(api):
     bif_error(api.select("replicate", "gpt-4"), 404, "select on a provider with no keys", "model")
     bif_error(api.select("cohere", None), 400, "select without a model", "model")
     bif_error(api.select("cohere", ""), 400, "select with an empty model", "model")
-    bif_error(api.post("/api/providers/cohere/keys/select", {"model": "gpt-4", "n": 1}), 400,
-              "select with an unknown field")
+    tap.eq(api.post("/api/providers/cohere/keys/select", {"model": "gpt-4", "n": 1}).status, 200,
+           "select with an unknown field: ignored, as Bifrost's handler ignores it")
 
     # a key made unusable stops being picked at once
     api.update("cohere", w1, {"name": "sel-w1", "value": redact(secrets[w1]), "weight": 1,
