@@ -1262,11 +1262,16 @@ refuse(struct checking *c, enum kw_verdict_code code, const char *limit, const c
 {
 	va_list ap;
 
+	size_t n;
+
 	c->out->code = code;
 	c->out->limit = limit;
 	va_start(ap, fmt);
 	vsnprintf(c->out->message, sizeof(c->out->message), fmt, ap);
 	va_end(ap);
+	/* a message cut short (a long model name) must not end inside a character */
+	for (n = strlen(c->out->message); n > 0 && !kw_valid_utf8(c->out->message, n); n--)
+		c->out->message[n - 1] = '\0';
 	return 1;
 }
 
