@@ -106,7 +106,6 @@ static int
 status_of(enum kw_verdict_code code)
 {
 	switch (code) {
-	case KW_V_MODEL_NOT_ALLOWED:
 	case KW_V_ROUTE_NOT_ALLOWED:
 		return 403;
 	case KW_V_BUDGET_EXCEEDED:
@@ -118,7 +117,7 @@ status_of(enum kw_verdict_code code)
 	case KW_V_DIEM_LIMIT:
 		return 402;	/* Venice's answer to a spent consumption limit */
 	default:
-		return 401;
+		return 401;	/* MODEL_NOT_ALLOWED too: LiteLLM's _can_object_call_model */
 	}
 }
 
@@ -138,8 +137,8 @@ rate_headers(struct kw_req *req, struct kw_resp *resp, const char *what, const s
  * The FastCGI AUTHORIZER role: the web server asks before it passes a
  * request on to the upstream.  200 with Variable-KW-* headers lets it
  * through (the server hands them to the upstream's environment); anything
- * else is sent to the client as it is: the LiteLLM error envelope with 401,
- * 403 or 429, or 400 for an x-request-id that /key/usage could not name
+ * else is sent to the client as it is: the LiteLLM error envelope with 401
+ * (a model the key may not use is 401, as LiteLLM answers it), 403 or 429, or 400 for an x-request-id that /key/usage could not name
  * (a request must never pass that cannot be charged).
  */
 enum kw_err
@@ -203,10 +202,16 @@ kw_authorize(struct kw_req *req, struct kw_resp *resp)
 		return KW_OK;
 	}
 	status = status_of(v.code);
-	kw_error_set(&e, status == 401 ? KW_EAUTH : status == 403 ? KW_EFORBIDDEN :
-	    status == 400 ? KW_EINVAL : status == 402 ? KW_EPAYMENT : KW_ELIMIT,
-	    v.code == KW_V_DUPLICATE_REQUEST ? "x-request-id" : v.limit,
-	    "%s: %s", kw_verdict_code_name(v.code), v.message);
+	if (v.code == KW_V_MODEL_NOT_ALLOWED) {
+		/* LiteLLM's ProxyException, word for word: its message, type and param */
+		kw_error_set(&e, KW_EAUTH, "model", "%s", v.message);
+		e.type = v.error_type;
+	} else {
+		kw_error_set(&e, status == 401 ? KW_EAUTH : status == 403 ? KW_EFORBIDDEN :
+		    status == 400 ? KW_EINVAL : status == 402 ? KW_EPAYMENT : KW_ELIMIT,
+		    v.code == KW_V_DUPLICATE_REQUEST ? "x-request-id" : v.limit,
+		    "%s: %s", kw_verdict_code_name(v.code), v.message);
+	}
 	kw_resp_json(resp, status, kw_face_error(KW_FACE_LITELLM, status, &e));
 	if (status == 429) {
 		if (v.retry_after > 0)

@@ -137,7 +137,8 @@ litellm_error(int status, const struct kw_error *e)
 
 	snprintf(code, sizeof(code), "%d", status);
 	json_object_object_add(in, "message", json_object_new_string(message_of(e)));
-	json_object_object_add(in, "type", json_object_new_string(error_type(e->code)));
+	json_object_object_add(in, "type",
+	    json_object_new_string(e->type != NULL ? e->type : error_type(e->code)));
 	json_object_object_add(in, "param", field_or_null(e));
 	json_object_object_add(in, "code", json_object_new_string(code));
 	json_object_object_add(root, "error", in);

@@ -16,6 +16,7 @@ struct prov_op {
 	struct kw_req *req;
 	const char *org_id;	/* the path's {org}; request-owned */
 	const char *client_id;	/* borrowed from the body */
+	int allowed;		/* the attempt fits in this minute's provision_rpm */
 	int retry_after;	/* seconds, with KW_ELIMIT */
 	json_object *answer;	/* owned: the only place the plaintext key lives */
 };
@@ -252,8 +253,29 @@ key_record(struct kw_req *req, json_object *org, const char *token, const char *
 }
 
 /*
+ * Counts one provisioning attempt of the caller in this minute's window,
+ * unless provision_rpm are counted already (op->allowed 0).  Its own
+ * transaction, committed whatever the attempt then comes to: a failing
+ * attempt (an unknown organization, a caller who is no member, a
+ * client_id bound to another) counts as much as a successful one, so the
+ * limit also bounds probing.  Not flushed at commit, as rate windows are not.
+ */
+static enum kw_err
+attempt_body(struct kw_store *st, DB_TXN *txn, void *baton)
+{
+	struct prov_op *op = baton;
+	struct kw_req *req = op->req;
+	char counter[KW_ID_MAX + 16];
+
+	snprintf(counter, sizeof(counter), "prov|%s%s", req->caller->user_id[0] ? "u:" : "master",
+	    req->caller->user_id);
+	return kw_limits_window_add(st, txn, counter, req->now, kw_config.provision_rpm,
+	    &op->allowed);
+}
+
+/*
  * The provisioning transaction: 404 for an unknown organization, 403,
- * 429 past provision_rpm, 409 for a client_id bound to someone else; then
+ * 409 for a client_id bound to someone else; then
  * the previous key for this caller and client_id revoked, a new signed
  * token issued, its record and audit entries stored, and the answer built.
  */
@@ -262,11 +284,10 @@ provision_body(struct kw_store *st, DB_TXN *txn, void *baton)
 {
 	struct prov_op *op = baton;
 	struct kw_req *req = op->req;
-	char alias[KW_ID_MAX + 8], counter[KW_ID_MAX + 16], secret[TOKEN_MAX];
+	char alias[KW_ID_MAX + 8], secret[TOKEN_MAX];
 	char token[KW_TOKEN_LEN + 1], name[32], at[KW_TIME_LEN];
 	time_t expires = req->now + (time_t)kw_config.provision_ttl;
 	json_object *org, *rec = NULL;
-	int allowed;
 	enum kw_err rc;
 
 	json_object_put(op->answer);
@@ -278,20 +299,6 @@ provision_body(struct kw_store *st, DB_TXN *txn, void *baton)
 		return rc;
 	if ((rc = may_provision(req, org)) != KW_OK)
 		goto done;
-
-	snprintf(counter, sizeof(counter), "prov|%s%s", req->caller->user_id[0] ? "u:" : "master",
-	    req->caller->user_id);
-	if ((rc = kw_limits_window_add(st, txn, counter, req->now, kw_config.provision_rpm,
-	    &allowed)) != KW_OK)
-		goto done;
-	if (!allowed) {
-		op->retry_after = (int)(60 - req->now % 60);
-		kw_error_set(&req->err, KW_ELIMIT, NULL,
-		    "more than %u provisioning requests this minute: retry in %d s",
-		    kw_config.provision_rpm, op->retry_after);
-		rc = KW_ELIMIT;
-		goto done;
-	}
 
 	snprintf(alias, sizeof(alias), "%s%s:%s", ALIAS_PREFIX, op->org_id, op->client_id);
 	if ((rc = release_alias(op, txn, alias)) != KW_OK || (rc = check_room(req, txn)) != KW_OK)
@@ -329,9 +336,10 @@ done:
 /*
  * POST /api/v1/org/{org}/inference/keys: a short-lived key for the
  * caller, a member of org (proxy admins and the master key: any org),
- * named by the body's client_id.  401 without a credential, 426 for an
- * X-Client-Version below KEYWARDEN_MIN_CLIENT_VERSION, then 404, 403,
- * 429 and 409 as provision_body says.  The answer {api_key, base_url,
+ * named by the body's client_id.  401 without a credential; 429 past
+ * KEYWARDEN_PROVISION_RPM attempts this minute, failed ones counted too;
+ * 426 for an X-Client-Version below KEYWARDEN_MIN_CLIENT_VERSION, then
+ * 404, 403 and 409 as provision_body says.  The answer {api_key, base_url,
  * expires_at} is the one place the key exists in plaintext.
  */
 enum kw_err
@@ -344,7 +352,19 @@ kw_op_provision_key(struct kw_req *req, struct kw_resp *resp)
 	};
 	enum kw_err rc;
 
-	if ((rc = kw_auth_caller(req)) != KW_OK || (rc = check_client_version(req)) != KW_OK)
+	if ((rc = kw_auth_caller(req)) != KW_OK)
+		return rc;
+	if ((rc = kw_store_txn_flags(req->store, KW_TXN_NOSYNC, attempt_body, &op)) != KW_OK)
+		return rc;
+	if (!op.allowed) {
+		op.retry_after = (int)(60 - req->now % 60);
+		kw_error_set(&req->err, KW_ELIMIT, NULL,
+		    "more than %u provisioning requests this minute: retry in %d s",
+		    kw_config.provision_rpm, op.retry_after);
+		kw_resp_header(req, resp, "Retry-After: %d", op.retry_after);
+		return KW_ELIMIT;
+	}
+	if ((rc = check_client_version(req)) != KW_OK)
 		return rc;
 	/* the route and the schema say both are there */
 	if (op.org_id == NULL || op.client_id == NULL) {
@@ -356,7 +376,5 @@ kw_op_provision_key(struct kw_req *req, struct kw_resp *resp)
 		kw_resp_json(resp, 200, op.answer);
 	else
 		json_object_put(op.answer);
-	if (rc == KW_ELIMIT)
-		kw_resp_header(req, resp, "Retry-After: %d", op.retry_after);
 	return rc;
 }

@@ -319,7 +319,9 @@ key_view(struct kw_req *req, DB_TXN *txn, json_object *rec, json_object **out)
 	json_object_object_add(*out, "last6Chars",
 	    kw_json_copy(json_object_object_get(venice, "last6Chars")));
 	json_object_object_add(*out, "createdAt", venice_time_of(rec, "created_at"));
-	json_object_object_add(*out, "lastUsedAt", venice_time_of(rec, "last_used_at"));
+	/* recorded by the limits on use; a record's own last_used_at from before that */
+	json_object_object_add(*out, "lastUsedAt", u.last_used != 0 ? venice_time(u.last_used) :
+	    venice_time_of(rec, "last_used_at"));
 	json_object_object_add(*out, "expiresAt", venice_time_of(rec, "expires"));
 	json_object_object_add(*out, "consumptionLimits",
 	    limits_copy(json_object_object_get(venice, "consumptionLimit")));

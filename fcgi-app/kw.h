@@ -162,7 +162,7 @@ enum kw_db {
 	KW_DB_PROVIDERS,	/* providers.db: custom provider name -> record (JSON) */
 	KW_DB_PROVIDER_KEYS,	/* provider_keys.db: "<provider>|<id>" -> key, secrets sealed (JSON) */
 	KW_DB_PROVIDER_INDEX,	/* provider_index.db: "n:<name>" and "i:<id>" -> "<provider>|<id>" */
-	KW_DB_SUMMARIES,	/* summaries.db: "k:", "t:", "u:" + id -> what a check needs, binary */
+	KW_DB_SUMMARIES,	/* summaries.db: "k:", "t:", "u:", "o:" + id -> what a check needs, binary */
 	KW_DB_ORGS,		/* organizations.db: organization_id -> record (JSON) */
 	KW_DB_BREACHES,		/* breaches.db: "<owner>|<time>|<token>" -> a Venice key's limit breach (JSON) */
 	KW_DB_COUNT
@@ -286,6 +286,7 @@ struct kw_error {
 	enum kw_err code;
 	char field[KW_FIELD_MAX];	/* "models[2]", "query.page"; empty if none */
 	char message[KW_MESSAGE_MAX];	/* never holds a key or secret */
+	const char *type;		/* static; the face's own type for code when NULL */
 };
 
 void kw_error_set(struct kw_error *, enum kw_err, const char *field, const char *fmt, ...)
@@ -603,6 +604,7 @@ struct kw_rate {
 struct kw_verdict {
 	enum kw_verdict_code code;
 	const char *limit;		/* the limit that refused; static; NULL when none */
+	const char *error_type;		/* LiteLLM's error type for the refusal; static; NULL: none */
 	char message[KW_MESSAGE_MAX];	/* never holds a key */
 	int retry_after;		/* seconds, with KW_V_RATE_LIMITED */
 	char token[KW_TOKEN_LEN + 1];	/* "" when not found */
@@ -626,6 +628,7 @@ struct kw_venice_usage {
 	double period_usd, period_diem;
 	double week_usd, week_diem;
 	time_t period_start, period_end;	/* end 0 for LIFETIME */
+	time_t last_used;			/* the last VALID verdict or usage report; 0 never */
 };
 
 const char *kw_verdict_code_name(enum kw_verdict_code);

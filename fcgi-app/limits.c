@@ -316,11 +316,12 @@ lease_row(struct kw_store *st, DB_TXN *txn, char kind, const char *id, const cha
 }
 
 /*
- * The owners a lease is counted against: the key, its team, its user, and
- * with model the key's limits on that model (the row owner "<token>|<model>").
+ * The owners a lease is counted against: the key, its team, its user, its
+ * organization, and with model the key's limits on that model (the row
+ * owner "<token>|<model>").
  */
 struct owners {
-	const char *token, *team_id, *user_id, *model;
+	const char *token, *team_id, *user_id, *org_id, *model;
 };
 
 /* The owner id of key token's limits on model, in buf (LEASE_OWNER_MAX + 1); 0 when too long. */
@@ -339,6 +340,7 @@ owners_of(json_object *index, struct owners *o)
 	o->token = kw_json_str(index, "token");
 	o->team_id = kw_json_str(index, "team_id");
 	o->user_id = kw_json_str(index, "user_id");
+	o->org_id = kw_json_str(index, "organization_id");	/* absent from older rows */
 	o->model = kw_json_str(index, "model");
 }
 
@@ -377,6 +379,8 @@ lease_write(struct kw_store *st, DB_TXN *txn, const struct owners *o, const char
 	json_object_object_add(index, "token", json_object_new_string(o->token));
 	json_object_object_add(index, "team_id", o->team_id ? json_object_new_string(o->team_id) : NULL);
 	json_object_object_add(index, "user_id", o->user_id ? json_object_new_string(o->user_id) : NULL);
+	if (o->org_id != NULL)
+		json_object_object_add(index, "organization_id", json_object_new_string(o->org_id));
 	if (o->model != NULL)
 		json_object_object_add(index, "model", json_object_new_string(o->model));
 	json_object_object_add(index, "until", json_object_new_int64(l->until));
@@ -385,6 +389,7 @@ lease_write(struct kw_store *st, DB_TXN *txn, const struct owners *o, const char
 	if ((rc = lease_row(st, txn, 'k', o->token, part, l, put)) == KW_OK &&
 	    (rc = lease_row(st, txn, 't', o->team_id, part, l, put)) == KW_OK &&
 	    (rc = lease_row(st, txn, 'u', o->user_id, part, l, put)) == KW_OK &&
+	    (rc = lease_row(st, txn, 'o', o->org_id, part, l, put)) == KW_OK &&
 	    (o->model == NULL || !model_owner(o->token, o->model, model, sizeof(model)) ||
 	    (rc = lease_row(st, txn, 'm', model, part, l, put)) == KW_OK)) {
 		rc = kw_store_err(put ? db->put(db, txn, &k, &v, 0) : db->del(db, txn, &k, 0));
@@ -782,12 +787,13 @@ kw_limits_routes_allow(json_object *routes, const char *raw)
 /* --- summaries ------------------------------------------------------------ */
 
 /*
- * What a check needs of a key, team or user, in a fixed binary form kept
- * beside the JSON record (summaries.db, written by every kw_rec_put of
- * those tables): the authorizer's path reads these and parses no JSON.
- * A summary with another version, or none, is rebuilt from the record.
+ * What a check needs of a key, team, user or organization, in a fixed
+ * binary form kept beside the JSON record (summaries.db, written by every
+ * kw_rec_put of those tables): the authorizer's path reads these and
+ * parses no JSON.  A summary with another version, or none, is rebuilt
+ * from the record (version 1 carried no organization_id).
  */
-#define SUMMARY_VERSION 1
+#define SUMMARY_VERSION 2
 
 enum {
 	S_BLOCKED = 1 << 0,
@@ -795,13 +801,20 @@ enum {
 	S_ROUTES = 1 << 2,		/* a non-empty allowed_routes list */
 	S_MODEL_LIMITS = 1 << 3,	/* model_max_budget, model_rpm_limit or model_tpm_limit */
 	S_VENICE = 1 << 4,		/* a Venice key: its type and consumption limits are in the record */
+	S_ALIASES = 1 << 5,		/* a key's aliases or a team's model_aliases */
 };
 
 struct summary {
 	uint32_t version, flags;
 	int64_t expires, budget_reset_at;	/* 0 when none */
 	double max_budget, soft_budget, spend, rpm_limit, tpm_limit, max_parallel;	/* NAN: none */
-	uint16_t team_len, user_len;		/* the key's team_id and user_id follow */
+	/* the key's team_id, user_id and organization_id follow (a team's: its organization_id) */
+	uint16_t team_len, user_len, org_len, unused;
+};
+
+/* The ids a summary carries, each "" when none; NULL members are not wanted. */
+struct party_ids {
+	char *team, *user, *org;	/* KW_ID_MAX + 1 bytes each */
 };
 
 static int
@@ -831,7 +844,8 @@ summarize(json_object *rec, struct summary *s)
 	    (non_empty(rec, "allowed_routes") ? S_ROUTES : 0) |
 	    (non_empty(rec, "model_max_budget") || non_empty(rec, "model_rpm_limit") ||
 	    non_empty(rec, "model_tpm_limit") ? S_MODEL_LIMITS : 0) |
-	    (non_empty(rec, "venice") ? S_VENICE : 0);
+	    (non_empty(rec, "venice") ? S_VENICE : 0) |
+	    (non_empty(rec, "aliases") || non_empty(rec, "model_aliases") ? S_ALIASES : 0);
 	s->expires = time_of(rec, "expires");
 	s->budget_reset_at = time_of(rec, "budget_reset_at");
 	s->max_budget = kw_json_num(rec, "max_budget", NAN);
@@ -845,16 +859,17 @@ summarize(json_object *rec, struct summary *s)
 static int
 summary_name(char *buf, size_t n, enum kw_db db, const char *id)
 {
-	char kind = db == KW_DB_KEYS ? 'k' : db == KW_DB_TEAMS ? 't' : 'u';
+	char kind = db == KW_DB_KEYS ? 'k' : db == KW_DB_TEAMS ? 't' : db == KW_DB_ORGS ? 'o' : 'u';
 	int len = snprintf(buf, n, "%c:%s", kind, id);
 
 	return len > 0 && (size_t)len < n;
 }
 
 /*
- * Keeps the summary of record id of db (keys, teams, users) in step with
- * it, inside the caller's transaction: rec NULL deletes it.  Called by
- * kw_rec_put and kw_rec_del, so no writer can forget it.
+ * Keeps the summary of record id of db (keys, teams, users,
+ * organizations) in step with it, inside the caller's transaction: rec
+ * NULL deletes it.  Called by kw_rec_put and kw_rec_del, so no writer can
+ * forget it.
  */
 enum kw_err
 kw_limits_summary_write(struct kw_store *st, DB_TXN *txn, enum kw_db db, const char *id,
@@ -862,9 +877,10 @@ kw_limits_summary_write(struct kw_store *st, DB_TXN *txn, enum kw_db db, const c
 {
 	DB *sums = kw_store_db(st, KW_DB_SUMMARIES);
 	char name[KW_ID_MAX + 3];
-	unsigned char buf[sizeof(struct summary) + 2 * KW_ID_MAX];
+	unsigned char buf[sizeof(struct summary) + 3 * KW_ID_MAX];
 	struct summary s;
 	const char *team = kw_json_str(rec, "team_id"), *user = kw_json_str(rec, "user_id");
+	const char *org = kw_json_str(rec, "organization_id");
 	DBT k = { .data = name }, v = { .data = buf };
 	enum kw_err rc;
 
@@ -877,13 +893,17 @@ kw_limits_summary_write(struct kw_store *st, DB_TXN *txn, enum kw_db db, const c
 	}
 	summarize(rec, &s);
 	if (db != KW_DB_KEYS)
-		team = user = NULL;	/* a team's or user's own ids are not needed */
+		team = user = NULL;	/* a team's, user's or organization's own ids are not needed */
+	if (db != KW_DB_KEYS && db != KW_DB_TEAMS)
+		org = NULL;		/* a key's organization is its own, else its team's */
 	s.team_len = team ? (uint16_t)strnlen(team, KW_ID_MAX) : 0;
 	s.user_len = user ? (uint16_t)strnlen(user, KW_ID_MAX) : 0;
+	s.org_len = org ? (uint16_t)strnlen(org, KW_ID_MAX) : 0;
 	memcpy(buf, &s, sizeof(s));
 	memcpy(buf + sizeof(s), team ? team : "", s.team_len);
 	memcpy(buf + sizeof(s) + s.team_len, user ? user : "", s.user_len);
-	v.size = (u_int32_t)(sizeof(s) + s.team_len + s.user_len);
+	memcpy(buf + sizeof(s) + s.team_len + s.user_len, org ? org : "", s.org_len);
+	v.size = (u_int32_t)(sizeof(s) + s.team_len + s.user_len + s.org_len);
 	return kw_store_err(sums->put(sums, txn, &k, &v, 0));
 }
 
@@ -913,6 +933,34 @@ venice_period(json_object *venice, time_t now, time_t *start, time_t *end)
 		tm.tm_mday += 1;
 	}
 	*end = timegm(&tm);
+}
+
+/* The counter holding when Venice key token was last used: its window is the time. */
+static void
+last_used_name(char *buf, size_t n, const char *token)
+{
+	snprintf(buf, n, "vlast|%s", token);
+}
+
+/*
+ * Remembers that Venice key token was used at now, for its lastUsedAt:
+ * one small counter row, in the caller's transaction (a check's, which
+ * commits without waiting for the disk, or a usage report's, which is
+ * flushed), never a rewrite of the key's record; at most once a second.
+ */
+static enum kw_err
+venice_touch(struct kw_store *st, DB_TXN *txn, const char *token, time_t now)
+{
+	char name[KW_TOKEN_LEN + 8];
+	struct counter c;
+	enum kw_err rc;
+
+	last_used_name(name, sizeof(name), token);
+	if ((rc = counter_get(st, txn, name, 1, &c)) != KW_OK || c.window >= (int64_t)now)
+		return rc;
+	c.window = (int64_t)now;
+	c.value = 0;
+	return counter_put(st, txn, name, &c);
 }
 
 /* The amount of currency ("usd" or "diem") key token spent in the period starting at start. */
@@ -948,7 +996,8 @@ venice_spend(struct kw_store *st, DB_TXN *txn, const char *currency, const char 
 
 /*
  * A Venice key's consumption (key is its record, borrowed): in its current
- * limitPeriod, and over the seven UTC days ending today.
+ * limitPeriod, and over the seven UTC days ending today; and when it was
+ * last used (a VALID verdict or a usage report).
  */
 enum kw_err
 kw_limits_venice_usage(struct kw_store *st, DB_TXN *txn, json_object *key, time_t now,
@@ -961,9 +1010,15 @@ kw_limits_venice_usage(struct kw_store *st, DB_TXN *txn, json_object *key, time_
 	double v;
 	enum kw_err rc;
 
+	struct counter last;
+
 	memset(out, 0, sizeof(*out));
 	if (token == NULL)
 		return KW_OK;
+	last_used_name(name, sizeof(name), token);
+	if ((rc = counter_get(st, txn, name, 0, &last)) != KW_OK)
+		return rc;
+	out->last_used = (time_t)last.window;
 	venice_period(venice, now, &out->period_start, &out->period_end);
 	if ((rc = venice_spent(st, txn, "usd", token, out->period_start, &out->period_usd)) != KW_OK ||
 	    (rc = venice_spent(st, txn, "diem", token, out->period_start, &out->period_diem)) != KW_OK)
@@ -1027,9 +1082,10 @@ struct checking {
 	DB_TXN *txn;
 	time_t now;
 	int64_t window;			/* this minute's start */
-	struct party key, team, user;
+	struct party key, team, user, org;
+	char org_id[KW_ID_MAX + 1];	/* the key's organization_id, else its team's; "" none */
 	json_object *limits;		/* owned: the answer's limits list */
-	struct in_flight key_flight, team_flight, user_flight, model_flight;
+	struct in_flight key_flight, team_flight, user_flight, org_flight, model_flight;
 	const char *limited_model;	/* in->model when the key limits it (budget or tpm); else NULL */
 	int reserving;			/* some limit counts what requests in flight reserved */
 	double cost, tokens;		/* what an admitted request reserves */
@@ -1042,13 +1098,17 @@ checking_clear(struct checking *c)
 	json_object_put(c->key.rec);
 	json_object_put(c->team.rec);
 	json_object_put(c->user.rec);
+	json_object_put(c->org.rec);
 	json_object_put(c->limits);
 	memset(&c->key, 0, sizeof(c->key));
 	memset(&c->team, 0, sizeof(c->team));
 	memset(&c->user, 0, sizeof(c->user));
+	memset(&c->org, 0, sizeof(c->org));
+	c->org_id[0] = '\0';
 	memset(&c->key_flight, 0, sizeof(c->key_flight));
 	memset(&c->team_flight, 0, sizeof(c->team_flight));
 	memset(&c->user_flight, 0, sizeof(c->user_flight));
+	memset(&c->org_flight, 0, sizeof(c->org_flight));
 	memset(&c->model_flight, 0, sizeof(c->model_flight));
 	c->limits = NULL;
 	c->limited_model = NULL;
@@ -1069,18 +1129,39 @@ load_record(struct checking *c, enum kw_db db, const char *id, struct party *p)
 	return rc;
 }
 
+/* Copies n bytes of id into out (KW_ID_MAX + 1 bytes), when it is wanted. */
+static void
+id_copy(char *out, const void *id, size_t n)
+{
+	if (out == NULL)
+		return;
+	memcpy(out, id, n);
+	out[n] = '\0';
+}
+
+/* The string field name of rec into out (KW_ID_MAX + 1 bytes), "" when none, when wanted. */
+static void
+id_of(char *out, json_object *rec, const char *name)
+{
+	const char *s = kw_json_str(rec, name);
+
+	if (out != NULL)
+		snprintf(out, KW_ID_MAX + 1, "%s", s ? s : "");
+}
+
 /*
  * Reads party id of db: its summary when the check needs no more, else
  * (or when it has no current summary) its record.  ids, when not NULL,
- * receives a key's team_id and user_id (2 * (KW_ID_MAX + 1) bytes).
+ * receives the ids its members ask for: a key's team_id, user_id and
+ * organization_id, a team's organization_id.
  */
 static enum kw_err
-load_party(struct checking *c, enum kw_db db, const char *id, struct party *p, char *team,
-    char *user)
+load_party(struct checking *c, enum kw_db db, const char *id, struct party *p,
+    const struct party_ids *ids)
 {
 	DB *sums = kw_store_db(c->st, KW_DB_SUMMARIES);
 	char name[KW_ID_MAX + 3];
-	unsigned char buf[sizeof(struct summary) + 2 * KW_ID_MAX];
+	unsigned char buf[sizeof(struct summary) + 3 * KW_ID_MAX];
 	DBT k = { .data = name }, v = { .data = buf, .ulen = sizeof(buf), .flags = DB_DBT_USERMEM };
 	enum kw_err rc;
 
@@ -1094,13 +1175,13 @@ load_party(struct checking *c, enum kw_db db, const char *id, struct party *p, c
 	if (rc == KW_OK && v.size >= sizeof(struct summary)) {
 		memcpy(&p->s, buf, sizeof(p->s));
 		if (p->s.version == SUMMARY_VERSION &&
-		    v.size == sizeof(p->s) + p->s.team_len + p->s.user_len) {
+		    v.size == sizeof(p->s) + p->s.team_len + p->s.user_len + p->s.org_len) {
 			p->present = 1;
-			if (team != NULL) {
-				memcpy(team, buf + sizeof(p->s), p->s.team_len);
-				team[p->s.team_len] = '\0';
-				memcpy(user, buf + sizeof(p->s) + p->s.team_len, p->s.user_len);
-				user[p->s.user_len] = '\0';
+			if (ids != NULL) {
+				id_copy(ids->team, buf + sizeof(p->s), p->s.team_len);
+				id_copy(ids->user, buf + sizeof(p->s) + p->s.team_len, p->s.user_len);
+				id_copy(ids->org, buf + sizeof(p->s) + p->s.team_len + p->s.user_len,
+				    p->s.org_len);
 			}
 			/* a due budget reset: the spend counted from here starts at 0 */
 			if (p->s.budget_reset_at != 0 && p->s.budget_reset_at <= c->now)
@@ -1112,11 +1193,10 @@ load_party(struct checking *c, enum kw_db db, const char *id, struct party *p, c
 		return rc;
 	if ((rc = load_record(c, db, id, p)) != KW_OK)
 		return rc;
-	if (team != NULL) {
-		snprintf(team, KW_ID_MAX + 1, "%s", kw_json_str(p->rec, "team_id") ?
-		    kw_json_str(p->rec, "team_id") : "");
-		snprintf(user, KW_ID_MAX + 1, "%s", kw_json_str(p->rec, "user_id") ?
-		    kw_json_str(p->rec, "user_id") : "");
+	if (ids != NULL) {
+		id_of(ids->team, p->rec, "team_id");
+		id_of(ids->user, p->rec, "user_id");
+		id_of(ids->org, p->rec, "organization_id");
 	}
 	return KW_OK;
 }
@@ -1150,6 +1230,18 @@ team_record(struct checking *c)
 	return c->team.present ? record_of(c, KW_DB_TEAMS, c->out->team_id, &c->team) : NULL;
 }
 
+static json_object *
+user_record(struct checking *c)
+{
+	return c->user.present ? record_of(c, KW_DB_USERS, c->out->user_id, &c->user) : NULL;
+}
+
+static json_object *
+org_record(struct checking *c)
+{
+	return c->org.present ? record_of(c, KW_DB_ORGS, c->org_id, &c->org) : NULL;
+}
+
 /* s when it is printable UTF-8 text, for a message; a stand-in otherwise. */
 static const char *
 printable(const char *s)
@@ -1170,11 +1262,16 @@ refuse(struct checking *c, enum kw_verdict_code code, const char *limit, const c
 {
 	va_list ap;
 
+	size_t n;
+
 	c->out->code = code;
 	c->out->limit = limit;
 	va_start(ap, fmt);
 	vsnprintf(c->out->message, sizeof(c->out->message), fmt, ap);
 	va_end(ap);
+	/* a message cut short (a long model name) must not end inside a character */
+	for (n = strlen(c->out->message); n > 0 && !kw_valid_utf8(c->out->message, n); n--)
+		c->out->message[n - 1] = '\0';
 	return 1;
 }
 
@@ -1187,6 +1284,12 @@ report_limit(struct checking *c, const char *name, const char *model, double lim
 
 	if (c->limits == NULL)
 		return;		/* verdict only */
+	/*
+	 * The spec's VerifyLimit names no organization limit yet: they refuse
+	 * (the verdict's limit names them) but are not listed.
+	 */
+	if (strncmp(name, "organization_", 13) == 0)
+		return;
 	l = json_object_new_object();
 	json_object_object_add(l, "name", json_object_new_string(name));
 	if (model != NULL)
@@ -1314,6 +1417,151 @@ counter_name(char *buf, size_t n, const char *kind, const char *scope, const cha
 	snprintf(buf, n, "%s|%s%s%s", kind, scope, model ? "|" : "", model ? model : "");
 }
 
+/*
+ * A models list as LiteLLM's message quotes it, Python's repr of a list
+ * (['gpt-4', 'gpt-4o']), into buf; cut short with ... when it does not fit.
+ */
+static void
+models_repr(json_object *models, char *buf, size_t n)
+{
+	size_t len = 0, count = models ? json_object_array_length(models) : 0;
+	int cut = 0;
+
+	assert(n > 8);
+	buf[len++] = '[';
+	for (size_t i = 0; i < count && !cut; i++) {
+		const char *m = json_object_get_string(json_object_array_get_idx(models, i));
+		int w = snprintf(buf + len, n - len, "%s'%s'", i ? ", " : "", printable(m ? m : ""));
+
+		if (w < 0 || (size_t)w >= n - len - 5)
+			cut = 1;
+		else
+			len += (size_t)w;
+	}
+	snprintf(buf + len, n - len, "%s]", cut ? "..." : "");
+}
+
+/*
+ * The model a request names and what it resolves to, as LiteLLM's
+ * user_api_key_auth builds litellm.model_alias_map from the key's aliases
+ * and its team's model_aliases (the team's win), and _can_object_call_model
+ * then checks both the name asked for and the model it maps to.
+ */
+struct model_ask {
+	const char *asked;
+	const char *resolved;	/* asked when no alias maps it */
+	int team_alias;		/* asked is a key of the team's model_aliases */
+};
+
+/*
+ * True when one object's models list lets the request through, as
+ * LiteLLM's _check_model_access_helper decides: an empty list allows every
+ * model; a model the team's model_aliases name is allowed to the key and
+ * the team (_model_in_team_aliases); else the name asked for or the model
+ * it resolves to must be allowed (kw_limits_models_allow: "*",
+ * "all-proxy-models", wildcards, "all-team-models" as the team's list).
+ */
+static int
+object_allows(json_object *models, json_object *team_models, const struct model_ask *m,
+    int key_or_team)
+{
+	if (models == NULL || json_object_array_length(models) == 0)
+		return 1;
+	if (key_or_team && m->team_alias)
+		return 1;
+	return kw_limits_models_allow(models, team_models, m->asked) ||
+	    (m->resolved != m->asked && kw_limits_models_allow(models, team_models, m->resolved));
+}
+
+/* Refuses the model as LiteLLM's _can_object_call_model does for object (key, team, user, org). */
+static int
+refuse_model_of(struct checking *c, const char *object, json_object *models)
+{
+	char list[160];
+
+	models_repr(models, list, sizeof(list));
+	c->out->error_type = strcmp(object, "key") == 0 ? "key_model_access_denied" :
+	    strcmp(object, "team") == 0 ? "team_model_access_denied" :
+	    strcmp(object, "user") == 0 ? "user_model_access_denied" : "org_model_access_denied";
+	return refuse(c, KW_V_MODEL_NOT_ALLOWED, NULL,
+	    "%s not allowed to access model. This %s can only access models=%s. Tried to access %s",
+	    object, object, list, printable(c->in->model));
+}
+
+/* True when the models list holds name exactly. */
+static int
+models_hold(json_object *models, const char *name)
+{
+	size_t n = models ? json_object_array_length(models) : 0;
+
+	for (size_t i = 0; i < n; i++) {
+		const char *m = json_object_get_string(json_object_array_get_idx(models, i));
+
+		if (m != NULL && strcmp(m, name) == 0)
+			return 1;
+	}
+	return 0;
+}
+
+/*
+ * The model checks, in LiteLLM's order: the key's models
+ * (can_key_call_model), its team's (can_team_access_model in
+ * common_checks); for a personal key, its user's (can_user_call_model:
+ * "no-default-models" allows none); then its organization's
+ * (can_org_access_model).  So a key with models [] is held to its team's
+ * models, or for a personal key to its user's.  The key's aliases and the
+ * team's model_aliases resolve the name first (struct model_ask).
+ */
+static int
+refuse_model(struct checking *c)
+{
+	struct model_ask m = { c->in->model, c->in->model, 0 };
+	json_object *key = NULL, *team = NULL, *org, *aliases, *team_models;
+	json_object *target;
+	int personal = !c->team.present;
+
+	if (!((c->key.s.flags | c->team.s.flags | c->user.s.flags | c->org.s.flags) &
+	    S_MODELS))
+		return 0;	/* nobody restricts models: no record need be read */
+	if ((c->key.s.flags & (S_MODELS | S_ALIASES)) != 0)
+		key = key_record(c);
+	if (c->team.present && (c->team.s.flags & (S_MODELS | S_ALIASES)) != 0)
+		team = team_record(c);
+	team_models = team ? json_object_object_get(team, "models") : NULL;
+	aliases = team ? json_object_object_get(team, "model_aliases") : NULL;
+	if (json_object_is_type(aliases, json_type_object) &&
+	    json_object_object_get_ex(aliases, m.asked, &target)) {
+		m.team_alias = 1;
+		if (json_object_is_type(target, json_type_string))
+			m.resolved = json_object_get_string(target);
+	} else if (json_object_is_type(aliases = json_object_object_get(key, "aliases"),
+	    json_type_object) && json_object_object_get_ex(aliases, m.asked, &target) &&
+	    json_object_is_type(target, json_type_string)) {
+		m.resolved = json_object_get_string(target);
+	}
+	if ((c->key.s.flags & S_MODELS) &&
+	    !object_allows(json_object_object_get(key, "models"), team_models, &m, 1))
+		return refuse_model_of(c, "key", json_object_object_get(key, "models"));
+	if ((c->team.s.flags & S_MODELS) && !object_allows(team_models, NULL, &m, 1))
+		return refuse_model_of(c, "team", team_models);
+	if (personal && c->user.present && (c->user.s.flags & S_MODELS)) {
+		json_object *models = json_object_object_get(user_record(c), "models");
+
+		if (models_hold(models, "no-default-models")) {
+			c->out->error_type = "key_model_access_denied";
+			return refuse(c, KW_V_MODEL_NOT_ALLOWED, NULL, "User not allowed to access "
+			    "model. No default model access, only team models allowed. Tried to "
+			    "access %s", printable(m.asked));
+		}
+		if (!object_allows(models, NULL, &m, 0))
+			return refuse_model_of(c, "user", models);
+	}
+	if (c->org.present && (c->org.s.flags & S_MODELS) &&
+	    !object_allows(json_object_object_get(org = org_record(c), "models"), NULL, &m, 0))
+		return refuse_model_of(c, "org", json_object_object_get(org, "models"));
+	return 0;
+}
+
 /* The identity, standing, models and routes of the key: the checks that read only. */
 static int
 refuse_standing(struct checking *c)
@@ -1331,19 +1579,8 @@ refuse_standing(struct checking *c)
 		return refuse(c, KW_V_TEAM_BLOCKED, NULL, "this key's team is blocked");
 	if (c->user.present && (c->user.s.flags & S_BLOCKED))
 		return refuse(c, KW_V_USER_BLOCKED, NULL, "this key's user is blocked");
-	if (in->model != NULL && in->model[0] != '\0' &&
-	    ((c->key.s.flags & S_MODELS) || (c->team.s.flags & S_MODELS))) {
-		json_object *team = team_record(c);
-		json_object *team_models = team ? json_object_object_get(team, "models") : NULL;
-
-		if (!kw_limits_models_allow(json_object_object_get(key_record(c), "models"),
-		    team_models, in->model))
-			return refuse(c, KW_V_MODEL_NOT_ALLOWED, NULL,
-			    "this key may not use model %s", printable(in->model));
-		if (!kw_limits_models_allow(team_models, NULL, in->model))
-			return refuse(c, KW_V_MODEL_NOT_ALLOWED, NULL,
-			    "this key's team may not use model %s", printable(in->model));
-	}
+	if (in->model != NULL && in->model[0] != '\0' && refuse_model(c))
+		return 1;
 	if (in->route != NULL && (c->key.s.flags & S_ROUTES) &&
 	    !kw_limits_routes_allow(json_object_object_get(key_record(c), "allowed_routes"),
 	    in->route))
@@ -1389,7 +1626,8 @@ model_budget_of(struct checking *c)
 
 /*
  * Every budget the key is under, in the order they are checked: the
- * key's max_budget, its team's, its user's, a Venice key's usd and diem
+ * key's max_budget, its team's, its user's, its organization's (LiteLLM's
+ * _organization_max_budget_check), a Venice key's usd and diem
  * consumption limits (the cost reserved counts against both: either may
  * pay), and model_max_budget.  The first one spent refuses; a Venice
  * refusal is remembered for the breaches log.
@@ -1402,12 +1640,14 @@ check_budgets(struct checking *c, int *refused)
 		enum kw_verdict_code code;
 	} currencies[] = { { "usd", KW_V_USD_LIMIT }, { "diem", KW_V_DIEM_LIMIT } };
 	const struct summary *k = &c->key.s;
-	const struct party *parties[] = { &c->key, &c->team, &c->user };
-	const struct in_flight *flights[] = { &c->key_flight, &c->team_flight, &c->user_flight };
-	static const char *const budget_names[] = {
-		"max_budget", "team_max_budget", "user_max_budget",
+	const struct party *parties[] = { &c->key, &c->team, &c->user, &c->org };
+	const struct in_flight *flights[] = {
+		&c->key_flight, &c->team_flight, &c->user_flight, &c->org_flight,
 	};
-	struct budget b[5];
+	static const char *const budget_names[] = {
+		"max_budget", "team_max_budget", "user_max_budget", "organization_max_budget",
+	};
+	struct budget b[6];
 	json_object *key = NULL, *entry;
 	char name[KW_TOKEN_LEN + 300];
 	size_t n = 0;
@@ -1478,13 +1718,16 @@ key_model_limit(struct checking *c, const char *map)
 }
 
 /*
- * The rate windows the key is under, into r (room for 6): its rpm and tpm,
- * per model, and its team's.  Returns how many.
+ * The rate windows the key is under, into r (room for RATES_MAX): its rpm
+ * and tpm, per model, its team's and its organization's.  Returns how many.
  */
+#define RATES_MAX 8
+
 static size_t
 rates_of(struct checking *c, struct rate *r)
 {
 	const char *token = c->out->token, *model = c->in->model, *team_id = c->out->team_id;
+	const char *org_id = c->org_id;
 	double tokens = (double)c->in->expected_tokens;
 	const struct {
 		const char *kind, *scope, *model, *name;
@@ -1502,9 +1745,14 @@ rates_of(struct checking *c, struct rate *r)
 		    NAN, 1, NULL },
 		{ "tpm|t", team_id, NULL, "team_tpm_limit", c->team.present ? c->team.s.tpm_limit :
 		    NAN, 0, &c->team_flight },
+		{ "rpm|o", org_id, NULL, "organization_rpm_limit", c->org.present ?
+		    c->org.s.rpm_limit : NAN, 1, NULL },
+		{ "tpm|o", org_id, NULL, "organization_tpm_limit", c->org.present ?
+		    c->org.s.tpm_limit : NAN, 0, &c->org_flight },
 	};
 	size_t n = 0;
 
+	assert(sizeof(rows) / sizeof(rows[0]) <= RATES_MAX);
 	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
 		if (isnan(rows[i].limit))
 			continue;
@@ -1522,11 +1770,11 @@ rates_of(struct checking *c, struct rate *r)
 	return n;
 }
 
-/* Rates and parallel requests: the key's, per model, and its team's. */
+/* Rates and parallel requests: the key's, per model, its team's and its organization's. */
 static enum kw_err
 check_rates(struct checking *c, int *refused)
 {
-	struct rate r[6];
+	struct rate r[RATES_MAX];
 	size_t n = rates_of(c, r);
 	enum kw_err rc;
 
@@ -1552,13 +1800,14 @@ admit(struct checking *c)
 	const char *team_id = c->out->team_id;
 	struct owners o = {
 		c->out->token, team_id[0] ? team_id : NULL,
-		c->out->user_id[0] ? c->out->user_id : NULL, c->limited_model,
+		c->out->user_id[0] ? c->out->user_id : NULL,
+		c->org.present ? c->org_id : NULL, c->limited_model,
 	};
 	struct lease l = {
 		c->cost, c->now + kw_config.lease_secs, c->tokens,
 		c->in->request_id == NULL ? LEASE_NAMED : 0, 0,
 	};
-	struct rate r[6];
+	struct rate r[RATES_MAX];
 	size_t n = rates_of(c, r);
 	char part[ID_PART_LEN + 1];
 	enum kw_err rc = KW_OK;
@@ -1625,10 +1874,11 @@ static enum kw_err
 find_key(struct checking *c)
 {
 	struct kw_verdict *v = c->out;
+	struct party_ids ids = { v->team_id, v->user_id, c->org_id };
 	enum kw_err rc;
 
 	kw_crypto_sha256_hex(c->in->key, strlen(c->in->key), v->token);
-	rc = load_party(c, KW_DB_KEYS, v->token, &c->key, v->team_id, v->user_id);
+	rc = load_party(c, KW_DB_KEYS, v->token, &c->key, &ids);
 	if (rc != KW_ENOTFOUND)
 		return rc;
 	if ((rc = kw_keys_credential(c->st, c->txn, c->in->key, c->now, &c->key.rec)) != KW_OK)
@@ -1637,10 +1887,9 @@ find_key(struct checking *c)
 	summarize(c->key.rec, &c->key.s);
 	c->key.present = 1;
 	snprintf(v->token, sizeof(v->token), "%s", kw_json_str(c->key.rec, "token"));
-	snprintf(v->team_id, sizeof(v->team_id), "%s", kw_json_str(c->key.rec, "team_id") ?
-	    kw_json_str(c->key.rec, "team_id") : "");
-	snprintf(v->user_id, sizeof(v->user_id), "%s", kw_json_str(c->key.rec, "user_id") ?
-	    kw_json_str(c->key.rec, "user_id") : "");
+	id_of(v->team_id, c->key.rec, "team_id");
+	id_of(v->user_id, c->key.rec, "user_id");
+	id_of(c->org_id, c->key.rec, "organization_id");
 	return KW_OK;
 }
 
@@ -1649,7 +1898,8 @@ check_body(struct kw_store *st, DB_TXN *txn, void *baton)
 {
 	struct checking *c = baton;
 	struct kw_verdict *v = c->out;
-	char model[LEASE_OWNER_MAX + 1];
+	char model[LEASE_OWNER_MAX + 1], team_org[KW_ID_MAX + 1] = "";
+	struct party_ids team_ids = { NULL, NULL, team_org };
 	int refused = 0, rmw = !c->in->dry_run;
 	enum kw_err rc;
 
@@ -1684,24 +1934,36 @@ check_body(struct kw_store *st, DB_TXN *txn, void *baton)
 	if (rc != KW_OK)
 		return rc;
 	if (v->team_id[0] != '\0' &&
-	    (rc = load_party(c, KW_DB_TEAMS, v->team_id, &c->team, NULL, NULL)) != KW_OK &&
+	    (rc = load_party(c, KW_DB_TEAMS, v->team_id, &c->team, &team_ids)) != KW_OK &&
 	    rc != KW_ENOTFOUND)
 		return rc;
 	if (v->user_id[0] != '\0' &&
-	    (rc = load_party(c, KW_DB_USERS, v->user_id, &c->user, NULL, NULL)) != KW_OK &&
+	    (rc = load_party(c, KW_DB_USERS, v->user_id, &c->user, NULL)) != KW_OK &&
+	    rc != KW_ENOTFOUND)
+		return rc;
+	/*
+	 * The key's organization: its own organization_id, else its team's
+	 * (LiteLLM's _organization_max_budget_check in auth_checks.py).
+	 */
+	if (c->org_id[0] == '\0' && c->team.present)
+		snprintf(c->org_id, sizeof(c->org_id), "%s", team_org);
+	if (c->org_id[0] != '\0' &&
+	    (rc = load_party(c, KW_DB_ORGS, c->org_id, &c->org, NULL)) != KW_OK &&
 	    rc != KW_ENOTFOUND)
 		return rc;
 	/* requests in flight matter only to the limits that count what they reserved */
 	if (model_budget_of(c) != NULL || !isnan(key_model_limit(c, "model_tpm_limit")))
 		c->limited_model = c->in->model;
 	c->reserving = leased(&c->key) || leased(&c->team) || leased(&c->user) ||
-	    c->limited_model != NULL;
+	    leased(&c->org) || c->limited_model != NULL;
 	if ((leased(&c->key) && (rc = leases_of(st, txn, 'k', v->token, c->now, rmw,
 	    &c->key_flight)) != KW_OK) ||
 	    (leased(&c->team) && (rc = leases_of(st, txn, 't', v->team_id, c->now, rmw,
 	    &c->team_flight)) != KW_OK) ||
 	    (leased(&c->user) && (rc = leases_of(st, txn, 'u', v->user_id, c->now, rmw,
-	    &c->user_flight)) != KW_OK))
+	    &c->user_flight)) != KW_OK) ||
+	    (leased(&c->org) && (rc = leases_of(st, txn, 'o', c->org_id, c->now, rmw,
+	    &c->org_flight)) != KW_OK))
 		return rc;
 	if (c->limited_model != NULL &&
 	    model_owner(v->token, c->limited_model, model, sizeof(model)) &&
@@ -1731,6 +1993,9 @@ check_body(struct kw_store *st, DB_TXN *txn, void *baton)
 		v->code = KW_V_VALID;
 		snprintf(v->message, sizeof(v->message), "valid");
 		if (!c->in->dry_run && (rc = admit(c)) != KW_OK)
+			return rc;
+		if (!c->in->dry_run && (c->key.s.flags & S_VENICE) &&
+		    (rc = venice_touch(st, txn, v->token, c->now)) != KW_OK)
 			return rc;
 	}
 	if (v->answer != NULL) {
@@ -1837,6 +2102,24 @@ add_spend(struct kw_store *st, DB_TXN *txn, enum kw_db db, const char *id, doubl
 	return rc;
 }
 
+/* Counts tokens in the tpm window of organization org_id, when it has a tpm_limit. */
+static enum kw_err
+org_tokens(struct kw_store *st, DB_TXN *txn, const char *org_id, int64_t window, double tokens)
+{
+	char name[KW_ID_MAX + 300];
+	json_object *org;
+	enum kw_err rc = kw_rec_get(st, txn, KW_DB_ORGS, org_id, 0, &org);
+
+	if (rc == KW_ENOTFOUND)
+		return KW_OK;
+	if (rc == KW_OK && !isnan(limit_of(org, "tpm_limit"))) {
+		counter_name(name, sizeof(name), "tpm|o", org_id, NULL);
+		rc = rate_add(st, txn, name, window, tokens);
+	}
+	json_object_put(org);
+	return rc;
+}
+
 /* The receipt rows of a counted report: by key and request_id, and by time for the purge. */
 static enum kw_err
 receipt(struct kw_store *st, DB_TXN *txn, const char *token, const char *request_id,
@@ -1872,8 +2155,9 @@ record_body(struct kw_store *st, DB_TXN *txn, void *baton)
 	struct recording *r = baton;
 	const struct kw_usage *in = r->in;
 	char token[KW_TOKEN_LEN + 1], name[KW_ID_MAX + 300];
-	json_object *key, *spend = NULL, *team_spend = NULL, *user_spend = NULL, *mmb, *entry;
-	const char *team_id, *user_id;
+	json_object *key, *team = NULL, *spend = NULL, *team_spend = NULL, *user_spend = NULL;
+	json_object *org_spend = NULL, *mmb, *entry;
+	const char *team_id, *user_id, *org_id;
 	int64_t window = r->now - r->now % WINDOW_SECS;
 	int seen = 0;
 	double tokens = (double)in->tokens;
@@ -1894,6 +2178,14 @@ record_body(struct kw_store *st, DB_TXN *txn, void *baton)
 		return rc;
 	team_id = kw_json_str(key, "team_id");
 	user_id = kw_json_str(key, "user_id");
+	if (team_id != NULL && (rc = kw_rec_get(st, txn, KW_DB_TEAMS, team_id, 0, &team)) != KW_OK) {
+		if (rc != KW_ENOTFOUND)
+			goto out;
+		team = NULL;
+	}
+	/* the key's organization is its own, else its team's, as the check's */
+	if ((org_id = kw_json_str(key, "organization_id")) == NULL)
+		org_id = kw_json_str(team, "organization_id");
 	if (in->request_id != NULL && (rc = receipt(st, txn, token, in->request_id, r->now,
 	    &seen)) != KW_OK)
 		goto out;
@@ -1902,7 +2194,9 @@ record_body(struct kw_store *st, DB_TXN *txn, void *baton)
 		    (rc = add_spend(st, txn, KW_DB_TEAMS, team_id, in->cost, r->now,
 		    &team_spend)) != KW_OK ||
 		    (rc = add_spend(st, txn, KW_DB_USERS, user_id, in->cost, r->now,
-		    &user_spend)) != KW_OK)
+		    &user_spend)) != KW_OK ||
+		    (rc = add_spend(st, txn, KW_DB_ORGS, org_id, in->cost, r->now,
+		    &org_spend)) != KW_OK)
 			goto out;
 		mmb = json_object_object_get(key, "model_max_budget");
 		if (in->model != NULL && mmb != NULL &&
@@ -1927,21 +2221,14 @@ record_body(struct kw_store *st, DB_TXN *txn, void *baton)
 			if ((rc = rate_add(st, txn, name, window, tokens)) != KW_OK)
 				goto out;
 		}
-		if (tokens > 0 && team_id != NULL) {
-			json_object *team;
-
-			if ((rc = kw_rec_get(st, txn, KW_DB_TEAMS, team_id, 0, &team)) == KW_OK) {
-				if (!isnan(limit_of(team, "tpm_limit"))) {
-					counter_name(name, sizeof(name), "tpm|t", team_id, NULL);
-					rc = rate_add(st, txn, name, window, tokens);
-				}
-				json_object_put(team);
-			} else if (rc == KW_ENOTFOUND) {
-				rc = KW_OK;
-			}
-			if (rc != KW_OK)
+		if (tokens > 0 && team != NULL && !isnan(limit_of(team, "tpm_limit"))) {
+			counter_name(name, sizeof(name), "tpm|t", team_id, NULL);
+			if ((rc = rate_add(st, txn, name, window, tokens)) != KW_OK)
 				goto out;
 		}
+		if (tokens > 0 && org_id != NULL && (rc = org_tokens(st, txn, org_id, window,
+		    tokens)) != KW_OK)
+			goto out;
 		if ((rc = in->request_id != NULL ? lease_settle(st, txn, token, in->request_id) :
 		    lease_settle_oldest(st, txn, token, r->now)) != KW_OK)
 			goto out;
@@ -1949,7 +2236,8 @@ record_body(struct kw_store *st, DB_TXN *txn, void *baton)
 		    ((rc = venice_spend(st, txn, "usd", token, json_object_object_get(key, "venice"),
 		    r->now, in->cost)) != KW_OK ||
 		    (rc = venice_spend(st, txn, "diem", token, json_object_object_get(key, "venice"),
-		    r->now, in->diem)) != KW_OK))
+		    r->now, in->diem)) != KW_OK ||
+		    (rc = venice_touch(st, txn, token, r->now)) != KW_OK))
 			goto out;
 	}
 	r->answer = json_object_new_object();
@@ -1966,14 +2254,16 @@ out:
 	json_object_put(spend);
 	json_object_put(team_spend);
 	json_object_put(user_spend);
+	json_object_put(org_spend);
+	json_object_put(team);
 	json_object_put(key);
 	return rc;
 }
 
 /*
- * Records what a request used: cost into the spend of the key, its team
- * and its user and into the key's model spend; tokens into the tpm
- * windows; the request's lease (its reservations and slot) returned:
+ * Records what a request used: cost into the spend of the key, its team,
+ * its user and its organization (its own, else its team's) and into the
+ * key's model spend; tokens into the tpm windows; the request's lease (its reservations and slot) returned:
  * the one named request_id, else the oldest keywarden named for the key.
  * With a request_id, a report sent twice counts once.  *answer (owned) is
  * the /key/usage answer.  KW_EVALID naming request_id for one

@@ -79,11 +79,12 @@ kw_rec_get(struct kw_store *st, DB_TXN *txn, enum kw_db which, const char *id, i
 	return rc;
 }
 
-/* Keys, teams and users keep a summary for the limits beside their record (limits.c). */
+/* Keys, teams, users and organizations keep a summary for the limits (limits.c) by their record. */
 static int
 has_summary(enum kw_db which)
 {
-	return which == KW_DB_KEYS || which == KW_DB_TEAMS || which == KW_DB_USERS;
+	return which == KW_DB_KEYS || which == KW_DB_TEAMS || which == KW_DB_USERS ||
+	    which == KW_DB_ORGS;
 }
 
 /* The objects and arrays nested in obj: 1 for {} or [1], 0 for a scalar. */

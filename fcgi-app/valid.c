@@ -101,7 +101,8 @@ bounded_printf(char *dst, size_t size, const char *fmt, ...)
 
 /*
  * Fills *err (which may be NULL, in which case nothing happens): code, field
- * (NULL means none; truncated to fit) and a printf-formatted message.  The
+ * (NULL means none; truncated to fit), no type of its own, and a
+ * printf-formatted message.  The
  * caller must not format a secret or a client-sent value into the message.
  */
 void
@@ -113,6 +114,7 @@ kw_error_set(struct kw_error *err, enum kw_err code, const char *field, const ch
 	if (err == NULL)
 		return;
 	err->code = code;
+	err->type = NULL;
 	bounded_printf(err->field, sizeof(err->field), "%s", field != NULL ? field : "");
 	va_start(ap, fmt);
 	n = vsnprintf(err->message, sizeof(err->message), fmt, ap);

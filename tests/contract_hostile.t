@@ -965,13 +965,14 @@ def authorizer_cases(srv, fx):
         {401}, secrets=[unknown])
     add("an empty header name", [("Authorization", "Bearer " + unknown)], {401},
         extra={b"": b"x", b"HTTP_": b"y"}, secrets=[unknown])
-    # a key limited to gpt-4 on /v1/chat/completions: hostile models and routes are 403
+    # a key limited to gpt-4 on /v1/chat/completions: hostile models are 401 (LiteLLM's answer
+    # to a model the key may not use), hostile routes 403
     auth = [("Authorization", "Bearer " + ka)]
     for value, note in [("x" * 60000, "a 60 KB model"), (b"\xff\xfe", "a non-UTF-8 model"),
                         (b"x\x00gpt-4", "a NUL before the model"), ("gpt-4 ", "gpt-4 and a space"),
                         ("GPT-4", "GPT-4"), ("gpt-4/../gpt-3.5", "a model with .."),
                         ("\u202egpt-4", "a bidi override"), ("*", "*")]:
-        add("x-model: " + note, auth + [("x-model", value)], {403}, secrets=[ka])
+        add("x-model: " + note, auth + [("x-model", value)], {401}, secrets=[ka])
     # a path the server would normalise, or could not decode, is refused (400) before the key
     for uri, note, status in [
             ("/v1/chat/completions/../../admin", "a route with ..", 400),
@@ -981,16 +982,17 @@ def authorizer_cases(srv, fx):
             ("/v1/chat/completions%2f..%2f..%2fkey%2fgenerate", "encoded slashes", 400),
             ("/V1/CHAT/COMPLETIONS", "upper case", 403), ("//v1/chat/completions", "//", 403),
             ("/openai/deployments/%ff/chat/completions", "an undecodable deployment", 400),
-            ("/openai/deployments/" + "d" * 60000 + "/chat", "a 60 KB deployment", 403)]:
+            ("/openai/deployments/" + "d" * 60000 + "/chat", "a 60 KB deployment", 401)]:
         add("route: " + note, auth + [("x-model", "gpt-4")], {status}, uri=uri, secrets=[ka])
-    # a key limited to gpt-4 (no route limit): a model named in the path must be checked
+    # a key limited to gpt-4 (no route limit): a model named in the path must be checked, and
+    # one outside the key's list is 401 (LiteLLM's _can_object_call_model)
     mauth = [("Authorization", "Bearer " + km)]
     for uri, note, status in [
             ("/openai/deployments/%ff/chat/completions", "an undecodable deployment", 400),
             ("/openai/deployments/gpt-3.5%00/chat/completions", "a deployment with %00", 400),
             ("/openai/deployments/%e2%82/chat/completions", "a truncated UTF-8 deployment", 400),
             ("/openai/deployments/gpt%zz/chat/completions", "a malformed escape", 400),
-            ("/openai/deployments/gpt-3.5/chat/completions", "another model", 403)]:
+            ("/openai/deployments/gpt-3.5/chat/completions", "another model", 401)]:
         add("deployment: " + note, mauth, {status}, uri=uri, secrets=[km])
     # a key whose budget is spent: hostile models still get the 429 envelope; a request id
     # that /key/usage could not name (RequestId: 1 to 128 characters of UTF-8) is a 400

@@ -879,15 +879,16 @@ def authorizer(api):
     setup_ok(api.post("/key/block", {"key": kb["key"]}), "block")
     refused(api.authorize("/v1/chat/completions", {"x-api-key": kb["key"]}), 401, "blocked key")
 
-    # models from the path and from x-model
+    # models from the path and from x-model; a refusal is 401, as LiteLLM's
+    # _can_object_call_model answers it
     for uri, hdrs, status, name in (
             ("/openai/deployments/gpt-4/chat/completions", {}, 200, "deployment gpt-4 allowed"),
-            ("/openai/deployments/claude-3/chat/completions", {}, 403,
+            ("/openai/deployments/claude-3/chat/completions", {}, 401,
              "deployment claude-3 not allowed"),
-            ("/deployments/claude-3/chat/completions", {}, 403,
+            ("/deployments/claude-3/chat/completions", {}, 401,
              "/deployments/claude-3 not allowed"),
             ("/v1/chat/completions", {"x-model": "gpt-4"}, 200, "x-model gpt-4"),
-            ("/v1/chat/completions", {"x-model": "claude-3"}, 403, "x-model claude-3")):
+            ("/v1/chat/completions", {"x-model": "claude-3"}, 401, "x-model claude-3")):
         res = api.authorize(uri, dict(bearer, **hdrs))
         if status == 200:
             tap.ok(res.status == 200, "AUTHORIZER: " + name + ": 200", repr(res))
@@ -954,8 +955,8 @@ def authorizer(api):
             "a blocked team's key")
     ke = gen(api, models=["gpt-4"], spend=1, max_budget=1)
     refused(api.authorize("/openai/deployments/claude-3/chat/completions",
-                          {"x-api-key": ke["key"]}), 403,
-            "model refused before budget (403, not 429)")
+                          {"x-api-key": ke["key"]}), 401,
+            "model refused before budget (401, not 429)")
 
 
 # --- hygiene ----------------------------------------------------------------------------

@@ -132,8 +132,9 @@ def run(srv, up):
     refused(steps, "block: after", 401, "AuthenticationError")
 
     completed(steps, "models: allowed")
-    refused(steps, "models: not allowed", 403, "PermissionDeniedError")
-    refused(steps, "models: not allowed, azure", 403, "PermissionDeniedError")
+    # LiteLLM's _can_object_call_model answers a model outside the key's list 401
+    refused(steps, "models: not allowed", 401, "AuthenticationError")
+    refused(steps, "models: not allowed, azure", 401, "AuthenticationError")
 
     # the budget: spent by the model server's reports, then refused
     want = math.ceil(BUDGET / (USAGE["total_tokens"] * PRICE))

@@ -1,8 +1,8 @@
 #!/usr/bin/python3
-"""overshoot.t: 64 clients at once against every budget and limit kind, through lighttpd and 8
-workers: a budget lets at most one request past what it allows (every request reserves its
-expected cost, or the default, until its usage is reported), and a count limit exactly what
-it allows."""
+"""overshoot.t: 64 clients at once against every budget and limit kind (the key's, its team's,
+its user's, its organization's, per model, Venice's), through lighttpd and 8 workers: a budget
+lets at most one request past what it allows (every request reserves its expected cost, or the
+default, until its usage is reported), and a count limit exactly what it allows."""
 import json
 import os
 import sys
@@ -151,6 +151,25 @@ def run(srv, up):
     team(srv, tid, max_budget=budget)
     k = generate(m, team_id=tid)
     budget_point("team max_budget", via_verify(m, k, {"cost": COST}))
+
+    # the organization's max_budget (LiteLLM's _organization_max_budget_check), by keys of a
+    # team of it and by a key naming it, through /key/verify and through the authorizer
+    oid = uniq("org")
+    r = m("POST", "/organization/new", {"organization_id": oid, "organization_alias": oid,
+                                        "max_budget": budget})
+    if tap.ok(r.status == 200, "an organization with a max_budget", repr(r)):
+        tid = uniq("team")
+        team(srv, tid, organization_id=oid)
+        keys = [generate(m, team_id=tid), generate(m, organization_id=oid)]
+        n = race(lambda rid: verify(m, keys[hash(rid) % 2], request_id=rid)["valid"],
+                 lambda rid: None, hold=0)
+        budget_point("organization max_budget, /key/verify (reserved, not settled)", n)
+        oid = uniq("org")
+        m("POST", "/organization/new", {"organization_id": oid, "organization_alias": oid,
+                                        "max_budget": budget})
+        k = generate(m, organization_id=oid)
+        statuses = together([(lambda: complete(k, uuid.uuid4().hex).status)] * N)
+        budget_point("organization max_budget, the authorizer", statuses.count(200))
 
     # the user's max_budget (the user's own key)
     u = user(srv, uniq("user"), max_budget=budget)

@@ -312,6 +312,63 @@ test_rates(void)
 	kw_verdict_clear(&v);
 }
 
+/*
+ * An organization's limits are rows of the same tables as a team's
+ * (LiteLLM's _organization_max_budget_check, can_org_access_model): the
+ * key's organization is its own organization_id, else its team's.
+ */
+static void
+test_orgs(void)
+{
+	struct kw_verdict v;
+	int admitted = 0;
+
+	make_record(KW_DB_ORGS, "org-rpm", "{\"rpm_limit\": 2, \"tpm_limit\": 50}");
+	make_record(KW_DB_TEAMS, "org-rpm-team", "{\"organization_id\": \"org-rpm\"}");
+	make_key("sk-org-own", "{\"organization_id\": \"org-rpm\"}");
+	make_key("sk-org-team", "{\"team_id\": \"org-rpm-team\"}");
+	admitted += check("sk-org-own", T0 + 120, NULL, 0, NULL, NULL) == KW_V_VALID;
+	admitted += check("sk-org-team", T0 + 121, NULL, 0, NULL, NULL) == KW_V_VALID;
+	is_int(admitted, 2, "an organization's rpm_limit 2 admits its keys' first two");
+	is_int(check("sk-org-team", T0 + 122, NULL, 0, NULL, &v), KW_V_RATE_LIMITED,
+	    "the third, by another key of the organization, is limited");
+	is_str(v.limit, "organization_rpm_limit", "naming organization_rpm_limit");
+	kw_verdict_clear(&v);
+	usage("sk-org-own", T0 + 180, NULL, NULL, 50, 0, NULL);
+	is_int(check("sk-org-team", T0 + 181, NULL, 0, NULL, &v), KW_V_RATE_LIMITED,
+	    "tokens reported by one key fill the organization's tpm_limit for all");
+	is_str(v.limit, "organization_tpm_limit", "naming organization_tpm_limit");
+	kw_verdict_clear(&v);
+	is_int(check("sk-org-team", T0 + 240, NULL, 0, NULL, NULL), KW_V_VALID,
+	    "the next minute admits");
+
+	make_record(KW_DB_ORGS, "org-budget", "{\"max_budget\": 1, \"spend\": 0}");
+	make_key("sk-org-budget", "{\"organization_id\": \"org-budget\"}");
+	is_int(check("sk-org-budget", T0, NULL, 0.6, "ob-1", NULL), KW_V_VALID,
+	    "under the organization's max_budget");
+	is_int(check("sk-org-budget", T0, NULL, 0.6, "ob-2", NULL), KW_V_VALID,
+	    "the last request admitted: 0.6 reserved of 1");
+	is_int(check("sk-org-budget", T0, NULL, 0.6, "ob-3", &v), KW_V_BUDGET_EXCEEDED,
+	    "what requests in flight reserved counts against the organization's budget");
+	is_str(v.limit, "organization_max_budget", "naming organization_max_budget");
+	kw_verdict_clear(&v);
+	usage("sk-org-budget", T0 + 1, "ob-1", NULL, 0, 0.1, NULL);
+	usage("sk-org-budget", T0 + 1, "ob-2", NULL, 0, 0.1, NULL);
+	is_int(check("sk-org-budget", T0 + 2, NULL, 0.6, "ob-4", NULL), KW_V_VALID,
+	    "settled, the organization's spend is what was reported (0.2)");
+
+	make_record(KW_DB_ORGS, "org-models", "{\"models\": [\"gpt-4\"]}");
+	make_key("sk-org-models", "{\"organization_id\": \"org-models\"}");
+	is_int(check("sk-org-models", T0, "gpt-3.5", 0, NULL, &v), KW_V_MODEL_NOT_ALLOWED,
+	    "an organization's models bound its keys");
+	is_str(v.error_type, "org_model_access_denied", "org_model_access_denied");
+	is_str(v.message, "org not allowed to access model. This org can only access "
+	    "models=['gpt-4']. Tried to access gpt-3.5", "LiteLLM's message");
+	kw_verdict_clear(&v);
+	is_int(check("sk-org-models", T0, "gpt-4", 0, NULL, NULL), KW_V_VALID,
+	    "its models pass");
+}
+
 /* Rows as keywarden wrote them before request ids were digests: named with the id itself. */
 struct legacy_rows {
 	const char *token, *request_id;
@@ -533,6 +590,7 @@ main(void)
 	test_route_path();
 	test_budgets();
 	test_rates();
+	test_orgs();
 	test_parallel();
 	test_legacy_rows();
 	test_venice();
