@@ -36,6 +36,11 @@ org_record_new(struct kw_req *req, const char *org_id, json_object *body)
 	    json_object_new_array());
 	json_object_object_add(rec, "max_budget",
 	    json_object_object_get_ex(body, "max_budget", &v) ? json_object_get(v) : NULL);
+	/* LiteLLM keeps these in the organization's budget table; the limits engine reads them here */
+	json_object_object_add(rec, "rpm_limit",
+	    json_object_object_get_ex(body, "rpm_limit", &v) ? json_object_get(v) : NULL);
+	json_object_object_add(rec, "tpm_limit",
+	    json_object_object_get_ex(body, "tpm_limit", &v) ? json_object_get(v) : NULL);
 	json_object_object_add(rec, "spend", json_object_new_double(0));
 	json_object_object_add(rec, "metadata",
 	    json_object_object_get_ex(body, "metadata", &v) && v != NULL ? kw_json_copy(v) :

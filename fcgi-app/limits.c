@@ -1284,12 +1284,6 @@ report_limit(struct checking *c, const char *name, const char *model, double lim
 
 	if (c->limits == NULL)
 		return;		/* verdict only */
-	/*
-	 * The spec's VerifyLimit names no organization limit yet: they refuse
-	 * (the verdict's limit names them) but are not listed.
-	 */
-	if (strncmp(name, "organization_", 13) == 0)
-		return;
 	l = json_object_new_object();
 	json_object_object_add(l, "name", json_object_new_string(name));
 	if (model != NULL)

@@ -186,6 +186,20 @@ def org_budget_rules(srv, m):
     tap.eq(verify(m, other, dry_run=True).get("code"), "VALID",
            "a key outside the organization is not refused")
 
+    # an organization's rpm_limit, set through /organization/new, holds its keys
+    oid = uniq("org")
+    r = m("POST", "/organization/new", {"organization_id": oid, "organization_alias": oid,
+                                        "rpm_limit": 2, "tpm_limit": 100000})
+    tap.ok(r.status == 200 and J(r).get("rpm_limit") == 2, "an organization with rpm_limit 2",
+           repr(r))
+    k1, k2 = generate(m, organization_id=oid), generate(m, organization_id=oid)
+    codes = [verify(m, k).get("code") for k in (k1, k2, k1)]
+    tap.eq(codes, ["VALID", "VALID", "RATE_LIMITED"], "the organization's rpm_limit holds across "
+           "its keys: the third request in the minute is refused")
+    limits = [x.get("name") for x in verify(m, k2, dry_run=True).get("limits", [])]
+    tap.ok("organization_rpm_limit" in limits and "organization_tpm_limit" in limits,
+           "/key/verify lists the organization's limits", limits)
+
 
 def venice_rules(srv, m):
     r = m("POST", "/api/v1/api_keys", {"apiKeyType": "INFERENCE", "description": uniq("v")})
