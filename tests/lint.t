@@ -1,5 +1,6 @@
 #!/usr/bin/python3
-"""lint.t: spec/openapi.yaml passes a standard OpenAPI linter (Redocly CLI) with no error or warning."""
+"""lint.t: spec/openapi.yaml, the file as it is, passes two independent OpenAPI linters
+(Redocly CLI and Spectral's oas ruleset) with no error or warning."""
 import os
 import subprocess
 import sys
@@ -13,11 +14,12 @@ LINT = os.path.join(ROOT, "scripts", "lint")
 
 def main():
     redocly = os.path.join(LINT, "node_modules", ".bin", "redocly")
-    if not os.path.exists(redocly):
+    spectral = os.path.join(LINT, "node_modules", ".bin", "spectral")
+    if not (os.path.exists(redocly) and os.path.exists(spectral)):
         # package-lock.json pins every version; npm ci installs exactly those
         r = subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"],
                            cwd=LINT, capture_output=True, text=True)
-        if not tap.ok(r.returncode == 0, "npm ci installs the pinned linter",
+        if not tap.ok(r.returncode == 0, "npm ci installs the pinned linters",
                       r.stdout + r.stderr):
             return
     r = subprocess.run([redocly, "lint", "--config", os.path.join(LINT, "redocly.yaml"),
@@ -26,6 +28,12 @@ def main():
     out = r.stdout + r.stderr
     tap.ok(r.returncode == 0, "redocly lint: no error", out)
     tap.ok("warning" not in out.lower(), "redocly lint: no warning", out)
+    r = subprocess.run([spectral, "lint", "--fail-severity=warn", "--ruleset",
+                        os.path.join(LINT, "spectral.yaml"),
+                        os.path.join(ROOT, "spec", "openapi.yaml")],
+                       capture_output=True, text=True, cwd=ROOT)
+    tap.ok(r.returncode == 0, "spectral lint (spectral:oas): no error and no warning",
+           r.stdout + r.stderr)
 
 
 tap.run(main)
