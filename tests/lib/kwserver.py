@@ -6,6 +6,7 @@ lighttpd, and the server fails the test on what Prism reports in each
 answer's sl-violations header: any response violation, and a request
 violation that keywarden answered 2xx (it accepted what the spec forbids;
 refusing it is the point of many tests)."""
+import atexit
 import http.client
 import json
 import os
@@ -173,6 +174,7 @@ class Server:
                  "--port", str(self.prism_port), "-v", "warn", SPEC,
                  "http://127.0.0.1:%d" % self.port],
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        atexit.register(self.stop_prism)    # should the test die before __exit__
         deadline = time.time() + 60
         while time.time() < deadline:
             if self.prism.poll() is not None:
