@@ -652,7 +652,7 @@ class Catalogue:
     # -- credentials
     def credential_cases(self, op_id):
         method, _, op = OPS[op_id]
-        if not op.get("security"):
+        if not op.get("security", SPEC.get("security")):
             return
         tgt = self.target(op_id)
         body = self.plain_body(op_id)

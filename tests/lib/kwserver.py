@@ -1,4 +1,12 @@
-"""kwserver.py: starts the real lighttpd with keywarden on a free loopback port, for the contract tests."""
+"""kwserver.py: starts the real lighttpd with keywarden on a free loopback port, for the contract tests.
+
+With KW_PRISM=1 in the environment, Server.request goes through Prism's
+validating proxy (scripts/prism, `prism proxy spec/openapi.yaml`) in front of
+lighttpd, and the server fails the test on what Prism reports in each
+answer's sl-violations header: any response violation, and a request
+violation that keywarden answered 2xx (it accepted what the spec forbids;
+refusing it is the point of many tests)."""
+import atexit
 import http.client
 import json
 import os
@@ -12,6 +20,27 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.environ.get("KEYWARDEN_BIN", os.path.join(ROOT, "build", "keywarden"))
 MASTER_KEY = "sk-test-master-key-0123456789"
+PRISM = os.path.join(ROOT, "scripts", "prism", "node_modules", ".bin", "prism")
+SPEC = os.path.join(ROOT, "spec", "openapi.yaml")
+
+
+def prism_wanted():
+    return os.environ.get("KW_PRISM") == "1"
+
+
+def prism_passes(data, headers):
+    """Whether Prism forwards the request as it is: it never answers a request
+    whose body does not parse as JSON, and it gives a body without a
+    Content-Type one of its own, so such requests go to lighttpd directly."""
+    if not data:
+        return True
+    if not any(k.lower() == "content-type" for k in headers):
+        return False
+    try:
+        json.loads(data)
+        return True
+    except ValueError:
+        return False
 
 
 def read_text(path):
@@ -73,6 +102,10 @@ class Server:
         self.env.update(env or {})
         self.log_path = os.path.join(self.tmp, "server.log")
         self.proc = None
+        self.prism = None
+        self.prism_port = None
+        self.prism_log_path = os.path.join(self.tmp, "prism.log")
+        self.violations = []
 
     def __enter__(self):
         self.start()
@@ -80,6 +113,7 @@ class Server:
 
     def __exit__(self, *exc):
         self.stop()
+        self.stop_prism()
         log = self.read_log()
         if os.environ.get("KW_KEEP_TMP") is None:
             shutil.rmtree(self.tmp, ignore_errors=True)
@@ -88,9 +122,14 @@ class Server:
         for marker in ("ERROR: AddressSanitizer", "runtime error:", "ERROR: LeakSanitizer"):
             if marker in log and exc[0] is None:
                 raise RuntimeError("sanitizer report in the server log:\n" + log[-4000:])
+        if self.violations and exc[0] is None:
+            raise RuntimeError("Prism found %d answer(s) that disagree with spec/openapi.yaml:\n"
+                               % len(self.violations) + "\n".join(self.violations[:50]))
 
     def start(self, timeout=15):
         self.log = open(self.log_path, "ab")
+        if prism_wanted() and self.prism is None:
+            self.start_prism()
         self.proc = subprocess.Popen(["lighttpd", "-D", "-f", self.conf], env=self.env,
                                      stdout=self.log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
@@ -122,6 +161,52 @@ class Server:
 
     def read_log(self):
         return read_text(self.log_path)
+
+    def start_prism(self):
+        """Prism's validating proxy on a free port in front of lighttpd's; it
+        stays up across restarts of lighttpd, whose port does not change."""
+        if not os.path.exists(PRISM):
+            raise RuntimeError("KW_PRISM=1 needs %s: run npm ci in scripts/prism" % PRISM)
+        self.prism_port = free_port()
+        with open(self.prism_log_path, "ab") as log:
+            self.prism = subprocess.Popen(
+                [PRISM, "proxy", "--cors=false", "--host", "127.0.0.1",
+                 "--port", str(self.prism_port), "-v", "warn", SPEC,
+                 "http://127.0.0.1:%d" % self.port],
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        atexit.register(self.stop_prism)    # should the test die before __exit__
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            if self.prism.poll() is not None:
+                raise RuntimeError("prism exited: " + read_text(self.prism_log_path))
+            try:
+                with socket.create_connection(("127.0.0.1", self.prism_port), timeout=1):
+                    return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError("prism did not listen in 60s: " + read_text(self.prism_log_path))
+
+    def stop_prism(self):
+        if self.prism is None or self.prism.poll() is not None:
+            return
+        os.killpg(self.prism.pid, signal.SIGTERM)
+        try:
+            self.prism.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.prism.pid, signal.SIGKILL)
+            self.prism.wait()
+
+    def judge(self, method, path, response):
+        """Takes Prism's sl-violations header off response and keeps what fails."""
+        raw = response.headers.pop("sl-violations", None)
+        if raw is None:
+            return
+        for v in json.loads(raw):
+            where = v.get("location") or ["?"]
+            if where[0] == "response" or 200 <= response.status < 300:
+                self.violations.append("%s %s -> %d: %s %s: %s" % (
+                    method, path, response.status, v.get("severity"),
+                    ".".join(map(str, where)), v.get("message")))
 
     def processes(self, comm=None):
         """pids of keywarden processes serving this data directory, optionally by name."""
@@ -155,18 +240,23 @@ class Server:
 
     def request(self, method, path, body=None, headers=None, raw=None, timeout=30):
         """Sends one request; body is JSON-encoded unless raw bytes are given."""
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
         hdrs = dict(headers or {})
         data = raw
         if body is not None:
             data = json.dumps(body).encode()
             hdrs.setdefault("Content-Type", "application/json")
+        via_prism = self.prism_port is not None and prism_passes(data, hdrs)
+        conn = http.client.HTTPConnection(
+            "127.0.0.1", self.prism_port if via_prism else self.port, timeout=timeout)
         try:
             conn.request(method, path, body=data, headers=hdrs)
             r = conn.getresponse()
-            return Response(r.status, r.getheaders(), r.read())
+            response = Response(r.status, r.getheaders(), r.read())
         finally:
             conn.close()
+        if via_prism:
+            self.judge(method, path, response)
+        return response
 
     def admin(self, method, path, body=None, headers=None, timeout=30):
         hdrs = {"Authorization": "Bearer " + self.master_key}
