@@ -258,6 +258,7 @@ struct kw_route {
 	size_t nparams;
 	const struct kw_schema *body;	/* NULL when the operation takes no body */
 	int body_required;
+	int credential;			/* the spec's security asks for one: checked first */
 };
 
 struct kw_face_prefix {
@@ -694,6 +695,7 @@ enum kw_err kw_metrics_init(void);
 /* authorizer: the request asked as an authorizer (counted as route "authorizer") */
 void kw_metrics_request(const struct kw_req *, int status, double secs);
 void kw_metrics_verdict(enum kw_verdict_code);
+int kw_metrics_token_presented(struct kw_req *);	/* the metrics token is the credential */
 void kw_metrics_txn(int committed);		/* a transaction ended: committed or aborted */
 void kw_metrics_deadlock_retry(void);
 void kw_metrics_provider_key_selection(void);

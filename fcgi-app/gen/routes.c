@@ -5099,6 +5099,7 @@ const struct kw_route kw_gen_routes[] = {
 		.nparams = 0,
 		.body = NULL,
 		.body_required = 0,
+		.credential = 0,
 	},
 	{
 		.method = "GET",
@@ -5110,6 +5111,7 @@ const struct kw_route kw_gen_routes[] = {
 		.nparams = 0,
 		.body = NULL,
 		.body_required = 0,
+		.credential = 0,
 	},
 	{
 		.method = "GET",
@@ -5121,6 +5123,7 @@ const struct kw_route kw_gen_routes[] = {
 		.nparams = 0,
 		.body = NULL,
 		.body_required = 0,
+		.credential = 1,
 	},
 	{
 		.method = "POST",
@@ -5132,6 +5135,7 @@ const struct kw_route kw_gen_routes[] = {
 		.nparams = 1,
 		.body = &s_schema_GenerateKeyRequest,
 		.body_required = 1,
+		.credential = 1,
 	},
 	{
 		.method = "POST",
@@ -5143,6 +5147,7 @@ const struct kw_route kw_gen_routes[] = {
 		.nparams = 1,
 		.body = &s_schema_GenerateKeyRequest,
 		.body_required = 1,
+		.credential = 1,
 	},
 	{
 		.method = "POST",
@@ -5154,6 +5159,7 @@ const struct kw_route kw_gen_routes[] = {
 		.nparams = 1,
 		.body = &s_schema_UpdateKeyRequest,
 		.body_required = 1,
+		.credential = 1,
 	},
 	{
 		.method = "POST",
@@ -5165,6 +5171,7 @@ const struct kw_route kw_gen_routes[] = {
 		.nparams = 1,
 		.body = &s_schema_BulkUpdateKeyRequest,
 		.body_required = 1,
+		.credential = 1,
 	},
 	{
 		.method = "POST",
@@ -5176,6 +5183,7 @@ const struct kw_route kw_gen_routes[] = {
 		.nparams = 1,
 		.body = &s_schema_KeyRequest,
 		.body_required = 1,
+		.credential = 1,
 	},
 	{
 		.method = "GET",
@@ -5187,6 +5195,7 @@ const struct kw_route kw_gen_routes[] = {
 		.nparams = 1,
 		.body = NULL,
 		.body_required = 0,
+		.credential = 1,
 	},
 	{
 		.method = "POST",
@@ -5198,6 +5207,7 @@ const struct kw_route kw_gen_routes[] = {
 		.nparams = 1,
 		.body = &s_schema_KeyRequest,
 		.body_required = 1,
+		.credential = 1,
 	},
 	{
 		.method = "GET",
@@ -5209,6 +5219,7 @@ const struct kw_route kw_gen_routes[] = {
 		.nparams = 11,
 		.body = NULL,
 		.body_required = 0,
+		.credential = 1,
 	},
 	{
 		.method = "GET",
@@ -5220,6 +5231,7 @@ const struct kw_route kw_gen_routes[] = {
 		.nparams = 3,
 		.body = NULL,
 		.body_required = 0,
+		.credential = 1,
 	},
 	{
 		.method = "POST",
@@ -5231,6 +5243,7 @@ const struct kw_route kw_gen_routes[] = {
 		.nparams = 1,
 		.body = &s_schema_BlockKeyRequest,
 		.body_required = 1,
+		.credential = 1,
 	},
 	{
 		.method = "POST",
@@ -5242,6 +5255,7 @@ const struct kw_route kw_gen_routes[] = {
 		.nparams = 1,
 		.body = &s_schema_BlockKeyRequest,
 		.body_required = 1,
+		.credential = 1,
 	},
 	{
 		.method = "POST",
@@ -5253,6 +5267,7 @@ const struct kw_route kw_gen_routes[] = {
 		.nparams = 2,
 		.body = &s_schema_RegenerateKeyRequest,
 		.body_required = 0,
+		.credential = 1,
 	},
 	{
 		.method = "POST",
@@ -5264,6 +5279,7 @@ const struct kw_route kw_gen_routes[] = {
 		.nparams = 2,
 		.body = &s_schema_RegenerateKeyRequest,
 		.body_required = 0,
+		.credential = 1,
 	},
 	{
 		.method = "POST",
@@ -5275,6 +5291,7 @@ const struct kw_route kw_gen_routes[] = {
 		.nparams = 2,
 		.body = &s_schema_ResetSpendRequest,
 		.body_required = 1,
+		.credential = 1,
 	},
 	{
 		.method = "POST",
@@ -5286,6 +5303,7 @@ const struct kw_route kw_gen_routes[] = {
 		.nparams = 1,
 		.body = NULL,
 		.body_required = 0,
+		.credential = 1,
 	},
 	{
 		.method = "POST",
@@ -5297,6 +5315,7 @@ const struct kw_route kw_gen_routes[] = {
 		.nparams = 0,
 		.body = &s_schema_VerifyKeyRequest,
 		.body_required = 1,
+		.credential = 1,
 	},
 	{
 		.method = "POST",
@@ -5308,6 +5327,7 @@ const struct kw_route kw_gen_routes[] = {
 		.nparams = 0,
 		.body = &s_schema_KeyUsageRequest,
 		.body_required = 1,
+		.credential = 1,
 	},
 	{
 		.method = "GET",
@@ -5319,6 +5339,7 @@ const struct kw_route kw_gen_routes[] = {
 		.nparams = 0,
 		.body = NULL,
 		.body_required = 0,
+		.credential = 1,
 	},
 	{
 		.method = "POST",
@@ -5330,6 +5351,7 @@ const struct kw_route kw_gen_routes[] = {
 		.nparams = 0,
 		.body = &s_schema_NewProviderRequest,
 		.body_required = 1,
+		.credential = 1,
 	},
 	{
 		.method = "GET",
@@ -5341,6 +5363,7 @@ const struct kw_route kw_gen_routes[] = {
 		.nparams = 1,
 		.body = NULL,
 		.body_required = 0,
+		.credential = 1,
 	},
 	{
 		.method = "DELETE",
@@ -5352,6 +5375,7 @@ const struct kw_route kw_gen_routes[] = {
 		.nparams = 1,
 		.body = NULL,
 		.body_required = 0,
+		.credential = 1,
 	},
 	{
 		.method = "GET",
@@ -5363,6 +5387,7 @@ const struct kw_route kw_gen_routes[] = {
 		.nparams = 1,
 		.body = NULL,
 		.body_required = 0,
+		.credential = 1,
 	},
 	{
 		.method = "POST",
@@ -5374,6 +5399,7 @@ const struct kw_route kw_gen_routes[] = {
 		.nparams = 1,
 		.body = &s_schema_ProviderKeyRequest,
 		.body_required = 1,
+		.credential = 1,
 	},
 	{
 		.method = "POST",
@@ -5385,6 +5411,7 @@ const struct kw_route kw_gen_routes[] = {
 		.nparams = 1,
 		.body = &s_schema_SelectKeyRequest,
 		.body_required = 1,
+		.credential = 1,
 	},
 	{
 		.method = "GET",
@@ -5396,6 +5423,7 @@ const struct kw_route kw_gen_routes[] = {
 		.nparams = 2,
 		.body = NULL,
 		.body_required = 0,
+		.credential = 1,
 	},
 	{
 		.method = "PUT",
@@ -5407,6 +5435,7 @@ const struct kw_route kw_gen_routes[] = {
 		.nparams = 2,
 		.body = &s_schema_ProviderKeyRequest,
 		.body_required = 1,
+		.credential = 1,
 	},
 	{
 		.method = "DELETE",
@@ -5418,6 +5447,7 @@ const struct kw_route kw_gen_routes[] = {
 		.nparams = 2,
 		.body = NULL,
 		.body_required = 0,
+		.credential = 1,
 	},
 	{
 		.method = "GET",
@@ -5429,6 +5459,7 @@ const struct kw_route kw_gen_routes[] = {
 		.nparams = 0,
 		.body = NULL,
 		.body_required = 0,
+		.credential = 1,
 	},
 	{
 		.method = "POST",
@@ -5440,6 +5471,7 @@ const struct kw_route kw_gen_routes[] = {
 		.nparams = 0,
 		.body = &s_schema_VeniceCreateKeyRequest,
 		.body_required = 1,
+		.credential = 1,
 	},
 	{
 		.method = "GET",
@@ -5451,6 +5483,7 @@ const struct kw_route kw_gen_routes[] = {
 		.nparams = 0,
 		.body = NULL,
 		.body_required = 0,
+		.credential = 1,
 	},
 	{
 		.method = "PATCH",
@@ -5462,6 +5495,7 @@ const struct kw_route kw_gen_routes[] = {
 		.nparams = 0,
 		.body = &s_schema_VeniceUpdateKeyRequest,
 		.body_required = 1,
+		.credential = 1,
 	},
 	{
 		.method = "DELETE",
@@ -5473,6 +5507,7 @@ const struct kw_route kw_gen_routes[] = {
 		.nparams = 1,
 		.body = NULL,
 		.body_required = 0,
+		.credential = 1,
 	},
 	{
 		.method = "GET",
@@ -5484,6 +5519,7 @@ const struct kw_route kw_gen_routes[] = {
 		.nparams = 0,
 		.body = NULL,
 		.body_required = 0,
+		.credential = 1,
 	},
 	{
 		.method = "GET",
@@ -5495,6 +5531,7 @@ const struct kw_route kw_gen_routes[] = {
 		.nparams = 0,
 		.body = NULL,
 		.body_required = 0,
+		.credential = 1,
 	},
 	{
 		.method = "GET",
@@ -5506,6 +5543,7 @@ const struct kw_route kw_gen_routes[] = {
 		.nparams = 1,
 		.body = NULL,
 		.body_required = 0,
+		.credential = 1,
 	},
 	{
 		.method = "POST",
@@ -5517,6 +5555,7 @@ const struct kw_route kw_gen_routes[] = {
 		.nparams = 2,
 		.body = &s_schema_ProvisionKeyRequest,
 		.body_required = 1,
+		.credential = 1,
 	},
 	{
 		.method = "POST",
@@ -5528,6 +5567,7 @@ const struct kw_route kw_gen_routes[] = {
 		.nparams = 1,
 		.body = &s_schema_NewOrganizationRequest,
 		.body_required = 1,
+		.credential = 1,
 	},
 	{
 		.method = "GET",
@@ -5539,6 +5579,7 @@ const struct kw_route kw_gen_routes[] = {
 		.nparams = 1,
 		.body = NULL,
 		.body_required = 0,
+		.credential = 1,
 	},
 	{
 		.method = "POST",
@@ -5550,6 +5591,7 @@ const struct kw_route kw_gen_routes[] = {
 		.nparams = 1,
 		.body = &s_schema_OrganizationMemberAddRequest,
 		.body_required = 1,
+		.credential = 1,
 	},
 	{
 		.method = "POST",
@@ -5561,6 +5603,7 @@ const struct kw_route kw_gen_routes[] = {
 		.nparams = 1,
 		.body = &s_schema_OrganizationMemberDeleteRequest,
 		.body_required = 1,
+		.credential = 1,
 	},
 	{
 		.method = "GET",
@@ -5572,6 +5615,7 @@ const struct kw_route kw_gen_routes[] = {
 		.nparams = 0,
 		.body = NULL,
 		.body_required = 0,
+		.credential = 1,
 	},
 	{
 		.method = "POST",
@@ -5583,6 +5627,7 @@ const struct kw_route kw_gen_routes[] = {
 		.nparams = 1,
 		.body = &s_schema_NewTeamRequest,
 		.body_required = 1,
+		.credential = 1,
 	},
 	{
 		.method = "GET",
@@ -5594,6 +5639,7 @@ const struct kw_route kw_gen_routes[] = {
 		.nparams = 1,
 		.body = NULL,
 		.body_required = 0,
+		.credential = 1,
 	},
 	{
 		.method = "POST",
@@ -5605,6 +5651,7 @@ const struct kw_route kw_gen_routes[] = {
 		.nparams = 1,
 		.body = &s_schema_UpdateTeamRequest,
 		.body_required = 1,
+		.credential = 1,
 	},
 	{
 		.method = "POST",
@@ -5616,6 +5663,7 @@ const struct kw_route kw_gen_routes[] = {
 		.nparams = 1,
 		.body = &s_schema_DeleteTeamRequest,
 		.body_required = 1,
+		.credential = 1,
 	},
 	{
 		.method = "POST",
@@ -5627,6 +5675,7 @@ const struct kw_route kw_gen_routes[] = {
 		.nparams = 1,
 		.body = &s_schema_TeamMemberAddRequest,
 		.body_required = 1,
+		.credential = 1,
 	},
 	{
 		.method = "POST",
@@ -5638,6 +5687,7 @@ const struct kw_route kw_gen_routes[] = {
 		.nparams = 1,
 		.body = &s_schema_TeamMemberDeleteRequest,
 		.body_required = 1,
+		.credential = 1,
 	},
 	{
 		.method = "GET",
@@ -5649,6 +5699,7 @@ const struct kw_route kw_gen_routes[] = {
 		.nparams = 2,
 		.body = NULL,
 		.body_required = 0,
+		.credential = 1,
 	},
 	{
 		.method = "POST",
@@ -5660,6 +5711,7 @@ const struct kw_route kw_gen_routes[] = {
 		.nparams = 1,
 		.body = &s_schema_NewUserRequest,
 		.body_required = 1,
+		.credential = 1,
 	},
 	{
 		.method = "GET",
@@ -5671,6 +5723,7 @@ const struct kw_route kw_gen_routes[] = {
 		.nparams = 1,
 		.body = NULL,
 		.body_required = 0,
+		.credential = 1,
 	},
 	{
 		.method = "POST",
@@ -5682,6 +5735,7 @@ const struct kw_route kw_gen_routes[] = {
 		.nparams = 1,
 		.body = &s_schema_UpdateUserRequest,
 		.body_required = 1,
+		.credential = 1,
 	},
 	{
 		.method = "POST",
@@ -5693,6 +5747,7 @@ const struct kw_route kw_gen_routes[] = {
 		.nparams = 1,
 		.body = &s_schema_DeleteUserRequest,
 		.body_required = 1,
+		.credential = 1,
 	},
 	{
 		.method = "GET",
@@ -5704,6 +5759,7 @@ const struct kw_route kw_gen_routes[] = {
 		.nparams = 6,
 		.body = NULL,
 		.body_required = 0,
+		.credential = 1,
 	},
 };
 const size_t kw_gen_nroutes = 56;
