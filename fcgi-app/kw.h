@@ -738,6 +738,8 @@ int kw_cli_setup(const char *data_dir);
 const char *kw_config_master_key_setting(void);	/* NULL: DATA_DIR/master.key */
 enum kw_err kw_config_master_key_rotate(char *out, size_t n);
 void kw_config_master_key_refresh(void);
+#define KW_MASTER_KEY_STRONG 20	/* below this many characters a master key is warned of */
+void kw_config_master_key_warn(void);	/* once at start: a weak master key, never the key */
 #define KW_VERSION_PARTS 8	/* up to seven numbers and the release/pre-release slot */
 int kw_version_parse(const char *s, unsigned long parts[KW_VERSION_PARTS]);
 
