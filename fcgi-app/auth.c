@@ -183,10 +183,8 @@ lookup_caller(struct kw_store *st, DB_TXN *txn, void *baton)
 			rc = KW_EAUTH;
 		} else if (rc == KW_OK)
 			c->role = kw_auth_role_parse(kw_json_str(user, "user_role"));
-		else if (rc == KW_ENOTFOUND) {
-			c->role = KW_ROLE_INTERNAL_USER;	/* a key's user without a record */
-			rc = KW_OK;
-		}
+		else if (rc == KW_ENOTFOUND)
+			rc = KW_OK;	/* no record, no role: as LiteLLM's _get_user_role(None) */
 	}
 	/*
 	 * A key's allowed_routes bound every route it calls, keywarden's own
@@ -270,13 +268,31 @@ kw_auth_reads_all(const struct kw_caller *c)
 
 /*
  * KW_OK when the caller may change things at all: not a viewer role, not a
- * read_only or llm_api key, and a key with a user.  403 in req->err otherwise.
+ * read_only or llm_api key, and a key with a user that has a record.  403
+ * in req->err otherwise, but 401 for a key with no user record (none named,
+ * or one that names no record), with LiteLLM's words: its user_api_key_auth
+ * finds no user object, so _get_user_role gives no role and
+ * RouteChecks.non_proxy_admin_allowed_routes_check refuses every
+ * management route but the info routes (_raise_admin_only_route_exception,
+ * rendered 401 auth_error by UserAPIKeyAuthExceptionHandler); the role and
+ * user id it names are "unknown", the id masked (_mask_user_id).  The
+ * route named is the operation's path template, so a key in the path is
+ * never echoed.
  */
 enum kw_err
 kw_auth_can_write(struct kw_req *req)
 {
 	const struct kw_caller *c = req->caller;
 	const char *why = NULL;
+
+	if (!kw_auth_is_admin(c) && c->role == KW_ROLE_NONE && c->venice_type[0] == '\0' &&
+	    strcmp(c->key_type, "llm_api") != 0) {
+		kw_error_set(&req->err, KW_EAUTH, NULL, "Authentication Error, Only proxy admin "
+		    "can be used to generate, delete, update info for new keys/users/teams. "
+		    "Route=%s. Your role=unknown. Your user_id=*******",
+		    req->route != NULL ? req->route->path : "");	/* the template: no key */
+		return KW_EAUTH;
+	}
 
 	if (kw_auth_is_admin(c) && strcmp(c->key_type, "read_only") != 0 &&
 	    strcmp(c->key_type, "llm_api") != 0)

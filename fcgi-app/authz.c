@@ -108,9 +108,9 @@ status_of(enum kw_verdict_code code)
 	switch (code) {
 	case KW_V_ROUTE_NOT_ALLOWED:
 		return 403;
-	case KW_V_BUDGET_EXCEEDED:
 	case KW_V_RATE_LIMITED:
 		return 429;
+	case KW_V_BUDGET_EXCEEDED:	/* LiteLLM's UserAPIKeyAuthExceptionHandler: 400 budget_exceeded */
 	case KW_V_DUPLICATE_REQUEST:
 		return 400;
 	case KW_V_USD_LIMIT:
@@ -138,8 +138,10 @@ rate_headers(struct kw_req *req, struct kw_resp *resp, const char *what, const s
  * request on to the upstream.  200 with Variable-KW-* headers lets it
  * through (the server hands them to the upstream's environment); anything
  * else is sent to the client as it is: the LiteLLM error envelope with 401
- * (a model the key may not use is 401, as LiteLLM answers it), 403 or 429, or 400 for an x-request-id that /key/usage could not name
- * (a request must never pass that cannot be charged).
+ * (a model the key may not use is 401, as LiteLLM answers it), 403 or 429,
+ * 400 for a spent budget (as LiteLLM answers it) or for an x-request-id
+ * that /key/usage could not name (a request must never pass that cannot be
+ * charged).
  */
 enum kw_err
 kw_authorize(struct kw_req *req, struct kw_resp *resp)
@@ -206,6 +208,14 @@ kw_authorize(struct kw_req *req, struct kw_resp *resp)
 		/* LiteLLM's ProxyException, word for word: its message, type and param */
 		kw_error_set(&e, KW_EAUTH, "model", "%s", v.message);
 		e.type = v.error_type;
+	} else if (v.code == KW_V_BUDGET_EXCEEDED) {
+		/*
+		 * As LiteLLM's proxy answers a BudgetExceededError: 400, type
+		 * budget_exceeded, param null, its message as it is
+		 * (UserAPIKeyAuthExceptionHandler._handle_authentication_error)
+		 */
+		kw_error_set(&e, KW_EINVAL, NULL, "%s", v.message);
+		e.type = "budget_exceeded";
 	} else {
 		kw_error_set(&e, status == 401 ? KW_EAUTH : status == 403 ? KW_EFORBIDDEN :
 		    status == 400 ? KW_EINVAL : status == 402 ? KW_EPAYMENT : KW_ELIMIT,
@@ -220,7 +230,7 @@ kw_authorize(struct kw_req *req, struct kw_resp *resp)
 		rate_headers(req, resp, "tokens", &v.tokens);
 	}
 	if (v.code == KW_V_BUDGET_EXCEEDED)
-		/* OpenAI's clients retry a 429 unless told not to; a spent budget will not come back */
+		/* OpenAI's clients may retry unless told not to; a spent budget will not come back */
 		kw_resp_header(req, resp, "x-should-retry: false");
 	kw_verdict_clear(&v);
 	return KW_OK;

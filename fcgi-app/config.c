@@ -451,10 +451,15 @@ kw_config_load(const char *data_dir_override)
 	if ((v = setting("KEYWARDEN_MASTER_KEY", values, known, NKNOWN)) != NULL) {
 		master_key_setting = v == getenv("KEYWARDEN_MASTER_KEY") ? "the environment" :
 		    "DATA_DIR/keywarden.conf";
-		if (strncmp(v, "sk-", 3) != 0 || strlen(v) < 8 ||
+		/*
+		 * What LiteLLM's proxy takes: any key that starts with sk- (its
+		 * docs and tests use sk-1234); kw_config_master_key_warn says
+		 * at start when it is weak.  The bound is the buffer's.
+		 */
+		if (strncmp(v, "sk-", 3) != 0 || strlen(v) < 4 ||
 		    strlen(v) >= sizeof(kw_config.master_key)) {
 			fprintf(stderr, "keywarden: KEYWARDEN_MASTER_KEY must start with sk- "
-			    "and be 8 to 255 characters\n");
+			    "and be 4 to 255 characters\n");
 			kw_crypto_wipe(values, sizeof(values));
 			return KW_EINVAL;
 		}
@@ -464,6 +469,51 @@ kw_config_load(const char *data_dir_override)
 	}
 	kw_crypto_wipe(values, sizeof(values));
 	return KW_OK;
+}
+
+/*
+ * Why key, a master key, is easy to guess, or NULL when it is not: shorter
+ * than KW_MASTER_KEY_STRONG characters, or after its sk- only digits, one
+ * character repeated, or a run such as 1234 or abcd.  LiteLLM's
+ * master_key_policy.py (INSECURE_MASTER_KEYS, insecure_master_key_warning)
+ * names its docs' sk-1234 as the key everyone knows.
+ */
+static const char *
+weak_master_key(const char *key)
+{
+	const char *rest = key + 3;
+	size_t n = strlen(key), digits = strspn(rest, "0123456789"), same = 1, run = 1;
+
+	for (size_t i = 1; rest[i] != '\0'; i++) {
+		same += rest[i] == rest[0];
+		run += rest[i] == rest[i - 1] + 1;
+	}
+	if (rest[0] != '\0' && (same == strlen(rest) || run == strlen(rest) ||
+	    digits == strlen(rest)))
+		return "guessable (digits only, one character repeated, or a run like 1234; "
+		    "LiteLLM's docs use one such)";
+	if (n < KW_MASTER_KEY_STRONG)
+		return "short";
+	return NULL;
+}
+
+/*
+ * Logs one warning, naming neither the key nor any part of it, when the
+ * master key is weak (weak_master_key).  The pool manager calls it once,
+ * at start.  A key keywarden generated is never weak.
+ */
+void
+kw_config_master_key_warn(void)
+{
+	const char *why;
+
+	if (kw_config.master_key[0] == '\0' ||
+	    (why = weak_master_key(kw_config.master_key)) == NULL)
+		return;
+	kw_log_warn("the master key (from %s) is %zu characters and %s: anyone who guesses it "
+	    "administers every key; set one of %d or more random characters",
+	    master_key_setting ? master_key_setting : "DATA_DIR/master.key",
+	    strlen(kw_config.master_key), why, KW_MASTER_KEY_STRONG);
 }
 
 /*

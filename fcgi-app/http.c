@@ -13,6 +13,7 @@
 #include <json-c/json.h>
 
 #include "kw.h"
+#include "gen/ops.h"
 
 /* Returns the CGI parameter (e.g. "HTTP_AUTHORIZATION"), borrowed until the request ends, or NULL. */
 const char *
@@ -295,7 +296,28 @@ check_headers(struct kw_req *req)
 	return KW_OK;
 }
 
-/* Routes, decodes and validates everything the handler will read. */
+/*
+ * The credential, before anything the request says is looked at: an
+ * operation whose spec asks for one (route->credential) answers 401 to a
+ * missing, unknown, blocked or expired key whatever its body, query, path
+ * or headers hold, so nobody without a key learns the schema from the
+ * answers.  LiteLLM's user_api_key_auth dependency runs before the request
+ * model is parsed; Bifrost and Venice authenticate first too.  The
+ * metrics token is a credential only /metrics knows; its handler judges it.
+ * Returns kw_auth_caller's answer; the handler's own call then answers from
+ * the first.
+ */
+static enum kw_err
+authenticate(struct kw_req *req)
+{
+	if (!req->route->credential)
+		return KW_OK;
+	if (req->route->handler == kw_op_metrics && kw_metrics_token_presented(req))
+		return KW_OK;
+	return kw_auth_caller(req);
+}
+
+/* Routes, authenticates, decodes and validates everything the handler will read. */
 static enum kw_err
 prepare(struct kw_req *req, enum kw_face *face)
 {
@@ -310,6 +332,8 @@ prepare(struct kw_req *req, enum kw_face *face)
 		return rc;
 	req->route = req->match.route;
 	*face = req->route->face;
+	if ((rc = authenticate(req)) != KW_OK)
+		return rc;
 	for (size_t i = 0; i < req->match.nparams; i++) {
 		for (size_t j = 0; j < req->route->nparams; j++) {
 			const struct kw_param *p = &req->route->params[j];

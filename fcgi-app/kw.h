@@ -259,6 +259,7 @@ struct kw_route {
 	size_t nparams;
 	const struct kw_schema *body;	/* NULL when the operation takes no body */
 	int body_required;
+	int credential;			/* the spec's security asks for one: checked first */
 };
 
 struct kw_face_prefix {
@@ -699,6 +700,7 @@ enum kw_err kw_metrics_init(void);
 /* authorizer: the request asked as an authorizer (counted as route "authorizer") */
 void kw_metrics_request(const struct kw_req *, int status, double secs);
 void kw_metrics_verdict(enum kw_verdict_code);
+int kw_metrics_token_presented(struct kw_req *);	/* the metrics token is the credential */
 void kw_metrics_txn(int committed);		/* a transaction ended: committed or aborted */
 void kw_metrics_deadlock_retry(void);
 void kw_metrics_provider_key_selection(void);
@@ -741,6 +743,8 @@ int kw_cli_setup(const char *data_dir);
 const char *kw_config_master_key_setting(void);	/* NULL: DATA_DIR/master.key */
 enum kw_err kw_config_master_key_rotate(char *out, size_t n);
 void kw_config_master_key_refresh(void);
+#define KW_MASTER_KEY_STRONG 20	/* below this many characters a master key is warned of */
+void kw_config_master_key_warn(void);	/* once at start: a weak master key, never the key */
 #define KW_VERSION_PARTS 8	/* up to seven numbers and the release/pre-release slot */
 int kw_version_parse(const char *s, unsigned long parts[KW_VERSION_PARTS]);
 

@@ -1326,6 +1326,28 @@ struct budget {
 };
 
 /*
+ * v as Python's str(float) writes it, which LiteLLM's messages hold: the
+ * shortest digits that read back as v, and ".0" after an integral one
+ * (5.0, 1.25, 1e+16).  buf holds at least 32 bytes.
+ */
+static const char *
+py_float(char *buf, size_t n, double v)
+{
+	int prec;
+
+	for (prec = 1; prec < 17; prec++) {
+		snprintf(buf, n, "%.*g", prec, v);
+		if (strtod(buf, NULL) == v)
+			break;
+	}
+	if (prec == 17)
+		snprintf(buf, n, "%.17g", v);
+	if (isfinite(v) && strpbrk(buf, ".e") == NULL && strlen(buf) + 3 <= n)
+		strcat(buf, ".0");
+	return buf;
+}
+
+/*
  * Refused (1) once spend plus reserved reaches the limit.  A request is
  * admitted while something is left and reserves its cost when admitted,
  * so the requests in flight together pass a budget by one request at most.
@@ -1334,6 +1356,7 @@ static int
 budget_refuses(struct checking *c, const struct budget *b)
 {
 	double used = b->spent + b->f->reserved;
+	char cost[32], max[32];
 
 	report_limit(c, b->name, b->model, b->limit, used, b->reset);
 	if (used < b->limit)
@@ -1344,10 +1367,23 @@ budget_refuses(struct checking *c, const struct budget *b)
 		return refuse(c, b->code, b->name,
 		    "the key's %s consumption limit of %g is spent for this period", b->name,
 		    b->limit);
-	if (b->model != NULL)
-		return refuse(c, b->code, b->name, "%s for %s reached: spend %g of %g", b->name,
-		    printable(b->model), used, b->limit);
-	return refuse(c, b->code, b->name, "%s reached: spend %g of %g", b->name, used, b->limit);
+	/*
+	 * LiteLLM's words (BudgetExceededError's message, from
+	 * _virtual_key_max_budget_check; _team_max_budget_check names the
+	 * team, _organization_max_budget_check the organization), its cost
+	 * counting what requests in flight reserved
+	 */
+	if (strcmp(b->name, "team_max_budget") == 0 && c->out->team_id[0] != '\0')
+		return refuse(c, b->code, b->name, "Budget has been exceeded! Team=%s Current "
+		    "cost: %s, Max budget: %s", printable(c->out->team_id),
+		    py_float(cost, sizeof(cost), used), py_float(max, sizeof(max), b->limit));
+	if (strcmp(b->name, "organization_max_budget") == 0 && c->org_id[0] != '\0')
+		return refuse(c, b->code, b->name, "Budget has been exceeded! Organization=%s "
+		    "Current cost: %s, Max budget: %s", printable(c->org_id),
+		    py_float(cost, sizeof(cost), used), py_float(max, sizeof(max), b->limit));
+	return refuse(c, b->code, b->name, "Budget has been exceeded! Current cost: %s, "
+	    "Max budget: %s", py_float(cost, sizeof(cost), used),
+	    py_float(max, sizeof(max), b->limit));
 }
 
 /*

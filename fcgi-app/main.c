@@ -407,6 +407,7 @@ serve(const struct kw_cli_opts *o)
 		kw_crypto_wipe(kw_config.master_key, sizeof(kw_config.master_key));
 		return 1;
 	}
+	kw_config_master_key_warn();
 	if (FCGX_Init() != 0) {
 		fprintf(stderr, "keywarden: libfcgi failed to initialise\n");
 		return 1;

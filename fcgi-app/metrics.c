@@ -331,6 +331,13 @@ is_metrics_token(const char *presented)
 	    kw_crypto_same_secret(presented, kw_config.metrics_token);
 }
 
+/* Whether req presents the metrics token (KEYWARDEN_METRICS_TOKEN) as its credential. */
+int
+kw_metrics_token_presented(struct kw_req *req)
+{
+	return is_metrics_token(kw_auth_credential(req));
+}
+
 /*
  * GET /metrics: the counters of this pool.  Readers: the metrics token
  * (KEYWARDEN_METRICS_TOKEN, which needs no store), the master key, and
@@ -345,7 +352,7 @@ kw_op_metrics(struct kw_req *req, struct kw_resp *resp)
 	FILE *f;
 	enum kw_err rc;
 
-	if (!is_metrics_token(kw_auth_credential(req))) {
+	if (!kw_metrics_token_presented(req)) {
 		if ((rc = kw_auth_caller(req)) != KW_OK)
 			return rc;
 		if (!kw_auth_reads_all(req->caller)) {

@@ -179,9 +179,12 @@ def org_budget_rules(srv, m):
                "_organization_max_budget_check: a key of the organization by %s is refused "
                "by /key/verify" % how, a)
         r = complete(srv, key, "gpt-4")
-        tap.ok(r.status == 429 and (J(r).get("error") or {}).get("param") ==
-               "organization_max_budget", "_organization_max_budget_check: and by the "
-               "authorizer (%s)" % how, repr(r))
+        err = J(r).get("error") or {}
+        tap.ok(r.status == 400 and err.get("type") == "budget_exceeded" and
+               (err.get("message") or "").startswith("Budget has been exceeded! Organization=" +
+                                                      oid + " Current cost: "),
+               "_organization_max_budget_check: and by the authorizer (%s): 400, "
+               "BudgetExceededError's message naming the organization" % how, repr(r))
     other = generate(m)
     tap.eq(verify(m, other, dry_run=True).get("code"), "VALID",
            "a key outside the organization is not refused")

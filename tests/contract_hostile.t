@@ -994,23 +994,24 @@ def authorizer_cases(srv, fx):
             ("/openai/deployments/gpt%zz/chat/completions", "a malformed escape", 400),
             ("/openai/deployments/gpt-3.5/chat/completions", "another model", 401)]:
         add("deployment: " + note, mauth, {status}, uri=uri, secrets=[km])
-    # a key whose budget is spent: hostile models still get the 429 envelope; a request id
-    # that /key/usage could not name (RequestId: 1 to 128 characters of UTF-8) is a 400
-    # naming x-request-id before anything else, even on a good key
+    # a key whose budget is spent: hostile models still get the 400 budget_exceeded envelope
+    # (LiteLLM's answer to a spent budget); a request id that /key/usage could not name
+    # (RequestId: 1 to 128 characters of UTF-8) is a 400 naming x-request-id before anything
+    # else, even on a good key
     sauth = [("Authorization", "Bearer " + ks)]
     for value, note, expect in [
             ("r" * 60000, "a 60 KB request id", {400}),
             (b"\xff\xfe", "a non-UTF-8 request id", {400}),
-            (b"id\x00tail", "a NUL in the request id (read as \"id\")", {429}),
+            (b"id\x00tail", "a NUL in the request id (read as \"id\")", {400}),
             ("", "an empty request id", {400}),
             ("r" * 129, "129 characters", {400}),
             ("\u00e4" * 129, "129 two-byte characters", {400}),
-            ("\u00e4" * 128, "128 two-byte characters", {429}),
-            ("\r\nX-Injected: 1", "CR LF", {429})]:
+            ("\u00e4" * 128, "128 two-byte characters", {400}),
+            ("\r\nX-Injected: 1", "CR LF", {400})]:
         add("x-request-id: " + note, sauth + [("x-request-id", value)], expect, secrets=[ks])
     add("x-request-id: 129 characters on a good key", auth + [("x-model", "gpt-4"),
         ("x-request-id", "r" * 129)], {400}, secrets=[ka])
-    add("spent key, a 60 KB model", sauth + [("x-model", "m" * 60000)], {429}, secrets=[ks])
+    add("spent key, a 60 KB model", sauth + [("x-model", "m" * 60000)], {400}, secrets=[ks])
     return out
 
 

@@ -946,7 +946,8 @@ def authorizer(api):
            "AUTHORIZER: usage with the lease's request id frees the slot")
 
     kx = gen(api, max_budget=1, spend=1)
-    refused(api.authorize("/v1/chat/completions", {"x-api-key": kx["key"]}), 429,
+    # 400, as LiteLLM's proxy answers a BudgetExceededError (budget_exceeded)
+    refused(api.authorize("/v1/chat/completions", {"x-api-key": kx["key"]}), 400,
             "budget exceeded")
     t_blk = team(api)
     kt = gen(api, team_id=t_blk)
@@ -956,7 +957,7 @@ def authorizer(api):
     ke = gen(api, models=["gpt-4"], spend=1, max_budget=1)
     refused(api.authorize("/openai/deployments/claude-3/chat/completions",
                           {"x-api-key": ke["key"]}), 401,
-            "model refused before budget (401, not 429)")
+            "model refused before budget (401, not 400)")
 
 
 # --- hygiene ----------------------------------------------------------------------------

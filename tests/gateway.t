@@ -141,12 +141,18 @@ def run(srv, up):
     budget = [steps[k] for k in sorted(steps) if k.startswith("budget ")]
     tap.ok(len(budget) == want + 1 and all(s["ok"] for s in budget[:want]),
            "max_budget %g: %d completions pass" % (BUDGET, want), budget)
-    e = refused({"budget": budget[-1]}, "budget", 429, "RateLimitError")
+    # 400 budget_exceeded, as LiteLLM's proxy answers a BudgetExceededError; the openai
+    # client raises BadRequestError and, told x-should-retry: false, does not retry
+    e = refused({"budget": budget[-1]}, "budget", 400, "BadRequestError")
+    body = e.get("body") or {}
+    tap.ok(body.get("type") == "budget_exceeded" and
+           str(body.get("message", "")).startswith("Budget has been exceeded! Current cost: "),
+           "budget: LiteLLM's budget_exceeded error (BudgetExceededError's message)", body)
     info = srv.admin("GET", "/key/info?key=" + keys["KW_KEY_BUDGET"]).json or {}
     spend = (info.get("info") or {}).get("spend")
     tap.ok(spend is not None and abs(spend - want * USAGE["total_tokens"] * PRICE) < 1e-9,
            "the key's spend is what the model server reported", info)
-    tap.diag("budget 429 headers: %s" % e.get("headers"))
+    tap.diag("budget 400 headers: %s" % e.get("headers"))
 
     # rpm_limit 2
     for i in (1, 2):

@@ -76,7 +76,8 @@ def one_line_per_request(srv):
              body={"key": unknown})
     broken = "sk-broken-json-secret-0815"
     c.secrets.append(broken)
-    c.send("POST", "/key/verify", ("/key/verify", "400", "-", None, None),
+    # the credential is checked before the body is read, so the caller is known
+    c.send("POST", "/key/verify", ("/key/verify", "400", "master", None, None),
            headers={"Authorization": "Bearer " + c.srv.master_key,
                     "Content-Type": "application/json"},
            raw=('{"key": "%s", ' % broken).encode())

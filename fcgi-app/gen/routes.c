@@ -5212,6 +5212,7 @@ const struct kw_route kw_gen_routes[] = {
 		.nparams = 0,
 		.body = NULL,
 		.body_required = 0,
+		.credential = 0,
 	},
 	{
 		.method = "GET",
@@ -5223,6 +5224,7 @@ const struct kw_route kw_gen_routes[] = {
 		.nparams = 0,
 		.body = NULL,
 		.body_required = 0,
+		.credential = 0,
 	},
 	{
 		.method = "GET",
@@ -5234,6 +5236,7 @@ const struct kw_route kw_gen_routes[] = {
 		.nparams = 0,
 		.body = NULL,
 		.body_required = 0,
+		.credential = 1,
 	},
 	{
 		.method = "POST",
@@ -5245,6 +5248,7 @@ const struct kw_route kw_gen_routes[] = {
 		.nparams = 1,
 		.body = &s_schema_GenerateKeyRequest,
 		.body_required = 1,
+		.credential = 1,
 	},
 	{
 		.method = "POST",
@@ -5256,6 +5260,7 @@ const struct kw_route kw_gen_routes[] = {
 		.nparams = 1,
 		.body = &s_schema_GenerateKeyRequest,
 		.body_required = 1,
+		.credential = 1,
 	},
 	{
 		.method = "POST",
@@ -5267,6 +5272,7 @@ const struct kw_route kw_gen_routes[] = {
 		.nparams = 1,
 		.body = &s_schema_UpdateKeyRequest,
 		.body_required = 1,
+		.credential = 1,
 	},
 	{
 		.method = "POST",
@@ -5278,6 +5284,7 @@ const struct kw_route kw_gen_routes[] = {
 		.nparams = 1,
 		.body = &s_schema_BulkUpdateKeyRequest,
 		.body_required = 1,
+		.credential = 1,
 	},
 	{
 		.method = "POST",
@@ -5289,6 +5296,7 @@ const struct kw_route kw_gen_routes[] = {
 		.nparams = 1,
 		.body = &s_schema_KeyRequest,
 		.body_required = 1,
+		.credential = 1,
 	},
 	{
 		.method = "GET",
@@ -5300,6 +5308,7 @@ const struct kw_route kw_gen_routes[] = {
 		.nparams = 1,
 		.body = NULL,
 		.body_required = 0,
+		.credential = 1,
 	},
 	{
 		.method = "POST",
@@ -5311,6 +5320,7 @@ const struct kw_route kw_gen_routes[] = {
 		.nparams = 1,
 		.body = &s_schema_KeyRequest,
 		.body_required = 1,
+		.credential = 1,
 	},
 	{
 		.method = "GET",
@@ -5322,6 +5332,7 @@ const struct kw_route kw_gen_routes[] = {
 		.nparams = 11,
 		.body = NULL,
 		.body_required = 0,
+		.credential = 1,
 	},
 	{
 		.method = "GET",
@@ -5333,6 +5344,7 @@ const struct kw_route kw_gen_routes[] = {
 		.nparams = 3,
 		.body = NULL,
 		.body_required = 0,
+		.credential = 1,
 	},
 	{
 		.method = "POST",
@@ -5344,6 +5356,7 @@ const struct kw_route kw_gen_routes[] = {
 		.nparams = 1,
 		.body = &s_schema_BlockKeyRequest,
 		.body_required = 1,
+		.credential = 1,
 	},
 	{
 		.method = "POST",
@@ -5355,6 +5368,7 @@ const struct kw_route kw_gen_routes[] = {
 		.nparams = 1,
 		.body = &s_schema_BlockKeyRequest,
 		.body_required = 1,
+		.credential = 1,
 	},
 	{
 		.method = "POST",
@@ -5366,6 +5380,7 @@ const struct kw_route kw_gen_routes[] = {
 		.nparams = 2,
 		.body = &s_schema_RegenerateKeyRequest,
 		.body_required = 0,
+		.credential = 1,
 	},
 	{
 		.method = "POST",
@@ -5377,6 +5392,7 @@ const struct kw_route kw_gen_routes[] = {
 		.nparams = 2,
 		.body = &s_schema_RegenerateKeyRequest,
 		.body_required = 0,
+		.credential = 1,
 	},
 	{
 		.method = "POST",
@@ -5388,6 +5404,7 @@ const struct kw_route kw_gen_routes[] = {
 		.nparams = 2,
 		.body = &s_schema_ResetSpendRequest,
 		.body_required = 1,
+		.credential = 1,
 	},
 	{
 		.method = "POST",
@@ -5399,6 +5416,7 @@ const struct kw_route kw_gen_routes[] = {
 		.nparams = 1,
 		.body = NULL,
 		.body_required = 0,
+		.credential = 1,
 	},
 	{
 		.method = "POST",
@@ -5410,6 +5428,7 @@ const struct kw_route kw_gen_routes[] = {
 		.nparams = 0,
 		.body = &s_schema_VerifyKeyRequest,
 		.body_required = 1,
+		.credential = 1,
 	},
 	{
 		.method = "POST",
@@ -5421,6 +5440,7 @@ const struct kw_route kw_gen_routes[] = {
 		.nparams = 0,
 		.body = &s_schema_KeyUsageRequest,
 		.body_required = 1,
+		.credential = 1,
 	},
 	{
 		.method = "GET",
@@ -5432,6 +5452,7 @@ const struct kw_route kw_gen_routes[] = {
 		.nparams = 0,
 		.body = NULL,
 		.body_required = 0,
+		.credential = 1,
 	},
 	{
 		.method = "POST",
@@ -5443,6 +5464,7 @@ const struct kw_route kw_gen_routes[] = {
 		.nparams = 0,
 		.body = &s_schema_NewProviderRequest,
 		.body_required = 1,
+		.credential = 1,
 	},
 	{
 		.method = "GET",
@@ -5454,6 +5476,7 @@ const struct kw_route kw_gen_routes[] = {
 		.nparams = 1,
 		.body = NULL,
 		.body_required = 0,
+		.credential = 1,
 	},
 	{
 		.method = "DELETE",
@@ -5465,6 +5488,7 @@ const struct kw_route kw_gen_routes[] = {
 		.nparams = 1,
 		.body = NULL,
 		.body_required = 0,
+		.credential = 1,
 	},
 	{
 		.method = "GET",
@@ -5476,6 +5500,7 @@ const struct kw_route kw_gen_routes[] = {
 		.nparams = 1,
 		.body = NULL,
 		.body_required = 0,
+		.credential = 1,
 	},
 	{
 		.method = "POST",
@@ -5487,6 +5512,7 @@ const struct kw_route kw_gen_routes[] = {
 		.nparams = 1,
 		.body = &s_schema_ProviderKeyRequest,
 		.body_required = 1,
+		.credential = 1,
 	},
 	{
 		.method = "POST",
@@ -5498,6 +5524,7 @@ const struct kw_route kw_gen_routes[] = {
 		.nparams = 1,
 		.body = &s_schema_SelectKeyRequest,
 		.body_required = 1,
+		.credential = 1,
 	},
 	{
 		.method = "GET",
@@ -5509,6 +5536,7 @@ const struct kw_route kw_gen_routes[] = {
 		.nparams = 2,
 		.body = NULL,
 		.body_required = 0,
+		.credential = 1,
 	},
 	{
 		.method = "PUT",
@@ -5520,6 +5548,7 @@ const struct kw_route kw_gen_routes[] = {
 		.nparams = 2,
 		.body = &s_schema_ProviderKeyRequest,
 		.body_required = 1,
+		.credential = 1,
 	},
 	{
 		.method = "DELETE",
@@ -5531,6 +5560,7 @@ const struct kw_route kw_gen_routes[] = {
 		.nparams = 2,
 		.body = NULL,
 		.body_required = 0,
+		.credential = 1,
 	},
 	{
 		.method = "GET",
@@ -5542,6 +5572,7 @@ const struct kw_route kw_gen_routes[] = {
 		.nparams = 0,
 		.body = NULL,
 		.body_required = 0,
+		.credential = 1,
 	},
 	{
 		.method = "POST",
@@ -5553,6 +5584,7 @@ const struct kw_route kw_gen_routes[] = {
 		.nparams = 0,
 		.body = &s_schema_VeniceCreateKeyRequest,
 		.body_required = 1,
+		.credential = 1,
 	},
 	{
 		.method = "GET",
@@ -5564,6 +5596,7 @@ const struct kw_route kw_gen_routes[] = {
 		.nparams = 0,
 		.body = NULL,
 		.body_required = 0,
+		.credential = 1,
 	},
 	{
 		.method = "PATCH",
@@ -5575,6 +5608,7 @@ const struct kw_route kw_gen_routes[] = {
 		.nparams = 0,
 		.body = &s_schema_VeniceUpdateKeyRequest,
 		.body_required = 1,
+		.credential = 1,
 	},
 	{
 		.method = "DELETE",
@@ -5586,6 +5620,7 @@ const struct kw_route kw_gen_routes[] = {
 		.nparams = 1,
 		.body = NULL,
 		.body_required = 0,
+		.credential = 1,
 	},
 	{
 		.method = "GET",
@@ -5597,6 +5632,7 @@ const struct kw_route kw_gen_routes[] = {
 		.nparams = 0,
 		.body = NULL,
 		.body_required = 0,
+		.credential = 1,
 	},
 	{
 		.method = "GET",
@@ -5608,6 +5644,7 @@ const struct kw_route kw_gen_routes[] = {
 		.nparams = 0,
 		.body = NULL,
 		.body_required = 0,
+		.credential = 1,
 	},
 	{
 		.method = "GET",
@@ -5619,6 +5656,7 @@ const struct kw_route kw_gen_routes[] = {
 		.nparams = 1,
 		.body = NULL,
 		.body_required = 0,
+		.credential = 1,
 	},
 	{
 		.method = "POST",
@@ -5630,6 +5668,7 @@ const struct kw_route kw_gen_routes[] = {
 		.nparams = 2,
 		.body = &s_schema_ProvisionKeyRequest,
 		.body_required = 1,
+		.credential = 1,
 	},
 	{
 		.method = "POST",
@@ -5641,6 +5680,7 @@ const struct kw_route kw_gen_routes[] = {
 		.nparams = 1,
 		.body = &s_schema_NewOrganizationRequest,
 		.body_required = 1,
+		.credential = 1,
 	},
 	{
 		.method = "GET",
@@ -5652,6 +5692,7 @@ const struct kw_route kw_gen_routes[] = {
 		.nparams = 1,
 		.body = NULL,
 		.body_required = 0,
+		.credential = 1,
 	},
 	{
 		.method = "POST",
@@ -5663,6 +5704,7 @@ const struct kw_route kw_gen_routes[] = {
 		.nparams = 1,
 		.body = &s_schema_OrganizationMemberAddRequest,
 		.body_required = 1,
+		.credential = 1,
 	},
 	{
 		.method = "POST",
@@ -5674,6 +5716,7 @@ const struct kw_route kw_gen_routes[] = {
 		.nparams = 1,
 		.body = &s_schema_OrganizationMemberDeleteRequest,
 		.body_required = 1,
+		.credential = 1,
 	},
 	{
 		.method = "GET",
@@ -5685,6 +5728,7 @@ const struct kw_route kw_gen_routes[] = {
 		.nparams = 0,
 		.body = NULL,
 		.body_required = 0,
+		.credential = 1,
 	},
 	{
 		.method = "POST",
@@ -5696,6 +5740,7 @@ const struct kw_route kw_gen_routes[] = {
 		.nparams = 1,
 		.body = &s_schema_NewTeamRequest,
 		.body_required = 1,
+		.credential = 1,
 	},
 	{
 		.method = "GET",
@@ -5707,6 +5752,7 @@ const struct kw_route kw_gen_routes[] = {
 		.nparams = 1,
 		.body = NULL,
 		.body_required = 0,
+		.credential = 1,
 	},
 	{
 		.method = "POST",
@@ -5718,6 +5764,7 @@ const struct kw_route kw_gen_routes[] = {
 		.nparams = 1,
 		.body = &s_schema_UpdateTeamRequest,
 		.body_required = 1,
+		.credential = 1,
 	},
 	{
 		.method = "POST",
@@ -5729,6 +5776,7 @@ const struct kw_route kw_gen_routes[] = {
 		.nparams = 1,
 		.body = &s_schema_DeleteTeamRequest,
 		.body_required = 1,
+		.credential = 1,
 	},
 	{
 		.method = "POST",
@@ -5740,6 +5788,7 @@ const struct kw_route kw_gen_routes[] = {
 		.nparams = 1,
 		.body = &s_schema_TeamMemberAddRequest,
 		.body_required = 1,
+		.credential = 1,
 	},
 	{
 		.method = "POST",
@@ -5751,6 +5800,7 @@ const struct kw_route kw_gen_routes[] = {
 		.nparams = 1,
 		.body = &s_schema_TeamMemberDeleteRequest,
 		.body_required = 1,
+		.credential = 1,
 	},
 	{
 		.method = "GET",
@@ -5762,6 +5812,7 @@ const struct kw_route kw_gen_routes[] = {
 		.nparams = 2,
 		.body = NULL,
 		.body_required = 0,
+		.credential = 1,
 	},
 	{
 		.method = "POST",
@@ -5773,6 +5824,7 @@ const struct kw_route kw_gen_routes[] = {
 		.nparams = 1,
 		.body = &s_schema_NewUserRequest,
 		.body_required = 1,
+		.credential = 1,
 	},
 	{
 		.method = "GET",
@@ -5784,6 +5836,7 @@ const struct kw_route kw_gen_routes[] = {
 		.nparams = 1,
 		.body = NULL,
 		.body_required = 0,
+		.credential = 1,
 	},
 	{
 		.method = "POST",
@@ -5795,6 +5848,7 @@ const struct kw_route kw_gen_routes[] = {
 		.nparams = 1,
 		.body = &s_schema_UpdateUserRequest,
 		.body_required = 1,
+		.credential = 1,
 	},
 	{
 		.method = "POST",
@@ -5806,6 +5860,7 @@ const struct kw_route kw_gen_routes[] = {
 		.nparams = 1,
 		.body = &s_schema_DeleteUserRequest,
 		.body_required = 1,
+		.credential = 1,
 	},
 	{
 		.method = "GET",
@@ -5817,6 +5872,7 @@ const struct kw_route kw_gen_routes[] = {
 		.nparams = 6,
 		.body = NULL,
 		.body_required = 0,
+		.credential = 1,
 	},
 };
 const size_t kw_gen_nroutes = 56;

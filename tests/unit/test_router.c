@@ -46,17 +46,17 @@ static const struct kw_param info_params[] = {
  * winning shows the router prefers it rather than relying on table order.
  */
 static const struct kw_route routes[] = {
-	{ "GET", "/health", "health", NULL, KW_FACE_LITELLM, NULL, 0, NULL, 0 },
-	{ "GET", "/key/{key}", "key_get", NULL, KW_FACE_LITELLM, info_params, 2, NULL, 0 },
-	{ "DELETE", "/key/{key}", "key_delete", NULL, KW_FACE_LITELLM, NULL, 0, NULL, 0 },
-	{ "GET", "/key/info", "key_info", NULL, KW_FACE_LITELLM, NULL, 0, NULL, 0 },
-	{ "GET", "/key/{id}", "key_get_dup", NULL, KW_FACE_LITELLM, NULL, 0, NULL, 0 },
-	{ "POST", "/key/generate", "key_generate", NULL, KW_FACE_LITELLM, NULL, 0, NULL, 0 },
-	{ "POST", "/key/{key}/regenerate", "key_regen", NULL, KW_FACE_LITELLM, NULL, 0, NULL, 0 },
-	{ "GET", "/key/list", "key_list", NULL, KW_FACE_LITELLM, list_params, 8, NULL, 0 },
+	{ "GET", "/health", "health", NULL, KW_FACE_LITELLM, NULL, 0, NULL, 0, 0 },
+	{ "GET", "/key/{key}", "key_get", NULL, KW_FACE_LITELLM, info_params, 2, NULL, 0, 1 },
+	{ "DELETE", "/key/{key}", "key_delete", NULL, KW_FACE_LITELLM, NULL, 0, NULL, 0, 1 },
+	{ "GET", "/key/info", "key_info", NULL, KW_FACE_LITELLM, NULL, 0, NULL, 0, 1 },
+	{ "GET", "/key/{id}", "key_get_dup", NULL, KW_FACE_LITELLM, NULL, 0, NULL, 0, 1 },
+	{ "POST", "/key/generate", "key_generate", NULL, KW_FACE_LITELLM, NULL, 0, NULL, 0, 1 },
+	{ "POST", "/key/{key}/regenerate", "key_regen", NULL, KW_FACE_LITELLM, NULL, 0, NULL, 0, 1 },
+	{ "GET", "/key/list", "key_list", NULL, KW_FACE_LITELLM, list_params, 8, NULL, 0, 1 },
 	{ "GET", "/team/{team_id}/member/{user_id}", "member", NULL, KW_FACE_LITELLM, NULL, 0,
-	    NULL, 0 },
-	{ "GET", "/", "root", NULL, KW_FACE_LITELLM, NULL, 0, NULL, 0 },
+	    NULL, 0, 1 },
+	{ "GET", "/", "root", NULL, KW_FACE_LITELLM, NULL, 0, NULL, 0, 1 },
 };
 static const size_t nroutes = sizeof(routes) / sizeof(routes[0]);
 
