@@ -238,14 +238,14 @@ check_ownership(struct kw_req *req, DB_TXN *txn, json_object *rec, json_object *
 	if (rc != KW_OK && rc != KW_ENOTFOUND)
 		return rc;
 	rc = KW_OK;
-	role = kw_team_role_of(team, c->user_id);
+	role = kw_members_role(KW_MEMBERS_TEAMS, team, c->user_id);
 	if (role == NULL || strcmp(role, "admin") != 0) {
 		/* TeamMemberPermissionChecks: a member's default is /key/info and /key/health only */
 		kw_error_set(&req->err, KW_EFORBIDDEN, "team_id",
 		    "only the team's admins or a proxy admin manage the team's keys");
 		rc = KW_EFORBIDDEN;
 	} else if (user_id != NULL && strcmp(user_id, c->user_id) != 0 &&
-	    kw_team_role_of(team, user_id) == NULL) {
+	    kw_members_role(KW_MEMBERS_TEAMS, team, user_id) == NULL) {
 		kw_error_set(&req->err, KW_EINVAL, "user_id", "this user is not a member of the team");
 		rc = KW_EINVAL;
 	}
@@ -430,7 +430,7 @@ ensure_user(struct kw_req *req, DB_TXN *txn, const char *user_id)
 	json_object_put(user);
 	if (rc != KW_ENOTFOUND)
 		return rc;
-	user = kw_user_record_new(req, user_id, NULL);
+	user = kw_members_user_new(req, user_id, NULL);
 	if ((rc = kw_rec_put(req->store, txn, KW_DB_USERS, user_id, user, 1)) == KW_OK)
 		rc = kw_audit_record(req, txn, "created", KW_TABLE_USERS, user_id, NULL, user);
 	json_object_put(user);
@@ -1014,7 +1014,7 @@ load_admin_teams(struct listing *l)
 			rc = KW_OK;
 			continue;
 		}
-		role = kw_team_role_of(team, c->user_id);
+		role = kw_members_role(KW_MEMBERS_TEAMS, team, c->user_id);
 		if (rc == KW_OK && role != NULL && strcmp(role, "admin") == 0)
 			json_object_array_add(l->admin_teams, json_object_new_string(team_id));
 		json_object_put(team);
