@@ -89,20 +89,27 @@ add_owned_view(const char *token, void *baton)
 }
 
 /*
- * Appends to views (an array, borrowed) the views of the keys owned by
- * user (kind 'u'), team ('t') or organization ('o') id that the caller
- * may read, as /key/info would show them: at most max of them, in token
- * order.  *truncated is 1 when the caller may read more than that; they
- * are for /key/list's pages.
+ * The /user/info (kind 'u') or /team/info ('t') answer for owner id,
+ * into *answer (owned, even on error): {"user_id" or "team_id": id,
+ * "user_info" or "team_info": rec (taken), "keys": the views of the keys
+ * it owns that the caller may read, as /key/info would show them, at most
+ * KEYWARDEN_INFO_MAX_KEYS in token order, "keys_truncated": whether the
+ * caller may read more (they are for /key/list's pages)}.
  */
 enum kw_err
-kw_litellm_owned_views(struct kw_req *req, DB_TXN *txn, char kind, const char *id,
-    json_object *views, size_t max, int *truncated)
+kw_litellm_owner_info(struct kw_req *req, DB_TXN *txn, char kind, const char *id,
+    json_object *rec, json_object **answer)
 {
-	struct owned_views o = { .req = req, .txn = txn, .views = views, .max = max };
-	enum kw_err rc = kw_keys_owned_by(req->store, txn, kind, id, add_owned_view, &o);
+	struct owned_views o = { .req = req, .txn = txn, .views = json_object_new_array(),
+		.max = kw_config.info_max_keys };
+	enum kw_err rc;
 
-	*truncated = o.truncated;
+	*answer = json_object_new_object();
+	json_object_object_add(*answer, kind == 't' ? "team_id" : "user_id", json_object_new_string(id));
+	json_object_object_add(*answer, kind == 't' ? "team_info" : "user_info", rec);
+	json_object_object_add(*answer, "keys", o.views);
+	rc = kw_keys_owned_by(req->store, txn, kind, id, add_owned_view, &o);
+	json_object_object_add(*answer, "keys_truncated", json_object_new_boolean(o.truncated));
 	return rc != KW_OK ? rc : o.rc;
 }
 

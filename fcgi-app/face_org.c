@@ -10,13 +10,6 @@
 
 #define PROVISIONED_ALIAS "prov:"	/* face_provisioning.c: "prov:<org>:<client_id>" */
 
-/* One operation's transaction: its answer, rebuilt on every attempt. */
-struct org_op {
-	struct kw_req *req;
-	const char *org_id;	/* the organization the operation is about; borrowed */
-	json_object *answer;	/* owned */
-};
-
 /*
  * A new organization record (owned) from a NewOrganizationRequest (body,
  * borrowed): no members, no model restriction, spend 0; null settings
@@ -47,23 +40,15 @@ org_record_new(struct kw_req *req, const char *org_id, json_object *body)
 
 /* /organization/new's transaction: 400 for a taken id, else the record and its audit entry. */
 static enum kw_err
-org_new_body(struct kw_store *st, DB_TXN *txn, void *baton)
+org_new_body(struct kw_req *req, DB_TXN *txn, struct kw_op *op)
 {
-	struct org_op *op = baton;
-	struct kw_req *req = op->req;
 	json_object *org;
 	enum kw_err rc;
 
-	(void)st;
-	kw_answer_reset(&op->answer);
-	if ((rc = kw_members_absent(req, txn, KW_MEMBERS_ORGS, op->org_id)) != KW_OK)
+	if ((rc = kw_members_absent(req, txn, KW_MEMBERS_ORGS, op->id)) != KW_OK)
 		return rc;
-	org = org_record_new(req, op->org_id, req->body);
-	if ((rc = kw_members_write(req, txn, KW_MEMBERS_ORGS, op->org_id, NULL, org)) == KW_OK)
-		op->answer = org;
-	else
-		json_object_put(org);
-	return rc;
+	op->answer = org = org_record_new(req, op->id, req->body);	/* dropped on an error */
+	return kw_members_write(req, txn, KW_MEMBERS_ORGS, op->id, NULL, org);
 }
 
 /*
@@ -74,28 +59,20 @@ org_new_body(struct kw_store *st, DB_TXN *txn, void *baton)
 enum kw_err
 kw_op_organization_new(struct kw_req *req, struct kw_resp *resp)
 {
-	struct org_op op = { .req = req, .org_id = kw_json_str(req->body, "organization_id") };
 	char uuid[37];
-	enum kw_err rc;
 
-	if ((rc = kw_auth_admin(req)) != KW_OK)
-		return rc;
-	op.org_id = kw_id_or_new(op.org_id, uuid);
-	return kw_answer_respond(resp, &op.answer, kw_store_txn(req->store, org_new_body, &op));
+	return kw_face_op(req, resp, KW_OP_ADMIN, org_new_body,
+	    kw_id_or_new(kw_json_str(req->body, "organization_id"), uuid));
 }
 
 /* /organization/info's transaction: 404, then 403, then the record. */
 static enum kw_err
-org_info_body(struct kw_store *st, DB_TXN *txn, void *baton)
+org_info_body(struct kw_req *req, DB_TXN *txn, struct kw_op *op)
 {
-	struct org_op *op = baton;
-	struct kw_req *req = op->req;
 	json_object *org;
 	enum kw_err rc;
 
-	(void)st;
-	kw_answer_reset(&op->answer);
-	rc = kw_members_open(req, txn, KW_MEMBERS_ORGS, op->org_id, "organization_id", 0, &org);
+	rc = kw_members_open(req, txn, KW_MEMBERS_ORGS, op->id, "organization_id", 0, &org);
 	op->answer = org;
 	return rc;
 }
@@ -107,38 +84,27 @@ org_info_body(struct kw_store *st, DB_TXN *txn, void *baton)
 enum kw_err
 kw_op_organization_info(struct kw_req *req, struct kw_resp *resp)
 {
-	struct org_op op = { .req = req, .org_id = kw_json_str(req->query, "organization_id") };
-	enum kw_err rc;
-
-	if ((rc = kw_auth_caller(req)) != KW_OK)
-		return rc;
-	return kw_answer_respond(resp, &op.answer, kw_store_txn(req->store, org_info_body, &op));
+	return kw_face_op(req, resp, KW_OP_READER, org_info_body,
+	    kw_json_str(req->query, "organization_id"));
 }
 
 /* /organization/member_add's transaction: 404, 403, then each member; answer: the record. */
 static enum kw_err
-member_add_body(struct kw_store *st, DB_TXN *txn, void *baton)
+member_add_body(struct kw_req *req, DB_TXN *txn, struct kw_op *op)
 {
-	struct org_op *op = baton;
-	struct kw_req *req = op->req;
 	json_object *org, *before;
 	size_t added;
 	enum kw_err rc;
 
-	(void)st;
-	kw_answer_reset(&op->answer);
-	if ((rc = kw_members_open(req, txn, KW_MEMBERS_ORGS, op->org_id, "organization_id", 1,
+	if ((rc = kw_members_open(req, txn, KW_MEMBERS_ORGS, op->id, "organization_id", 1,
 	    &org)) != KW_OK)
 		return rc;
 	before = kw_json_copy(org);
 	rc = kw_members_add_each(req, txn, KW_MEMBERS_ORGS, org,
 	    json_object_object_get(req->body, "member"), "member", NULL, NULL, &added);
 	if (rc == KW_OK && added > 0)	/* an empty list changes nothing */
-		rc = kw_members_update(req, txn, KW_MEMBERS_ORGS, op->org_id, before, org);
-	if (rc == KW_OK)
-		op->answer = org;
-	else
-		json_object_put(org);
+		rc = kw_members_update(req, txn, KW_MEMBERS_ORGS, op->id, before, org);
+	op->answer = org;	/* kw_face_op drops it on an error */
 	json_object_put(before);
 	return rc;
 }
@@ -152,12 +118,8 @@ member_add_body(struct kw_store *st, DB_TXN *txn, void *baton)
 enum kw_err
 kw_op_organization_member_add(struct kw_req *req, struct kw_resp *resp)
 {
-	struct org_op op = { .req = req, .org_id = kw_json_str(req->body, "organization_id") };
-	enum kw_err rc;
-
-	if ((rc = kw_auth_caller(req)) != KW_OK || (rc = kw_auth_can_write(req)) != KW_OK)
-		return rc;
-	return kw_answer_respond(resp, &op.answer, kw_store_txn(req->store, member_add_body, &op));
+	return kw_face_op(req, resp, KW_OP_WRITER, member_add_body,
+	    kw_json_str(req->body, "organization_id"));
 }
 
 /* Appends token to the array baton. */
@@ -211,26 +173,19 @@ revoke_provisioned(struct kw_req *req, DB_TXN *txn, const char *org_id, const ch
  * keys in the organization.
  */
 static enum kw_err
-member_delete_body(struct kw_store *st, DB_TXN *txn, void *baton)
+member_delete_body(struct kw_req *req, DB_TXN *txn, struct kw_op *op)
 {
-	struct org_op *op = baton;
-	struct kw_req *req = op->req;
 	const char *user_id;
 	json_object *org;
 	enum kw_err rc;
 
-	(void)st;
-	kw_answer_reset(&op->answer);
-	if ((rc = kw_members_open(req, txn, KW_MEMBERS_ORGS, op->org_id, "organization_id", 1,
+	if ((rc = kw_members_open(req, txn, KW_MEMBERS_ORGS, op->id, "organization_id", 1,
 	    &org)) != KW_OK)
 		return rc;
-	if ((rc = kw_members_remove(req, txn, KW_MEMBERS_ORGS, op->org_id, org,
+	if ((rc = kw_members_remove(req, txn, KW_MEMBERS_ORGS, op->id, org,
 	    kw_json_str(req->body, "user_id"), NULL, &user_id)) == KW_OK)
-		rc = revoke_provisioned(req, txn, op->org_id, user_id);
-	if (rc == KW_OK)
-		op->answer = org;
-	else
-		json_object_put(org);
+		rc = revoke_provisioned(req, txn, op->id, user_id);
+	op->answer = org;	/* kw_face_op drops it on an error */
 	return rc;
 }
 
@@ -243,12 +198,8 @@ member_delete_body(struct kw_store *st, DB_TXN *txn, void *baton)
 enum kw_err
 kw_op_organization_member_delete(struct kw_req *req, struct kw_resp *resp)
 {
-	struct org_op op = { .req = req, .org_id = kw_json_str(req->body, "organization_id") };
-	enum kw_err rc;
-
-	if ((rc = kw_auth_caller(req)) != KW_OK || (rc = kw_auth_can_write(req)) != KW_OK)
-		return rc;
-	return kw_answer_respond(resp, &op.answer, kw_store_txn(req->store, member_delete_body, &op));
+	return kw_face_op(req, resp, KW_OP_WRITER, member_delete_body,
+	    kw_json_str(req->body, "organization_id"));
 }
 
 /*

@@ -9,13 +9,6 @@
 #include "kw.h"
 #include "gen/ops.h"
 
-/* One operation's transaction: its answer, rebuilt on every attempt. */
-struct team_op {
-	struct kw_req *req;
-	const char *team_id;	/* the team the operation is about; borrowed */
-	json_object *answer;	/* owned */
-};
-
 /* The settings of a team that /team/new and /team/update set; members change apart. */
 static const char *const team_settings[] = {
 	"team_alias", "organization_id", "models", "max_budget", "soft_budget", "budget_duration",
@@ -70,14 +63,7 @@ team_record_new(struct kw_req *req, const char *team_id)
 	json_object_object_add(rec, "organization_id", NULL);
 	json_object_object_add(rec, "members_with_roles", json_object_new_array());
 	json_object_object_add(rec, "models", json_object_new_array());
-	json_object_object_add(rec, "max_budget", NULL);
-	json_object_object_add(rec, "soft_budget", NULL);
-	json_object_object_add(rec, "spend", json_object_new_double(0));
-	json_object_object_add(rec, "budget_duration", NULL);
-	json_object_object_add(rec, "budget_reset_at", NULL);
-	json_object_object_add(rec, "tpm_limit", NULL);
-	json_object_object_add(rec, "rpm_limit", NULL);
-	json_object_object_add(rec, "max_parallel_requests", NULL);
+	kw_members_limits_new(rec);
 	json_object_object_add(rec, "blocked", json_object_new_boolean(0));
 	json_object_object_add(rec, "tags", NULL);
 	json_object_object_add(rec, "guardrails", NULL);
@@ -135,29 +121,20 @@ check_team_size(struct kw_req *req, json_object *team)
 
 /* /team/new's transaction: the team, its members' users, their audit entries; answer: the team. */
 static enum kw_err
-team_new_body(struct kw_store *st, DB_TXN *txn, void *baton)
+team_new_body(struct kw_req *req, DB_TXN *txn, struct kw_op *op)
 {
-	struct team_op *op = baton;
-	struct kw_req *req = op->req;
 	json_object *team;
 	size_t added;
 	enum kw_err rc;
 
-	(void)st;
-	kw_answer_reset(&op->answer);
-	if ((rc = kw_members_absent(req, txn, KW_MEMBERS_TEAMS, op->team_id)) != KW_OK)
+	if ((rc = kw_members_absent(req, txn, KW_MEMBERS_TEAMS, op->id)) != KW_OK)
 		return rc;
-	team = team_record_new(req, op->team_id);
+	op->answer = team = team_record_new(req, op->id);	/* kw_face_op drops it on an error */
 	apply_team_settings(req, team, req->body);
 	rc = kw_members_add_each(req, txn, KW_MEMBERS_TEAMS, team,
 	    json_object_object_get(req->body, "members_with_roles"), "members_with_roles", NULL, NULL,
 	    &added);
-	if (rc == KW_OK &&
-	    (rc = kw_members_write(req, txn, KW_MEMBERS_TEAMS, op->team_id, NULL, team)) == KW_OK)
-		op->answer = team;
-	else
-		json_object_put(team);
-	return rc;
+	return rc != KW_OK ? rc : kw_members_write(req, txn, KW_MEMBERS_TEAMS, op->id, NULL, team);
 }
 
 /*
@@ -168,14 +145,9 @@ team_new_body(struct kw_store *st, DB_TXN *txn, void *baton)
 enum kw_err
 kw_op_team_new(struct kw_req *req, struct kw_resp *resp)
 {
-	struct team_op op = { .req = req, .team_id = kw_json_str(req->body, "team_id") };
 	char uuid[37];
-	enum kw_err rc;
-
-	if ((rc = kw_auth_admin(req)) != KW_OK)
-		return rc;
-	op.team_id = kw_id_or_new(op.team_id, uuid);
-	return kw_answer_respond(resp, &op.answer, kw_store_txn(req->store, team_new_body, &op));
+	return kw_face_op(req, resp, KW_OP_ADMIN, team_new_body,
+	    kw_id_or_new(kw_json_str(req->body, "team_id"), uuid));
 }
 
 /*
@@ -184,29 +156,16 @@ kw_op_team_new(struct kw_req *req, struct kw_resp *resp)
  * when there are more).
  */
 static enum kw_err
-team_info_body(struct kw_store *st, DB_TXN *txn, void *baton)
+team_info_body(struct kw_req *req, DB_TXN *txn, struct kw_op *op)
 {
-	struct team_op *op = baton;
-	struct kw_req *req = op->req;
-	json_object *team, *keys;
-	int truncated;
+	json_object *team;
 	enum kw_err rc;
 
-	(void)st;
-	kw_answer_reset(&op->answer);
-	if ((rc = kw_members_open(req, txn, KW_MEMBERS_TEAMS, op->team_id, "team_id", 0, &team)) != KW_OK)
+	if ((rc = kw_members_open(req, txn, KW_MEMBERS_TEAMS, op->id, "team_id", 0, &team)) != KW_OK)
 		return rc;
 	kw_budget_settle(team, req->now);
-	op->answer = json_object_new_object();
-	json_object_object_add(op->answer, "team_id", json_object_new_string(op->team_id));
-	json_object_object_add(op->answer, "team_info", team);
-	keys = json_object_new_array();
-	json_object_object_add(op->answer, "keys", keys);
 	/* a plain member sees the keys /key/info would show them: their own */
-	rc = kw_litellm_owned_views(req, txn, 't', op->team_id, keys, kw_config.info_max_keys,
-	    &truncated);
-	json_object_object_add(op->answer, "keys_truncated", json_object_new_boolean(truncated));
-	return rc;
+	return kw_litellm_owner_info(req, txn, 't', op->id, team, &op->answer);
 }
 
 /*
@@ -217,39 +176,32 @@ team_info_body(struct kw_store *st, DB_TXN *txn, void *baton)
 enum kw_err
 kw_op_team_info(struct kw_req *req, struct kw_resp *resp)
 {
-	struct team_op op = { .req = req, .team_id = kw_json_str(req->query, "team_id") };
-	enum kw_err rc;
-
-	if ((rc = kw_auth_caller(req)) != KW_OK)
-		return rc;
-	return kw_answer_respond(resp, &op.answer, kw_store_txn(req->store, team_info_body, &op));
+	return kw_face_op(req, resp, KW_OP_READER, team_info_body,
+	    kw_json_str(req->query, "team_id"));
 }
 
-/* /team/update's transaction: 404, 403, then the settings sent; answer: the team. */
+/* /team/update's transaction: 400 for members, 404, 403, then the settings sent; answer: the team. */
 static enum kw_err
-team_update_body(struct kw_store *st, DB_TXN *txn, void *baton)
+team_update_body(struct kw_req *req, DB_TXN *txn, struct kw_op *op)
 {
-	struct team_op *op = baton;
-	struct kw_req *req = op->req;
 	json_object *team, *before;
 	enum kw_err rc;
 
-	(void)st;
-	kw_answer_reset(&op->answer);
-	if ((rc = kw_members_get(req, txn, KW_MEMBERS_TEAMS, op->team_id, KW_RMW, "team_id",
+	if (kw_json_has(req->body, "members_with_roles")) {
+		kw_error_set(&req->err, KW_EINVAL, "members_with_roles",
+		    "use /team/member_add and /team/member_delete");
+		return KW_EINVAL;
+	}
+	if ((rc = kw_members_get(req, txn, KW_MEMBERS_TEAMS, op->id, KW_RMW, "team_id",
 	    &team)) != KW_OK)
 		return rc;
-	if ((rc = may_change_settings(req, txn, team)) != KW_OK) {
-		json_object_put(team);
+	op->answer = team;	/* kw_face_op drops it on an error */
+	if ((rc = may_change_settings(req, txn, team)) != KW_OK)
 		return rc;
-	}
 	kw_budget_settle(team, req->now);
 	before = kw_json_copy(team);
 	apply_team_settings(req, team, req->body);
-	if ((rc = kw_members_update(req, txn, KW_MEMBERS_TEAMS, op->team_id, before, team)) == KW_OK)
-		op->answer = team;
-	else
-		json_object_put(team);
+	rc = kw_members_update(req, txn, KW_MEMBERS_TEAMS, op->id, before, team);
 	json_object_put(before);
 	return rc;
 }
@@ -262,17 +214,8 @@ team_update_body(struct kw_store *st, DB_TXN *txn, void *baton)
 enum kw_err
 kw_op_team_update(struct kw_req *req, struct kw_resp *resp)
 {
-	struct team_op op = { .req = req, .team_id = kw_json_str(req->body, "team_id") };
-	enum kw_err rc;
-
-	if ((rc = kw_auth_caller(req)) != KW_OK || (rc = kw_auth_can_write(req)) != KW_OK)
-		return rc;
-	if (kw_json_has(req->body, "members_with_roles")) {
-		kw_error_set(&req->err, KW_EINVAL, "members_with_roles",
-		    "use /team/member_add and /team/member_delete");
-		return KW_EINVAL;
-	}
-	return kw_answer_respond(resp, &op.answer, kw_store_txn(req->store, team_update_body, &op));
+	return kw_face_op(req, resp, KW_OP_WRITER, team_update_body,
+	    kw_json_str(req->body, "team_id"));
 }
 
 /*
@@ -280,16 +223,12 @@ kw_op_team_update(struct kw_req *req, struct kw_resp *resp)
  * then each loses its keys, its members' memberships and its record.
  */
 static enum kw_err
-team_delete_body(struct kw_store *st, DB_TXN *txn, void *baton)
+team_delete_body(struct kw_req *req, DB_TXN *txn, struct kw_op *op)
 {
-	struct team_op *op = baton;
-	struct kw_req *req = op->req;
 	json_object *ids = json_object_object_get(req->body, "team_ids"), *teams, *deleted;
 	int64_t keys = 0;
 	enum kw_err rc;
 
-	(void)st;
-	kw_answer_reset(&op->answer);
 	/* every team first: all or nothing, and 404 names the first one missing */
 	rc = kw_members_get_all(req, txn, KW_MEMBERS_TEAMS, ids, "team_ids", &teams, &deleted);
 	for (size_t i = 0; rc == KW_OK && i < json_object_array_length(teams); i++) {
@@ -318,27 +257,18 @@ team_delete_body(struct kw_store *st, DB_TXN *txn, void *baton)
 enum kw_err
 kw_op_team_delete(struct kw_req *req, struct kw_resp *resp)
 {
-	struct team_op op = { .req = req };
-	enum kw_err rc;
-
-	if ((rc = kw_auth_admin(req)) != KW_OK)
-		return rc;
-	return kw_answer_respond(resp, &op.answer, kw_store_txn(req->store, team_delete_body, &op));
+	return kw_face_op(req, resp, KW_OP_ADMIN, team_delete_body, NULL);
 }
 
 /* /team/member_add's transaction: 404, 403, the members; answer: the team and updated_users. */
 static enum kw_err
-member_add_body(struct kw_store *st, DB_TXN *txn, void *baton)
+member_add_body(struct kw_req *req, DB_TXN *txn, struct kw_op *op)
 {
-	struct team_op *op = baton;
-	struct kw_req *req = op->req;
 	json_object *team, *before, *budget = NULL, *users;
 	size_t added;
 	enum kw_err rc;
 
-	(void)st;
-	kw_answer_reset(&op->answer);
-	if ((rc = kw_members_open(req, txn, KW_MEMBERS_TEAMS, op->team_id, "team_id", 1, &team)) != KW_OK)
+	if ((rc = kw_members_open(req, txn, KW_MEMBERS_TEAMS, op->id, "team_id", 1, &team)) != KW_OK)
 		return rc;
 	json_object_object_get_ex(req->body, "max_budget_in_team", &budget);
 	kw_budget_settle(team, req->now);
@@ -349,14 +279,9 @@ member_add_body(struct kw_store *st, DB_TXN *txn, void *baton)
 	if (rc == KW_OK)	/* past the cap the transaction aborts: no user it made is kept */
 		rc = check_team_size(req, team);
 	if (rc == KW_OK && added > 0)	/* an empty list changes nothing */
-		rc = kw_members_update(req, txn, KW_MEMBERS_TEAMS, op->team_id, before, team);
-	if (rc == KW_OK) {
-		json_object_object_add(team, "updated_users", users);
-		op->answer = team;
-	} else {
-		json_object_put(users);
-		json_object_put(team);
-	}
+		rc = kw_members_update(req, txn, KW_MEMBERS_TEAMS, op->id, before, team);
+	json_object_object_add(team, "updated_users", users);
+	op->answer = team;	/* kw_face_op drops it on an error */
 	json_object_put(before);
 	return rc;
 }
@@ -369,36 +294,29 @@ member_add_body(struct kw_store *st, DB_TXN *txn, void *baton)
 enum kw_err
 kw_op_team_member_add(struct kw_req *req, struct kw_resp *resp)
 {
-	struct team_op op = { .req = req, .team_id = kw_json_str(req->body, "team_id") };
-	enum kw_err rc;
-
-	if ((rc = kw_auth_caller(req)) != KW_OK || (rc = kw_auth_can_write(req)) != KW_OK)
-		return rc;
-	return kw_answer_respond(resp, &op.answer, kw_store_txn(req->store, member_add_body, &op));
+	return kw_face_op(req, resp, KW_OP_WRITER, member_add_body,
+	    kw_json_str(req->body, "team_id"));
 }
 
-/* /team/member_delete's transaction: 404, 403, the member on both sides and their team keys. */
+/* /team/member_delete's transaction: 400 without a user, 404, 403, the member on both sides and their team keys. */
 static enum kw_err
-member_delete_body(struct kw_store *st, DB_TXN *txn, void *baton)
+member_delete_body(struct kw_req *req, DB_TXN *txn, struct kw_op *op)
 {
-	struct team_op *op = baton;
-	struct kw_req *req = op->req;
 	json_object *team;
 	const char *user_id;
 	int64_t keys = 0;
 	enum kw_err rc;
 
-	(void)st;
-	kw_answer_reset(&op->answer);
-	if ((rc = kw_members_open(req, txn, KW_MEMBERS_TEAMS, op->team_id, "team_id", 1, &team)) != KW_OK)
+	if (kw_json_str(req->body, "user_id") == NULL && kw_json_str(req->body, "user_email") == NULL) {
+		kw_error_set(&req->err, KW_EINVAL, "user_id", "send user_id or user_email");
+		return KW_EINVAL;
+	}
+	if ((rc = kw_members_open(req, txn, KW_MEMBERS_TEAMS, op->id, "team_id", 1, &team)) != KW_OK)
 		return rc;
-	if ((rc = kw_members_remove(req, txn, KW_MEMBERS_TEAMS, op->team_id, team,
+	if ((rc = kw_members_remove(req, txn, KW_MEMBERS_TEAMS, op->id, team,
 	    kw_json_str(req->body, "user_id"), kw_json_str(req->body, "user_email"), &user_id)) == KW_OK)
-		rc = kw_keys_delete_owned(req, txn, 't', op->team_id, user_id, &keys);
-	if (rc == KW_OK)
-		op->answer = team;
-	else
-		json_object_put(team);
+		rc = kw_keys_delete_owned(req, txn, 't', op->id, user_id, &keys);
+	op->answer = team;	/* kw_face_op drops it on an error */
 	return rc;
 }
 
@@ -410,16 +328,8 @@ member_delete_body(struct kw_store *st, DB_TXN *txn, void *baton)
 enum kw_err
 kw_op_team_member_delete(struct kw_req *req, struct kw_resp *resp)
 {
-	struct team_op op = { .req = req, .team_id = kw_json_str(req->body, "team_id") };
-	enum kw_err rc;
-
-	if ((rc = kw_auth_caller(req)) != KW_OK || (rc = kw_auth_can_write(req)) != KW_OK)
-		return rc;
-	if (kw_json_str(req->body, "user_id") == NULL && kw_json_str(req->body, "user_email") == NULL) {
-		kw_error_set(&req->err, KW_EINVAL, "user_id", "send user_id or user_email");
-		return KW_EINVAL;
-	}
-	return kw_answer_respond(resp, &op.answer, kw_store_txn(req->store, member_delete_body, &op));
+	return kw_face_op(req, resp, KW_OP_WRITER, member_delete_body,
+	    kw_json_str(req->body, "team_id"));
 }
 
 /*

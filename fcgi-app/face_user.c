@@ -77,13 +77,6 @@ kw_keys_delete_owned(struct kw_req *req, DB_TXN *txn, char kind, const char *id,
 
 /* --- the /user/... operations --------------------------------------------- */
 
-/* One operation's transaction: its answer and counts, rebuilt on every attempt. */
-struct user_op {
-	struct kw_req *req;
-	const char *user_id;	/* the user the operation is about; borrowed */
-	json_object *answer;	/* owned */
-};
-
 /* The settings of a user that a request may set; the rest are ids, lists and one-shot options. */
 static const char *const user_settings[] = {
 	"user_email", "user_alias", "user_role", "organization_id", "models", "max_budget",
@@ -172,16 +165,12 @@ read_new_user_teams(struct kw_req *req, DB_TXN *txn, json_object *ids, json_obje
  * key, and their audit entries; answer: the user plus the key's fields.
  */
 static enum kw_err
-user_new_body(struct kw_store *st, DB_TXN *txn, void *baton)
+user_new_body(struct kw_req *req, DB_TXN *txn, struct kw_op *op)
 {
-	struct user_op *op = baton;
-	struct kw_req *req = op->req;
 	json_object *body = req->body, *user, *teams = NULL, *ids = NULL, *key = NULL, *v;
 	enum kw_err rc;
 
-	(void)st;
-	kw_answer_reset(&op->answer);
-	if ((rc = kw_members_absent(req, txn, KW_MEMBERS_USERS, op->user_id)) != KW_OK ||
+	if ((rc = kw_members_absent(req, txn, KW_MEMBERS_USERS, op->id)) != KW_OK ||
 	    (rc = kw_members_email_free(req, txn, kw_json_str(body, "user_email"), NULL,
 	    "user_email")) != KW_OK)
 		return rc;
@@ -190,12 +179,12 @@ user_new_body(struct kw_store *st, DB_TXN *txn, void *baton)
 		json_object_put(teams);
 		return rc;
 	}
-	user = kw_members_user_new(req, op->user_id, NULL);
+	user = kw_members_user_new(req, op->id, NULL);
 	apply_user_settings(req, user, body, NULL);
 	for (size_t i = 0; i < json_object_array_length(teams); i++)
 		json_object_array_add(json_object_object_get(user, "teams"), json_object_new_string(
 		    kw_json_str(json_object_array_get_idx(teams, i), "team_id")));
-	rc = kw_members_write(req, txn, KW_MEMBERS_USERS, op->user_id, NULL, user);
+	rc = kw_members_write(req, txn, KW_MEMBERS_USERS, op->id, NULL, user);
 	for (size_t i = 0; rc == KW_OK && i < json_object_array_length(teams); i++) {
 		json_object *team = json_object_array_get_idx(teams, i);
 
@@ -208,7 +197,7 @@ user_new_body(struct kw_store *st, DB_TXN *txn, void *baton)
 		static const char *const from_body[] = { "key_alias", "duration", "models" };
 		json_object *settings = json_object_new_object();
 
-		json_object_object_add(settings, "user_id", json_object_new_string(op->user_id));
+		json_object_object_add(settings, "user_id", json_object_new_string(op->id));
 		for (size_t i = 0; i < sizeof(from_body) / sizeof(from_body[0]); i++)
 			if (json_object_object_get_ex(body, from_body[i], &v))
 				json_object_object_add(settings, from_body[i], json_object_get(v));
@@ -237,54 +226,48 @@ user_new_body(struct kw_store *st, DB_TXN *txn, void *baton)
 enum kw_err
 kw_op_user_new(struct kw_req *req, struct kw_resp *resp)
 {
-	struct user_op op = { .req = req, .user_id = kw_json_str(req->body, "user_id") };
 	char uuid[37];
-	enum kw_err rc;
-
-	if ((rc = kw_auth_admin(req)) != KW_OK)
-		return rc;
-	op.user_id = kw_id_or_new(op.user_id, uuid);
-	return kw_answer_respond(resp, &op.answer, kw_store_txn(req->store, user_new_body, &op));
+	return kw_face_op(req, resp, KW_OP_ADMIN, user_new_body,
+	    kw_id_or_new(kw_json_str(req->body, "user_id"), uuid));
 }
 
 /*
- * /user/info's transaction: 404, then 403, then the user, its keys (at
+ * /user/info's transaction: 400 for a caller without a user who names
+ * none, 404, then 403, then the user, its keys (at
  * most KEYWARDEN_INFO_MAX_KEYS; keys_truncated says when there are more)
  * and its teams.
  */
 static enum kw_err
-user_info_body(struct kw_store *st, DB_TXN *txn, void *baton)
+user_info_body(struct kw_req *req, DB_TXN *txn, struct kw_op *op)
 {
-	struct user_op *op = baton;
-	struct kw_req *req = op->req;
-	json_object *user, *teams, *ids, *keys;
-	int truncated;
+	json_object *user, *teams, *ids;
 	enum kw_err rc;
 
-	kw_answer_reset(&op->answer);
-	if ((rc = kw_members_get(req, txn, KW_MEMBERS_USERS, op->user_id, 0, "user_id", &user)) != KW_OK)
+	if (op->id == NULL) {	/* the caller's own */
+		if (req->caller->user_id[0] == '\0') {
+			kw_error_set(&req->err, KW_EINVAL, "user_id", req->caller->is_master ?
+			    "the master key belongs to no user: pass ?user_id=" :
+			    "this key belongs to no user: pass ?user_id=");
+			return KW_EINVAL;
+		}
+		op->id = req->caller->user_id;
+	}
+	if ((rc = kw_members_get(req, txn, KW_MEMBERS_USERS, op->id, 0, "user_id", &user)) != KW_OK)
 		return rc;
-	if (!kw_auth_reads_all(req->caller) && strcmp(op->user_id, req->caller->user_id) != 0) {
+	if (!kw_auth_reads_all(req->caller) && strcmp(op->id, req->caller->user_id) != 0) {
 		json_object_put(user);
 		kw_error_set(&req->err, KW_EFORBIDDEN, "user_id", "you may only see yourself");
 		return KW_EFORBIDDEN;
 	}
 	kw_budget_settle(user, req->now);
-	op->answer = json_object_new_object();
-	json_object_object_add(op->answer, "user_id", json_object_new_string(op->user_id));
-	json_object_object_add(op->answer, "user_info", user);
-	keys = json_object_new_array();
-	json_object_object_add(op->answer, "keys", keys);
-	rc = kw_litellm_owned_views(req, txn, 'u', op->user_id, keys, kw_config.info_max_keys,
-	    &truncated);
-	json_object_object_add(op->answer, "keys_truncated", json_object_new_boolean(truncated));
+	rc = kw_litellm_owner_info(req, txn, 'u', op->id, user, &op->answer);
 	teams = json_object_new_array();
 	json_object_object_add(op->answer, "teams", teams);
 	ids = json_object_object_get(user, "teams");
 	for (size_t i = 0; rc == KW_OK && ids != NULL && i < json_object_array_length(ids); i++) {
 		json_object *team;
 
-		rc = kw_rec_get(st, txn, KW_DB_TEAMS,
+		rc = kw_rec_get(req->store, txn, KW_DB_TEAMS,
 		    json_object_get_string(json_object_array_get_idx(ids, i)), 0, &team);
 		if (rc == KW_ENOTFOUND) {
 			rc = KW_OK;	/* a team deleted under a stale list: nothing to show */
@@ -304,35 +287,27 @@ user_info_body(struct kw_store *st, DB_TXN *txn, void *baton)
 enum kw_err
 kw_op_user_info(struct kw_req *req, struct kw_resp *resp)
 {
-	struct user_op op = { .req = req, .user_id = kw_json_str(req->query, "user_id") };
-	enum kw_err rc;
-
-	if ((rc = kw_auth_caller(req)) != KW_OK)
-		return rc;
-	if (op.user_id == NULL) {
-		if (req->caller->user_id[0] == '\0') {
-			kw_error_set(&req->err, KW_EINVAL, "user_id", req->caller->is_master ?
-			    "the master key belongs to no user: pass ?user_id=" :
-			    "this key belongs to no user: pass ?user_id=");
-			return KW_EINVAL;
-		}
-		op.user_id = req->caller->user_id;
-	}
-	return kw_answer_respond(resp, &op.answer, kw_store_txn(req->store, user_info_body, &op));
+	return kw_face_op(req, resp, KW_OP_READER, user_info_body,
+	    kw_json_str(req->query, "user_id"));
 }
 
-/* /user/update's transaction: the user by id or email, 404, then the settings sent. */
+/* /user/update's transaction: 400 for teams or no user named, the user by id or email, 404, then the settings sent. */
 static enum kw_err
-user_update_body(struct kw_store *st, DB_TXN *txn, void *baton)
+user_update_body(struct kw_req *req, DB_TXN *txn, struct kw_op *op)
 {
-	struct user_op *op = baton;
-	struct kw_req *req = op->req;
-	const char *user_id = op->user_id, *email = kw_json_str(req->body, "user_email");
+	const char *user_id = op->id, *email = kw_json_str(req->body, "user_email");
 	json_object *user, *before;
 	enum kw_err rc;
 
-	(void)st;
-	kw_answer_reset(&op->answer);
+	if (kw_json_has(req->body, "teams")) {
+		kw_error_set(&req->err, KW_EINVAL, "teams",
+		    "teams changes through /team/member_add and /team/member_delete");
+		return KW_EINVAL;
+	}
+	if (user_id == NULL && email == NULL) {
+		kw_error_set(&req->err, KW_EINVAL, "user_id", "send user_id or user_email");
+		return KW_EINVAL;
+	}
 	if (user_id == NULL) {
 		rc = kw_members_user_by_email(req, txn, email, &user_id);
 		if (rc == KW_ENOTFOUND) {
@@ -344,18 +319,14 @@ user_update_body(struct kw_store *st, DB_TXN *txn, void *baton)
 	}
 	if ((rc = kw_members_get(req, txn, KW_MEMBERS_USERS, user_id, KW_RMW, "user_id", &user)) != KW_OK)
 		return rc;
-	if (op->user_id != NULL &&
-	    (rc = kw_members_email_free(req, txn, email, user_id, "user_email")) != KW_OK) {
-		json_object_put(user);
+	op->answer = user;	/* kw_face_op drops it on an error */
+	if (op->id != NULL &&
+	    (rc = kw_members_email_free(req, txn, email, user_id, "user_email")) != KW_OK)
 		return rc;
-	}
 	kw_budget_settle(user, req->now);
 	before = kw_json_copy(user);
-	apply_user_settings(req, user, req->body, op->user_id == NULL ? "user_email" : NULL);
-	if ((rc = kw_members_update(req, txn, KW_MEMBERS_USERS, user_id, before, user)) == KW_OK)
-		op->answer = user;
-	else
-		json_object_put(user);
+	apply_user_settings(req, user, req->body, op->id == NULL ? "user_email" : NULL);
+	rc = kw_members_update(req, txn, KW_MEMBERS_USERS, user_id, before, user);
 	json_object_put(before);
 	return rc;
 }
@@ -368,21 +339,8 @@ user_update_body(struct kw_store *st, DB_TXN *txn, void *baton)
 enum kw_err
 kw_op_user_update(struct kw_req *req, struct kw_resp *resp)
 {
-	struct user_op op = { .req = req, .user_id = kw_json_str(req->body, "user_id") };
-	enum kw_err rc;
-
-	if ((rc = kw_auth_admin(req)) != KW_OK)
-		return rc;
-	if (kw_json_has(req->body, "teams")) {
-		kw_error_set(&req->err, KW_EINVAL, "teams",
-		    "teams changes through /team/member_add and /team/member_delete");
-		return KW_EINVAL;
-	}
-	if (op.user_id == NULL && kw_json_str(req->body, "user_email") == NULL) {
-		kw_error_set(&req->err, KW_EINVAL, "user_id", "send user_id or user_email");
-		return KW_EINVAL;
-	}
-	return kw_answer_respond(resp, &op.answer, kw_store_txn(req->store, user_update_body, &op));
+	return kw_face_op(req, resp, KW_OP_ADMIN, user_update_body,
+	    kw_json_str(req->body, "user_id"));
 }
 
 /*
@@ -391,16 +349,12 @@ kw_op_user_update(struct kw_req *req, struct kw_resp *resp)
  * record.
  */
 static enum kw_err
-user_delete_body(struct kw_store *st, DB_TXN *txn, void *baton)
+user_delete_body(struct kw_req *req, DB_TXN *txn, struct kw_op *op)
 {
-	struct user_op *op = baton;
-	struct kw_req *req = op->req;
 	json_object *ids = json_object_object_get(req->body, "user_ids"), *users, *deleted;
 	int64_t keys = 0;
 	enum kw_err rc;
 
-	(void)st;
-	kw_answer_reset(&op->answer);
 	/* every user first: all or nothing, and 404 names the first one missing */
 	rc = kw_members_get_all(req, txn, KW_MEMBERS_USERS, ids, "user_ids", &users, &deleted);
 	for (size_t i = 0; rc == KW_OK && i < json_object_array_length(users); i++) {
@@ -437,10 +391,5 @@ user_delete_body(struct kw_store *st, DB_TXN *txn, void *baton)
 enum kw_err
 kw_op_user_delete(struct kw_req *req, struct kw_resp *resp)
 {
-	struct user_op op = { .req = req };
-	enum kw_err rc;
-
-	if ((rc = kw_auth_admin(req)) != KW_OK)
-		return rc;
-	return kw_answer_respond(resp, &op.answer, kw_store_txn(req->store, user_delete_body, &op));
+	return kw_face_op(req, resp, KW_OP_ADMIN, user_delete_body, NULL);
 }

@@ -516,6 +516,29 @@ enum kw_standing kw_policy_team_standing(struct kw_req *, struct json_object *te
 /* The caller's standing toward a Venice key it may see: the master, the ADMIN key that made it, or its owner's. */
 enum kw_standing kw_policy_venice_standing(struct kw_req *, struct json_object *key);
 
+/* --- face.c: what the faces' handlers share ----------------------- */
+
+/* One operation on one record: its id and its answer, rebuilt on every attempt of its transaction. */
+struct kw_op;
+/* An operation's transaction: op->answer is NULL on entry (reset on every attempt). */
+typedef enum kw_err (*kw_op_body)(struct kw_req *, struct __db_txn *, struct kw_op *);
+struct kw_op {
+	struct kw_req *req;
+	const char *id;			/* the record the operation is about; borrowed */
+	struct json_object *answer;	/* owned */
+	kw_op_body body;
+};
+/* Who may call an operation: any known caller, one who may change things, a proxy admin. */
+enum kw_op_caller { KW_OP_READER = 0, KW_OP_WRITER, KW_OP_ADMIN };
+/*
+ * Checks the caller (401, 403), then runs body in one transaction with an
+ * op about record id (borrowed; NULL: none) and answers its answer with
+ * 200; on an error the answer is dropped and the error returned for the
+ * face's envelope.
+ */
+enum kw_err kw_face_op(struct kw_req *, struct kw_resp *, enum kw_op_caller, kw_op_body,
+    const char *id);
+
 /* --- members.c: who belongs to what, kept on both sides --------------- */
 
 /*
@@ -613,6 +636,8 @@ enum kw_err kw_members_forget_user(struct kw_req *, struct __db_txn *, enum kw_m
 enum kw_err kw_members_list(struct kw_req *, enum kw_members_table, const char *user_id,
     const char *field, const char *value, struct json_object **out);
 
+/* Adds a new team's or user's budget and rate fields to rec: unset, spend 0. */
+void kw_members_limits_new(struct json_object *rec);
 /* A new user record (owned), every field at its default; the caller stores it. */
 struct json_object *kw_members_user_new(struct kw_req *, const char *user_id,
     const char *user_email);
@@ -652,9 +677,9 @@ enum kw_err kw_litellm_key_create(struct kw_req *, struct __db_txn *, struct jso
     struct json_object **answer);
 /* The key record as shown to callers (owned): budget resets applied, no plaintext. */
 struct json_object *kw_litellm_key_view(struct kw_req *, struct json_object *rec);
-/* At most max of an owner's keys the caller may read; *truncated when there are more. */
-enum kw_err kw_litellm_owned_views(struct kw_req *, struct __db_txn *, char kind, const char *id,
-    struct json_object *views, size_t max, int *truncated);
+/* The /user/info ('u') or /team/info ('t') answer (owned): the owner rec (taken) and the keys the caller may read. */
+enum kw_err kw_litellm_owner_info(struct kw_req *, struct __db_txn *, char kind, const char *id,
+    struct json_object *rec, struct json_object **answer);
 
 /* face_user.c: what the team and organization operations share with the user operations */
 const char *kw_id_or_new(const char *given, char buf[37]);	/* given, or a new UUID in buf */

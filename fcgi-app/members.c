@@ -53,6 +53,20 @@ static const struct table {
 
 /* --- the users members are --------------------------------------------- */
 
+/* Adds the budget and rate fields of a new team or user record to rec, unset, with spend 0. */
+void
+kw_members_limits_new(json_object *rec)
+{
+	json_object_object_add(rec, "max_budget", NULL);
+	json_object_object_add(rec, "soft_budget", NULL);
+	json_object_object_add(rec, "spend", json_object_new_double(0));
+	json_object_object_add(rec, "budget_duration", NULL);
+	json_object_object_add(rec, "budget_reset_at", NULL);
+	json_object_object_add(rec, "tpm_limit", NULL);
+	json_object_object_add(rec, "rpm_limit", NULL);
+	json_object_object_add(rec, "max_parallel_requests", NULL);
+}
+
 /*
  * A new user record (owned) with every field at its default: role
  * internal_user, no teams, no models (no restriction), spend 0.  The
@@ -71,14 +85,7 @@ kw_members_user_new(struct kw_req *req, const char *user_id, const char *user_em
 	json_object_object_add(rec, "teams", json_object_new_array());
 	json_object_object_add(rec, "organization_id", NULL);
 	json_object_object_add(rec, "models", json_object_new_array());
-	json_object_object_add(rec, "max_budget", NULL);
-	json_object_object_add(rec, "soft_budget", NULL);
-	json_object_object_add(rec, "spend", json_object_new_double(0));
-	json_object_object_add(rec, "budget_duration", NULL);
-	json_object_object_add(rec, "budget_reset_at", NULL);
-	json_object_object_add(rec, "tpm_limit", NULL);
-	json_object_object_add(rec, "rpm_limit", NULL);
-	json_object_object_add(rec, "max_parallel_requests", NULL);
+	kw_members_limits_new(rec);
 	json_object_object_add(rec, "metadata", json_object_new_object());
 	json_object_object_add(rec, "blocked", json_object_new_boolean(0));
 	kw_json_set_time(rec, "created_at", req->now);
