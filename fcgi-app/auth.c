@@ -311,50 +311,6 @@ kw_auth_can_write(struct kw_req *req)
 	return KW_EFORBIDDEN;
 }
 
-/* The entry of user_id in rec's array field of members (borrowed from rec), or NULL. */
-static json_object *
-member_entry(json_object *rec, const char *field, const char *user_id)
-{
-	json_object *members;
-
-	if (rec == NULL || user_id == NULL || *user_id == '\0' ||
-	    !json_object_object_get_ex(rec, field, &members) ||
-	    !json_object_is_type(members, json_type_array))
-		return NULL;
-	for (size_t i = 0; i < json_object_array_length(members); i++) {
-		json_object *m = json_object_array_get_idx(members, i);
-		const char *id = kw_json_str(m, "user_id");
-
-		if (id != NULL && strcmp(id, user_id) == 0)
-			return m;
-	}
-	return NULL;
-}
-
-/* The role of user_id in team's members_with_roles: "admin", "user", or NULL. */
-const char *
-kw_team_role_of(json_object *team, const char *user_id)
-{
-	json_object *m = member_entry(team, "members_with_roles", user_id);
-	const char *role = kw_json_str(m, "role");
-
-	if (m == NULL)
-		return NULL;
-	return role != NULL && strcmp(role, "admin") == 0 ? "admin" : "user";
-}
-
-/* The user_role of user_id in org (borrowed from org), or NULL when not a member. */
-const char *
-kw_org_role_of(json_object *org, const char *user_id)
-{
-	json_object *m = member_entry(org, "members", user_id);
-	const char *role = kw_json_str(m, "user_role");
-
-	if (m == NULL)
-		return NULL;
-	return role != NULL ? role : "internal_user";
-}
-
 /*
  * KW_OK when the caller may read (write=0) or change (write=1) key, a key
  * record read in txn.  Reads: admins and admin viewers everything, a user
@@ -391,14 +347,12 @@ kw_auth_key_access(struct kw_req *req, DB_TXN *txn, json_object *key, int write)
 		return KW_OK;
 	if (c->user_id[0] != '\0' && team_id != NULL) {
 		json_object *team;
-		const char *role;
 		int admin;
 
 		rc = kw_rec_get(req->store, txn, KW_DB_TEAMS, team_id, 0, &team);
 		if (rc != KW_OK && rc != KW_ENOTFOUND)
 			return rc;
-		role = kw_team_role_of(team, c->user_id);
-		admin = role != NULL && strcmp(role, "admin") == 0;
+		admin = kw_members_is_admin(KW_MEMBERS_TEAMS, team, c->user_id);
 		json_object_put(team);
 		if (admin)
 			return KW_OK;

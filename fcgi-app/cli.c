@@ -146,7 +146,7 @@ ensure_user(struct kw_req *req, DB_TXN *txn, const char *user_id, const char *ro
 	}
 	if (rc != KW_ENOTFOUND)
 		return rc;
-	user = kw_user_record_new(req, user_id, NULL);
+	user = kw_members_user_new(req, user_id, NULL);
 	json_object_object_add(user, "user_role", json_object_new_string(role));
 	if ((rc = kw_rec_put(req->store, txn, KW_DB_USERS, user_id, user, 1)) == KW_OK)
 		rc = kw_audit_record(req, txn, "created", KW_TABLE_USERS, user_id, NULL, user);

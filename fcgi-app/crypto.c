@@ -6,6 +6,7 @@
 #endif
 
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #include <gcrypt.h>
@@ -83,6 +84,23 @@ kw_crypto_random(void *buf, size_t n)
 {
 	if (n > 0)
 		gcry_randomize(buf, n, GCRY_STRONG_RANDOM);
+}
+
+/*
+ * Writes a random UUID v4 (RFC 9562), lower-case, into out: the id of a
+ * record created without one.
+ */
+void
+kw_uuid4(char out[37])
+{
+	unsigned char b[16];
+
+	kw_crypto_random(b, sizeof(b));
+	b[6] = (unsigned char)((b[6] & 0x0f) | 0x40);	/* version 4 */
+	b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);	/* variant 10 */
+	snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
+	    b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13],
+	    b[14], b[15]);
 }
 
 /* Writes the SHA-256 digest of data[0..n) to out.  data may be NULL when n is 0. */

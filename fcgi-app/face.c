@@ -1,7 +1,8 @@
-/* face.c: each API dialect's error envelope and status mapping; one internal error, rendered at the boundary. */
+/* face.c: each API dialect's error envelope and status mapping, one internal error rendered at the boundary; and the faces' one-transaction handler. */
 #include <stdio.h>
 #include <string.h>
 
+#include <db.h>
 #include <json-c/json.h>
 
 #include "kw.h"
@@ -237,4 +238,36 @@ kw_face_error(enum kw_face face, int status, const struct kw_error *e)
 		break;
 	}
 	return litellm_error(status, e);
+}
+
+/*
+ * The handler of an operation that runs one transaction: the caller's
+ * check for who, then body with the op, then the answer.  What a
+ * body checks of the request comes after the caller's check: who calls is
+ * refused before what they sent.
+ */
+static enum kw_err
+op_txn(struct kw_store *st, DB_TXN *txn, void *baton)
+{
+	struct kw_op *op = baton;
+
+	(void)st;
+	kw_answer_reset(&op->answer);
+	return op->body(op->req, txn, op);
+}
+
+enum kw_err
+kw_face_op(struct kw_req *req, struct kw_resp *resp, enum kw_op_caller who, kw_op_body body,
+    const char *id)
+{
+	struct kw_op op = { .req = req, .id = id, .body = body };
+	enum kw_err rc;
+
+	if (who == KW_OP_ADMIN)
+		rc = kw_auth_admin(req);
+	else if ((rc = kw_auth_caller(req)) == KW_OK && who == KW_OP_WRITER)
+		rc = kw_auth_can_write(req);
+	if (rc != KW_OK)
+		return rc;
+	return kw_answer_respond(resp, &op.answer, kw_store_txn(req->store, op_txn, &op));
 }

@@ -89,20 +89,27 @@ add_owned_view(const char *token, void *baton)
 }
 
 /*
- * Appends to views (an array, borrowed) the views of the keys owned by
- * user (kind 'u'), team ('t') or organization ('o') id that the caller
- * may read, as /key/info would show them: at most max of them, in token
- * order.  *truncated is 1 when the caller may read more than that; they
- * are for /key/list's pages.
+ * The /user/info (kind 'u') or /team/info ('t') answer for owner id,
+ * into *answer (owned, even on error): {"user_id" or "team_id": id,
+ * "user_info" or "team_info": rec (taken), "keys": the views of the keys
+ * it owns that the caller may read, as /key/info would show them, at most
+ * KEYWARDEN_INFO_MAX_KEYS in token order, "keys_truncated": whether the
+ * caller may read more (they are for /key/list's pages)}.
  */
 enum kw_err
-kw_litellm_owned_views(struct kw_req *req, DB_TXN *txn, char kind, const char *id,
-    json_object *views, size_t max, int *truncated)
+kw_litellm_owner_info(struct kw_req *req, DB_TXN *txn, char kind, const char *id,
+    json_object *rec, json_object **answer)
 {
-	struct owned_views o = { .req = req, .txn = txn, .views = views, .max = max };
-	enum kw_err rc = kw_keys_owned_by(req->store, txn, kind, id, add_owned_view, &o);
+	struct owned_views o = { .req = req, .txn = txn, .views = json_object_new_array(),
+		.max = kw_config.info_max_keys };
+	enum kw_err rc;
 
-	*truncated = o.truncated;
+	*answer = json_object_new_object();
+	json_object_object_add(*answer, kind == 't' ? "team_id" : "user_id", json_object_new_string(id));
+	json_object_object_add(*answer, kind == 't' ? "team_info" : "user_info", rec);
+	json_object_object_add(*answer, "keys", o.views);
+	rc = kw_keys_owned_by(req->store, txn, kind, id, add_owned_view, &o);
+	json_object_object_add(*answer, "keys_truncated", json_object_new_boolean(o.truncated));
 	return rc != KW_OK ? rc : o.rc;
 }
 
@@ -240,14 +247,14 @@ check_ownership(struct kw_req *req, DB_TXN *txn, json_object *rec, json_object *
 	if (rc != KW_OK && rc != KW_ENOTFOUND)
 		return rc;
 	rc = KW_OK;
-	role = kw_team_role_of(team, c->user_id);
+	role = kw_members_role(KW_MEMBERS_TEAMS, team, c->user_id);
 	if (role == NULL || strcmp(role, "admin") != 0) {
 		/* TeamMemberPermissionChecks: a member's default is /key/info and /key/health only */
 		kw_error_set(&req->err, KW_EFORBIDDEN, "team_id",
 		    "only the team's admins or a proxy admin manage the team's keys");
 		rc = KW_EFORBIDDEN;
 	} else if (user_id != NULL && strcmp(user_id, c->user_id) != 0 &&
-	    kw_team_role_of(team, user_id) == NULL) {
+	    kw_members_role(KW_MEMBERS_TEAMS, team, user_id) == NULL) {
 		kw_error_set(&req->err, KW_EINVAL, "user_id", "this user is not a member of the team");
 		rc = KW_EINVAL;
 	}
@@ -437,7 +444,7 @@ ensure_user(struct kw_req *req, DB_TXN *txn, const char *user_id)
 	json_object_put(user);
 	if (rc != KW_ENOTFOUND)
 		return rc;
-	user = kw_user_record_new(req, user_id, NULL);
+	user = kw_members_user_new(req, user_id, NULL);
 	if ((rc = kw_rec_put(req->store, txn, KW_DB_USERS, user_id, user, 1)) == KW_OK)
 		rc = kw_audit_record(req, txn, "created", KW_TABLE_USERS, user_id, NULL, user);
 	json_object_put(user);
@@ -1023,7 +1030,7 @@ load_admin_teams(struct listing *l)
 			rc = KW_OK;
 			continue;
 		}
-		role = kw_team_role_of(team, c->user_id);
+		role = kw_members_role(KW_MEMBERS_TEAMS, team, c->user_id);
 		if (rc == KW_OK && role != NULL && strcmp(role, "admin") == 0)
 			json_object_array_add(l->admin_teams, json_object_new_string(team_id));
 		json_object_put(team);

@@ -80,7 +80,7 @@ may_provision(struct kw_req *req, json_object *org)
 	enum kw_err rc;
 
 	if (!kw_auth_is_admin(req->caller)) {
-		role = kw_org_role_of(org, req->caller->user_id);
+		role = kw_members_role(KW_MEMBERS_ORGS, org, req->caller->user_id);
 		if (role == NULL) {
 			kw_error_set(&req->err, KW_EFORBIDDEN, NULL,
 			    "only the organization's members may provision keys in it");

@@ -9,13 +9,6 @@
 #include "kw.h"
 #include "gen/ops.h"
 
-/* One operation's transaction: its answer, rebuilt on every attempt. */
-struct team_op {
-	struct kw_req *req;
-	const char *team_id;	/* the team the operation is about; borrowed */
-	json_object *answer;	/* owned */
-};
-
 /* The settings of a team that /team/new and /team/update set; members change apart. */
 static const char *const team_settings[] = {
 	"team_alias", "organization_id", "models", "max_budget", "soft_budget", "budget_duration",
@@ -70,14 +63,7 @@ team_record_new(struct kw_req *req, const char *team_id)
 	json_object_object_add(rec, "organization_id", NULL);
 	json_object_object_add(rec, "members_with_roles", json_object_new_array());
 	json_object_object_add(rec, "models", json_object_new_array());
-	json_object_object_add(rec, "max_budget", NULL);
-	json_object_object_add(rec, "soft_budget", NULL);
-	json_object_object_add(rec, "spend", json_object_new_double(0));
-	json_object_object_add(rec, "budget_duration", NULL);
-	json_object_object_add(rec, "budget_reset_at", NULL);
-	json_object_object_add(rec, "tpm_limit", NULL);
-	json_object_object_add(rec, "rpm_limit", NULL);
-	json_object_object_add(rec, "max_parallel_requests", NULL);
+	kw_members_limits_new(rec);
 	json_object_object_add(rec, "blocked", json_object_new_boolean(0));
 	json_object_object_add(rec, "tags", NULL);
 	json_object_object_add(rec, "guardrails", NULL);
@@ -86,34 +72,6 @@ team_record_new(struct kw_req *req, const char *team_id)
 	kw_json_set_time(rec, "created_at", req->now);
 	kw_json_set_time(rec, "updated_at", req->now);
 	return rec;
-}
-
-/* Reads team team_id into *team (owned); 404 naming field when there is none. */
-static enum kw_err
-get_team(struct kw_req *req, DB_TXN *txn, const char *team_id, int flags, const char *field,
-    json_object **team)
-{
-	enum kw_err rc = kw_rec_get(req->store, txn, KW_DB_TEAMS, team_id, flags, team);
-
-	if (rc == KW_ENOTFOUND)
-		kw_error_set(&req->err, KW_ENOTFOUND, field, "no team has this team_id");
-	return rc;
-}
-
-/* KW_OK when the caller may change team: a proxy admin or one of the team's admins; else 403. */
-static enum kw_err
-may_manage(struct kw_req *req, json_object *team)
-{
-	const char *role;
-
-	if (kw_auth_is_admin(req->caller))
-		return KW_OK;
-	role = kw_team_role_of(team, req->caller->user_id);
-	if (role != NULL && strcmp(role, "admin") == 0)
-		return KW_OK;
-	kw_error_set(&req->err, KW_EFORBIDDEN, NULL,
-	    "only a proxy admin or one of the team's admins may do this");
-	return KW_EFORBIDDEN;
 }
 
 /*
@@ -142,20 +100,6 @@ may_change_settings(struct kw_req *req, DB_TXN *txn, json_object *team)
 	return kw_policy_check(req, KW_POLICY_TEAM, standing, team, req->body);
 }
 
-/* The members_with_roles array of team (borrowed), added when missing. */
-static json_object *
-members_of(json_object *team)
-{
-	json_object *members;
-
-	if (!json_object_object_get_ex(team, "members_with_roles", &members) ||
-	    !json_object_is_type(members, json_type_array)) {
-		members = json_object_new_array();
-		json_object_object_add(team, "members_with_roles", members);
-	}
-	return members;
-}
-
 /*
  * A team admin's team holds at most KEYWARDEN_MAX_TEAM_MEMBERS members
  * (each one a user record the admin may create); 400 naming member past
@@ -164,7 +108,7 @@ members_of(json_object *team)
 static enum kw_err
 check_team_size(struct kw_req *req, json_object *team)
 {
-	size_t n = json_object_array_length(members_of(team));
+	size_t n = json_object_array_length(kw_members_array(KW_MEMBERS_TEAMS, team));
 
 	if (kw_auth_is_admin(req->caller) || kw_config.max_team_members == 0 ||
 	    n <= kw_config.max_team_members)
@@ -175,134 +119,22 @@ check_team_size(struct kw_req *req, json_object *team)
 	return KW_EINVAL;
 }
 
-/*
- * Adds member (a TeamMember object, borrowed) to team (a record being
- * written, not yet stored): finds the user by user_id, else by
- * user_email, creating it when unknown (with a new UUID when only an
- * email names it), and writes the team into the user's teams.  budget,
- * when not NULL, is the member's max_budget_in_team.  The user record as
- * stored is appended to updated_users when that is not NULL.  400 naming
- * field for a member without user_id and user_email, one already in the
- * team, or a new user_id with an email another user has.
- */
-static enum kw_err
-add_member(struct kw_req *req, DB_TXN *txn, json_object *team, json_object *member,
-    const char *field, json_object *budget, json_object *updated_users)
-{
-	const char *team_id = kw_json_str(team, "team_id");
-	const char *user_id = kw_json_str(member, "user_id"), *email = kw_json_str(member, "user_email");
-	const char *role = kw_json_str(member, "role");
-	json_object *user, *before = NULL, *teams, *entry;
-	char *uuid;
-	enum kw_err rc;
-
-	if (email != NULL && *email == '\0')
-		email = NULL;
-	if (user_id == NULL && email == NULL) {
-		kw_error_set(&req->err, KW_EINVAL, field, "each member needs a user_id or a user_email");
-		return KW_EINVAL;
-	}
-	if (user_id == NULL) {
-		rc = kw_user_id_by_email(req, txn, email, &user_id);
-		if (rc == KW_ENOTFOUND) {
-			if ((uuid = kw_arena_alloc(req->arena, 37)) == NULL)
-				return KW_ENOMEM;
-			kw_uuid4(uuid);
-			user_id = uuid;
-		} else if (rc != KW_OK) {
-			return rc;
-		}
-	}
-	if (kw_team_role_of(team, user_id) != NULL) {
-		kw_error_set(&req->err, KW_ECONFLICT, field, "this user is already a member of the team");
-		return KW_ECONFLICT;
-	}
-
-	rc = kw_rec_get(req->store, txn, KW_DB_USERS, user_id, KW_RMW, &user);
-	if (rc == KW_ENOTFOUND && email != NULL && kw_json_str(member, "user_id") != NULL) {
-		const char *other;
-
-		/* a new user named by id may not take an email that names another user */
-		if ((rc = kw_user_id_by_email(req, txn, email, &other)) == KW_OK) {
-			kw_error_set(&req->err, KW_ECONFLICT, field, "another user has this user_email");
-			return KW_ECONFLICT;
-		}
-		if (rc != KW_ENOTFOUND)
-			return rc;
-	}
-	if (rc == KW_ENOTFOUND) {
-		user = kw_user_record_new(req, user_id, email);
-	} else if (rc == KW_OK) {
-		kw_budget_settle(user, req->now);
-		before = kw_json_copy(user);
-	} else {
-		return rc;
-	}
-	if (!json_object_object_get_ex(user, "teams", &teams) ||
-	    !json_object_is_type(teams, json_type_array)) {
-		teams = json_object_new_array();
-		json_object_object_add(user, "teams", teams);
-	}
-	if (!kw_json_list_has(teams, team_id))
-		json_object_array_add(teams, json_object_new_string(team_id));
-	kw_json_set_time(user, "updated_at", req->now);
-	if ((rc = kw_rec_put(req->store, txn, KW_DB_USERS, user_id, user, before == NULL)) == KW_OK)
-		rc = kw_audit_record(req, txn, before == NULL ? "created" : "updated", KW_TABLE_USERS,
-		    user_id, before, user);
-
-	if (rc == KW_OK) {
-		email = kw_json_str(user, "user_email");	/* the user's own, as stored */
-		entry = json_object_new_object();
-		json_object_object_add(entry, "user_id", json_object_new_string(user_id));
-		json_object_object_add(entry, "user_email", email ? json_object_new_string(email) : NULL);
-		json_object_object_add(entry, "role", json_object_new_string(role ? role : "user"));
-		if (budget != NULL)
-			json_object_object_add(entry, "max_budget_in_team", json_object_get(budget));
-		json_object_array_add(members_of(team), entry);
-		if (updated_users != NULL)
-			json_object_array_add(updated_users, json_object_get(user));
-	}
-	json_object_put(before);
-	json_object_put(user);
-	return rc;
-}
-
 /* /team/new's transaction: the team, its members' users, their audit entries; answer: the team. */
 static enum kw_err
-team_new_body(struct kw_store *st, DB_TXN *txn, void *baton)
+team_new_body(struct kw_req *req, DB_TXN *txn, struct kw_op *op)
 {
-	struct team_op *op = baton;
-	struct kw_req *req = op->req;
-	json_object *team, *members = NULL;
+	json_object *team;
+	size_t added;
 	enum kw_err rc;
 
-	kw_answer_reset(&op->answer);
-	rc = kw_rec_get(st, txn, KW_DB_TEAMS, op->team_id, KW_RMW, &team);
-	if (rc == KW_OK) {
-		json_object_put(team);
-		kw_error_set(&req->err, KW_ECONFLICT, "team_id", "a team with this team_id exists");
-		return KW_ECONFLICT;
-	}
-	if (rc != KW_ENOTFOUND)
+	if ((rc = kw_members_absent(req, txn, KW_MEMBERS_TEAMS, op->id)) != KW_OK)
 		return rc;
-	team = team_record_new(req, op->team_id);
+	op->answer = team = team_record_new(req, op->id);	/* kw_face_op drops it on an error */
 	apply_team_settings(req, team, req->body);
-	json_object_object_get_ex(req->body, "members_with_roles", &members);
-	rc = KW_OK;
-	for (size_t i = 0; rc == KW_OK && members != NULL && i < json_object_array_length(members);
-	    i++) {
-		char field[KW_FIELD_MAX];
-
-		snprintf(field, sizeof(field), "members_with_roles[%zu]", i);
-		rc = add_member(req, txn, team, json_object_array_get_idx(members, i), field, NULL, NULL);
-	}
-	if (rc == KW_OK && (rc = kw_rec_put(st, txn, KW_DB_TEAMS, op->team_id, team, 1)) == KW_OK &&
-	    (rc = kw_audit_record(req, txn, "created", KW_TABLE_TEAMS, op->team_id, NULL, team)) == KW_OK) {
-		op->answer = team;
-		team = NULL;
-	}
-	json_object_put(team);
-	return rc;
+	rc = kw_members_add_each(req, txn, KW_MEMBERS_TEAMS, team,
+	    json_object_object_get(req->body, "members_with_roles"), "members_with_roles", NULL, NULL,
+	    &added);
+	return rc != KW_OK ? rc : kw_members_write(req, txn, KW_MEMBERS_TEAMS, op->id, NULL, team);
 }
 
 /*
@@ -313,14 +145,9 @@ team_new_body(struct kw_store *st, DB_TXN *txn, void *baton)
 enum kw_err
 kw_op_team_new(struct kw_req *req, struct kw_resp *resp)
 {
-	struct team_op op = { .req = req, .team_id = kw_json_str(req->body, "team_id") };
 	char uuid[37];
-	enum kw_err rc;
-
-	if ((rc = kw_auth_admin(req)) != KW_OK)
-		return rc;
-	op.team_id = kw_id_or_new(op.team_id, uuid);
-	return kw_answer_respond(resp, &op.answer, kw_store_txn(req->store, team_new_body, &op));
+	return kw_face_op(req, resp, KW_OP_ADMIN, team_new_body,
+	    kw_id_or_new(kw_json_str(req->body, "team_id"), uuid));
 }
 
 /*
@@ -329,35 +156,16 @@ kw_op_team_new(struct kw_req *req, struct kw_resp *resp)
  * when there are more).
  */
 static enum kw_err
-team_info_body(struct kw_store *st, DB_TXN *txn, void *baton)
+team_info_body(struct kw_req *req, DB_TXN *txn, struct kw_op *op)
 {
-	struct team_op *op = baton;
-	struct kw_req *req = op->req;
-	json_object *team, *keys;
-	int truncated;
+	json_object *team;
 	enum kw_err rc;
 
-	(void)st;
-	kw_answer_reset(&op->answer);
-	if ((rc = get_team(req, txn, op->team_id, 0, "team_id", &team)) != KW_OK)
+	if ((rc = kw_members_open(req, txn, KW_MEMBERS_TEAMS, op->id, "team_id", 0, &team)) != KW_OK)
 		return rc;
-	if (!kw_auth_reads_all(req->caller) && kw_team_role_of(team, req->caller->user_id) == NULL) {
-		json_object_put(team);
-		kw_error_set(&req->err, KW_EFORBIDDEN, "team_id",
-		    "only the team's members and admins may see it");
-		return KW_EFORBIDDEN;
-	}
 	kw_budget_settle(team, req->now);
-	op->answer = json_object_new_object();
-	json_object_object_add(op->answer, "team_id", json_object_new_string(op->team_id));
-	json_object_object_add(op->answer, "team_info", team);
-	keys = json_object_new_array();
-	json_object_object_add(op->answer, "keys", keys);
 	/* a plain member sees the keys /key/info would show them: their own */
-	rc = kw_litellm_owned_views(req, txn, 't', op->team_id, keys, kw_config.info_max_keys,
-	    &truncated);
-	json_object_object_add(op->answer, "keys_truncated", json_object_new_boolean(truncated));
-	return rc;
+	return kw_litellm_owner_info(req, txn, 't', op->id, team, &op->answer);
 }
 
 /*
@@ -368,50 +176,35 @@ team_info_body(struct kw_store *st, DB_TXN *txn, void *baton)
 enum kw_err
 kw_op_team_info(struct kw_req *req, struct kw_resp *resp)
 {
-	struct team_op op = { .req = req, .team_id = kw_json_str(req->query, "team_id") };
-	enum kw_err rc;
-
-	if ((rc = kw_auth_caller(req)) != KW_OK)
-		return rc;
-	return kw_answer_respond(resp, &op.answer, kw_store_txn(req->store, team_info_body, &op));
+	return kw_face_op(req, resp, KW_OP_READER, team_info_body,
+	    kw_json_str(req->query, "team_id"));
 }
 
-/* /team/update's transaction: 404, 403, then the settings sent; answer: the team. */
+/* /team/update's transaction: 400 for members, 404, 403, then the settings sent; answer: the team. */
 static enum kw_err
-team_update_body(struct kw_store *st, DB_TXN *txn, void *baton)
+team_update_body(struct kw_req *req, DB_TXN *txn, struct kw_op *op)
 {
-	struct team_op *op = baton;
-	struct kw_req *req = op->req;
 	json_object *team, *before;
 	enum kw_err rc;
 
-	kw_answer_reset(&op->answer);
-	if ((rc = get_team(req, txn, op->team_id, KW_RMW, "team_id", &team)) != KW_OK)
+	if ((rc = kw_members_get(req, txn, KW_MEMBERS_TEAMS, op->id, KW_RMW, "team_id",
+	    &team)) != KW_OK)
 		return rc;
+	op->answer = team;	/* kw_face_op drops it on an error */
 	if (kw_json_has(req->body, "members_with_roles") && !kw_json_field_is(team,
 	    "members_with_roles", json_object_object_get(req->body, "members_with_roles"))) {
 		/* sent back as /team/info showed them, the members change nothing and pass */
 		kw_error_set(&req->err, KW_EINVAL, "members_with_roles",
 		    "use /team/member_add and /team/member_delete");
-		rc = KW_EINVAL;
-	} else {
-		rc = may_change_settings(req, txn, team);
+		return KW_EINVAL;
 	}
-	if (rc != KW_OK) {
-		json_object_put(team);
+	if ((rc = may_change_settings(req, txn, team)) != KW_OK)
 		return rc;
-	}
 	kw_budget_settle(team, req->now);
 	before = kw_json_copy(team);
 	apply_team_settings(req, team, req->body);
-	kw_json_set_time(team, "updated_at", req->now);
-	if ((rc = kw_rec_put(st, txn, KW_DB_TEAMS, op->team_id, team, 0)) == KW_OK &&
-	    (rc = kw_audit_record(req, txn, "updated", KW_TABLE_TEAMS, op->team_id, before, team)) == KW_OK) {
-		op->answer = team;
-		team = NULL;
-	}
+	rc = kw_members_update(req, txn, KW_MEMBERS_TEAMS, op->id, before, team);
 	json_object_put(before);
-	json_object_put(team);
 	return rc;
 }
 
@@ -423,37 +216,8 @@ team_update_body(struct kw_store *st, DB_TXN *txn, void *baton)
 enum kw_err
 kw_op_team_update(struct kw_req *req, struct kw_resp *resp)
 {
-	struct team_op op = { .req = req, .team_id = kw_json_str(req->body, "team_id") };
-	enum kw_err rc;
-
-	if ((rc = kw_auth_caller(req)) != KW_OK || (rc = kw_auth_can_write(req)) != KW_OK)
-		return rc;
-	return kw_answer_respond(resp, &op.answer, kw_store_txn(req->store, team_update_body, &op));
-}
-
-/* Takes team_id out of user_id's teams, when that user exists and lists it. */
-static enum kw_err
-drop_team_of_user(struct kw_req *req, DB_TXN *txn, const char *user_id, const char *team_id)
-{
-	json_object *user, *before, *teams;
-	enum kw_err rc = kw_rec_get(req->store, txn, KW_DB_USERS, user_id, KW_RMW, &user);
-
-	if (rc != KW_OK)
-		return rc == KW_ENOTFOUND ? KW_OK : rc;
-	teams = json_object_object_get(user, "teams");
-	if (!kw_json_list_has(teams, team_id)) {
-		json_object_put(user);
-		return KW_OK;
-	}
-	kw_budget_settle(user, req->now);
-	before = kw_json_copy(user);
-	kw_json_list_drop(user, "teams", NULL, team_id);
-	kw_json_set_time(user, "updated_at", req->now);
-	if ((rc = kw_rec_put(req->store, txn, KW_DB_USERS, user_id, user, 0)) == KW_OK)
-		rc = kw_audit_record(req, txn, "updated", KW_TABLE_USERS, user_id, before, user);
-	json_object_put(before);
-	json_object_put(user);
-	return rc;
+	return kw_face_op(req, resp, KW_OP_WRITER, team_update_body,
+	    kw_json_str(req->body, "team_id"));
 }
 
 /*
@@ -461,46 +225,20 @@ drop_team_of_user(struct kw_req *req, DB_TXN *txn, const char *user_id, const ch
  * then each loses its keys, its members' memberships and its record.
  */
 static enum kw_err
-team_delete_body(struct kw_store *st, DB_TXN *txn, void *baton)
+team_delete_body(struct kw_req *req, DB_TXN *txn, struct kw_op *op)
 {
-	struct team_op *op = baton;
-	struct kw_req *req = op->req;
 	json_object *ids = json_object_object_get(req->body, "team_ids"), *teams, *deleted;
 	int64_t keys = 0;
-	enum kw_err rc = KW_OK;
+	enum kw_err rc;
 
-	kw_answer_reset(&op->answer);
 	/* every team first: all or nothing, and 404 names the first one missing */
-	teams = json_object_new_array();
-	deleted = json_object_new_array();
-	for (size_t i = 0; rc == KW_OK && i < json_object_array_length(ids); i++) {
-		const char *team_id = json_object_get_string(json_object_array_get_idx(ids, i));
-		char field[KW_FIELD_MAX];
-		json_object *team;
-
-		if (kw_json_list_has(deleted, team_id))
-			continue;
-		snprintf(field, sizeof(field), "team_ids[%zu]", i);
-		if ((rc = get_team(req, txn, team_id, KW_RMW, field, &team)) == KW_OK) {
-			json_object_array_add(teams, team);
-			json_object_array_add(deleted, json_object_new_string(team_id));
-		}
-	}
+	rc = kw_members_get_all(req, txn, KW_MEMBERS_TEAMS, ids, "team_ids", &teams, &deleted);
 	for (size_t i = 0; rc == KW_OK && i < json_object_array_length(teams); i++) {
-		json_object *team = json_object_array_get_idx(teams, i), *members;
+		json_object *team = json_object_array_get_idx(teams, i);
 		const char *team_id = kw_json_str(team, "team_id");
 
-		rc = kw_keys_delete_owned(req, txn, 't', team_id, NULL, &keys);
-		members = json_object_object_get(team, "members_with_roles");
-		for (size_t j = 0; rc == KW_OK && members != NULL &&
-		    j < json_object_array_length(members); j++) {
-			const char *user_id = kw_json_str(json_object_array_get_idx(members, j), "user_id");
-
-			if (user_id != NULL)
-				rc = drop_team_of_user(req, txn, user_id, team_id);
-		}
-		if (rc == KW_OK && (rc = kw_rec_del(st, txn, KW_DB_TEAMS, team_id)) == KW_OK)
-			rc = kw_audit_record(req, txn, "deleted", KW_TABLE_TEAMS, team_id, team, NULL);
+		if ((rc = kw_keys_delete_owned(req, txn, 't', team_id, NULL, &keys)) == KW_OK)
+			rc = kw_members_delete(req, txn, KW_MEMBERS_TEAMS, team_id, team);
 	}
 	json_object_put(teams);
 	if (rc != KW_OK) {
@@ -521,60 +259,31 @@ team_delete_body(struct kw_store *st, DB_TXN *txn, void *baton)
 enum kw_err
 kw_op_team_delete(struct kw_req *req, struct kw_resp *resp)
 {
-	struct team_op op = { .req = req };
-	enum kw_err rc;
-
-	if ((rc = kw_auth_admin(req)) != KW_OK)
-		return rc;
-	return kw_answer_respond(resp, &op.answer, kw_store_txn(req->store, team_delete_body, &op));
+	return kw_face_op(req, resp, KW_OP_ADMIN, team_delete_body, NULL);
 }
 
 /* /team/member_add's transaction: 404, 403, the members; answer: the team and updated_users. */
 static enum kw_err
-member_add_body(struct kw_store *st, DB_TXN *txn, void *baton)
+member_add_body(struct kw_req *req, DB_TXN *txn, struct kw_op *op)
 {
-	struct team_op *op = baton;
-	struct kw_req *req = op->req;
-	json_object *team, *before, *member = json_object_object_get(req->body, "member");
-	json_object *budget = NULL, *users;
+	json_object *team, *before, *budget = NULL, *users;
+	size_t added;
 	enum kw_err rc;
 
-	kw_answer_reset(&op->answer);
-	if ((rc = get_team(req, txn, op->team_id, KW_RMW, "team_id", &team)) != KW_OK)
+	if ((rc = kw_members_open(req, txn, KW_MEMBERS_TEAMS, op->id, "team_id", 1, &team)) != KW_OK)
 		return rc;
-	if ((rc = may_manage(req, team)) != KW_OK) {
-		json_object_put(team);
-		return rc;
-	}
 	json_object_object_get_ex(req->body, "max_budget_in_team", &budget);
 	kw_budget_settle(team, req->now);
 	before = kw_json_copy(team);
 	users = json_object_new_array();
-	if (json_object_is_type(member, json_type_array)) {
-		for (size_t i = 0; rc == KW_OK && i < json_object_array_length(member); i++) {
-			char field[KW_FIELD_MAX];
-
-			snprintf(field, sizeof(field), "member[%zu]", i);
-			rc = add_member(req, txn, team, json_object_array_get_idx(member, i), field,
-			    budget, users);
-		}
-	} else {
-		rc = add_member(req, txn, team, member, "member", budget, users);
-	}
+	rc = kw_members_add_each(req, txn, KW_MEMBERS_TEAMS, team,
+	    json_object_object_get(req->body, "member"), "member", budget, users, &added);
 	if (rc == KW_OK)	/* past the cap the transaction aborts: no user it made is kept */
 		rc = check_team_size(req, team);
-	if (rc == KW_OK && json_object_array_length(users) > 0) {	/* an empty list changes nothing */
-		kw_json_set_time(team, "updated_at", req->now);
-		if ((rc = kw_rec_put(st, txn, KW_DB_TEAMS, op->team_id, team, 0)) == KW_OK)
-			rc = kw_audit_record(req, txn, "updated", KW_TABLE_TEAMS, op->team_id, before, team);
-	}
-	if (rc == KW_OK) {
-		json_object_object_add(team, "updated_users", users);
-		op->answer = team;
-	} else {
-		json_object_put(users);
-		json_object_put(team);
-	}
+	if (rc == KW_OK && added > 0)	/* an empty list changes nothing */
+		rc = kw_members_update(req, txn, KW_MEMBERS_TEAMS, op->id, before, team);
+	json_object_object_add(team, "updated_users", users);
+	op->answer = team;	/* kw_face_op drops it on an error */
 	json_object_put(before);
 	return rc;
 }
@@ -587,92 +296,29 @@ member_add_body(struct kw_store *st, DB_TXN *txn, void *baton)
 enum kw_err
 kw_op_team_member_add(struct kw_req *req, struct kw_resp *resp)
 {
-	struct team_op op = { .req = req, .team_id = kw_json_str(req->body, "team_id") };
-	enum kw_err rc;
-
-	if ((rc = kw_auth_caller(req)) != KW_OK || (rc = kw_auth_can_write(req)) != KW_OK)
-		return rc;
-	return kw_answer_respond(resp, &op.answer, kw_store_txn(req->store, member_add_body, &op));
+	return kw_face_op(req, resp, KW_OP_WRITER, member_add_body,
+	    kw_json_str(req->body, "team_id"));
 }
 
-/*
- * The user_id of the member of team named by user_id, else by user_email
- * (the email on the member entry, else the user who has it); NULL when
- * no member matches.  The result is borrowed from team or request-owned.
- */
+/* /team/member_delete's transaction: 400 without a user, 404, 403, the member on both sides and their team keys. */
 static enum kw_err
-find_member(struct kw_req *req, DB_TXN *txn, json_object *team, const char *user_id,
-    const char *email, const char **found)
+member_delete_body(struct kw_req *req, DB_TXN *txn, struct kw_op *op)
 {
-	json_object *members = members_of(team);
-	enum kw_err rc;
-
-	*found = NULL;
-	if (user_id == NULL) {
-		for (size_t i = 0; i < json_object_array_length(members) && *found == NULL; i++) {
-			json_object *m = json_object_array_get_idx(members, i);
-			const char *e = kw_json_str(m, "user_email");
-
-			if (e != NULL && strcasecmp(e, email) == 0)
-				*found = kw_json_str(m, "user_id");
-		}
-		if (*found != NULL)
-			return KW_OK;
-		rc = kw_user_id_by_email(req, txn, email, &user_id);
-		if (rc != KW_OK)
-			return rc == KW_ENOTFOUND ? KW_OK : rc;
-	}
-	if (kw_team_role_of(team, user_id) != NULL)
-		*found = user_id;
-	return KW_OK;
-}
-
-/* /team/member_delete's transaction: 404, 403, the member on both sides and their team keys. */
-static enum kw_err
-member_delete_body(struct kw_store *st, DB_TXN *txn, void *baton)
-{
-	struct team_op *op = baton;
-	struct kw_req *req = op->req;
-	const char *by_id = kw_json_str(req->body, "user_id");
-	json_object *team, *before = NULL;
+	json_object *team;
 	const char *user_id;
 	int64_t keys = 0;
 	enum kw_err rc;
 
-	kw_answer_reset(&op->answer);
-	if ((rc = get_team(req, txn, op->team_id, KW_RMW, "team_id", &team)) != KW_OK)
+	if (kw_json_str(req->body, "user_id") == NULL && kw_json_str(req->body, "user_email") == NULL) {
+		kw_error_set(&req->err, KW_EINVAL, "user_id", "send user_id or user_email");
+		return KW_EINVAL;
+	}
+	if ((rc = kw_members_open(req, txn, KW_MEMBERS_TEAMS, op->id, "team_id", 1, &team)) != KW_OK)
 		return rc;
-	if ((rc = may_manage(req, team)) != KW_OK ||
-	    (rc = find_member(req, txn, team, by_id, kw_json_str(req->body, "user_email"),
-	    &user_id)) != KW_OK)
-		goto done;
-	if (user_id == NULL) {
-		kw_error_set(&req->err, KW_ENOTFOUND, by_id != NULL ? "user_id" : "user_email",
-		    "this user is not a member of the team");
-		rc = KW_ENOTFOUND;
-		goto done;
-	}
-	/* user_id may point into team's members: keep the string while they change */
-	user_id = kw_arena_strndup(req->arena, user_id, strlen(user_id));
-	if (user_id == NULL) {
-		rc = KW_ENOMEM;
-		goto done;
-	}
-	kw_budget_settle(team, req->now);
-	before = kw_json_copy(team);
-	kw_json_list_drop(team, "members_with_roles", "user_id", user_id);
-	kw_json_set_time(team, "updated_at", req->now);
-	if ((rc = kw_rec_put(st, txn, KW_DB_TEAMS, op->team_id, team, 0)) == KW_OK &&
-	    (rc = kw_audit_record(req, txn, "updated", KW_TABLE_TEAMS, op->team_id, before, team)) == KW_OK &&
-	    (rc = drop_team_of_user(req, txn, user_id, op->team_id)) == KW_OK)
-		rc = kw_keys_delete_owned(req, txn, 't', op->team_id, user_id, &keys);
-	if (rc == KW_OK) {
-		op->answer = team;
-		team = NULL;
-	}
-done:
-	json_object_put(before);
-	json_object_put(team);
+	if ((rc = kw_members_remove(req, txn, KW_MEMBERS_TEAMS, op->id, team,
+	    kw_json_str(req->body, "user_id"), kw_json_str(req->body, "user_email"), &user_id)) == KW_OK)
+		rc = kw_keys_delete_owned(req, txn, 't', op->id, user_id, &keys);
+	op->answer = team;	/* kw_face_op drops it on an error */
 	return rc;
 }
 
@@ -684,51 +330,8 @@ done:
 enum kw_err
 kw_op_team_member_delete(struct kw_req *req, struct kw_resp *resp)
 {
-	struct team_op op = { .req = req, .team_id = kw_json_str(req->body, "team_id") };
-	enum kw_err rc;
-
-	if ((rc = kw_auth_caller(req)) != KW_OK || (rc = kw_auth_can_write(req)) != KW_OK)
-		return rc;
-	if (kw_json_str(req->body, "user_id") == NULL && kw_json_str(req->body, "user_email") == NULL) {
-		kw_error_set(&req->err, KW_EINVAL, "user_id", "send user_id or user_email");
-		return KW_EINVAL;
-	}
-	return kw_answer_respond(resp, &op.answer, kw_store_txn(req->store, member_delete_body, &op));
-}
-
-/* A team listing: its filters and the answer being gathered. */
-struct team_listing {
-	struct kw_req *req;
-	const char *user_id, *org_id;	/* filters; NULL: any */
-	json_object *teams;		/* owned answer */
-};
-
-/* Appends rec (borrowed; settled for display) to the listing when it passes the filters. */
-static int
-list_one(const char *id, json_object *rec, void *baton)
-{
-	struct team_listing *l = baton;
-	const char *org = kw_json_str(rec, "organization_id");
-
-	(void)id;
-	if (l->org_id != NULL && (org == NULL || strcmp(org, l->org_id) != 0))
-		return 0;
-	if (l->user_id != NULL && kw_team_role_of(rec, l->user_id) == NULL)
-		return 0;
-	kw_budget_settle(rec, l->req->now);
-	json_object_array_add(l->teams, json_object_get(rec));
-	return 0;
-}
-
-/* /team/list's transaction: a scan of the teams into a fresh l->teams. */
-static enum kw_err
-team_list_body(struct kw_store *st, DB_TXN *txn, void *baton)
-{
-	struct team_listing *l = baton;
-
-	json_object_put(l->teams);
-	l->teams = json_object_new_array();
-	return kw_rec_each(st, txn, KW_DB_TEAMS, list_one, l);
+	return kw_face_op(req, resp, KW_OP_WRITER, member_delete_body,
+	    kw_json_str(req->body, "team_id"));
 }
 
 /*
@@ -739,27 +342,24 @@ team_list_body(struct kw_store *st, DB_TXN *txn, void *baton)
 enum kw_err
 kw_op_team_list(struct kw_req *req, struct kw_resp *resp)
 {
-	struct team_listing l = {
-		.req = req,
-		.user_id = kw_json_str(req->query, "user_id"),
-		.org_id = kw_json_str(req->query, "organization_id"),
-	};
+	const char *user_id = kw_json_str(req->query, "user_id");
+	const char *org_id = kw_json_str(req->query, "organization_id");
+	json_object *teams;
 	enum kw_err rc;
 
 	if ((rc = kw_auth_caller(req)) != KW_OK)
 		return rc;
 	if (!kw_auth_reads_all(req->caller)) {
-		if (l.user_id != NULL && strcmp(l.user_id, req->caller->user_id) != 0) {
+		if (user_id != NULL && strcmp(user_id, req->caller->user_id) != 0) {
 			kw_error_set(&req->err, KW_EFORBIDDEN, "user_id",
 			    "you may only list your own teams");
 			return KW_EFORBIDDEN;
 		}
-		l.user_id = req->caller->user_id;	/* "" for a key without a user: no team */
+		user_id = req->caller->user_id;	/* "" for a key without a user: no team */
 	}
-	if ((rc = kw_store_txn(req->store, team_list_body, &l)) != KW_OK) {
-		json_object_put(l.teams);
-		return rc;
-	}
-	kw_resp_json(resp, 200, l.teams);
-	return KW_OK;
+	rc = kw_members_list(req, KW_MEMBERS_TEAMS, user_id, org_id != NULL ? "organization_id" : NULL,
+	    org_id, &teams);
+	if (rc == KW_OK)
+		kw_resp_json(resp, 200, teams);
+	return rc;
 }

@@ -1,30 +1,12 @@
-/* face_user.c: LiteLLM's /user/... operations, and the user records and key clean-up the team operations share. */
+/* face_user.c: LiteLLM's /user/... operations, and the record ids and key clean-up the team operations share. */
 #include <stdio.h>
 #include <string.h>
-#include <strings.h>
 
 #include <db.h>
 #include <json-c/json.h>
 
 #include "kw.h"
 #include "gen/ops.h"
-
-/*
- * Writes a random UUID v4 (RFC 9562), lower-case, into out: the id of a
- * team or user created without one.
- */
-void
-kw_uuid4(char out[37])
-{
-	unsigned char b[16];
-
-	kw_crypto_random(b, sizeof(b));
-	b[6] = (unsigned char)((b[6] & 0x0f) | 0x40);	/* version 4 */
-	b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);	/* variant 10 */
-	snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
-	    b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13],
-	    b[14], b[15]);
-}
 
 /* given, or a new UUID v4 written into buf when given is NULL (a record's id). */
 const char *
@@ -34,78 +16,6 @@ kw_id_or_new(const char *given, char buf[37])
 		return given;
 	kw_uuid4(buf);
 	return buf;
-}
-
-/*
- * A new user record (owned) with every field at its default: role
- * internal_user, no teams, no models (no restriction), spend 0.  The
- * caller sets the rest and stores it.
- */
-json_object *
-kw_user_record_new(struct kw_req *req, const char *user_id, const char *user_email)
-{
-	json_object *rec = json_object_new_object();
-
-	json_object_object_add(rec, "user_id", json_object_new_string(user_id));
-	json_object_object_add(rec, "user_email",
-	    user_email != NULL ? json_object_new_string(user_email) : NULL);
-	json_object_object_add(rec, "user_alias", NULL);
-	json_object_object_add(rec, "user_role", json_object_new_string("internal_user"));
-	json_object_object_add(rec, "teams", json_object_new_array());
-	json_object_object_add(rec, "organization_id", NULL);
-	json_object_object_add(rec, "models", json_object_new_array());
-	json_object_object_add(rec, "max_budget", NULL);
-	json_object_object_add(rec, "soft_budget", NULL);
-	json_object_object_add(rec, "spend", json_object_new_double(0));
-	json_object_object_add(rec, "budget_duration", NULL);
-	json_object_object_add(rec, "budget_reset_at", NULL);
-	json_object_object_add(rec, "tpm_limit", NULL);
-	json_object_object_add(rec, "rpm_limit", NULL);
-	json_object_object_add(rec, "max_parallel_requests", NULL);
-	json_object_object_add(rec, "metadata", json_object_new_object());
-	json_object_object_add(rec, "blocked", json_object_new_boolean(0));
-	kw_json_set_time(rec, "created_at", req->now);
-	kw_json_set_time(rec, "updated_at", req->now);
-	return rec;
-}
-
-struct email_search {
-	const char *email;
-	json_object *found;	/* owned: the user_id string of the match */
-};
-
-/* Stops at the first user whose user_email matches, keeping its id. */
-static int
-match_email(const char *id, json_object *rec, void *baton)
-{
-	struct email_search *s = baton;
-	const char *email = kw_json_str(rec, "user_email");
-
-	if (email == NULL || strcasecmp(email, s->email) != 0)
-		return 0;
-	s->found = json_object_new_string(id);
-	return 1;
-}
-
-/*
- * Finds the user whose user_email is email (ASCII case ignored), the
- * first in user_id order; *user_id is request-owned (arena).  A scan of
- * the users: KW_ENOTFOUND, without touching req->err, when none has it.
- */
-enum kw_err
-kw_user_id_by_email(struct kw_req *req, DB_TXN *txn, const char *email, const char **user_id)
-{
-	struct email_search s = { .email = email };
-	enum kw_err rc = kw_rec_each(req->store, txn, KW_DB_USERS, match_email, &s);
-
-	*user_id = NULL;
-	if (rc == KW_OK && s.found == NULL)
-		rc = KW_ENOTFOUND;
-	if (rc == KW_OK && (*user_id = kw_arena_strndup(req->arena, json_object_get_string(s.found),
-	    (size_t)json_object_get_string_len(s.found))) == NULL)
-		rc = KW_ENOMEM;
-	json_object_put(s.found);
-	return rc;
 }
 
 /* Appends token to the array baton. */
@@ -167,13 +77,6 @@ kw_keys_delete_owned(struct kw_req *req, DB_TXN *txn, char kind, const char *id,
 
 /* --- the /user/... operations --------------------------------------------- */
 
-/* One operation's transaction: its answer and counts, rebuilt on every attempt. */
-struct user_op {
-	struct kw_req *req;
-	const char *user_id;	/* the user the operation is about; borrowed */
-	json_object *answer;	/* owned */
-};
-
 /* The settings of a user that a request may set; the rest are ids, lists and one-shot options. */
 static const char *const user_settings[] = {
 	"user_email", "user_alias", "user_role", "organization_id", "models", "max_budget",
@@ -224,27 +127,6 @@ apply_user_settings(struct kw_req *req, json_object *rec, json_object *body, con
 }
 
 /*
- * 400 naming user_email when another user than self (NULL: any) already
- * has email: emails name users in team membership, so they stay unique.
- */
-static enum kw_err
-email_free(struct kw_req *req, DB_TXN *txn, const char *email, const char *self)
-{
-	const char *other;
-	enum kw_err rc;
-
-	if (email == NULL)
-		return KW_OK;
-	rc = kw_user_id_by_email(req, txn, email, &other);
-	if (rc == KW_ENOTFOUND || (rc == KW_OK && self != NULL && strcmp(other, self) == 0))
-		return KW_OK;
-	if (rc != KW_OK)
-		return rc;
-	kw_error_set(&req->err, KW_ECONFLICT, "user_email", "another user has this user_email");
-	return KW_ECONFLICT;
-}
-
-/*
  * Reads, for writing, the teams a new user joins (each must exist:
  * 400 naming teams[i]) into *teams (owned array of records, duplicates
  * dropped).
@@ -278,73 +160,36 @@ read_new_user_teams(struct kw_req *req, DB_TXN *txn, json_object *ids, json_obje
 	return rc;
 }
 
-/* Adds user (a record) to team (a record read for writing) as a member with role user; stores both sides' team part. */
-static enum kw_err
-join_team(struct kw_req *req, DB_TXN *txn, json_object *team, json_object *user)
-{
-	const char *team_id = kw_json_str(team, "team_id"), *user_id = kw_json_str(user, "user_id");
-	const char *email = kw_json_str(user, "user_email");
-	json_object *before, *members, *member;
-	enum kw_err rc;
-
-	if (kw_team_role_of(team, user_id) != NULL)
-		return KW_OK;
-	kw_budget_settle(team, req->now);
-	before = kw_json_copy(team);
-	if (!json_object_object_get_ex(team, "members_with_roles", &members) ||
-	    !json_object_is_type(members, json_type_array)) {
-		members = json_object_new_array();
-		json_object_object_add(team, "members_with_roles", members);
-	}
-	member = json_object_new_object();
-	json_object_object_add(member, "user_id", json_object_new_string(user_id));
-	json_object_object_add(member, "user_email", email ? json_object_new_string(email) : NULL);
-	json_object_object_add(member, "role", json_object_new_string("user"));
-	json_object_array_add(members, member);
-	kw_json_set_time(team, "updated_at", req->now);
-	if ((rc = kw_rec_put(req->store, txn, KW_DB_TEAMS, team_id, team, 0)) == KW_OK)
-		rc = kw_audit_record(req, txn, "updated", KW_TABLE_TEAMS, team_id, before, team);
-	json_object_put(before);
-	return rc;
-}
-
 /*
  * /user/new's transaction: the user, its teams' member lists, its first
  * key, and their audit entries; answer: the user plus the key's fields.
  */
 static enum kw_err
-user_new_body(struct kw_store *st, DB_TXN *txn, void *baton)
+user_new_body(struct kw_req *req, DB_TXN *txn, struct kw_op *op)
 {
-	struct user_op *op = baton;
-	struct kw_req *req = op->req;
 	json_object *body = req->body, *user, *teams = NULL, *ids = NULL, *key = NULL, *v;
 	enum kw_err rc;
 
-	kw_answer_reset(&op->answer);
-	rc = kw_rec_get(st, txn, KW_DB_USERS, op->user_id, KW_RMW, &user);
-	if (rc == KW_OK) {
-		json_object_put(user);
-		kw_error_set(&req->err, KW_ECONFLICT, "user_id", "a user with this user_id exists");
-		return KW_ECONFLICT;
-	}
-	if (rc != KW_ENOTFOUND)
-		return rc;
-	if ((rc = email_free(req, txn, kw_json_str(body, "user_email"), NULL)) != KW_OK)
+	if ((rc = kw_members_absent(req, txn, KW_MEMBERS_USERS, op->id)) != KW_OK ||
+	    (rc = kw_members_email_free(req, txn, kw_json_str(body, "user_email"), NULL,
+	    "user_email")) != KW_OK)
 		return rc;
 	json_object_object_get_ex(body, "teams", &ids);
 	if ((rc = read_new_user_teams(req, txn, ids, &teams)) != KW_OK) {
 		json_object_put(teams);
 		return rc;
 	}
-	user = kw_user_record_new(req, op->user_id, NULL);
+	user = kw_members_user_new(req, op->id, NULL);
 	apply_user_settings(req, user, body, NULL);
 	for (size_t i = 0; i < json_object_array_length(teams); i++)
 		json_object_array_add(json_object_object_get(user, "teams"), json_object_new_string(
 		    kw_json_str(json_object_array_get_idx(teams, i), "team_id")));
-	if ((rc = kw_rec_put(st, txn, KW_DB_USERS, op->user_id, user, 1)) == KW_OK)
-		rc = kw_audit_record(req, txn, "created", KW_TABLE_USERS, op->user_id, NULL, user);
-	for (size_t i = 0; rc == KW_OK && i < json_object_array_length(teams); i++)
-		rc = join_team(req, txn, json_object_array_get_idx(teams, i), user);
+	rc = kw_members_write(req, txn, KW_MEMBERS_USERS, op->id, NULL, user);
+	for (size_t i = 0; rc == KW_OK && i < json_object_array_length(teams); i++) {
+		json_object *team = json_object_array_get_idx(teams, i);
+
+		rc = kw_members_join(req, txn, KW_MEMBERS_TEAMS, kw_json_str(team, "team_id"), team, user);
+	}
 	json_object_put(teams);
 
 	if (rc == KW_OK && (!json_object_object_get_ex(body, "auto_create_key", &v) || v == NULL ||
@@ -352,7 +197,7 @@ user_new_body(struct kw_store *st, DB_TXN *txn, void *baton)
 		static const char *const from_body[] = { "key_alias", "duration", "models" };
 		json_object *settings = json_object_new_object();
 
-		json_object_object_add(settings, "user_id", json_object_new_string(op->user_id));
+		json_object_object_add(settings, "user_id", json_object_new_string(op->id));
 		for (size_t i = 0; i < sizeof(from_body) / sizeof(from_body[0]); i++)
 			if (json_object_object_get_ex(body, from_body[i], &v))
 				json_object_object_add(settings, from_body[i], json_object_get(v));
@@ -381,59 +226,48 @@ user_new_body(struct kw_store *st, DB_TXN *txn, void *baton)
 enum kw_err
 kw_op_user_new(struct kw_req *req, struct kw_resp *resp)
 {
-	struct user_op op = { .req = req, .user_id = kw_json_str(req->body, "user_id") };
 	char uuid[37];
-	enum kw_err rc;
-
-	if ((rc = kw_auth_admin(req)) != KW_OK)
-		return rc;
-	op.user_id = kw_id_or_new(op.user_id, uuid);
-	return kw_answer_respond(resp, &op.answer, kw_store_txn(req->store, user_new_body, &op));
+	return kw_face_op(req, resp, KW_OP_ADMIN, user_new_body,
+	    kw_id_or_new(kw_json_str(req->body, "user_id"), uuid));
 }
 
 /*
- * /user/info's transaction: 404, then 403, then the user, its keys (at
+ * /user/info's transaction: 400 for a caller without a user who names
+ * none, 404, then 403, then the user, its keys (at
  * most KEYWARDEN_INFO_MAX_KEYS; keys_truncated says when there are more)
  * and its teams.
  */
 static enum kw_err
-user_info_body(struct kw_store *st, DB_TXN *txn, void *baton)
+user_info_body(struct kw_req *req, DB_TXN *txn, struct kw_op *op)
 {
-	struct user_op *op = baton;
-	struct kw_req *req = op->req;
-	json_object *user, *teams, *ids, *keys;
-	int truncated;
+	json_object *user, *teams, *ids;
 	enum kw_err rc;
 
-	kw_answer_reset(&op->answer);
-	rc = kw_rec_get(st, txn, KW_DB_USERS, op->user_id, 0, &user);
-	if (rc == KW_ENOTFOUND) {
-		kw_error_set(&req->err, KW_ENOTFOUND, "user_id", "no user has this user_id");
-		return KW_ENOTFOUND;
+	if (op->id == NULL) {	/* the caller's own */
+		if (req->caller->user_id[0] == '\0') {
+			kw_error_set(&req->err, KW_EINVAL, "user_id", req->caller->is_master ?
+			    "the master key belongs to no user: pass ?user_id=" :
+			    "this key belongs to no user: pass ?user_id=");
+			return KW_EINVAL;
+		}
+		op->id = req->caller->user_id;
 	}
-	if (rc != KW_OK)
+	if ((rc = kw_members_get(req, txn, KW_MEMBERS_USERS, op->id, 0, "user_id", &user)) != KW_OK)
 		return rc;
-	if (!kw_auth_reads_all(req->caller) && strcmp(op->user_id, req->caller->user_id) != 0) {
+	if (!kw_auth_reads_all(req->caller) && strcmp(op->id, req->caller->user_id) != 0) {
 		json_object_put(user);
 		kw_error_set(&req->err, KW_EFORBIDDEN, "user_id", "you may only see yourself");
 		return KW_EFORBIDDEN;
 	}
 	kw_budget_settle(user, req->now);
-	op->answer = json_object_new_object();
-	json_object_object_add(op->answer, "user_id", json_object_new_string(op->user_id));
-	json_object_object_add(op->answer, "user_info", user);
-	keys = json_object_new_array();
-	json_object_object_add(op->answer, "keys", keys);
-	rc = kw_litellm_owned_views(req, txn, 'u', op->user_id, keys, kw_config.info_max_keys,
-	    &truncated);
-	json_object_object_add(op->answer, "keys_truncated", json_object_new_boolean(truncated));
+	rc = kw_litellm_owner_info(req, txn, 'u', op->id, user, &op->answer);
 	teams = json_object_new_array();
 	json_object_object_add(op->answer, "teams", teams);
 	ids = json_object_object_get(user, "teams");
 	for (size_t i = 0; rc == KW_OK && ids != NULL && i < json_object_array_length(ids); i++) {
 		json_object *team;
 
-		rc = kw_rec_get(st, txn, KW_DB_TEAMS,
+		rc = kw_rec_get(req->store, txn, KW_DB_TEAMS,
 		    json_object_get_string(json_object_array_get_idx(ids, i)), 0, &team);
 		if (rc == KW_ENOTFOUND) {
 			rc = KW_OK;	/* a team deleted under a stale list: nothing to show */
@@ -453,36 +287,24 @@ user_info_body(struct kw_store *st, DB_TXN *txn, void *baton)
 enum kw_err
 kw_op_user_info(struct kw_req *req, struct kw_resp *resp)
 {
-	struct user_op op = { .req = req, .user_id = kw_json_str(req->query, "user_id") };
-	enum kw_err rc;
-
-	if ((rc = kw_auth_caller(req)) != KW_OK)
-		return rc;
-	if (op.user_id == NULL) {
-		if (req->caller->user_id[0] == '\0') {
-			kw_error_set(&req->err, KW_EINVAL, "user_id", req->caller->is_master ?
-			    "the master key belongs to no user: pass ?user_id=" :
-			    "this key belongs to no user: pass ?user_id=");
-			return KW_EINVAL;
-		}
-		op.user_id = req->caller->user_id;
-	}
-	return kw_answer_respond(resp, &op.answer, kw_store_txn(req->store, user_info_body, &op));
+	return kw_face_op(req, resp, KW_OP_READER, user_info_body,
+	    kw_json_str(req->query, "user_id"));
 }
 
-/* /user/update's transaction: the user by id or email, 404, then the settings sent. */
+/* /user/update's transaction: 400 for teams or no user named, the user by id or email, 404, then the settings sent. */
 static enum kw_err
-user_update_body(struct kw_store *st, DB_TXN *txn, void *baton)
+user_update_body(struct kw_req *req, DB_TXN *txn, struct kw_op *op)
 {
-	struct user_op *op = baton;
-	struct kw_req *req = op->req;
-	const char *user_id = op->user_id, *email = kw_json_str(req->body, "user_email");
+	const char *user_id = op->id, *email = kw_json_str(req->body, "user_email");
 	json_object *user, *before;
 	enum kw_err rc;
 
-	kw_answer_reset(&op->answer);
+	if (user_id == NULL && email == NULL) {
+		kw_error_set(&req->err, KW_EINVAL, "user_id", "send user_id or user_email");
+		return KW_EINVAL;
+	}
 	if (user_id == NULL) {
-		rc = kw_user_id_by_email(req, txn, email, &user_id);
+		rc = kw_members_user_by_email(req, txn, email, &user_id);
 		if (rc == KW_ENOTFOUND) {
 			kw_error_set(&req->err, KW_ENOTFOUND, "user_email", "no user has this user_email");
 			return KW_ENOTFOUND;
@@ -490,35 +312,23 @@ user_update_body(struct kw_store *st, DB_TXN *txn, void *baton)
 		if (rc != KW_OK)
 			return rc;
 	}
-	rc = kw_rec_get(st, txn, KW_DB_USERS, user_id, KW_RMW, &user);
-	if (rc == KW_ENOTFOUND) {
-		kw_error_set(&req->err, KW_ENOTFOUND, "user_id", "no user has this user_id");
-		return KW_ENOTFOUND;
-	}
-	if (rc != KW_OK)
+	if ((rc = kw_members_get(req, txn, KW_MEMBERS_USERS, user_id, KW_RMW, "user_id", &user)) != KW_OK)
 		return rc;
+	op->answer = user;	/* kw_face_op drops it on an error */
 	if (kw_json_has(req->body, "teams") &&
 	    !kw_json_field_is(user, "teams", json_object_object_get(req->body, "teams"))) {
 		/* sent back as /user/info showed it, it changes nothing and passes */
-		json_object_put(user);
 		kw_error_set(&req->err, KW_EINVAL, "teams",
 		    "teams changes through /team/member_add and /team/member_delete");
 		return KW_EINVAL;
 	}
-	if (op->user_id != NULL && (rc = email_free(req, txn, email, user_id)) != KW_OK) {
-		json_object_put(user);
+	if (op->id != NULL &&
+	    (rc = kw_members_email_free(req, txn, email, user_id, "user_email")) != KW_OK)
 		return rc;
-	}
 	kw_budget_settle(user, req->now);
 	before = kw_json_copy(user);
-	apply_user_settings(req, user, req->body, op->user_id == NULL ? "user_email" : NULL);
-	kw_json_set_time(user, "updated_at", req->now);
-	if ((rc = kw_rec_put(st, txn, KW_DB_USERS, user_id, user, 0)) == KW_OK &&
-	    (rc = kw_audit_record(req, txn, "updated", KW_TABLE_USERS, user_id, before, user)) == KW_OK) {
-		op->answer = user;
-		user = NULL;
-	}
-	json_object_put(user);
+	apply_user_settings(req, user, req->body, op->id == NULL ? "user_email" : NULL);
+	rc = kw_members_update(req, txn, KW_MEMBERS_USERS, user_id, before, user);
 	json_object_put(before);
 	return rc;
 }
@@ -531,40 +341,8 @@ user_update_body(struct kw_store *st, DB_TXN *txn, void *baton)
 enum kw_err
 kw_op_user_update(struct kw_req *req, struct kw_resp *resp)
 {
-	struct user_op op = { .req = req, .user_id = kw_json_str(req->body, "user_id") };
-	enum kw_err rc;
-
-	if ((rc = kw_auth_admin(req)) != KW_OK)
-		return rc;
-	if (op.user_id == NULL && kw_json_str(req->body, "user_email") == NULL) {
-		kw_error_set(&req->err, KW_EINVAL, "user_id", "send user_id or user_email");
-		return KW_EINVAL;
-	}
-	return kw_answer_respond(resp, &op.answer, kw_store_txn(req->store, user_update_body, &op));
-}
-
-/* Removes user_id's entries from the members of team_id (when that team still exists). */
-static enum kw_err
-leave_team(struct kw_req *req, DB_TXN *txn, const char *team_id, const char *user_id)
-{
-	json_object *team, *before;
-	enum kw_err rc = kw_rec_get(req->store, txn, KW_DB_TEAMS, team_id, KW_RMW, &team);
-
-	if (rc != KW_OK)
-		return rc == KW_ENOTFOUND ? KW_OK : rc;
-	if (kw_team_role_of(team, user_id) == NULL) {
-		json_object_put(team);
-		return KW_OK;
-	}
-	kw_budget_settle(team, req->now);
-	before = kw_json_copy(team);
-	kw_json_list_drop(team, "members_with_roles", "user_id", user_id);
-	kw_json_set_time(team, "updated_at", req->now);
-	if ((rc = kw_rec_put(req->store, txn, KW_DB_TEAMS, team_id, team, 0)) == KW_OK)
-		rc = kw_audit_record(req, txn, "updated", KW_TABLE_TEAMS, team_id, before, team);
-	json_object_put(before);
-	json_object_put(team);
-	return rc;
+	return kw_face_op(req, resp, KW_OP_ADMIN, user_update_body,
+	    kw_json_str(req->body, "user_id"));
 }
 
 /*
@@ -573,35 +351,14 @@ leave_team(struct kw_req *req, DB_TXN *txn, const char *team_id, const char *use
  * record.
  */
 static enum kw_err
-user_delete_body(struct kw_store *st, DB_TXN *txn, void *baton)
+user_delete_body(struct kw_req *req, DB_TXN *txn, struct kw_op *op)
 {
-	struct user_op *op = baton;
-	struct kw_req *req = op->req;
 	json_object *ids = json_object_object_get(req->body, "user_ids"), *users, *deleted;
 	int64_t keys = 0;
-	enum kw_err rc = KW_OK;
+	enum kw_err rc;
 
-	kw_answer_reset(&op->answer);
 	/* every user first: all or nothing, and 404 names the first one missing */
-	users = json_object_new_array();
-	deleted = json_object_new_array();
-	for (size_t i = 0; rc == KW_OK && i < json_object_array_length(ids); i++) {
-		const char *user_id = json_object_get_string(json_object_array_get_idx(ids, i));
-		json_object *user;
-
-		if (kw_json_list_has(deleted, user_id))
-			continue;
-		rc = kw_rec_get(st, txn, KW_DB_USERS, user_id, KW_RMW, &user);
-		if (rc == KW_ENOTFOUND) {
-			char field[KW_FIELD_MAX];
-
-			snprintf(field, sizeof(field), "user_ids[%zu]", i);
-			kw_error_set(&req->err, KW_ENOTFOUND, field, "no user has this user_id");
-		} else if (rc == KW_OK) {
-			json_object_array_add(users, user);
-			json_object_array_add(deleted, json_object_new_string(user_id));
-		}
-	}
+	rc = kw_members_get_all(req, txn, KW_MEMBERS_USERS, ids, "user_ids", &users, &deleted);
 	for (size_t i = 0; rc == KW_OK && i < json_object_array_length(users); i++) {
 		json_object *user = json_object_array_get_idx(users, i);
 		json_object *teams = json_object_object_get(user, "teams");
@@ -611,13 +368,12 @@ user_delete_body(struct kw_store *st, DB_TXN *txn, void *baton)
 		for (size_t j = 0; rc == KW_OK && teams != NULL && j < json_object_array_length(teams); j++) {
 			const char *team_id = json_object_get_string(json_object_array_get_idx(teams, j));
 
-			if ((rc = leave_team(req, txn, team_id, user_id)) == KW_OK)
+			if ((rc = kw_members_leave(req, txn, KW_MEMBERS_TEAMS, team_id, user_id)) == KW_OK)
 				rc = kw_keys_delete_owned(req, txn, 't', team_id, user_id, &keys);
 		}
-		if (rc == KW_OK)
-			rc = kw_org_forget_user(req, txn, user_id);
-		if (rc == KW_OK && (rc = kw_rec_del(st, txn, KW_DB_USERS, user_id)) == KW_OK)
-			rc = kw_audit_record(req, txn, "deleted", KW_TABLE_USERS, user_id, user, NULL);
+		if (rc == KW_OK &&
+		    (rc = kw_members_forget_user(req, txn, KW_MEMBERS_ORGS, user_id)) == KW_OK)
+			rc = kw_members_delete(req, txn, KW_MEMBERS_USERS, user_id, user);
 	}
 	json_object_put(users);
 	if (rc != KW_OK) {
@@ -637,10 +393,5 @@ user_delete_body(struct kw_store *st, DB_TXN *txn, void *baton)
 enum kw_err
 kw_op_user_delete(struct kw_req *req, struct kw_resp *resp)
 {
-	struct user_op op = { .req = req };
-	enum kw_err rc;
-
-	if ((rc = kw_auth_admin(req)) != KW_OK)
-		return rc;
-	return kw_answer_respond(resp, &op.answer, kw_store_txn(req->store, user_delete_body, &op));
+	return kw_face_op(req, resp, KW_OP_ADMIN, user_delete_body, NULL);
 }

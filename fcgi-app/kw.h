@@ -80,6 +80,7 @@ void kw_arena_free(struct kw_arena *);
 
 enum kw_err kw_crypto_init(void);
 void kw_crypto_random(void *buf, size_t n);
+void kw_uuid4(char out[37]);	/* a random UUID v4, lower-case: an id made for a record */
 void kw_crypto_sha256(const void *data, size_t n, unsigned char out[KW_SHA256_LEN]);
 void kw_crypto_sha256_hex(const void *data, size_t n, char out[KW_SHA256_HEX_LEN + 1]);
 void kw_crypto_hex(const unsigned char *data, size_t n, char *out);
@@ -485,10 +486,6 @@ int kw_auth_reads_all(const struct kw_caller *);	/* admins and admin viewers */
 enum kw_err kw_auth_can_write(struct kw_req *);	/* 403 for viewers and read_only keys */
 const char *kw_auth_role_name(enum kw_role);
 enum kw_role kw_auth_role_parse(const char *);
-/* The team member's role, "admin" or "user", or NULL when user_id is not a member. */
-const char *kw_team_role_of(struct json_object *team, const char *user_id);
-/* An organization member's user_role (borrowed from org), or NULL when not a member. */
-const char *kw_org_role_of(struct json_object *org, const char *user_id);
 /* KW_OK when the caller may read (write=0) or change (write=1) the key; else 403 in req->err. */
 enum kw_err kw_auth_key_access(struct kw_req *, struct __db_txn *, struct json_object *key,
     int write);
@@ -523,6 +520,138 @@ enum kw_standing kw_policy_team_standing(struct kw_req *, struct json_object *te
 /* The caller's standing toward a Venice key it may see: the master, the ADMIN key that made it, or its owner's. */
 enum kw_standing kw_policy_venice_standing(struct kw_req *, struct json_object *key);
 
+/* --- face.c: what the faces' handlers share ----------------------- */
+
+/* One operation on one record: its id and its answer, rebuilt on every attempt of its transaction. */
+struct kw_op;
+/* An operation's transaction: op->answer is NULL on entry (reset on every attempt). */
+typedef enum kw_err (*kw_op_body)(struct kw_req *, struct __db_txn *, struct kw_op *);
+struct kw_op {
+	struct kw_req *req;
+	const char *id;			/* the record the operation is about; borrowed */
+	struct json_object *answer;	/* owned */
+	kw_op_body body;
+};
+/* Who may call an operation: any known caller, one who may change things, a proxy admin. */
+enum kw_op_caller { KW_OP_READER = 0, KW_OP_WRITER, KW_OP_ADMIN };
+/*
+ * Checks the caller (401, 403), then runs body in one transaction with an
+ * op about record id (borrowed; NULL: none) and answers its answer with
+ * 200; on an error the answer is dropped and the error returned for the
+ * face's envelope.
+ */
+enum kw_err kw_face_op(struct kw_req *, struct kw_resp *, enum kw_op_caller, kw_op_body,
+    const char *id);
+
+/* --- members.c: who belongs to what, kept on both sides --------------- */
+
+/*
+ * The tables whose records members.c reads and writes.  Teams and
+ * organizations hold members (a team's members_with_roles with role admin
+ * or user; an organization's members with a user_role); each member's
+ * user record names them back (its teams; its organization_id).  Every
+ * function runs in the caller's transaction unless it says otherwise, and
+ * writes each record it changes with its audit entry.  Records and
+ * strings passed in are borrowed.
+ */
+enum kw_members_table { KW_MEMBERS_TEAMS = 0, KW_MEMBERS_ORGS, KW_MEMBERS_USERS };
+
+/* user_id's role in rec (NULL: none): a team's "admin" or "user", an org's user_role; NULL when no member. */
+const char *kw_members_role(enum kw_members_table, struct json_object *rec, const char *user_id);
+/* True when user_id is one of rec's admins: a team's admin, an organization's org_admin. */
+int kw_members_is_admin(enum kw_members_table, struct json_object *rec, const char *user_id);
+/* rec's members array (borrowed from rec), added when missing. */
+struct json_object *kw_members_array(enum kw_members_table, struct json_object *rec);
+/* KW_OK when the caller may see rec (admins, admin viewers, its members); 403 naming its id else. */
+enum kw_err kw_members_may_see(struct kw_req *, enum kw_members_table, struct json_object *rec);
+/* KW_OK when the caller may change rec's members (a proxy admin, one of its admins); 403 else. */
+enum kw_err kw_members_may_manage(struct kw_req *, enum kw_members_table, struct json_object *rec);
+
+/* Reads record id into *rec (owned); KW_ENOTFOUND (404 naming field) when there is none. */
+enum kw_err kw_members_get(struct kw_req *, struct __db_txn *, enum kw_members_table,
+    const char *id, int flags, const char *field, struct json_object **rec);
+/*
+ * Reads record id into *rec (owned) when the caller may see it, or with
+ * manage for writing when they may manage its members: 404 naming field,
+ * then 403 (kw_members_may_see, kw_members_may_manage).
+ */
+enum kw_err kw_members_open(struct kw_req *, struct __db_txn *, enum kw_members_table,
+    const char *id, const char *field, int manage, struct json_object **rec);
+/*
+ * Reads for writing every record ids (array of strings) names, all or
+ * nothing: *recs the records, *read their ids, repeats once (both owned,
+ * even on error); 404 naming field[i] for the first one missing.
+ */
+enum kw_err kw_members_get_all(struct kw_req *, struct __db_txn *, enum kw_members_table,
+    struct json_object *ids, const char *field, struct json_object **recs,
+    struct json_object **read);
+/* KW_OK when no record has id; KW_ECONFLICT (400 naming the id field) when one has. */
+enum kw_err kw_members_absent(struct kw_req *, struct __db_txn *, enum kw_members_table,
+    const char *id);
+/* Stores rec as record id with its audit entry: created when before is NULL (KW_ECONFLICT if id exists), else updated. */
+enum kw_err kw_members_write(struct kw_req *, struct __db_txn *, enum kw_members_table,
+    const char *id, struct json_object *before, struct json_object *rec);
+/* kw_members_write of a change from before, with updated_at set to now. */
+enum kw_err kw_members_update(struct kw_req *, struct __db_txn *, enum kw_members_table,
+    const char *id, struct json_object *before, struct json_object *rec);
+/* Deletes record id (rec as it was) with its audit entry; a team or org first leaves its members' users. */
+enum kw_err kw_members_delete(struct kw_req *, struct __db_txn *, enum kw_members_table,
+    const char *id, struct json_object *rec);
+
+/*
+ * Adds member (a TeamMember or OrganizationMember) to rec, a record being
+ * written and not yet stored: the user by user_id, else by user_email,
+ * created when unknown, is stored naming rec on its side.  budget (NULL:
+ * none) is a team member's max_budget_in_team; the stored user is appended
+ * to updated_users unless NULL.  KW_EINVAL or KW_ECONFLICT naming field.
+ */
+enum kw_err kw_members_add(struct kw_req *, struct __db_txn *, enum kw_members_table,
+    struct json_object *rec, struct json_object *member, const char *field,
+    struct json_object *budget, struct json_object *updated_users);
+/* kw_members_add of one member (field), an array (field[i]) or NULL (none); *added counts them. */
+enum kw_err kw_members_add_each(struct kw_req *, struct __db_txn *, enum kw_members_table,
+    struct json_object *rec, struct json_object *members, const char *field,
+    struct json_object *budget, struct json_object *updated_users, size_t *added);
+/* Adds user (a record the caller stores naming rec) to rec (record id, read for writing) and stores rec. */
+enum kw_err kw_members_join(struct kw_req *, struct __db_txn *, enum kw_members_table,
+    const char *id, struct json_object *rec, struct json_object *user);
+/* The member of rec named by user_id, else by email, into *found (arena), NULL when none. */
+enum kw_err kw_members_find(struct kw_req *, struct __db_txn *, enum kw_members_table,
+    struct json_object *rec, const char *user_id, const char *email, const char **found);
+/*
+ * Removes the member of rec (record id, read for writing) named by
+ * user_id, else email, from both sides; *removed (arena) is its user_id.
+ * KW_ENOTFOUND naming user_id (or user_email) when no member matches.
+ */
+enum kw_err kw_members_remove(struct kw_req *, struct __db_txn *, enum kw_members_table,
+    const char *id, struct json_object *rec, const char *user_id, const char *email,
+    const char **removed);
+/* Takes user_id out of record id's members, when it exists and has them (the user's side stays). */
+enum kw_err kw_members_leave(struct kw_req *, struct __db_txn *, enum kw_members_table,
+    const char *id, const char *user_id);
+/* kw_members_leave of every record of the table that user_id is a member of (a scan). */
+enum kw_err kw_members_forget_user(struct kw_req *, struct __db_txn *, enum kw_members_table,
+    const char *user_id);
+/*
+ * Into *out (owned array; NULL on error), in id order and in a transaction
+ * of its own, the records user_id (NULL: anyone; "": no one) is a member
+ * of whose field (NULL: any) is value, budgets settled for display.
+ */
+enum kw_err kw_members_list(struct kw_req *, enum kw_members_table, const char *user_id,
+    const char *field, const char *value, struct json_object **out);
+
+/* Adds a new team's or user's budget and rate fields to rec: unset, spend 0. */
+void kw_members_limits_new(struct json_object *rec);
+/* A new user record (owned), every field at its default; the caller stores it. */
+struct json_object *kw_members_user_new(struct kw_req *, const char *user_id,
+    const char *user_email);
+/* The first user, in user_id order, whose user_email is email (case ignored); *user_id in the arena; KW_ENOTFOUND. */
+enum kw_err kw_members_user_by_email(struct kw_req *, struct __db_txn *, const char *email,
+    const char **user_id);
+/* KW_OK when no user but self (NULL: any) has email (NULL passes); KW_ECONFLICT naming field. */
+enum kw_err kw_members_email_free(struct kw_req *, struct __db_txn *, const char *email,
+    const char *self, const char *field);
+
 /* --- audit.c: who changed what ------------------------------------ */
 
 /* The table names of audit entries, LiteLLM's. */
@@ -552,17 +681,12 @@ enum kw_err kw_litellm_key_create(struct kw_req *, struct __db_txn *, struct jso
     struct json_object **answer);
 /* The key record as shown to callers (owned): budget resets applied, no plaintext. */
 struct json_object *kw_litellm_key_view(struct kw_req *, struct json_object *rec);
-/* At most max of an owner's keys the caller may read; *truncated when there are more. */
-enum kw_err kw_litellm_owned_views(struct kw_req *, struct __db_txn *, char kind, const char *id,
-    struct json_object *views, size_t max, int *truncated);
+/* The /user/info ('u') or /team/info ('t') answer (owned): the owner rec (taken) and the keys the caller may read. */
+enum kw_err kw_litellm_owner_info(struct kw_req *, struct __db_txn *, char kind, const char *id,
+    struct json_object *rec, struct json_object **answer);
 
-/* face_user.c: what the team operations share with the user operations */
-void kw_uuid4(char out[37]);	/* a random UUID v4 */
-const char *kw_id_or_new(const char *given, char buf[37]);
-struct json_object *kw_user_record_new(struct kw_req *, const char *user_id,
-    const char *user_email);
-enum kw_err kw_user_id_by_email(struct kw_req *, struct __db_txn *, const char *email,
-    const char **user_id);
+/* face_user.c: what the team and organization operations share with the user operations */
+const char *kw_id_or_new(const char *given, char buf[37]);	/* given, or a new UUID in buf */
 enum kw_err kw_keys_delete_owned(struct kw_req *, struct __db_txn *, char kind, const char *id,
     const char *only_user, int64_t *deleted);
 
@@ -684,9 +808,6 @@ time_t kw_time_budget_reset(const char *duration, time_t now);
 /* --- authz.c: the FastCGI AUTHORIZER role -------------------------- */
 
 enum kw_err kw_authorize(struct kw_req *, struct kw_resp *);
-
-/* face_org.c: what deleting a user does to the organizations it was a member of */
-enum kw_err kw_org_forget_user(struct kw_req *, struct __db_txn *, const char *user_id);
 
 /* --- metrics.c and the access log: what the requests did ------------ */
 

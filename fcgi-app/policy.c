@@ -168,14 +168,12 @@ static int
 admin_of_team(struct kw_req *req, DB_TXN *txn, const char *team_id, enum kw_err *rc)
 {
 	json_object *team = NULL;
-	const char *role;
 	int admin;
 
 	*rc = kw_rec_get(req->store, txn, KW_DB_TEAMS, team_id, 0, &team);
 	if (*rc == KW_ENOTFOUND)
 		*rc = KW_OK;
-	role = kw_team_role_of(team, req->caller->user_id);
-	admin = role != NULL && strcmp(role, "admin") == 0;
+	admin = kw_members_is_admin(KW_MEMBERS_TEAMS, team, req->caller->user_id);
 	json_object_put(team);
 	return admin;
 }
@@ -205,15 +203,14 @@ enum kw_standing
 kw_policy_team_standing(struct kw_req *req, json_object *team, json_object *org)
 {
 	const struct kw_caller *c = req->caller;
-	const char *role;
 
 	if (kw_auth_is_admin(c))
 		return KW_STANDING_ADMIN;
 	if (c->user_id[0] == '\0')
 		return KW_STANDING_NONE;
-	if ((role = kw_org_role_of(org, c->user_id)) != NULL && strcmp(role, "org_admin") == 0)
+	if (kw_members_is_admin(KW_MEMBERS_ORGS, org, c->user_id))
 		return KW_STANDING_ABOVE;
-	if ((role = kw_team_role_of(team, c->user_id)) != NULL && strcmp(role, "admin") == 0)
+	if (kw_members_is_admin(KW_MEMBERS_TEAMS, team, c->user_id))
 		return KW_STANDING_OWNER;
 	return KW_STANDING_NONE;
 }
