@@ -38,6 +38,7 @@ kw_op_key_verify(struct kw_req *req, struct kw_resp *resp)
 		.expected_cost = kw_json_num(req->body, "expected_cost", 0),
 		.expected_tokens = (int64_t)kw_json_num(req->body, "expected_tokens", 0),
 		.dry_run = kw_json_bool(req->body, "dry_run"),
+		.end_user = kw_json_str(req->body, "end_user"),
 	};
 	struct kw_verdict v;
 	enum kw_err rc;
@@ -65,6 +66,7 @@ kw_op_key_usage(struct kw_req *req, struct kw_resp *resp)
 		.tokens = (int64_t)kw_json_num(req->body, "total_tokens", prompt + completion),
 		.cost = kw_json_num(req->body, "cost", 0),
 		.diem = kw_json_num(req->body, "diem", 0),
+		.end_user = kw_json_str(req->body, "end_user"),
 	};
 	json_object *answer;
 	enum kw_err rc;
@@ -101,6 +103,28 @@ model_of(struct kw_req *req, const char *path)
 	return kw_req_header(req, "HTTP_X_MODEL");
 }
 
+/*
+ * The request's end user, from the headers LiteLLM always reads for it
+ * (STANDARD_CUSTOMER_ID_HEADERS, in _get_customer_id_from_standard_headers:
+ * x-litellm-customer-id, then x-litellm-end-user-id); blank is none.  The
+ * body's "user" is not seen here.
+ */
+static const char *
+end_user_of(struct kw_req *req)
+{
+	static const char *const headers[] = {
+		"HTTP_X_LITELLM_CUSTOMER_ID", "HTTP_X_LITELLM_END_USER_ID",
+	};
+
+	for (size_t i = 0; i < sizeof(headers) / sizeof(headers[0]); i++) {
+		const char *v = kw_req_header(req, headers[i]);
+
+		if (v != NULL && v[strspn(v, " \t")] != '\0')
+			return v;
+	}
+	return NULL;
+}
+
 /* The HTTP status an authorizer answers for a verdict that is not VALID. */
 static int
 status_of(enum kw_verdict_code code)
@@ -112,7 +136,8 @@ status_of(enum kw_verdict_code code)
 		return 429;
 	case KW_V_BUDGET_EXCEEDED:	/* LiteLLM's UserAPIKeyAuthExceptionHandler: 400 budget_exceeded */
 	case KW_V_DUPLICATE_REQUEST:
-		return 400;
+	case KW_V_END_USER_BLOCKED:
+		return 400;	/* the blocked end user: _ENTERPRISE_BlockedUserList's 400 */
 	case KW_V_USD_LIMIT:
 	case KW_V_DIEM_LIMIT:
 		return 402;	/* Venice's answer to a spent consumption limit */
@@ -178,6 +203,7 @@ kw_authorize(struct kw_req *req, struct kw_resp *resp)
 	in.route = path;
 	in.model = model_of(req, path);
 	in.request_id = kw_req_header(req, "HTTP_X_REQUEST_ID");
+	in.end_user = end_user_of(req);
 	if (in.request_id != NULL && !kw_valid_request_id(in.request_id)) {
 		/* passed, it would be served and never charged: /key/usage refuses it */
 		kw_error_set(&e, KW_EINVAL, "x-request-id", "x-request-id must be 1 to %d "

@@ -166,6 +166,8 @@ enum kw_db {
 	KW_DB_SUMMARIES,	/* summaries.db: "k:", "t:", "u:", "o:" + id -> what a check needs, binary */
 	KW_DB_ORGS,		/* organizations.db: organization_id -> record (JSON) */
 	KW_DB_BREACHES,		/* breaches.db: "<owner>|<time>|<token>" -> a Venice key's limit breach (JSON) */
+	KW_DB_BUDGETS,		/* budgets.db: budget_id -> LiteLLM budget record (JSON) */
+	KW_DB_END_USERS,	/* end_users.db: end user (customer) user_id -> record (JSON) */
 	KW_DB_COUNT
 };
 typedef enum kw_err (*kw_txn_body)(struct kw_store *, struct __db_txn *, void *baton);
@@ -659,6 +661,8 @@ enum kw_err kw_members_email_free(struct kw_req *, struct __db_txn *, const char
 #define KW_TABLE_TEAMS "LiteLLM_TeamTable"
 #define KW_TABLE_USERS "LiteLLM_UserTable"
 #define KW_TABLE_ORGS "LiteLLM_OrganizationTable"
+#define KW_TABLE_BUDGETS "LiteLLM_BudgetTable"
+#define KW_TABLE_END_USERS "LiteLLM_EndUserTable"
 #define KW_TABLE_VENICE "Venice_ApiKey"
 #define KW_TABLE_PROVIDERS "Bifrost_Provider"
 #define KW_TABLE_PROVIDER_KEYS "Bifrost_ProviderKey"
@@ -685,6 +689,13 @@ struct json_object *kw_litellm_key_view(struct kw_req *, struct json_object *rec
 enum kw_err kw_litellm_owner_info(struct kw_req *, struct __db_txn *, char kind, const char *id,
     struct json_object *rec, struct json_object **answer);
 
+/* face_budget.c: what the customer operations share with the budget operations */
+int kw_budget_fields_in(struct json_object *body);	/* names a BudgetNewRequest field */
+enum kw_err kw_budget_create(struct kw_req *, struct __db_txn *, const char *id,
+    struct json_object *settings, struct json_object **out);
+enum kw_err kw_budget_change(struct kw_req *, struct __db_txn *, const char *id,
+    struct json_object *settings, const char *field, struct json_object **out);
+
 /* face_user.c: what the team and organization operations share with the user operations */
 const char *kw_id_or_new(const char *given, char buf[37]);	/* given, or a new UUID in buf */
 enum kw_err kw_keys_delete_owned(struct kw_req *, struct __db_txn *, char kind, const char *id,
@@ -705,7 +716,8 @@ enum kw_verdict_code {
 	KW_V_RATE_LIMITED,
 	KW_V_DUPLICATE_REQUEST,		/* a request_id already in flight or reported for this key */
 	KW_V_USD_LIMIT,			/* a Venice key's usd consumption limit is spent (402) */
-	KW_V_DIEM_LIMIT			/* a Venice key's diem consumption limit is spent (402) */
+	KW_V_DIEM_LIMIT,		/* a Venice key's diem consumption limit is spent (402) */
+	KW_V_END_USER_BLOCKED		/* the request's end user (LiteLLM customer) is blocked */
 };
 
 /* A request about to be made with a presented key. */
@@ -718,6 +730,7 @@ struct kw_check {
 	int64_t expected_tokens;	/* checked against tpm windows */
 	int dry_run;			/* count and reserve nothing */
 	int verdict_only;		/* build no answer: the authorizer needs the verdict alone */
+	const char *end_user;		/* the request's end user (LiteLLM's customer); NULL none */
 };
 
 /* One rate window for the x-ratelimit-* headers; limit < 0 when the key has none. */
@@ -746,6 +759,7 @@ struct kw_usage {
 	int64_t tokens;			/* prompt + completion (or total) */
 	double cost;			/* usd */
 	double diem;			/* Venice's second currency */
+	const char *end_user;		/* the request's end user; NULL none */
 };
 
 /* A Venice key's consumption: in its current limitPeriod, and over the trailing seven days. */
@@ -770,6 +784,8 @@ void kw_verdict_clear(struct kw_verdict *);
 enum kw_err kw_limits_record(struct kw_store *, time_t now, const struct kw_usage *,
     struct json_object **answer, struct kw_error *err);
 enum kw_err kw_limits_maintain(struct kw_store *, time_t now);
+/* A new end user's record (owned): LiteLLM_EndUserTable's fields, spend 0, not blocked. */
+struct json_object *kw_limits_end_user_new(const char *user_id);
 /* Counts one event in the fixed UTC minute of now under name unless limit are counted (*allowed 0). */
 enum kw_err kw_limits_window_add(struct kw_store *, struct __db_txn *, const char *name, time_t now,
     double limit, int *allowed);

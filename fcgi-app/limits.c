@@ -71,6 +71,7 @@ static const char *const code_names[] = {
 	[KW_V_DUPLICATE_REQUEST] = "DUPLICATE_REQUEST",
 	[KW_V_USD_LIMIT] = "API_KEY_USD_SPEND_LIMIT_EXCEEDED",
 	[KW_V_DIEM_LIMIT] = "API_KEY_DIEM_SPEND_LIMIT_EXCEEDED",
+	[KW_V_END_USER_BLOCKED] = "END_USER_BLOCKED",
 };
 
 const char *
@@ -322,6 +323,7 @@ lease_row(struct kw_store *st, DB_TXN *txn, char kind, const char *id, const cha
  */
 struct owners {
 	const char *token, *team_id, *user_id, *org_id, *model;
+	const char *end_user;	/* the request's end user (LiteLLM customer) */
 };
 
 /* The owner id of key token's limits on model, in buf (LEASE_OWNER_MAX + 1); 0 when too long. */
@@ -342,6 +344,7 @@ owners_of(json_object *index, struct owners *o)
 	o->user_id = kw_json_str(index, "user_id");
 	o->org_id = kw_json_str(index, "organization_id");	/* absent from older rows */
 	o->model = kw_json_str(index, "model");
+	o->end_user = kw_json_str(index, "end_user");	/* absent from older rows */
 }
 
 /*
@@ -383,6 +386,8 @@ lease_write(struct kw_store *st, DB_TXN *txn, const struct owners *o, const char
 		json_object_object_add(index, "organization_id", json_object_new_string(o->org_id));
 	if (o->model != NULL)
 		json_object_object_add(index, "model", json_object_new_string(o->model));
+	if (o->end_user != NULL)
+		json_object_object_add(index, "end_user", json_object_new_string(o->end_user));
 	json_object_object_add(index, "until", json_object_new_int64(l->until));
 	v = (DBT){ .data = (void *)json_object_to_json_string_ext(index, JSON_C_TO_STRING_PLAIN) };
 	v.size = (u_int32_t)strlen(v.data);
@@ -390,6 +395,7 @@ lease_write(struct kw_store *st, DB_TXN *txn, const struct owners *o, const char
 	    (rc = lease_row(st, txn, 't', o->team_id, part, l, put)) == KW_OK &&
 	    (rc = lease_row(st, txn, 'u', o->user_id, part, l, put)) == KW_OK &&
 	    (rc = lease_row(st, txn, 'o', o->org_id, part, l, put)) == KW_OK &&
+	    (rc = lease_row(st, txn, 'e', o->end_user, part, l, put)) == KW_OK &&
 	    (o->model == NULL || !model_owner(o->token, o->model, model, sizeof(model)) ||
 	    (rc = lease_row(st, txn, 'm', model, part, l, put)) == KW_OK)) {
 		rc = kw_store_err(put ? db->put(db, txn, &k, &v, 0) : db->del(db, txn, &k, 0));
@@ -793,7 +799,7 @@ kw_limits_routes_allow(json_object *routes, const char *raw)
  * parses no JSON.  A summary with another version, or none, is rebuilt
  * from the record (version 1 carried no organization_id).
  */
-#define SUMMARY_VERSION 2
+#define SUMMARY_VERSION 3	/* 3: S_BUDGET */
 
 enum {
 	S_BLOCKED = 1 << 0,
@@ -802,6 +808,7 @@ enum {
 	S_MODEL_LIMITS = 1 << 3,	/* model_max_budget, model_rpm_limit or model_tpm_limit */
 	S_VENICE = 1 << 4,		/* a Venice key: its type and consumption limits are in the record */
 	S_ALIASES = 1 << 5,		/* a key's aliases or a team's model_aliases */
+	S_BUDGET = 1 << 6,		/* a budget_id: a LiteLLM budget's limits fill the key's */
 };
 
 struct summary {
@@ -845,7 +852,8 @@ summarize(json_object *rec, struct summary *s)
 	    (non_empty(rec, "model_max_budget") || non_empty(rec, "model_rpm_limit") ||
 	    non_empty(rec, "model_tpm_limit") ? S_MODEL_LIMITS : 0) |
 	    (non_empty(rec, "venice") ? S_VENICE : 0) |
-	    (non_empty(rec, "aliases") || non_empty(rec, "model_aliases") ? S_ALIASES : 0);
+	    (non_empty(rec, "aliases") || non_empty(rec, "model_aliases") ? S_ALIASES : 0) |
+	    (kw_json_str(rec, "budget_id") != NULL ? S_BUDGET : 0);
 	s->expires = time_of(rec, "expires");
 	s->budget_reset_at = time_of(rec, "budget_reset_at");
 	s->max_budget = kw_json_num(rec, "max_budget", NAN);
@@ -1083,9 +1091,16 @@ struct checking {
 	time_t now;
 	int64_t window;			/* this minute's start */
 	struct party key, team, user, org;
+	/*
+	 * The request's end user (LiteLLM's customer), its limits those of
+	 * its budget; and the key's budget (budget_id), whose limits fill
+	 * the key's (kept in key.s).  Both only read as records.
+	 */
+	struct party end_user, budget;
 	char org_id[KW_ID_MAX + 1];	/* the key's organization_id, else its team's; "" none */
 	json_object *limits;		/* owned: the answer's limits list */
 	struct in_flight key_flight, team_flight, user_flight, org_flight, model_flight;
+	struct in_flight end_user_flight;
 	const char *limited_model;	/* in->model when the key limits it (budget or tpm); else NULL */
 	int reserving;			/* some limit counts what requests in flight reserved */
 	double cost, tokens;		/* what an admitted request reserves */
@@ -1099,17 +1114,22 @@ checking_clear(struct checking *c)
 	json_object_put(c->team.rec);
 	json_object_put(c->user.rec);
 	json_object_put(c->org.rec);
+	json_object_put(c->end_user.rec);
+	json_object_put(c->budget.rec);
 	json_object_put(c->limits);
 	memset(&c->key, 0, sizeof(c->key));
 	memset(&c->team, 0, sizeof(c->team));
 	memset(&c->user, 0, sizeof(c->user));
 	memset(&c->org, 0, sizeof(c->org));
+	memset(&c->end_user, 0, sizeof(c->end_user));
+	memset(&c->budget, 0, sizeof(c->budget));
 	c->org_id[0] = '\0';
 	memset(&c->key_flight, 0, sizeof(c->key_flight));
 	memset(&c->team_flight, 0, sizeof(c->team_flight));
 	memset(&c->user_flight, 0, sizeof(c->user_flight));
 	memset(&c->org_flight, 0, sizeof(c->org_flight));
 	memset(&c->model_flight, 0, sizeof(c->model_flight));
+	memset(&c->end_user_flight, 0, sizeof(c->end_user_flight));
 	c->limits = NULL;
 	c->limited_model = NULL;
 	c->reserving = 0;
@@ -1323,6 +1343,7 @@ struct budget {
 	const struct in_flight *f;
 	time_t reset;			/* when spent returns to 0; 0 never */
 	enum kw_verdict_code code;	/* the refusal */
+	int strict;			/* spent only once used passes the limit (an end user's) */
 };
 
 /*
@@ -1359,7 +1380,7 @@ budget_refuses(struct checking *c, const struct budget *b)
 	char cost[32], max[32];
 
 	report_limit(c, b->name, b->model, b->limit, used, b->reset);
-	if (used < b->limit)
+	if (used < b->limit || (b->strict && used <= b->limit))
 		return 0;
 	/* a budget comes back at its reset, if it has one */
 	c->out->retry_after = b->reset > c->now ? (int)(b->reset - c->now) : 0;
@@ -1376,6 +1397,11 @@ budget_refuses(struct checking *c, const struct budget *b)
 	if (strcmp(b->name, "team_max_budget") == 0 && c->out->team_id[0] != '\0')
 		return refuse(c, b->code, b->name, "Budget has been exceeded! Team=%s Current "
 		    "cost: %s, Max budget: %s", printable(c->out->team_id),
+		    py_float(cost, sizeof(cost), used), py_float(max, sizeof(max), b->limit));
+	if (strcmp(b->name, "end_user_max_budget") == 0 && c->in->end_user != NULL)
+		/* _check_end_user_budget's own words */
+		return refuse(c, b->code, b->name, "ExceededBudget: End User=%s over budget. "
+		    "Spend=%s, Budget=%s", printable(c->in->end_user),
 		    py_float(cost, sizeof(cost), used), py_float(max, sizeof(max), b->limit));
 	if (strcmp(b->name, "organization_max_budget") == 0 && c->org_id[0] != '\0')
 		return refuse(c, b->code, b->name, "Budget has been exceeded! Organization=%s "
@@ -1609,6 +1635,11 @@ refuse_standing(struct checking *c)
 		return refuse(c, KW_V_TEAM_BLOCKED, NULL, "this key's team is blocked");
 	if (c->user.present && (c->user.s.flags & S_BLOCKED))
 		return refuse(c, KW_V_USER_BLOCKED, NULL, "this key's user is blocked");
+	/* LiteLLM's blocked end-user check: a customer blocked by /customer/block */
+	if (c->end_user.present && (c->end_user.s.flags & S_BLOCKED))
+		return refuse(c, KW_V_END_USER_BLOCKED, NULL,
+		    "User blocked from making LLM API Calls: end user %s is blocked",
+		    printable(c->in->end_user));
 	if (in->model != NULL && in->model[0] != '\0' && refuse_model(c))
 		return 1;
 	if (in->route != NULL && (c->key.s.flags & S_ROUTES) &&
@@ -1670,14 +1701,16 @@ check_budgets(struct checking *c, int *refused)
 		enum kw_verdict_code code;
 	} currencies[] = { { "usd", KW_V_USD_LIMIT }, { "diem", KW_V_DIEM_LIMIT } };
 	const struct summary *k = &c->key.s;
-	const struct party *parties[] = { &c->key, &c->team, &c->user, &c->org };
+	const struct party *parties[] = { &c->key, &c->team, &c->user, &c->org, &c->end_user };
 	const struct in_flight *flights[] = {
 		&c->key_flight, &c->team_flight, &c->user_flight, &c->org_flight,
+		&c->end_user_flight,
 	};
 	static const char *const budget_names[] = {
 		"max_budget", "team_max_budget", "user_max_budget", "organization_max_budget",
+		"end_user_max_budget",
 	};
-	struct budget b[6];
+	struct budget b[8];
 	json_object *key = NULL, *entry;
 	char name[KW_TOKEN_LEN + 300];
 	size_t n = 0;
@@ -1694,8 +1727,10 @@ check_budgets(struct checking *c, int *refused)
 		const struct summary *s = &parties[i]->s;
 
 		if (parties[i]->present && !isnan(s->max_budget))
+			/* an end user is over only once spend > max_budget (_check_end_user_budget) */
 			b[n++] = (struct budget){ budget_names[i], NULL, s->max_budget, s->spend,
-				flights[i], (time_t)s->budget_reset_at, KW_V_BUDGET_EXCEEDED };
+				flights[i], (time_t)s->budget_reset_at, KW_V_BUDGET_EXCEEDED,
+				parties[i] == &c->end_user };
 	}
 	if (k->flags & S_VENICE) {
 		json_object *venice = json_object_object_get(key = key_record(c), "venice");
@@ -1712,7 +1747,7 @@ check_budgets(struct checking *c, int *refused)
 			    start, &spent)) != KW_OK)
 				return rc;
 			b[n++] = (struct budget){ currencies[i].currency, NULL, cap, spent,
-				&c->key_flight, end, currencies[i].code };
+				&c->key_flight, end, currencies[i].code, 0 };
 		}
 	}
 	if ((entry = model_budget_of(c)) != NULL) {
@@ -1724,7 +1759,7 @@ check_budgets(struct checking *c, int *refused)
 			return rc;
 		b[n++] = (struct budget){ "model_max_budget", c->in->model,
 			kw_json_num(entry, "budget_limit", NAN), spent.value, &c->model_flight,
-			(time_t)spent.window, KW_V_BUDGET_EXCEEDED };
+			(time_t)spent.window, KW_V_BUDGET_EXCEEDED, 0 };
 	}
 	assert(n <= sizeof(b) / sizeof(b[0]));
 	for (size_t i = 0; i < n; i++) {
@@ -1751,7 +1786,7 @@ key_model_limit(struct checking *c, const char *map)
  * The rate windows the key is under, into r (room for RATES_MAX): its rpm
  * and tpm, per model, its team's and its organization's.  Returns how many.
  */
-#define RATES_MAX 8
+#define RATES_MAX 10
 
 static size_t
 rates_of(struct checking *c, struct rate *r)
@@ -1779,6 +1814,11 @@ rates_of(struct checking *c, struct rate *r)
 		    c->org.s.rpm_limit : NAN, 1, NULL },
 		{ "tpm|o", org_id, NULL, "organization_tpm_limit", c->org.present ?
 		    c->org.s.tpm_limit : NAN, 0, &c->org_flight },
+		/* UserAPIKeyAuth's end_user_rpm_limit and end_user_tpm_limit: its budget's */
+		{ "rpm|e", c->in->end_user, NULL, "end_user_rpm_limit", c->end_user.present ?
+		    c->end_user.s.rpm_limit : NAN, 1, NULL },
+		{ "tpm|e", c->in->end_user, NULL, "end_user_tpm_limit", c->end_user.present ?
+		    c->end_user.s.tpm_limit : NAN, 0, &c->end_user_flight },
 	};
 	size_t n = 0;
 
@@ -1832,6 +1872,7 @@ admit(struct checking *c)
 		c->out->token, team_id[0] ? team_id : NULL,
 		c->out->user_id[0] ? c->out->user_id : NULL,
 		c->org.present ? c->org_id : NULL, c->limited_model,
+		c->end_user.present ? c->in->end_user : NULL,
 	};
 	struct lease l = {
 		c->cost, c->now + kw_config.lease_secs, c->tokens,
@@ -1881,6 +1922,17 @@ describe(struct checking *c)
 	for (size_t i = 0; i < sizeof(copied) / sizeof(copied[0]); i++)
 		json_object_object_add(a, copied[i],
 		    json_object_get(json_object_object_get(key, copied[i])));
+	/* a budget_id's max_budget is the key's when it has none of its own */
+	if (!isnan(max))
+		json_object_object_add(a, "max_budget", json_object_new_double(max));
+	if (c->budget.present)
+		json_object_object_add(a, "budget_id",
+		    json_object_new_string(kw_json_str(c->budget.rec, "budget_id")));
+	if (c->end_user.present) {
+		json_object_object_add(a, "end_user", json_object_new_string(c->in->end_user));
+		json_object_object_add(a, "end_user_spend",
+		    json_object_new_double(c->end_user.s.spend));
+	}
 	json_object_object_add(a, "reserved", json_object_new_double(c->key_flight.reserved));
 	json_object_object_add(a, "remaining_budget", isnan(max) ? NULL :
 	    json_object_new_double(left > 0 ? left : 0));
@@ -1920,6 +1972,81 @@ find_key(struct checking *c)
 	id_of(v->team_id, c->key.rec, "team_id");
 	id_of(v->user_id, c->key.rec, "user_id");
 	id_of(c->org_id, c->key.rec, "organization_id");
+	return KW_OK;
+}
+
+/*
+ * The key's budget (its budget_id, a /budget/new record), as LiteLLM's
+ * LiteLLM_VerificationTokenView takes it from the combined view: the
+ * budget's max_budget, soft_budget, rpm_limit and tpm_limit are the key's
+ * wherever the key has none of its own, and the spend held to them is the
+ * key's own.  So every key under one budget has the budget's limits, each
+ * on its own spend and its own rate windows: the budget is a tier, not a
+ * shared pot.  A budget_id that names no budget adds nothing.
+ */
+static enum kw_err
+load_key_budget(struct checking *c)
+{
+	struct summary *k = &c->key.s;
+	json_object *key, *b;
+	const char *id;
+	enum kw_err rc;
+
+	if (!(k->flags & S_BUDGET))
+		return KW_OK;
+	if ((key = key_record(c)) == NULL || (id = kw_json_str(key, "budget_id")) == NULL)
+		return c->rc;
+	rc = kw_rec_get(c->st, c->txn, KW_DB_BUDGETS, id, 0, &c->budget.rec);
+	if (rc != KW_OK)
+		return rc == KW_ENOTFOUND ? KW_OK : rc;
+	c->budget.present = 1;
+	b = c->budget.rec;
+	if (isnan(k->max_budget))
+		k->max_budget = limit_of(b, "max_budget");
+	if (isnan(k->soft_budget))
+		k->soft_budget = limit_of(b, "soft_budget");
+	if (isnan(k->rpm_limit))
+		k->rpm_limit = limit_of(b, "rpm_limit");
+	if (isnan(k->tpm_limit))
+		k->tpm_limit = limit_of(b, "tpm_limit");
+	return KW_OK;
+}
+
+/*
+ * The request's end user, as LiteLLM's get_end_user_object reads it:
+ * nothing when it is unknown (an end user is made by /customer/new,
+ * /customer/block or its first reported spend, never by a check); its
+ * limits are those of its budget (litellm_budget_table: max_budget, and
+ * rpm_limit and tpm_limit as UserAPIKeyAuth's end_user_rpm_limit and
+ * end_user_tpm_limit), its spend its own.
+ */
+static enum kw_err
+load_end_user(struct checking *c)
+{
+	struct summary *s = &c->end_user.s;
+	json_object *b = NULL;
+	const char *id;
+	enum kw_err rc;
+
+	if (c->in->end_user == NULL || c->in->end_user[0] == '\0')
+		return KW_OK;
+	rc = kw_rec_get(c->st, c->txn, KW_DB_END_USERS, c->in->end_user, 0, &c->end_user.rec);
+	if (rc != KW_OK)
+		return rc == KW_ENOTFOUND ? KW_OK : rc;
+	c->end_user.present = 1;
+	memset(s, 0, sizeof(*s));
+	s->flags = kw_json_bool(c->end_user.rec, "blocked") ? S_BLOCKED : 0;
+	s->spend = kw_json_num(c->end_user.rec, "spend", 0);
+	s->max_budget = s->soft_budget = s->rpm_limit = s->tpm_limit = s->max_parallel = NAN;
+	if ((id = kw_json_str(c->end_user.rec, "budget_id")) == NULL)
+		return KW_OK;
+	rc = kw_rec_get(c->st, c->txn, KW_DB_BUDGETS, id, 0, &b);
+	if (rc != KW_OK)
+		return rc == KW_ENOTFOUND ? KW_OK : rc;
+	s->max_budget = limit_of(b, "max_budget");
+	s->rpm_limit = limit_of(b, "rpm_limit");
+	s->tpm_limit = limit_of(b, "tpm_limit");
+	json_object_put(b);
 	return KW_OK;
 }
 
@@ -1981,11 +2108,13 @@ check_body(struct kw_store *st, DB_TXN *txn, void *baton)
 	    (rc = load_party(c, KW_DB_ORGS, c->org_id, &c->org, NULL)) != KW_OK &&
 	    rc != KW_ENOTFOUND)
 		return rc;
+	if ((rc = load_key_budget(c)) != KW_OK || (rc = load_end_user(c)) != KW_OK)
+		return rc;
 	/* requests in flight matter only to the limits that count what they reserved */
 	if (model_budget_of(c) != NULL || !isnan(key_model_limit(c, "model_tpm_limit")))
 		c->limited_model = c->in->model;
 	c->reserving = leased(&c->key) || leased(&c->team) || leased(&c->user) ||
-	    leased(&c->org) || c->limited_model != NULL;
+	    leased(&c->org) || leased(&c->end_user) || c->limited_model != NULL;
 	if ((leased(&c->key) && (rc = leases_of(st, txn, 'k', v->token, c->now, rmw,
 	    &c->key_flight)) != KW_OK) ||
 	    (leased(&c->team) && (rc = leases_of(st, txn, 't', v->team_id, c->now, rmw,
@@ -1993,7 +2122,9 @@ check_body(struct kw_store *st, DB_TXN *txn, void *baton)
 	    (leased(&c->user) && (rc = leases_of(st, txn, 'u', v->user_id, c->now, rmw,
 	    &c->user_flight)) != KW_OK) ||
 	    (leased(&c->org) && (rc = leases_of(st, txn, 'o', c->org_id, c->now, rmw,
-	    &c->org_flight)) != KW_OK))
+	    &c->org_flight)) != KW_OK) ||
+	    (leased(&c->end_user) && (rc = leases_of(st, txn, 'e', c->in->end_user, c->now, rmw,
+	    &c->end_user_flight)) != KW_OK))
 		return rc;
 	if (c->limited_model != NULL &&
 	    model_owner(v->token, c->limited_model, model, sizeof(model)) &&
@@ -2132,6 +2263,63 @@ add_spend(struct kw_store *st, DB_TXN *txn, enum kw_db db, const char *id, doubl
 	return rc;
 }
 
+/*
+ * A new end user's record (owned), LiteLLM_EndUserTable's fields: not
+ * blocked, no budget, spend 0.
+ */
+json_object *
+kw_limits_end_user_new(const char *user_id)
+{
+	json_object *rec = json_object_new_object();
+
+	json_object_object_add(rec, "user_id", json_object_new_string(user_id));
+	json_object_object_add(rec, "alias", NULL);
+	json_object_object_add(rec, "spend", json_object_new_double(0));
+	json_object_object_add(rec, "allowed_model_region", NULL);
+	json_object_object_add(rec, "default_model", NULL);
+	json_object_object_add(rec, "budget_id", NULL);
+	json_object_object_add(rec, "blocked", json_object_new_boolean(0));
+	json_object_object_add(rec, "metadata", json_object_new_object());
+	return rec;
+}
+
+/*
+ * Adds cost to end user id's spend, making the end user when it is new,
+ * as LiteLLM's ProxyUpdateSpend.update_end_user_spend upserts
+ * LiteLLM_EndUserTable (create with the spend, blocked false; else
+ * increment it); tokens go into its budget's tpm window.  *spend_out
+ * (owned) is the new spend.
+ */
+static enum kw_err
+end_user_spend(struct kw_store *st, DB_TXN *txn, const char *id, double cost, double tokens,
+    int64_t window, json_object **spend_out)
+{
+	char name[KW_ID_MAX + 300];
+	json_object *rec, *b = NULL;
+	const char *budget_id;
+	enum kw_err rc = kw_rec_get(st, txn, KW_DB_END_USERS, id, KW_RMW, &rec);
+
+	*spend_out = NULL;
+	if (rc == KW_ENOTFOUND)
+		rec = kw_limits_end_user_new(id);
+	else if (rc != KW_OK)
+		return rc;
+	json_object_object_add(rec, "spend",
+	    json_object_new_double(kw_json_num(rec, "spend", 0) + cost));
+	if ((rc = kw_rec_put(st, txn, KW_DB_END_USERS, id, rec, 0)) == KW_OK)
+		*spend_out = json_object_get(json_object_object_get(rec, "spend"));
+	budget_id = kw_json_str(rec, "budget_id");
+	if (rc == KW_OK && tokens > 0 && budget_id != NULL &&
+	    (rc = kw_rec_get(st, txn, KW_DB_BUDGETS, budget_id, 0, &b)) == KW_OK &&
+	    !isnan(limit_of(b, "tpm_limit"))) {
+		counter_name(name, sizeof(name), "tpm|e", id, NULL);
+		rc = rate_add(st, txn, name, window, tokens);
+	}
+	json_object_put(b);
+	json_object_put(rec);
+	return rc == KW_ENOTFOUND ? KW_OK : rc;
+}
+
 /* Counts tokens in the tpm window of organization org_id, when it has a tpm_limit. */
 static enum kw_err
 org_tokens(struct kw_store *st, DB_TXN *txn, const char *org_id, int64_t window, double tokens)
@@ -2186,7 +2374,7 @@ record_body(struct kw_store *st, DB_TXN *txn, void *baton)
 	const struct kw_usage *in = r->in;
 	char token[KW_TOKEN_LEN + 1], name[KW_ID_MAX + 300];
 	json_object *key, *team = NULL, *spend = NULL, *team_spend = NULL, *user_spend = NULL;
-	json_object *org_spend = NULL, *mmb, *entry;
+	json_object *org_spend = NULL, *mmb, *entry, *eu_spend = NULL;
 	const char *team_id, *user_id, *org_id;
 	int64_t window = r->now - r->now % WINDOW_SECS;
 	int seen = 0;
@@ -2226,7 +2414,9 @@ record_body(struct kw_store *st, DB_TXN *txn, void *baton)
 		    (rc = add_spend(st, txn, KW_DB_USERS, user_id, in->cost, r->now,
 		    &user_spend)) != KW_OK ||
 		    (rc = add_spend(st, txn, KW_DB_ORGS, org_id, in->cost, r->now,
-		    &org_spend)) != KW_OK)
+		    &org_spend)) != KW_OK ||
+		    (in->end_user != NULL && (rc = end_user_spend(st, txn, in->end_user, in->cost,
+		    tokens, window, &eu_spend)) != KW_OK))
 			goto out;
 		mmb = json_object_object_get(key, "model_max_budget");
 		if (in->model != NULL && mmb != NULL &&
@@ -2280,7 +2470,10 @@ record_body(struct kw_store *st, DB_TXN *txn, void *baton)
 	    json_object_get(json_object_object_get(key, "max_budget")));
 	json_object_object_add(r->answer, "team_spend", json_object_get(team_spend));
 	json_object_object_add(r->answer, "user_spend", json_object_get(user_spend));
+	if (in->end_user != NULL)
+		json_object_object_add(r->answer, "end_user_spend", json_object_get(eu_spend));
 out:
+	json_object_put(eu_spend);
 	json_object_put(spend);
 	json_object_put(team_spend);
 	json_object_put(user_spend);

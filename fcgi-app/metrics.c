@@ -24,7 +24,7 @@ static const double bounds[] = {
 };
 #define NBOUNDS (sizeof(bounds) / sizeof(bounds[0]))
 
-#define NVERDICTS (KW_V_DIEM_LIMIT + 1)	/* the last verdict code of limits.c */
+#define NVERDICTS (KW_V_END_USER_BLOCKED + 1)	/* the last verdict code of limits.c */
 
 /*
  * The counters, in one region: anonymous and MAP_SHARED when the pool

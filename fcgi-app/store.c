@@ -52,6 +52,8 @@ static const struct {
 	[KW_DB_SUMMARIES] = { "summaries.db", DB_BTREE, 0 },
 	[KW_DB_ORGS] = { "organizations.db", DB_BTREE, 0 },
 	[KW_DB_BREACHES] = { "breaches.db", DB_BTREE, 0 },
+	[KW_DB_BUDGETS] = { "budgets.db", DB_BTREE, 0 },
+	[KW_DB_END_USERS] = { "end_users.db", DB_BTREE, 0 },
 };
 
 /*

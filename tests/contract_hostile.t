@@ -1193,6 +1193,8 @@ def setup(srv):
         "organization_info": {"organization_id": "hostile-org"},
         "team_info": {"team_id": "hostile-team"},
         "user_info": {"user_id": "hostile-user"},
+        "budget_settings": {"budget_id": "hostile-budget"},
+        "customer_info": {"end_user_id": "hostile-customer"},
     }
     return fx
 

@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """overshoot.t: 64 clients at once against every budget and limit kind (the key's, its team's,
-its user's, its organization's, per model, Venice's), through lighttpd and 8 workers: a budget
+its user's, its organization's, a budget_id's, an end user's, per model, Venice's), through lighttpd and 8 workers: a budget
 lets at most one request past what it allows (every request reserves its expected cost, or the
 default, until its usage is reported), and a count limit exactly what it allows."""
 import json
@@ -152,6 +152,23 @@ def run(srv, up):
     team(srv, tid, max_budget=budget)
     k = generate(m, team_id=tid)
     budget_point("team max_budget", via_verify(m, k, {"cost": COST}))
+
+    # a budget_id's max_budget (LiteLLM_VerificationTokenView: the budget's limit, the key's spend)
+    bid = uniq("budget")
+    r = m("POST", "/budget/new", {"budget_id": bid, "max_budget": budget})
+    if tap.ok(r.status == 200, "a budget (/budget/new) with a max_budget", repr(r)):
+        k = generate(m, budget_id=bid)
+        budget_point("budget_id max_budget", via_verify(m, k, {"cost": COST}))
+
+    # an end user's budget (_check_end_user_budget), by two keys naming the end user
+    eu = uniq("end-user")
+    r = m("POST", "/customer/new", {"user_id": eu, "max_budget": budget})
+    if tap.ok(r.status == 200, "an end user (/customer/new) with a max_budget", repr(r)):
+        keys = [generate(m), generate(m)]
+        n = race(lambda rid: verify(m, keys[hash(rid) % 2], request_id=rid,
+                                    end_user=eu)["valid"],
+                 lambda rid: None, hold=0)
+        budget_point("end user max_budget, /key/verify (reserved, not settled)", n)
 
     # the organization's max_budget (LiteLLM's _organization_max_budget_check), by keys of a
     # team of it and by a key naming it, through /key/verify and through the authorizer

@@ -1,0 +1,468 @@
+/* face_customer.c: LiteLLM's /customer/... operations: end users, the callers' own customers. */
+#include <stdio.h>
+#include <string.h>
+
+#include <db.h>
+#include <json-c/json.h>
+
+#include "kw.h"
+#include "gen/ops.h"
+
+/* The end-user fields a request may set (LiteLLM_EndUserTable's, the budget's apart). */
+static const char *const end_user_fields[] = {
+	"alias", "blocked", "allowed_model_region", "default_model", "metadata", "spend",
+};
+
+struct customer_op {
+	struct kw_req *req;
+	json_object *answer;	/* owned */
+};
+
+/*
+ * The end user as LiteLLM answers it (owned): the record with its budget
+ * joined as litellm_budget_table (null when it has none); without nulls
+ * when drop_nulls (end_user_info's model_dump(exclude_none=True)).
+ */
+static enum kw_err
+customer_view(struct kw_req *req, DB_TXN *txn, json_object *rec, int drop_nulls,
+    json_object **out)
+{
+	json_object *view = kw_json_copy(rec), *budget = NULL;
+	const char *budget_id = kw_json_str(rec, "budget_id");
+	enum kw_err rc = KW_OK;
+
+	if (budget_id != NULL &&
+	    (rc = kw_rec_get(req->store, txn, KW_DB_BUDGETS, budget_id, 0, &budget)) != KW_OK &&
+	    rc != KW_ENOTFOUND) {
+		json_object_put(view);
+		return rc;
+	}
+	json_object_object_add(view, "litellm_budget_table", rc == KW_OK ? budget : NULL);
+	if (drop_nulls) {
+		json_object *clean = json_object_new_object();
+
+		json_object_object_foreach(view, name, v)
+			if (v != NULL)
+				json_object_object_add(clean, name, json_object_get(v));
+		json_object_put(view);
+		view = clean;
+	}
+	*out = view;
+	return KW_OK;
+}
+
+/* Reads end user id for update; 404 naming field, in LiteLLM's words, when there is none. */
+static enum kw_err
+get_customer(struct kw_req *req, DB_TXN *txn, const char *id, const char *field,
+    json_object **out)
+{
+	enum kw_err rc = kw_rec_get(req->store, txn, KW_DB_END_USERS, id, KW_RMW, out);
+
+	if (rc == KW_ENOTFOUND)
+		kw_error_set(&req->err, KW_ENOTFOUND, field, "End User Id=%s does not exist in db",
+		    id);
+	return rc;
+}
+
+/* 400 naming budget_id unless it names a budget. */
+static enum kw_err
+budget_exists(struct kw_req *req, DB_TXN *txn, const char *budget_id)
+{
+	json_object *b;
+	enum kw_err rc = kw_rec_get(req->store, txn, KW_DB_BUDGETS, budget_id, 0, &b);
+
+	json_object_put(b);
+	if (rc == KW_ENOTFOUND) {
+		kw_error_set(&req->err, KW_EINVAL, "budget_id", "no budget has this budget_id");
+		return KW_EINVAL;
+	}
+	return rc;
+}
+
+/* /customer/new's transaction. */
+static enum kw_err
+customer_new_body(struct kw_store *st, DB_TXN *txn, void *baton)
+{
+	struct customer_op *op = baton;
+	struct kw_req *req = op->req;
+	const char *id = kw_json_str(req->body, "user_id");
+	const char *budget_id = kw_json_str(req->body, "budget_id");
+	json_object *rec, *v;
+	char uuid[37];
+	enum kw_err rc;
+
+	kw_answer_reset(&op->answer);
+	rec = kw_limits_end_user_new(id);
+	for (size_t i = 0; i < sizeof(end_user_fields) / sizeof(end_user_fields[0]); i++)
+		if (json_object_object_get_ex(req->body, end_user_fields[i], &v) && v != NULL)
+			json_object_object_add(rec, end_user_fields[i], kw_json_copy(v));
+	/* new_budget_request: budget fields sent make a budget of their own */
+	if (kw_budget_fields_in(req->body)) {
+		kw_uuid4(uuid);
+		rc = kw_budget_create(req, txn, uuid, req->body, NULL);
+		budget_id = uuid;
+	} else {
+		rc = budget_id != NULL ? budget_exists(req, txn, budget_id) : KW_OK;
+	}
+	if (rc == KW_OK && budget_id != NULL)
+		json_object_object_add(rec, "budget_id", json_object_new_string(budget_id));
+	if (rc == KW_OK && (rc = kw_rec_put(st, txn, KW_DB_END_USERS, id, rec, 1)) == KW_ECONFLICT)
+		kw_error_set(&req->err, KW_ECONFLICT, "user_id", "Customer already exists, passed "
+		    "user_id=%s. Please pass a new user_id.", id);
+	if (rc == KW_OK)
+		rc = kw_audit_record(req, txn, "created", KW_TABLE_END_USERS, id, NULL, rec);
+	if (rc == KW_OK)
+		rc = customer_view(req, txn, rec, 0, &op->answer);
+	json_object_put(rec);
+	return rc;
+}
+
+/*
+ * POST /customer/new: an end user (LiteLLM's new_end_user), proxy admins
+ * only.  max_budget and the other budget fields make it a budget of its
+ * own; else budget_id links one that exists.  A taken user_id is 400.
+ */
+enum kw_err
+kw_op_customer_new(struct kw_req *req, struct kw_resp *resp)
+{
+	struct customer_op op = { .req = req };
+	enum kw_err rc;
+
+	if ((rc = kw_auth_admin(req)) != KW_OK)
+		return rc;
+	return kw_answer_respond(resp, &op.answer, kw_store_txn(req->store, customer_new_body,
+	    &op));
+}
+
+/* A value /customer/update takes: not null, [], {} or 0 (LiteLLM's non_default_values). */
+static int
+non_default(json_object *v)
+{
+	if (v == NULL)
+		return 0;
+	if (json_object_is_type(v, json_type_array))
+		return json_object_array_length(v) > 0;
+	if (json_object_is_type(v, json_type_object))
+		return json_object_object_length(v) > 0;
+	if (json_object_is_type(v, json_type_int) || json_object_is_type(v, json_type_double))
+		return json_object_get_double(v) != 0;
+	return 1;
+}
+
+/* /customer/update's transaction. */
+static enum kw_err
+customer_update_body(struct kw_store *st, DB_TXN *txn, void *baton)
+{
+	struct customer_op *op = baton;
+	struct kw_req *req = op->req;
+	const char *id = kw_json_str(req->body, "user_id"), *budget_id;
+	json_object *rec, *before, *v, *settings;
+	char uuid[37];
+	enum kw_err rc;
+
+	kw_answer_reset(&op->answer);
+	if ((rc = get_customer(req, txn, id, "user_id", &rec)) != KW_OK)
+		return rc;
+	before = kw_json_copy(rec);
+	/* what is sent as null, [], {} or 0 changes nothing */
+	settings = json_object_new_object();
+	json_object_object_foreach(req->body, name, value)
+		if (non_default(value))
+			json_object_object_add(settings, name, json_object_get(value));
+	for (size_t i = 0; i < sizeof(end_user_fields) / sizeof(end_user_fields[0]); i++)
+		if (json_object_object_get_ex(settings, end_user_fields[i], &v))
+			json_object_object_add(rec, end_user_fields[i], kw_json_copy(v));
+	if ((budget_id = kw_json_str(settings, "budget_id")) != NULL &&
+	    (rc = budget_exists(req, txn, budget_id)) == KW_OK)
+		json_object_object_add(rec, "budget_id", json_object_new_string(budget_id));
+	/* budget fields change the end user's budget, or make it one */
+	if (rc == KW_OK && kw_budget_fields_in(settings)) {
+		if ((budget_id = kw_json_str(rec, "budget_id")) != NULL)
+			rc = kw_budget_change(req, txn, budget_id, settings, "budget_id", NULL);
+		else if ((rc = kw_budget_create(req, txn, kw_id_or_new(NULL, uuid), settings,
+		    NULL)) == KW_OK)
+			json_object_object_add(rec, "budget_id", json_object_new_string(uuid));
+	}
+	if (rc == KW_OK && (rc = kw_rec_put(st, txn, KW_DB_END_USERS, id, rec, 0)) == KW_OK)
+		rc = kw_audit_record(req, txn, "updated", KW_TABLE_END_USERS, id, before, rec);
+	if (rc == KW_OK)
+		rc = customer_view(req, txn, rec, 0, &op->answer);
+	json_object_put(settings);
+	json_object_put(before);
+	json_object_put(rec);
+	return rc;
+}
+
+/* POST /customer/update: LiteLLM's update_end_user, proxy admins only; 404 for an unknown user_id. */
+enum kw_err
+kw_op_customer_update(struct kw_req *req, struct kw_resp *resp)
+{
+	struct customer_op op = { .req = req };
+	enum kw_err rc;
+
+	if ((rc = kw_auth_admin(req)) != KW_OK)
+		return rc;
+	return kw_answer_respond(resp, &op.answer, kw_store_txn(req->store, customer_update_body,
+	    &op));
+}
+
+/* Python's repr of a list of strings, as LiteLLM's messages quote user_ids. */
+static void
+ids_repr(json_object *ids, const char *sep, int quoted, char *buf, size_t n)
+{
+	size_t len = 0;
+
+	buf[0] = '\0';
+	for (size_t i = 0; i < json_object_array_length(ids) && len < n; i++) {
+		int w = snprintf(buf + len, n - len, "%s%s%s%s", i ? sep : "", quoted ? "'" : "",
+		    json_object_get_string(json_object_array_get_idx(ids, i)), quoted ? "'" : "");
+
+		if (w < 0)
+			break;
+		len += (size_t)w;
+	}
+}
+
+/* /customer/delete's transaction: 404 naming every unknown id, else all of them go. */
+static enum kw_err
+customer_delete_body(struct kw_store *st, DB_TXN *txn, void *baton)
+{
+	struct customer_op *op = baton;
+	struct kw_req *req = op->req;
+	json_object *ids = json_object_object_get(req->body, "user_ids");
+	json_object *missing = json_object_new_array(), *rec;
+	char list[KW_MESSAGE_MAX], message[KW_MESSAGE_MAX + 64];
+	int64_t deleted = 0;
+	enum kw_err rc = KW_OK;
+
+	kw_answer_reset(&op->answer);
+	for (size_t i = 0; rc == KW_OK && i < json_object_array_length(ids); i++) {
+		const char *id = json_object_get_string(json_object_array_get_idx(ids, i));
+
+		rc = kw_rec_get(st, txn, KW_DB_END_USERS, id, KW_RMW, &rec);
+		if (rc == KW_ENOTFOUND) {
+			json_object_array_add(missing, json_object_new_string(id));
+			rc = KW_OK;
+			continue;
+		}
+		if (rc == KW_OK && json_object_array_length(missing) == 0 &&
+		    (rc = kw_rec_del(st, txn, KW_DB_END_USERS, id)) == KW_OK &&
+		    (rc = kw_audit_record(req, txn, "deleted", KW_TABLE_END_USERS, id, rec,
+		    NULL)) == KW_OK)
+			deleted++;
+		json_object_put(rec);
+	}
+	if (rc == KW_OK && json_object_array_length(missing) > 0) {
+		ids_repr(missing, ", ", 0, list, sizeof(list));
+		kw_error_set(&req->err, KW_ENOTFOUND, "user_ids",
+		    "End User Id(s)=%s do not exist in db", list);
+		rc = KW_ENOTFOUND;	/* the transaction is aborted: nothing deleted */
+	}
+	if (rc == KW_OK) {
+		ids_repr(ids, ", ", 1, list, sizeof(list));
+		op->answer = json_object_new_object();
+		json_object_object_add(op->answer, "deleted_customers",
+		    json_object_new_int64(deleted));
+		snprintf(message, sizeof(message), "Successfully deleted customers with ids: [%s]",
+		    list);
+		json_object_object_add(op->answer, "message", json_object_new_string(message));
+	}
+	json_object_put(missing);
+	return rc;
+}
+
+/* POST /customer/delete: {"user_ids"} (LiteLLM's delete_end_user), proxy admins only, all or none. */
+enum kw_err
+kw_op_customer_delete(struct kw_req *req, struct kw_resp *resp)
+{
+	struct customer_op op = { .req = req };
+	enum kw_err rc;
+
+	if ((rc = kw_auth_admin(req)) != KW_OK)
+		return rc;
+	return kw_answer_respond(resp, &op.answer, kw_store_txn(req->store, customer_delete_body,
+	    &op));
+}
+
+/* Blocks (1) or unblocks (0) the end users of a BlockUsers request. */
+struct blocking {
+	struct customer_op op;
+	int blocked;
+};
+
+static enum kw_err
+customer_block_body(struct kw_store *st, DB_TXN *txn, void *baton)
+{
+	struct blocking *b = baton;
+	struct kw_req *req = b->op.req;
+	json_object *ids = json_object_object_get(req->body, "user_ids"), *list, *rec, *before;
+	enum kw_err rc = KW_OK;
+
+	kw_answer_reset(&b->op.answer);
+	list = json_object_new_array();
+	for (size_t i = 0; rc == KW_OK && i < json_object_array_length(ids); i++) {
+		const char *id = json_object_get_string(json_object_array_get_idx(ids, i));
+
+		before = NULL;
+		rc = kw_rec_get(st, txn, KW_DB_END_USERS, id, KW_RMW, &rec);
+		if (rc == KW_ENOTFOUND && !b->blocked) {
+			rc = KW_OK;	/* nothing to unblock */
+			continue;
+		}
+		if (rc == KW_ENOTFOUND)		/* upsert: create {user_id, blocked: true} */
+			rec = kw_limits_end_user_new(id);
+		else if (rc == KW_OK)
+			before = kw_json_copy(rec);
+		else
+			break;
+		json_object_object_add(rec, "blocked", json_object_new_boolean(b->blocked));
+		rc = kw_rec_put(st, txn, KW_DB_END_USERS, id, rec, 0);
+		if (rc == KW_OK)
+			rc = kw_audit_record(req, txn, before == NULL ? "created" :
+			    b->blocked ? "blocked" : "unblocked", KW_TABLE_END_USERS, id, before, rec);
+		if (rc == KW_OK)
+			json_object_array_add(list, json_object_get(rec));
+		json_object_put(before);
+		json_object_put(rec);
+	}
+	b->op.answer = json_object_new_object();
+	json_object_object_add(b->op.answer, "blocked_users", list);
+	return rc;
+}
+
+/*
+ * POST /customer/block: LiteLLM's block_user, an upsert: each end user
+ * named is blocked, made when unknown.  Their requests are refused
+ * (END_USER_BLOCKED) by /key/verify and the authorizer from the next on.
+ * The answer is {"blocked_users": [records]}.  Proxy admins only.
+ */
+enum kw_err
+kw_op_customer_block(struct kw_req *req, struct kw_resp *resp)
+{
+	struct blocking b = { .op = { .req = req }, .blocked = 1 };
+	enum kw_err rc;
+
+	if ((rc = kw_auth_admin(req)) != KW_OK)
+		return rc;
+	return kw_answer_respond(resp, &b.op.answer, kw_store_txn(req->store,
+	    customer_block_body, &b));
+}
+
+/*
+ * POST /customer/unblock: the end users named are let through again
+ * (LiteLLM's unblock_user edits its in-memory blocked list; here the
+ * record's blocked flag).  Unknown ones are left out.  The answer is
+ * {"blocked_users": [records]}, as they are now.
+ */
+enum kw_err
+kw_op_customer_unblock(struct kw_req *req, struct kw_resp *resp)
+{
+	struct blocking b = { .op = { .req = req }, .blocked = 0 };
+	enum kw_err rc;
+
+	if ((rc = kw_auth_admin(req)) != KW_OK)
+		return rc;
+	return kw_answer_respond(resp, &b.op.answer, kw_store_txn(req->store,
+	    customer_block_body, &b));
+}
+
+/* /customer/info's transaction. */
+static enum kw_err
+customer_info_body(struct kw_store *st, DB_TXN *txn, void *baton)
+{
+	struct customer_op *op = baton;
+	struct kw_req *req = op->req;
+	const char *id = kw_json_str(req->query, "end_user_id");
+	json_object *rec;
+	enum kw_err rc;
+
+	kw_answer_reset(&op->answer);
+	rc = kw_rec_get(st, txn, KW_DB_END_USERS, id, 0, &rec);
+	if (rc == KW_ENOTFOUND)
+		kw_error_set(&req->err, KW_ENOTFOUND, "end_user_id",
+		    "End User Id=%s does not exist in db", id);
+	if (rc != KW_OK)
+		return rc;
+	rc = customer_view(req, txn, rec, 1, &op->answer);
+	json_object_put(rec);
+	return rc;
+}
+
+/* 403 unless the caller reads everything (proxy admins and admin viewers). */
+static enum kw_err
+admin_view(struct kw_req *req)
+{
+	enum kw_err rc = kw_auth_caller(req);
+
+	if (rc != KW_OK)
+		return rc;
+	if (kw_auth_reads_all(req->caller))
+		return KW_OK;
+	kw_error_set(&req->err, KW_EFORBIDDEN, NULL, "Admin-only endpoint. Your user role=%s",
+	    kw_auth_role_name(req->caller->role));
+	return KW_EFORBIDDEN;
+}
+
+/* GET /customer/info?end_user_id=: LiteLLM's end_user_info; 404 for an unknown id. */
+enum kw_err
+kw_op_customer_info(struct kw_req *req, struct kw_resp *resp)
+{
+	struct customer_op op = { .req = req };
+	enum kw_err rc;
+
+	if ((rc = admin_view(req)) != KW_OK)
+		return rc;
+	return kw_answer_respond(resp, &op.answer, kw_store_txn(req->store, customer_info_body,
+	    &op));
+}
+
+struct customer_listing {
+	struct kw_req *req;
+	DB_TXN *txn;
+	enum kw_err rc;
+	json_object *list;	/* owned */
+};
+
+static int
+list_one(const char *id, json_object *rec, void *baton)
+{
+	struct customer_listing *l = baton;
+	json_object *view;
+
+	(void)id;
+	if ((l->rc = customer_view(l->req, l->txn, rec, 0, &view)) != KW_OK)
+		return 1;
+	json_object_array_add(l->list, view);
+	return 0;
+}
+
+static enum kw_err
+customer_list_body(struct kw_store *st, DB_TXN *txn, void *baton)
+{
+	struct customer_listing *l = baton;
+	enum kw_err rc;
+
+	json_object_put(l->list);
+	l->list = json_object_new_array();
+	l->txn = txn;
+	l->rc = KW_OK;
+	rc = kw_rec_each(st, txn, KW_DB_END_USERS, list_one, l);
+	return rc != KW_OK ? rc : l->rc;
+}
+
+/* GET /customer/list: every end user (LiteLLM's list_end_user): proxy admins and admin viewers. */
+enum kw_err
+kw_op_customer_list(struct kw_req *req, struct kw_resp *resp)
+{
+	struct customer_listing l = { .req = req };
+	enum kw_err rc;
+
+	if ((rc = admin_view(req)) != KW_OK)
+		return rc;
+	if ((rc = kw_store_txn(req->store, customer_list_body, &l)) != KW_OK) {
+		json_object_put(l.list);
+		return rc;
+	}
+	kw_resp_json(resp, 200, l.list);
+	return KW_OK;
+}

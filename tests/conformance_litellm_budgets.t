@@ -1,0 +1,272 @@
+#!/usr/bin/python3
+"""conformance_litellm_budgets.t: LiteLLM's budgets (/budget/*) and end users (/customer/*)
+through lighttpd, and the limits they hold by /key/verify, /key/usage and the FastCGI
+authorizer (scripts/lighttpd-gateway.conf.in), as the README's sections "Budgets and end
+users" and "Enforcement: verify, usage and limits" describe them.  Each test point names the
+LiteLLM function it follows (litellm/proxy/management_endpoints/budget_management_endpoints.py,
+customer_endpoints.py, litellm/proxy/_types.py, litellm/proxy/auth/auth_checks.py,
+auth_utils.py)."""
+import os
+import sys
+import uuid
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
+import tap  # noqa: E402
+from kwserver import Server  # noqa: E402
+from upstream import Upstream  # noqa: E402
+from attack import master, user  # noqa: E402
+
+PRICE = 0.001
+
+
+def uniq(p):
+    return "%s-%s" % (p, uuid.uuid4().hex[:8])
+
+
+def J(r):
+    return r.json if isinstance(r.json, (dict, list)) else {}
+
+
+def verify(m, key, **fields):
+    body = {"key": key}
+    body.update(fields)
+    r = m("POST", "/key/verify", body)
+    return J(r) if r.status == 200 else {"status": r.status, "body": r.body[:400]}
+
+
+def through(srv, key, end_user=None, header="x-litellm-end-user-id"):
+    h = {"Authorization": "Bearer " + key, "x-model": "gpt-4", "x-request-id": uuid.uuid4().hex}
+    if end_user is not None:
+        h[header] = end_user
+    return srv.request("POST", "/v1/chat/completions", headers=h,
+                       body={"model": "gpt-4", "messages": [{"role": "user", "content": "hi"}]})
+
+
+def budget_endpoints(m):
+    bid = uniq("tier")
+    r = m("POST", "/budget/new", {"budget_id": bid, "max_budget": 5, "rpm_limit": 10,
+                                  "budget_duration": "30d"})
+    b = J(r)
+    tap.ok(r.status == 200 and b.get("budget_id") == bid and b.get("max_budget") == 5 and
+           b.get("rpm_limit") == 10 and b.get("budget_reset_at") and "created_by" in b,
+           "new_budget: /budget/new answers the LiteLLM_BudgetTable row, budget_reset_at set "
+           "from budget_duration (get_budget_reset_time)", repr(r))
+    r = m("POST", "/budget/new", {"budget_id": bid})
+    tap.ok(r.status == 400 and "already exists" in r.body.decode("utf-8", "replace"),
+           "new_budget: a taken budget_id is 400 (UniqueViolationError)", repr(r))
+    r = m("POST", "/budget/update", {"budget_id": bid, "tpm_limit": 1000})
+    tap.ok(r.status == 200 and J(r).get("tpm_limit") == 1000 and J(r).get("max_budget") == 5,
+           "update_budget: /budget/update changes the fields sent only (exclude_unset)",
+           repr(r))
+    r = m("POST", "/budget/update", {"max_budget": 1})
+    tap.ok(r.status == 400, "update_budget: budget_id is required (400)", repr(r))
+    r = m("POST", "/budget/info", {"budgets": [bid, "no-such-budget"]})
+    tap.ok(r.status == 200 and isinstance(r.json, list) and len(r.json) == 1 and
+           r.json[0].get("budget_id") == bid,
+           "info_budget: POST /budget/info {budgets: [...]} answers the rows found (find_many)",
+           repr(r))
+    r = m("POST", "/budget/info", {"budgets": []})
+    tap.ok(r.status == 400, "info_budget: an empty budgets list is 400", repr(r))
+    r = m("GET", "/budget/list")
+    tap.ok(r.status == 200 and isinstance(r.json, list) and
+           any(x.get("budget_id") == bid for x in r.json),
+           "list_budget: GET /budget/list answers every budget", repr(r))
+    r = m("GET", "/budget/settings?budget_id=" + bid)
+    s = {e.get("field_name"): e for e in (r.json if isinstance(r.json, list) else [])}
+    tap.ok(r.status == 200 and s.get("max_budget", {}).get("field_value") == 5 and
+           s.get("max_budget", {}).get("field_type") == "Float" and
+           s.get("rpm_limit", {}).get("stored_in_db") is True,
+           "budget_settings: GET /budget/settings answers ConfigList entries with the values",
+           repr(r))
+    gone = uniq("gone")
+    m("POST", "/budget/new", {"budget_id": gone})
+    r = m("POST", "/budget/delete", {"id": gone})
+    tap.ok(r.status == 200 and J(r).get("budget_id") == gone and
+           m("POST", "/budget/info", {"budgets": [gone]}).json == [],
+           "delete_budget: /budget/delete {id} answers the deleted row", repr(r))
+    return bid
+
+
+def customer_endpoints(m):
+    cid = uniq("cust")
+    r = m("POST", "/customer/new", {"user_id": cid, "alias": "Acme", "max_budget": 2,
+                                    "allowed_model_region": "eu"})
+    c = J(r)
+    t = c.get("litellm_budget_table") or {}
+    tap.ok(r.status == 200 and c.get("user_id") == cid and c.get("alias") == "Acme" and
+           c.get("blocked") is False and c.get("spend") == 0 and
+           c.get("allowed_model_region") == "eu" and c.get("budget_id") and
+           t.get("max_budget") == 2 and t.get("budget_id") == c.get("budget_id"),
+           "new_end_user: max_budget makes the customer a budget of its own "
+           "(new_budget_request), answered as litellm_budget_table", repr(r))
+    r = m("POST", "/customer/new", {"user_id": cid})
+    tap.ok(r.status == 400 and "Customer already exists" in r.body.decode("utf-8", "replace"),
+           "new_end_user: a taken user_id is 400", repr(r))
+    r = m("GET", "/customer/info?end_user_id=" + cid)
+    tap.ok(r.status == 200 and J(r).get("user_id") == cid and
+           (J(r).get("litellm_budget_table") or {}).get("max_budget") == 2 and
+           "default_model" not in J(r),
+           "end_user_info: GET /customer/info?end_user_id= answers the row without nulls",
+           repr(r))
+    r = m("GET", "/customer/info?end_user_id=nobody-" + cid)
+    tap.ok(r.status == 404 and "does not exist in db" in r.body.decode("utf-8", "replace"),
+           "end_user_info: an unknown end user is 404", repr(r))
+    r = m("POST", "/customer/update", {"user_id": cid, "alias": "Acme Ltd", "max_budget": 3,
+                                       "default_model": None})
+    tap.ok(r.status == 200 and J(r).get("alias") == "Acme Ltd" and
+           (J(r).get("litellm_budget_table") or {}).get("max_budget") == 3 and
+           J(r).get("budget_id") == c.get("budget_id"),
+           "update_end_user: budget fields change the customer's own budget", repr(r))
+    r = m("POST", "/customer/update", {"user_id": "nobody-" + cid, "alias": "x"})
+    tap.ok(r.status == 404, "update_end_user: an unknown end user is 404", repr(r))
+    r = m("POST", "/customer/block", {"user_ids": [cid]})
+    tap.ok(r.status == 200 and [u.get("blocked") for u in J(r).get("blocked_users", [])] ==
+           [True], "block_user: /customer/block answers {blocked_users: [rows]}", repr(r))
+    r = m("POST", "/customer/unblock", {"user_ids": [cid]})
+    tap.ok(r.status == 200 and [u.get("blocked") for u in J(r).get("blocked_users", [])] ==
+           [False], "unblock_user: /customer/unblock lets the end user through again", repr(r))
+    r = m("GET", "/customer/list")
+    tap.ok(r.status == 200 and isinstance(r.json, list) and
+           any(u.get("user_id") == cid and "litellm_budget_table" in u for u in r.json),
+           "list_end_user: GET /customer/list answers every row with its budget", repr(r))
+    r = m("POST", "/customer/delete", {"user_ids": [cid, "nobody-" + cid]})
+    tap.ok(r.status == 404 and "do not exist in db" in r.body.decode("utf-8", "replace") and
+           m("GET", "/customer/info?end_user_id=" + cid).status == 200,
+           "delete_end_user: an unknown id is 404 and nothing is deleted", repr(r))
+    r = m("POST", "/customer/delete", {"user_ids": [cid]})
+    tap.ok(r.status == 200 and J(r).get("deleted_customers") == 1 and
+           J(r).get("message") == "Successfully deleted customers with ids: ['%s']" % cid,
+           "delete_end_user: /customer/delete answers {deleted_customers, message}", repr(r))
+
+
+def role_rules(srv, m, bid):
+    u = user(srv, uniq("plain"))
+    r = u("POST", "/budget/new", {"budget_id": uniq("mine"), "max_budget": 1000})
+    tap.ok(r.status in (401, 403), "role rules: an internal_user cannot create budgets "
+           "(proxy admin routes)", repr(r))
+    r = u("POST", "/customer/new", {"user_id": uniq("c")})
+    tap.ok(r.status in (401, 403), "role rules: an internal_user cannot create customers",
+           repr(r))
+    r = u("GET", "/customer/list")
+    tap.ok(r.status in (401, 403), "list_end_user: admin-only for an internal_user", repr(r))
+    r = u("GET", "/budget/list")
+    tap.ok(r.status in (401, 403), "list_budget: _user_has_admin_view refuses an internal_user",
+           repr(r))
+    v = user(srv, uniq("viewer"), role="proxy_admin_viewer")
+    r = v("GET", "/budget/list")
+    tap.ok(r.status == 200, "list_budget: a proxy_admin_viewer reads (_user_has_admin_view)",
+           repr(r))
+    r = v("POST", "/budget/delete", {"id": bid})
+    tap.ok(r.status in (401, 403), "delete_budget: PROXY_ADMIN only", repr(r))
+
+
+def key_budget_rules(srv, m):
+    bid = uniq("kb")
+    m("POST", "/budget/new", {"budget_id": bid, "max_budget": 0.05})
+    k = m("POST", "/key/generate", {"budget_id": bid}).json["key"]
+    a = verify(m, k, dry_run=True)
+    tap.ok(a.get("code") == "VALID" and a.get("max_budget") == 0.05 and
+           a.get("budget_id") == bid, "LiteLLM_VerificationTokenView: a key with budget_id "
+           "and no max_budget of its own has the budget's max_budget", a)
+    k2 = m("POST", "/key/generate", {"budget_id": bid}).json["key"]
+    m("POST", "/key/usage", {"key": k, "cost": 0.05})
+    a = verify(m, k, dry_run=True)
+    tap.ok(a.get("code") == "BUDGET_EXCEEDED" and a.get("limit") == "max_budget",
+           "_virtual_key_max_budget_check: the key over its budget's max_budget is "
+           "BUDGET_EXCEEDED by /key/verify", a)
+    r = through(srv, k)
+    tap.ok(r.status == 400 and "Budget has been exceeded! Current cost: " in
+           r.body.decode("utf-8", "replace"),
+           "_virtual_key_max_budget_check: the authorizer refuses it as BudgetExceededError "
+           "(400)", repr(r))
+    a = verify(m, k2, dry_run=True)
+    tap.ok(a.get("code") == "VALID" and a.get("spend") == 0,
+           "LiteLLM_VerificationTokenView: the spend held to a budget is each key's own "
+           "(another key of the budget still passes)", a)
+    own = m("POST", "/key/generate", {"budget_id": bid, "max_budget": 10}).json["key"]
+    a = verify(m, own, dry_run=True)
+    tap.ok(a.get("max_budget") == 10, "LiteLLM_VerificationTokenView: a key's own "
+           "max_budget wins over its budget's", a)
+
+    rid = uniq("rpm")
+    m("POST", "/budget/new", {"budget_id": rid, "rpm_limit": 2})
+    k = m("POST", "/key/generate", {"budget_id": rid}).json["key"]
+    codes = [verify(m, k).get("code") for _ in range(3)]
+    tap.ok(codes[:2] == ["VALID", "VALID"] and codes[2] == "RATE_LIMITED",
+           "LiteLLM_VerificationTokenView: the budget's rpm_limit 2 holds the key "
+           "(the third request in the minute is RATE_LIMITED)", codes)
+    r = through(srv, k)
+    tap.ok(r.status == 429 and "RATE_LIMITED" in r.body.decode("utf-8", "replace"),
+           "the budget's rpm_limit holds at the authorizer too (429)", repr(r))
+
+
+def end_user_rules(srv, m):
+    k = m("POST", "/key/generate", {}).json["key"]
+    blocked = uniq("eu-blocked")
+    m("POST", "/customer/block", {"user_ids": [blocked]})
+    a = verify(m, k, end_user=blocked, dry_run=True)
+    tap.ok(a.get("code") == "END_USER_BLOCKED" and a.get("valid") is False,
+           "blocked end user (_ENTERPRISE_BlockedUserList): /key/verify refuses it", a)
+    r = through(srv, k, blocked)
+    tap.ok(r.status == 400 and "END_USER_BLOCKED" in r.body.decode("utf-8", "replace"),
+           "blocked end user: the authorizer refuses x-litellm-end-user-id (400)", repr(r))
+    r = through(srv, k, blocked, header="x-litellm-customer-id")
+    tap.ok(r.status == 400, "STANDARD_CUSTOMER_ID_HEADERS: x-litellm-customer-id is read too",
+           repr(r))
+    r = through(srv, k)
+    tap.ok(r.status == 200, "the same key without the end user passes", repr(r))
+
+    poor = uniq("eu-poor")
+    m("POST", "/customer/new", {"user_id": poor, "max_budget": 0.02})
+    m("POST", "/key/usage", {"key": k, "end_user": poor, "cost": 0.02})
+    a = verify(m, k, end_user=poor, dry_run=True)
+    tap.ok(a.get("code") == "VALID",
+           "_check_end_user_budget: spend equal to max_budget still passes (spend > budget "
+           "refuses)", a)
+    m("POST", "/key/usage", {"key": k, "end_user": poor, "cost": 0.01})
+    a = verify(m, k, end_user=poor, dry_run=True)
+    tap.ok(a.get("code") == "BUDGET_EXCEEDED" and a.get("limit") == "end_user_max_budget",
+           "_check_end_user_budget: an end user over its budget is BUDGET_EXCEEDED", a)
+    r = through(srv, k, poor)
+    tap.ok(r.status == 400 and ("ExceededBudget: End User=%s over budget. Spend=" % poor) in
+           r.body.decode("utf-8", "replace"),
+           "_check_end_user_budget: the authorizer refuses it in its words (400)", repr(r))
+
+    fresh = uniq("eu-new")
+    a = verify(m, k, end_user=fresh, dry_run=True)
+    tap.ok(a.get("code") == "VALID" and
+           m("GET", "/customer/info?end_user_id=" + fresh).status == 404,
+           "get_end_user_object: an unknown end user is no check and is not made by one", a)
+    r = m("POST", "/key/usage", {"key": k, "end_user": fresh, "cost": 0.25})
+    info = m("GET", "/customer/info?end_user_id=" + fresh)
+    tap.ok(r.status == 200 and J(r).get("end_user_spend") == 0.25 and info.status == 200 and
+           J(info).get("spend") == 0.25 and J(info).get("blocked") is False,
+           "update_end_user_spend: /key/usage records the end user's spend, making it (upsert)",
+           repr(r) + repr(info))
+
+    limited = uniq("eu-rpm")
+    m("POST", "/customer/new", {"user_id": limited, "rpm_limit": 1})
+    codes = [verify(m, k, end_user=limited).get("code") for _ in range(2)]
+    tap.ok(codes == ["VALID", "RATE_LIMITED"], "end_user_rpm_limit: the end user's budget "
+           "rpm_limit holds across keys", codes)
+
+
+def main():
+    up = Upstream(None, None, PRICE).start()
+    try:
+        with Server(template="lighttpd-gateway.conf.in",
+                    placeholders={"UPSTREAM_HOST": "127.0.0.1",
+                                  "UPSTREAM_PORT": str(up.port)}) as srv:
+            up.service_key = srv.master_key
+            up.set_keywarden("http://127.0.0.1:%d" % srv.port)
+            m = master(srv)
+            bid = budget_endpoints(m)
+            customer_endpoints(m)
+            role_rules(srv, m, bid)
+            key_budget_rules(srv, m)
+            end_user_rules(srv, m)
+    finally:
+        up.stop()
+
+
+tap.run(main)
