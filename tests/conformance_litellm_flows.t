@@ -85,7 +85,8 @@ def readme_session(srv):
     with open(os.path.join(ROOT, "README.md")) as f:
         text = f.read()
     section = text.split("## LiteLLM keys, teams and users", 1)[1].split("\n## ", 1)[0]
-    block = section.split("(answers shortened):", 1)[1].split("The rules", 1)[0]
+    block = section.split("\n\n    $ ", 1)[1].split("The rules", 1)[0]
+    block = "    $ " + block
     commands, cur = [], ""
     for line in block.splitlines():
         line = line.strip()
