@@ -32,18 +32,15 @@ void
 kw_log_write(enum kw_log_level level, const char *file, int line, const char *fmt, ...)
 {
 	char buf[1024];
-	struct tm tm;
-	time_t now;
+	char when[KW_TIME_LEN];
 	va_list ap;
 	int n, m;
 
 	if (level > kw_log_threshold)
 		return;
-	now = time(NULL);
-	gmtime_r(&now, &tm);
-	n = snprintf(buf, sizeof(buf), "%04d-%02d-%02dT%02d:%02d:%02dZ %s [%ld] %s:%d: ",
-	    tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-	    level_names[level], (long)getpid(), file, line);
+	kw_time_format(time(NULL), when);	/* the one RFC 3339 writer: never overruns */
+	n = snprintf(buf, sizeof(buf), "%s %s [%ld] %s:%d: ", when, level_names[level],
+	    (long)getpid(), file, line);
 	if (n < 0 || (size_t)n >= sizeof(buf))
 		return;
 	va_start(ap, fmt);
