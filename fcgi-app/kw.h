@@ -230,6 +230,13 @@ struct kw_schema {
 	long min_length, max_length;	/* strings, in code points; -1 = none */
 	int pattern;			/* index into kw_gen_patterns; -1 = none */
 	enum kw_format format;
+	/*
+	 * What a value of the right type that breaks the bounds, length, pattern
+	 * or format above answers: KW_EVALID (422) when KW_OK, else this, from
+	 * the spec's x-keywarden-status (KW_EINVAL: 400, where the original
+	 * refuses the value in its handler, not its request model).
+	 */
+	enum kw_err value_err;
 	const char *const *enums;	/* string enum values */
 	size_t nenums;
 	const struct kw_schema *items;

@@ -737,6 +737,16 @@ cmp_int_double(int64_t v, double b)
 	return fb == b ? 0 : -1;
 }
 
+/*
+ * The error of a value that has the schema's type but breaks one of its
+ * bounds, lengths, pattern or format: 422 unless the spec says otherwise.
+ */
+static enum kw_err
+value_err(const struct kw_schema *schema)
+{
+	return schema->value_err != KW_OK ? schema->value_err : KW_EVALID;
+}
+
 static enum kw_err
 check_number(const struct kw_schema *schema, struct json_object *value, const char *field,
     struct kw_error *err)
@@ -744,6 +754,7 @@ check_number(const struct kw_schema *schema, struct json_object *value, const ch
 	int is_int = json_object_is_type(value, json_type_int);
 	int64_t iv = is_int ? json_object_get_int64(value) : 0;
 	double dv = is_int ? 0 : json_object_get_double(value);
+	enum kw_err rc = value_err(schema);
 	char bound[40];
 	int c;
 
@@ -752,9 +763,9 @@ check_number(const struct kw_schema *schema, struct json_object *value, const ch
 		    (dv < schema->minimum ? -1 : dv > schema->minimum);
 		if (c < 0 || (c == 0 && (schema->flags & KW_S_EXCL_MIN))) {
 			format_bound(bound, sizeof(bound), schema->minimum);
-			kw_error_set(err, KW_EVALID, field, "must be %s %s",
+			kw_error_set(err, rc, field, "must be %s %s",
 			    schema->flags & KW_S_EXCL_MIN ? ">" : ">=", bound);
-			return KW_EVALID;
+			return rc;
 		}
 	}
 	if (schema->flags & KW_S_MAX) {
@@ -762,9 +773,9 @@ check_number(const struct kw_schema *schema, struct json_object *value, const ch
 		    (dv < schema->maximum ? -1 : dv > schema->maximum);
 		if (c > 0 || (c == 0 && (schema->flags & KW_S_EXCL_MAX))) {
 			format_bound(bound, sizeof(bound), schema->maximum);
-			kw_error_set(err, KW_EVALID, field, "must be %s %s",
+			kw_error_set(err, rc, field, "must be %s %s",
 			    schema->flags & KW_S_EXCL_MAX ? "<" : "<=", bound);
-			return KW_EVALID;
+			return rc;
 		}
 	}
 	return KW_OK;
@@ -815,23 +826,25 @@ in_enum(const struct kw_schema *schema, struct json_object *value)
  * back in RFC 3339.
  */
 static enum kw_err
-check_format(enum kw_format format, const char *s, const char *field, struct kw_error *err)
+check_format(const struct kw_schema *schema, const char *s, const char *field,
+    struct kw_error *err)
 {
+	enum kw_err rc = value_err(schema);
 	time_t t;
 
-	switch (format) {
+	switch (schema->format) {
 	case KW_FMT_DATE_TIME:
 		if (kw_time_parse(s, &t) == KW_OK)
 			return KW_OK;
-		kw_error_set(err, KW_EVALID, field, "must be an RFC 3339 date-time from 1970 to "
+		kw_error_set(err, rc, field, "must be an RFC 3339 date-time from 1970 to "
 		    "9999, such as 2026-11-22T07:36:43Z");
-		return KW_EVALID;
+		return rc;
 	case KW_FMT_DURATION:
 		if (kw_time_parse_duration(s, kw_clock_now(), &t) == KW_OK)
 			return KW_OK;
-		kw_error_set(err, KW_EVALID, field, "must be a duration (30s, 30m, 30h, 30d, 4w, "
+		kw_error_set(err, rc, field, "must be a duration (30s, 30m, 30h, 30d, 4w, "
 		    "1mo) that ends by 9999-12-31T23:59:59Z");
-		return KW_EVALID;
+		return rc;
 	default:
 		return KW_OK;
 	}
@@ -856,14 +869,14 @@ check_string(const struct kw_schema *schema, struct json_object *value, const ch
 	}
 	chars = utf8_length(s, len);
 	if (schema->min_length >= 0 && chars < (size_t)schema->min_length) {
-		kw_error_set(err, KW_EVALID, field, "must be at least %ld character%s",
+		kw_error_set(err, value_err(schema), field, "must be at least %ld character%s",
 		    schema->min_length, schema->min_length == 1 ? "" : "s");
-		return KW_EVALID;
+		return value_err(schema);
 	}
 	if (schema->max_length >= 0 && chars > (size_t)schema->max_length) {
-		kw_error_set(err, KW_EVALID, field, "must be at most %ld character%s",
+		kw_error_set(err, value_err(schema), field, "must be at most %ld character%s",
 		    schema->max_length, schema->max_length == 1 ? "" : "s");
-		return KW_EVALID;
+		return value_err(schema);
 	}
 	if (schema->pattern >= 0) {
 		if ((re = pattern_get(schema->pattern)) == NULL) {
@@ -872,12 +885,12 @@ check_string(const struct kw_schema *schema, struct json_object *value, const ch
 			return KW_EINTERNAL;
 		}
 		if (regexec(re, s, 0, NULL, 0) != 0) {
-			kw_error_set(err, KW_EVALID, field, "must match the pattern %s",
+			kw_error_set(err, value_err(schema), field, "must match the pattern %s",
 			    kw_gen_patterns[schema->pattern]);
-			return KW_EVALID;
+			return value_err(schema);
 		}
 	}
-	return check_format(schema->format, s, field, err);
+	return check_format(schema, s, field, err);
 }
 
 static enum kw_err check(const struct kw_schema *, struct json_object *, const char *field,
@@ -1125,8 +1138,10 @@ check(const struct kw_schema *schema, struct json_object *value, const char *fie
  * Checks value (borrowed; NULL is JSON null) against schema.  field is the
  * value's own path ("" or NULL at the top); errors name the full path of the
  * offending member, e.g. "models[2].name".  Returns KW_OK, or KW_EVALID with
- * *err filled for the first failure found; KW_EINTERNAL if the schema itself
- * is unusable (a pattern that does not compile).  A NULL schema accepts
+ * *err filled for the first failure found (the schema's value_err instead,
+ * when it has one, for a broken bound, length, pattern or format);
+ * KW_EINTERNAL if the schema itself is unusable (a pattern that does not
+ * compile).  A NULL schema accepts
  * anything.  Does no I/O and never puts a client's value into the message.
  */
 enum kw_err

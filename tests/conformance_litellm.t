@@ -3,6 +3,14 @@
 LiteLLM's proxy does. Points are numbered by the items of the issue "LiteLLM-exact behaviour
 where clients notice it"; each names the LiteLLM function it follows (BerriAI/litellm,
 litellm/proxy/...). Through the real lighttpd:
+ 2. where LiteLLM's handler, not its request model, refuses a value, the status is its 400;
+    422 stays for what pydantic refuses (a wrong type, a missing required field)
+    (management_endpoints/key_management_endpoints.py generate_key_fn, update_key_fn,
+    _validate_max_budget, _common_key_generation_helper, _enforce_unique_key_alias,
+    validate_team_id_used_in_service_account_request, get_new_token;
+    litellm_core_utils/duration_parser.py duration_in_seconds; organization_endpoints.py
+    new_organization; the team update's budget check), one Budget rule for every face's
+    amount of money;
  1. a master key is anything starting with sk-, sk-1234 included, as LiteLLM's docs use it; a
     weak one is warned of once at start, the key itself never logged
     (auth/master_key_policy.py insecure_master_key_warning);
@@ -126,7 +134,90 @@ def budget_status():
         up.stop()
 
 
+# Item 2: (rule, LiteLLM function followed, method, path, body, status, param).  The
+# body's {key} is a key the master made; every row is one test point.
+STATUS_RULES = [
+    ("a negative max_budget", "key_management_endpoints.generate_key_fn",
+     "POST", "/key/generate", {"max_budget": -1}, 400, "max_budget"),
+    ("a negative soft_budget", "key_management_endpoints.generate_key_fn",
+     "POST", "/key/generate", {"soft_budget": -0.5}, 400, "soft_budget"),
+    ("a negative max_budget on update", "key_management_endpoints.update_key_fn",
+     "POST", "/key/update", {"key": "{key}", "max_budget": -1}, 400, "max_budget"),
+    ("a negative max_budget in a bulk update",
+     "key_management_endpoints._validate_max_budget",
+     "POST", "/key/bulk_update", {"keys": [{"key": "{key}", "max_budget": -1}]}, 400,
+     "keys[0].max_budget"),
+    ("a user-supplied key without sk-",
+     "key_management_endpoints._common_key_generation_helper",
+     "POST", "/key/generate", {"key": "my-own-key-123"}, 400, "key"),
+    ("a regeneration's new_key without sk-", "key_management_endpoints.get_new_token",
+     "POST", "/key/regenerate", {"key": "{key}", "new_key": "invalid-key-123"}, 400,
+     "new_key"),
+    ("an unparseable duration (LiteLLM: 500 from the ValueError)",
+     "duration_parser.duration_in_seconds",
+     "POST", "/key/generate", {"duration": "forever"}, 400, "duration"),
+    ("an unparseable budget_duration (LiteLLM: 500 from the ValueError)",
+     "duration_parser.duration_in_seconds",
+     "POST", "/key/update", {"key": "{key}", "budget_duration": "1y"}, 400,
+     "budget_duration"),
+    ("a duplicate key_alias", "key_management_endpoints._enforce_unique_key_alias",
+     "POST", "/key/generate", {"key_alias": "taken-alias"}, 400, "key_alias"),
+    ("a duplicate key_alias on update", "key_management_endpoints._enforce_unique_key_alias",
+     "POST", "/key/update", {"key": "{key}", "key_alias": "taken-alias"}, 400, "key_alias"),
+    ("a service-account key without team_id",
+     "key_management_endpoints.validate_team_id_used_in_service_account_request",
+     "POST", "/key/service-account/generate", {}, 400, "team_id"),
+    ("a service-account key for an unknown team",
+     "key_management_endpoints.validate_team_id_used_in_service_account_request",
+     "POST", "/key/service-account/generate", {"team_id": "no-such-team"}, 400, "team_id"),
+    ("a negative team max_budget", "Budget rule of generate_key_fn and new_organization",
+     "POST", "/team/new", {"max_budget": -1}, 400, "max_budget"),
+    ("a negative team max_budget on update", "team update's budget check",
+     "POST", "/team/update", {"team_id": "status-team", "max_budget": -1}, 400, "max_budget"),
+    ("a negative organization max_budget", "organization_endpoints.new_organization",
+     "POST", "/organization/new", {"organization_alias": "o", "max_budget": -1}, 400,
+     "max_budget"),
+    ("a negative user max_budget", "Budget rule of generate_key_fn and new_organization",
+     "POST", "/user/new", {"user_id": "status-user", "max_budget": -1}, 400, "max_budget"),
+    # what the request model (pydantic) refuses stays 422
+    ("a max_budget that is not a number (pydantic)", "GenerateKeyRequest",
+     "POST", "/key/generate", {"max_budget": "lots"}, 422, "max_budget"),
+    ("a duration that is not a string (pydantic)", "GenerateKeyRequest",
+     "POST", "/key/generate", {"duration": 30}, 422, "duration"),
+    ("a missing key on update (pydantic)", "UpdateKeyRequest",
+     "POST", "/key/update", {"max_budget": 1}, 422, "key"),
+    ("a missing team_id on team update (pydantic)", "UpdateTeamRequest",
+     "POST", "/team/update", {}, 422, "team_id"),
+]
+
+
+def fill(body, key):
+    """body with every "{key}" string replaced by key."""
+    if isinstance(body, dict):
+        return {k: fill(v, key) for k, v in body.items()}
+    if isinstance(body, list):
+        return [fill(v, key) for v in body]
+    return key if body == "{key}" else body
+
+
+def status_codes():
+    """2: each rule's status as LiteLLM's own source answers it, the field named."""
+    with Server(workers=2) as srv:
+        m = attack.master(srv)
+        k = m("POST", "/key/generate", {}).json["key"]
+        m("POST", "/key/generate", {"key_alias": "taken-alias"})
+        m("POST", "/team/new", {"team_id": "status-team"})
+        for rule, follows, method, path, body, status, param in STATUS_RULES:
+            r = m(method, path, fill(body, k))
+            err = (r.json or {}).get("error") if isinstance(r.json, dict) else None
+            tap.ok(r.status == status and isinstance(err, dict) and
+                   err.get("code") == str(status) and err.get("param") == param,
+                   "2: %s: %d naming %s, as LiteLLM's %s" % (rule, status, param, follows),
+                   repr(r))
+
+
 def main():
+    status_codes()
     master_key_sk_1234()
     user_without_record()
     budget_status()

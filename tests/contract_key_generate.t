@@ -49,12 +49,14 @@ def main():
         tap.ok(r.status == 200 and r.json["key"] == "sk-my-own-key-1234" and r.json["expires"],
                "a key of the caller's choosing, with duration setting expires", r.body)
         error_of(generate(srv, {"key": "sk-my-own-key-1234"}), 400, "the same key twice", "key")
-        error_of(generate(srv, {"key": "pk-not-ours-12345"}), 422, "a key without sk-", "key")
+        error_of(generate(srv, {"key": "pk-not-ours-12345"}), 400,
+                 "a key without sk- (_common_key_generation_helper)", "key")
         error_of(generate(srv, {"key_alias": "first"}), 400, "a duplicate key_alias", "key_alias")
-        error_of(generate(srv, {"duration": "30x"}), 422, "a bad duration", "duration")
-        error_of(generate(srv, {"duration": "soon"}), 422, "a duration without a number",
+        error_of(generate(srv, {"duration": "30x"}), 400, "a bad duration", "duration")
+        error_of(generate(srv, {"duration": "soon"}), 400, "a duration without a number",
                  "duration")
-        error_of(generate(srv, {"max_budget": -5}), 422, "a negative budget", "max_budget")
+        error_of(generate(srv, {"max_budget": -5}), 400,
+                 "a negative budget (generate_key_fn)", "max_budget")
         error_of(generate(srv, {"soft_budget": "ten"}), 422, "a budget of the wrong type",
                  "soft_budget")
         error_of(generate(srv, {"models": ["a", 3]}), 422, "an array item of the wrong type",
@@ -67,7 +69,7 @@ def main():
                  "rpm_limit")
         error_of(generate(srv, {"key_type": "superuser"}), 422, "a value outside the enum",
                  "key_type")
-        error_of(generate(srv, {"model_max_budget": {"gpt-4": {"budget_limit": -1}}}), 422,
+        error_of(generate(srv, {"model_max_budget": {"gpt-4": {"budget_limit": -1}}}), 400,
                  "a nested negative budget", "model_max_budget.gpt-4.budget_limit")
 
         # the credential

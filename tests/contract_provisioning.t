@@ -198,14 +198,14 @@ def organizations(srv, master, k):
                                                   "organization_alias": "x"}), 422,
              "an organization_id outside its pattern", "organization_id")
     error_of(master("POST", "/organization/new", {"organization_alias": "x", "max_budget": -1}),
-             422, "a negative max_budget", "max_budget")
+             400, "a negative max_budget (new_organization)", "max_budget")
     error_of(master("POST", "/organization/new", {"organization_alias": "x", "models": "gpt-4"}),
              422, "models that is not a list", "models")
     # LiteLLM's NewOrganizationRequest ignores what it does not declare: sent with a
     # budget no request may have, the unknown field is dropped and the budget refused
     error_of(master("POST", "/organization/new", {"organization_alias": "x", "color": "red",
                                                  "max_budget": -2}),
-             422, "an unknown field is ignored: the refusal names the known one", "max_budget")
+             400, "an unknown field is ignored: the refusal names the known one", "max_budget")
 
     # member_add: the master key, a list, role default internal_user
     r = success(master("POST", "/organization/member_add",

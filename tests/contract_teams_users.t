@@ -102,7 +102,7 @@ def users_and_roles(srv, master):
              "a refused user/new stores nothing", "user_id")
     error_of(master("POST", "/user/new", {"user_role": "root"}), 422, "a role outside the enum",
              "user_role")
-    error_of(master("POST", "/user/new", {"max_budget": -1}), 422, "a negative budget",
+    error_of(master("POST", "/user/new", {"max_budget": -1}), 400, "a negative budget",
              "max_budget")
     r = master("POST", "/user/new", {"user_id": "ignores-extras", "user_idd": "x"})
     tap.ok(r.status == 200 and "user_idd" not in (r.json or {}),

@@ -21,7 +21,7 @@ const size_t kw_gen_npatterns = sizeof(kw_gen_patterns) / sizeof(kw_gen_patterns
  */
 static struct kw_schema s_any, s_string, s_string_null, s_integer, s_number, s_boolean;
 static struct kw_schema s_short, s_long2, s_enum, s_bigenum, s_key, s_badpat, s_nopat;
-static struct kw_schema s_min0, s_xmin0, s_max100, s_xmax100, s_minhalf, s_max2p53;
+static struct kw_schema s_min0_400, s_key_400, s_min0, s_xmin0, s_max100, s_xmax100, s_minhalf, s_max2p53;
 static struct kw_schema s_tags, s_c_obj, s_b_arr, s_a_obj, s_root, s_reject, s_allow, s_addl;
 
 static const char *const abc[] = { "a", "b", "c" };
@@ -81,6 +81,11 @@ setup(void)
 
 	s_min0 = mk(KW_T_NUMBER);
 	s_min0.flags = KW_S_MIN;
+	s_min0_400 = s_min0;	/* x-keywarden-status: 400 */
+	s_min0_400.value_err = KW_EINVAL;
+	s_key_400 = s_key;
+	s_key_400.min_length = 8;
+	s_key_400.value_err = KW_EINVAL;
 	s_xmin0 = mk(KW_T_NUMBER);
 	s_xmin0.flags = KW_S_MIN | KW_S_EXCL_MIN;
 	s_max100 = mk(KW_T_INTEGER);
@@ -398,6 +403,21 @@ test_bounds(void)
 	is_int(vcheck(&s_max2p53, "9007199254740992", NULL, &err), KW_OK, "exact max: 2^53");
 	is_int(vcheck(&s_max2p53, "9007199254740993", NULL, &err), KW_EVALID,
 	    "exact max: 2^53+1 rejected (equal as doubles)");
+
+	/* LiteLLM's handlers refuse these values (400), its request models the types (422) */
+	is_int(vcheck(&s_min0_400, "-1", "max_budget", &err), KW_EINVAL,
+	    "value_err: a broken bound is the schema's KW_EINVAL (generate_key_fn)");
+	is_str(err.field, "max_budget", "value_err: names the field");
+	is_str(err.message, "must be >= 0", "value_err: same message");
+	is_int(vcheck(&s_min0_400, "\"-1\"", NULL, &err), KW_EVALID,
+	    "value_err: a wrong type stays KW_EVALID");
+	is_int(vcheck(&s_min0_400, "0", NULL, &err), KW_OK, "value_err: a good value passes");
+	is_int(vcheck(&s_key_400, "\"pk-abcdefgh\"", "key", &err), KW_EINVAL,
+	    "value_err: a broken pattern is KW_EINVAL (_common_key_generation_helper)");
+	is_int(vcheck(&s_key_400, "\"ab\"", "key", &err), KW_EINVAL,
+	    "value_err: a broken length is KW_EINVAL");
+	is_int(vcheck(&s_key_400, "7", "key", &err), KW_EVALID,
+	    "value_err: a number for a string stays KW_EVALID");
 }
 
 static void
