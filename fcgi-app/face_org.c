@@ -253,38 +253,16 @@ kw_op_organization_member_remove(struct kw_req *req, struct kw_resp *resp)
 static enum kw_err
 member_update_body(struct kw_req *req, DB_TXN *txn, struct kw_op *op)
 {
-	const char *user_id, *email = kw_json_str(req->body, "user_email");
-	json_object *org, *budget = NULL;
-	enum kw_standing standing;
+	const char *user_id;
+	json_object *org;
 	enum kw_err rc;
 
-	if (kw_json_str(req->body, "user_id") == NULL && email == NULL) {
-		kw_error_set(&req->err, KW_EINVAL, "user_id", "send user_id or user_email");
-		return KW_EINVAL;
-	}
 	if ((rc = kw_members_get(req, txn, KW_MEMBERS_ORGS, op->id, KW_RMW, "organization_id",
 	    &org)) != KW_OK)
 		return rc;
 	op->answer = org;	/* kw_face_op drops it on an error */
-	if ((rc = kw_members_find(req, txn, KW_MEMBERS_ORGS, org, kw_json_str(req->body, "user_id"),
-	    email, &user_id)) != KW_OK)
-		return rc;
-	if ((standing = kw_policy_member_standing(req, 0, org, NULL, user_id)) == KW_STANDING_NONE) {
-		kw_error_set(&req->err, KW_EFORBIDDEN, "organization_id",
-		    "only a proxy admin or one of the organization's org_admins may do this");
-		return KW_EFORBIDDEN;
-	}
-	if (user_id == NULL) {
-		kw_error_set(&req->err, KW_ENOTFOUND, kw_json_str(req->body, "user_id") != NULL ?
-		    "user_id" : "user_email", "this user is not a member of the organization");
-		return KW_ENOTFOUND;
-	}
-	if ((rc = kw_policy_check(req, KW_POLICY_MEMBER, standing,
-	    kw_members_entry(KW_MEMBERS_ORGS, org, user_id), req->body)) != KW_OK)
-		return rc;
-	json_object_object_get_ex(req->body, "max_budget_in_organization", &budget);
-	if ((rc = kw_members_change(req, txn, KW_MEMBERS_ORGS, op->id, org, user_id,
-	    kw_json_str(req->body, "role"), budget)) != KW_OK)
+	if ((rc = kw_face_member_update(req, txn, KW_MEMBERS_ORGS, op->id, org, NULL,
+	    "max_budget_in_organization", &user_id)) != KW_OK)
 		return rc;
 	op->answer = kw_members_membership(KW_MEMBERS_ORGS, org, user_id, 0);
 	json_object_put(org);

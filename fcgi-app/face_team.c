@@ -363,15 +363,10 @@ kw_op_team_member_delete(struct kw_req *req, struct kw_resp *resp)
 static enum kw_err
 member_update_body(struct kw_req *req, DB_TXN *txn, struct kw_op *op)
 {
-	const char *user_id, *org_id, *email = kw_json_str(req->body, "user_email");
-	json_object *team, *org = NULL, *budget = NULL, *entry;
-	enum kw_standing standing;
+	const char *user_id, *org_id;
+	json_object *team, *org = NULL, *entry;
 	enum kw_err rc;
 
-	if (kw_json_str(req->body, "user_id") == NULL && email == NULL) {
-		kw_error_set(&req->err, KW_EINVAL, "user_id", "send user_id or user_email");
-		return KW_EINVAL;
-	}
 	if ((rc = kw_members_get(req, txn, KW_MEMBERS_TEAMS, op->id, KW_RMW, "team_id",
 	    &team)) != KW_OK)
 		return rc;
@@ -380,29 +375,10 @@ member_update_body(struct kw_req *req, DB_TXN *txn, struct kw_op *op)
 	if (org_id != NULL && (rc = kw_rec_get(req->store, txn, KW_DB_ORGS, org_id, 0, &org)) != KW_OK &&
 	    rc != KW_ENOTFOUND)
 		return rc;
-	rc = kw_members_find(req, txn, KW_MEMBERS_TEAMS, team, kw_json_str(req->body, "user_id"),
-	    email, &user_id);
-	standing = rc == KW_OK ? kw_policy_member_standing(req, 1, team, org, user_id) :
-	    KW_STANDING_NONE;
+	rc = kw_face_member_update(req, txn, KW_MEMBERS_TEAMS, op->id, team, org,
+	    "max_budget_in_team", &user_id);
 	json_object_put(org);
 	if (rc != KW_OK)
-		return rc;
-	if (standing == KW_STANDING_NONE) {
-		kw_error_set(&req->err, KW_EFORBIDDEN, "team_id",
-		    "only a proxy admin or one of the team's admins may do this");
-		return KW_EFORBIDDEN;
-	}
-	if (user_id == NULL) {
-		kw_error_set(&req->err, KW_ENOTFOUND, kw_json_str(req->body, "user_id") != NULL ?
-		    "user_id" : "user_email", "this user is not a member of the team");
-		return KW_ENOTFOUND;
-	}
-	entry = kw_members_entry(KW_MEMBERS_TEAMS, team, user_id);
-	if ((rc = kw_policy_check(req, KW_POLICY_MEMBER, standing, entry, req->body)) != KW_OK)
-		return rc;
-	json_object_object_get_ex(req->body, "max_budget_in_team", &budget);	/* null: as it is */
-	if ((rc = kw_members_change(req, txn, KW_MEMBERS_TEAMS, op->id, team, user_id,
-	    kw_json_str(req->body, "role"), budget)) != KW_OK)
 		return rc;
 	entry = kw_members_entry(KW_MEMBERS_TEAMS, team, user_id);
 	op->answer = json_object_new_object();

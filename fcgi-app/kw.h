@@ -565,6 +565,18 @@ enum kw_err kw_face_op(struct kw_req *, struct kw_resp *, enum kw_op_caller, kw_
  */
 enum kw_members_table { KW_MEMBERS_TEAMS = 0, KW_MEMBERS_ORGS, KW_MEMBERS_USERS };
 
+/* (face.c) */
+/*
+ * /team/member_update's and /organization/member_update's change to rec
+ * (record id of the table, read for writing; org a team's organization or
+ * NULL): the member the body names, the caller's standing toward it
+ * (400, 403, 404, 403 by field), then its role and budget_field.
+ * *user_id (request-owned) is the member's.
+ */
+enum kw_err kw_face_member_update(struct kw_req *, struct __db_txn *, enum kw_members_table,
+    const char *id, struct json_object *rec, struct json_object *org, const char *budget_field,
+    const char **user_id);
+
 /* user_id's role in rec (NULL: none): a team's "admin" or "user", an org's user_role; NULL when no member. */
 const char *kw_members_role(enum kw_members_table, struct json_object *rec, const char *user_id);
 /* True when user_id is one of rec's admins: a team's admin, an organization's org_admin. */
