@@ -166,6 +166,8 @@ lookup_caller(struct kw_store *st, DB_TXN *txn, void *baton)
 	}
 	memset(c, 0, sizeof(*c));
 	snprintf(c->token, sizeof(c->token), "%s", kw_json_str(key, "token"));
+	team_id = kw_json_str(key, "team_id");
+	snprintf(c->team_id, sizeof(c->team_id), "%s", team_id != NULL ? team_id : "");
 	c->may_verify = kw_json_bool(json_object_object_get(key, "permissions"), "verify_keys");
 	c->may_select = kw_json_bool(json_object_object_get(key, "permissions"),
 	    "select_provider_keys");

@@ -271,3 +271,48 @@ kw_face_op(struct kw_req *req, struct kw_resp *resp, enum kw_op_caller who, kw_o
 		return rc;
 	return kw_answer_respond(resp, &op.answer, kw_store_txn(req->store, op_txn, &op));
 }
+
+/*
+ * The change /team/member_update and /organization/member_update make to
+ * rec, a record of t read for writing (org, borrowed or NULL, a team's
+ * organization): 400 without user_id or user_email, 403 for a caller who
+ * stands nowhere toward the membership, 404 naming the field for a user
+ * who is no member, 403 for a field the caller's standing does not reach
+ * (policy.c), then the body's role and budget_field (null or absent: as
+ * they are).  *user_id (request-owned) is the member's.
+ */
+enum kw_err
+kw_face_member_update(struct kw_req *req, DB_TXN *txn, enum kw_members_table t, const char *id,
+    json_object *rec, json_object *org, const char *budget_field, const char **user_id)
+{
+	const char *named = kw_json_str(req->body, "user_id");
+	const char *email = kw_json_str(req->body, "user_email");
+	json_object *budget = NULL;
+	enum kw_standing standing;
+	enum kw_err rc;
+
+	*user_id = NULL;
+	if (named == NULL && email == NULL) {
+		kw_error_set(&req->err, KW_EINVAL, "user_id", "send user_id or user_email");
+		return KW_EINVAL;
+	}
+	if ((rc = kw_members_find(req, txn, t, rec, named, email, user_id)) != KW_OK)
+		return rc;
+	standing = kw_policy_member_standing(req, t == KW_MEMBERS_TEAMS, rec, org, *user_id);
+	if (standing == KW_STANDING_NONE) {
+		kw_error_set(&req->err, KW_EFORBIDDEN, t == KW_MEMBERS_TEAMS ? "team_id" :
+		    "organization_id", "only a proxy admin or one of its admins may do this");
+		return KW_EFORBIDDEN;
+	}
+	if (*user_id == NULL) {
+		kw_error_set(&req->err, KW_ENOTFOUND, named != NULL ? "user_id" : "user_email",
+		    "this user is not a member");
+		return KW_ENOTFOUND;
+	}
+	if ((rc = kw_policy_check(req, KW_POLICY_MEMBER, standing,
+	    kw_members_entry(t, rec, *user_id), req->body)) != KW_OK)
+		return rc;
+	json_object_object_get_ex(req->body, budget_field, &budget);
+	return kw_members_change(req, txn, t, id, rec, *user_id, kw_json_str(req->body, "role"),
+	    budget);
+}

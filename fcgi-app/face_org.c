@@ -43,6 +43,24 @@ org_record_new(struct kw_req *req, const char *org_id, json_object *body)
 	return rec;
 }
 
+/*
+ * Adds to org (an answer, not stored) litellm_budget_table, the budget
+ * table LiteLLM's organization answers include: the organization's
+ * max_budget, rpm_limit and tpm_limit, which keywarden keeps on the record.
+ */
+static void
+with_budget_table(json_object *org)
+{
+	static const char *const fields[] = { "max_budget", "rpm_limit", "tpm_limit" };
+	json_object *table = json_object_new_object();
+
+	json_object_object_add(table, "budget_id", NULL);
+	for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++)
+		json_object_object_add(table, fields[i],
+		    json_object_get(json_object_object_get(org, fields[i])));
+	json_object_object_add(org, "litellm_budget_table", table);
+}
+
 /* /organization/new's transaction: 400 for a taken id, else the record and its audit entry. */
 static enum kw_err
 org_new_body(struct kw_req *req, DB_TXN *txn, struct kw_op *op)
@@ -53,7 +71,9 @@ org_new_body(struct kw_req *req, DB_TXN *txn, struct kw_op *op)
 	if ((rc = kw_members_absent(req, txn, KW_MEMBERS_ORGS, op->id)) != KW_OK)
 		return rc;
 	op->answer = org = org_record_new(req, op->id, req->body);	/* dropped on an error */
-	return kw_members_write(req, txn, KW_MEMBERS_ORGS, op->id, NULL, org);
+	if ((rc = kw_members_write(req, txn, KW_MEMBERS_ORGS, op->id, NULL, org)) == KW_OK)
+		with_budget_table(org);
+	return rc;
 }
 
 /*
@@ -78,6 +98,8 @@ org_info_body(struct kw_req *req, DB_TXN *txn, struct kw_op *op)
 	enum kw_err rc;
 
 	rc = kw_members_open(req, txn, KW_MEMBERS_ORGS, op->id, "organization_id", 0, &org);
+	if (rc == KW_OK)
+		with_budget_table(org);
 	op->answer = org;
 	return rc;
 }
@@ -109,6 +131,8 @@ member_add_body(struct kw_req *req, DB_TXN *txn, struct kw_op *op)
 	    json_object_object_get(req->body, "member"), "member", NULL, NULL, &added);
 	if (rc == KW_OK && added > 0)	/* an empty list changes nothing */
 		rc = kw_members_update(req, txn, KW_MEMBERS_ORGS, op->id, before, org);
+	if (rc == KW_OK)
+		with_budget_table(org);
 	op->answer = org;	/* kw_face_op drops it on an error */
 	json_object_put(before);
 	return rc;
@@ -188,8 +212,9 @@ member_delete_body(struct kw_req *req, DB_TXN *txn, struct kw_op *op)
 	    &org)) != KW_OK)
 		return rc;
 	if ((rc = kw_members_remove(req, txn, KW_MEMBERS_ORGS, op->id, org,
-	    kw_json_str(req->body, "user_id"), NULL, &user_id)) == KW_OK)
-		rc = revoke_provisioned(req, txn, op->id, user_id);
+	    kw_json_str(req->body, "user_id"), NULL, &user_id)) == KW_OK &&
+	    (rc = revoke_provisioned(req, txn, op->id, user_id)) == KW_OK)
+		with_budget_table(org);
 	op->answer = org;	/* kw_face_op drops it on an error */
 	return rc;
 }
@@ -208,6 +233,110 @@ kw_op_organization_member_delete(struct kw_req *req, struct kw_resp *resp)
 }
 
 /*
+ * DELETE /organization/member_delete: LiteLLM's method for
+ * organization_member_delete (organization_endpoints.py); the same
+ * operation as POST.
+ */
+enum kw_err
+kw_op_organization_member_remove(struct kw_req *req, struct kw_resp *resp)
+{
+	return kw_op_organization_member_delete(req, resp);
+}
+
+/*
+ * /organization/member_update's transaction: 400 without a user, 404 for
+ * the organization, 403, 404 for a user who is no member, 403 for a field
+ * the caller's standing does not reach, then the member's user_role and
+ * max_budget_in_organization; answer: the membership as LiteLLM's
+ * LiteLLM_OrganizationMembershipTable.
+ */
+static enum kw_err
+member_update_body(struct kw_req *req, DB_TXN *txn, struct kw_op *op)
+{
+	const char *user_id;
+	json_object *org;
+	enum kw_err rc;
+
+	if ((rc = kw_members_get(req, txn, KW_MEMBERS_ORGS, op->id, KW_RMW, "organization_id",
+	    &org)) != KW_OK)
+		return rc;
+	op->answer = org;	/* kw_face_op drops it on an error */
+	if ((rc = kw_face_member_update(req, txn, KW_MEMBERS_ORGS, op->id, org, NULL,
+	    "max_budget_in_organization", &user_id)) != KW_OK)
+		return rc;
+	op->answer = kw_members_membership(KW_MEMBERS_ORGS, org, user_id, 0);
+	json_object_put(org);
+	return KW_OK;
+}
+
+/*
+ * PATCH /organization/member_update: proxy admins and the organization's
+ * org_admins change another member's role and max_budget_in_organization
+ * (organization_endpoints.py organization_member_update).
+ */
+enum kw_err
+kw_op_organization_member_update(struct kw_req *req, struct kw_resp *resp)
+{
+	return kw_face_op(req, resp, KW_OP_WRITER, member_update_body,
+	    kw_json_str(req->body, "organization_id"));
+}
+
+/*
+ * /organization/delete's transaction: every organization is read first
+ * (all or nothing, 404 naming the first one missing), then each loses its
+ * teams (with their keys and memberships), its own keys and its members'
+ * memberships; answer: the organizations as they were.
+ */
+static enum kw_err
+org_delete_body(struct kw_req *req, DB_TXN *txn, struct kw_op *op)
+{
+	json_object *ids = json_object_object_get(req->body, "organization_ids"), *orgs, *read;
+	int64_t keys = 0;
+	enum kw_err rc;
+
+	rc = kw_members_get_all(req, txn, KW_MEMBERS_ORGS, ids, "organization_ids", &orgs, &read);
+	json_object_put(read);
+	for (size_t i = 0; rc == KW_OK && i < json_object_array_length(orgs); i++) {
+		json_object *org = json_object_array_get_idx(orgs, i), *teams = NULL;
+		const char *org_id = kw_json_str(org, "organization_id");
+
+		rc = kw_members_ids_where(req, txn, KW_MEMBERS_TEAMS, "organization_id", org_id, &teams);
+		for (size_t j = 0; rc == KW_OK && j < json_object_array_length(teams); j++) {
+			const char *team_id = json_object_get_string(json_object_array_get_idx(teams, j));
+			json_object *team;
+
+			if ((rc = kw_rec_get(req->store, txn, KW_DB_TEAMS, team_id, KW_RMW,
+			    &team)) != KW_OK)
+				break;
+			if ((rc = kw_keys_delete_owned(req, txn, 't', team_id, NULL, &keys)) == KW_OK)
+				rc = kw_members_delete(req, txn, KW_MEMBERS_TEAMS, team_id, team);
+			json_object_put(team);
+		}
+		json_object_put(teams);
+		if (rc == KW_OK && (rc = kw_keys_delete_owned(req, txn, 'o', org_id, NULL, &keys)) ==
+		    KW_OK && (rc = kw_members_delete(req, txn, KW_MEMBERS_ORGS, org_id, org)) == KW_OK)
+			with_budget_table(org);
+	}
+	if (rc != KW_OK) {
+		json_object_put(orgs);
+		return rc;
+	}
+	op->answer = orgs;
+	return KW_OK;
+}
+
+/*
+ * DELETE /organization/delete: proxy admins delete organizations, their
+ * teams and every key of both, in one transaction
+ * (organization_endpoints.py delete_organization).
+ */
+enum kw_err
+kw_op_organization_delete(struct kw_req *req, struct kw_resp *resp)
+{
+	return kw_face_op(req, resp, KW_OP_ADMIN, org_delete_body, NULL);
+}
+
+/*
  * GET /organization/list: proxy admins and admin viewers see every
  * organization; others those they are a member of (none for a key
  * without a user).  In organization_id order.
@@ -223,6 +352,8 @@ kw_op_organization_list(struct kw_req *req, struct kw_resp *resp)
 	/* others than admins and admin viewers: their own; "" matches no member */
 	rc = kw_members_list(req, KW_MEMBERS_ORGS, kw_auth_reads_all(req->caller) ? NULL :
 	    req->caller->user_id, NULL, NULL, &orgs);
+	for (size_t i = 0; rc == KW_OK && i < json_object_array_length(orgs); i++)
+		with_budget_table(json_object_array_get_idx(orgs, i));
 	if (rc == KW_OK)
 		kw_resp_json(resp, 200, orgs);
 	return rc;

@@ -119,11 +119,16 @@ check_team_size(struct kw_req *req, json_object *team)
 	return KW_EINVAL;
 }
 
-/* /team/new's transaction: the team, its members' users, their audit entries; answer: the team. */
+/*
+ * /team/new's transaction: the team, its members' users, their audit
+ * entries; answer: the team.  A caller with a user who is not among the
+ * members joins as an admin (team_endpoints.py new_team: "creating user"
+ * appended with role admin).
+ */
 static enum kw_err
 team_new_body(struct kw_req *req, DB_TXN *txn, struct kw_op *op)
 {
-	json_object *team;
+	json_object *team, *creator;
 	size_t added;
 	enum kw_err rc;
 
@@ -134,6 +139,15 @@ team_new_body(struct kw_req *req, DB_TXN *txn, struct kw_op *op)
 	rc = kw_members_add_each(req, txn, KW_MEMBERS_TEAMS, team,
 	    json_object_object_get(req->body, "members_with_roles"), "members_with_roles", NULL, NULL,
 	    &added);
+	if (rc == KW_OK && req->caller->user_id[0] != '\0' &&
+	    kw_members_role(KW_MEMBERS_TEAMS, team, req->caller->user_id) == NULL) {
+		creator = json_object_new_object();
+		json_object_object_add(creator, "user_id", json_object_new_string(req->caller->user_id));
+		json_object_object_add(creator, "role", json_object_new_string("admin"));
+		rc = kw_members_add(req, txn, KW_MEMBERS_TEAMS, team, creator, "members_with_roles", NULL,
+		    NULL);
+		json_object_put(creator);
+	}
 	return rc != KW_OK ? rc : kw_members_write(req, txn, KW_MEMBERS_TEAMS, op->id, NULL, team);
 }
 
@@ -205,13 +219,19 @@ team_update_body(struct kw_req *req, DB_TXN *txn, struct kw_op *op)
 	apply_team_settings(req, team, req->body);
 	rc = kw_members_update(req, txn, KW_MEMBERS_TEAMS, op->id, before, team);
 	json_object_put(before);
+	if (rc == KW_OK) {	/* as update_team answers: {"team_id": ..., "data": team_row} */
+		op->answer = json_object_new_object();
+		json_object_object_add(op->answer, "team_id", json_object_new_string(op->id));
+		json_object_object_add(op->answer, "data", team);
+	}
 	return rc;
 }
 
 /*
  * POST /team/update: proxy admins and the team's admins change the
- * settings sent; members change through /team/member_add and
- * /team/member_delete only.
+ * settings sent; members change through /team/member_add,
+ * /team/member_update and /team/member_delete only.  The answer is
+ * {"team_id", "data": the team}.
  */
 enum kw_err
 kw_op_team_update(struct kw_req *req, struct kw_resp *resp)
@@ -331,6 +351,60 @@ enum kw_err
 kw_op_team_member_delete(struct kw_req *req, struct kw_resp *resp)
 {
 	return kw_face_op(req, resp, KW_OP_WRITER, member_delete_body,
+	    kw_json_str(req->body, "team_id"));
+}
+
+/*
+ * /team/member_update's transaction: 400 without a user, 404 for the
+ * team, 403, 404 for a user who is no member, 403 for a field the
+ * caller's standing does not reach (kw_policy_check), then the member's
+ * role and max_budget_in_team; answer: LiteLLM's TeamMemberUpdateResponse.
+ */
+static enum kw_err
+member_update_body(struct kw_req *req, DB_TXN *txn, struct kw_op *op)
+{
+	const char *user_id, *org_id;
+	json_object *team, *org = NULL, *entry;
+	enum kw_err rc;
+
+	if ((rc = kw_members_get(req, txn, KW_MEMBERS_TEAMS, op->id, KW_RMW, "team_id",
+	    &team)) != KW_OK)
+		return rc;
+	op->answer = team;	/* kw_face_op drops it on an error */
+	org_id = kw_json_str(team, "organization_id");
+	if (org_id != NULL && (rc = kw_rec_get(req->store, txn, KW_DB_ORGS, org_id, 0, &org)) != KW_OK &&
+	    rc != KW_ENOTFOUND)
+		return rc;
+	rc = kw_face_member_update(req, txn, KW_MEMBERS_TEAMS, op->id, team, org,
+	    "max_budget_in_team", &user_id);
+	json_object_put(org);
+	if (rc != KW_OK)
+		return rc;
+	entry = kw_members_entry(KW_MEMBERS_TEAMS, team, user_id);
+	op->answer = json_object_new_object();
+	json_object_object_add(op->answer, "team_id", json_object_new_string(op->id));
+	json_object_object_add(op->answer, "user_id", json_object_new_string(user_id));
+	json_object_object_add(op->answer, "user_email",
+	    json_object_get(json_object_object_get(entry, "user_email")));
+	json_object_object_add(op->answer, "max_budget_in_team",
+	    json_object_get(json_object_object_get(entry, "max_budget_in_team")));
+	json_object_object_add(op->answer, "role",
+	    json_object_get(json_object_object_get(entry, "role")));
+	json_object_put(team);
+	return KW_OK;
+}
+
+/*
+ * POST /team/member_update: proxy admins, the team's organization admins
+ * and the team's admins change a member's role and max_budget_in_team
+ * (team_endpoints.py team_member_update); an admin does not change its
+ * own (policy.c).  The limits engine holds the member's keys in the team
+ * to max_budget_in_team.
+ */
+enum kw_err
+kw_op_team_member_update(struct kw_req *req, struct kw_resp *resp)
+{
+	return kw_face_op(req, resp, KW_OP_WRITER, member_update_body,
 	    kw_json_str(req->body, "team_id"));
 }
 

@@ -161,21 +161,50 @@ read_new_user_teams(struct kw_req *req, DB_TXN *txn, json_object *ids, json_obje
 }
 
 /*
+ * KW_OK when team_id (NULL: none) names a team; 400 naming team_id when
+ * it does not.
+ */
+static enum kw_err
+new_user_team_exists(struct kw_req *req, DB_TXN *txn, const char *team_id)
+{
+	json_object *team;
+	enum kw_err rc;
+
+	if (team_id == NULL)
+		return KW_OK;
+	if ((rc = kw_rec_get(req->store, txn, KW_DB_TEAMS, team_id, 0, &team)) == KW_ENOTFOUND) {
+		kw_error_set(&req->err, KW_EINVAL, "team_id", "no team has this team_id");
+		return KW_EINVAL;
+	}
+	json_object_put(team);
+	return rc;
+}
+
+/*
  * /user/new's transaction: the user, its teams' member lists, its first
  * key, and their audit entries; answer: the user plus the key's fields.
+ * team_id joins the user to that team too and puts the first key in it,
+ * as internal_user_endpoints.py new_user does (_add_user_to_team, then
+ * generate_key_helper_fn with the request's team_id and aliases).
  */
 static enum kw_err
 user_new_body(struct kw_req *req, DB_TXN *txn, struct kw_op *op)
 {
 	json_object *body = req->body, *user, *teams = NULL, *ids = NULL, *key = NULL, *v;
+	const char *team_id = kw_json_str(body, "team_id");
 	enum kw_err rc;
 
 	if ((rc = kw_members_absent(req, txn, KW_MEMBERS_USERS, op->id)) != KW_OK ||
 	    (rc = kw_members_email_free(req, txn, kw_json_str(body, "user_email"), NULL,
-	    "user_email")) != KW_OK)
+	    "user_email")) != KW_OK || (rc = new_user_team_exists(req, txn, team_id)) != KW_OK)
 		return rc;
 	json_object_object_get_ex(body, "teams", &ids);
-	if ((rc = read_new_user_teams(req, txn, ids, &teams)) != KW_OK) {
+	ids = ids != NULL ? kw_json_copy(ids) : json_object_new_array();
+	if (team_id != NULL && !kw_json_list_has(ids, team_id))
+		json_object_array_add(ids, json_object_new_string(team_id));
+	rc = read_new_user_teams(req, txn, ids, &teams);
+	json_object_put(ids);
+	if (rc != KW_OK) {
 		json_object_put(teams);
 		return rc;
 	}
@@ -194,7 +223,9 @@ user_new_body(struct kw_req *req, DB_TXN *txn, struct kw_op *op)
 
 	if (rc == KW_OK && (!json_object_object_get_ex(body, "auto_create_key", &v) || v == NULL ||
 	    json_object_get_boolean(v))) {
-		static const char *const from_body[] = { "key_alias", "duration", "models" };
+		static const char *const from_body[] = {
+			"key_alias", "duration", "models", "aliases", "team_id",
+		};
 		json_object *settings = json_object_new_object();
 
 		json_object_object_add(settings, "user_id", json_object_new_string(op->id));
@@ -240,7 +271,7 @@ kw_op_user_new(struct kw_req *req, struct kw_resp *resp)
 static enum kw_err
 user_info_body(struct kw_req *req, DB_TXN *txn, struct kw_op *op)
 {
-	json_object *user, *teams, *ids;
+	json_object *user, *teams, *ids, *memberships;
 	enum kw_err rc;
 
 	if (op->id == NULL) {	/* the caller's own */
@@ -263,17 +294,25 @@ user_info_body(struct kw_req *req, DB_TXN *txn, struct kw_op *op)
 	rc = kw_litellm_owner_info(req, txn, 'u', op->id, user, &op->answer);
 	teams = json_object_new_array();
 	json_object_object_add(op->answer, "teams", teams);
+	/* each team's membership and its budget, as user_info's team_memberships */
+	memberships = json_object_new_array();
+	json_object_object_add(op->answer, "team_memberships", memberships);
 	ids = json_object_object_get(user, "teams");
 	for (size_t i = 0; rc == KW_OK && ids != NULL && i < json_object_array_length(ids); i++) {
-		json_object *team;
+		const char *team_id = json_object_get_string(json_object_array_get_idx(ids, i));
+		json_object *team, *m;
+		double spend;
 
-		rc = kw_rec_get(req->store, txn, KW_DB_TEAMS,
-		    json_object_get_string(json_object_array_get_idx(ids, i)), 0, &team);
+		rc = kw_rec_get(req->store, txn, KW_DB_TEAMS, team_id, 0, &team);
 		if (rc == KW_ENOTFOUND) {
 			rc = KW_OK;	/* a team deleted under a stale list: nothing to show */
 		} else if (rc == KW_OK) {
 			kw_budget_settle(team, req->now);
 			json_object_array_add(teams, team);
+			if ((rc = kw_limits_member_spend(req->store, txn, team_id, op->id, &spend)) ==
+			    KW_OK && (m = kw_members_membership(KW_MEMBERS_TEAMS, team, op->id,
+			    spend)) != NULL)
+				json_object_array_add(memberships, m);
 		}
 	}
 	return rc;
@@ -291,12 +330,17 @@ kw_op_user_info(struct kw_req *req, struct kw_resp *resp)
 	    kw_json_str(req->query, "user_id"));
 }
 
-/* /user/update's transaction: 400 for teams or no user named, the user by id or email, 404, then the settings sent. */
+/*
+ * /user/update's transaction: 400 for teams or no user named, the user by
+ * id (made when unknown, as internal_user_endpoints.py user_update upserts
+ * by user_id) or by email (404 when none has it), then the settings sent.
+ */
 static enum kw_err
 user_update_body(struct kw_req *req, DB_TXN *txn, struct kw_op *op)
 {
 	const char *user_id = op->id, *email = kw_json_str(req->body, "user_email");
 	json_object *user, *before;
+	int created = 0;
 	enum kw_err rc;
 
 	if (user_id == NULL && email == NULL) {
@@ -312,8 +356,17 @@ user_update_body(struct kw_req *req, DB_TXN *txn, struct kw_op *op)
 		if (rc != KW_OK)
 			return rc;
 	}
-	if ((rc = kw_members_get(req, txn, KW_MEMBERS_USERS, user_id, KW_RMW, "user_id", &user)) != KW_OK)
+	if (op->id != NULL &&
+	    (rc = kw_rec_get(req->store, txn, KW_DB_USERS, user_id, KW_RMW, &user)) == KW_ENOTFOUND) {
+		/* an unknown user_id is made, as user_update's upsert does */
+		user = kw_members_user_new(req, user_id, NULL);
+		created = 1;
+	} else if (op->id != NULL && rc != KW_OK) {
 		return rc;
+	} else if (op->id == NULL && (rc = kw_members_get(req, txn, KW_MEMBERS_USERS, user_id, KW_RMW,
+	    "user_id", &user)) != KW_OK) {
+		return rc;
+	}
 	op->answer = user;	/* kw_face_op drops it on an error */
 	if (kw_json_has(req->body, "teams") &&
 	    !kw_json_field_is(user, "teams", json_object_object_get(req->body, "teams"))) {
@@ -326,16 +379,18 @@ user_update_body(struct kw_req *req, DB_TXN *txn, struct kw_op *op)
 	    (rc = kw_members_email_free(req, txn, email, user_id, "user_email")) != KW_OK)
 		return rc;
 	kw_budget_settle(user, req->now);
-	before = kw_json_copy(user);
+	before = created ? NULL : kw_json_copy(user);
 	apply_user_settings(req, user, req->body, op->id == NULL ? "user_email" : NULL);
-	rc = kw_members_update(req, txn, KW_MEMBERS_USERS, user_id, before, user);
+	rc = created ? kw_members_write(req, txn, KW_MEMBERS_USERS, user_id, NULL, user) :
+	    kw_members_update(req, txn, KW_MEMBERS_USERS, user_id, before, user);
 	json_object_put(before);
 	return rc;
 }
 
 /*
- * POST /user/update: proxy admins change the user named by user_id, else
- * by user_email; only the fields sent change.  Team membership changes
+ * POST /user/update: proxy admins change the user named by user_id (a
+ * new user when none has it), else by user_email; only the fields sent
+ * change.  Team membership changes
  * through /team/member_add and /team/member_delete only.
  */
 enum kw_err

@@ -481,6 +481,7 @@ struct kw_caller {
 	enum kw_role role;
 	char token[KW_TOKEN_LEN + 1];	/* the caller's key hash; empty for the master key */
 	char user_id[KW_ID_MAX + 1];	/* empty when the key has no user */
+	char team_id[KW_ID_MAX + 1];	/* the key's team_id; empty when none */
 	char key_type[16];		/* llm_api, management, read_only, default */
 	int may_verify;			/* its permissions has "verify_keys": true */
 	int may_select;			/* its permissions has "select_provider_keys": true */
@@ -508,7 +509,7 @@ enum kw_standing {
 	KW_STANDING_ABOVE,	/* the level above: a team key's team admins; a team's organization admins */
 	KW_STANDING_ADMIN	/* a proxy admin */
 };
-enum kw_policy_kind { KW_POLICY_KEY = 0, KW_POLICY_TEAM, KW_POLICY_VENICE };
+enum kw_policy_kind { KW_POLICY_KEY = 0, KW_POLICY_TEAM, KW_POLICY_VENICE, KW_POLICY_MEMBER };
 
 /* The least standing that may set or change field (KW_STANDING_ADMIN for a field not listed). */
 enum kw_standing kw_policy_need(enum kw_policy_kind, const char *field);
@@ -528,6 +529,14 @@ enum kw_standing kw_policy_team_standing(struct kw_req *, struct json_object *te
     struct json_object *org);
 /* The caller's standing toward a Venice key it may see: the master, the ADMIN key that made it, or its owner's. */
 enum kw_standing kw_policy_venice_standing(struct kw_req *, struct json_object *key);
+/*
+ * The caller's standing toward user_id's membership of rec (a team, whose
+ * organization is org, or an organization; org NULL): a proxy admin; above
+ * it, the organization's org_admins and the record's admins toward another
+ * member; the member itself (an admin toward its own membership) as owner.
+ */
+enum kw_standing kw_policy_member_standing(struct kw_req *, int is_team, struct json_object *rec,
+    struct json_object *org, const char *user_id);
 
 /* --- face.c: what the faces' handlers share ----------------------- */
 
@@ -564,6 +573,18 @@ enum kw_err kw_face_op(struct kw_req *, struct kw_resp *, enum kw_op_caller, kw_
  * strings passed in are borrowed.
  */
 enum kw_members_table { KW_MEMBERS_TEAMS = 0, KW_MEMBERS_ORGS, KW_MEMBERS_USERS };
+
+/* (face.c) */
+/*
+ * /team/member_update's and /organization/member_update's change to rec
+ * (record id of the table, read for writing; org a team's organization or
+ * NULL): the member the body names, the caller's standing toward it
+ * (400, 403, 404, 403 by field), then its role and budget_field.
+ * *user_id (request-owned) is the member's.
+ */
+enum kw_err kw_face_member_update(struct kw_req *, struct __db_txn *, enum kw_members_table,
+    const char *id, struct json_object *rec, struct json_object *org, const char *budget_field,
+    const char **user_id);
 
 /* user_id's role in rec (NULL: none): a team's "admin" or "user", an org's user_role; NULL when no member. */
 const char *kw_members_role(enum kw_members_table, struct json_object *rec, const char *user_id);
@@ -636,6 +657,31 @@ enum kw_err kw_members_remove(struct kw_req *, struct __db_txn *, enum kw_member
     const char *id, struct json_object *rec, const char *user_id, const char *email,
     const char **removed);
 /* Takes user_id out of record id's members, when it exists and has them (the user's side stays). */
+/*
+ * Changes the member entry of user_id in rec (a record of t read for
+ * writing) to role (NULL: as it is) and, when budget is not NULL, its
+ * max budget (a team's max_budget_in_team, an organization's
+ * max_budget_in_organization), and stores rec with its audit entry.
+ * Nothing is written when nothing changes, or user_id is no member.
+ */
+enum kw_err kw_members_change(struct kw_req *, struct __db_txn *, enum kw_members_table,
+    const char *id, struct json_object *rec, const char *user_id, const char *role,
+    struct json_object *budget);
+/*
+ * The entry of user_id in rec as LiteLLM answers a membership (owned):
+ * user_id, the record's id, budget_id, spend and litellm_budget_table
+ * ({"max_budget"} of the member's budget, null when none); an
+ * organization's also user_role, created_at and updated_at.  NULL when not
+ * a member.
+ */
+/* The member entry of user_id in rec (borrowed from rec), or NULL. */
+struct json_object *kw_members_entry(enum kw_members_table, struct json_object *rec,
+    const char *user_id);
+/* Into *ids (owned array), the ids of the records of the table whose field is value, in txn. */
+enum kw_err kw_members_ids_where(struct kw_req *, struct __db_txn *, enum kw_members_table,
+    const char *field, const char *value, struct json_object **ids);
+struct json_object *kw_members_membership(enum kw_members_table, struct json_object *rec,
+    const char *user_id, double spend);
 enum kw_err kw_members_leave(struct kw_req *, struct __db_txn *, enum kw_members_table,
     const char *id, const char *user_id);
 /* kw_members_leave of every record of the table that user_id is a member of (a scan). */
@@ -793,6 +839,9 @@ enum kw_err kw_limits_record(struct kw_store *, time_t now, const struct kw_usag
 enum kw_err kw_limits_maintain(struct kw_store *, time_t now);
 /* A new end user's record (owned): LiteLLM_EndUserTable's fields, spend 0, not blocked. */
 struct json_object *kw_limits_end_user_new(const char *user_id);
+/* What user_id's keys in team_id spent, into *spend, in txn (LiteLLM's LiteLLM_TeamMembership.spend). */
+enum kw_err kw_limits_member_spend(struct kw_store *, struct __db_txn *, const char *team_id,
+    const char *user_id, double *spend);
 /* Counts one event in the fixed UTC minute of now under name unless limit are counted (*allowed 0). */
 enum kw_err kw_limits_window_add(struct kw_store *, struct __db_txn *, const char *name, time_t now,
     double limit, int *allowed);

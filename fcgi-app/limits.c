@@ -799,7 +799,7 @@ kw_limits_routes_allow(json_object *routes, const char *raw)
  * parses no JSON.  A summary with another version, or none, is rebuilt
  * from the record (version 1 carried no organization_id).
  */
-#define SUMMARY_VERSION 3	/* 3: S_BUDGET */
+#define SUMMARY_VERSION 4	/* 3: S_BUDGET; 4: S_MEMBER_BUDGETS */
 
 enum {
 	S_BLOCKED = 1 << 0,
@@ -809,6 +809,7 @@ enum {
 	S_VENICE = 1 << 4,		/* a Venice key: its type and consumption limits are in the record */
 	S_ALIASES = 1 << 5,		/* a key's aliases or a team's model_aliases */
 	S_BUDGET = 1 << 6,		/* a budget_id: a LiteLLM budget's limits fill the key's */
+	S_MEMBER_BUDGETS = 1 << 7,	/* a team with a member's max_budget_in_team */
 };
 
 struct summary {
@@ -841,6 +842,20 @@ time_of(json_object *rec, const char *name)
 	return kw_time_parse(kw_json_str(rec, name), &t) == KW_OK ? (int64_t)t : 0;
 }
 
+/* True when a member entry of rec's members_with_roles has a max_budget_in_team. */
+static int
+member_budgets(json_object *rec)
+{
+	json_object *members = json_object_object_get(rec, "members_with_roles");
+
+	for (size_t i = 0; json_object_is_type(members, json_type_array) &&
+	    i < json_object_array_length(members); i++)
+		if (!isnan(kw_json_num(json_object_array_get_idx(members, i), "max_budget_in_team",
+		    NAN)))
+			return 1;
+	return 0;
+}
+
 static void
 summarize(json_object *rec, struct summary *s)
 {
@@ -853,7 +868,8 @@ summarize(json_object *rec, struct summary *s)
 	    non_empty(rec, "model_tpm_limit") ? S_MODEL_LIMITS : 0) |
 	    (non_empty(rec, "venice") ? S_VENICE : 0) |
 	    (non_empty(rec, "aliases") || non_empty(rec, "model_aliases") ? S_ALIASES : 0) |
-	    (kw_json_str(rec, "budget_id") != NULL ? S_BUDGET : 0);
+	    (kw_json_str(rec, "budget_id") != NULL ? S_BUDGET : 0) |
+	    (member_budgets(rec) ? S_MEMBER_BUDGETS : 0);
 	s->expires = time_of(rec, "expires");
 	s->budget_reset_at = time_of(rec, "budget_reset_at");
 	s->max_budget = kw_json_num(rec, "max_budget", NAN);
@@ -1403,6 +1419,11 @@ budget_refuses(struct checking *c, const struct budget *b)
 		return refuse(c, b->code, b->name, "ExceededBudget: End User=%s over budget. "
 		    "Spend=%s, Budget=%s", printable(c->in->end_user),
 		    py_float(cost, sizeof(cost), used), py_float(max, sizeof(max), b->limit));
+	if (strcmp(b->name, "team_member_max_budget") == 0)	/* _check_team_member_budget */
+		return refuse(c, b->code, b->name, "Budget has been exceeded! User=%s in Team=%s "
+		    "Current cost: %s, Max budget: %s", printable(c->out->user_id),
+		    printable(c->out->team_id), py_float(cost, sizeof(cost), used),
+		    py_float(max, sizeof(max), b->limit));
 	if (strcmp(b->name, "organization_max_budget") == 0 && c->org_id[0] != '\0')
 		return refuse(c, b->code, b->name, "Budget has been exceeded! Organization=%s "
 		    "Current cost: %s, Max budget: %s", printable(c->org_id),
@@ -1685,9 +1706,57 @@ model_budget_of(struct checking *c)
 	return entry;
 }
 
+/* The counter of what user_id's keys in team_id spent: LiteLLM's LiteLLM_TeamMembership.spend. */
+static void
+member_spend_name(char *buf, size_t n, const char *team_id, const char *user_id)
+{
+	counter_name(buf, n, "tmspend", team_id, user_id);
+}
+
+enum kw_err
+kw_limits_member_spend(struct kw_store *st, DB_TXN *txn, const char *team_id,
+    const char *user_id, double *spend)
+{
+	char name[2 * KW_ID_MAX + 16];
+	struct counter c;
+	enum kw_err rc;
+
+	member_spend_name(name, sizeof(name), team_id, user_id);
+	rc = counter_get(st, txn, name, 0, &c);
+	*spend = rc == KW_OK ? c.value : 0;
+	return rc;
+}
+
+/*
+ * The max_budget_in_team of the key's user in the key's team, NAN when
+ * none (the team has no member budgets, or none for this member).
+ */
+static double
+member_budget_of(struct checking *c)
+{
+	json_object *members, *team;
+
+	if (!c->team.present || !(c->team.s.flags & S_MEMBER_BUDGETS) || c->out->user_id[0] == '\0' ||
+	    (team = team_record(c)) == NULL)
+		return NAN;
+	members = json_object_object_get(team, "members_with_roles");
+	for (size_t i = 0; json_object_is_type(members, json_type_array) &&
+	    i < json_object_array_length(members); i++) {
+		json_object *m = json_object_array_get_idx(members, i);
+		const char *id = kw_json_str(m, "user_id");
+
+		if (id != NULL && strcmp(id, c->out->user_id) == 0)
+			return kw_json_num(m, "max_budget_in_team", NAN);
+	}
+	return NAN;
+}
+
 /*
  * Every budget the key is under, in the order they are checked: the
- * key's max_budget, its team's, its user's, its organization's (LiteLLM's
+ * key's max_budget, its team's, its user's, its user's in its team
+ * (max_budget_in_team, LiteLLM's _check_team_member_budget: the spend
+ * reported for the membership; requests in flight reserve nothing
+ * against it, as LiteLLM's), its organization's (LiteLLM's
  * _organization_max_budget_check), a Venice key's usd and diem
  * consumption limits (the cost reserved counts against both: either may
  * pay), and model_max_budget.  The first one spent refuses; a Venice
@@ -1710,9 +1779,11 @@ check_budgets(struct checking *c, int *refused)
 		"max_budget", "team_max_budget", "user_max_budget", "organization_max_budget",
 		"end_user_max_budget",
 	};
-	struct budget b[8];
+	static const struct in_flight none;
+	struct budget b[12];	/* five parties, a membership, the currencies, a model */
 	json_object *key = NULL, *entry;
 	char name[KW_TOKEN_LEN + 300];
+	double member_max;
 	size_t n = 0;
 	enum kw_err rc;
 
@@ -1731,6 +1802,15 @@ check_budgets(struct checking *c, int *refused)
 			b[n++] = (struct budget){ budget_names[i], NULL, s->max_budget, s->spend,
 				flights[i], (time_t)s->budget_reset_at, KW_V_BUDGET_EXCEEDED,
 				parties[i] == &c->end_user };
+	}
+	if (!isnan(member_max = member_budget_of(c))) {
+		double spent;
+
+		if ((rc = kw_limits_member_spend(c->st, c->txn, c->out->team_id, c->out->user_id,
+		    &spent)) != KW_OK)
+			return rc;
+		b[n++] = (struct budget){ "team_member_max_budget", NULL, member_max, spent, &none, 0,
+			KW_V_BUDGET_EXCEEDED, 0 };
 	}
 	if (k->flags & S_VENICE) {
 		json_object *venice = json_object_object_get(key = key_record(c), "venice");
@@ -2418,6 +2498,18 @@ record_body(struct kw_store *st, DB_TXN *txn, void *baton)
 		    (in->end_user != NULL && (rc = end_user_spend(st, txn, in->end_user, in->cost,
 		    tokens, window, &eu_spend)) != KW_OK))
 			goto out;
+		if (team != NULL && user_id != NULL && kw_members_role(KW_MEMBERS_TEAMS, team,
+		    user_id) != NULL) {
+			struct counter c;
+
+			/* the membership's spend, which max_budget_in_team bounds */
+			member_spend_name(name, sizeof(name), team_id, user_id);
+			if ((rc = counter_get(st, txn, name, 1, &c)) != KW_OK)
+				goto out;
+			c.value += in->cost;
+			if ((rc = counter_put(st, txn, name, &c)) != KW_OK)
+				goto out;
+		}
 		mmb = json_object_object_get(key, "model_max_budget");
 		if (in->model != NULL && mmb != NULL &&
 		    json_object_object_get_ex(mmb, in->model, &entry) && entry != NULL) {

@@ -30,6 +30,7 @@ static const struct table {
 	int budgeted;			/* its budget settles before each change */
 	int stamped;			/* each member entry records when it was added */
 	const char *manage_field;	/* the field a 403 for managing members names */
+	const char *budget_field;	/* a member entry's own max budget */
 	const char *user_side;		/* the user's field that names the record */
 	int user_side_list;		/* user_side is a list of ids, not one id */
 } tables[] = {
@@ -37,13 +38,14 @@ static const struct table {
 		.db = KW_DB_TEAMS, .audit = KW_TABLE_TEAMS, .noun = "team", .a_noun = "a team",
 		.id_field = "team_id", .list = "members_with_roles", .role_field = "role",
 		.admin_role = "admin", .default_role = "user", .closed_roles = 1, .budgeted = 1,
-		.user_side = "teams", .user_side_list = 1,
+		.budget_field = "max_budget_in_team", .user_side = "teams", .user_side_list = 1,
 	},
 	[KW_MEMBERS_ORGS] = {
 		.db = KW_DB_ORGS, .audit = KW_TABLE_ORGS, .noun = "organization",
 		.a_noun = "an organization", .id_field = "organization_id", .list = "members",
 		.role_field = "user_role", .admin_role = "org_admin", .default_role = "internal_user",
-		.stamped = 1, .manage_field = "organization_id", .user_side = "organization_id",
+		.stamped = 1, .manage_field = "organization_id",
+		.budget_field = "max_budget_in_organization", .user_side = "organization_id",
 	},
 	[KW_MEMBERS_USERS] = {
 		.db = KW_DB_USERS, .audit = KW_TABLE_USERS, .noun = "user", .a_noun = "a user",
@@ -311,13 +313,21 @@ kw_members_array(enum kw_members_table t, json_object *rec)
 	return members;
 }
 
-/* KW_OK when the caller may see rec: an admin or admin viewer, or one of its members; else 403. */
+/*
+ * KW_OK when the caller may see rec: an admin or admin viewer, one of its
+ * members, or for a team a key of that team (team_endpoints.py
+ * validate_membership: "allow team keys to check their info"); else 403.
+ */
 enum kw_err
 kw_members_may_see(struct kw_req *req, enum kw_members_table t, json_object *rec)
 {
 	const struct table *k = &tables[t];
+	const char *id = kw_json_str(rec, k->id_field);
 
 	if (kw_auth_reads_all(req->caller) || kw_members_role(t, rec, req->caller->user_id) != NULL)
+		return KW_OK;
+	if (t == KW_MEMBERS_TEAMS && id != NULL && req->caller->team_id[0] != '\0' &&
+	    strcmp(id, req->caller->team_id) == 0)
 		return KW_OK;
 	kw_error_set(&req->err, KW_EFORBIDDEN, k->id_field,
 	    "only the %s's members and admins may see it", k->noun);
@@ -389,6 +399,13 @@ kw_members_find(struct kw_req *req, DB_TXN *txn, enum kw_members_table t, json_o
 	if (id != NULL && (*found = kw_arena_strndup(req->arena, id, strlen(id))) == NULL)
 		return KW_ENOMEM;
 	return KW_OK;
+}
+
+/* The member entry of user_id in rec, a record of t (borrowed from rec), or NULL. */
+json_object *
+kw_members_entry(enum kw_members_table t, json_object *rec, const char *user_id)
+{
+	return member_entry(rec, tables[t].list, user_id);
 }
 
 /* Names the record rec_id of k in user's user_side (a user record being written). */
@@ -586,6 +603,63 @@ kw_members_join(struct kw_req *req, DB_TXN *txn, enum kw_members_table t, const 
 	return rc;
 }
 
+enum kw_err
+kw_members_change(struct kw_req *req, DB_TXN *txn, enum kw_members_table t, const char *id,
+    json_object *rec, const char *user_id, const char *role, json_object *budget)
+{
+	const struct table *k = &tables[t];
+	json_object *before, *entry;
+	enum kw_err rc;
+
+	if (tables[t].budgeted)
+		kw_budget_settle(rec, req->now);
+	before = kw_json_copy(rec);
+	entry = member_entry(rec, k->list, user_id);
+	if (entry != NULL && role != NULL)
+		json_object_object_add(entry, k->role_field, json_object_new_string(role));
+	if (entry != NULL && budget != NULL)
+		json_object_object_add(entry, k->budget_field, json_object_get(budget));
+	rc = KW_OK;
+	if (entry != NULL && !json_object_equal(before, rec)) {
+		if (k->stamped)
+			kw_json_set_time(entry, "updated_at", req->now);
+		rc = kw_members_update(req, txn, t, id, before, rec);
+	}
+	json_object_put(before);
+	return rc;
+}
+
+json_object *
+kw_members_membership(enum kw_members_table t, json_object *rec, const char *user_id,
+    double spend)
+{
+	const struct table *k = &tables[t];
+	json_object *entry = member_entry(rec, k->list, user_id), *out, *budget = NULL, *v;
+
+	if (entry == NULL)
+		return NULL;
+	out = json_object_new_object();
+	json_object_object_add(out, "user_id", json_object_new_string(user_id));
+	json_object_object_add(out, k->id_field, json_object_new_string(kw_json_str(rec,
+	    k->id_field)));
+	if (k->stamped) {
+		json_object_object_add(out, "user_role",
+		    json_object_new_string(kw_members_role(t, rec, user_id)));
+		json_object_object_add(out, "created_at",
+		    json_object_get(json_object_object_get(entry, "created_at")));
+		json_object_object_add(out, "updated_at", json_object_get(json_object_object_get(entry,
+		    kw_json_has(entry, "updated_at") ? "updated_at" : "created_at")));
+	}
+	json_object_object_add(out, "budget_id", NULL);
+	json_object_object_add(out, "spend", json_object_new_double(spend));
+	if (json_object_object_get_ex(entry, k->budget_field, &v) && v != NULL) {
+		budget = json_object_new_object();
+		json_object_object_add(budget, "max_budget", json_object_get(v));
+	}
+	json_object_object_add(out, "litellm_budget_table", budget);
+	return out;
+}
+
 /* Takes user_id (not borrowed from rec) out of rec's members and stores rec, audited. */
 static enum kw_err
 take_out(struct kw_req *req, DB_TXN *txn, enum kw_members_table t, const char *id,
@@ -707,6 +781,22 @@ kw_members_list(struct kw_req *req, enum kw_members_table t, const char *user_id
 		l.out = NULL;
 	}
 	*out = l.out;
+	return rc;
+}
+
+/*
+ * Into *ids (owned array), in id order, the ids of the records of t whose
+ * field is value, read in txn: the teams of an organization.
+ */
+enum kw_err
+kw_members_ids_where(struct kw_req *req, DB_TXN *txn, enum kw_members_table t, const char *field,
+    const char *value, json_object **ids)
+{
+	struct listing l = { .req = req, .t = t, .field = field, .value = value, .ids = 1,
+		.out = json_object_new_array() };
+	enum kw_err rc = kw_rec_each(req->store, txn, tables[t].db, list_one, &l);
+
+	*ids = l.out;
 	return rc;
 }
 

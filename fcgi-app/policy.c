@@ -97,6 +97,24 @@ static const struct field_rule venice_rules[] = {
 	{ "expiresAt", KW_STANDING_ABOVE },
 };
 
+/*
+ * A member's place in a team or an organization (/team/member_update,
+ * /organization/member_update): naming the member is anyone's who may
+ * reach it; its role and its budget are for the level above, so an admin
+ * neither raises its own max_budget_in_team nor changes its own role
+ * (LiteLLM's team_member_update and organization_member_update let the
+ * team's or organization's admins change the others).
+ */
+static const struct field_rule member_rules[] = {
+	{ "team_id", KW_STANDING_OWNER },
+	{ "organization_id", KW_STANDING_OWNER },
+	{ "user_id", KW_STANDING_OWNER },
+	{ "user_email", KW_STANDING_OWNER },
+	{ "role", KW_STANDING_ABOVE },
+	{ "max_budget_in_team", KW_STANDING_ABOVE },
+	{ "max_budget_in_organization", KW_STANDING_ABOVE },
+};
+
 static const struct {
 	const struct field_rule *rules;
 	size_t n;
@@ -106,6 +124,8 @@ static const struct {
 	[KW_POLICY_TEAM] = { team_rules, sizeof(team_rules) / sizeof(team_rules[0]), "team" },
 	[KW_POLICY_VENICE] = { venice_rules, sizeof(venice_rules) / sizeof(venice_rules[0]),
 	    "Venice key" },
+	[KW_POLICY_MEMBER] = { member_rules, sizeof(member_rules) / sizeof(member_rules[0]),
+	    "membership" },
 };
 
 enum kw_standing
@@ -130,6 +150,9 @@ who_may(enum kw_policy_kind kind, enum kw_standing need)
 	case KW_POLICY_TEAM:
 		return need == KW_STANDING_ABOVE ?
 		    "the team's organization admins or a proxy admin" : "the team's admins";
+	case KW_POLICY_MEMBER:
+		return need == KW_STANDING_ABOVE ? "the admins over the member or a proxy admin" :
+		    "the member";
 	default:
 		return need == KW_STANDING_ABOVE ? "the ADMIN key that made it or the master key" :
 		    "its owner's ADMIN keys";
@@ -231,4 +254,26 @@ kw_policy_venice_standing(struct kw_req *req, json_object *key)
 	/* a key made before makers were recorded: its maker's user */
 	return c->user_id[0] != '\0' && created_by != NULL && strcmp(created_by, c->user_id) == 0 ?
 	    KW_STANDING_ABOVE : KW_STANDING_OWNER;
+}
+
+/*
+ * The caller's standing toward user_id's membership of rec: a team's
+ * (is_team, org its organization or NULL) or an organization's.
+ */
+enum kw_standing
+kw_policy_member_standing(struct kw_req *req, int is_team, json_object *rec, json_object *org,
+    const char *user_id)
+{
+	const struct kw_caller *c = req->caller;
+	int self = user_id != NULL && strcmp(user_id, c->user_id) == 0;
+
+	if (kw_auth_is_admin(c))
+		return KW_STANDING_ADMIN;
+	if (c->user_id[0] == '\0')
+		return KW_STANDING_NONE;
+	if (is_team && kw_members_is_admin(KW_MEMBERS_ORGS, org, c->user_id))
+		return KW_STANDING_ABOVE;
+	if (kw_members_is_admin(is_team ? KW_MEMBERS_TEAMS : KW_MEMBERS_ORGS, rec, c->user_id))
+		return self ? KW_STANDING_OWNER : KW_STANDING_ABOVE;
+	return self ? KW_STANDING_OWNER : KW_STANDING_NONE;
 }

@@ -215,7 +215,8 @@ def teams(srv, master, alice, k):
                    headers={"litellm-changed-by": "alice-on-behalf"})
     success(r, "team_update", "a team admin updates the team")
     r = master("POST", "/team/update", {"team_id": tid, "max_budget": 200, "budget_duration": "1d"})
-    up = success(r, "team_update", "a proxy admin sets the team's limits")
+    # update_team answers {"team_id", "data": the team}
+    up = success(r, "team_update", "a proxy admin sets the team's limits").get("data", {})
     tap.ok(up.get("team_alias") == "research-2" and up.get("max_budget") == 200 and
            up.get("models") == ["gpt-4", "claude-3"] and up.get("rpm_limit") == 10 and
            len(up.get("members_with_roles", [])) == 3,
@@ -224,7 +225,7 @@ def teams(srv, master, alice, k):
            up.get("budget_reset_at") != team.get("budget_reset_at"),
            "budget_duration recomputes budget_reset_at", up)
     up = success(master("POST", "/team/update", {"team_id": tid, "team_alias": None, "tags": None}),
-                 "team_update", "a field sent as null")
+                 "team_update", "a field sent as null").get("data", {})
     tap.ok(up.get("team_alias") is None and up.get("tags") is None and up.get("max_budget") == 200,
            "null sets null; others stay", up)
     error_of(k["bob"]("POST", "/team/update", {"team_id": tid, "max_budget": 1e9}), 403,
@@ -435,8 +436,13 @@ def user_changes(srv, master, k, alice, tid):
              "user_id")
     error_of(master("POST", "/user/update", {"user_id": "bob", "teams": ["x"]}), 400,
              "teams change through member_add", "teams")
-    error_of(master("POST", "/user/update", {"user_id": "nobody"}), 404, "an unknown user_id",
-             "user_id")
+    # an unknown user_id is made, as LiteLLM's user_update upserts
+    r = master("POST", "/user/update", {"user_id": "upserted", "max_budget": 3})
+    success(r, "user_update", "an unknown user_id is made")
+    tap.ok(r.json.get("user_id") == "upserted" and r.json.get("max_budget") == 3,
+           "an unknown user_id: the answer is the new user", r)
+    success(master("POST", "/user/delete", {"user_ids": ["upserted"]}), "user_delete",
+            "the upserted user is deleted again")
     error_of(master("POST", "/user/update", {"user_email": "nobody@example.com"}), 404,
              "an unknown user_email", "user_email")
     error_of(master("POST", "/user/update", {"user_id": "bob", "user_email": "alice@example.com"}),

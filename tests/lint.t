@@ -21,7 +21,7 @@ REPEATS = {
     "UpdateKeyRequest": ("GenerateKeyRequest", {"key"}),
     "RegenerateKeyRequest": ("GenerateKeyRequest", {"key"}),
     "UpdateTeamRequest": ("NewTeamRequest", {"team_id"}),
-    "UpdateUserRequest": ("NewUserRequest", set()),
+    "UpdateUserRequest": ("NewUserRequest", {"team_id", "aliases"}),
 }
 
 
