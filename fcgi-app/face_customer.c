@@ -37,6 +37,8 @@ customer_view(struct kw_req *req, DB_TXN *txn, json_object *rec, int drop_nulls,
 		json_object_put(view);
 		return rc;
 	}
+	if (rc == KW_OK)
+		kw_limits_end_user_settle(view, budget, req->now);	/* shown as the check sees it */
 	json_object_object_add(view, "litellm_budget_table", rc == KW_OK ? budget : NULL);
 	if (drop_nulls) {
 		json_object *clean = json_object_new_object();

@@ -839,6 +839,8 @@ enum kw_err kw_limits_record(struct kw_store *, time_t now, const struct kw_usag
 enum kw_err kw_limits_maintain(struct kw_store *, time_t now);
 /* A new end user's record (owned): LiteLLM_EndUserTable's fields, spend 0, not blocked. */
 struct json_object *kw_limits_end_user_new(const char *user_id);
+/* Resets end user rec's spend when its budget's budget_duration fell due (budget may be NULL). */
+int kw_limits_end_user_settle(struct json_object *rec, struct json_object *budget, time_t now);
 /* What user_id's keys in team_id spent, into *spend, in txn (LiteLLM's LiteLLM_TeamMembership.spend). */
 enum kw_err kw_limits_member_spend(struct kw_store *, struct __db_txn *, const char *team_id,
     const char *user_id, double *spend);

@@ -2126,6 +2126,14 @@ load_end_user(struct checking *c)
 	s->max_budget = limit_of(b, "max_budget");
 	s->rpm_limit = limit_of(b, "rpm_limit");
 	s->tpm_limit = limit_of(b, "tpm_limit");
+	/* a reset that fell due counts the spend from 0, on a copy: a check writes no end user */
+	if (kw_json_str(b, "budget_duration") != NULL) {
+		json_object *settled = kw_json_copy(c->end_user.rec);
+
+		kw_limits_end_user_settle(settled, b, c->now);
+		s->spend = kw_json_num(settled, "spend", 0);
+		json_object_put(settled);
+	}
 	json_object_put(b);
 	return KW_OK;
 }
@@ -2364,6 +2372,32 @@ kw_limits_end_user_new(const char *user_id)
 }
 
 /*
+ * Applies a due reset of end user rec's spend by its budget's
+ * budget_duration (budget borrowed, NULL for none), as LiteLLM's budget
+ * reset job resets LiteLLM_EndUserTable.spend: the first period starts
+ * when the end user is first settled under that duration, then on the
+ * duration's UTC boundaries (kw_budget_settle).  Returns 1 when rec changed.
+ */
+int
+kw_limits_end_user_settle(json_object *rec, json_object *budget, time_t now)
+{
+	const char *duration = kw_json_str(budget, "budget_duration");
+	int changed = 0;
+
+	if (duration == NULL && !kw_json_has(rec, "budget_duration"))
+		return 0;	/* no period, nor was there one */
+	if (!kw_json_same_str(rec, budget, "budget_duration")) {
+		/* a budget without a duration, or another one: a period starts now */
+		json_object_object_add(rec, "budget_duration",
+		    duration ? json_object_new_string(duration) : NULL);
+		kw_json_set_time(rec, "budget_reset_at",
+		    duration ? kw_time_budget_reset(duration, now) : 0);
+		changed = 1;
+	}
+	return kw_budget_settle(rec, now) || changed;
+}
+
+/*
  * Adds cost to end user id's spend, making the end user when it is new,
  * as LiteLLM's ProxyUpdateSpend.update_end_user_spend upserts
  * LiteLLM_EndUserTable (create with the spend, blocked false; else
@@ -2372,7 +2406,7 @@ kw_limits_end_user_new(const char *user_id)
  */
 static enum kw_err
 end_user_spend(struct kw_store *st, DB_TXN *txn, const char *id, double cost, double tokens,
-    int64_t window, json_object **spend_out)
+    time_t now, int64_t window, json_object **spend_out)
 {
 	char name[KW_ID_MAX + 300];
 	json_object *rec, *b = NULL;
@@ -2384,14 +2418,18 @@ end_user_spend(struct kw_store *st, DB_TXN *txn, const char *id, double cost, do
 		rec = kw_limits_end_user_new(id);
 	else if (rc != KW_OK)
 		return rc;
+	if ((budget_id = kw_json_str(rec, "budget_id")) != NULL &&
+	    (rc = kw_rec_get(st, txn, KW_DB_BUDGETS, budget_id, 0, &b)) != KW_OK &&
+	    rc != KW_ENOTFOUND) {
+		json_object_put(rec);
+		return rc;
+	}
+	kw_limits_end_user_settle(rec, b, now);
 	json_object_object_add(rec, "spend",
 	    json_object_new_double(kw_json_num(rec, "spend", 0) + cost));
 	if ((rc = kw_rec_put(st, txn, KW_DB_END_USERS, id, rec, 0)) == KW_OK)
 		*spend_out = json_object_get(json_object_object_get(rec, "spend"));
-	budget_id = kw_json_str(rec, "budget_id");
-	if (rc == KW_OK && tokens > 0 && budget_id != NULL &&
-	    (rc = kw_rec_get(st, txn, KW_DB_BUDGETS, budget_id, 0, &b)) == KW_OK &&
-	    !isnan(limit_of(b, "tpm_limit"))) {
+	if (rc == KW_OK && tokens > 0 && b != NULL && !isnan(limit_of(b, "tpm_limit"))) {
 		counter_name(name, sizeof(name), "tpm|e", id, NULL);
 		rc = rate_add(st, txn, name, window, tokens);
 	}
@@ -2496,7 +2534,7 @@ record_body(struct kw_store *st, DB_TXN *txn, void *baton)
 		    (rc = add_spend(st, txn, KW_DB_ORGS, org_id, in->cost, r->now,
 		    &org_spend)) != KW_OK ||
 		    (in->end_user != NULL && (rc = end_user_spend(st, txn, in->end_user, in->cost,
-		    tokens, window, &eu_spend)) != KW_OK))
+		    tokens, r->now, window, &eu_spend)) != KW_OK))
 			goto out;
 		if (team != NULL && user_id != NULL && kw_members_role(KW_MEMBERS_TEAMS, team,
 		    user_id) != NULL) {

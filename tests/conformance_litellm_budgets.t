@@ -8,6 +8,7 @@ customer_endpoints.py, litellm/proxy/_types.py, litellm/proxy/auth/auth_checks.p
 auth_utils.py)."""
 import os
 import sys
+import time
 import uuid
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
@@ -231,6 +232,23 @@ def end_user_rules(srv, m):
     tap.ok(r.status == 400 and ("ExceededBudget: End User=%s over budget. Spend=" % poor) in
            r.body.decode("utf-8", "replace"),
            "_check_end_user_budget: the authorizer refuses it in its words (400)", repr(r))
+
+    # the budget's budget_duration resets the end user's spend (LiteLLM's budget reset job,
+    # reset_budget_for_litellm_end_users); keywarden settles it when the end user is next used
+    short = uniq("eu-reset")
+    m("POST", "/customer/new", {"user_id": short, "max_budget": 0.02, "budget_duration": "2s"})
+    m("POST", "/key/usage", {"key": k, "end_user": short, "cost": 0.01})
+    m("POST", "/key/usage", {"key": k, "end_user": short, "cost": 0.02})
+    a = verify(m, k, end_user=short, dry_run=True)
+    tap.ok(a.get("code") == "BUDGET_EXCEEDED", "budget_duration: over budget in its period", a)
+    time.sleep(2.5)
+    a = verify(m, k, end_user=short, dry_run=True)
+    tap.ok(a.get("code") == "VALID", "budget_duration: the next period starts from 0 "
+           "(reset_budget_for_litellm_end_users)", a)
+    m("POST", "/key/usage", {"key": k, "end_user": short, "cost": 0.005})
+    info = m("GET", "/customer/info?end_user_id=" + short).json or {}
+    tap.ok(abs((info.get("spend") or 0) - 0.005) < 1e-9, "budget_duration: a report after the "
+           "reset counts from 0", info)
 
     fresh = uniq("eu-new")
     a = verify(m, k, end_user=fresh, dry_run=True)
