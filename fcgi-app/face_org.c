@@ -34,6 +34,8 @@ org_record_new(struct kw_req *req, const char *org_id, json_object *body)
 	    json_object_object_get_ex(body, "rpm_limit", &v) ? json_object_get(v) : NULL);
 	json_object_object_add(rec, "tpm_limit",
 	    json_object_object_get_ex(body, "tpm_limit", &v) ? json_object_get(v) : NULL);
+	json_object_object_add(rec, "budget_id",
+	    json_object_object_get_ex(body, "budget_id", &v) ? json_object_get(v) : NULL);
 	json_object_object_add(rec, "spend", json_object_new_double(0));
 	json_object_object_add(rec, "metadata",
 	    json_object_object_get_ex(body, "metadata", &v) && v != NULL ? kw_json_copy(v) :

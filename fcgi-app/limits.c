@@ -2064,11 +2064,24 @@ find_key(struct checking *c)
  * on its own spend and its own rate windows: the budget is a tier, not a
  * shared pot.  A budget_id that names no budget adds nothing.
  */
+static void
+fill_from_budget(struct summary *s, json_object *b)
+{
+	if (isnan(s->max_budget))
+		s->max_budget = limit_of(b, "max_budget");
+	if (isnan(s->soft_budget))
+		s->soft_budget = limit_of(b, "soft_budget");
+	if (isnan(s->rpm_limit))
+		s->rpm_limit = limit_of(b, "rpm_limit");
+	if (isnan(s->tpm_limit))
+		s->tpm_limit = limit_of(b, "tpm_limit");
+}
+
 static enum kw_err
 load_key_budget(struct checking *c)
 {
 	struct summary *k = &c->key.s;
-	json_object *key, *b;
+	json_object *key;
 	const char *id;
 	enum kw_err rc;
 
@@ -2080,16 +2093,32 @@ load_key_budget(struct checking *c)
 	if (rc != KW_OK)
 		return rc == KW_ENOTFOUND ? KW_OK : rc;
 	c->budget.present = 1;
-	b = c->budget.rec;
-	if (isnan(k->max_budget))
-		k->max_budget = limit_of(b, "max_budget");
-	if (isnan(k->soft_budget))
-		k->soft_budget = limit_of(b, "soft_budget");
-	if (isnan(k->rpm_limit))
-		k->rpm_limit = limit_of(b, "rpm_limit");
-	if (isnan(k->tpm_limit))
-		k->tpm_limit = limit_of(b, "tpm_limit");
+	fill_from_budget(k, c->budget.rec);
 	return KW_OK;
+}
+
+/*
+ * An organization's budget_id, as LiteLLM's new_organization keeps an
+ * organization's limits in LiteLLM_BudgetTable: the budget's limits are
+ * the organization's wherever it has none of its own, on the
+ * organization's own spend (see "Organizations" in the README).
+ */
+static enum kw_err
+load_org_budget(struct checking *c)
+{
+	json_object *org, *b = NULL;
+	const char *id;
+	enum kw_err rc;
+
+	if (!c->org.present || !(c->org.s.flags & S_BUDGET))
+		return KW_OK;
+	if ((org = org_record(c)) == NULL || (id = kw_json_str(org, "budget_id")) == NULL)
+		return c->rc;
+	rc = kw_rec_get(c->st, c->txn, KW_DB_BUDGETS, id, 0, &b);
+	if (rc == KW_OK)
+		fill_from_budget(&c->org.s, b);
+	json_object_put(b);
+	return rc == KW_ENOTFOUND ? KW_OK : rc;
 }
 
 /*
@@ -2196,7 +2225,8 @@ check_body(struct kw_store *st, DB_TXN *txn, void *baton)
 	    (rc = load_party(c, KW_DB_ORGS, c->org_id, &c->org, NULL)) != KW_OK &&
 	    rc != KW_ENOTFOUND)
 		return rc;
-	if ((rc = load_key_budget(c)) != KW_OK || (rc = load_end_user(c)) != KW_OK)
+	if ((rc = load_key_budget(c)) != KW_OK || (rc = load_org_budget(c)) != KW_OK ||
+	    (rc = load_end_user(c)) != KW_OK)
 		return rc;
 	/* requests in flight matter only to the limits that count what they reserved */
 	if (model_budget_of(c) != NULL || !isnan(key_model_limit(c, "model_tpm_limit")))

@@ -201,6 +201,25 @@ def key_budget_rules(srv, m):
            "the budget's rpm_limit holds at the authorizer too (429)", repr(r))
 
 
+def org_budget_rules(srv, m):
+    """An organization's budget_id: new_organization keeps its limits in the budget table."""
+    bid = uniq("ob")
+    m("POST", "/budget/new", {"budget_id": bid, "max_budget": 0.05, "rpm_limit": 100})
+    oid = uniq("org")
+    r = m("POST", "/organization/new", {"organization_id": oid, "organization_alias": oid,
+                                        "budget_id": bid})
+    tap.ok(r.status == 200 and J(r).get("budget_id") == bid, "new_organization: budget_id kept",
+           repr(r))
+    k = m("POST", "/key/generate", {"organization_id": oid}).json["key"]
+    m("POST", "/key/usage", {"key": k, "cost": 0.06})
+    a = verify(m, k, dry_run=True)
+    tap.ok(a.get("code") == "BUDGET_EXCEEDED" and a.get("limit") == "organization_max_budget",
+           "_organization_max_budget_check: the budget's max_budget holds the organization's "
+           "keys", a)
+    r = through(srv, k)
+    tap.eq(r.status, 400, "... the authorizer refuses them too")
+
+
 def end_user_rules(srv, m):
     k = m("POST", "/key/generate", {}).json["key"]
     blocked = uniq("eu-blocked")
@@ -282,6 +301,7 @@ def main():
             customer_endpoints(m)
             role_rules(srv, m, bid)
             key_budget_rules(srv, m)
+            org_budget_rules(srv, m)
             end_user_rules(srv, m)
     finally:
         up.stop()
