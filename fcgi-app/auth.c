@@ -63,6 +63,25 @@ kw_auth_admin(struct kw_req *req)
 	return KW_EFORBIDDEN;
 }
 
+/*
+ * KW_OK when the caller reads everything (proxy admins and admin viewers,
+ * LiteLLM's _user_has_admin_view); else KW_EAUTH from kw_auth_caller, or
+ * KW_EFORBIDDEN with refusal (the face's words) and the caller's role.
+ */
+enum kw_err
+kw_auth_admin_view(struct kw_req *req, const char *refusal)
+{
+	enum kw_err rc = kw_auth_caller(req);
+
+	if (rc != KW_OK)
+		return rc;
+	if (kw_auth_reads_all(req->caller))
+		return KW_OK;
+	kw_error_set(&req->err, KW_EFORBIDDEN, NULL, "%s%s", refusal,
+	    kw_auth_role_name(req->caller->role));
+	return KW_EFORBIDDEN;
+}
+
 static const char *const role_names[] = {
 	[KW_ROLE_NONE] = "",
 	[KW_ROLE_INTERNAL_USER_VIEWER] = "internal_user_viewer",

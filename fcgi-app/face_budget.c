@@ -9,6 +9,9 @@
 #include "kw.h"
 #include "gen/ops.h"
 
+/* LiteLLM's words when a caller who does not read everything asks (its role follows) */
+#define NOT_ADMIN_VIEW "Not allowed access, your role="
+
 /* The fields of LiteLLM's BudgetNewRequest a budget record keeps, budget_id aside. */
 static const char *const budget_fields[] = {
 	"max_budget", "soft_budget", "max_parallel_requests", "tpm_limit", "rpm_limit",
@@ -286,21 +289,6 @@ answer_listing(struct kw_req *req, struct kw_resp *resp, struct budget_listing *
 	return KW_OK;
 }
 
-/* 403 unless the caller reads everything: proxy admins and admin viewers (_user_has_admin_view). */
-static enum kw_err
-admin_view(struct kw_req *req)
-{
-	enum kw_err rc = kw_auth_caller(req);
-
-	if (rc != KW_OK)
-		return rc;
-	if (kw_auth_reads_all(req->caller))
-		return KW_OK;
-	kw_error_set(&req->err, KW_EFORBIDDEN, NULL,
-	    "Not allowed access, your role=%s", kw_auth_role_name(req->caller->role));
-	return KW_EFORBIDDEN;
-}
-
 /*
  * POST /budget/info: {"budgets": [ids]} (LiteLLM's info_budget): the
  * budgets named, in the order named; unknown ids are left out.  An empty
@@ -312,7 +300,7 @@ kw_op_budget_info(struct kw_req *req, struct kw_resp *resp)
 	struct budget_listing l = { .names = json_object_object_get(req->body, "budgets") };
 	enum kw_err rc;
 
-	if ((rc = admin_view(req)) != KW_OK)
+	if ((rc = kw_auth_admin_view(req, NOT_ADMIN_VIEW)) != KW_OK)
 		return rc;
 	if (l.names == NULL || json_object_array_length(l.names) == 0) {
 		kw_error_set(&req->err, KW_EINVAL, "budgets",
@@ -329,7 +317,7 @@ kw_op_budget_list(struct kw_req *req, struct kw_resp *resp)
 	struct budget_listing l = { 0 };
 	enum kw_err rc;
 
-	if ((rc = admin_view(req)) != KW_OK)
+	if ((rc = kw_auth_admin_view(req, NOT_ADMIN_VIEW)) != KW_OK)
 		return rc;
 	return answer_listing(req, resp, &l);
 }
@@ -374,7 +362,7 @@ kw_op_budget_settings(struct kw_req *req, struct kw_resp *resp)
 	json_object *list;
 	enum kw_err rc;
 
-	if ((rc = admin_view(req)) != KW_OK)
+	if ((rc = kw_auth_admin_view(req, NOT_ADMIN_VIEW)) != KW_OK)
 		return rc;
 	if ((rc = kw_store_txn(req->store, budget_get_body, &op)) != KW_OK) {
 		json_object_put(op.answer);

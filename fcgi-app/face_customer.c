@@ -8,6 +8,9 @@
 #include "kw.h"
 #include "gen/ops.h"
 
+/* LiteLLM's words when a caller who does not read everything asks (its role follows) */
+#define NOT_ADMIN_VIEW "Admin-only endpoint. Your user role="
+
 /* The end-user fields a request may set (LiteLLM_EndUserTable's, the budget's apart). */
 static const char *const end_user_fields[] = {
 	"alias", "blocked", "allowed_model_region", "default_model", "metadata", "spend",
@@ -390,21 +393,6 @@ customer_info_body(struct kw_store *st, DB_TXN *txn, void *baton)
 	return rc;
 }
 
-/* 403 unless the caller reads everything (proxy admins and admin viewers). */
-static enum kw_err
-admin_view(struct kw_req *req)
-{
-	enum kw_err rc = kw_auth_caller(req);
-
-	if (rc != KW_OK)
-		return rc;
-	if (kw_auth_reads_all(req->caller))
-		return KW_OK;
-	kw_error_set(&req->err, KW_EFORBIDDEN, NULL, "Admin-only endpoint. Your user role=%s",
-	    kw_auth_role_name(req->caller->role));
-	return KW_EFORBIDDEN;
-}
-
 /* GET /customer/info?end_user_id=: LiteLLM's end_user_info; 404 for an unknown id. */
 enum kw_err
 kw_op_customer_info(struct kw_req *req, struct kw_resp *resp)
@@ -412,7 +400,7 @@ kw_op_customer_info(struct kw_req *req, struct kw_resp *resp)
 	struct customer_op op = { .req = req };
 	enum kw_err rc;
 
-	if ((rc = admin_view(req)) != KW_OK)
+	if ((rc = kw_auth_admin_view(req, NOT_ADMIN_VIEW)) != KW_OK)
 		return rc;
 	return kw_answer_respond(resp, &op.answer, kw_store_txn(req->store, customer_info_body,
 	    &op));
@@ -459,7 +447,7 @@ kw_op_customer_list(struct kw_req *req, struct kw_resp *resp)
 	struct customer_listing l = { .req = req };
 	enum kw_err rc;
 
-	if ((rc = admin_view(req)) != KW_OK)
+	if ((rc = kw_auth_admin_view(req, NOT_ADMIN_VIEW)) != KW_OK)
 		return rc;
 	if ((rc = kw_store_txn(req->store, customer_list_body, &l)) != KW_OK) {
 		json_object_put(l.list);

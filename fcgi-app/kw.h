@@ -491,6 +491,8 @@ struct kw_caller {
 const char *kw_auth_credential(struct kw_req *);
 enum kw_err kw_auth_admin(struct kw_req *);
 enum kw_err kw_auth_caller(struct kw_req *);
+/* KW_OK for a caller who reads everything; 403 with refusal followed by its role otherwise. */
+enum kw_err kw_auth_admin_view(struct kw_req *, const char *refusal);
 int kw_auth_is_admin(const struct kw_caller *);		/* master or proxy_admin */
 int kw_auth_reads_all(const struct kw_caller *);	/* admins and admin viewers */
 enum kw_err kw_auth_can_write(struct kw_req *);	/* 403 for viewers and read_only keys */

@@ -30,7 +30,7 @@ sys.path.insert(0, os.path.join(HERE, "lib"))
 import tap  # noqa: E402
 import attack  # noqa: E402
 from kwserver import Server  # noqa: E402
-from upstream import Upstream  # noqa: E402
+from upstream import gateway  # noqa: E402
 
 ADMIN_ONLY = ("Authentication Error, Only proxy admin can be used to generate, delete, update "
               "info for new keys/users/teams. Route=%s. Your role=unknown. Your user_id=*******")
@@ -114,24 +114,18 @@ def budget_message(srv, m):
 
 def budget_status():
     """11: spent budgets, by /key/verify and by the authorizer."""
-    up = Upstream(None, None, 0.001).start()
-    try:
-        with Server(workers=2, template="lighttpd-gateway.conf.in",
-                    placeholders={"UPSTREAM_HOST": "127.0.0.1",
-                                  "UPSTREAM_PORT": str(up.port)}) as srv:
-            m = attack.master(srv)
-            k = budget_message(srv, m)
-            r = attack.Caller(srv, k["key"])("POST", "/v1/chat/completions",
-                                             {"model": "gpt-4", "messages": []})
-            tap.ok(r.status == 400 and r.json == {"error": {
-                "message": "Budget has been exceeded! Current cost: 1.5, Max budget: 1.0",
-                "type": "budget_exceeded", "param": None, "code": "400"}},
-                "11: the authorizer answers a spent budget 400 budget_exceeded, as "
-                "UserAPIKeyAuthExceptionHandler renders BudgetExceededError", repr(r))
-            tap.ok(r.headers.get("x-should-retry") == "false",
-                   "11: and tells clients not to retry", repr(r.headers))
-    finally:
-        up.stop()
+    with gateway(0.001, report=False, workers=2) as (srv, up):
+        m = attack.master(srv)
+        k = budget_message(srv, m)
+        r = attack.Caller(srv, k["key"])("POST", "/v1/chat/completions",
+                                         {"model": "gpt-4", "messages": []})
+        tap.ok(r.status == 400 and r.json == {"error": {
+            "message": "Budget has been exceeded! Current cost: 1.5, Max budget: 1.0",
+            "type": "budget_exceeded", "param": None, "code": "400"}},
+            "11: the authorizer answers a spent budget 400 budget_exceeded, as "
+            "UserAPIKeyAuthExceptionHandler renders BudgetExceededError", repr(r))
+        tap.ok(r.headers.get("x-should-retry") == "false",
+               "11: and tells clients not to retry", repr(r.headers))
 
 
 # Item 2: (rule, LiteLLM function followed, method, path, body, status, param).  The

@@ -13,8 +13,7 @@ import uuid
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 import tap  # noqa: E402
-from kwserver import Server  # noqa: E402
-from upstream import Upstream  # noqa: E402
+from upstream import gateway  # noqa: E402
 from attack import master, user  # noqa: E402
 
 PRICE = 0.001
@@ -289,22 +288,14 @@ def end_user_rules(srv, m):
 
 
 def main():
-    up = Upstream(None, None, PRICE).start()
-    try:
-        with Server(template="lighttpd-gateway.conf.in",
-                    placeholders={"UPSTREAM_HOST": "127.0.0.1",
-                                  "UPSTREAM_PORT": str(up.port)}) as srv:
-            up.service_key = srv.master_key
-            up.set_keywarden("http://127.0.0.1:%d" % srv.port)
-            m = master(srv)
-            bid = budget_endpoints(m)
-            customer_endpoints(m)
-            role_rules(srv, m, bid)
-            key_budget_rules(srv, m)
-            org_budget_rules(srv, m)
-            end_user_rules(srv, m)
-    finally:
-        up.stop()
+    with gateway(PRICE) as (srv, up):
+        m = master(srv)
+        bid = budget_endpoints(m)
+        customer_endpoints(m)
+        role_rules(srv, m, bid)
+        key_budget_rules(srv, m)
+        org_budget_rules(srv, m)
+        end_user_rules(srv, m)
 
 
 tap.run(main)

@@ -19,8 +19,7 @@ import uuid
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 import tap  # noqa: E402
-from kwserver import Server  # noqa: E402
-from upstream import Upstream  # noqa: E402
+from upstream import gateway  # noqa: E402
 from attack import master, user, team  # noqa: E402
 
 PRICE = 0.001
@@ -251,21 +250,12 @@ def provisioning_rules(srv, m):
 
 
 def main():
-    up = Upstream(None, None, PRICE).start()
-    try:
-        with Server(template="lighttpd-gateway.conf.in",
-                    env={"KEYWARDEN_PROVISION_RPM": str(PROVISION_RPM)},
-                    placeholders={"UPSTREAM_HOST": "127.0.0.1",
-                                  "UPSTREAM_PORT": str(up.port)}) as srv:
-            up.service_key = srv.master_key
-            up.set_keywarden("http://127.0.0.1:%d" % srv.port)
-            m = master(srv)
-            models_rules(srv, m)
-            org_budget_rules(srv, m)
-            venice_rules(srv, m)
-            provisioning_rules(srv, m)
-    finally:
-        up.stop()
+    with gateway(PRICE, env={"KEYWARDEN_PROVISION_RPM": str(PROVISION_RPM)}) as (srv, up):
+        m = master(srv)
+        models_rules(srv, m)
+        org_budget_rules(srv, m)
+        venice_rules(srv, m)
+        provisioning_rules(srv, m)
 
 
 tap.run(main)

@@ -11,8 +11,7 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 import tap  # noqa: E402
-from kwserver import Server  # noqa: E402
-from upstream import Upstream  # noqa: E402
+from upstream import gateway  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 E2E = os.path.join(ROOT, "tests", "e2e")
@@ -60,16 +59,8 @@ def completed(steps, name):
 def main():
     if not npm_ci():
         return
-    up = Upstream(None, None, PRICE).start()
-    try:
-        with Server(template="lighttpd-gateway.conf.in",
-                    placeholders={"UPSTREAM_HOST": "127.0.0.1",
-                                  "UPSTREAM_PORT": str(up.port)}) as srv:
-            up.service_key = srv.master_key
-            up.set_keywarden("http://127.0.0.1:%d" % srv.port)
-            run(srv, up)
-    finally:
-        up.stop()
+    with gateway(PRICE) as (srv, up):
+        run(srv, up)
 
 
 def run(srv, up):

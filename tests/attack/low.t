@@ -28,7 +28,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(HERE), "lib"))
 import tap  # noqa: E402
 import attack  # noqa: E402
 from kwserver import BIN, ROOT, Server, free_port, wait_for  # noqa: E402
-from upstream import Upstream  # noqa: E402
+from upstream import gateway  # noqa: E402
 
 
 def cli(srv, *args, env=None):
@@ -46,29 +46,23 @@ def a_deadlock(tmp):
     if r.returncode != 0:
         tap.ok(False, "a: tests/attack/holdlock.c builds", r.stderr)
         return
-    up = Upstream(None, None, 0.001).start()
-    try:
-        with Server(workers=1, template="lighttpd-gateway.conf.in",
-                    placeholders={"UPSTREAM_HOST": "127.0.0.1",
-                                  "UPSTREAM_PORT": str(up.port)}) as srv:
-            m = attack.master(srv)
-            k = m("POST", "/key/generate", {"allowed_routes": ["/v1/chat/*"]}).json
-            caller = attack.Caller(srv, k["key"])
-            hold = subprocess.Popen([helper, srv.data_dir, k["token"], "2"],
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            held = hold.stdout.readline().strip() == "held"
-            r = caller("POST", "/v1/embeddings", {"model": "gpt-4", "input": "x"},
-                       {"x-model": "gpt-4"})
-            out, err = hold.communicate(timeout=30)
-            expired = int(out.strip() or 0) if out.strip().isdigit() else 0
-            tap.ok(held and expired > 0 and r.status == 403 and
-                   "ROUTE_NOT_ALLOWED" in r.body.decode(),
-                   "a: a deadlock (%d lock waits expired) on the key's record is retried until "
-                   "the check can read it: ROUTE_NOT_ALLOWED (403), not a pass or a 503" % expired,
-                   {"held": held, "expired": expired, "answer": repr(r), "helper": err[-500:],
-                    "log": srv.read_log()[-1500:]})
-    finally:
-        up.stop()
+    with gateway(0.001, report=False, workers=1) as (srv, up):
+        m = attack.master(srv)
+        k = m("POST", "/key/generate", {"allowed_routes": ["/v1/chat/*"]}).json
+        caller = attack.Caller(srv, k["key"])
+        hold = subprocess.Popen([helper, srv.data_dir, k["token"], "2"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        held = hold.stdout.readline().strip() == "held"
+        r = caller("POST", "/v1/embeddings", {"model": "gpt-4", "input": "x"},
+                   {"x-model": "gpt-4"})
+        out, err = hold.communicate(timeout=30)
+        expired = int(out.strip() or 0) if out.strip().isdigit() else 0
+        tap.ok(held and expired > 0 and r.status == 403 and
+               "ROUTE_NOT_ALLOWED" in r.body.decode(),
+               "a: a deadlock (%d lock waits expired) on the key's record is retried until "
+               "the check can read it: ROUTE_NOT_ALLOWED (403), not a pass or a 503" % expired,
+               {"held": held, "expired": expired, "answer": repr(r), "helper": err[-500:],
+                "log": srv.read_log()[-1500:]})
 
 
 def b_data_dir(tmp):

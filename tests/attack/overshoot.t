@@ -12,8 +12,7 @@ import uuid
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "lib"))
 import tap  # noqa: E402
-from kwserver import Server  # noqa: E402
-from upstream import Upstream  # noqa: E402
+from upstream import gateway  # noqa: E402
 from attack import master, user, team, together  # noqa: E402
 
 N = 64            # clients at once
@@ -85,18 +84,9 @@ def via_verify(m, key, settle_fields, **check_fields):
 
 
 def main():
-    up = Upstream(None, None, PRICE).start()
-    try:
-        with Server(workers=8, template="lighttpd-gateway.conf.in",
-                    env={"KEYWARDEN_DEFAULT_EXPECTED_COST": str(COST),
-                         "KEYWARDEN_DEFAULT_EXPECTED_TOKENS": "10"},
-                    placeholders={"UPSTREAM_HOST": "127.0.0.1",
-                                  "UPSTREAM_PORT": str(up.port)}) as srv:
-            up.service_key = srv.master_key
-            up.set_keywarden("http://127.0.0.1:%d" % srv.port)
-            run(srv, up)
-    finally:
-        up.stop()
+    with gateway(PRICE, workers=8, env={"KEYWARDEN_DEFAULT_EXPECTED_COST": str(COST),
+                                        "KEYWARDEN_DEFAULT_EXPECTED_TOKENS": "10"}) as (srv, up):
+        run(srv, up)
 
 
 def run(srv, up):

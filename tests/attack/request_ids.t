@@ -15,8 +15,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
                                 "lib"))
 import tap  # noqa: E402
 from attack import master  # noqa: E402
-from kwserver import Server  # noqa: E402
-from upstream import Upstream  # noqa: E402
+from upstream import gateway  # noqa: E402
 
 PRICE = 0.001
 CHAT = {"model": "gpt-4", "messages": [{"role": "user", "content": "hi there"}]}
@@ -118,25 +117,17 @@ def leases(m, limit):
 
 
 def main():
-    up = Upstream(None, None, PRICE).start()
-    try:
-        with Server(template="lighttpd-gateway.conf.in",
-                    placeholders={"UPSTREAM_HOST": "127.0.0.1",
-                                  "UPSTREAM_PORT": str(up.port)}) as srv:
-            up.service_key = srv.master_key
-            up.set_keywarden("http://127.0.0.1:%d" % srv.port)
-            m = master(srv)
-            vl, ul = spec_limits(srv)
-            tap.ok(vl is not None and vl == ul,
-                   "the spec gives /key/verify's and /key/usage's request_id one limit",
-                   [vl, ul])
-            limit = vl or 128
-            authorizer(srv, up, m, limit)
-            one_limit(m, limit)
-            receipts(m, limit)
-            leases(m, limit)
-    finally:
-        up.stop()
+    with gateway(PRICE) as (srv, up):
+        m = master(srv)
+        vl, ul = spec_limits(srv)
+        tap.ok(vl is not None and vl == ul,
+               "the spec gives /key/verify's and /key/usage's request_id one limit",
+               [vl, ul])
+        limit = vl or 128
+        authorizer(srv, up, m, limit)
+        one_limit(m, limit)
+        receipts(m, limit)
+        leases(m, limit)
 
 
 tap.run(main)

@@ -11,8 +11,7 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "lib"))
 import tap  # noqa: E402
 import attack  # noqa: E402
-from kwserver import Server  # noqa: E402
-from upstream import Upstream  # noqa: E402
+from upstream import gateway  # noqa: E402
 
 CHAT = {"model": "gpt-4", "messages": [{"role": "user", "content": "hi there"}]}
 
@@ -24,7 +23,7 @@ def litellm_error(r, status, name):
     return e or {}
 
 
-def gateway(srv, up):
+def routes_through_gateway(srv, up):
     m = attack.master(srv)
     r = m("POST", "/key/generate", {"key_alias": "chat-only", "allowed_routes": ["/v1/chat/*"]})
     if r.status != 200:
@@ -148,17 +147,9 @@ def management(srv):
 
 
 def main():
-    up = Upstream(None, None, 0.001).start()
-    try:
-        with Server(template="lighttpd-gateway.conf.in",
-                    placeholders={"UPSTREAM_HOST": "127.0.0.1",
-                                  "UPSTREAM_PORT": str(up.port)}) as srv:
-            up.service_key = srv.master_key
-            up.set_keywarden("http://127.0.0.1:%d" % srv.port)
-            gateway(srv, up)
-            management(srv)
-    finally:
-        up.stop()
+    with gateway(0.001) as (srv, up):
+        routes_through_gateway(srv, up)
+        management(srv)
 
 
 tap.run(main)

@@ -23,6 +23,7 @@ first and reports afterwards, as a server that does not make its client wait wou
         --service-key "$MASTER_KEY" [--price 0.001] [--bind 127.0.0.1]
 """
 import argparse
+import contextlib
 import http.client
 import json
 import re
@@ -292,3 +293,23 @@ def main():
 
 if __name__ == "__main__":
     main()
+
+
+@contextlib.contextmanager
+def gateway(price, report=True, **server):
+    """A model server on loopback at price a token, and the real lighttpd with keywarden as the
+    FastCGI authorizer in front of it (scripts/lighttpd-gateway.conf.in; server: Server's
+    other arguments).  With report, the model server reports each request's usage to
+    keywarden's /key/usage with the master key.  Yields (srv, up)."""
+    from kwserver import Server
+    up = Upstream(None, None, price).start()
+    try:
+        with Server(template="lighttpd-gateway.conf.in",
+                    placeholders={"UPSTREAM_HOST": "127.0.0.1", "UPSTREAM_PORT": str(up.port)},
+                    **server) as srv:
+            if report:
+                up.service_key = srv.master_key
+                up.set_keywarden("http://127.0.0.1:%d" % srv.port)
+            yield srv, up
+    finally:
+        up.stop()
