@@ -168,6 +168,7 @@ enum kw_db {
 	KW_DB_BREACHES,		/* breaches.db: "<owner>|<time>|<token>" -> a Venice key's limit breach (JSON) */
 	KW_DB_BUDGETS,		/* budgets.db: budget_id -> LiteLLM budget record (JSON) */
 	KW_DB_END_USERS,	/* end_users.db: end user (customer) user_id -> record (JSON) */
+	KW_DB_SPEND_HOURS,	/* spend_hours.db: UTC hour (8 bytes, big-endian) + SHA-256 of key, model, end user -> usage (JSON) */
 	KW_DB_COUNT
 };
 typedef enum kw_err (*kw_txn_body)(struct kw_store *, struct __db_txn *, void *baton);
@@ -853,6 +854,22 @@ enum kw_err kw_limits_venice_usage(struct kw_store *, struct __db_txn *, struct 
     time_t now, struct kw_venice_usage *out);
 enum kw_err kw_limits_summary_write(struct kw_store *, struct __db_txn *, enum kw_db,
     const char *id, struct json_object *rec);
+
+/* --- spend.c: settled usage per UTC hour, key, model and end user ---- */
+
+#define KW_SPEND_HOUR 3600
+/* Adds in's cost, tokens and one request to its hour's row for key (the record, borrowed), in txn. */
+enum kw_err kw_spend_record(struct kw_store *, struct __db_txn *, time_t now, const char *token,
+    struct json_object *key, const struct kw_usage *in);
+/*
+ * Calls visit with each hourly row (borrowed: hour, api_key, user,
+ * team_id, model, end_user, spend, total_tokens, api_requests,
+ * request_id) of the hours from .. until (exclusive), oldest first, in
+ * txn, until it returns non-zero.
+ */
+typedef int (*kw_spend_visit)(struct json_object *row, void *baton);
+enum kw_err kw_spend_rows(struct kw_store *, struct __db_txn *, time_t from, time_t until,
+    kw_spend_visit, void *baton);
 
 /* --- tokens.c: signed expiry tokens -------------------------------- */
 

@@ -2566,6 +2566,9 @@ record_body(struct kw_store *st, DB_TXN *txn, void *baton)
 		    (in->end_user != NULL && (rc = end_user_spend(st, txn, in->end_user, in->cost,
 		    tokens, r->now, window, &eu_spend)) != KW_OK))
 			goto out;
+		/* the spend history, in this transaction: it commits with the spend */
+		if ((rc = kw_spend_record(st, txn, r->now, token, key, in)) != KW_OK)
+			goto out;
 		if (team != NULL && user_id != NULL && kw_members_role(KW_MEMBERS_TEAMS, team,
 		    user_id) != NULL) {
 			struct counter c;

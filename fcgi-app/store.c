@@ -54,6 +54,7 @@ static const struct {
 	[KW_DB_BREACHES] = { "breaches.db", DB_BTREE, 0 },
 	[KW_DB_BUDGETS] = { "budgets.db", DB_BTREE, 0 },
 	[KW_DB_END_USERS] = { "end_users.db", DB_BTREE, 0 },
+	[KW_DB_SPEND_HOURS] = { "spend_hours.db", DB_BTREE, 0 },
 };
 
 /*
