@@ -1,0 +1,165 @@
+#!/usr/bin/python3
+"""console.t: the console under /ui/ in Debian's headless Chromium (tests/e2e/console.mjs, puppeteer-core)
+against the real lighttpd and keywarden: sign-in, keys, teams, provider credentials, spend, a
+viewer's pages, axe-core's accessibility check, a phone's width, and the console's headers.
+Screenshots go to build/console/."""
+import json
+import os
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
+import tap  # noqa: E402
+from kwserver import Server  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+E2E = os.path.join(ROOT, "tests", "e2e")
+SHOTS = os.path.join(ROOT, "build", "console")
+CHROMIUM = "/usr/bin/chromium"
+PROVIDER_SECRET = "sk-provider-secret-0f1e2d3c4b5a"
+KEYS = 1000
+
+
+def npm_ci():
+    if os.path.exists(os.path.join(E2E, "node_modules", "puppeteer-core", "package.json")) and \
+            os.path.exists(os.path.join(E2E, "node_modules", "axe-core", "axe.min.js")):
+        return True
+    r = subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+                       cwd=E2E, capture_output=True, text=True)
+    return tap.ok(r.returncode == 0, "npm ci installs the pinned puppeteer-core and axe-core",
+                  r.stdout + r.stderr)
+
+
+def made(srv, path, body):
+    r = srv.admin("POST", path, body=body)
+    if r.status != 200:
+        tap.bail("POST %s %s: %r" % (path, body, r))
+    return r.json
+
+
+def headers(srv):
+    r = srv.request("GET", "/ui/")
+    csp = r.headers.get("content-security-policy", "")
+    tap.eq(r.status, 200, "GET /ui/ serves the console")
+    tap.ok("script-src 'self'" in csp and "default-src 'none'" in csp and "unsafe-inline" not in csp,
+           "the console's pages send a strict Content-Security-Policy", csp)
+    tap.ok(b"<script>" not in r.body and b"onclick=" not in r.body, "no inline script in the page")
+    tap.eq(srv.request("GET", "/ui").headers.get("location"), "/ui/", "/ui redirects to /ui/")
+    tap.eq(srv.request("GET", "/ui/js/api.js").headers.get("content-type"),
+           "text/javascript; charset=utf-8", "modules are served as JavaScript")
+    r = srv.request("GET", "/ui/js/../../health")
+    tap.ok(r.status in (400, 404) or b"healthy" in r.body, "dot segments stay within the console or reach the API")
+
+
+def main():
+    if not os.access(CHROMIUM, os.X_OK):
+        tap.bail("no %s: scripts/bootstrap installs Debian's chromium" % CHROMIUM)
+    if not npm_ci():
+        return
+    os.makedirs(SHOTS, exist_ok=True)
+    with Server(env={"CONSOLE_TEST_API_KEY": "sk-from-the-environment"}) as srv:
+        headers(srv)
+        for i in range(KEYS):
+            made(srv, "/key/generate", {"key_alias": "bulk-%04d" % i})
+        team = made(srv, "/team/new", {"team_alias": "team-console"})
+        viewer = made(srv, "/user/new", {"user_id": "viewer-1", "user_role": "proxy_admin_viewer"})
+        spender = made(srv, "/key/generate", {"key_alias": "spender", "max_budget": 3})
+        pk = made(srv, "/api/providers/openai/keys", {"name": "console-openai", "value": PROVIDER_SECRET,
+                                                        "models": ["gpt-4o"], "weight": 1})
+        made(srv, "/api/providers/openai/keys", {"name": "console-env", "value": "env.CONSOLE_TEST_API_KEY",
+                                                 "models": [], "weight": 1})
+        env = dict(os.environ)
+        env.update({"KW_BASE": "http://127.0.0.1:%d" % srv.port, "KW_MASTER_KEY": srv.master_key,
+                    "KW_VIEWER_KEY": viewer["key"], "KW_SPEND_KEY": spender["key"],
+                    "KW_PROVIDER_SECRET": PROVIDER_SECRET, "SHOT_DIR": SHOTS, "CHROMIUM": CHROMIUM})
+        r = subprocess.run(["node", os.path.join(E2E, "console.mjs")], env=env, cwd=E2E,
+                           capture_output=True, text=True, timeout=300)
+        lines = [json.loads(ln) for ln in r.stdout.splitlines() if ln.startswith("{")]
+        steps = {ln["step"]: ln for ln in lines if "step" in ln}
+        if not tap.ok(r.returncode == 0 and lines and lines[-1].get("done"), "console.mjs runs to its end",
+                      r.stdout[-3000:] + r.stderr[-3000:]):
+            return
+        for s in steps.values():
+            tap.ok(s["ok"], "step ran: " + s["step"], s.get("error"))
+
+        s = steps["sign in with the master key"]
+        tap.ok(s.get("who") == "Signed in: master key", "signed in as the master key", s)
+        tap.ok(s.get("cookie") == "" and not s.get("keyInUrl") and s.get("stored") == ["keywarden.key"],
+               "the key lives in sessionStorage only: no cookie, not in the URL", s)
+
+        s = steps["keys: the list of 1,000 keys, paged"]
+        tap.eq(s.get("count"), "%d keys" % (KEYS + 1), "the key list counts every key")
+        tap.eq((s.get("first"), s.get("second"), s.get("rows")), ("Page 1 of 11", "Page 2 of 11", 100),
+               "100 keys a page, 11 pages, and the next page")
+        s = steps["keys: filtered by alias"]
+        tap.eq((s.get("count"), s.get("aliases")), ("1 keys", ["bulk-0420"]), "the alias filter finds one key")
+
+        s = steps["keys: create one and see its secret once"]
+        secret = s.get("secret", "")
+        tap.ok(s.get("secretShape") and "Copy" in s.get("copy", []), "a new key's secret is shown with a copy button", s)
+        tap.ok(s.get("goneAfterDone") and s.get("goneAfterReload") and s.get("stillSignedIn"),
+               "the secret is gone once dismissed, and after a reload", s)
+        info = srv.admin("GET", "/key/info?key=" + secret) if secret else None
+        tap.ok(info is not None and info.status == 200 and info.json["info"]["key_alias"] == "console-made" and
+               info.json["info"]["max_budget"] == 5 and info.json["info"]["models"] == ["gpt-4o", "gpt-4o-mini"] and
+               info.json["info"]["tpm_limit"] == 1000, "the key the page made has the fields it was given", info)
+        s = steps["keys: block it and see its state change"]
+        tap.ok(s.get("before") and s.get("after") == "blocked", "the key's row turns blocked", s)
+        info = srv.admin("GET", "/key/info?key=" + secret) if secret else None
+        tap.ok(info is not None and info.json["info"]["blocked"] is True, "the API has the key blocked", info)
+        s = steps["keys: a refusal in words, naming its field"]
+        tap.ok("tpm_limit" in s.get("alert", "") and s.get("alert", "").startswith("Error 4"),
+               "a refused create shows the status and the field", s)
+
+        s = steps["teams: add a member"]
+        tap.ok("member-1:admin" in s.get("members", []), "the team's members show the one added", s)
+        t = srv.admin("GET", "/team/info?team_id=" + team["team_id"]).json
+        tap.ok(any(m.get("user_id") == "member-1" and m.get("role") == "admin"
+                   for m in (t.get("team_info") or t).get("members_with_roles", [])), "the API has the member", t)
+
+        s = steps["provider credentials: edit a weight, never see the secret"]
+        tap.ok(s.get("secretShown") is False, "no page shows the provider secret", s)
+        tap.ok(s.get("envShown"), "an environment reference is shown by its name", s)
+        k = srv.request("GET", "/api/providers/openai/keys/" + pk["id"],
+                        headers={"Authorization": "Bearer " + srv.master_key}).json
+        tap.ok(k.get("weight") == 3, "the weight is saved", k)
+        sel = srv.request("POST", "/api/providers/openai/keys/select", body={"model": "gpt-4o"},
+                          headers={"Authorization": "Bearer " + srv.master_key})
+        tap.ok(PROVIDER_SECRET in sel.body.decode(), "the stored secret is unchanged by the weight edit", sel)
+
+        for name in ("users", "organizations", "budgets", "customers", "venice", "audit"):
+            s = steps["page: " + name]
+            tap.ok(s.get("alert") == "" and s.get("title"), "the %s page loads without an error" % name, s)
+
+        s = steps["spend: usage reported appears on the chart"]
+        tap.eq(s.get("usage"), 200, "usage is reported")
+        tap.ok(s.get("before") == 0 and s.get("after", 0) > 0, "bars appear on the chart after usage", s)
+        tap.ok("gpt-4o: $2.5" in s.get("legend", ""), "the legend shows the model's spend", s)
+        tap.ok("$2.5" in s.get("total", ""), "the month's total includes it", s)
+        tap.ok("spender" in s.get("watch", "") and "83% of budget" in s.get("watch", ""),
+               "the key near its budget is listed", s)
+
+        s = steps["phone width: 390 px"]
+        tap.ok(s.get("scrollWidth", 9999) <= 390, "nothing overflows a phone's width", s)
+
+        s = steps["a viewer sees no write actions"]
+        write = {"Create key", "Block", "Unblock", "Delete", "Regenerate", "Block selected", "Save weight",
+                 "Add member", "Add key", "Create team"}
+        tap.ok("read only" in s.get("who", ""), "the viewer is told the console is read only", s)
+        tap.ok(not write & set(s.get("keysButtons", []) + s.get("providerButtons", []) + s.get("teamButtons", [])),
+               "the viewer's pages offer no create, block or delete buttons", s)
+        tap.ok("Create a key" not in s.get("forms", []) and "Add a member" not in s.get("teamForms", []),
+               "the viewer's pages have no create forms", s)
+        tap.eq(s.get("refused"), 403, "the API refuses the viewer's key a write anyway")
+
+        v = steps["accessibility"]["violations"]
+        for page, found in sorted(v.items()):
+            tap.ok(not found, "axe-core: no serious violations on %s" % page, found)
+        tap.ok(len(v) >= 12, "axe-core checked every page", sorted(v))
+        tap.eq(steps["content security policy"]["violations"], [], "no Content-Security-Policy violation or page error")
+        tap.ok(all(os.path.getsize(os.path.join(SHOTS, f)) > 1000 for f in
+                   ("keys.png", "keys-phone.png", "spend.png", "viewer-keys.png", "providers.png")),
+               "screenshots are written under build/console/")
+
+
+tap.run(main)
