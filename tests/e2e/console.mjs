@@ -138,10 +138,12 @@ await step('teams: add a member', async () => {
 });
 await step('provider credentials: edit a weight, never see the secret', async () => {
   await go(page, 'providers');
+  await page.waitForSelector('input[aria-label="Weight of console-openai"]', { timeout: 5000 })
+    .catch(async () => { throw new Error('no weight editor: ' + await page.evaluate(() => document.body.innerText)); });
   const html = await page.content();
   await page.$eval('input[aria-label="Weight of console-openai"]', (e) => { e.value = ''; });
   await page.type('input[aria-label="Weight of console-openai"]', '3');
-  await page.evaluate(() => [...document.querySelectorAll('#page button')].find((b) => b.textContent === 'Save weight').click());
+  await page.click('button[aria-label="Save weight of console-openai"]');
   await page.waitForFunction(() => document.querySelector('#status')?.textContent === 'Weight saved.');
   await idle(page);
   await shot(page, 'providers');
@@ -149,7 +151,7 @@ await step('provider credentials: edit a weight, never see the secret', async ()
   const after = await page.content();
   return { secretShown: html.includes(env.KW_PROVIDER_SECRET) || after.includes(env.KW_PROVIDER_SECRET),
     weight: await page.$eval('input[aria-label="Weight of console-openai"]', (e) => e.value),
-    envShown: await page.evaluate(() => document.body.innerText.includes('from environment: CONSOLE_TEST_API_KEY')) };
+    envShown: await page.evaluate(() => document.body.innerText.includes('from environment: env.CONSOLE_TEST_API_KEY')) };
 });
 for (const name of ['users', 'organizations', 'budgets', 'customers', 'venice', 'audit']) {
   await step('page: ' + name, async () => {

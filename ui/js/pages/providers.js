@@ -35,7 +35,7 @@ export default {
       for (const p of providers.filter((x) => x.keys > 0)) {
         const r = await attempt(null, () => call("GET", "/api/providers/" + encodeURIComponent(p.name) + "/keys"));
         if (!r) continue;
-        const keys = r.keys || r;
+        const keys = Array.isArray(r) ? r : r.keys || [];
         listHost.append(h("h3", {}, p.name), table(p.name + " keys", [
           { label: "Name", value: (k) => k.name }, { label: "Secret", value: (k) => secretText(k.value) },
           { label: "Models", value: (k) => (k.models || []).join(", ") || "all" },
@@ -52,7 +52,7 @@ export default {
     // The weight alone changes: the key goes back as read, its redacted secret keeping the stored one.
     function weightEditor(provider, k) {
       const input = h("input", { type: "number", step: "any", min: "0", value: k.weight, "aria-label": "Weight of " + k.name });
-      return h("span", { class: "actions" }, input, h("button", { type: "button", class: "secondary", onclick: async () => {
+      return h("span", { class: "actions" }, input, h("button", { type: "button", class: "secondary", "aria-label": "Save weight of " + k.name, onclick: async () => {
         const body = { ...k, weight: Number(input.value) };
         delete body.provider;
         if (await attempt("Weight saved.", () => call("PUT", "/api/providers/" + encodeURIComponent(provider) + "/keys/" + encodeURIComponent(k.id), { body }))) await load();

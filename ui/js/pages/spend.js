@@ -26,6 +26,7 @@ export default {
     const names = {};
 
     async function draw(period, by) {
+      await budgets();
       const p = PERIODS[period];
       const now = Date.now();
       const hour = 3600e3, step = p.hourly ? hour : 24 * hour;
@@ -94,7 +95,6 @@ export default {
       const teams = await attempt(null, () => call("GET", "/team/list"));
       for (const t of teams || []) names["t:" + t.team_id] = t.team_alias || t.team_id;
     }
-    await budgets();
     await draw("week", "api_key");
   },
 };
