@@ -14,7 +14,7 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 import tap  # noqa: E402
-from smoke import (Client, Process, free_port, gateway, keywarden, need, render,  # noqa: E402
+from smoke import (Client, Process, console, free_port, gateway, keywarden, need, render,  # noqa: E402
                    server_user, smoke, tmpdir)
 from upstream import Upstream  # noqa: E402
 
@@ -91,6 +91,7 @@ def main():
                 with apache(tmp, "apache-proxy-fcgi.conf", "root" if not mount else "mount",
                             KW_ADDR=addr, MOUNT=mount, MPM="event", PROXY_PARAMS="") as ap:
                     keys.append(smoke(Client(ap.port, mount), name))
+                    console(Client(ap.port, mount), name)
                 logs += ap.read_log() + open(ap.error_log).read()
             with apache(tmp, "apache-authnz-fcgi.conf", "gateway", KW_ADDR=addr,
                         UPSTREAM="127.0.0.1:%d" % up.port) as ap:

@@ -10,7 +10,7 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 import tap  # noqa: E402
 from kwserver import Server  # noqa: E402
-from smoke import Client, gateway, need, smoke  # noqa: E402
+from smoke import Client, console, gateway, need, smoke  # noqa: E402
 from upstream import Upstream  # noqa: E402
 
 
@@ -21,10 +21,12 @@ def main():
     logs = ""
     with Server() as srv:
         keys.append(smoke(Client(srv.port), "lighttpd /"))
+        console(Client(srv.port), "lighttpd /")
         logs += srv.read_log()
     with Server(template="recipes/lighttpd-prefix.conf.in",
                 placeholders={"MOUNT": "/keywarden"}) as srv:
         keys.append(smoke(Client(srv.port, "/keywarden"), "lighttpd /keywarden"))
+        console(Client(srv.port, "/keywarden"), "lighttpd /keywarden")
         logs += srv.read_log()
     up = Upstream(None, None, 0.001).start()
     try:

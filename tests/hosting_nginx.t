@@ -10,7 +10,7 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 import tap  # noqa: E402
-from smoke import (Client, Process, free_port, gateway, keywarden, need,  # noqa: E402
+from smoke import (Client, Process, console, free_port, gateway, keywarden, need,  # noqa: E402
                    owned_dir, render, server_user, smoke, tmpdir)
 from upstream import Upstream  # noqa: E402
 
@@ -52,6 +52,7 @@ def main():
                 with nginx(tmp, "nginx.conf", "root" if not mount else "mount",
                            SOCKET=sock, MOUNT=mount) as ng:
                     keys.append(smoke(Client(ng.port, mount), name))
+                    console(Client(ng.port, mount), name)
             with nginx(tmp, "nginx-auth-request.conf", "gateway", SOCKET=sock,
                        UPSTREAM="127.0.0.1:%d" % up.port) as ng:
                 c = Client(ng.port)

@@ -329,3 +329,16 @@ def gateway(c, up, label):
     tap.ok(envelope(r, 401) and len(up.requests) == before,
            "%s gateway: the blocked key is refused (401) and stays here" % label, repr(r))
     return [key, rpm, unknown]
+
+
+def console(c, label):
+    """The console under c.mount/ui/ through a recipe: served by the web server itself with the
+    strict Content-Security-Policy, its modules as JavaScript, and the API beside it."""
+    r = c.request("GET", "/ui/")
+    csp = r.headers.get("content-security-policy", "")
+    tap.ok(r.status == 200 and b"js/main.js" in r.body and "script-src 'self'" in csp and
+           "unsafe-inline" not in csp, "%s: GET /ui/ is the console, under a strict CSP" % label,
+           "%r %s" % (r, csp))
+    r = c.request("GET", "/ui/js/api.js")
+    tap.ok(r.status == 200 and r.headers.get("content-type", "").startswith("text/javascript"),
+           "%s: the console's modules are served as JavaScript" % label, repr(r))

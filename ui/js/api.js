@@ -1,5 +1,7 @@
 // api.js: keywarden's API with the signed-in key; the key lives in sessionStorage only.
 const KEY = "keywarden.key";
+// The API is where the console is mounted: /ui/ at the root, /keywarden/ui/ under a mount at /keywarden.
+const API_BASE = location.pathname.replace(/\/ui(\/.*)?$/, "");
 
 export function signedInKey() { return sessionStorage.getItem(KEY); }
 export function signIn(key) { sessionStorage.setItem(KEY, key); }
@@ -31,7 +33,7 @@ export class ApiError extends Error {
 
 // The JSON answer of method path (with query params and a JSON body); throws ApiError.
 export async function call(method, path, { query, body } = {}) {
-  const url = new URL(path, location.origin);
+  const url = new URL(API_BASE + path, location.origin);
   for (const [k, v] of Object.entries(query || {}))
     if (v !== undefined && v !== null && v !== "") url.searchParams.set(k, String(v));
   const headers = { Authorization: "Bearer " + signedInKey() };
