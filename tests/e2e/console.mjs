@@ -120,6 +120,29 @@ await step('keys: block it and see its state change', async () => {
   await shot(page, 'key-blocked');
   return { before, after: await text(page, '#page tbody tr .state-blocked'), status: await text(page, '#status') };
 });
+await step('keys: regenerate, the new secret shown once', async () => {
+  await page.evaluate(() => [...document.querySelectorAll('#page tbody tr button')].find((b) => b.textContent === 'Regenerate').click());
+  await page.waitForSelector('dialog[open]');
+  const question = await text(page, 'dialog[open] p');
+  await page.click('dialog[open] button.danger');
+  await page.waitForFunction((old) => document.querySelector('#new-secret') && document.querySelector('#new-secret').textContent !== old, {}, secret);
+  const fresh = await text(page, '#new-secret');
+  await page.click('.secret button.secondary');
+  return { question, fresh, changed: fresh !== secret && /^sk-/.test(fresh) };
+});
+await step('keys: delete after a confirmation', async () => {
+  await fill(page, 'Filter keys', { key_alias: 'bulk-0007' });
+  await page.evaluate(() => [...document.querySelectorAll('#page tbody tr button')].find((b) => b.textContent === 'Delete').click());
+  await page.waitForSelector('dialog[open]');
+  await page.click('dialog[open] button.secondary');
+  const keptAfterCancel = await text(page, '#key-count');
+  await page.evaluate(() => [...document.querySelectorAll('#page tbody tr button')].find((b) => b.textContent === 'Delete').click());
+  await page.waitForSelector('dialog[open]');
+  await page.click('dialog[open] button.danger');
+  await page.waitForFunction(() => document.querySelector('#key-count')?.textContent === '0 keys');
+  await fill(page, 'Filter keys', { key_alias: 'console-made' });
+  return { keptAfterCancel, after: await text(page, '#key-count') };
+});
 await step('keys: a refusal in words, naming its field', async () => {
   await fill(page, 'Create a key', { key_alias: 'console-bad', tpm_limit: '-5' });
   await page.waitForSelector('#alert:not([hidden])');

@@ -21,7 +21,7 @@ export default {
         { label: "Members", num: true, value: (t) => (t.members_with_roles || []).length },
         { label: "Spend", num: true, value: (t) => money(t.spend) }, { label: "Max budget", num: true, value: (t) => money(t.max_budget) },
         { label: "State", value: (t) => stateCell(t.blocked) },
-        { label: "Members", value: (t) => h("button", { type: "button", class: "secondary", onclick: () => show(t.team_id) }, "Members of " + (t.team_alias || t.team_id)) },
+        { label: "Details", value: (t) => h("button", { type: "button", class: "secondary", onclick: () => show(t.team_id) }, "Members of " + (t.team_alias || t.team_id)) },
       ], teams, "No teams yet."));
     }
     async function show(id) {
