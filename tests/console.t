@@ -141,6 +141,13 @@ def main():
                           headers={"Authorization": "Bearer " + srv.master_key})
         tap.ok(PROVIDER_SECRET in sel.body.decode(), "the stored secret is unchanged by the weight edit", sel)
 
+        s = steps["other pages: create a team, a budget, an end user (and block it), a Venice key"]
+        tap.ok("team-from-page" in s.get("teams", []) and "tier-page" in s.get("budgets", []) and
+               "blocked" in s.get("customer", "") and s.get("veniceShown") and
+               "from the page" in s.get("veniceRows", []) and s.get("alert") == "",
+               "the team, budget, end user and Venice key pages create what they are given", s)
+        tap.ok(srv.admin("GET", "/customer/info?end_user_id=cust-page").json.get("blocked") is True,
+               "the API has the end user blocked")
         for name in ("users", "organizations", "budgets", "customers", "venice", "audit"):
             s = steps["page: " + name]
             tap.ok(s.get("alert") == "" and s.get("title"), "the %s page loads without an error" % name, s)

@@ -176,6 +176,25 @@ await step('provider credentials: edit a weight, never see the secret', async ()
     weight: await page.$eval('input[aria-label="Weight of console-openai"]', (e) => e.value),
     envShown: await page.evaluate(() => document.body.innerText.includes('from environment: env.CONSOLE_TEST_API_KEY')) };
 });
+await step('other pages: create a team, a budget, an end user (and block it), a Venice key', async () => {
+  await go(page, 'teams');
+  await fill(page, 'Create a team', { team_alias: 'team-from-page', max_budget: '10' });
+  const teams = await page.$$eval('#page tbody tr', (rs) => rs.map((r) => r.children[0].textContent));
+  await go(page, 'budgets');
+  await fill(page, 'Create a budget', { budget_id: 'tier-page', max_budget: '7', budget_duration: '30d' });
+  const budgets = await page.$$eval('#page tbody tr', (rs) => rs.map((r) => r.children[0].textContent));
+  await go(page, 'customers');
+  await fill(page, 'Create an end user', { user_id: 'cust-page', budget_id: 'tier-page' });
+  await page.evaluate(() => [...document.querySelectorAll('#page tbody tr button')].find((b) => b.textContent === 'Block').click());
+  await page.waitForFunction(() => document.querySelector('#page tbody tr .state-blocked'));
+  const customer = await text(page, '#page tbody tr');
+  await go(page, 'venice');
+  await fill(page, 'Create a Venice key', { description: 'from the page', apiKeyType: 'INFERENCE' });
+  const venice = await text(page, '#new-secret');
+  await page.click('.secret button.secondary');
+  const veniceRows = await page.$$eval('#page tbody tr', (rs) => rs.map((r) => r.children[0].textContent));
+  return { teams, budgets, customer, veniceShown: venice.length > 10, veniceRows, alert: await page.$eval('#alert', (e) => e.hidden ? '' : e.textContent) };
+});
 for (const name of ['users', 'organizations', 'budgets', 'customers', 'venice', 'audit']) {
   await step('page: ' + name, async () => {
     await go(page, name);
