@@ -119,7 +119,8 @@ kw_spend_rows(struct kw_store *st, DB_TXN *txn, time_t from, time_t until, kw_sp
 
 	hour_bytes(from - from % KW_SPEND_HOUR, start);
 	hour_bytes(until, stop);
-	if ((rc = kw_store_err(db->cursor(db, txn, &cur, 0))) != KW_OK)
+	/* read committed: a long walk keeps no read locks behind it to hold up usage being settled */
+	if ((rc = kw_store_err(db->cursor(db, txn, &cur, DB_READ_COMMITTED))) != KW_OK)
 		return rc;
 	if ((k.data = malloc(sizeof(start))) == NULL) {
 		cur->close(cur);
