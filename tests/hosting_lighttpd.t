@@ -35,6 +35,7 @@ def main():
                                   "UPSTREAM_PORT": str(up.port)}) as srv:
             c = Client(srv.port)
             keys.append(smoke(c, "lighttpd gateway /"))
+            console(c, "lighttpd gateway /")
             keys.extend(gateway(c, up, "lighttpd"))
             logs += srv.read_log()
     finally:
