@@ -64,6 +64,7 @@ def main():
             made(srv, "/key/generate", {"key_alias": "bulk-%04d" % i})
         team = made(srv, "/team/new", {"team_alias": "team-console"})
         viewer = made(srv, "/user/new", {"user_id": "viewer-1", "user_role": "proxy_admin_viewer"})
+        internal = made(srv, "/user/new", {"user_id": "internal-1", "user_role": "internal_user"})
         spender = made(srv, "/key/generate", {"key_alias": "spender", "max_budget": 3})
         pk = made(srv, "/api/providers/openai/keys", {"name": "console-openai", "value": PROVIDER_SECRET,
                                                         "models": ["gpt-4o"], "weight": 1})
@@ -71,7 +72,7 @@ def main():
                                                  "models": ["other-model"], "weight": 1})
         env = dict(os.environ)
         env.update({"KW_BASE": "http://127.0.0.1:%d" % srv.port, "KW_MASTER_KEY": srv.master_key,
-                    "KW_VIEWER_KEY": viewer["key"], "KW_SPEND_KEY": spender["key"],
+                    "KW_VIEWER_KEY": viewer["key"], "KW_INTERNAL_KEY": internal["key"], "KW_SPEND_KEY": spender["key"],
                     "KW_PROVIDER_SECRET": PROVIDER_SECRET, "SHOT_DIR": SHOTS, "CHROMIUM": CHROMIUM})
         r = subprocess.run(["node", os.path.join(E2E, "console.mjs")], env=env, cwd=E2E,
                            capture_output=True, text=True, timeout=300)
@@ -89,8 +90,8 @@ def main():
                "the key lives in sessionStorage only: no cookie, not in the URL", s)
 
         s = steps["keys: the list of 1,000 keys, paged"]
-        # the bulk keys, the spender, and the viewer's first key
-        tap.eq(s.get("count"), "%d keys" % (KEYS + 2), "the key list counts every key")
+        # the bulk keys, the spender, and the viewer's and the internal user's first keys
+        tap.eq(s.get("count"), "%d keys" % (KEYS + 3), "the key list counts every key")
         tap.eq((s.get("first"), s.get("second"), s.get("rows")), ("Page 1 of 11", "Page 2 of 11", 100),
                "100 keys a page, 11 pages, and the next page")
         s = steps["keys: filtered by alias"]
@@ -173,6 +174,12 @@ def main():
                "the viewer's pages have no create forms", s)
         tap.eq(s.get("refused"), 403, "the API refuses the viewer's key a write anyway")
 
+        s = steps["an internal user is offered only their pages"]
+        tap.ok(s.get("who") == "Signed in: internal user" and "Create a key" in s.get("forms", []),
+               "an internal user may create keys", s)
+        tap.ok(not {"Budgets", "End users", "Provider credentials", "Audit log"} & set(s.get("nav", [])) and
+               "Spend" in s.get("nav", []), "an internal user is not offered the admins' pages", s)
+        tap.eq((s.get("keys"), s.get("alert")), ("1 keys", ""), "an internal user sees their own key and spend")
         v = steps["accessibility"]["violations"]
         for page, found in sorted(v.items()):
             tap.ok(not found, "axe-core: no serious violations on %s" % page, found)

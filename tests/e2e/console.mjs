@@ -2,7 +2,7 @@
 // tests/console.t seeds keywarden and runs this; each printed line is one step.
 //
 // Environment: KW_BASE (http://127.0.0.1:PORT), KW_MASTER_KEY, KW_VIEWER_KEY (a proxy_admin_viewer's
-// key), KW_SPEND_KEY (a key whose usage this reports), KW_PROVIDER_SECRET (the seeded provider
+// key), KW_INTERNAL_KEY (an internal_user's), KW_SPEND_KEY (a key whose usage this reports), KW_PROVIDER_SECRET (the seeded provider
 // key's secret, which no page may show), SHOT_DIR (screenshots), CHROMIUM (/usr/bin/chromium).
 // Output: {"step", "ok", ...facts} a line, then {"done": true}.
 import fs from 'node:fs';
@@ -248,6 +248,19 @@ await step('a viewer sees no write actions', async () => {
     headers: { Authorization: 'Bearer ' + sessionStorage.getItem('keywarden.key'), 'Content-Type': 'application/json' }, body: '{}' })).status);
   await v.close();
   return { who, keysButtons, forms, providerButtons, teamButtons, teamForms, refused };
+});
+await step('an internal user is offered only their pages', async () => {
+  const u = await open();
+  await signIn(u, env.KW_INTERNAL_KEY);
+  const who = await text(u, '#who-role');
+  const nav = await u.$$eval('#nav li', (ls) => ls.filter((l) => !l.hidden).map((l) => l.textContent));
+  const forms = await u.$$eval('#page form', (f) => f.map((x) => x.getAttribute('aria-label')));
+  const keys = await text(u, '#key-count');
+  await go(u, 'spend');
+  const alert = await u.$eval('#alert', (e) => e.hidden ? '' : e.textContent);
+  await shot(u, 'internal-spend');
+  await u.close();
+  return { who, nav, forms, keys, alert };
 });
 emit({ step: 'accessibility', ok: true, violations: a11y });
 emit({ step: 'content security policy', ok: true, violations: cspViolations });

@@ -13,6 +13,8 @@ import audit from "./pages/audit.js";
 import spend from "./pages/spend.js";
 
 const pages = { keys, teams, users, organizations, budgets, customers, providers, venice, audit, spend };
+// pages only admins and admin viewers can read: others are not offered them (the API refuses them anyway)
+const ADMIN_PAGES = ["budgets", "customers", "providers", "audit"];
 let me = null;
 
 async function route() {
@@ -44,6 +46,8 @@ async function start() {
     showError(e);
     return;
   }
+  for (const name of ADMIN_PAGES)
+    document.querySelector(`#nav a[href="#/${name}"]`).parentElement.hidden = !me.readsAll;
   document.getElementById("who-role").textContent = "Signed in: " + me.label + (me.canWrite ? "" : " (read only)");
   document.body.dataset.role = me.role;
   await route();
