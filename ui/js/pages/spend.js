@@ -64,7 +64,7 @@ export default {
         s("desc", { id: "chart-desc" }, shown.length ? "Stacked bars of spend: " + shown.map(([name, v]) => label(name) + " " + money(sum(v))).join(", ") : "No spend in this period."),
         s("line", { x1: L, y1: H - B, x2: W - 10, y2: H - B, class: "axis" }),
         s("line", { x1: L, y1: T, x2: L, y2: H - B, class: "axis" }),
-        s("text", { x: 4, y: T + 10, class: "bar-label" }, money(max)),
+        s("text", { x: 4, y: T + 10, class: "bar-label" }, money(Math.max(...totals, 0))),
         s("text", { x: 4, y: H - B, class: "bar-label" }, "$0"));
       for (let i = 0; i < n; i++) {
         let y = H - B;
