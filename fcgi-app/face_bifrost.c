@@ -16,16 +16,21 @@
 #define REDACT_MIN_SHOWN 32
 
 /*
- * The built-in providers and how their keys authenticate: by `value` (an
- * API key), or by fields of their configs (URL, cloud credentials).
+ * Bifrost's standard providers (core/schemas/bifrost.go StandardProviders)
+ * and how their keys authenticate: by `value` (an API key), or by fields of
+ * their configs (URL, cloud credentials).
  */
 static const struct builtin {
 	const char *name;
 	int value_optional;
+	int base;	/* allowed as a custom provider's base_provider_type (SupportedBaseProviders) */
 } builtins[] = {
-	{ "openai", 0 }, { "anthropic", 0 }, { "azure", 0 }, { "bedrock", 1 }, { "vertex", 1 },
-	{ "gemini", 0 }, { "cohere", 0 }, { "mistral", 0 }, { "groq", 0 }, { "openrouter", 0 },
-	{ "replicate", 0 }, { "vllm", 1 }, { "ollama", 1 }, { "sgl", 1 },
+	{ "anthropic", 0, 1 }, { "azure", 0, 0 }, { "bedrock", 1, 1 }, { "cerebras", 0, 0 },
+	{ "cohere", 0, 1 }, { "elevenlabs", 0, 0 }, { "gemini", 0, 1 }, { "groq", 0, 0 },
+	{ "huggingface", 0, 1 }, { "mistral", 0, 0 }, { "nebius", 0, 0 }, { "ollama", 1, 0 },
+	{ "openai", 0, 1 }, { "openrouter", 0, 0 }, { "parasail", 0, 0 }, { "perplexity", 0, 0 },
+	{ "replicate", 0, 1 }, { "runway", 0, 0 }, { "sgl", 1, 0 }, { "vertex", 1, 0 },
+	{ "vllm", 1, 0 }, { "xai", 0, 0 },
 };
 #define NBUILTINS (sizeof(builtins) / sizeof(builtins[0]))
 
@@ -55,12 +60,12 @@ static const char *const configs[] = {
 
 /* --- the provider ------------------------------------------------------ */
 
-/* What a request's {provider} is: built in, or custom with its base type. */
+/* What a request's {provider} is: standard or custom, configured or not. */
 struct provider {
 	const char *name;
-	const char *base;	/* the built-in type whose API it speaks */
+	const char *base;	/* the standard type whose API it speaks */
 	int custom, keyless;
-	json_object *record;	/* owned: a custom provider's record, else NULL */
+	json_object *record;	/* owned: its configuration, NULL when it has none */
 };
 
 static const struct builtin *
@@ -72,7 +77,11 @@ builtin_of(const char *name)
 	return NULL;
 }
 
-/* Looks up provider name into *p (p->record owned); KW_ENOTFOUND naming "provider". */
+/*
+ * Looks up provider name into *p (p->record owned).  A standard provider
+ * is found with or without a configuration; a custom one only with its
+ * own: KW_ENOTFOUND naming "provider" otherwise.
+ */
 static enum kw_err
 find_provider(struct kw_req *req, DB_TXN *txn, const char *name, struct provider *p)
 {
@@ -81,16 +90,18 @@ find_provider(struct kw_req *req, DB_TXN *txn, const char *name, struct provider
 
 	memset(p, 0, sizeof(*p));
 	p->name = name;
-	if (builtin_of(name) != NULL) {
-		p->base = name;
-		return KW_OK;
-	}
 	rc = kw_rec_get(req->store, txn, KW_DB_PROVIDERS, name, 0, &p->record);
-	if (rc == KW_ENOTFOUND)
+	if (rc == KW_ENOTFOUND && builtin_of(name) != NULL)
+		rc = KW_OK;
+	else if (rc == KW_ENOTFOUND)
 		kw_error_set(&req->err, KW_ENOTFOUND, "provider", "no provider is named %s", name);
 	if (rc != KW_OK)
 		return rc;
-	cfg = json_object_object_get(p->record, "custom_provider_config");
+	cfg = p->record ? json_object_object_get(p->record, "custom_provider_config") : NULL;
+	if (cfg == NULL || builtin_of(name) != NULL) {
+		p->base = name;
+		return KW_OK;
+	}
 	p->custom = 1;
 	p->base = kw_json_str(cfg, "base_provider_type");
 	p->keyless = kw_json_bool(cfg, "is_key_less");
@@ -581,6 +592,73 @@ check_key(struct kw_req *req, const struct provider *p, json_object *content)
 	return KW_OK;
 }
 
+/* Sets obj's field to v (taken), or removes the field when v is NULL. */
+static void
+set_or_drop(json_object *obj, const char *field, json_object *v)
+{
+	if (v != NULL)
+		json_object_object_add(obj, field, v);
+	else
+		json_object_object_del(obj, field);
+}
+
+/* True when value is a mask Bifrost's EnvVar.IsRedacted recognises, or one keywarden wrote. */
+static int
+is_redacted(const char *value)
+{
+	return strcasecmp(value, "<redacted>") == 0 || looks_redacted(value);
+}
+
+/*
+ * One EnvVar of a request (in, borrowed; NULL when absent) as stored:
+ * *sealed (owned) is its reference or its sealed value, *plain (owned) the
+ * reference or the plain value for the hash; both NULL when it is empty.
+ * A mask sent back (Bifrost's IsRedacted: "<redacted>", stars, or the
+ * redacted form) keeps old_stored, the field's stored value: 400 naming
+ * path when there is none.  aad binds the seal to its place.
+ */
+static enum kw_err
+store_envvar(struct kw_req *req, const char *aad, const char *path, json_object *in,
+    json_object *old_stored, json_object **sealed, json_object **plain)
+{
+	struct envvar ev;
+	char *kept = NULL;
+	enum kw_err rc = KW_OK;
+
+	*sealed = *plain = NULL;
+	parse_envvar(in, &ev);
+	if (ev.ref != NULL && !valid_reference(ev.ref)) {
+		kw_error_set(&req->err, KW_EINVAL, path, "%s must reference env.NAME, a "
+		    "variable of keywarden's environment that KEYWARDEN_PROVIDER_ENV allows "
+		    "(%s; never KEYWARDEN_*)", path, kw_config.provider_env);
+		return KW_EINVAL;
+	}
+	if (ev.ref != NULL) {
+		*sealed = json_object_new_object();
+		json_object_object_add(*sealed, "env_var", json_object_new_string(ev.ref));
+		*plain = json_object_new_string(ev.ref);
+	} else if (ev.plain != NULL && ev.plain[0] != '\0' && is_redacted(ev.plain)) {
+		/* sent back as read: keep the stored secret it stands for */
+		if (old_stored != NULL && kw_json_str(old_stored, "env_var") != NULL) {
+			*sealed = kw_json_copy(old_stored);
+			*plain = json_object_new_string(kw_json_str(old_stored, "env_var"));
+		} else if (old_stored != NULL && kw_json_str(old_stored, "sealed") != NULL &&
+		    unseal(aad, old_stored, &kept) == KW_OK) {
+			*sealed = kw_json_copy(old_stored);
+			*plain = json_object_new_string(kept);
+			free_secret(kept);
+		} else {
+			kw_error_set(&req->err, KW_EINVAL, path,
+			    "%s is a redacted value with no stored secret behind it", path);
+			rc = KW_EINVAL;
+		}
+	} else if (ev.plain != NULL && ev.plain[0] != '\0') {
+		rc = seal(aad, ev.plain, sealed);
+		*plain = json_object_new_string(ev.plain);
+	}
+	return rc;
+}
+
 /*
  * Turns the body into the stored key and its content for the hash: each
  * EnvVar sealed (or kept as its reference); a redacted value sent back
@@ -636,62 +714,20 @@ build_key(struct kw_req *req, const struct provider *p, const char *id, json_obj
 	for (size_t i = 0; i < NENVVARS && rc == KW_OK; i++) {
 		const struct envvar_field *f = &envvars[i];
 		json_object *in_parent = field_parent(body, f), *c_parent = field_parent(*content, f);
-		json_object *s_parent = field_parent(*stored, f), *sealed = NULL, *old_stored = NULL;
-		struct envvar ev;
-		char *kept = NULL;
+		json_object *s_parent = field_parent(*stored, f), *sealed = NULL, *plain = NULL;
+		json_object *op = old ? field_parent(old, f) : NULL;
 
 		if (in_parent == NULL)
 			continue;
-		parse_envvar(json_object_object_get(in_parent, f->field), &ev);
 		field_path(f, path, sizeof(path));
 		aad_of(aad, sizeof(aad), p->name, id, f);
-		if (ev.ref != NULL && !valid_reference(ev.ref)) {
-			kw_error_set(&req->err, KW_EINVAL, path, "%s must reference env.NAME, a "
-			    "variable of keywarden's environment that KEYWARDEN_PROVIDER_ENV allows "
-			    "(%s; never KEYWARDEN_*)", path, kw_config.provider_env);
-			rc = KW_EINVAL;
-			break;
-		}
-		if (ev.ref != NULL) {
-			sealed = json_object_new_object();
-			json_object_object_add(sealed, "env_var", json_object_new_string(ev.ref));
-			json_object_object_add(c_parent, f->field, json_object_new_string(ev.ref));
-		} else if (ev.plain != NULL && ev.plain[0] != '\0') {
-			if (looks_redacted(ev.plain)) {
-				/* sent back as read: keep the stored secret it stands for */
-				char shown[64] = "";
-				json_object *op = old ? field_parent(old, f) : NULL;
-
-				old_stored = op ? json_object_object_get(op, f->field) : NULL;
-				if (old_stored != NULL && kw_json_str(old_stored, "sealed") != NULL &&
-				    unseal(aad, old_stored, &kept) == KW_OK)
-					redact(kept, shown, sizeof(shown));
-				if (kept == NULL || strcmp(shown, ev.plain) != 0) {
-					free_secret(kept);
-					kw_error_set(&req->err, KW_EINVAL, path,
-					    "%s is a redacted value with no stored secret behind it", path);
-					rc = KW_EINVAL;
-					break;
-				}
-				sealed = kw_json_copy(old_stored);
-				json_object_object_add(c_parent, f->field, json_object_new_string(kept));
-				free_secret(kept);
-			} else {
-				rc = seal(aad, ev.plain, &sealed);
-				json_object_object_add(c_parent, f->field,
-				    json_object_new_string(ev.plain));
-			}
-		} else {
-			json_object_object_del(c_parent, f->field);
-		}
-		if (s_parent != NULL) {
-			if (sealed != NULL)
-				json_object_object_add(s_parent, f->field, sealed);
-			else
-				json_object_object_del(s_parent, f->field);
-		} else {
+		rc = store_envvar(req, aad, path, json_object_object_get(in_parent, f->field),
+		    op ? json_object_object_get(op, f->field) : NULL, &sealed, &plain);
+		set_or_drop(c_parent, f->field, plain);
+		if (s_parent != NULL)
+			set_or_drop(s_parent, f->field, sealed);
+		else
 			json_object_put(sealed);
-		}
 	}
 	if (rc == KW_OK)
 		rc = check_key(req, p, *content);
@@ -729,6 +765,7 @@ struct bifrost_op {
 	json_object *answer;	/* owned */
 	enum kw_err (*body)(struct bifrost_op *, DB_TXN *, struct provider *);
 	void *visiting;		/* what an each_key visitor gathers into */
+	int configures;		/* the provider is about to be configured: no lookup first */
 };
 
 static enum kw_err
@@ -741,7 +778,8 @@ op_body(struct kw_store *st, DB_TXN *txn, void *baton)
 	(void)st;
 	json_object_put(op->answer);
 	op->answer = NULL;
-	if (op->provider != NULL && (rc = find_provider(op->req, txn, op->provider, &p)) != KW_OK)
+	if (op->provider != NULL && !op->configures &&
+	    (rc = find_provider(op->req, txn, op->provider, &p)) != KW_OK)
 		return rc;
 	rc = op->body(op, txn, &p);
 	json_object_put(p.record);
@@ -1040,6 +1078,527 @@ kw_op_provider_keys_all(struct kw_req *req, struct kw_resp *resp)
 	return run(req, resp, &op, 1);
 }
 
+/* --- a provider's configuration ------------------------------------------ */
+
+/*
+ * Bifrost's defaults (core/schemas/provider.go: DefaultNetworkConfig,
+ * DefaultConcurrencyAndBufferSize): a field left 0 or absent answers these.
+ */
+#define DEFAULT_TIMEOUT_SECS 30
+#define DEFAULT_BACKOFF_INITIAL_MS 500
+#define DEFAULT_BACKOFF_MAX_MS 5000
+#define DEFAULT_CONCURRENCY 1000
+#define DEFAULT_BUFFER_SIZE 5000
+/* the bounds of a retry backoff that is set (Bifrost's validateRetryBackoff) */
+#define MIN_BACKOFF_MS 100
+#define MAX_BACKOFF_MS 1000000
+#define MAX_EXTRA_HEADERS 64
+
+/*
+ * Go's time.ParseDuration into milliseconds: "500ms", "1.5s", "1m30s",
+ * "0"; units ns, us (µs), ms, s, m, h.  0 when s is not one.
+ */
+static int
+go_duration_ms(const char *s, double *ms)
+{
+	static const struct {
+		const char *unit;
+		double ms;
+	} units[] = {
+		{ "ns", 1e-6 }, { "us", 1e-3 }, { "\xc2\xb5s", 1e-3 }, { "\xce\xbcs", 1e-3 },
+		{ "ms", 1 }, { "s", 1000 }, { "m", 60000 }, { "h", 3600000 },
+	};
+	double total = 0;
+
+	if (strcmp(s, "0") == 0) {
+		*ms = 0;
+		return 1;
+	}
+	if (*s == '\0')
+		return 0;
+	while (*s != '\0') {
+		size_t digits = strspn(s, "0123456789"), n = digits, u;
+		char number[64];
+
+		if (s[n] == '.')
+			n += 1 + strspn(s + n + 1, "0123456789");
+		if (n == 0 || (n == 1 && s[0] == '.') || n >= sizeof(number))
+			return 0;
+		memcpy(number, s, n);
+		number[n] = '\0';
+		s += n;
+		for (u = 0; u < sizeof(units) / sizeof(units[0]); u++)
+			if (strncmp(s, units[u].unit, strlen(units[u].unit)) == 0)
+				break;
+		if (u == sizeof(units) / sizeof(units[0]))
+			return 0;
+		s += strlen(units[u].unit);
+		total += strtod(number, NULL) * units[u].ms;
+	}
+	*ms = total;
+	return 1;
+}
+
+/* A header name: an RFC 9110 token. */
+static int
+header_name_ok(const char *name)
+{
+	size_t n = strlen(name);
+
+	return n > 0 && n <= 256 && strspn(name, "!#$%&'*+-.^_`|~0123456789"
+	    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz") == n;
+}
+
+/* An absolute http:// or https:// URL with a host and nothing a header or log line could split on. */
+static int
+base_url_ok(const char *url)
+{
+	const char *rest = strncmp(url, "https://", 8) == 0 ? url + 8 :
+	    strncmp(url, "http://", 7) == 0 ? url + 7 : NULL;
+
+	if (rest == NULL || *rest == '\0' || *rest == '/' || *rest == '?' || *rest == '#')
+		return 0;
+	for (const unsigned char *c = (const unsigned char *)url; *c != '\0'; c++)
+		if (*c <= ' ' || *c == 0x7f)
+			return 0;
+	return 1;
+}
+
+/* The retry backoff field of in, in milliseconds, into *ms (0: unset); KW_EINVAL naming it. */
+static enum kw_err
+backoff_in(struct kw_req *req, json_object *in, const char *field, int64_t *ms)
+{
+	json_object *v = json_object_object_get(in, field);
+	char path[64];
+	double d = 0;
+
+	snprintf(path, sizeof(path), "network_config.%s", field);
+	*ms = 0;
+	if (v == NULL)
+		return KW_OK;
+	if (json_object_is_type(v, json_type_int))
+		d = (double)json_object_get_int64(v);	/* Bifrost's legacy form: milliseconds */
+	else if (!go_duration_ms(json_object_get_string(v), &d)) {
+		kw_error_set(&req->err, KW_EINVAL, path,
+		    "%s must be milliseconds or a duration like \"500ms\", \"5s\", \"1m\"", path);
+		return KW_EINVAL;
+	}
+	if (d > 0 && (d < MIN_BACKOFF_MS || d > MAX_BACKOFF_MS)) {
+		kw_error_set(&req->err, KW_EINVAL, path, "%s must be at least %dms and at most %ds",
+		    path, MIN_BACKOFF_MS, MAX_BACKOFF_MS / 1000);
+		return KW_EINVAL;
+	}
+	*ms = (int64_t)d;
+	return KW_OK;
+}
+
+/*
+ * A request's network_config (in, borrowed; NULL for none) as stored
+ * (*out owned; NULL for none): base_url, extra_headers, the timeout, the
+ * retry count and both backoffs in milliseconds.  KW_EINVAL naming the
+ * field.
+ */
+static enum kw_err
+network_in(struct kw_req *req, json_object *in, json_object **out)
+{
+	static const char *const counts[] = { "default_request_timeout_in_seconds", "max_retries" };
+	json_object *headers = json_object_object_get(in, "extra_headers"), *h;
+	const char *url = kw_json_str(in, "base_url");
+	int64_t initial, max;
+	enum kw_err rc;
+
+	*out = NULL;
+	if (in == NULL)
+		return KW_OK;
+	if (url != NULL && url[0] != '\0' && !base_url_ok(url)) {
+		kw_error_set(&req->err, KW_EINVAL, "network_config.base_url",
+		    "network_config.base_url must be an http:// or https:// URL");
+		return KW_EINVAL;
+	}
+	if (headers != NULL && json_object_object_length(headers) > MAX_EXTRA_HEADERS) {
+		kw_error_set(&req->err, KW_EINVAL, "network_config.extra_headers",
+		    "network_config.extra_headers holds at most %d headers", MAX_EXTRA_HEADERS);
+		return KW_EINVAL;
+	}
+	json_object_object_foreach(headers ? headers : in, name, value) {
+		const char *v = json_object_get_string(value);
+
+		if (headers == NULL)
+			break;
+		char path[KW_FIELD_MAX];
+
+		snprintf(path, sizeof(path), "network_config.extra_headers.%s", name);
+		if (!header_name_ok(name) || strpbrk(v, "\r\n") != NULL) {
+			kw_error_set(&req->err, KW_EINVAL, path, header_name_ok(name) ?
+			    "a header value must be one line" : "not a header name");
+			return KW_EINVAL;
+		}
+	}
+	if ((rc = backoff_in(req, in, "retry_backoff_initial", &initial)) != KW_OK ||
+	    (rc = backoff_in(req, in, "retry_backoff_max", &max)) != KW_OK)
+		return rc;
+	if (initial > 0 && max > 0 && initial > max) {
+		kw_error_set(&req->err, KW_EINVAL, "network_config.retry_backoff_initial",
+		    "network_config.retry_backoff_initial must not exceed retry_backoff_max");
+		return KW_EINVAL;
+	}
+	*out = json_object_new_object();
+	if (url != NULL && url[0] != '\0')
+		json_object_object_add(*out, "base_url", json_object_new_string(url));
+	if (headers != NULL && json_object_object_length(headers) > 0) {
+		h = kw_json_copy(headers);
+		json_object_object_add(*out, "extra_headers", h);
+	}
+	for (size_t i = 0; i < sizeof(counts) / sizeof(counts[0]); i++)
+		if (json_object_object_get(in, counts[i]) != NULL)
+			json_object_object_add(*out, counts[i], json_object_new_int64(
+			    json_object_get_int64(json_object_object_get(in, counts[i]))));
+	json_object_object_add(*out, "retry_backoff_initial", json_object_new_int64(initial));
+	json_object_object_add(*out, "retry_backoff_max", json_object_new_int64(max));
+	return KW_OK;
+}
+
+/* The integer field of obj when above 0, else otherwise. */
+static int64_t
+positive_or(json_object *obj, const char *field, int64_t otherwise)
+{
+	int64_t v = (int64_t)kw_json_num(obj, field, 0);
+
+	return v > 0 ? v : otherwise;
+}
+
+/*
+ * A stored provider record's network_config as answered (owned), every
+ * field of Bifrost's NetworkConfig that keywarden keeps, defaults filled.
+ * rec may be NULL (a standard provider with no configuration).  A record
+ * of an older version kept a custom provider's URL in
+ * custom_provider_config.base_url: that is its base_url.
+ */
+static json_object *
+network_view(json_object *rec)
+{
+	json_object *stored = json_object_object_get(rec, "network_config");
+	json_object *headers = json_object_object_get(stored, "extra_headers");
+	const char *url = kw_json_str(stored, "base_url");
+	json_object *out = json_object_new_object();
+
+	if (url == NULL)
+		url = kw_json_str(json_object_object_get(rec, "custom_provider_config"), "base_url");
+	if (url != NULL && url[0] != '\0')
+		json_object_object_add(out, "base_url", json_object_new_string(url));
+	if (headers != NULL)
+		json_object_object_add(out, "extra_headers", kw_json_copy(headers));
+	json_object_object_add(out, "default_request_timeout_in_seconds", json_object_new_int64(
+	    positive_or(stored, "default_request_timeout_in_seconds", DEFAULT_TIMEOUT_SECS)));
+	json_object_object_add(out, "max_retries",
+	    json_object_new_int64(positive_or(stored, "max_retries", 0)));
+	json_object_object_add(out, "retry_backoff_initial", json_object_new_int64(
+	    positive_or(stored, "retry_backoff_initial", DEFAULT_BACKOFF_INITIAL_MS)));
+	json_object_object_add(out, "retry_backoff_max", json_object_new_int64(
+	    positive_or(stored, "retry_backoff_max", DEFAULT_BACKOFF_MAX_MS)));
+	return out;
+}
+
+enum kw_err
+kw_provider_network(struct kw_req *req, DB_TXN *txn, const char *provider,
+    json_object **network_config, char *base_type, size_t n)
+{
+	struct provider p;
+	enum kw_err rc;
+
+	*network_config = NULL;
+	if ((rc = find_provider(req, txn, provider, &p)) != KW_OK)
+		return rc;
+	*network_config = network_view(p.record);
+	snprintf(base_type, n, "%s", p.base ? p.base : "");
+	json_object_put(p.record);
+	return KW_OK;
+}
+
+/* concurrency_and_buffer_size as sent (in), or old's when not sent (*out owned; NULL: none). */
+static enum kw_err
+concurrency_in(struct kw_req *req, json_object *in, json_object *old, json_object **out)
+{
+	int64_t concurrency = (int64_t)kw_json_num(in, "concurrency", 0);
+	int64_t buffer = (int64_t)kw_json_num(in, "buffer_size", 0);
+
+	*out = NULL;
+	if (in == NULL) {
+		*out = old ? kw_json_copy(old) : NULL;
+		return KW_OK;
+	}
+	/* Bifrost's addProvider and updateProvider */
+	if (concurrency <= 0 || buffer <= 0 || concurrency > buffer) {
+		kw_error_set(&req->err, KW_EINVAL, concurrency <= 0 ?
+		    "concurrency_and_buffer_size.concurrency" : "concurrency_and_buffer_size.buffer_size",
+		    concurrency <= 0 ? "Concurrency must be greater than 0" : buffer <= 0 ?
+		    "Buffer size must be greater than 0" :
+		    "Concurrency must be less than or equal to buffer size");
+		return KW_EINVAL;
+	}
+	*out = json_object_new_object();
+	json_object_object_add(*out, "concurrency", json_object_new_int64(concurrency));
+	json_object_object_add(*out, "buffer_size", json_object_new_int64(buffer));
+	return KW_OK;
+}
+
+/* The EnvVars of a proxy_config; which of them are secrets, shown redacted. */
+static const struct proxy_field {
+	const char *name;
+	int secret;
+} proxy_fields[] = {
+	{ "url", 0 }, { "username", 0 }, { "password", 1 }, { "ca_cert_pem", 1 },
+};
+#define NPROXY_FIELDS (sizeof(proxy_fields) / sizeof(proxy_fields[0]))
+
+static void
+proxy_aad(char *buf, size_t n, const char *provider, const char *field)
+{
+	snprintf(buf, n, "%s||proxy_config.%s", provider, field);
+}
+
+/*
+ * A request's proxy_config (in) as stored (*stored owned, each EnvVar
+ * sealed or a reference) and as content for the hash (*content owned,
+ * plain: wipe it), a mask sent back keeping old's (the stored
+ * proxy_config) secret; both NULL when in is.
+ */
+static enum kw_err
+proxy_in(struct kw_req *req, const char *provider, json_object *in, json_object *old,
+    json_object **stored, json_object **content)
+{
+	const char *type = kw_json_str(in, "type");
+	char aad[512], path[64];
+	enum kw_err rc = KW_OK;
+
+	*stored = *content = NULL;
+	if (in == NULL)
+		return KW_OK;
+	*stored = json_object_new_object();
+	*content = json_object_new_object();
+	json_object_object_add(*stored, "type", json_object_new_string(type ? type : "none"));
+	json_object_object_add(*content, "type", json_object_new_string(type ? type : "none"));
+	for (size_t i = 0; i < NPROXY_FIELDS && rc == KW_OK; i++) {
+		json_object *sealed, *plain;
+
+		snprintf(path, sizeof(path), "proxy_config.%s", proxy_fields[i].name);
+		proxy_aad(aad, sizeof(aad), provider, proxy_fields[i].name);
+		rc = store_envvar(req, aad, path, json_object_object_get(in, proxy_fields[i].name),
+		    json_object_object_get(old, proxy_fields[i].name), &sealed, &plain);
+		set_or_drop(*stored, proxy_fields[i].name, sealed);
+		set_or_drop(*content, proxy_fields[i].name, plain);
+	}
+	if (rc == KW_OK && strcmp(kw_json_str(*stored, "type"), "none") != 0 &&
+	    strcmp(kw_json_str(*stored, "type"), "environment") != 0 &&
+	    json_object_object_get(*stored, "url") == NULL) {
+		kw_error_set(&req->err, KW_EINVAL, "proxy_config.url", "a %s proxy needs its url",
+		    kw_json_str(*stored, "type"));
+		rc = KW_EINVAL;
+	}
+	return rc;
+}
+
+/* A stored proxy_config as answered (owned, or NULL): url and username in clear, secrets redacted. */
+static enum kw_err
+proxy_view(const char *provider, json_object *stored, json_object **out)
+{
+	char aad[512], shown[64], *plain;
+	enum kw_err rc = KW_OK;
+
+	*out = NULL;
+	if (stored == NULL)
+		return KW_OK;
+	*out = json_object_new_object();
+	json_object_object_add(*out, "type", json_object_new_string(kw_json_str(stored, "type") ?
+	    kw_json_str(stored, "type") : "none"));
+	for (size_t i = 0; i < NPROXY_FIELDS && rc == KW_OK; i++) {
+		json_object *f = json_object_object_get(stored, proxy_fields[i].name), *v;
+		const char *ref = kw_json_str(f, "env_var");
+
+		if (f == NULL) {
+			json_object_object_add(*out, proxy_fields[i].name, NULL);
+			continue;
+		}
+		proxy_aad(aad, sizeof(aad), provider, proxy_fields[i].name);
+		plain = NULL;
+		if (ref == NULL && (rc = unseal(aad, f, &plain)) != KW_OK)
+			break;
+		if (plain != NULL && proxy_fields[i].secret)
+			redact(plain, shown, sizeof(shown));
+		v = json_object_new_object();
+		json_object_object_add(v, "value", json_object_new_string(plain == NULL ? "" :
+		    proxy_fields[i].secret ? shown : plain));
+		json_object_object_add(v, "env_var", json_object_new_string(ref ? ref : ""));
+		json_object_object_add(v, "from_env", json_object_new_boolean(ref != NULL));
+		json_object_object_add(*out, proxy_fields[i].name, v);
+		free_secret(plain);
+	}
+	if (rc != KW_OK) {
+		json_object_put(*out);
+		*out = NULL;
+	}
+	return rc;
+}
+
+/* body's boolean field as sent, else old's (false when neither has it), new. */
+static json_object *
+bool_or_old(json_object *body, json_object *old, const char *field)
+{
+	json_object *v = json_object_object_get(body, field);
+
+	if (json_object_is_type(v, json_type_boolean))
+		return json_object_new_boolean(json_object_get_boolean(v));
+	return json_object_new_boolean(kw_json_bool(old, field));
+}
+
+static const char *const raw_flags[] = {
+	"send_back_raw_request", "send_back_raw_response", "store_raw_request_response",
+};
+#define NRAW_FLAGS (sizeof(raw_flags) / sizeof(raw_flags[0]))
+
+/* True when base is a type a custom provider may be built on (SupportedBaseProviders). */
+static int
+base_allowed(const char *base)
+{
+	const struct builtin *b = builtin_of(base);
+
+	return b != NULL && b->base;
+}
+
+/*
+ * The custom_provider_config of name as stored (*out owned; NULL for a
+ * standard provider), from what was sent (in) and what is stored (old,
+ * NULL for a new provider), following Bifrost's addProvider and
+ * ValidateCustomProviderUpdate: a standard name takes none; a custom one
+ * needs one naming a base type Bifrost allows, kept when not sent, and
+ * its base type never changes.  A base_url sent in it (older versions'
+ * place) moves to *url_out.
+ */
+static enum kw_err
+custom_in(struct kw_req *req, const char *name, json_object *in, json_object *old,
+    json_object **out, const char **url_out)
+{
+	const char *base = kw_json_str(in, "base_provider_type");
+	const char *old_base = kw_json_str(old, "base_provider_type");
+
+	*out = NULL;
+	*url_out = kw_json_str(in, "base_url");
+	if (builtin_of(name) != NULL) {
+		if (in != NULL) {
+			kw_error_set(&req->err, KW_EINVAL, "custom_provider_config",
+			    "Custom provider cannot be same as a standard provider");
+			return KW_EINVAL;
+		}
+		return KW_OK;
+	}
+	if (in == NULL && old != NULL) {
+		*out = kw_json_copy(old);
+		return KW_OK;
+	}
+	if (in == NULL || base == NULL) {
+		kw_error_set(&req->err, KW_EINVAL, in ? "custom_provider_config.base_provider_type" :
+		    "custom_provider_config", "a custom provider needs custom_provider_config with "
+		    "its base_provider_type");
+		return KW_EINVAL;
+	}
+	if (old_base != NULL ? strcmp(base, old_base) != 0 : !base_allowed(base)) {
+		kw_error_set(&req->err, KW_EINVAL, "custom_provider_config.base_provider_type",
+		    old_base != NULL ? "base_provider_type cannot be changed (it is %s)" :
+		    "BaseProviderType must be one of anthropic, bedrock, cohere, gemini, openai, "
+		    "huggingface, replicate", old_base);
+		return KW_EINVAL;
+	}
+	*out = kw_json_copy(in);
+	json_object_object_del(*out, "base_url");
+	json_object_object_add(*out, "is_key_less", json_object_new_boolean(
+	    kw_json_bool(in, "is_key_less")));
+	return KW_OK;
+}
+
+/*
+ * Builds provider name's record (*rec owned) from the request body over
+ * old (its stored record, NULL when it has none), as Bifrost's
+ * updateProvider merges: network_config and concurrency_and_buffer_size
+ * replaced as sent (concurrency kept when not sent), proxy_config and
+ * custom_provider_config kept when not sent, the raw flags kept when not
+ * sent, a proxy secret sent back masked kept.  config_hash is the SHA-256
+ * of that configuration, secrets in plain, written canonically.
+ */
+static enum kw_err
+provider_in(struct kw_req *req, const char *name, json_object *body, json_object *old,
+    json_object **rec)
+{
+	json_object *network = NULL, *concurrency = NULL, *proxy = NULL, *proxy_plain = NULL;
+	json_object *custom = NULL, *content, *canon, *sent;
+	const char *legacy_url = NULL, *text;
+	char hash[KW_SHA256_HEX_LEN + 1];
+	enum kw_err rc;
+
+	*rec = NULL;
+	if ((rc = network_in(req, json_object_object_get(body, "network_config"), &network)) ||
+	    (rc = concurrency_in(req, json_object_object_get(body, "concurrency_and_buffer_size"),
+	    json_object_object_get(old, "concurrency_and_buffer_size"), &concurrency)) ||
+	    (rc = custom_in(req, name, json_object_object_get(body, "custom_provider_config"),
+	    json_object_object_get(old, "custom_provider_config"), &custom, &legacy_url)))
+		goto out;
+	if (json_object_object_get_ex(body, "proxy_config", &sent))
+		rc = proxy_in(req, name, sent, json_object_object_get(old, "proxy_config"), &proxy,
+		    &proxy_plain);
+	else if ((proxy = kw_json_copy(json_object_object_get(old, "proxy_config"))) != NULL)
+		rc = proxy_view(name, proxy, &proxy_plain);	/* kept: hashed as it reads */
+	if (rc != KW_OK)
+		goto out;
+	if (legacy_url != NULL && legacy_url[0] != '\0' && kw_json_str(network, "base_url") == NULL) {
+		if (!base_url_ok(legacy_url)) {
+			kw_error_set(&req->err, KW_EINVAL, "custom_provider_config.base_url",
+			    "custom_provider_config.base_url must be an http:// or https:// URL");
+			rc = KW_EINVAL;
+			goto out;
+		}
+		if (network == NULL)
+			network = json_object_new_object();
+		json_object_object_add(network, "base_url", json_object_new_string(legacy_url));
+	}
+	*rec = json_object_new_object();
+	json_object_object_add(*rec, "name", json_object_new_string(name));
+	if (network != NULL)
+		json_object_object_add(*rec, "network_config", json_object_get(network));
+	if (concurrency != NULL)
+		json_object_object_add(*rec, "concurrency_and_buffer_size", json_object_get(concurrency));
+	if (proxy != NULL)
+		json_object_object_add(*rec, "proxy_config", json_object_get(proxy));
+	for (size_t i = 0; i < NRAW_FLAGS; i++)
+		json_object_object_add(*rec, raw_flags[i], bool_or_old(body, old, raw_flags[i]));
+	if (custom != NULL)
+		json_object_object_add(*rec, "custom_provider_config", json_object_get(custom));
+
+	content = kw_json_copy(*rec);
+	json_object_object_add(content, "network_config", network_view(*rec));
+	json_object_object_add(content, "proxy_config", json_object_get(proxy_plain));
+	canon = sorted_copy(content);
+	text = json_object_to_json_string_ext(canon, JSON_C_TO_STRING_PLAIN);
+	kw_crypto_sha256_hex(text, strlen(text), hash);
+	kw_crypto_wipe((char *)text, strlen(text));
+	wipe_strings(content);
+	json_object_put(canon);
+	json_object_put(content);
+	json_object_object_add(*rec, "config_hash", json_object_new_string(hash));
+	kw_json_set_time(*rec, "created_at", req->now);
+	if (old != NULL && json_object_object_get(old, "created_at") != NULL)
+		json_object_object_add(*rec, "created_at",
+		    json_object_get(json_object_object_get(old, "created_at")));
+	kw_json_set_time(*rec, "updated_at", req->now);
+out:
+	if (proxy_plain != NULL)
+		wipe_strings(proxy_plain);
+	json_object_put(proxy_plain);
+	json_object_put(proxy);
+	json_object_put(network);
+	json_object_put(concurrency);
+	json_object_put(custom);
+	return rc;
+}
+
 /* --- providers ------------------------------------------------------------ */
 
 static enum kw_err
@@ -1047,26 +1606,73 @@ count_visit(struct bifrost_op *op, DB_TXN *txn, json_object *rec)
 {
 	(void)txn;
 	(void)rec;
-	json_object_object_add(op->answer, "keys",
-	    json_object_new_int64(json_object_get_int64(json_object_object_get(op->answer,
-	    "keys")) + 1));
+	(*(int64_t *)op->visiting)++;
 	return KW_OK;
 }
 
-/* The provider as read back (into op->answer): name, custom, key count, its config. */
+/* How many keys provider has, into *n. */
+static enum kw_err
+count_keys(struct bifrost_op *op, DB_TXN *txn, const char *provider, int64_t *n)
+{
+	void *visiting = op->visiting;
+	enum kw_err rc;
+
+	*n = 0;
+	op->visiting = n;
+	rc = each_key(op, txn, provider, count_visit);
+	op->visiting = visiting;
+	return rc;
+}
+
+/*
+ * The provider as Bifrost's getProviderResponseFromConfig answers it (into
+ * op->answer), with keywarden's custom and key count: its configuration,
+ * defaults filled, proxy secrets redacted.  KW_ENOTFOUND naming provider
+ * when it is not configured: no configuration of its own, and no keys (a
+ * standard provider's keys written by older versions configure it).
+ */
 static enum kw_err
 describe_provider(struct bifrost_op *op, DB_TXN *txn, const struct provider *p)
 {
-	json_object *cfg = p->record ? json_object_object_get(p->record, "custom_provider_config")
-	    : NULL;
+	json_object *rec = p->record, *cfg = json_object_object_get(rec, "custom_provider_config");
+	json_object *proxy;
+	const char *hash = kw_json_str(rec, "config_hash");
+	int64_t keys;
+	enum kw_err rc;
 
+	if ((rc = count_keys(op, txn, p->name, &keys)) != KW_OK)
+		return rc;
+	if (rec == NULL && keys == 0) {
+		kw_error_set(&op->req->err, KW_ENOTFOUND, "provider",
+		    "Provider not found: %s is not configured", p->name);
+		return KW_ENOTFOUND;
+	}
+	if ((rc = proxy_view(p->name, json_object_object_get(rec, "proxy_config"), &proxy)) != KW_OK)
+		return rc;
 	op->answer = json_object_new_object();
 	json_object_object_add(op->answer, "name", json_object_new_string(p->name));
 	json_object_object_add(op->answer, "custom", json_object_new_boolean(p->custom));
+	json_object_object_add(op->answer, "keys", json_object_new_int64(keys));
+	json_object_object_add(op->answer, "network_config", network_view(rec));
+	cfg = json_object_object_get(rec, "concurrency_and_buffer_size");
+	json_object_object_add(op->answer, "concurrency_and_buffer_size", json_object_new_object());
+	json_object_object_add(json_object_object_get(op->answer, "concurrency_and_buffer_size"),
+	    "concurrency", json_object_new_int64(positive_or(cfg, "concurrency",
+	    DEFAULT_CONCURRENCY)));
+	json_object_object_add(json_object_object_get(op->answer, "concurrency_and_buffer_size"),
+	    "buffer_size", json_object_new_int64(positive_or(cfg, "buffer_size",
+	    DEFAULT_BUFFER_SIZE)));
+	json_object_object_add(op->answer, "proxy_config", proxy);
+	for (size_t i = 0; i < NRAW_FLAGS; i++)
+		json_object_object_add(op->answer, raw_flags[i],
+		    json_object_new_boolean(kw_json_bool(rec, raw_flags[i])));
+	cfg = json_object_object_get(rec, "custom_provider_config");
+	if (cfg != NULL)
+		json_object_object_add(op->answer, "custom_provider_config", kw_json_copy(cfg));
 	json_object_object_add(op->answer, "provider_status", json_object_new_string("active"));
-	json_object_object_add(op->answer, "keys", json_object_new_int64(0));
-	json_object_object_add(op->answer, "custom_provider_config", json_object_get(cfg));
-	return each_key(op, txn, p->name, count_visit);
+	if (hash != NULL)
+		json_object_object_add(op->answer, "config_hash", json_object_new_string(hash));
+	return KW_OK;
 }
 
 static enum kw_err
@@ -1091,41 +1697,38 @@ compare_provider_names(const void *a, const void *b)
 	    kw_json_str(*(json_object *const *)b, "name"));
 }
 
-struct provider_names {
-	json_object *names;	/* owned array */
-};
-
 static int
-custom_name(const char *id, json_object *rec, void *baton)
+stored_name(const char *id, json_object *rec, void *baton)
 {
 	(void)rec;
-	json_object_array_add(((struct provider_names *)baton)->names, json_object_new_string(id));
+	if (builtin_of(id) == NULL)	/* the standard ones are visited anyway */
+		json_object_array_add(baton, json_object_new_string(id));
 	return 0;
 }
 
 static enum kw_err
 providers_body(struct bifrost_op *op, DB_TXN *txn, struct provider *unused)
 {
-	struct provider_names custom = { json_object_new_array() };
-	json_object *list = json_object_new_array();
+	json_object *custom = json_object_new_array(), *list = json_object_new_array();
 	enum kw_err rc;
 
 	(void)unused;
-	rc = kw_rec_each(op->req->store, txn, KW_DB_PROVIDERS, custom_name, &custom);
-	for (size_t i = 0; rc == KW_OK && i < NBUILTINS + json_object_array_length(custom.names);
-	    i++) {
+	rc = kw_rec_each(op->req->store, txn, KW_DB_PROVIDERS, stored_name, custom);
+	for (size_t i = 0; rc == KW_OK && i < NBUILTINS + json_object_array_length(custom); i++) {
 		struct provider p;
 		const char *name = i < NBUILTINS ? builtins[i].name :
-		    json_object_get_string(json_object_array_get_idx(custom.names, i - NBUILTINS));
+		    json_object_get_string(json_object_array_get_idx(custom, i - NBUILTINS));
 
 		if ((rc = find_provider(op->req, txn, name, &p)) == KW_OK &&
 		    (rc = describe_provider(op, txn, &p)) == KW_OK) {
 			json_object_array_add(list, op->answer);
 			op->answer = NULL;
 		}
+		if (rc == KW_ENOTFOUND)
+			rc = KW_OK;	/* a standard provider that is not configured */
 		json_object_put(p.record);
 	}
-	json_object_put(custom.names);
+	json_object_put(custom);
 	json_object_array_sort(list, compare_provider_names);	/* alphabetical, as Bifrost lists */
 	op->answer = json_object_new_object();
 	json_object_object_add(op->answer, "providers", list);
@@ -1134,7 +1737,7 @@ providers_body(struct bifrost_op *op, DB_TXN *txn, struct provider *unused)
 	return rc;
 }
 
-/* GET /api/providers: the built-in and custom providers, alphabetically. */
+/* GET /api/providers: the configured providers, alphabetically (Bifrost's listProviders). */
 enum kw_err
 kw_op_providers_list(struct kw_req *req, struct kw_resp *resp)
 {
@@ -1143,49 +1746,86 @@ kw_op_providers_list(struct kw_req *req, struct kw_resp *resp)
 	return run(req, resp, &op, 1);
 }
 
+/*
+ * Stores provider name's configuration from the request body (Bifrost's
+ * addProvider when create, else its updateProvider: an upsert), audited;
+ * the answer is the provider as read back.
+ */
 static enum kw_err
-provider_create_body(struct bifrost_op *op, DB_TXN *txn, struct provider *unused)
+configure_provider(struct bifrost_op *op, DB_TXN *txn, const char *name, int create)
 {
 	struct kw_req *req = op->req;
-	const char *name = kw_json_str(req->body, "provider");
-	json_object *cfg = json_object_object_get(req->body, "custom_provider_config");
-	json_object *rec;
+	json_object *keys = json_object_object_get(req->body, "keys"), *rec = NULL, *before = NULL;
 	struct provider p;
 	enum kw_err rc;
 
-	(void)unused;
-	if (cfg == NULL) {
-		kw_error_set(&req->err, KW_EINVAL, "custom_provider_config",
-		    "a custom provider needs custom_provider_config with its base_provider_type");
+	if (json_object_is_type(keys, json_type_array) && json_object_array_length(keys) > 0) {
+		kw_error_set(&req->err, KW_EINVAL, "keys", "keys are not accepted on this endpoint; "
+		    "use POST/PUT /api/providers/{provider}/keys[/{key_id}] to manage keys");
 		return KW_EINVAL;
 	}
-	if (builtin_of(name) != NULL) {
-		kw_error_set(&req->err, KW_ECONFLICT, "provider", "%s is a built-in provider", name);
-		return KW_ECONFLICT;
+	rc = find_provider(req, txn, name, &p);
+	if (rc == KW_ENOTFOUND)
+		rc = KW_OK;	/* a custom provider about to be configured */
+	if (rc == KW_OK && (rc = describe_provider(op, txn, &p)) == KW_OK) {
+		before = op->answer;
+		op->answer = NULL;
+		if (create) {
+			kw_error_set(&req->err, KW_ECONFLICT, "provider",
+			    "Provider %s already exists", name);
+			rc = KW_ECONFLICT;
+		}
+	} else if (rc == KW_ENOTFOUND) {
+		rc = KW_OK;
 	}
-	rec = json_object_new_object();
-	json_object_object_add(rec, "name", json_object_new_string(name));
-	json_object_object_add(rec, "custom_provider_config", json_object_get(cfg));
-	kw_json_set_time(rec, "created_at", req->now);
-	rc = kw_rec_put(req->store, txn, KW_DB_PROVIDERS, name, rec, 1);
-	if (rc == KW_ECONFLICT)
-		kw_error_set(&req->err, KW_ECONFLICT, "provider", "a provider named %s exists", name);
-	json_object_put(rec);
+	if (rc == KW_OK)
+		rc = provider_in(req, name, req->body, p.record, &rec);
+	if (rc == KW_OK)
+		rc = kw_rec_put(req->store, txn, KW_DB_PROVIDERS, name, rec, 0);
+	json_object_put(p.record);
 	if (rc == KW_OK && (rc = find_provider(req, txn, name, &p)) == KW_OK) {
 		rc = describe_provider(op, txn, &p);
 		json_object_put(p.record);
 	}
 	if (rc == KW_OK)
-		rc = kw_audit_record(req, txn, "created", KW_TABLE_PROVIDERS, name, NULL, op->answer);
+		rc = kw_audit_record(req, txn, before ? "updated" : "created", KW_TABLE_PROVIDERS,
+		    name, before, op->answer);
+	json_object_put(before);
+	json_object_put(rec);
 	return rc;
 }
 
-/* POST /api/providers: a custom provider on a base provider's API. */
+static enum kw_err
+provider_create_body(struct bifrost_op *op, DB_TXN *txn, struct provider *unused)
+{
+	(void)unused;
+	return configure_provider(op, txn, kw_json_str(op->req->body, "provider"), 1);
+}
+
+/* POST /api/providers: a standard provider's configuration, or a custom provider. */
 enum kw_err
 kw_op_provider_create(struct kw_req *req, struct kw_resp *resp)
 {
 	struct bifrost_op op = { .body = provider_create_body };
 
+	return run(req, resp, &op, 1);
+}
+
+static enum kw_err
+provider_update_body(struct bifrost_op *op, DB_TXN *txn, struct provider *unused)
+{
+	(void)unused;
+	return configure_provider(op, txn, op->provider, 0);
+}
+
+/* PUT /api/providers/{provider}: configured, or reconfigured (an upsert). */
+enum kw_err
+kw_op_provider_update(struct kw_req *req, struct kw_resp *resp)
+{
+	struct bifrost_op op = { .body = provider_update_body };
+
+	/* the provider may have no configuration yet: op_body must not look it up */
+	op.configures = 1;
 	return run(req, resp, &op, 1);
 }
 
@@ -1206,25 +1846,20 @@ provider_delete_body(struct bifrost_op *op, DB_TXN *txn, struct provider *p)
 	json_object *answer;
 	enum kw_err rc;
 
-	if (!p->custom) {
-		kw_error_set(&req->err, KW_EINVAL, "provider",
-		    "%s is a built-in provider: it cannot be removed", p->name);
-		return KW_EINVAL;
-	}
 	if ((rc = describe_provider(op, txn, p)) != KW_OK)
 		return rc;
 	answer = op->answer;	/* deleting keys must not touch the answer */
 	op->answer = NULL;
 	rc = each_key(op, txn, p->name, delete_visit);
 	op->answer = answer;
-	if (rc == KW_OK)
+	if (rc == KW_OK && p->record != NULL)
 		rc = kw_rec_del(req->store, txn, KW_DB_PROVIDERS, p->name);
 	if (rc == KW_OK)
 		rc = kw_audit_record(req, txn, "deleted", KW_TABLE_PROVIDERS, p->name, answer, NULL);
 	return rc;
 }
 
-/* DELETE /api/providers/{provider}: a custom provider and every key it has. */
+/* DELETE /api/providers/{provider}: its configuration and every key it has (Bifrost's deleteProvider). */
 enum kw_err
 kw_op_provider_delete(struct kw_req *req, struct kw_resp *resp)
 {
