@@ -25,7 +25,7 @@ static const struct builtin {
 	int value_optional;
 	int base;	/* allowed as a custom provider's base_provider_type (SupportedBaseProviders) */
 } builtins[] = {
-	{ "anthropic", 0, 1 }, { "azure", 0, 0 }, { "bedrock", 1, 1 }, { "cerebras", 0, 0 },
+	{ "anthropic", 0, 1 }, { "azure", 1, 0 }, { "bedrock", 1, 1 }, { "cerebras", 0, 0 },
 	{ "cohere", 0, 1 }, { "elevenlabs", 0, 0 }, { "gemini", 0, 1 }, { "groq", 0, 0 },
 	{ "huggingface", 0, 1 }, { "mistral", 0, 0 }, { "nebius", 0, 0 }, { "ollama", 1, 0 },
 	{ "openai", 0, 1 }, { "openrouter", 0, 0 }, { "parasail", 0, 0 }, { "perplexity", 0, 0 },
@@ -34,27 +34,35 @@ static const struct builtin {
 };
 #define NBUILTINS (sizeof(builtins) / sizeof(builtins[0]))
 
-/* Every EnvVar in a key: its top-level value, and the fields of the provider configs. */
+/*
+ * Every EnvVar in a key: its top-level value, and the fields of the
+ * provider configs (core/schemas/account.go).  All are sealed at rest;
+ * shown ones are settings, not secrets, and read back in clear.
+ */
 static const struct envvar_field {
 	const char *config;	/* NULL for the key's own value */
 	const char *field;
+	int shown;
 } envvars[] = {
-	{ NULL, "value" },
-	{ "azure_key_config", "endpoint" }, { "azure_key_config", "api_version" },
-	{ "azure_key_config", "client_id" }, { "azure_key_config", "client_secret" },
-	{ "azure_key_config", "tenant_id" },
-	{ "vertex_key_config", "project_id" }, { "vertex_key_config", "project_number" },
-	{ "vertex_key_config", "region" }, { "vertex_key_config", "auth_credentials" },
-	{ "bedrock_key_config", "access_key" }, { "bedrock_key_config", "secret_key" },
-	{ "bedrock_key_config", "session_token" }, { "bedrock_key_config", "region" },
-	{ "bedrock_key_config", "arn" },
-	{ "vllm_key_config", "url" }, { "ollama_key_config", "url" }, { "sgl_key_config", "url" },
+	{ NULL, "value", 0 },
+	{ "azure_key_config", "endpoint", 0 }, { "azure_key_config", "api_version", 1 },
+	{ "azure_key_config", "client_id", 0 }, { "azure_key_config", "client_secret", 0 },
+	{ "azure_key_config", "tenant_id", 0 },
+	{ "vertex_key_config", "project_id", 0 }, { "vertex_key_config", "project_number", 0 },
+	{ "vertex_key_config", "region", 0 }, { "vertex_key_config", "auth_credentials", 0 },
+	{ "bedrock_key_config", "access_key", 0 }, { "bedrock_key_config", "secret_key", 0 },
+	{ "bedrock_key_config", "session_token", 0 }, { "bedrock_key_config", "region", 0 },
+	{ "bedrock_key_config", "arn", 0 }, { "bedrock_key_config", "role_arn", 0 },
+	{ "bedrock_key_config", "external_id", 0 }, { "bedrock_key_config", "session_name", 0 },
+	{ "vllm_key_config", "url", 0 }, { "ollama_key_config", "url", 0 },
+	{ "sgl_key_config", "url", 0 },
 };
 #define NENVVARS (sizeof(envvars) / sizeof(envvars[0]))
 
 static const char *const configs[] = {
 	"azure_key_config", "vertex_key_config", "bedrock_key_config", "replicate_key_config",
-	"vllm_key_config", "ollama_key_config", "sgl_key_config",
+	"vllm_key_config", "ollama_key_config", "sgl_key_config", "openai_key_config",
+	"huggingface_key_config",
 };
 #define NCONFIGS (sizeof(configs) / sizeof(configs[0]))
 
@@ -356,22 +364,34 @@ field_path(const struct envvar_field *f, char *buf, size_t n)
 	snprintf(buf, n, "%s%s%s", f->config ? f->config : "", f->config ? "." : "", f->field);
 }
 
-/* The field's EnvVar as read back: redacted value, or the reference (owned). */
-static enum kw_err
-view_envvar(const char *aad, json_object *stored, json_object **out)
+/* The variable a stored reference names, as this service sees it (borrowed), or NULL. */
+static const char *
+env_value(const char *ref)
 {
-	const char *ref = kw_json_str(stored, "env_var");
+	/* stored before the setting changed: only what it allows now is read */
+	return ref != NULL && valid_reference(ref) ? getenv(ref + 4) : NULL;
+}
+
+/*
+ * The field's EnvVar as read back (owned), as Bifrost's EnvVar.Redacted
+ * shows it: its value, or a reference's resolved value, redacted unless
+ * the field is a setting (f->shown), with the reference beside it.
+ */
+static enum kw_err
+view_envvar(const struct envvar_field *f, const char *aad, json_object *stored, json_object **out)
+{
+	const char *ref = kw_json_str(stored, "env_var"), *env = env_value(ref);
 	char shown[64] = "", *plain = NULL;
 	enum kw_err rc = KW_OK;
 
-	if (ref == NULL) {
-		if ((rc = unseal(aad, stored, &plain)) != KW_OK)
-			return rc;
-		redact(plain, shown, sizeof(shown));
-		free_secret(plain);
-	}
+	if (ref == NULL && (rc = unseal(aad, stored, &plain)) != KW_OK)
+		return rc;
+	if (ref == NULL ? plain != NULL : env != NULL)
+		redact(ref == NULL ? plain : env, shown, sizeof(shown));
 	*out = json_object_new_object();
-	json_object_object_add(*out, "value", json_object_new_string(shown));
+	json_object_object_add(*out, "value", json_object_new_string(!f->shown ? shown :
+	    ref == NULL ? plain : env ? env : ""));
+	free_secret(plain);
 	json_object_object_add(*out, "env_var", json_object_new_string(ref ? ref : ""));
 	json_object_object_add(*out, "from_env", json_object_new_boolean(ref != NULL));
 	return KW_OK;
@@ -383,16 +403,16 @@ view_envvar(const char *aad, json_object *stored, json_object **out)
  * service sees it.
  */
 static enum kw_err
-resolve_envvar(const char *aad, json_object *stored, json_object **out)
+resolve_envvar(const struct envvar_field *f, const char *aad, json_object *stored,
+    json_object **out)
 {
-	const char *ref = kw_json_str(stored, "env_var"), *env;
+	const char *ref = kw_json_str(stored, "env_var"), *env = env_value(ref);
 	char *plain;
 	enum kw_err rc;
 
+	(void)f;
 	*out = NULL;
 	if (ref != NULL) {
-		/* stored before the setting changed: only what it allows now is read */
-		env = valid_reference(ref) ? getenv(ref + 4) : NULL;
 		*out = env ? json_object_new_string(env) : NULL;
 		return KW_OK;
 	}
@@ -408,8 +428,8 @@ resolve_envvar(const char *aad, json_object *stored, json_object **out)
  * copy that the caller owns, for reading (view) or for a gateway (resolve).
  */
 static enum kw_err
-map_envvars(json_object *rec, enum kw_err (*fn)(const char *, json_object *, json_object **),
-    json_object **out)
+map_envvars(json_object *rec, enum kw_err (*fn)(const struct envvar_field *, const char *,
+    json_object *, json_object **), json_object **out)
 {
 	json_object *copy = kw_json_copy(rec), *parent, *stored, *shown;
 	const char *provider = kw_json_str(rec, "provider"), *id = kw_json_str(rec, "id");
@@ -422,7 +442,7 @@ map_envvars(json_object *rec, enum kw_err (*fn)(const char *, json_object *, jso
 		    stored == NULL)
 			continue;
 		aad_of(aad, sizeof(aad), provider, id, &envvars[i]);
-		if ((rc = fn(aad, stored, &shown)) == KW_OK)
+		if ((rc = fn(&envvars[i], aad, stored, &shown)) == KW_OK)
 			json_object_object_add(parent, envvars[i].field, shown);
 	}
 	if (rc != KW_OK) {
@@ -492,10 +512,53 @@ sort_list(json_object *list)
 }
 
 /*
+ * A key's models as v1.5 reads them (borrowed from rec, or new in *made,
+ * owned): Bifrost's WhiteList, where ["*"] allows every model and []
+ * none.  A key stored by an earlier version (no models_form) meant every
+ * model by [], as Bifrost's own v1.5 migration turned [] into ["*"].
+ */
+static json_object *
+key_models(json_object *rec, json_object **made)
+{
+	json_object *models = json_object_object_get(rec, "models");
+
+	*made = NULL;
+	if (kw_json_str(rec, "models_form") == NULL &&
+	    (models == NULL || json_object_array_length(models) == 0)) {
+		*made = json_object_new_array();
+		json_object_array_add(*made, json_object_new_string("*"));
+		return *made;
+	}
+	return models;
+}
+
+/* True when list (a WhiteList) holds model, case ignored (Bifrost's WhiteList.Contains). */
+static int
+list_contains(json_object *list, const char *model)
+{
+	for (size_t i = 0; model != NULL && list != NULL && i < json_object_array_length(list); i++)
+		if (strcasecmp(json_object_get_string(json_object_array_get_idx(list, i)), model) == 0)
+			return 1;
+	return 0;
+}
+
+/* Bifrost's WhiteList.IsAllowed: ["*"] allows every model, otherwise the ones listed. */
+static int
+list_allows(json_object *list, const char *model)
+{
+	return (list != NULL && json_object_array_length(list) == 1 &&
+	    strcmp(json_object_get_string(json_object_array_get_idx(list, 0)), "*") == 0) ||
+	    list_contains(list, model);
+}
+
+/*
  * config_hash: the SHA-256 hex of the key's content (owned by content,
  * with plain values or references in place of the sealed ones): name,
  * value, sorted models and blacklisted_models, weight, the provider
- * configs, enabled, use_for_batch_api, written canonically.
+ * configs, enabled, use_for_batch_api and, when set, aliases and
+ * use_anthropic_endpoints, written canonically.  Every model (["*"]) is
+ * hashed as [], the form earlier versions hashed it in, and no model as
+ * [""], so that a key keeps its hash across the upgrade.
  */
 static void
 config_hash(json_object *content, char out[KW_SHA256_HEX_LEN + 1])
@@ -504,20 +567,35 @@ config_hash(json_object *content, char out[KW_SHA256_HEX_LEN + 1])
 		"name", "value", "models", "blacklisted_models", "weight", "enabled",
 		"use_for_batch_api",
 	};
-	json_object *pick = json_object_new_object(), *canon;
+	static const char *const when_set[] = { "aliases", "use_anthropic_endpoints" };
+	json_object *pick = json_object_new_object(), *canon, *models;
 	const char *text;
 	char weight[32];
 
 	for (size_t i = 0; i < sizeof(hashed) / sizeof(hashed[0]); i++)
 		json_object_object_add(pick, hashed[i],
 		    json_object_get(json_object_object_get(content, hashed[i])));
+	for (size_t i = 0; i < sizeof(when_set) / sizeof(when_set[0]); i++)
+		if (json_object_object_get(content, when_set[i]) != NULL)
+			json_object_object_add(pick, when_set[i],
+			    json_object_get(json_object_object_get(content, when_set[i])));
 	for (size_t i = 0; i < NCONFIGS; i++)
-		json_object_object_add(pick, configs[i],
-		    json_object_get(json_object_object_get(content, configs[i])));
-	sort_list(json_object_object_get(pick, "models"));
+		if (strcmp(configs[i], "openai_key_config") != 0 ||
+		    json_object_object_get(content, configs[i]) != NULL)
+			json_object_object_add(pick, configs[i],
+			    json_object_get(json_object_object_get(content, configs[i])));
+	models = kw_json_copy(json_object_object_get(content, "models"));
+	if (list_allows(models, NULL)) {
+		json_object_put(models);
+		models = json_object_new_array();
+	} else if (json_object_array_length(models) == 0) {
+		json_object_array_add(models, json_object_new_string(""));
+	}
+	json_object_object_add(pick, "models", models);
+	sort_list(models);
 	sort_list(json_object_object_get(pick, "blacklisted_models"));
-	/* 1, 1.0 and the default weight are one weight */
-	snprintf(weight, sizeof(weight), "%.15g", kw_json_num(content, "weight", 1));
+	/* 1 and 1.0 are one weight */
+	snprintf(weight, sizeof(weight), "%.15g", kw_json_num(content, "weight", 0));
 	json_object_object_add(pick, "weight", json_object_new_string(weight));
 	canon = sorted_copy(pick);
 	text = json_object_to_json_string_ext(canon, JSON_C_TO_STRING_PLAIN);
@@ -537,59 +615,81 @@ has_field(json_object *rec, const char *config, const char *field)
 	    !(json_object_is_type(v, json_type_string) && json_object_get_string_len(v) == 0);
 }
 
-/* The rules a key must meet for its provider; KW_EINVAL naming the field. */
+/* Bifrost's WhiteList.Validate of list (field): "*" alone, no entry twice (case ignored). */
+static enum kw_err
+check_list(struct kw_req *req, json_object *list, const char *field)
+{
+	size_t n = list ? json_object_array_length(list) : 0;
+	char path[64];
+
+	for (size_t i = 0; i < n; i++) {
+		const char *m = json_object_get_string(json_object_array_get_idx(list, i));
+
+		snprintf(path, sizeof(path), "%s[%zu]", field, i);
+		if (strcmp(m, "*") == 0 && n > 1) {
+			kw_error_set(&req->err, KW_EINVAL, path,
+			    "wildcard '*' cannot be used with other values in %s", field);
+			return KW_EINVAL;
+		}
+		for (size_t j = 0; j < i; j++)
+			if (strcasecmp(m, json_object_get_string(json_object_array_get_idx(list, j)))
+			    == 0) {
+				kw_error_set(&req->err, KW_EINVAL, path, "duplicate value '%s' in %s",
+				    m, field);
+				return KW_EINVAL;
+			}
+	}
+	return KW_OK;
+}
+
+/*
+ * The rules a key must meet for its provider (content: plain values or
+ * references), Bifrost's createProviderKey and validateProviderKeyURL:
+ * keyless providers take none; value may be empty only where
+ * CanProviderKeyValueBeEmpty says so (Azure, Bedrock, Vertex, vLLM,
+ * Ollama, SGLang), and a reference to a variable that is not set is an
+ * empty value; Azure needs its endpoint, Bedrock a region or ARN, vLLM,
+ * Ollama and SGLang a URL; both model lists are WhiteLists.  A model both
+ * allowed and blacklisted is accepted: the blacklist wins.  KW_EINVAL
+ * naming the field.
+ */
 static enum kw_err
 check_key(struct kw_req *req, const struct provider *p, json_object *content)
 {
 	const struct builtin *b = builtin_of(p->base);
-	json_object *models = json_object_object_get(content, "models");
-	json_object *blacklisted = json_object_object_get(content, "blacklisted_models");
-	const char *base = p->base ? p->base : "";
+	const char *base = p->base ? p->base : "", *value = kw_json_str(content, "value");
 	const char *need = NULL;
-	int value_optional = b != NULL && b->value_optional;
+	enum kw_err rc;
 
 	if (p->keyless) {
-		kw_error_set(&req->err, KW_EINVAL, "provider",
-		    "%s is keyless: it takes no keys", p->name);
+		kw_error_set(&req->err, KW_EINVAL, "provider", "Cannot add keys to a keyless provider");
 		return KW_EINVAL;
 	}
-	if (strcmp(base, "azure") == 0) {
-		value_optional = has_field(content, "azure_key_config", "client_id") &&
-		    has_field(content, "azure_key_config", "client_secret") &&
-		    has_field(content, "azure_key_config", "tenant_id");
-		if (!has_field(content, "azure_key_config", "endpoint"))
-			need = "azure_key_config.endpoint";
-	} else if (strcmp(base, "bedrock") == 0 && !has_field(content, "bedrock_key_config", "region") &&
-	    !has_field(content, "bedrock_key_config", "arn")) {
+	if (strcmp(base, "azure") == 0 && !has_field(content, "azure_key_config", "endpoint"))
+		need = "azure_key_config.endpoint";
+	else if (strcmp(base, "bedrock") == 0 && !has_field(content, "bedrock_key_config", "region") &&
+	    !has_field(content, "bedrock_key_config", "arn"))
 		need = "bedrock_key_config.region";
-	} else if (strcmp(base, "vertex") == 0) {
-		if (!has_field(content, "vertex_key_config", "project_id"))
-			need = "vertex_key_config.project_id";
-		else if (!has_field(content, "vertex_key_config", "region"))
-			need = "vertex_key_config.region";
-	} else if (strcmp(base, "vllm") == 0 && !has_field(content, "vllm_key_config", "url")) {
+	else if (strcmp(base, "vllm") == 0 && !has_field(content, "vllm_key_config", "url"))
 		need = "vllm_key_config.url";
-	} else if (strcmp(base, "ollama") == 0 && !has_field(content, "ollama_key_config", "url")) {
+	else if (strcmp(base, "ollama") == 0 && !has_field(content, "ollama_key_config", "url"))
 		need = "ollama_key_config.url";
-	} else if (strcmp(base, "sgl") == 0 && !has_field(content, "sgl_key_config", "url")) {
+	else if (strcmp(base, "sgl") == 0 && !has_field(content, "sgl_key_config", "url"))
 		need = "sgl_key_config.url";
-	}
-	if (need == NULL && !value_optional && !has_field(content, NULL, "value"))
-		need = "value";
 	if (need != NULL) {
-		kw_error_set(&req->err, KW_EINVAL, need, "a %s key needs %s", base, need);
+		kw_error_set(&req->err, KW_EINVAL, need, "%s is required for %s keys", need, base);
 		return KW_EINVAL;
 	}
-	for (size_t i = 0; blacklisted != NULL && i < json_object_array_length(blacklisted); i++) {
-		const char *m = json_object_get_string(json_object_array_get_idx(blacklisted, i));
-
-		if (kw_json_list_has(models, m)) {
-			kw_error_set(&req->err, KW_EINVAL, "blacklisted_models",
-			    "model %s is both allowed and blacklisted", m);
-			return KW_EINVAL;
-		}
+	if (!(b != NULL && b->value_optional) && (value == NULL || value[0] == '\0' ||
+	    (strncmp(value, "env.", 4) == 0 && (env_value(value) == NULL ||
+	    env_value(value)[0] == '\0')))) {
+		kw_error_set(&req->err, KW_EINVAL, "value", "Key value must not be empty");
+		return KW_EINVAL;
 	}
-	return KW_OK;
+	if ((rc = check_list(req, json_object_object_get(content, "models"), "models")) != KW_OK)
+		return rc;
+	return check_list(req, json_object_object_get(content, "blacklisted_models"),
+	    "blacklisted_models");
 }
 
 /* Sets obj's field to v (taken), or removes the field when v is NULL. */
@@ -671,7 +771,7 @@ build_key(struct kw_req *req, const struct provider *p, const char *id, json_obj
 {
 	static const char *const plain_fields[] = {
 		"name", "models", "blacklisted_models", "weight", "enabled", "use_for_batch_api",
-		"description",
+		"description", "aliases", "use_anthropic_endpoints",
 	};
 	char aad[512], path[64];
 	enum kw_err rc = KW_OK;
@@ -683,16 +783,27 @@ build_key(struct kw_req *req, const struct provider *p, const char *id, json_obj
 	for (size_t i = 0; i < sizeof(plain_fields) / sizeof(plain_fields[0]); i++) {
 		json_object *v = json_object_object_get(body, plain_fields[i]);
 
-		json_object_object_add(*content, plain_fields[i], json_object_get(v));
+		if (v != NULL)
+			json_object_object_add(*content, plain_fields[i], json_object_get(v));
 	}
+	/*
+	 * What Bifrost's createProviderKey leaves unset stays Go's zero value
+	 * (name "", weight 0); enabled defaults to true.  A PUT without a name
+	 * keeps the key's name.  models defaults to v1.5's ["*"].
+	 */
 	if (kw_json_str(*content, "name") == NULL)
-		json_object_object_add(*content, "name", json_object_new_string(id));
-	if (json_object_object_get(*content, "models") == NULL)
-		json_object_object_add(*content, "models", json_object_new_array());
+		json_object_object_add(*content, "name", json_object_new_string(
+		    old && kw_json_str(old, "name") ? kw_json_str(old, "name") : ""));
+	if (json_object_object_get(*content, "models") == NULL) {
+		json_object *all = json_object_new_array();
+
+		json_object_array_add(all, json_object_new_string("*"));
+		json_object_object_add(*content, "models", all);
+	}
 	if (json_object_object_get(*content, "blacklisted_models") == NULL)
 		json_object_object_add(*content, "blacklisted_models", json_object_new_array());
 	if (json_object_object_get(*content, "weight") == NULL)
-		json_object_object_add(*content, "weight", json_object_new_double(1));
+		json_object_object_add(*content, "weight", json_object_new_int(0));
 	if (!json_object_is_type(json_object_object_get(*content, "enabled"), json_type_boolean))
 		json_object_object_add(*content, "enabled", json_object_new_boolean(1));
 	if (!json_object_is_type(json_object_object_get(*content, "use_for_batch_api"),
@@ -702,14 +813,12 @@ build_key(struct kw_req *req, const struct provider *p, const char *id, json_obj
 	for (size_t i = 0; i < NCONFIGS; i++) {
 		json_object *cfg = json_object_object_get(body, configs[i]);
 
-		json_object_object_add(*content, configs[i], kw_json_copy(cfg));
+		if (cfg != NULL)
+			json_object_object_add(*content, configs[i], kw_json_copy(cfg));
 	}
-	for (size_t i = 0; i < sizeof(plain_fields) / sizeof(plain_fields[0]); i++)
-		json_object_object_add(*stored, plain_fields[i],
-		    json_object_get(json_object_object_get(*content, plain_fields[i])));
-	for (size_t i = 0; i < NCONFIGS; i++)
-		json_object_object_add(*stored, configs[i],
-		    kw_json_copy(json_object_object_get(*content, configs[i])));
+	json_object_object_foreach(*content, field, v)
+		json_object_object_add(*stored, field, kw_json_copy(v));
+	json_object_object_add(*stored, "models_form", json_object_new_string("v1.5"));
 
 	for (size_t i = 0; i < NENVVARS && rc == KW_OK; i++) {
 		const struct envvar_field *f = &envvars[i];
@@ -754,6 +863,31 @@ index_row(struct kw_store *st, DB_TXN *txn, char kind, const char *what, const c
 	k.size = (u_int32_t)strlen(name);
 	rc = kw_store_err(put ? db->put(db, txn, &k, &v, DB_NOOVERWRITE) : db->del(db, txn, &k, 0));
 	return !put && rc == KW_ENOTFOUND ? KW_OK : rc;
+}
+
+/*
+ * Stamps rec (a new key) with the next number of provider_index.db's
+ * "seq" row: the order keys were configured in, which lists follow.
+ */
+static enum kw_err
+next_seq(struct kw_store *st, DB_TXN *txn, json_object *rec)
+{
+	DB *db = kw_store_db(st, KW_DB_PROVIDER_INDEX);
+	char buf[32] = "0";
+	DBT k = { .data = "seq", .size = 3 }, v = { .data = buf, .ulen = sizeof(buf) - 1,
+	    .flags = DB_DBT_USERMEM };
+	enum kw_err rc = kw_store_err(db->get(db, txn, &k, &v, DB_RMW));
+	int64_t seq;
+
+	if (rc != KW_OK && rc != KW_ENOTFOUND)
+		return rc;
+	buf[rc == KW_OK ? v.size : 1] = '\0';
+	seq = strtoll(buf, NULL, 10) + 1;
+	snprintf(buf, sizeof(buf), "%lld", (long long)seq);
+	v = (DBT){ .data = buf, .size = (u_int32_t)strlen(buf) };
+	if ((rc = kw_store_err(db->put(db, txn, &k, &v, 0))) == KW_OK)
+		json_object_object_add(rec, "seq", json_object_new_int64(seq));
+	return rc;
 }
 
 /* --- operations ------------------------------------------------------- */
@@ -825,7 +959,26 @@ get_key(struct bifrost_op *op, DB_TXN *txn, const char *provider, const char *id
 static enum kw_err
 view_key(json_object *rec, json_object **out)
 {
-	return map_envvars(rec, view_envvar, out);
+	json_object *made, *models = key_models(rec, &made);
+	const char *status = kw_json_str(rec, "status");
+	enum kw_err rc = map_envvars(rec, view_envvar, out);
+
+	if (rc != KW_OK) {
+		json_object_put(made);
+		return rc;
+	}
+	json_object_object_add(*out, "models", made ? made : kw_json_copy(models));
+	/* keywarden's own bookkeeping, and what Bifrost's omitempty leaves out */
+	json_object_object_del(*out, "models_form");
+	json_object_object_del(*out, "seq");
+	json_object_object_foreach(rec, field, v)
+		if (v == NULL)
+			json_object_object_del(*out, field);
+	/* Bifrost's KeyStatusType; earlier versions wrote "active" or "disabled" */
+	if (status != NULL && strcmp(status, "success") != 0 &&
+	    strcmp(status, "list_models_failed") != 0)
+		json_object_object_del(*out, "status");
+	return KW_OK;
 }
 
 /*
@@ -848,12 +1001,16 @@ write_key(struct bifrost_op *op, DB_TXN *txn, struct provider *p, const char *id
 	config_hash(content, hash);
 	name = kw_json_str(stored, "name");
 	json_object_object_add(stored, "config_hash", json_object_new_string(hash));
-	json_object_object_add(stored, "status", json_object_new_string(
-	    kw_json_bool(stored, "enabled") ? "active" : "disabled"));
 	kw_json_set_time(stored, "created_at", req->now);
-	if (old != NULL)
+	if (old != NULL) {
 		json_object_object_add(stored, "created_at",
 		    json_object_get(json_object_object_get(old, "created_at")));
+		if (json_object_object_get(old, "seq") != NULL)
+			json_object_object_add(stored, "seq",
+			    json_object_get(json_object_object_get(old, "seq")));
+	} else if ((rc = next_seq(st, txn, stored)) != KW_OK) {
+		goto out;
+	}
 	kw_json_set_time(stored, "updated_at", req->now);
 
 	if (old == NULL && (rc = index_row(st, txn, 'i', id, row, 1)) == KW_ECONFLICT) {
@@ -910,14 +1067,10 @@ kw_op_provider_key_create(struct kw_req *req, struct kw_resp *resp)
 static enum kw_err
 update_body(struct bifrost_op *op, DB_TXN *txn, struct provider *p)
 {
-	const char *given = kw_json_str(op->req->body, "id");
 	json_object *old;
 	enum kw_err rc;
 
-	if (given != NULL && strcmp(given, op->id) != 0) {
-		kw_error_set(&op->req->err, KW_EINVAL, "id", "the body's id is not the path's");
-		return KW_EINVAL;
-	}
+	/* the path's id wins over a body's (Bifrost's updateProviderKey) */
 	if ((rc = get_key(op, txn, p->name, op->id, KW_RMW, &old)) != KW_OK)
 		return rc;
 	rc = write_key(op, txn, p, op->id, old);
@@ -1047,16 +1200,58 @@ list_visit(struct bifrost_op *op, DB_TXN *txn, json_object *rec)
 	enum kw_err rc = view_key(rec, &view);
 
 	(void)txn;
-	if (rc == KW_OK)
+	if (rc == KW_OK) {
+		/* for the sort below; dropped after it */
+		json_object_object_add(view, "seq", json_object_get(json_object_object_get(rec, "seq")));
 		json_object_array_add(op->answer, view);
+	}
+	return rc;
+}
+
+/* Configured order: by seq, keys of earlier versions (none) first by creation, then id. */
+static int
+compare_configured(const void *a, const void *b)
+{
+	json_object *x = *(json_object *const *)a, *y = *(json_object *const *)b;
+	double sx = kw_json_num(x, "seq", 0), sy = kw_json_num(y, "seq", 0);
+	const char *cx = kw_json_str(x, "created_at"), *cy = kw_json_str(y, "created_at");
+	int c;
+
+	if (sx != sy)
+		return sx < sy ? -1 : 1;
+	if ((c = strcmp(cx ? cx : "", cy ? cy : "")) != 0)
+		return c;
+	return strcmp(kw_json_str(x, "id"), kw_json_str(y, "id"));
+}
+
+/* The keys of provider (every provider's when NULL) as read back, in configured order (owned). */
+static enum kw_err
+list_keys(struct bifrost_op *op, DB_TXN *txn, const char *provider, json_object **keys)
+{
+	enum kw_err rc;
+
+	op->answer = json_object_new_array();
+	rc = each_key(op, txn, provider, list_visit);
+	*keys = op->answer;
+	op->answer = NULL;
+	json_object_array_sort(*keys, compare_configured);
+	for (size_t i = 0; i < json_object_array_length(*keys); i++)
+		json_object_object_del(json_object_array_get_idx(*keys, i), "seq");
 	return rc;
 }
 
 static enum kw_err
 list_body(struct bifrost_op *op, DB_TXN *txn, struct provider *p)
 {
-	op->answer = json_object_new_array();
-	return each_key(op, txn, p->name, list_visit);
+	json_object *keys;
+	enum kw_err rc = list_keys(op, txn, p->name, &keys);
+
+	/* Bifrost's ListProviderKeysResponse */
+	op->answer = json_object_new_object();
+	json_object_object_add(op->answer, "keys", keys);
+	json_object_object_add(op->answer, "total",
+	    json_object_new_int64((int64_t)json_object_array_length(keys)));
+	return rc;
 }
 
 /* GET /api/providers/{provider}/keys */
@@ -1068,13 +1263,33 @@ kw_op_provider_keys_list(struct kw_req *req, struct kw_resp *resp)
 	return run(req, resp, &op, 1);
 }
 
-/* GET /api/keys: every provider's keys. */
+static enum kw_err
+all_keys_body(struct bifrost_op *op, DB_TXN *txn, struct provider *unused)
+{
+	json_object *keys;
+	enum kw_err rc;
+
+	(void)unused;
+	rc = list_keys(op, txn, NULL, &keys);
+	op->answer = keys;
+	/* the columns of Bifrost's TableKey, which its GetAllKeys answers */
+	for (size_t i = 0; i < json_object_array_length(op->answer); i++) {
+		json_object *k = json_object_array_get_idx(op->answer, i);
+
+		json_object_object_add(k, "key_id", json_object_get(json_object_object_get(k, "id")));
+		json_object_object_add(k, "provider_id",
+		    json_object_get(json_object_object_get(k, "provider")));
+	}
+	return rc;
+}
+
+/* GET /api/keys: every provider's keys, as Bifrost's table rows. */
 enum kw_err
 kw_op_provider_keys_all(struct kw_req *req, struct kw_resp *resp)
 {
-	struct bifrost_op op = { .body = list_body };
+	struct bifrost_op op = { .body = all_keys_body };
 
-	/* no {provider}: op_body skips the lookup and p->name stays NULL */
+	/* no {provider}: op_body skips the lookup */
 	return run(req, resp, &op, 1);
 }
 
@@ -1880,21 +2095,21 @@ static enum kw_err
 candidate_visit(struct bifrost_op *op, DB_TXN *txn, json_object *rec)
 {
 	struct candidates *c = op->visiting;
-	json_object *models = json_object_object_get(rec, "models");
-	double weight = kw_json_num(rec, "weight", 1);
-
+	json_object *made, *models = key_models(rec, &made);
+	double weight = kw_json_num(rec, "weight", 0);
 	const char *ref = kw_json_str(json_object_object_get(rec, "value"), "env_var");
+	int usable;
 
 	(void)txn;
-	if (ref != NULL && (!valid_reference(ref) || getenv(ref + 4) == NULL))
-		return KW_OK;	/* its secret is not in this environment: not usable now */
-	if (!kw_json_bool(rec, "enabled") || weight <= 0 ||
-	    kw_json_list_has(json_object_object_get(rec, "blacklisted_models"), c->model) ||
-	    (models != NULL && json_object_array_length(models) > 0 &&
-	    !kw_json_list_has(models, c->model)))
+	/* a reference whose variable is not in this environment: not usable now */
+	usable = kw_json_bool(rec, "enabled") && (ref == NULL || env_value(ref) != NULL) &&
+	    list_allows(models, c->model) &&
+	    !list_allows(json_object_object_get(rec, "blacklisted_models"), c->model);
+	json_object_put(made);
+	if (!usable)
 		return KW_OK;
 	json_object_array_add(c->keys, json_object_get(rec));
-	c->total += weight;
+	c->total += weight > 0 ? weight : 0;
 	return KW_OK;
 }
 
@@ -1925,12 +2140,20 @@ select_body(struct bifrost_op *op, DB_TXN *txn, struct provider *p)
 		rc = KW_ENOTFOUND;
 	}
 	if (rc == KW_OK) {
-		at = uniform() * c.total;
-		for (size_t i = 0; i < json_object_array_length(c.keys) && chosen == NULL; i++) {
-			json_object *rec = json_object_array_get_idx(c.keys, i);
+		size_t n = json_object_array_length(c.keys);
 
-			at -= kw_json_num(rec, "weight", 1);
-			if (at < 0 || i + 1 == json_object_array_length(c.keys))
+		/*
+		 * Bifrost's selectKeyFromProviderForModel: the one key that
+		 * qualifies, else WeightedRandomKeySelector by weight; keys of
+		 * weight 0 only, alike.
+		 */
+		at = uniform() * (c.total > 0 ? c.total : (double)n);
+		for (size_t i = 0; i < n && chosen == NULL; i++) {
+			json_object *rec = json_object_array_get_idx(c.keys, i);
+			double w = kw_json_num(rec, "weight", 0);
+
+			at -= c.total > 0 ? (w > 0 ? w : 0) : 1;
+			if (at < 0 || i + 1 == n)
 				chosen = rec;
 		}
 		rc = map_envvars(chosen, resolve_envvar, &resolved);
@@ -1944,8 +2167,9 @@ select_body(struct bifrost_op *op, DB_TXN *txn, struct provider *p)
 			json_object_object_add(op->answer, shown[i],
 			    kw_json_copy(json_object_object_get(resolved, shown[i])));
 		for (size_t i = 0; i < NCONFIGS; i++)
-			json_object_object_add(op->answer, configs[i],
-			    kw_json_copy(json_object_object_get(resolved, configs[i])));
+			if (json_object_object_get(resolved, configs[i]) != NULL)
+				json_object_object_add(op->answer, configs[i],
+				    kw_json_copy(json_object_object_get(resolved, configs[i])));
 		/*
 		 * A selection is a read: it writes no audit entry, which would
 		 * let every caller with select_provider_keys grow the audit
