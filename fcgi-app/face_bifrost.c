@@ -65,6 +65,7 @@ static const char *const configs[] = {
 	"huggingface_key_config",
 };
 #define NCONFIGS (sizeof(configs) / sizeof(configs[0]))
+#define NCONFIGS_BEFORE_V15 7	/* the first seven, which every key's config_hash holds */
 
 /* --- the provider ------------------------------------------------------ */
 
@@ -555,8 +556,8 @@ list_allows(json_object *list, const char *model)
  * config_hash: the SHA-256 hex of the key's content (owned by content,
  * with plain values or references in place of the sealed ones): name,
  * value, sorted models and blacklisted_models, weight, the provider
- * configs, enabled, use_for_batch_api and, when set, aliases and
- * use_anthropic_endpoints, written canonically.  Every model (["*"]) is
+ * configs, enabled, use_for_batch_api and, when set, aliases,
+ * use_anthropic_endpoints and v1.5's configs, written canonically.  Every model (["*"]) is
  * hashed as [], the form earlier versions hashed it in, and no model as
  * [""], so that a key keeps its hash across the upgrade.
  */
@@ -579,9 +580,9 @@ config_hash(json_object *content, char out[KW_SHA256_HEX_LEN + 1])
 		if (json_object_object_get(content, when_set[i]) != NULL)
 			json_object_object_add(pick, when_set[i],
 			    json_object_get(json_object_object_get(content, when_set[i])));
+	/* the configs earlier versions knew always, v1.5's when set */
 	for (size_t i = 0; i < NCONFIGS; i++)
-		if (strcmp(configs[i], "openai_key_config") != 0 ||
-		    json_object_object_get(content, configs[i]) != NULL)
+		if (i < NCONFIGS_BEFORE_V15 || json_object_object_get(content, configs[i]) != NULL)
 			json_object_object_add(pick, configs[i],
 			    json_object_get(json_object_object_get(content, configs[i])));
 	models = kw_json_copy(json_object_object_get(content, "models"));
@@ -1530,6 +1531,20 @@ kw_provider_network(struct kw_req *req, DB_TXN *txn, const char *provider,
 	return KW_OK;
 }
 
+/* A stored provider record's concurrency_and_buffer_size as answered (owned), defaults filled. */
+static json_object *
+concurrency_view(json_object *rec)
+{
+	json_object *stored = json_object_object_get(rec, "concurrency_and_buffer_size");
+	json_object *out = json_object_new_object();
+
+	json_object_object_add(out, "concurrency",
+	    json_object_new_int64(positive_or(stored, "concurrency", DEFAULT_CONCURRENCY)));
+	json_object_object_add(out, "buffer_size",
+	    json_object_new_int64(positive_or(stored, "buffer_size", DEFAULT_BUFFER_SIZE)));
+	return out;
+}
+
 /* concurrency_and_buffer_size as sent (in), or old's when not sent (*out owned; NULL: none). */
 static enum kw_err
 concurrency_in(struct kw_req *req, json_object *in, json_object *old, json_object **out)
@@ -1788,7 +1803,9 @@ provider_in(struct kw_req *req, const char *name, json_object *body, json_object
 		json_object_object_add(*rec, "custom_provider_config", json_object_get(custom));
 
 	content = kw_json_copy(*rec);
+	/* hashed as answered, so that sending back what a GET shows changes nothing */
 	json_object_object_add(content, "network_config", network_view(*rec));
+	json_object_object_add(content, "concurrency_and_buffer_size", concurrency_view(*rec));
 	json_object_object_add(content, "proxy_config", json_object_get(proxy_plain));
 	canon = sorted_copy(content);
 	text = json_object_to_json_string_ext(canon, JSON_C_TO_STRING_PLAIN);
@@ -1869,14 +1886,7 @@ describe_provider(struct bifrost_op *op, DB_TXN *txn, const struct provider *p)
 	json_object_object_add(op->answer, "custom", json_object_new_boolean(p->custom));
 	json_object_object_add(op->answer, "keys", json_object_new_int64(keys));
 	json_object_object_add(op->answer, "network_config", network_view(rec));
-	cfg = json_object_object_get(rec, "concurrency_and_buffer_size");
-	json_object_object_add(op->answer, "concurrency_and_buffer_size", json_object_new_object());
-	json_object_object_add(json_object_object_get(op->answer, "concurrency_and_buffer_size"),
-	    "concurrency", json_object_new_int64(positive_or(cfg, "concurrency",
-	    DEFAULT_CONCURRENCY)));
-	json_object_object_add(json_object_object_get(op->answer, "concurrency_and_buffer_size"),
-	    "buffer_size", json_object_new_int64(positive_or(cfg, "buffer_size",
-	    DEFAULT_BUFFER_SIZE)));
+	json_object_object_add(op->answer, "concurrency_and_buffer_size", concurrency_view(rec));
 	json_object_object_add(op->answer, "proxy_config", proxy);
 	for (size_t i = 0; i < NRAW_FLAGS; i++)
 		json_object_object_add(op->answer, raw_flags[i],
