@@ -112,6 +112,19 @@ def providers(m):
     tap.eq((m("GET", "/api/providers/openai").json or {}).get("network_config"),
            dict(nc, retry_backoff_initial=750), "... the refused PUTs changed nothing")
 
+    auth = dict(nc, extra_headers={"X-Org": "conf", "Authorization": "Bearer " + PASSWORD})
+    r = m("PUT", "/api/providers/openai", {"network_config": auth})
+    h = ((r.json or {}).get("network_config") or {}).get("extra_headers") or {}
+    tap.ok(r.status == 200 and h == {"X-Org": "conf", "Authorization": redact("Bearer " + PASSWORD)}
+           and PASSWORD not in r.body.decode(),
+           "extra_headers: sealed at rest; a credential's value (Authorization) answered "
+           "redacted, others in clear", repr(r)[:500])
+    got = m("GET", "/api/providers/openai").json
+    r = m("PUT", "/api/providers/openai", dict(got))
+    same(got, r.json, "updateProvider: the redacted header sent back keeps it (config_hash too)")
+    refused(m("PUT", "/api/providers/openai", {"network_config": {"extra_headers": {
+        "X-Api-Key": "<redacted>"}}}), 400, "network_config.extra_headers.X-Api-Key",
+        "extra_headers: a mask with no stored value behind it")
     proxy = {"type": "http", "url": "http://proxy.internal:3128", "username": "conf",
              "password": PASSWORD}
     r = m("PUT", "/api/providers/openai", {"network_config": nc, "proxy_config": proxy})
