@@ -334,7 +334,17 @@ def main():
         old_record(srv, m)
         log = srv.read_log()
         tap.ok(PASSWORD not in log and ENV["KW_CONF_OPENAI_API_KEY"] not in log,
-               "no proxy password or resolved reference in the server log")
+               "no proxy password, credential header or resolved reference in the server log")
+        srv.stop()
+        found = []
+        for root, _, files in os.walk(srv.data_dir):
+            for name in files:
+                with open(os.path.join(root, name), "rb") as f:
+                    if PASSWORD.encode() in f.read():
+                        found.append(name)
+        tap.ok(not found, "no file of the data directory holds the proxy password or the "
+               "Authorization header's credential (sealed; the audit keeps answers, redacted)",
+               found)
 
 
 tap.run(main)
