@@ -2073,6 +2073,13 @@ configure_provider(struct bifrost_op *op, DB_TXN *txn, const char *name, int cre
 		    "use POST/PUT /api/providers/{provider}/keys[/{key_id}] to manage keys");
 		return KW_EINVAL;
 	}
+	/* a PUT names a new custom provider in its path: the name POST's schema allows */
+	if (builtin_of(name) == NULL && (strspn(name, "abcdefghijklmnopqrstuvwxyz0123456789_.-") !=
+	    strlen(name) || strchr("_.-", name[0]) != NULL)) {
+		kw_error_set(&req->err, KW_EINVAL, "provider", "a custom provider's name is lower-case "
+		    "letters, digits, '_', '.' and '-', starting with a letter or digit");
+		return KW_EINVAL;
+	}
 	rc = find_provider(req, txn, name, &p);
 	if (rc == KW_ENOTFOUND)
 		rc = KW_OK;	/* a custom provider about to be configured */

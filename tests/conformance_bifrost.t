@@ -137,6 +137,9 @@ def providers(m):
     r = m("PUT", "/api/providers/openai", dict(got))
     same(got, r.json, "updateProvider: the GET answer sent back is accepted and changes "
          "nothing (config_hash, the redacted password kept)")
+    refused(m("PUT", "/api/providers/Bad%20Name", {"custom_provider_config":
+                                                   {"base_provider_type": "openai"}}), 400,
+            "provider", "updateProvider: a new custom provider's name as addProvider takes it")
     for b in ("anthropic", "bedrock", "cohere", "gemini", "openai", "huggingface", "replicate"):
         r = m("POST", "/api/providers", {"provider": "conf-" + b,
                                          "custom_provider_config": {"base_provider_type": b}})

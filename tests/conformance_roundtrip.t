@@ -5,6 +5,7 @@ keys, teams and users, Bifrost providers and provider keys (config_hash unchange
 keys.  The
 originals' request models ignore the fields they do not declare (LiteLLM's pydantic models,
 Bifrost's Go structs, Venice's request schemas), so a client may edit what it read."""
+import json
 import os
 import sys
 
@@ -91,6 +92,25 @@ def main():
             tap.eq(r.status, 200, "Bifrost: provider %s as GET answers it, sent to its PUT" % name)
             same(got, m("GET", "/api/providers/" + name).json,
                  "... changes nothing (network_config, the proxy password, config_hash)")
+            edited = json.loads(json.dumps(got))
+            edited["network_config"]["max_retries"] = 4
+            edited["send_back_raw_response"] = True
+            r = m("PUT", "/api/providers/" + name, edited)
+            after = m("GET", "/api/providers/" + name).json or {}
+            tap.ok(r.status == 200 and after["network_config"]["max_retries"] == 4 and
+                   after["send_back_raw_response"] is True and
+                   after.get("proxy_config") == got.get("proxy_config") and
+                   after.get("config_hash") != got.get("config_hash"),
+                   "... and edited (max_retries, a raw flag): the edit taken, the rest kept, a "
+                   "new config_hash", repr(r)[:300])
+        got = m("GET", path).json
+        r = m("PUT", path, dict(got, weight=5, description="edited"))
+        after = m("GET", path).json or {}
+        tap.ok(r.status == 200 and after.get("weight") == 5 and
+               after.get("bedrock_key_config") == got.get("bedrock_key_config") and
+               after.get("config_hash") != got.get("config_hash"),
+               "Bifrost: a key as GET answers it, edited (weight) and sent to its PUT: the "
+               "edit taken, its sealed fields kept", repr(r)[:300])
 
         r = m("POST", "/api/v1/api_keys", {"apiKeyType": "INFERENCE", "description": "rt",
                                            "consumptionLimit": {"usd": 3}, "limitPeriod": "MONTH",
