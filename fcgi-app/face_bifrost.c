@@ -2225,19 +2225,21 @@ uniform(void)
 }
 
 static enum kw_err
-select_body(struct bifrost_op *op, DB_TXN *txn, struct provider *p)
+select_key(struct bifrost_op *op, DB_TXN *txn, const char *provider, const char *model,
+    json_object **out)
 {
 	struct kw_req *req = op->req;
-	struct candidates c = { kw_json_str(req->body, "model"), json_object_new_array(), 0 };
+	struct candidates c = { model, json_object_new_array(), 0 };
 	json_object *chosen = NULL, *resolved = NULL;
 	double at;
 	enum kw_err rc;
 
+	*out = NULL;
 	op->visiting = &c;
-	rc = each_key(op, txn, p->name, candidate_visit);
+	rc = each_key(op, txn, provider, candidate_visit);
 	if (rc == KW_OK && json_object_array_length(c.keys) == 0) {
 		kw_error_set(&req->err, KW_ENOTFOUND, "model",
-		    "no enabled key of %s allows model %s", p->name, c.model);
+		    "no enabled key of %s allows model %s", provider, c.model);
 		rc = KW_ENOTFOUND;
 	}
 	if (rc == KW_OK) {
@@ -2261,28 +2263,56 @@ select_body(struct bifrost_op *op, DB_TXN *txn, struct provider *p)
 	}
 	if (rc == KW_OK) {
 		static const char *const shown[] = { "id", "name", "provider", "value", "weight" };
+		static const char *const when_set[] = { "aliases", "use_anthropic_endpoints" };
 
 		/* copies: what is resolved is wiped below, the answer is not */
-		op->answer = json_object_new_object();
+		*out = json_object_new_object();
 		for (size_t i = 0; i < sizeof(shown) / sizeof(shown[0]); i++)
-			json_object_object_add(op->answer, shown[i],
+			json_object_object_add(*out, shown[i],
 			    kw_json_copy(json_object_object_get(resolved, shown[i])));
+		for (size_t i = 0; i < sizeof(when_set) / sizeof(when_set[0]); i++)
+			if (json_object_object_get(resolved, when_set[i]) != NULL)
+				json_object_object_add(*out, when_set[i],
+				    kw_json_copy(json_object_object_get(resolved, when_set[i])));
 		for (size_t i = 0; i < NCONFIGS; i++)
 			if (json_object_object_get(resolved, configs[i]) != NULL)
-				json_object_object_add(op->answer, configs[i],
+				json_object_object_add(*out, configs[i],
 				    kw_json_copy(json_object_object_get(resolved, configs[i])));
-		/*
-		 * A selection is a read: it writes no audit entry, which would
-		 * let every caller with select_provider_keys grow the audit
-		 * table by one row a request.  kw_op_provider_key_select counts
-		 * and logs it once the transaction is over.
-		 */
 	}
 	if (resolved != NULL)
 		wipe_strings(resolved);
 	json_object_put(resolved);
 	json_object_put(c.keys);
 	return rc;
+}
+
+static enum kw_err
+select_body(struct bifrost_op *op, DB_TXN *txn, struct provider *p)
+{
+	/*
+	 * A selection is a read: it writes no audit entry, which would let
+	 * every caller with select_provider_keys grow the audit table by one
+	 * row a request.  kw_op_provider_key_select counts and logs it once
+	 * the transaction is over.
+	 */
+	return select_key(op, txn, p->name, kw_json_str(op->req->body, "model"), &op->answer);
+}
+
+enum kw_err
+kw_provider_key_select(struct kw_req *req, DB_TXN *txn, const char *provider, const char *model,
+    json_object **key)
+{
+	struct bifrost_op op = { .req = req };
+	struct provider p;
+	enum kw_err rc;
+
+	*key = NULL;
+	if ((rc = find_provider(req, txn, provider, &p)) != KW_OK)
+		return rc;
+	json_object_put(p.record);
+	if (p.keyless)
+		return KW_OK;	/* called without a credential */
+	return select_key(&op, txn, provider, model, key);
 }
 
 /*

@@ -760,6 +760,18 @@ enum kw_err kw_litellm_owner_info(struct kw_req *, struct __db_txn *, char kind,
  */
 enum kw_err kw_provider_network(struct kw_req *, struct __db_txn *, const char *provider,
     struct json_object **network_config, char *base_type, size_t n);
+/*
+ * In txn, the key of provider that POST /api/providers/{provider}/keys/select
+ * would choose for model (*key owned, secrets resolved in clear: the caller
+ * wipes its strings before it releases it): {id, name, provider, value,
+ * weight, aliases and use_anthropic_endpoints when set, the configs it has}.
+ * A keyless custom provider answers KW_OK with *key NULL (it is called
+ * without a credential).  KW_ENOTFOUND (req->err naming "provider", or
+ * "model" when no key qualifies); a store error else.  It counts and logs
+ * nothing: the caller does.
+ */
+enum kw_err kw_provider_key_select(struct kw_req *, struct __db_txn *, const char *provider,
+    const char *model, struct json_object **key);
 
 /* face_budget.c: what the customer operations share with the budget operations */
 int kw_budget_fields_in(struct json_object *body);	/* names a BudgetNewRequest field */
