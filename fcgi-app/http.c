@@ -208,7 +208,7 @@ is_json_media(const char *ct)
 static enum kw_err
 read_body(struct kw_req *req)
 {
-	const char *cl = kw_req_header(req, "CONTENT_LENGTH");
+	const char *cl = req->no_body ? NULL : kw_req_header(req, "CONTENT_LENGTH");
 	const char *ct = kw_req_header(req, "CONTENT_TYPE");
 	size_t len = 0, got = 0;
 	char *buf, *end;
@@ -317,6 +317,42 @@ authenticate(struct kw_req *req)
 	return kw_auth_caller(req);
 }
 
+/*
+ * A request the web server refused itself and then handed to keywarden
+ * as its error handler (lighttpd's server.error-handler; Apache's
+ * ErrorDocument): REDIRECT_STATUS holds the status it would have
+ * answered, in its own HTML.  A POST without a Content-Length (411) is a
+ * POST with no body, answered as any other; another refusal is answered
+ * in the face's envelope, so that no client meets the server's own page.
+ * Returns KW_OK when the request is to be served as usual.
+ */
+static enum kw_err
+server_refusal(struct kw_req *req)
+{
+	const char *s = kw_req_header(req, "REDIRECT_STATUS");
+	int status = s != NULL ? atoi(s) : 0;
+
+	if (status < 400)
+		return KW_OK;	/* not an error: Apache says 200 for its own handlers */
+	if (status == 411) {
+		req->method = "POST";	/* the error handler is asked with GET */
+		req->no_body = 1;
+		return KW_OK;
+	}
+	if (status == 413) {
+		kw_error_set(&req->err, KW_ETOOLARGE, NULL,
+		    "request body is larger than %zu bytes", kw_config.max_body);
+		return KW_ETOOLARGE;
+	}
+	if (status >= 500) {
+		kw_error_set(&req->err, KW_EUNAVAIL, NULL, "the service is busy: retry");
+		return KW_EUNAVAIL;
+	}
+	kw_error_set(&req->err, KW_EINVAL, NULL, "the web server refused this request (%d)",
+	    status);
+	return KW_EINVAL;
+}
+
 /* Routes, authenticates, decodes and validates everything the handler will read. */
 static enum kw_err
 prepare(struct kw_req *req, enum kw_face *face)
@@ -326,6 +362,8 @@ prepare(struct kw_req *req, enum kw_face *face)
 
 	req->path = route_path(req, &decoded);
 	*face = kw_router_face(kw_gen_face_prefixes, kw_gen_nface_prefixes, req->path);
+	if ((rc = server_refusal(req)) != KW_OK)
+		return rc;
 	rc = kw_router_match(req->arena, kw_gen_routes, kw_gen_nroutes, req->method, req->path,
 	    decoded, &req->match, &req->err);
 	if (rc != KW_OK)
@@ -458,7 +496,7 @@ kw_http_serve(FCGX_Request *fcgi, struct kw_arena *arena, struct kw_store **stor
 			    "provider", json_object_new_string(kw_req_path_param(&req, "provider")));
 		if (rc == KW_EMETHOD)
 			kw_resp_header(&req, &resp, "Allow: %s", req.match.allow);
-		if (status == 503)
+		if (kw_http_status_for(KW_FACE_LITELLM, rc) == 503)	/* the store: retry */
 			kw_resp_header(&req, &resp, "Retry-After: 1");
 	}
 	write_response(&req, &resp);
