@@ -32,6 +32,7 @@ import itertools
 import json
 import os
 import re
+import subprocess
 import sys
 import tempfile
 import threading
@@ -42,7 +43,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib
 import tap  # noqa: E402
 import contract  # noqa: E402
 import fcgi  # noqa: E402
-from kwserver import Server  # noqa: E402
+from kwserver import BIN, Server  # noqa: E402
 
 SPEC = contract.load_spec()
 OPS = contract.operations(SPEC)
@@ -1270,12 +1271,52 @@ def last_use_and_order(api):
     tap.eq(stamps, sorted(stamps, reverse=True), "createdAt descends through the whole list")
 
 
+# --- keys stored before -----------------------------------------------------------------
+
+def stored_before(api, srv):
+    """A Venice key as keywardens before stored it, loaded with `keywarden import` (its
+    export's form): an sk- secret of 22 characters, no modelPrivacy.  It verifies, reads
+    back with modelPrivacy ALL and Venice's usage, lists, and takes a modelPrivacy."""
+    secret = "sk-" + "OldVeniceKey0123456789"[:22]
+    kid = "0ld0ld00-0000-4000-8000-000000000001"
+    rec = {"token": sha(secret), "key_name": "sk-...6789", "key_alias": "venice:" + kid,
+           "user_id": None, "key_type": "llm_api", "spend": 0.0, "models": [], "metadata": {},
+           "blocked": False,
+           "venice": {"id": kid, "apiKeyType": "INFERENCE", "description": "stored before",
+                      "consumptionLimit": {"usd": 5, "diem": None, "vcu": None},
+                      "limitPeriod": "EPOCH", "owner": "master", "last6Chars": secret[-6:],
+                      "expiresAt": None},
+           "expires": None, "created_at": "2030-06-01T00:00:00Z",
+           "updated_at": "2030-06-01T00:00:00Z", "updated_by": "default_user_id",
+           "created_by": "default_user_id"}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KEYWARDEN_")}
+    p = subprocess.run([BIN, "import", "-d", srv.data_dir], input=json.dumps(rec) + "\n",
+                       env=env, capture_output=True, text=True, timeout=120)
+    tap.eq(p.returncode, 0, "keywarden import takes a Venice key as stored before: " +
+           p.stderr.strip()[:200])
+    VENICE_KEYS[secret] = kid
+    verdict(api.verify(secret, model="gpt-4o"), "VALID", "the old sk- secret still verifies")
+    d = D(api.key(kid))
+    tap.ok(d.get("modelPrivacy") == "ALL" and d.get("usage") == {
+        "trailingSevenDays": {"usd": "0.0000", "vcu": "0.0000", "diem": "0.0000"}} and
+        d.get("currentPeriodUsage") == {"usd": "0.0000", "diem": "0.0000"} and
+        d.get("last6Chars") == secret[-6:],
+        "it reads back with modelPrivacy ALL, Venice's usage and currentPeriodUsage", d)
+    tap.ok(kid in listed(api), "it is listed")
+    tap.eq(D(api.limits(secret)).get("balances"), {"USD": 5}, "its rate_limits read")
+    r = api.patch({"id": kid, "modelPrivacy": "PRIVATE_ONLY"})
+    tap.ok(r.status == 200 and D(r).get("modelPrivacy") == "PRIVATE_ONLY",
+           "it takes a modelPrivacy", repr(r))
+    verdict(api.verify(secret, model="gpt-4o"), "MODEL_NOT_ALLOWED", "... which holds it")
+
+
 # --- hygiene ----------------------------------------------------------------------------
 
 def needles():
     out = []
     for k in sorted(VENICE_KEYS):
-        out += [(k, k.encode()), (k + " (16 of its random part)", k[-43:-27].encode())]
+        part = k[-43:-27] if KEY_RE.match(k) else k[3:19]    # an sk- key made before
+        out += [(k, k.encode()), (k + " (16 of its random part)", part.encode())]
     return out
 
 
@@ -1396,6 +1437,7 @@ def main():
         breaches_log(api, alice, bob)
         model_privacy(api)
         last_use_and_order(api)
+        stored_before(api, srv)
         no_litellm_role(api)
         hygiene(api, srv)
         store_scan(srv, "while serving")
