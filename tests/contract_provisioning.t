@@ -107,13 +107,17 @@ def prov_error(r, status, name, loc=None):
     return j
 
 
-def raw_post(srv, path, key, version):
-    """A POST with no body and no Content-Length, on a socket of its own (http.client always
-    sends one): (status, head, body)."""
+def raw_post(srv, path, key, version, body=None, version_header=True):
+    """A POST straight to lighttpd on a socket of its own (http.client always sends a
+    Content-Length, and Prism a User-Agent): without a body, no Content-Length either;
+    (status, head, body)."""
     req = ("POST %s HTTP/%s\r\nHost: 127.0.0.1\r\nAuthorization: Bearer %s\r\n"
-           "X-Client-Version: 9.0.0\r\nConnection: close\r\n\r\n" % (path, version, key))
+           "%sConnection: close\r\n" % (path, version, key,
+                                         "X-Client-Version: 9.0.0\r\n" if version_header else ""))
+    if body is not None:
+        req += "Content-Type: application/json\r\nContent-Length: %d\r\n" % len(body)
     with socket.create_connection(("127.0.0.1", srv.port), timeout=30) as sock:
-        sock.sendall(req.encode())
+        sock.sendall(req.encode() + b"\r\n" + (body or b""))
         data = b""
         while True:
             chunk = sock.recv(65536)
@@ -552,8 +556,15 @@ def provisioning(srv, master, k):
 
     # the client's version against KEYWARDEN_MIN_CLIENT_VERSION (2.1.0), compared as numbers:
     # X-Client-Version when sent, else what the real client sends, User-Agent: <name>/<version>
+    # no version at all, straight to lighttpd: a proxy in between (Prism) sends a User-Agent
+    status, head, body = raw_post(srv, path, k["alice"].key, "1.1", b'{"client_id": "v-cli"}',
+                                  version_header=False)
+    j = json.loads(body) if body.startswith("{") else {}
+    tap.ok(status == 426 and j.get("code") == 426 and MIN_VERSION in j.get("detail", "") and
+           (j.get("errors") or [{}])[0].get("loc") == ["header", "User-Agent"],
+           "426 for no version at all (no User-Agent, no X-Client-Version), naming User-Agent",
+           "%d %s" % (status, body[:300]))
     for hdrs, what, loc in (
-            ({}, "no version at all", "User-Agent"),
             ({"X-Client-Version": "2.0.9"}, "2.0.9", "X-Client-Version"),
             ({"X-Client-Version": "1.99.99"}, "1.99.99", "X-Client-Version"),
             ({"X-Client-Version": "2.1.0-rc.1"}, "a pre-release of 2.1.0", "X-Client-Version"),
