@@ -1077,15 +1077,26 @@ row_of(const char *key, size_t n, const char *owner, char at[17])
 	return 1;
 }
 
-/* A stored breach row as answered (owned): {apiKeyId, modelId, rateLimitTier, rateLimitType, timestamp}. */
+/*
+ * A stored breach row as answered (owned): {apiKeyId, modelId,
+ * rateLimitTier, rateLimitType, timestamp}; NULL for a damaged row and for
+ * a row of a spent consumption limit, which Venice's log does not hold.
+ */
 static json_object *
 row_view(const void *data, size_t n)
 {
 	json_object *row, *out;
+	const char *type;
 	time_t t;
 
 	if (kw_rec_parse(data, n, &row) != KW_OK)
 		return NULL;
+	type = kw_json_str(row, "rateLimitType");
+	if (type == NULL || (strcmp(type, "RPM") != 0 && strcmp(type, "TPM") != 0)) {
+		/* a spent consumption limit, logged before such refusals stopped being logged */
+		json_object_put(row);
+		return NULL;
+	}
 	out = json_object_new_object();
 	json_object_object_add(out, "apiKeyId",
 	    kw_json_copy(json_object_object_get(row, "apiKeyId")));
@@ -1127,7 +1138,7 @@ keep_row(json_object *rows, const char *at, const void *data, size_t n)
 	    strcmp(at, kw_json_str(json_object_array_get_idx(rows, len - 1), "at")) <= 0)
 		return;	/* older than every row kept */
 	if ((row = row_view(data, n)) == NULL)
-		return;	/* a damaged row: kw_rec_parse logged it */
+		return;	/* a damaged row (kw_rec_parse logged it), or one of another kind */
 	item = json_object_new_object();
 	json_object_object_add(item, "at", json_object_new_string(at));
 	json_object_object_add(item, "row", row);
