@@ -1,5 +1,6 @@
 /* face.c: each API dialect's error envelope and status mapping, one internal error rendered at the boundary; and the faces' one-transaction handler. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <db.h>
@@ -16,6 +17,18 @@
 int
 kw_http_status_for(enum kw_face face, enum kw_err err)
 {
+	/*
+	 * The provisioning API documents 400, 401, 403, 404, 409, 422, 426,
+	 * 429, 500, 502 and 504 alone: what has no status of its own there is
+	 * an invalid request (a body too large, not JSON, a method the path
+	 * does not take), or an internal error to retry (the store).
+	 */
+	if (face == KW_FACE_PROVISIONING) {
+		if (err == KW_ETOOLARGE || err == KW_EMEDIA || err == KW_EMETHOD)
+			return 400;
+		if (err == KW_EDEADLOCK || err == KW_EUNAVAIL || err == KW_ERUNRECOVERY)
+			return 500;
+	}
 	switch (err) {
 	case KW_OK:
 		return 200;
@@ -174,25 +187,84 @@ bifrost_error(int status, const struct kw_error *e)
 }
 
 /*
- * Venice: {"error": "...", "details": {"<field>": {"_errors": ["..."]}}},
- * details only when a field is named (zod's formatted error shape).
+ * Appends the steps of field ("consumptionLimit.usd", "models[2]"), without
+ * its place, to path: names as strings, indexes as numbers.
+ */
+static void
+field_path(const char *field, json_object *path)
+{
+	const char *p = field;
+
+	while (*p != '\0') {
+		size_t n = strcspn(p, ".[");
+
+		if (n > 0)
+			json_object_array_add(path, json_object_new_string_len(p, (int)n));
+		p += n;
+		if (*p == '[') {
+			json_object_array_add(path, json_object_new_int(atoi(p + 1)));
+			p += strcspn(p, "]");
+			if (*p == ']')
+				p++;
+		}
+		if (*p == '.')
+			p++;
+	}
+}
+
+/*
+ * Venice's DetailedError for a request that fails its schema, as zod's
+ * formatted error builds it: {"error": "Invalid request parameters",
+ * "details": {"_errors": [], "<name>": {"_errors": [], ...: {"_errors":
+ * [message]}}}, "issues": [{"code", "path", "message"}]}.
+ */
+static json_object *
+venice_detailed_error(const struct kw_error *e)
+{
+	json_object *root = json_object_new_object(), *details = json_object_new_object();
+	json_object *issues = json_object_new_array(), *issue = json_object_new_object();
+	json_object *path = json_object_new_array(), *node = details, *list;
+	const char *where;
+
+	field_path(e->field + field_place(e->field, &where), path);
+	json_object_object_add(details, "_errors", json_object_new_array());
+	for (size_t i = 0; i < json_object_array_length(path); i++) {
+		json_object *step = json_object_new_object();
+
+		json_object_object_add(step, "_errors", json_object_new_array());
+		json_object_object_add(node, json_object_get_string(json_object_array_get_idx(path,
+		    i)), step);
+		node = step;
+	}
+	json_object_object_get_ex(node, "_errors", &list);
+	json_object_array_add(list, json_object_new_string(message_of(e)));
+	json_object_object_add(issue, "code", json_object_new_string("custom"));
+	json_object_object_add(issue, "path", path);
+	json_object_object_add(issue, "message", json_object_new_string(message_of(e)));
+	json_object_array_add(issues, issue);
+	json_object_object_add(root, "error", json_object_new_string("Invalid request parameters"));
+	json_object_object_add(root, "details", details);
+	json_object_object_add(root, "issues", issues);
+	return root;
+}
+
+/*
+ * Venice: {"error": "..."} (its StandardError), or its DetailedError when
+ * a field of the body, query or path is at fault.
  */
 static json_object *
 venice_error(const struct kw_error *e)
 {
-	json_object *root = json_object_new_object();
+	json_object *root;
+	const char *where = "body";
 
+	if (e->field[0] != '\0')
+		(void)field_place(e->field, &where);
+	if ((e->code == KW_EVALID || e->code == KW_EINVAL) && e->field[0] != '\0' &&
+	    strcmp(where, "header") != 0 && strcmp(e->field, "Content-Length") != 0)
+		return venice_detailed_error(e);
+	root = json_object_new_object();
 	json_object_object_add(root, "error", json_object_new_string(message_of(e)));
-	if (e->field[0] != '\0') {
-		json_object *details = json_object_new_object(), *f = json_object_new_object();
-		json_object *list = json_object_new_array();
-		const char *where;
-
-		json_object_array_add(list, json_object_new_string(message_of(e)));
-		json_object_object_add(f, "_errors", list);
-		json_object_object_add(details, e->field + field_place(e->field, &where), f);
-		json_object_object_add(root, "details", details);
-	}
 	return root;
 }
 
@@ -202,9 +274,12 @@ provisioning_error(int status, const struct kw_error *e)
 {
 	json_object *root = json_object_new_object();
 
+	/* its documented 401: {"code": 401, "detail": ..., "type": "authentication_error"} */
+	const char *type = e->code == KW_EAUTH ? "authentication_error" : error_type(e->code);
+
 	json_object_object_add(root, "code", json_object_new_int(status));
 	json_object_object_add(root, "detail", json_object_new_string(message_of(e)));
-	json_object_object_add(root, "type", json_object_new_string(error_type(e->code)));
+	json_object_object_add(root, "type", json_object_new_string(type));
 	if (e->field[0] != '\0') {
 		json_object *errors = json_object_new_array(), *item = json_object_new_object();
 		json_object *loc = json_object_new_array();

@@ -104,6 +104,13 @@ size_t kw_crypto_b64url(const void *data, size_t n, char *out);
 #define KW_PROVISION_TTL_MAX (30 * 86400)
 /* KEYWARDEN_PROVIDER_ENV's default: comma-separated names and shell wildcards. */
 #define KW_PROVIDER_ENV_DEFAULT "*_API_KEY"
+/*
+ * KEYWARDEN_PRIVATE_MODELS' default: the model families Venice serves
+ * privately (open-weight models on its own hosts, TEE and E2EE ones), as
+ * names and shell wildcards.  A model no pattern names is anonymous.
+ */
+#define KW_PRIVATE_MODELS_DEFAULT "venice-*,llama-*,qwen*,mistral-*,deepseek-*,zai-org-*," \
+	"hermes-*,google-gemma-*,openai-gpt-oss-*,e2ee-*,tee-*"
 struct kw_config {
 	char data_dir[4096];
 	unsigned workers;
@@ -122,6 +129,8 @@ struct kw_config {
 	char min_client_version[64];	/* provisioning refuses older X-Client-Version (426); "" none */
 	char metrics_token[256];	/* a bearer that may read GET /metrics; "" none */
 	char provider_env[256];		/* the variables a provider key's env.NAME may name */
+	char private_models[1024];	/* the models a Venice key's modelPrivacy counts as private */
+	char media_models[1024];	/* image, audio and video models (PRIVATE_TEXT lets them be anonymous) */
 	enum kw_log_level log_level;
 	char master_key[256];		/* from the environment or file; wiped at exit */
 };
@@ -129,6 +138,8 @@ extern struct kw_config kw_config;
 enum kw_err kw_config_load(const char *data_dir_override);
 enum kw_err kw_config_init_data_dir(int print_new_master_key);
 enum kw_err kw_config_load_secret(const char *name, unsigned char *out, size_t n);
+/* True when name matches one of list's comma-separated names and shell wildcards. */
+int kw_config_list_match(const char *list, const char *name);
 
 /* --- store.c: the Berkeley DB environment --------------------------- */
 
@@ -355,6 +366,7 @@ struct kw_req {
 	time_t now;
 	struct kw_caller *caller;	/* set by kw_auth_caller; arena-owned */
 	int authorizer;			/* the server asks as an authorizer (is_authorizer) */
+	int no_body;			/* the server said the request has none (http.c) */
 };
 
 struct kw_resp {
@@ -845,6 +857,9 @@ struct kw_usage {
 	double diem;			/* Venice's second currency */
 	const char *end_user;		/* the request's end user; NULL none */
 };
+
+/* The API tier a Venice answer names (apiTier.id, rateLimitTier): one tier, charged per use. */
+#define KW_VENICE_TIER "paid"
 
 /* A Venice key's consumption: in its current limitPeriod, and over the trailing seven days. */
 struct kw_venice_usage {

@@ -1062,7 +1062,11 @@ kw_limits_venice_usage(struct kw_store *st, DB_TXN *txn, json_object *key, time_
 	return KW_OK;
 }
 
-/* Remembers that a Venice key was refused, for /api/v1/api_keys/rate_limits/log. */
+/*
+ * Remembers that a Venice key was refused by a rate limit, for
+ * /api/v1/api_keys/rate_limits/log: type is Venice's rateLimitType
+ * ("RPM", "TPM").
+ */
 static enum kw_err
 venice_breach(struct kw_store *st, DB_TXN *txn, json_object *key, const char *model,
     const char *type, time_t now)
@@ -1079,7 +1083,10 @@ venice_breach(struct kw_store *st, DB_TXN *txn, json_object *key, const char *mo
 	k.size = (u_int32_t)strlen(name);
 	kw_time_format(now, at);
 	json_object_object_add(row, "apiKeyId", json_object_get(json_object_object_get(venice, "id")));
-	json_object_object_add(row, "modelId", model ? json_object_new_string(model) : NULL);
+	/* Venice logs "model:unknown" for a request whose model it cannot name */
+	json_object_object_add(row, "modelId", json_object_new_string(model ? model :
+	    "model:unknown"));
+	json_object_object_add(row, "rateLimitTier", json_object_new_string(KW_VENICE_TIER));
 	json_object_object_add(row, "rateLimitType", json_object_new_string(type));
 	json_object_object_add(row, "timestamp", json_object_new_string(at));
 	v = (DBT){ .data = (void *)json_object_to_json_string_ext(row, JSON_C_TO_STRING_PLAIN) };
@@ -1581,6 +1588,69 @@ models_hold(json_object *models, const char *name)
 }
 
 /*
+ * What model resolves to (into *m): the team's model_aliases first, then
+ * the key's aliases (key and team are records, borrowed; either NULL).
+ */
+static void
+model_ask_of(const char *model, json_object *key, json_object *team, struct model_ask *m)
+{
+	json_object *aliases = team ? json_object_object_get(team, "model_aliases") : NULL;
+	json_object *target;
+
+	*m = (struct model_ask){ model, model, 0 };
+	if (json_object_is_type(aliases, json_type_object) &&
+	    json_object_object_get_ex(aliases, model, &target)) {
+		m->team_alias = 1;
+		if (json_object_is_type(target, json_type_string))
+			m->resolved = json_object_get_string(target);
+	} else if (json_object_is_type(aliases = json_object_object_get(key, "aliases"),
+	    json_type_object) && json_object_object_get_ex(aliases, model, &target) &&
+	    json_object_is_type(target, json_type_string)) {
+		m->resolved = json_object_get_string(target);
+	}
+}
+
+/* True when a key of modelPrivacy privacy ("PRIVATE_TEXT", "PRIVATE_ONLY") may call model. */
+static int
+privacy_allows(const char *privacy, const char *model)
+{
+	return kw_config_list_match(kw_config.private_models, model) ||
+	    (strcmp(privacy, "PRIVATE_TEXT") == 0 &&
+	    kw_config_list_match(kw_config.media_models, model));
+}
+
+/*
+ * A Venice key's modelPrivacy, as Venice enforces it on every inference
+ * call: ALL (or none) lets any model through; PRIVATE_ONLY only the
+ * models the operator's KEYWARDEN_PRIVATE_MODELS names; PRIVATE_TEXT
+ * those and the image, audio and video models KEYWARDEN_MEDIA_MODELS
+ * names.  The model asked for and the one an alias maps it to must both
+ * pass.  The setting is the key record's, which only the master key or
+ * an ADMIN key changes; which models are private is the operator's.
+ */
+static int
+refuse_privacy(struct checking *c)
+{
+	json_object *key = key_record(c);
+	const char *privacy = kw_json_str(json_object_object_get(key, "venice"), "modelPrivacy");
+	struct model_ask m;
+	const char *bad;
+
+	if (privacy == NULL || strcmp(privacy, "ALL") == 0)
+		return 0;
+	model_ask_of(c->in->model, key, c->team.present && (c->team.s.flags & S_ALIASES) ?
+	    team_record(c) : NULL, &m);
+	bad = !privacy_allows(privacy, m.asked) ? m.asked :
+	    !privacy_allows(privacy, m.resolved) ? m.resolved : NULL;
+	if (bad == NULL)
+		return 0;
+	c->out->error_type = "key_model_access_denied";
+	return refuse(c, KW_V_MODEL_NOT_ALLOWED, "modelPrivacy", "This API key is set to '%s', "
+	    "but %s is an anonymous model. Choose a private model, or change the model privacy "
+	    "setting of this API key.", privacy, printable(bad));
+}
+
+/*
  * The model checks, in LiteLLM's order: the key's models
  * (can_key_call_model), its team's (can_team_access_model in
  * common_checks); for a personal key, its user's (can_user_call_model:
@@ -1592,9 +1662,8 @@ models_hold(json_object *models, const char *name)
 static int
 refuse_model(struct checking *c)
 {
-	struct model_ask m = { c->in->model, c->in->model, 0 };
-	json_object *key = NULL, *team = NULL, *org, *aliases, *team_models;
-	json_object *target;
+	struct model_ask m;
+	json_object *key = NULL, *team = NULL, *org, *team_models;
 	int personal = !c->team.present;
 
 	if (!((c->key.s.flags | c->team.s.flags | c->user.s.flags | c->org.s.flags) &
@@ -1605,17 +1674,7 @@ refuse_model(struct checking *c)
 	if (c->team.present && (c->team.s.flags & (S_MODELS | S_ALIASES)) != 0)
 		team = team_record(c);
 	team_models = team ? json_object_object_get(team, "models") : NULL;
-	aliases = team ? json_object_object_get(team, "model_aliases") : NULL;
-	if (json_object_is_type(aliases, json_type_object) &&
-	    json_object_object_get_ex(aliases, m.asked, &target)) {
-		m.team_alias = 1;
-		if (json_object_is_type(target, json_type_string))
-			m.resolved = json_object_get_string(target);
-	} else if (json_object_is_type(aliases = json_object_object_get(key, "aliases"),
-	    json_type_object) && json_object_object_get_ex(aliases, m.asked, &target) &&
-	    json_object_is_type(target, json_type_string)) {
-		m.resolved = json_object_get_string(target);
-	}
+	model_ask_of(c->in->model, key, team, &m);
 	if ((c->key.s.flags & S_MODELS) &&
 	    !object_allows(json_object_object_get(key, "models"), team_models, &m, 1))
 		return refuse_model_of(c, "key", json_object_object_get(key, "models"));
@@ -1661,7 +1720,8 @@ refuse_standing(struct checking *c)
 		return refuse(c, KW_V_END_USER_BLOCKED, NULL,
 		    "User blocked from making LLM API Calls: end user %s is blocked",
 		    printable(c->in->end_user));
-	if (in->model != NULL && in->model[0] != '\0' && refuse_model(c))
+	if (in->model != NULL && in->model[0] != '\0' &&
+	    (refuse_model(c) || ((c->key.s.flags & S_VENICE) && refuse_privacy(c))))
 		return 1;
 	if (in->route != NULL && (c->key.s.flags & S_ROUTES) &&
 	    !kw_limits_routes_allow(json_object_object_get(key_record(c), "allowed_routes"),
@@ -1781,7 +1841,7 @@ check_budgets(struct checking *c, int *refused)
 	};
 	static const struct in_flight none;
 	struct budget b[12];	/* five parties, a membership, the currencies, a model */
-	json_object *key = NULL, *entry;
+	json_object *entry;
 	char name[KW_TOKEN_LEN + 300];
 	double member_max;
 	size_t n = 0;
@@ -1813,7 +1873,7 @@ check_budgets(struct checking *c, int *refused)
 			KW_V_BUDGET_EXCEEDED, 0 };
 	}
 	if (k->flags & S_VENICE) {
-		json_object *venice = json_object_object_get(key = key_record(c), "venice");
+		json_object *venice = json_object_object_get(key_record(c), "venice");
 		json_object *caps = json_object_object_get(venice, "consumptionLimit");
 		time_t start, end;
 
@@ -1846,9 +1906,7 @@ check_budgets(struct checking *c, int *refused)
 		if (!budget_refuses(c, &b[i]))
 			continue;
 		*refused = 1;
-		if (b[i].code == KW_V_BUDGET_EXCEEDED || c->in->dry_run)
-			return KW_OK;
-		return venice_breach(c->st, c->txn, key, c->in->model, b[i].name, c->now);
+		return KW_OK;
 	}
 	return KW_OK;
 }
@@ -1937,6 +1995,21 @@ check_rates(struct checking *c, int *refused)
 	    over_parallel(c, &c->team.s, &c->team_flight, "team_max_parallel_requests"))
 		*refused = 1;
 	return KW_OK;
+}
+
+/* Logs a Venice key's rate refusal under Venice's rateLimitType; in-flight limits have none. */
+static enum kw_err
+rate_breach(struct checking *c)
+{
+	const char *limit = c->out->limit ? c->out->limit : "";
+	const char *type = strstr(limit, "rpm") ? "RPM" : strstr(limit, "tpm") ? "TPM" : NULL;
+	json_object *key;
+
+	if (type == NULL)
+		return KW_OK;
+	if ((key = key_record(c)) == NULL)
+		return c->rc;
+	return venice_breach(c->st, c->txn, key, c->in->model, type, c->now);
 }
 
 /*
@@ -2265,6 +2338,9 @@ check_body(struct kw_store *st, DB_TXN *txn, void *baton)
 		return rc;
 	/* rates are read even after a budget refusal: the 429 reports them */
 	if ((!refused || v->code == KW_V_BUDGET_EXCEEDED) && (rc = check_rates(c, &refused)) != KW_OK)
+		return rc;
+	if (refused && v->code == KW_V_RATE_LIMITED && (c->key.s.flags & S_VENICE) &&
+	    !c->in->dry_run && (rc = rate_breach(c)) != KW_OK)
 		return rc;
 	if (c->rc != KW_OK)
 		return c->rc;

@@ -95,6 +95,7 @@ static const struct field_rule venice_rules[] = {
 	{ "consumptionLimit", KW_STANDING_ABOVE },
 	{ "limitPeriod", KW_STANDING_ABOVE },
 	{ "expiresAt", KW_STANDING_ABOVE },
+	{ "modelPrivacy", KW_STANDING_ABOVE },	/* a restriction: not the restricted key's own */
 };
 
 /*
