@@ -101,6 +101,21 @@ kw_budget_create(struct kw_req *req, DB_TXN *txn, const char *id, json_object *s
 	return rc;
 }
 
+enum kw_err
+kw_budget_named(struct kw_req *req, DB_TXN *txn, json_object *body)
+{
+	const char *id = kw_json_str(body, "budget_id");
+	json_object *b = NULL;
+	enum kw_err rc = id != NULL ? kw_rec_get(req->store, txn, KW_DB_BUDGETS, id, 0, &b) : KW_OK;
+
+	json_object_put(b);
+	if (rc == KW_ENOTFOUND) {
+		kw_error_set(&req->err, KW_EINVAL, "budget_id", "no budget has this budget_id");
+		return KW_EINVAL;
+	}
+	return rc;
+}
+
 /* Changes budget id by settings (borrowed), with its audit entry; 404 naming field when it is gone. */
 enum kw_err
 kw_budget_change(struct kw_req *req, DB_TXN *txn, const char *id, json_object *settings,

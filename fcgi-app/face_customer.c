@@ -69,21 +69,6 @@ get_customer(struct kw_req *req, DB_TXN *txn, const char *id, const char *field,
 	return rc;
 }
 
-/* 400 naming budget_id unless it names a budget. */
-static enum kw_err
-budget_exists(struct kw_req *req, DB_TXN *txn, const char *budget_id)
-{
-	json_object *b;
-	enum kw_err rc = kw_rec_get(req->store, txn, KW_DB_BUDGETS, budget_id, 0, &b);
-
-	json_object_put(b);
-	if (rc == KW_ENOTFOUND) {
-		kw_error_set(&req->err, KW_EINVAL, "budget_id", "no budget has this budget_id");
-		return KW_EINVAL;
-	}
-	return rc;
-}
-
 /* /customer/new's transaction. */
 static enum kw_err
 customer_new_body(struct kw_store *st, DB_TXN *txn, void *baton)
@@ -107,7 +92,7 @@ customer_new_body(struct kw_store *st, DB_TXN *txn, void *baton)
 		rc = kw_budget_create(req, txn, uuid, req->body, NULL);
 		budget_id = uuid;
 	} else {
-		rc = budget_id != NULL ? budget_exists(req, txn, budget_id) : KW_OK;
+		rc = kw_budget_named(req, txn, req->body);
 	}
 	if (rc == KW_OK && budget_id != NULL)
 		json_object_object_add(rec, "budget_id", json_object_new_string(budget_id));
@@ -177,8 +162,8 @@ customer_update_body(struct kw_store *st, DB_TXN *txn, void *baton)
 	for (size_t i = 0; i < sizeof(end_user_fields) / sizeof(end_user_fields[0]); i++)
 		if (json_object_object_get_ex(settings, end_user_fields[i], &v))
 			json_object_object_add(rec, end_user_fields[i], kw_json_copy(v));
-	if ((budget_id = kw_json_str(settings, "budget_id")) != NULL &&
-	    (rc = budget_exists(req, txn, budget_id)) == KW_OK)
+	if ((rc = kw_budget_named(req, txn, settings)) == KW_OK &&
+	    (budget_id = kw_json_str(settings, "budget_id")) != NULL)
 		json_object_object_add(rec, "budget_id", json_object_new_string(budget_id));
 	/* budget fields change the end user's budget, or make it one */
 	if (rc == KW_OK && kw_budget_fields_in(settings)) {

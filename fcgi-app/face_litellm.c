@@ -406,6 +406,7 @@ kw_litellm_key_create(struct kw_req *req, DB_TXN *txn, json_object *settings,
 	if ((rc = check_alias(req, rec, NULL)) == KW_OK &&
 	    (rc = check_metadata(req, rec)) == KW_OK &&
 	    (rc = check_team_bounds(req, txn, rec)) == KW_OK &&
+	    (rc = kw_members_org_known(req, txn, kw_json_str(rec, "organization_id"))) == KW_OK &&
 	    (rc = check_room(req, txn, rec)) == KW_OK &&
 	    (rc = kw_keys_put(req->store, txn, NULL, rec, &req->err)) == KW_OK &&
 	    (rc = kw_audit_record(req, txn, "created", KW_TABLE_KEYS, token, NULL, rec)) == KW_OK) {

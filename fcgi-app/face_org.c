@@ -264,11 +264,11 @@ member_update_body(struct kw_req *req, DB_TXN *txn, struct kw_op *op)
 		return rc;
 	op->answer = org;	/* kw_face_op drops it on an error */
 	if ((rc = kw_face_member_update(req, txn, KW_MEMBERS_ORGS, op->id, org, NULL,
-	    "max_budget_in_organization", &user_id)) != KW_OK)
+	    &user_id)) != KW_OK)
 		return rc;
-	op->answer = kw_members_membership(KW_MEMBERS_ORGS, org, user_id, 0);
+	rc = kw_members_membership(req, txn, KW_MEMBERS_ORGS, org, user_id, &op->answer);
 	json_object_put(org);
-	return KW_OK;
+	return rc;
 }
 
 /*

@@ -132,7 +132,8 @@ team_new_body(struct kw_req *req, DB_TXN *txn, struct kw_op *op)
 	size_t added;
 	enum kw_err rc;
 
-	if ((rc = kw_members_absent(req, txn, KW_MEMBERS_TEAMS, op->id)) != KW_OK)
+	if ((rc = kw_members_absent(req, txn, KW_MEMBERS_TEAMS, op->id)) != KW_OK ||
+	    (rc = kw_members_org_known(req, txn, kw_json_str(req->body, "organization_id"))) != KW_OK)
 		return rc;
 	op->answer = team = team_record_new(req, op->id);	/* kw_face_op drops it on an error */
 	apply_team_settings(req, team, req->body);
@@ -172,14 +173,29 @@ kw_op_team_new(struct kw_req *req, struct kw_resp *resp)
 static enum kw_err
 team_info_body(struct kw_req *req, DB_TXN *txn, struct kw_op *op)
 {
-	json_object *team;
+	json_object *team, *members, *memberships;
 	enum kw_err rc;
 
 	if ((rc = kw_members_open(req, txn, KW_MEMBERS_TEAMS, op->id, "team_id", 0, &team)) != KW_OK)
 		return rc;
 	kw_budget_settle(team, req->now);
 	/* a plain member sees the keys /key/info would show them: their own */
-	return kw_litellm_owner_info(req, txn, 't', op->id, team, &op->answer);
+	if ((rc = kw_litellm_owner_info(req, txn, 't', op->id, team, &op->answer)) != KW_OK)
+		return rc;
+	/* team_info's team_memberships: each member's spend and budget (LiteLLM_TeamMembership) */
+	memberships = json_object_new_array();
+	json_object_object_add(op->answer, "team_memberships", memberships);
+	members = kw_members_array(KW_MEMBERS_TEAMS, team);
+	for (size_t i = 0; rc == KW_OK && i < json_object_array_length(members); i++) {
+		const char *user_id = kw_json_str(json_object_array_get_idx(members, i), "user_id");
+		json_object *m = NULL;
+
+		if (user_id != NULL &&
+		    (rc = kw_members_membership(req, txn, KW_MEMBERS_TEAMS, team, user_id, &m)) ==
+		    KW_OK && m != NULL)
+			json_object_array_add(memberships, m);
+	}
+	return rc;
 }
 
 /*
@@ -286,18 +302,22 @@ kw_op_team_delete(struct kw_req *req, struct kw_resp *resp)
 static enum kw_err
 member_add_body(struct kw_req *req, DB_TXN *txn, struct kw_op *op)
 {
-	json_object *team, *before, *budget = NULL, *users;
+	json_object *team, *before, *users;
 	size_t added;
 	enum kw_err rc;
 
 	if ((rc = kw_members_open(req, txn, KW_MEMBERS_TEAMS, op->id, "team_id", 1, &team)) != KW_OK)
 		return rc;
-	json_object_object_get_ex(req->body, "max_budget_in_team", &budget);
+	if ((rc = kw_budget_named(req, txn, req->body)) != KW_OK) {
+		json_object_put(team);
+		return rc;
+	}
 	kw_budget_settle(team, req->now);
 	before = kw_json_copy(team);
 	users = json_object_new_array();
+	/* each new member takes max_budget_in_team and budget_id (_add_team_members_to_team) */
 	rc = kw_members_add_each(req, txn, KW_MEMBERS_TEAMS, team,
-	    json_object_object_get(req->body, "member"), "member", budget, users, &added);
+	    json_object_object_get(req->body, "member"), "member", req->body, users, &added);
 	if (rc == KW_OK)	/* past the cap the transaction aborts: no user it made is kept */
 		rc = check_team_size(req, team);
 	if (rc == KW_OK && added > 0)	/* an empty list changes nothing */
@@ -375,8 +395,7 @@ member_update_body(struct kw_req *req, DB_TXN *txn, struct kw_op *op)
 	if (org_id != NULL && (rc = kw_rec_get(req->store, txn, KW_DB_ORGS, org_id, 0, &org)) != KW_OK &&
 	    rc != KW_ENOTFOUND)
 		return rc;
-	rc = kw_face_member_update(req, txn, KW_MEMBERS_TEAMS, op->id, team, org,
-	    "max_budget_in_team", &user_id);
+	rc = kw_face_member_update(req, txn, KW_MEMBERS_TEAMS, op->id, team, org, &user_id);
 	json_object_put(org);
 	if (rc != KW_OK)
 		return rc;

@@ -301,7 +301,6 @@ user_info_body(struct kw_req *req, DB_TXN *txn, struct kw_op *op)
 	for (size_t i = 0; rc == KW_OK && ids != NULL && i < json_object_array_length(ids); i++) {
 		const char *team_id = json_object_get_string(json_object_array_get_idx(ids, i));
 		json_object *team, *m;
-		double spend;
 
 		rc = kw_rec_get(req->store, txn, KW_DB_TEAMS, team_id, 0, &team);
 		if (rc == KW_ENOTFOUND) {
@@ -309,9 +308,8 @@ user_info_body(struct kw_req *req, DB_TXN *txn, struct kw_op *op)
 		} else if (rc == KW_OK) {
 			kw_budget_settle(team, req->now);
 			json_object_array_add(teams, team);
-			if ((rc = kw_limits_member_spend(req->store, txn, team_id, op->id, &spend)) ==
-			    KW_OK && (m = kw_members_membership(KW_MEMBERS_TEAMS, team, op->id,
-			    spend)) != NULL)
+			if ((rc = kw_members_membership(req, txn, KW_MEMBERS_TEAMS, team, op->id,
+			    &m)) == KW_OK && m != NULL)
 				json_object_array_add(memberships, m);
 		}
 	}

@@ -581,12 +581,12 @@ enum kw_members_table { KW_MEMBERS_TEAMS = 0, KW_MEMBERS_ORGS, KW_MEMBERS_USERS 
  * /team/member_update's and /organization/member_update's change to rec
  * (record id of the table, read for writing; org a team's organization or
  * NULL): the member the body names, the caller's standing toward it
- * (400, 403, 404, 403 by field), then its role and budget_field.
- * *user_id (request-owned) is the member's.
+ * (400, 403, 404, 403 by field), a budget_id that names no budget (400),
+ * then its role and limits (kw_members_change).  *user_id
+ * (request-owned) is the member's.
  */
 enum kw_err kw_face_member_update(struct kw_req *, struct __db_txn *, enum kw_members_table,
-    const char *id, struct json_object *rec, struct json_object *org, const char *budget_field,
-    const char **user_id);
+    const char *id, struct json_object *rec, struct json_object *org, const char **user_id);
 
 /* user_id's role in rec (NULL: none): a team's "admin" or "user", an org's user_role; NULL when no member. */
 const char *kw_members_role(enum kw_members_table, struct json_object *rec, const char *user_id);
@@ -617,6 +617,8 @@ enum kw_err kw_members_open(struct kw_req *, struct __db_txn *, enum kw_members_
 enum kw_err kw_members_get_all(struct kw_req *, struct __db_txn *, enum kw_members_table,
     struct json_object *ids, const char *field, struct json_object **recs,
     struct json_object **read);
+/* KW_OK when org_id (NULL: none) names an organization; 400 naming organization_id, LiteLLM's words, else. */
+enum kw_err kw_members_org_known(struct kw_req *, struct __db_txn *, const char *org_id);
 /* KW_OK when no record has id; KW_ECONFLICT (400 naming the id field) when one has. */
 enum kw_err kw_members_absent(struct kw_req *, struct __db_txn *, enum kw_members_table,
     const char *id);
@@ -633,17 +635,18 @@ enum kw_err kw_members_delete(struct kw_req *, struct __db_txn *, enum kw_member
 /*
  * Adds member (a TeamMember or OrganizationMember) to rec, a record being
  * written and not yet stored: the user by user_id, else by user_email,
- * created when unknown, is stored naming rec on its side.  budget (NULL:
- * none) is a team member's max_budget_in_team; the stored user is appended
+ * created when unknown, is stored naming rec on its side.  The entry
+ * takes the membership limits settings (a request; NULL: none) sends: a
+ * team's max_budget_in_team and budget_id.  The stored user is appended
  * to updated_users unless NULL.  KW_EINVAL or KW_ECONFLICT naming field.
  */
 enum kw_err kw_members_add(struct kw_req *, struct __db_txn *, enum kw_members_table,
     struct json_object *rec, struct json_object *member, const char *field,
-    struct json_object *budget, struct json_object *updated_users);
+    struct json_object *settings, struct json_object *updated_users);
 /* kw_members_add of one member (field), an array (field[i]) or NULL (none); *added counts them. */
 enum kw_err kw_members_add_each(struct kw_req *, struct __db_txn *, enum kw_members_table,
     struct json_object *rec, struct json_object *members, const char *field,
-    struct json_object *budget, struct json_object *updated_users, size_t *added);
+    struct json_object *settings, struct json_object *updated_users, size_t *added);
 /* Adds user (a record the caller stores naming rec) to rec (record id, read for writing) and stores rec. */
 enum kw_err kw_members_join(struct kw_req *, struct __db_txn *, enum kw_members_table,
     const char *id, struct json_object *rec, struct json_object *user);
@@ -658,32 +661,33 @@ enum kw_err kw_members_find(struct kw_req *, struct __db_txn *, enum kw_members_
 enum kw_err kw_members_remove(struct kw_req *, struct __db_txn *, enum kw_members_table,
     const char *id, struct json_object *rec, const char *user_id, const char *email,
     const char **removed);
-/* Takes user_id out of record id's members, when it exists and has them (the user's side stays). */
 /*
  * Changes the member entry of user_id in rec (a record of t read for
- * writing) to role (NULL: as it is) and, when budget is not NULL, its
- * max budget (a team's max_budget_in_team, an organization's
- * max_budget_in_organization), and stores rec with its audit entry.
- * Nothing is written when nothing changes, or user_id is no member.
+ * writing) to what settings (a request) sends, null or absent leaving a
+ * field as it is: its role, its max budget (a team's max_budget_in_team,
+ * an organization's max_budget_in_organization) and a team's budget_id;
+ * stores rec with its audit entry.  Nothing is written when nothing
+ * changes, or user_id is no member.
  */
 enum kw_err kw_members_change(struct kw_req *, struct __db_txn *, enum kw_members_table,
-    const char *id, struct json_object *rec, const char *user_id, const char *role,
-    struct json_object *budget);
-/*
- * The entry of user_id in rec as LiteLLM answers a membership (owned):
- * user_id, the record's id, budget_id, spend and litellm_budget_table
- * ({"max_budget"} of the member's budget, null when none); an
- * organization's also user_role, created_at and updated_at.  NULL when not
- * a member.
- */
+    const char *id, struct json_object *rec, const char *user_id, struct json_object *settings);
 /* The member entry of user_id in rec (borrowed from rec), or NULL. */
 struct json_object *kw_members_entry(enum kw_members_table, struct json_object *rec,
     const char *user_id);
 /* Into *ids (owned array), the ids of the records of the table whose field is value, in txn. */
 enum kw_err kw_members_ids_where(struct kw_req *, struct __db_txn *, enum kw_members_table,
     const char *field, const char *value, struct json_object **ids);
-struct json_object *kw_members_membership(enum kw_members_table, struct json_object *rec,
-    const char *user_id, double spend);
+/*
+ * The entry of user_id in rec as LiteLLM answers a membership, read in
+ * txn, into *out (owned; NULL when not a member): user_id, the record's
+ * id, budget_id, spend (a team membership's, kw_limits_member_spend; an
+ * organization's 0) and litellm_budget_table: the budget budget_id names
+ * (its LiteLLM_BudgetTable row) with the entry's own max budget as its
+ * max_budget, {"max_budget"} of the own one alone, null when neither; an
+ * organization's also user_role, created_at and updated_at.
+ */
+enum kw_err kw_members_membership(struct kw_req *, struct __db_txn *, enum kw_members_table,
+    struct json_object *rec, const char *user_id, struct json_object **out);
 enum kw_err kw_members_leave(struct kw_req *, struct __db_txn *, enum kw_members_table,
     const char *id, const char *user_id);
 /* kw_members_leave of every record of the table that user_id is a member of (a scan). */
@@ -750,6 +754,8 @@ enum kw_err kw_budget_create(struct kw_req *, struct __db_txn *, const char *id,
     struct json_object *settings, struct json_object **out);
 enum kw_err kw_budget_change(struct kw_req *, struct __db_txn *, const char *id,
     struct json_object *settings, const char *field, struct json_object **out);
+/* KW_OK when body's budget_id (NULL or null: none) names a budget; 400 naming budget_id else. */
+enum kw_err kw_budget_named(struct kw_req *, struct __db_txn *, struct json_object *body);
 
 /* face_user.c: what the team and organization operations share with the user operations */
 const char *kw_id_or_new(const char *given, char buf[37]);	/* given, or a new UUID in buf */
@@ -843,9 +849,12 @@ enum kw_err kw_limits_maintain(struct kw_store *, time_t now);
 struct json_object *kw_limits_end_user_new(const char *user_id);
 /* Resets end user rec's spend when its budget's budget_duration fell due (budget may be NULL). */
 int kw_limits_end_user_settle(struct json_object *rec, struct json_object *budget, time_t now);
-/* What user_id's keys in team_id spent, into *spend, in txn (LiteLLM's LiteLLM_TeamMembership.spend). */
+/*
+ * What user_id's keys in team_id spent in the membership's budget period
+ * as of now, into *spend, in txn (LiteLLM's LiteLLM_TeamMembership.spend).
+ */
 enum kw_err kw_limits_member_spend(struct kw_store *, struct __db_txn *, const char *team_id,
-    const char *user_id, double *spend);
+    const char *user_id, time_t now, double *spend);
 /* Counts one event in the fixed UTC minute of now under name unless limit are counted (*allowed 0). */
 enum kw_err kw_limits_window_add(struct kw_store *, struct __db_txn *, const char *name, time_t now,
     double limit, int *allowed);

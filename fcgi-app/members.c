@@ -31,6 +31,7 @@ static const struct table {
 	int stamped;			/* each member entry records when it was added */
 	const char *manage_field;	/* the field a 403 for managing members names */
 	const char *budget_field;	/* a member entry's own max budget */
+	int linked_budget;		/* a member entry may name a /budget/new budget (budget_id) */
 	const char *user_side;		/* the user's field that names the record */
 	int user_side_list;		/* user_side is a list of ids, not one id */
 } tables[] = {
@@ -38,7 +39,8 @@ static const struct table {
 		.db = KW_DB_TEAMS, .audit = KW_TABLE_TEAMS, .noun = "team", .a_noun = "a team",
 		.id_field = "team_id", .list = "members_with_roles", .role_field = "role",
 		.admin_role = "admin", .default_role = "user", .closed_roles = 1, .budgeted = 1,
-		.budget_field = "max_budget_in_team", .user_side = "teams", .user_side_list = 1,
+		.budget_field = "max_budget_in_team", .linked_budget = 1, .user_side = "teams",
+		.user_side_list = 1,
 	},
 	[KW_MEMBERS_ORGS] = {
 		.db = KW_DB_ORGS, .audit = KW_TABLE_ORGS, .noun = "organization",
@@ -170,6 +172,28 @@ kw_members_get(struct kw_req *req, DB_TXN *txn, enum kw_members_table t, const c
 	if (rc == KW_ENOTFOUND)
 		kw_error_set(&req->err, KW_ENOTFOUND, field, "no %s has this %s", k->noun, k->id_field);
 	return rc;
+}
+
+/*
+ * KW_OK when org_id (NULL: none) names an organization.  Else 400 naming
+ * organization_id in the words of LiteLLM's get_org_object, which
+ * generate_key_fn and new_team call for a sent organization_id: their
+ * check for a missing one answers 400, but get_org_object raises first
+ * and LiteLLM's client sees that message as a 500.
+ */
+enum kw_err
+kw_members_org_known(struct kw_req *req, DB_TXN *txn, const char *org_id)
+{
+	json_object *org = NULL;
+	enum kw_err rc = org_id != NULL ? kw_rec_get(req->store, txn, KW_DB_ORGS, org_id, 0, &org) :
+	    KW_OK;
+
+	json_object_put(org);
+	if (rc != KW_ENOTFOUND)
+		return rc;
+	kw_error_set(&req->err, KW_EINVAL, "organization_id", "Organization doesn't exist in db. "
+	    "Organization=%s. Create organization via `/organization/new` call.", org_id);
+	return KW_EINVAL;
 }
 
 /*
@@ -460,10 +484,28 @@ user_leave(struct kw_req *req, DB_TXN *txn, const struct table *k, const char *u
 	return rc;
 }
 
-/* Appends a member entry for user_id to rec's members; budget (borrowed) is a team member's max_budget_in_team. */
+/*
+ * Copies into a member entry of t the membership's limits that settings
+ * (a request, borrowed; NULL: none) sends: its max budget (budget_field)
+ * and, for a team, the budget_id of a /budget/new budget.  Null or absent
+ * leaves one as it is.
+ */
+static void
+take_limits(const struct table *k, json_object *entry, json_object *settings)
+{
+	const char *fields[] = { k->budget_field, k->linked_budget ? "budget_id" : NULL };
+	json_object *v;
+
+	for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++)
+		if (fields[i] != NULL && json_object_object_get_ex(settings, fields[i], &v) &&
+		    v != NULL)
+			json_object_object_add(entry, fields[i], json_object_get(v));
+}
+
+/* Appends a member entry for user_id to rec's members, with the limits settings sends (take_limits). */
 static void
 append_entry(struct kw_req *req, enum kw_members_table t, json_object *rec, const char *user_id,
-    const char *email, const char *role, json_object *budget)
+    const char *email, const char *role, json_object *settings)
 {
 	const struct table *k = &tables[t];
 	json_object *entry = json_object_new_object();
@@ -472,8 +514,7 @@ append_entry(struct kw_req *req, enum kw_members_table t, json_object *rec, cons
 	json_object_object_add(entry, "user_email", email != NULL ? json_object_new_string(email) : NULL);
 	json_object_object_add(entry, k->role_field,
 	    json_object_new_string(role != NULL ? role : k->default_role));
-	if (budget != NULL)
-		json_object_object_add(entry, "max_budget_in_team", json_object_get(budget));
+	take_limits(k, entry, settings);
 	if (k->stamped)
 		kw_json_set_time(entry, "created_at", req->now);
 	json_object_array_add(kw_members_array(t, rec), entry);
@@ -485,15 +526,16 @@ append_entry(struct kw_req *req, enum kw_members_table t, json_object *rec, cons
  * else by user_email, creating it when unknown (with a new UUID when only
  * an email names it), and names rec on the user's side (a team in its
  * teams; an organization in its organization_id when it has none); the
- * user is stored with its audit entry.  budget, when not NULL, is a team
- * member's max_budget_in_team.  The user record as stored is appended to
+ * user is stored with its audit entry.  The entry takes the limits
+ * settings sends (a team's max_budget_in_team and budget_id; NULL: none).
+ * The user record as stored is appended to
  * updated_users when that is not NULL.  400 naming field for a member
  * without user_id and user_email, one already in rec, or a new user_id
  * with an email another user has.
  */
 enum kw_err
 kw_members_add(struct kw_req *req, DB_TXN *txn, enum kw_members_table t, json_object *rec,
-    json_object *member, const char *field, json_object *budget, json_object *updated_users)
+    json_object *member, const char *field, json_object *settings, json_object *updated_users)
 {
 	const struct table *k = &tables[t];
 	const char *rec_id = kw_json_str(rec, k->id_field);
@@ -540,7 +582,7 @@ kw_members_add(struct kw_req *req, DB_TXN *txn, enum kw_members_table t, json_ob
 	if ((rc = kw_members_write(req, txn, KW_MEMBERS_USERS, user_id, before, user)) == KW_OK) {
 		/* the user's own email, as stored */
 		append_entry(req, t, rec, user_id, kw_json_str(user, "user_email"),
-		    kw_json_str(member, "role"), budget);
+		    kw_json_str(member, "role"), settings);
 		if (updated_users != NULL)
 			json_object_array_add(updated_users, json_object_get(user));
 	}
@@ -555,7 +597,7 @@ kw_members_add(struct kw_req *req, DB_TXN *txn, enum kw_members_table t, json_ob
  */
 enum kw_err
 kw_members_add_each(struct kw_req *req, DB_TXN *txn, enum kw_members_table t, json_object *rec,
-    json_object *members, const char *field, json_object *budget, json_object *updated_users,
+    json_object *members, const char *field, json_object *settings, json_object *updated_users,
     size_t *added)
 {
 	enum kw_err rc = KW_OK;
@@ -564,7 +606,8 @@ kw_members_add_each(struct kw_req *req, DB_TXN *txn, enum kw_members_table t, js
 	if (members == NULL)
 		return KW_OK;
 	if (!json_object_is_type(members, json_type_array)) {
-		if ((rc = kw_members_add(req, txn, t, rec, members, field, budget, updated_users)) == KW_OK)
+		if ((rc = kw_members_add(req, txn, t, rec, members, field, settings,
+		    updated_users)) == KW_OK)
 			(*added)++;
 		return rc;
 	}
@@ -573,7 +616,7 @@ kw_members_add_each(struct kw_req *req, DB_TXN *txn, enum kw_members_table t, js
 
 		snprintf(name, sizeof(name), "%s[%zu]", field, i);
 		if ((rc = kw_members_add(req, txn, t, rec, json_object_array_get_idx(members, i), name,
-		    budget, updated_users)) == KW_OK)
+		    settings, updated_users)) == KW_OK)
 			(*added)++;
 	}
 	return rc;
@@ -605,9 +648,10 @@ kw_members_join(struct kw_req *req, DB_TXN *txn, enum kw_members_table t, const 
 
 enum kw_err
 kw_members_change(struct kw_req *req, DB_TXN *txn, enum kw_members_table t, const char *id,
-    json_object *rec, const char *user_id, const char *role, json_object *budget)
+    json_object *rec, const char *user_id, json_object *settings)
 {
 	const struct table *k = &tables[t];
+	const char *role = kw_json_str(settings, "role");
 	json_object *before, *entry;
 	enum kw_err rc;
 
@@ -617,8 +661,8 @@ kw_members_change(struct kw_req *req, DB_TXN *txn, enum kw_members_table t, cons
 	entry = member_entry(rec, k->list, user_id);
 	if (entry != NULL && role != NULL)
 		json_object_object_add(entry, k->role_field, json_object_new_string(role));
-	if (entry != NULL && budget != NULL)
-		json_object_object_add(entry, k->budget_field, json_object_get(budget));
+	if (entry != NULL)
+		take_limits(k, entry, settings);
 	rc = KW_OK;
 	if (entry != NULL && !json_object_equal(before, rec)) {
 		if (k->stamped)
@@ -629,35 +673,49 @@ kw_members_change(struct kw_req *req, DB_TXN *txn, enum kw_members_table t, cons
 	return rc;
 }
 
-json_object *
-kw_members_membership(enum kw_members_table t, json_object *rec, const char *user_id,
-    double spend)
+enum kw_err
+kw_members_membership(struct kw_req *req, DB_TXN *txn, enum kw_members_table t, json_object *rec,
+    const char *user_id, json_object **out)
 {
 	const struct table *k = &tables[t];
-	json_object *entry = member_entry(rec, k->list, user_id), *out, *budget = NULL, *v;
+	const char *rec_id = kw_json_str(rec, k->id_field);
+	json_object *entry = member_entry(rec, k->list, user_id), *budget = NULL, *own = NULL;
+	const char *budget_id = kw_json_str(entry, "budget_id");
+	double spend = 0;
+	enum kw_err rc = KW_OK;
 
+	*out = NULL;
 	if (entry == NULL)
-		return NULL;
-	out = json_object_new_object();
-	json_object_object_add(out, "user_id", json_object_new_string(user_id));
-	json_object_object_add(out, k->id_field, json_object_new_string(kw_json_str(rec,
-	    k->id_field)));
+		return KW_OK;
+	if (t == KW_MEMBERS_TEAMS &&
+	    (rc = kw_limits_member_spend(req->store, txn, rec_id, user_id, req->now, &spend)) != KW_OK)
+		return rc;
+	if (budget_id != NULL &&
+	    (rc = kw_rec_get(req->store, txn, KW_DB_BUDGETS, budget_id, 0, &budget)) != KW_OK &&
+	    rc != KW_ENOTFOUND)
+		return rc;
+	*out = json_object_new_object();
+	json_object_object_add(*out, "user_id", json_object_new_string(user_id));
+	json_object_object_add(*out, k->id_field, json_object_new_string(rec_id));
 	if (k->stamped) {
-		json_object_object_add(out, "user_role",
+		json_object_object_add(*out, "user_role",
 		    json_object_new_string(kw_members_role(t, rec, user_id)));
-		json_object_object_add(out, "created_at",
+		json_object_object_add(*out, "created_at",
 		    json_object_get(json_object_object_get(entry, "created_at")));
-		json_object_object_add(out, "updated_at", json_object_get(json_object_object_get(entry,
+		json_object_object_add(*out, "updated_at", json_object_get(json_object_object_get(entry,
 		    kw_json_has(entry, "updated_at") ? "updated_at" : "created_at")));
 	}
-	json_object_object_add(out, "budget_id", NULL);
-	json_object_object_add(out, "spend", json_object_new_double(spend));
-	if (json_object_object_get_ex(entry, k->budget_field, &v) && v != NULL) {
-		budget = json_object_new_object();
-		json_object_object_add(budget, "max_budget", json_object_get(v));
+	json_object_object_add(*out, "budget_id",
+	    budget_id != NULL ? json_object_new_string(budget_id) : NULL);
+	json_object_object_add(*out, "spend", json_object_new_double(spend));
+	/* the member's own max budget is the one in force (limits.c membership_limits) */
+	if (json_object_object_get_ex(entry, k->budget_field, &own) && own != NULL) {
+		if (budget == NULL)
+			budget = json_object_new_object();
+		json_object_object_add(budget, "max_budget", json_object_get(own));
 	}
-	json_object_object_add(out, "litellm_budget_table", budget);
-	return out;
+	json_object_object_add(*out, "litellm_budget_table", budget);
+	return KW_OK;
 }
 
 /* Takes user_id (not borrowed from rec) out of rec's members and stores rec, audited. */

@@ -113,6 +113,7 @@ static const struct field_rule member_rules[] = {
 	{ "role", KW_STANDING_ABOVE },
 	{ "max_budget_in_team", KW_STANDING_ABOVE },
 	{ "max_budget_in_organization", KW_STANDING_ABOVE },
+	{ "budget_id", KW_STANDING_ABOVE },
 };
 
 static const struct {

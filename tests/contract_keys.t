@@ -958,6 +958,8 @@ def hygiene(api, srv, name):
 
 def paging(api):
     made = []
+    # generate_key_fn refuses an organization_id that names none (get_org_object)
+    api.post("/organization/new", {"organization_id": "org-paging", "organization_alias": "paging"})
     for i in range(23):
         fields = {"key_alias": "page-%02d" % i, "spend": (i * 7) % 23, "max_budget": 100 - i}
         if i in (3, 4):
