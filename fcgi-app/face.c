@@ -257,18 +257,25 @@ op_txn(struct kw_store *st, DB_TXN *txn, void *baton)
 }
 
 enum kw_err
-kw_face_op(struct kw_req *req, struct kw_resp *resp, enum kw_op_caller who, kw_op_body body,
-    const char *id)
+kw_face_op(struct kw_req *req, struct kw_resp *resp, const struct kw_op_def *def)
 {
-	struct kw_op op = { .req = req, .id = id, .body = body };
+	struct kw_op op = { .req = req, .body = def->body };
+	char uuid[37];
 	enum kw_err rc;
 
-	if (who == KW_OP_ADMIN)
+	if (def->who == KW_OP_ADMIN)
 		rc = kw_auth_admin(req);
-	else if ((rc = kw_auth_caller(req)) == KW_OK && who == KW_OP_WRITER)
+	else if (def->who == KW_OP_ADMIN_VIEW)
+		rc = kw_auth_admin_view(req, def->refusal);
+	else if ((rc = kw_auth_caller(req)) == KW_OK && def->who == KW_OP_WRITER)
 		rc = kw_auth_can_write(req);
 	if (rc != KW_OK)
 		return rc;
+	if (def->id_field != NULL)
+		op.id = kw_json_str(strcmp(req->method, "GET") == 0 ? req->query : req->body,
+		    def->id_field);
+	if (def->new_id)
+		op.id = kw_id_or_new(op.id, uuid);
 	return kw_answer_respond(resp, &op.answer, kw_store_txn(req->store, op_txn, &op));
 }
 

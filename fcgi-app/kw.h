@@ -552,16 +552,33 @@ struct kw_op {
 	struct json_object *answer;	/* owned */
 	kw_op_body body;
 };
-/* Who may call an operation: any known caller, one who may change things, a proxy admin. */
-enum kw_op_caller { KW_OP_READER = 0, KW_OP_WRITER, KW_OP_ADMIN };
 /*
- * Checks the caller (401, 403), then runs body in one transaction with an
- * op about record id (borrowed; NULL: none) and answers its answer with
- * 200; on an error the answer is dropped and the error returned for the
- * face's envelope.
+ * Who may call an operation: any known caller, one who may change things,
+ * a proxy admin, one who reads everything (admins and admin viewers).
  */
-enum kw_err kw_face_op(struct kw_req *, struct kw_resp *, enum kw_op_caller, kw_op_body,
-    const char *id);
+enum kw_op_caller { KW_OP_READER = 0, KW_OP_WRITER, KW_OP_ADMIN, KW_OP_ADMIN_VIEW };
+/* An operation that kw_face_op runs. */
+struct kw_op_def {
+	enum kw_op_caller who;
+	kw_op_body body;
+	const char *id_field;	/* the field naming op->id: the query's for GET, else the body's; NULL none */
+	int new_id;		/* op->id is a new UUID when id_field is absent */
+	const char *refusal;	/* KW_OP_ADMIN_VIEW's words to another caller, before its role */
+};
+/*
+ * Checks the caller (401, 403), then runs def's body in one transaction
+ * with an op about the record def names and answers its answer with 200;
+ * on an error the answer is dropped and the error returned for the face's
+ * envelope.
+ */
+enum kw_err kw_face_op(struct kw_req *, struct kw_resp *, const struct kw_op_def *);
+/* Defines handler name as kw_face_op of the kw_op_def its other arguments initialize. */
+#define KW_FACE_OP(name, ...) \
+	enum kw_err name(struct kw_req *req, struct kw_resp *resp) \
+	{ \
+		static const struct kw_op_def def = { __VA_ARGS__ }; \
+		return kw_face_op(req, resp, &def); \
+	}
 
 /* --- members.c: who belongs to what, kept on both sides --------------- */
 
@@ -609,14 +626,6 @@ enum kw_err kw_members_get(struct kw_req *, struct __db_txn *, enum kw_members_t
  */
 enum kw_err kw_members_open(struct kw_req *, struct __db_txn *, enum kw_members_table,
     const char *id, const char *field, int manage, struct json_object **rec);
-/*
- * Reads for writing every record ids (array of strings) names, all or
- * nothing: *recs the records, *read their ids, repeats once (both owned,
- * even on error); 404 naming field[i] for the first one missing.
- */
-enum kw_err kw_members_get_all(struct kw_req *, struct __db_txn *, enum kw_members_table,
-    struct json_object *ids, const char *field, struct json_object **recs,
-    struct json_object **read);
 /* KW_OK when org_id (NULL: none) names an organization; 400 naming organization_id, LiteLLM's words, else. */
 enum kw_err kw_members_org_known(struct kw_req *, struct __db_txn *, const char *org_id);
 /* KW_OK when no record has id; KW_ECONFLICT (400 naming the id field) when one has. */
@@ -628,9 +637,28 @@ enum kw_err kw_members_write(struct kw_req *, struct __db_txn *, enum kw_members
 /* kw_members_write of a change from before, with updated_at set to now. */
 enum kw_err kw_members_update(struct kw_req *, struct __db_txn *, enum kw_members_table,
     const char *id, struct json_object *before, struct json_object *rec);
-/* Deletes record id (rec as it was) with its audit entry; a team or org first leaves its members' users. */
-enum kw_err kw_members_delete(struct kw_req *, struct __db_txn *, enum kw_members_table,
-    const char *id, struct json_object *rec);
+/* What goes with record id (rec) of a table when it is deleted; counts the keys it deletes into *keys. */
+typedef enum kw_err (*kw_members_drop)(struct kw_req *, struct __db_txn *, const char *id,
+    struct json_object *rec, int64_t *keys);
+/*
+ * Deletes every record of the table that ids (an array of strings) names,
+ * all or nothing: each is read for writing first (404 naming field[i] for
+ * the first one missing), then drop takes away what hangs on it and the
+ * record goes, a team's or an organization's members' users first
+ * leaving it, with its audit entry.  *recs (owned; NULL on error) are the
+ * records as they were, each once.
+ */
+enum kw_err kw_members_delete_all(struct kw_req *, struct __db_txn *, enum kw_members_table,
+    struct json_object *ids, const char *field, kw_members_drop drop, int64_t *keys,
+    struct json_object **recs);
+/*
+ * The transaction of /team/delete and /user/delete: kw_members_delete_all
+ * of the ids the body's field lists; op->answer is {"deleted_teams" (or
+ * "deleted_users"): their ids, "deleted_keys": how many keys went}, as
+ * LiteLLM answers.
+ */
+enum kw_err kw_members_delete_listed(struct kw_req *, struct __db_txn *, struct kw_op *,
+    enum kw_members_table, const char *field, kw_members_drop drop);
 
 /*
  * Adds member (a TeamMember or OrganizationMember) to rec, a record being
@@ -701,6 +729,14 @@ enum kw_err kw_members_forget_user(struct kw_req *, struct __db_txn *, enum kw_m
 enum kw_err kw_members_list(struct kw_req *, enum kw_members_table, const char *user_id,
     const char *field, const char *value, struct json_object **out);
 
+/*
+ * Copies into rec the settings of fields (n of them) that body sends,
+ * except skip (NULL: none); null becomes the field's default (models [],
+ * metadata {}, blocked false, user_role internal_user, spend 0; else
+ * null).  budget_duration recomputes budget_reset_at from now.
+ */
+void kw_members_apply(struct kw_req *, struct json_object *rec, struct json_object *body,
+    const char *const *fields, size_t n, const char *skip);
 /* Adds a new team's or user's budget and rate fields to rec: unset, spend 0. */
 void kw_members_limits_new(struct json_object *rec);
 /* A new user record (owned), every field at its default; the caller stores it. */
@@ -756,6 +792,10 @@ enum kw_err kw_budget_change(struct kw_req *, struct __db_txn *, const char *id,
     struct json_object *settings, const char *field, struct json_object **out);
 /* KW_OK when body's budget_id (NULL or null: none) names a budget; 400 naming budget_id else. */
 enum kw_err kw_budget_named(struct kw_req *, struct __db_txn *, struct json_object *body);
+
+/* face_team.c: what the organization operations share with the team operations */
+enum kw_err kw_team_drop(struct kw_req *, struct __db_txn *, const char *team_id,
+    struct json_object *team, int64_t *keys);	/* a kw_members_drop: the team's keys */
 
 /* face_user.c: what the team and organization operations share with the user operations */
 const char *kw_id_or_new(const char *given, char buf[37]);	/* given, or a new UUID in buf */

@@ -71,6 +71,44 @@ kw_members_limits_new(json_object *rec)
 	json_object_object_add(rec, "max_parallel_requests", NULL);
 }
 
+/* The value a team's or user's setting sent as null takes (owned); NULL when null is its value. */
+static json_object *
+setting_default(const char *field)
+{
+	if (strcmp(field, "models") == 0)
+		return json_object_new_array();
+	if (strcmp(field, "metadata") == 0)
+		return json_object_new_object();
+	if (strcmp(field, "blocked") == 0)
+		return json_object_new_boolean(0);
+	if (strcmp(field, "user_role") == 0)
+		return json_object_new_string("internal_user");
+	if (strcmp(field, "spend") == 0)
+		return json_object_new_double(0);
+	return NULL;
+}
+
+void
+kw_members_apply(struct kw_req *req, json_object *rec, json_object *body,
+    const char *const *fields, size_t n, const char *skip)
+{
+	const char *d;
+
+	for (size_t i = 0; i < n; i++) {
+		json_object *v;
+
+		if (!json_object_object_get_ex(body, fields[i], &v) ||
+		    (skip != NULL && strcmp(fields[i], skip) == 0))
+			continue;
+		json_object_object_add(rec, fields[i],
+		    v != NULL ? json_object_get(v) : setting_default(fields[i]));
+	}
+	if (kw_json_has(body, "budget_duration")) {
+		d = kw_json_str(body, "budget_duration");
+		kw_json_set_time(rec, "budget_reset_at", d != NULL ? kw_time_budget_reset(d, req->now) : 0);
+	}
+}
+
 /*
  * A new user record (owned) with every field at its default: role
  * internal_user, no teams, no models (no restriction), spend 0.  The
@@ -194,37 +232,6 @@ kw_members_org_known(struct kw_req *req, DB_TXN *txn, const char *org_id)
 	kw_error_set(&req->err, KW_EINVAL, "organization_id", "Organization doesn't exist in db. "
 	    "Organization=%s. Create organization via `/organization/new` call.", org_id);
 	return KW_EINVAL;
-}
-
-/*
- * Reads for writing every record of t that ids (an array of strings,
- * borrowed) names, all or nothing: *recs (owned array) holds the records
- * and *read (owned array) their ids, a repeated id once.  404 naming
- * field[i] for the first one missing, with both arrays still the caller's
- * to put.
- */
-enum kw_err
-kw_members_get_all(struct kw_req *req, DB_TXN *txn, enum kw_members_table t, json_object *ids,
-    const char *field, json_object **recs, json_object **read)
-{
-	enum kw_err rc = KW_OK;
-
-	*recs = json_object_new_array();
-	*read = json_object_new_array();
-	for (size_t i = 0; rc == KW_OK && i < json_object_array_length(ids); i++) {
-		const char *id = json_object_get_string(json_object_array_get_idx(ids, i));
-		char name[KW_FIELD_MAX];
-		json_object *rec;
-
-		if (kw_json_list_has(*read, id))
-			continue;
-		snprintf(name, sizeof(name), "%s[%zu]", field, i);
-		if ((rc = kw_members_get(req, txn, t, id, KW_RMW, name, &rec)) == KW_OK) {
-			json_object_array_add(*recs, rec);
-			json_object_array_add(*read, json_object_new_string(id));
-		}
-	}
-	return rc;
 }
 
 /* KW_OK when no record of t has id; 400 naming its id field when one has. */
@@ -883,8 +890,8 @@ kw_members_forget_user(struct kw_req *req, DB_TXN *txn, enum kw_members_table t,
  * entry; a team or an organization first leaves its members' user
  * records.
  */
-enum kw_err
-kw_members_delete(struct kw_req *req, DB_TXN *txn, enum kw_members_table t, const char *id,
+static enum kw_err
+delete_one(struct kw_req *req, DB_TXN *txn, enum kw_members_table t, const char *id,
     json_object *rec)
 {
 	const struct table *k = &tables[t];
@@ -901,4 +908,67 @@ kw_members_delete(struct kw_req *req, DB_TXN *txn, enum kw_members_table t, cons
 	if (rc == KW_OK && (rc = kw_rec_del(req->store, txn, k->db, id)) == KW_OK)
 		rc = kw_audit_record(req, txn, "deleted", k->audit, id, rec, NULL);
 	return rc;
+}
+
+enum kw_err
+kw_members_delete_all(struct kw_req *req, DB_TXN *txn, enum kw_members_table t, json_object *ids,
+    const char *field, kw_members_drop drop, int64_t *keys, json_object **recs)
+{
+	const struct table *k = &tables[t];
+	json_object *read = json_object_new_array();
+	enum kw_err rc = KW_OK;
+
+	/* every record first: all or nothing, and 404 names the first one missing */
+	*recs = json_object_new_array();
+	for (size_t i = 0; rc == KW_OK && i < json_object_array_length(ids); i++) {
+		const char *id = json_object_get_string(json_object_array_get_idx(ids, i));
+		char name[KW_FIELD_MAX];
+		json_object *rec;
+
+		if (kw_json_list_has(read, id))
+			continue;
+		snprintf(name, sizeof(name), "%s[%zu]", field, i);
+		if ((rc = kw_members_get(req, txn, t, id, KW_RMW, name, &rec)) == KW_OK) {
+			json_object_array_add(*recs, rec);
+			json_object_array_add(read, json_object_new_string(id));
+		}
+	}
+	json_object_put(read);
+	for (size_t i = 0; rc == KW_OK && i < json_object_array_length(*recs); i++) {
+		json_object *rec = json_object_array_get_idx(*recs, i);
+		const char *id = kw_json_str(rec, k->id_field);
+
+		if ((rc = drop(req, txn, id, rec, keys)) == KW_OK)
+			rc = delete_one(req, txn, t, id, rec);
+	}
+	if (rc != KW_OK) {
+		json_object_put(*recs);
+		*recs = NULL;
+	}
+	return rc;
+}
+
+enum kw_err
+kw_members_delete_listed(struct kw_req *req, DB_TXN *txn, struct kw_op *op,
+    enum kw_members_table t, const char *field, kw_members_drop drop)
+{
+	const struct table *k = &tables[t];
+	json_object *recs, *ids;
+	int64_t keys = 0;
+	char name[64];
+	enum kw_err rc = kw_members_delete_all(req, txn, t, json_object_object_get(req->body, field),
+	    field, drop, &keys, &recs);
+
+	if (rc != KW_OK)
+		return rc;
+	ids = json_object_new_array();
+	for (size_t i = 0; i < json_object_array_length(recs); i++)
+		json_object_array_add(ids, json_object_get(json_object_object_get(
+		    json_object_array_get_idx(recs, i), k->id_field)));
+	json_object_put(recs);
+	op->answer = json_object_new_object();
+	snprintf(name, sizeof(name), "deleted_%ss", k->noun);
+	json_object_object_add(op->answer, name, ids);
+	json_object_object_add(op->answer, "deleted_keys", json_object_new_int64(keys));
+	return KW_OK;
 }
