@@ -1749,8 +1749,10 @@ member_spend(struct kw_store *st, DB_TXN *txn, const char *team_id, const char *
 	counter_name(name, n, "tmspend", team_id, user_id);
 	if ((rc = counter_get(st, txn, name, rmw, c)) != KW_OK)
 		return rc;
-	if (c->window != 0 && c->window <= now)
-		c->window = 0, c->value = 0;
+	if (c->window != 0 && c->window <= now) {
+		c->window = 0;
+		c->value = 0;
+	}
 	if (duration != NULL && c->window == 0)
 		c->window = kw_time_budget_reset(duration, now);
 	return KW_OK;

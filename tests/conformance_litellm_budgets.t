@@ -16,7 +16,11 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib
 import tap  # noqa: E402
 from upstream import gateway  # noqa: E402
 import attack  # noqa: E402
+import contract  # noqa: E402
 from attack import master, user  # noqa: E402
+
+SPEC = contract.load_spec()
+OPS = contract.operations(SPEC)
 
 PRICE = 0.001
 
@@ -272,6 +276,13 @@ def member_budget_rules(srv, m):
            (tm[0].get("litellm_budget_table") or {}).get("max_budget") == 0.05,
            "team_info: team_memberships show each member's budget (TeamInfoResponseObject)",
            repr(r))
+    answers = [(op, m(method, path, body)) for op, method, path, body in (
+        ("key_verify", "POST", "/key/verify", {"key": k, "dry_run": True}),
+        ("team_info", "GET", "/team/info?team_id=" + tid, None),
+        ("user_info", "GET", "/user/info?user_id=" + uid, None))]
+    problems = [(op, contract.check_response(SPEC, OPS[op], r)) for op, r in answers]
+    tap.ok(all(not p for _, p in problems), "the answers that show a membership's budget are "
+           "as the spec documents them", problems)
     r = m("POST", "/team/member_update", {"team_id": tid, "user_id": uid,
                                           "max_budget_in_team": 1})
     a = verify(m, k, dry_run=True)
