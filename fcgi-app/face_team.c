@@ -332,8 +332,12 @@ member_update_body(struct kw_req *req, DB_TXN *txn, struct kw_op *op)
 	json_object_object_add(op->answer, "user_id", json_object_new_string(user_id));
 	json_object_object_add(op->answer, "user_email",
 	    json_object_get(json_object_object_get(entry, "user_email")));
-	json_object_object_add(op->answer, "max_budget_in_team",
-	    json_object_get(json_object_object_get(entry, "max_budget_in_team")));
+	for (size_t i = 0; i < 3; i++) {
+		static const char *const limits[] = { "max_budget_in_team", "tpm_limit", "rpm_limit" };
+
+		json_object_object_add(op->answer, limits[i],
+		    json_object_get(json_object_object_get(entry, limits[i])));
+	}
 	json_object_object_add(op->answer, "role",
 	    json_object_get(json_object_object_get(entry, "role")));
 	json_object_put(team);

@@ -842,7 +842,7 @@ time_of(json_object *rec, const char *name)
 	return kw_time_parse(kw_json_str(rec, name), &t) == KW_OK ? (int64_t)t : 0;
 }
 
-/* True when a member entry of rec's members_with_roles has a max_budget_in_team or a budget_id. */
+/* True when a member entry of rec's members_with_roles has limits of its own or a budget_id. */
 static int
 member_budgets(json_object *rec)
 {
@@ -853,6 +853,7 @@ member_budgets(json_object *rec)
 		json_object *m = json_object_array_get_idx(members, i);
 
 		if (!isnan(kw_json_num(m, "max_budget_in_team", NAN)) ||
+		    !isnan(kw_json_num(m, "rpm_limit", NAN)) || !isnan(kw_json_num(m, "tpm_limit", NAN)) ||
 		    kw_json_str(m, "budget_id") != NULL)
 			return 1;
 	}
@@ -1775,8 +1776,8 @@ kw_limits_member_spend(struct kw_store *st, DB_TXN *txn, const char *team_id,
  * The limits of user_id's membership of team, as LiteLLM keeps them in
  * the membership's LiteLLM_BudgetTable row (_check_team_member_budget,
  * LiteLLM_TeamMembership.safe_get_team_member_rpm_limit and _tpm_limit):
- * into s, NAN where none, its max_budget_in_team, else its budget_id's
- * max_budget, and that budget's rpm_limit and tpm_limit.  *budget (owned,
+ * into s, NAN where none, its max_budget_in_team, rpm_limit and
+ * tpm_limit (team_member_update's), else its budget_id's.  *budget (owned,
  * NULL when none) is the budget record, whose budget_duration resets the
  * membership's spend.  *member is 0 when user_id is no member.  A budget_id
  * that names no budget adds nothing.
@@ -1795,6 +1796,8 @@ membership_limits(struct kw_store *st, DB_TXN *txn, json_object *team, const cha
 	if (!(*member = entry != NULL))
 		return KW_OK;
 	s->max_budget = kw_json_num(entry, "max_budget_in_team", NAN);
+	s->rpm_limit = kw_json_num(entry, "rpm_limit", NAN);
+	s->tpm_limit = kw_json_num(entry, "tpm_limit", NAN);
 	if (id == NULL)
 		return KW_OK;
 	rc = kw_rec_get(st, txn, KW_DB_BUDGETS, id, 0, budget);

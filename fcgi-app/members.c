@@ -31,7 +31,7 @@ static const struct table {
 	int stamped;			/* each member entry records when it was added */
 	const char *manage_field;	/* the field a 403 for managing members names */
 	const char *budget_field;	/* a member entry's own max budget */
-	int linked_budget;		/* a member entry may name a /budget/new budget (budget_id) */
+	int budget_table;		/* a member entry has a budget of its own: budget_id, rpm and tpm limits */
 	const char *user_side;		/* the user's field that names the record */
 	int user_side_list;		/* user_side is a list of ids, not one id */
 } tables[] = {
@@ -39,7 +39,7 @@ static const struct table {
 		.db = KW_DB_TEAMS, .audit = KW_TABLE_TEAMS, .noun = "team", .a_noun = "a team",
 		.id_field = "team_id", .list = "members_with_roles", .role_field = "role",
 		.admin_role = "admin", .default_role = "user", .closed_roles = 1, .budgeted = 1,
-		.budget_field = "max_budget_in_team", .linked_budget = 1, .user_side = "teams",
+		.budget_field = "max_budget_in_team", .budget_table = 1, .user_side = "teams",
 		.user_side_list = 1,
 	},
 	[KW_MEMBERS_ORGS] = {
@@ -491,22 +491,26 @@ user_leave(struct kw_req *req, DB_TXN *txn, const struct table *k, const char *u
 	return rc;
 }
 
+/* A team membership's limits beside its max budget, as LiteLLM keeps them in its budget row. */
+static const char *const budget_table_fields[] = { "budget_id", "rpm_limit", "tpm_limit" };
+
 /*
  * Copies into a member entry of t the membership's limits that settings
  * (a request, borrowed; NULL: none) sends: its max budget (budget_field)
- * and, for a team, the budget_id of a /budget/new budget.  Null or absent
- * leaves one as it is.
+ * and, for a team, the budget_id of a /budget/new budget and its own
+ * rpm_limit and tpm_limit.  Null or absent leaves one as it is.
  */
 static void
 take_limits(const struct table *k, json_object *entry, json_object *settings)
 {
-	const char *fields[] = { k->budget_field, k->linked_budget ? "budget_id" : NULL };
+	size_t n = k->budget_table ? sizeof(budget_table_fields) / sizeof(budget_table_fields[0]) : 0;
 	json_object *v;
 
-	for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++)
-		if (fields[i] != NULL && json_object_object_get_ex(settings, fields[i], &v) &&
-		    v != NULL)
-			json_object_object_add(entry, fields[i], json_object_get(v));
+	if (json_object_object_get_ex(settings, k->budget_field, &v) && v != NULL)
+		json_object_object_add(entry, k->budget_field, json_object_get(v));
+	for (size_t i = 0; i < n; i++)
+		if (json_object_object_get_ex(settings, budget_table_fields[i], &v) && v != NULL)
+			json_object_object_add(entry, budget_table_fields[i], json_object_get(v));
 }
 
 /* Appends a member entry for user_id to rec's members, with the limits settings sends (take_limits). */
@@ -680,13 +684,26 @@ kw_members_change(struct kw_req *req, DB_TXN *txn, enum kw_members_table t, cons
 	return rc;
 }
 
+/* Sets name in *table (made when NULL) to entry's field, when the entry has one. */
+static void
+own_limit(json_object **table, const char *name, json_object *entry, const char *field)
+{
+	json_object *v;
+
+	if (!json_object_object_get_ex(entry, field, &v) || v == NULL)
+		return;
+	if (*table == NULL)
+		*table = json_object_new_object();
+	json_object_object_add(*table, name, json_object_get(v));
+}
+
 enum kw_err
 kw_members_membership(struct kw_req *req, DB_TXN *txn, enum kw_members_table t, json_object *rec,
     const char *user_id, json_object **out)
 {
 	const struct table *k = &tables[t];
 	const char *rec_id = kw_json_str(rec, k->id_field);
-	json_object *entry = member_entry(rec, k->list, user_id), *budget = NULL, *own = NULL;
+	json_object *entry = member_entry(rec, k->list, user_id), *budget = NULL;
 	const char *budget_id = kw_json_str(entry, "budget_id");
 	double spend = 0;
 	enum kw_err rc = KW_OK;
@@ -715,11 +732,11 @@ kw_members_membership(struct kw_req *req, DB_TXN *txn, enum kw_members_table t, 
 	json_object_object_add(*out, "budget_id",
 	    budget_id != NULL ? json_object_new_string(budget_id) : NULL);
 	json_object_object_add(*out, "spend", json_object_new_double(spend));
-	/* the member's own max budget is the one in force (limits.c membership_limits) */
-	if (json_object_object_get_ex(entry, k->budget_field, &own) && own != NULL) {
-		if (budget == NULL)
-			budget = json_object_new_object();
-		json_object_object_add(budget, "max_budget", json_object_get(own));
+	/* the member's own limits are the ones in force (limits.c membership_limits) */
+	own_limit(&budget, "max_budget", entry, k->budget_field);
+	if (k->budget_table) {
+		own_limit(&budget, "rpm_limit", entry, "rpm_limit");
+		own_limit(&budget, "tpm_limit", entry, "tpm_limit");
 	}
 	json_object_object_add(*out, "litellm_budget_table", budget);
 	return KW_OK;

@@ -292,6 +292,8 @@ def member_budget_rules(srv, m):
 
     rid = uniq("mrpm")
     m("POST", "/budget/new", {"budget_id": rid, "rpm_limit": 2})
+    wide_id = uniq("mwide")
+    m("POST", "/budget/new", {"budget_id": wide_id, "max_budget": 100})
     uid, k, _ = member_key(srv, m, tid)
     r = m("POST", "/team/member_update", {"team_id": tid, "user_id": uid, "budget_id": rid})
     tap.ok(r.status == 200, "team_member_update: a member is given a budget_id", repr(r))
@@ -305,6 +307,26 @@ def member_budget_rules(srv, m):
     other = m("POST", "/key/generate", {"user_id": uid}).json["key"]
     tap.eq(verify(m, other, dry_run=True).get("code"), "VALID",
            "... the member's personal key is not bound by it")
+
+    uid, k, _ = member_key(srv, m, tid)
+    r = m("POST", "/team/member_update", {"team_id": tid, "user_id": uid, "rpm_limit": 1,
+                                          "tpm_limit": 1000})
+    codes = [verify(m, k).get("code") for _ in range(2)]
+    tm = (J(m("GET", "/user/info?user_id=" + uid)).get("team_memberships") or [{}])[0]
+    tap.ok(r.status == 200 and J(r).get("rpm_limit") == 1 and J(r).get("tpm_limit") == 1000 and
+           codes == ["VALID", "RATE_LIMITED"] and
+           tm.get("litellm_budget_table") == {"rpm_limit": 1, "tpm_limit": 1000},
+           "team_member_update: rpm_limit and tpm_limit of the member's own hold its keys "
+           "(_upsert_budget_and_membership)", (repr(r), codes, tm))
+    admin = uniq("tadmin")
+    attack.user(srv, admin)
+    m("POST", "/team/member_add", {"team_id": tid, "member": {"user_id": admin, "role": "admin"}})
+    ak = attack.Caller(srv, m("POST", "/key/generate", {"user_id": admin}).json["key"])
+    r = ak("POST", "/team/member_update", {"team_id": tid, "user_id": admin, "rpm_limit": 1000})
+    tap.ok(r.status == 403 and (J(r).get("error") or {}).get("param") == "rpm_limit",
+           "... a team admin does not set its own membership's limits", repr(r))
+    r = ak("POST", "/team/member_update", {"team_id": tid, "user_id": uid, "budget_id": wide_id})
+    tap.eq(r.status, 200, "... and sets another member's budget_id")
 
     wide = uniq("m64")
     m("POST", "/budget/new", {"budget_id": wide, "rpm_limit": 10})

@@ -123,6 +123,7 @@ def team_member_update(srv, m):
                                             "max_budget_in_team": 5, "role": "user"})
     tap.ok(r.status == 200 and r.json == {"team_id": "t-8f", "user_id": "mem-8f",
                                           "user_email": None, "max_budget_in_team": 5,
+                                          "tpm_limit": None, "rpm_limit": None,
                                           "role": "user"},
            "8f: a team admin sets a member's max_budget_in_team: LiteLLM's "
            "TeamMemberUpdateResponse (team_endpoints.team_member_update)", repr(r))
