@@ -332,18 +332,25 @@ op_txn(struct kw_store *st, DB_TXN *txn, void *baton)
 }
 
 enum kw_err
-kw_face_op(struct kw_req *req, struct kw_resp *resp, enum kw_op_caller who, kw_op_body body,
-    const char *id)
+kw_face_op(struct kw_req *req, struct kw_resp *resp, const struct kw_op_def *def)
 {
-	struct kw_op op = { .req = req, .id = id, .body = body };
+	struct kw_op op = { .req = req, .body = def->body };
+	char uuid[37];
 	enum kw_err rc;
 
-	if (who == KW_OP_ADMIN)
+	if (def->who == KW_OP_ADMIN)
 		rc = kw_auth_admin(req);
-	else if ((rc = kw_auth_caller(req)) == KW_OK && who == KW_OP_WRITER)
+	else if (def->who == KW_OP_ADMIN_VIEW)
+		rc = kw_auth_admin_view(req, def->refusal);
+	else if ((rc = kw_auth_caller(req)) == KW_OK && def->who == KW_OP_WRITER)
 		rc = kw_auth_can_write(req);
 	if (rc != KW_OK)
 		return rc;
+	if (def->id_field != NULL)
+		op.id = kw_json_str(strcmp(req->method, "GET") == 0 ? req->query : req->body,
+		    def->id_field);
+	if (def->new_id)
+		op.id = kw_id_or_new(op.id, uuid);
 	return kw_answer_respond(resp, &op.answer, kw_store_txn(req->store, op_txn, &op));
 }
 
@@ -353,16 +360,16 @@ kw_face_op(struct kw_req *req, struct kw_resp *resp, enum kw_op_caller who, kw_o
  * organization): 400 without user_id or user_email, 403 for a caller who
  * stands nowhere toward the membership, 404 naming the field for a user
  * who is no member, 403 for a field the caller's standing does not reach
- * (policy.c), then the body's role and budget_field (null or absent: as
- * they are).  *user_id (request-owned) is the member's.
+ * (policy.c), 400 naming budget_id for one that names no budget, then
+ * the body's role and limits (null or absent: as they are).  *user_id
+ * (request-owned) is the member's.
  */
 enum kw_err
 kw_face_member_update(struct kw_req *req, DB_TXN *txn, enum kw_members_table t, const char *id,
-    json_object *rec, json_object *org, const char *budget_field, const char **user_id)
+    json_object *rec, json_object *org, const char **user_id)
 {
 	const char *named = kw_json_str(req->body, "user_id");
 	const char *email = kw_json_str(req->body, "user_email");
-	json_object *budget = NULL;
 	enum kw_standing standing;
 	enum kw_err rc;
 
@@ -385,9 +392,8 @@ kw_face_member_update(struct kw_req *req, DB_TXN *txn, enum kw_members_table t, 
 		return KW_ENOTFOUND;
 	}
 	if ((rc = kw_policy_check(req, KW_POLICY_MEMBER, standing,
-	    kw_members_entry(t, rec, *user_id), req->body)) != KW_OK)
+	    kw_members_entry(t, rec, *user_id), req->body)) != KW_OK ||
+	    (rc = kw_budget_named(req, txn, req->body)) != KW_OK)
 		return rc;
-	json_object_object_get_ex(req->body, budget_field, &budget);
-	return kw_members_change(req, txn, t, id, rec, *user_id, kw_json_str(req->body, "role"),
-	    budget);
+	return kw_members_change(req, txn, t, id, rec, *user_id, req->body);
 }
