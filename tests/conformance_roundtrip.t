@@ -1,9 +1,11 @@
 #!/usr/bin/python3
 """conformance_roundtrip.t: on every face, each object a GET answers, sent back unchanged to
 its update operation, is accepted and changes nothing (README "Unknown fields"): LiteLLM
-keys, teams and users, Bifrost provider keys (config_hash unchanged) and Venice keys.  The
+keys, teams and users, Bifrost providers and provider keys (config_hash unchanged) and Venice
+keys.  The
 originals' request models ignore the fields they do not declare (LiteLLM's pydantic models,
 Bifrost's Go structs, Venice's request schemas), so a client may edit what it read."""
+import json
 import os
 import sys
 
@@ -67,15 +69,79 @@ def main():
         sel = m("POST", "/api/providers/openai/keys/select", {"model": "gpt-4"}).json
         tap.eq(sel.get("value"), "sk-rt-" + "9" * 40, "... the secret too (the redacted value "
                "sent back keeps it)")
+        r = m("POST", "/api/providers/bedrock/keys", {
+            "name": "rt-bedrock", "models": ["claude"], "aliases": {"claude": "profile-1"},
+            "bedrock_key_config": {"region": "us-east-1", "role_arn": "arn:aws:iam::1:role/rt",
+                                   "external_id": "rt-external-id-0123456789abcdef0123"}})
+        path = "/api/providers/bedrock/keys/%s" % (r.json or {}).get("id")
+        got = m("GET", path).json
+        r = m("PUT", path, dict(got))
+        tap.eq(r.status, 200, "Bifrost: a v1.5 key (aliases, Bedrock's role), sent to its PUT")
+        same(got, m("GET", path).json, "... changes nothing, config_hash included")
 
-        r = m("POST", "/api/v1/api_keys", {"apiKeyType": "INFERENCE", "description": "rt",
-                                           "consumptionLimit": {"usd": 3}, "limitPeriod": "MONTH",
-                                           "expiresAt": "2031-01-02"})
-        vid = (r.json or {}).get("data", {}).get("id")
-        got = m("GET", "/api/v1/api_keys/%s" % vid).json["data"]
-        r = m("PATCH", "/api/v1/api_keys", dict(got))
-        tap.eq(r.status, 200, "Venice: a key as GET answers it, sent to its PATCH")
-        same(got, m("GET", "/api/v1/api_keys/%s" % vid).json["data"], "... changes nothing")
+        m("PUT", "/api/providers/openai", {
+            "network_config": {"base_url": "http://127.0.0.1:9/v1", "extra_headers": {"X-A": "b"},
+                               "retry_backoff_initial": "1s"},
+            "proxy_config": {"type": "http", "url": "http://proxy:3128",
+                             "password": "rt-proxy-password-0123456789abcdefgh"}})
+        m("POST", "/api/providers", {"provider": "rt-custom", "custom_provider_config": {
+            "base_provider_type": "anthropic", "base_url": "http://127.0.0.1:9"}})
+        for name in ("openai", "rt-custom"):
+            got = m("GET", "/api/providers/" + name).json
+            r = m("PUT", "/api/providers/" + name, dict(got))
+            tap.eq(r.status, 200, "Bifrost: provider %s as GET answers it, sent to its PUT" % name)
+            same(got, m("GET", "/api/providers/" + name).json,
+                 "... changes nothing (network_config, the proxy password, config_hash)")
+            edited = json.loads(json.dumps(got))
+            edited["network_config"]["max_retries"] = 4
+            edited["send_back_raw_response"] = True
+            r = m("PUT", "/api/providers/" + name, edited)
+            after = m("GET", "/api/providers/" + name).json or {}
+            tap.ok(r.status == 200 and after["network_config"]["max_retries"] == 4 and
+                   after["send_back_raw_response"] is True and
+                   after.get("proxy_config") == got.get("proxy_config") and
+                   after.get("config_hash") != got.get("config_hash"),
+                   "... and edited (max_retries, a raw flag): the edit taken, the rest kept, a "
+                   "new config_hash", repr(r)[:300])
+        got = m("GET", path).json
+        r = m("PUT", path, dict(got, weight=5, description="edited"))
+        after = m("GET", path).json or {}
+        tap.ok(r.status == 200 and after.get("weight") == 5 and
+               after.get("bedrock_key_config") == got.get("bedrock_key_config") and
+               after.get("config_hash") != got.get("config_hash"),
+               "Bifrost: a key as GET answers it, edited (weight) and sent to its PUT: the "
+               "edit taken, its sealed fields kept", repr(r)[:300])
 
+        # Venice: every key object a GET answers (one key, and each list item), with
+        # modelPrivacy, usage strings, currentPeriodUsage and lastUsedAt, sent back to PATCH
+        made = []
+        for body in ({"apiKeyType": "INFERENCE", "description": "rt",
+                      "consumptionLimit": {"usd": 3}, "limitPeriod": "MONTH",
+                      "expiresAt": "2031-01-02", "modelPrivacy": "PRIVATE_TEXT"},
+                     {"apiKeyType": "ADMIN", "description": "rt admin",
+                      "modelPrivacy": "PRIVATE_ONLY"},
+                     {"apiKeyType": "INFERENCE", "description": "rt plain"}):
+            made.append(((m("POST", "/api/v1/api_keys", body).json or {}).get("data") or {}))
+        m("POST", "/key/verify", {"key": made[0].get("apiKey"), "model": "llama-3.3-70b"})
+        m("POST", "/key/usage", {"key": made[0].get("apiKey"), "cost": 0.5})
+        for d in made:
+            vid = d.get("id")
+            got = m("GET", "/api/v1/api_keys/%s" % vid).json["data"]
+            r = m("PATCH", "/api/v1/api_keys", dict(got))
+            tap.eq(r.status, 200, "Venice: a key as GET answers it (%s), sent to its PATCH"
+                   % got.get("description"))
+            same(got, m("GET", "/api/v1/api_keys/%s" % vid).json["data"], "... changes nothing")
+        listed = [k for k in m("GET", "/api/v1/api_keys").json["data"]
+                  if k.get("id") in {d.get("id") for d in made}]
+        tap.eq(len(listed), 3, "Venice: the list holds the three keys")
+        for item in listed:
+            r = m("PATCH", "/api/v1/api_keys", dict(item))
+            tap.eq(r.status, 200, "Venice: a key as the list answers it (%s), sent to its PATCH"
+                   % item.get("description"))
+            same(item, m("GET", "/api/v1/api_keys/%s" % item["id"]).json["data"],
+                 "... changes nothing")
+        tap.ok("currentPeriodUsage" in listed[-1] or any("currentPeriodUsage" in k
+                                                          for k in listed),
+               "... the objects sent back held currentPeriodUsage", listed)
 
 tap.run(main)

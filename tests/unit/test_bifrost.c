@@ -1,0 +1,173 @@
+/* test_bifrost.c: kw_provider_network and kw_provider_key_select, what the relay reads of a provider, on records in a fresh environment. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <db.h>
+#include <json-c/json.h>
+
+#include "kw.h"
+#include "tap.h"
+
+static char dir[] = "/tmp/kw-test-bifrost-XXXXXX";
+
+struct lookup {
+	struct kw_req *req;
+	const char *provider;
+	json_object *network;
+	char base[64];
+};
+
+static enum kw_err
+lookup_body(struct kw_store *st, DB_TXN *txn, void *baton)
+{
+	struct lookup *l = baton;
+
+	(void)st;
+	json_object_put(l->network);
+	l->network = NULL;
+	return kw_provider_network(l->req, txn, l->provider, &l->network, l->base, sizeof(l->base));
+}
+
+struct put {
+	const char *name, *json;
+	enum kw_db db;
+};
+
+static enum kw_err
+put_body(struct kw_store *st, DB_TXN *txn, void *baton)
+{
+	struct put *p = baton;
+	json_object *rec = json_tokener_parse(p->json);
+	enum kw_err rc = kw_rec_put(st, txn, p->db, p->name, rec, 0);
+
+	json_object_put(rec);
+	return rc;
+}
+
+struct selection {
+	struct kw_req req;
+	const char *provider, *model;
+	json_object *key;
+};
+
+static enum kw_err
+select_body(struct kw_store *st, DB_TXN *txn, void *baton)
+{
+	struct selection *s = baton;
+
+	(void)st;
+	json_object_put(s->key);
+	s->key = NULL;
+	return kw_provider_key_select(&s->req, txn, s->provider, s->model, &s->key);
+}
+
+static enum kw_err
+select_key(struct kw_store *st, struct selection *s, const char *provider, const char *model)
+{
+	memset(s, 0, sizeof(*s));
+	s->req.store = st;
+	s->provider = provider;
+	s->model = model;
+	return kw_store_txn(st, select_body, s);
+}
+
+/* provider's network_config as kw_provider_network answers it, in a transaction of its own. */
+static enum kw_err
+lookup(struct kw_store *st, const char *provider, struct lookup *l)
+{
+	static struct kw_req req;
+
+	memset(&req, 0, sizeof(req));
+	req.store = st;
+	memset(l, 0, sizeof(*l));
+	l->req = &req;
+	l->provider = provider;
+	return kw_store_txn(st, lookup_body, l);
+}
+
+static int64_t
+field(json_object *obj, const char *name)
+{
+	return json_object_get_int64(json_object_object_get(obj, name));
+}
+
+int
+main(void)
+{
+	struct kw_store *st = NULL;
+	struct lookup l;
+	char cmd[128];
+	struct put openai = { "openai", "{\"name\":\"openai\",\"network_config\":{\"base_url\":"
+	    "\"http://127.0.0.1:9/v1\",\"default_request_timeout_in_seconds\":45,\"max_retries\":2,"
+	    "\"retry_backoff_initial\":750,\"retry_backoff_max\":0}}", KW_DB_PROVIDERS };
+	/* a custom provider as earlier versions stored it: its URL in custom_provider_config */
+	struct put legacy = { "lab-llm", "{\"name\":\"lab-llm\",\"custom_provider_config\":"
+	    "{\"base_provider_type\":\"anthropic\",\"base_url\":\"http://10.0.0.7:8000\"}}",
+	    KW_DB_PROVIDERS };
+	struct put keyless = { "free-llm", "{\"name\":\"free-llm\",\"custom_provider_config\":"
+	    "{\"base_provider_type\":\"openai\",\"is_key_less\":true}}", KW_DB_PROVIDERS };
+	/* a key whose secret is a reference: selection reads it from the environment */
+	struct put key = { "openai|unit-key", "{\"id\":\"unit-key\",\"provider\":\"openai\","
+	    "\"name\":\"unit\",\"models\":[\"gpt-4o\"],\"blacklisted_models\":[],\"weight\":1,"
+	    "\"enabled\":true,\"aliases\":{\"gpt-4o\":\"gpt-4o-2024\"},\"models_form\":\"v1.5\","
+	    "\"value\":{\"env_var\":\"env.KW_UNIT_API_KEY\"}}", KW_DB_PROVIDER_KEYS };
+	struct selection sel;
+
+	kw_crypto_init();
+	kw_log_threshold = KW_LOG_ERROR;
+	if (mkdtemp(dir) == NULL || kw_store_open(&st, dir, KW_STORE_RECOVER) != KW_OK)
+		return 1;
+
+	is_int(lookup(st, "anthropic", &l), KW_OK, "a standard provider with no configuration");
+	is_str(l.base, "anthropic", "... its base type is its own name");
+	ok(json_object_object_get(l.network, "base_url") == NULL, "... no base_url: its own API");
+	is_int(field(l.network, "default_request_timeout_in_seconds"), 30,
+	    "... Bifrost's DefaultRequestTimeoutInSeconds");
+	is_int(field(l.network, "max_retries"), 0, "... DefaultMaxRetries");
+	is_int(field(l.network, "retry_backoff_initial"), 500, "... DefaultRetryBackoffInitial (ms)");
+	is_int(field(l.network, "retry_backoff_max"), 5000, "... DefaultRetryBackoffMax (ms)");
+	json_object_put(l.network);
+
+	is_int(kw_store_txn(st, put_body, &openai), KW_OK, "openai configured");
+	is_int(lookup(st, "openai", &l), KW_OK, "a configured standard provider");
+	is_str(json_object_get_string(json_object_object_get(l.network, "base_url")),
+	    "http://127.0.0.1:9/v1", "... its base_url");
+	is_int(field(l.network, "default_request_timeout_in_seconds"), 45, "... its timeout");
+	is_int(field(l.network, "max_retries"), 2, "... its retries");
+	is_int(field(l.network, "retry_backoff_initial"), 750, "... its initial backoff");
+	is_int(field(l.network, "retry_backoff_max"), 5000, "... an unset max backoff: the default");
+	json_object_put(l.network);
+
+	is_int(kw_store_txn(st, put_body, &legacy), KW_OK, "a custom provider in the older shape");
+	is_int(lookup(st, "lab-llm", &l), KW_OK, "a custom provider");
+	is_str(l.base, "anthropic", "... its base type is its base_provider_type");
+	is_str(json_object_get_string(json_object_object_get(l.network, "base_url")),
+	    "http://10.0.0.7:8000", "... custom_provider_config.base_url read as its base_url");
+	json_object_put(l.network);
+
+	is_int(lookup(st, "no-such-provider", &l), KW_ENOTFOUND, "an unknown provider: KW_ENOTFOUND");
+	ok(l.network == NULL, "... and no network_config");
+	is_str(l.req->err.field, "provider", "... req->err names provider");
+
+	snprintf(kw_config.provider_env, sizeof(kw_config.provider_env), "%s",
+	    KW_PROVIDER_ENV_DEFAULT);
+	setenv("KW_UNIT_API_KEY", "sk-unit-from-the-environment", 1);
+	is_int(kw_store_txn(st, put_body, &key), KW_OK, "an openai key stored");
+	is_int(select_key(st, &sel, "openai", "gpt-4o"), KW_OK, "kw_provider_key_select: a key");
+	is_str(json_object_get_string(json_object_object_get(sel.key, "value")),
+	    "sk-unit-from-the-environment", "... its secret resolved");
+	is_str(json_object_get_string(json_object_object_get(json_object_object_get(sel.key,
+	    "aliases"), "gpt-4o")), "gpt-4o-2024", "... its aliases with it");
+	json_object_put(sel.key);
+	is_int(select_key(st, &sel, "openai", "o1"), KW_ENOTFOUND, "a model no key allows");
+	is_str(sel.req.err.field, "model", "... req->err names model");
+	is_int(kw_store_txn(st, put_body, &keyless), KW_OK, "a keyless custom provider");
+	is_int(select_key(st, &sel, "free-llm", "gpt-4o"), KW_OK, "a keyless provider: KW_OK");
+	ok(sel.key == NULL, "... and no key: it is called without a credential");
+
+	kw_store_close(st);
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	(void)!system(cmd);
+	return tap_done();
+}
