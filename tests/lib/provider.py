@@ -18,10 +18,12 @@ Usage is counted with upstream.count_tokens: prompt tokens 3 a message plus
 the words of its content; completion tokens the words of the answer, which is
 "You said: " and the last user message.
 """
+import base64
 import json
 import os
 import re
 import ssl
+import struct
 import subprocess
 import tempfile
 import threading
@@ -154,8 +156,11 @@ class _Handler(BaseHTTPRequestHandler):
             inputs = body.get("input")
             inputs = inputs if isinstance(inputs, list) else [inputs]
             tokens = sum(count_tokens(str(i)) for i in inputs)
+            vector = [0.1, 0.2, 0.3]
+            if body.get("encoding_format") == "base64":    # the official clients ask so
+                vector = base64.b64encode(struct.pack("<3f", *vector)).decode()
             return self._send(200, {"object": "list", "model": model, "data": [
-                {"object": "embedding", "index": i, "embedding": [0.1, 0.2, 0.3]}
+                {"object": "embedding", "index": i, "embedding": vector}
                 for i in range(len(inputs))],
                 "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
         if route == "/responses":
