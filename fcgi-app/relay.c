@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include <curl/curl.h>
 #include <db.h>
@@ -180,25 +181,20 @@ openai_like_of(const char *base)
 	return NULL;
 }
 
-/* True when name is a provider keywarden knows: a standard one, or one with a record. */
+/* True when name is a provider the Bifrost face knows: a standard one, or a configured custom one. */
 static int
-is_provider(struct kw_req *req, DB_TXN *txn, const char *name)
+is_provider(struct kw_req *req, DB_TXN *txn, const char *name, enum kw_err *rc)
 {
-	static const char *const others[] = {
-		"anthropic", "bedrock", "vertex", "gemini", "cohere", "replicate", "huggingface",
-		"elevenlabs", "runway",
-	};
-	json_object *rec = NULL;
-	int found;
+	json_object *net = NULL;
+	char base[64];
 
-	if (openai_like_of(name) != NULL)
-		return 1;
-	for (size_t i = 0; i < sizeof(others) / sizeof(others[0]); i++)
-		if (strcmp(others[i], name) == 0)
-			return 1;
-	found = kw_rec_get(req->store, txn, KW_DB_PROVIDERS, name, 0, &rec) == KW_OK;
-	json_object_put(rec);
-	return found;
+	*rc = kw_provider_network(req, txn, name, &net, base, sizeof(base));
+	json_object_put(net);
+	if (*rc == KW_ENOTFOUND) {
+		*rc = KW_OK;
+		return 0;
+	}
+	return *rc == KW_OK;
 }
 
 /* --- one relayed request ------------------------------------------------ */
@@ -267,33 +263,6 @@ upstream_release(struct upstream *up)
 	up->key = up->network = NULL;
 }
 
-/* The provider's network_config as the Bifrost face stores it (owned), or NULL. */
-static json_object *
-network_config_of(struct kw_req *req, DB_TXN *txn, const char *provider, char *base, size_t n)
-{
-	json_object *rec = NULL, *net;
-	const char *type, *old;
-
-	snprintf(base, n, "%s", provider);
-	if (kw_rec_get(req->store, txn, KW_DB_PROVIDERS, provider, 0, &rec) != KW_OK)
-		return NULL;
-	/* a custom provider speaks its base provider's API */
-	type = kw_json_str(json_object_object_get(rec, "custom_provider_config"),
-	    "base_provider_type");
-	if (type != NULL)
-		snprintf(base, n, "%s", type);
-	net = kw_json_copy(json_object_object_get(rec, "network_config"));
-	/* where older records kept it: custom_provider_config.base_url */
-	old = kw_json_str(json_object_object_get(rec, "custom_provider_config"), "base_url");
-	if (kw_json_str(net, "base_url") == NULL && old != NULL) {
-		if (net == NULL)
-			net = json_object_new_object();
-		json_object_object_add(net, "base_url", json_object_new_string(old));
-	}
-	json_object_put(rec);
-	return net;
-}
-
 /* Everything one try needs, read in one transaction: the key by weight, its provider's settings. */
 static enum kw_err
 choose_body(struct kw_store *st, DB_TXN *txn, void *baton)
@@ -310,9 +279,8 @@ choose_body(struct kw_store *st, DB_TXN *txn, void *baton)
 		return rc;
 	provider = kw_json_str(r->up.key, "provider");
 	snprintf(r->up.provider, sizeof(r->up.provider), "%s", provider ? provider : r->provider);
-	r->up.network = network_config_of(r->req, txn, r->up.provider, r->up.base,
+	return kw_provider_network(r->req, txn, r->up.provider, &r->up.network, r->up.base,
 	    sizeof(r->up.base));
-	return KW_OK;
 }
 
 /* Appends the URL-encoded s to out (n bytes); 0 when it does not fit. */
@@ -812,13 +780,13 @@ upstream_headers(struct relay *r)
 
 enum outcome { TRY_ANSWERED = 0, TRY_NEXT, TRY_FAILED };
 
-/* The try's timeout: network_config.default_request_timeout_in_seconds, else KEYWARDEN_RELAY_TIMEOUT. */
+/* network_config.default_request_timeout_in_seconds (Bifrost's 30 by default), in seconds. */
 static long
 timeout_of(const struct relay *r)
 {
 	double t = kw_json_num(r->up.network, "default_request_timeout_in_seconds", 0);
 
-	return t >= 1 && t <= 86400 ? (long)t : (long)kw_config.relay_timeout;
+	return t >= 1 && t <= 86400 ? (long)t : 30;
 }
 
 /* Sends one try to r->up and reads its answer; says whether another key may try. */
@@ -853,7 +821,14 @@ try_once(struct relay *r, int *timed_out)
 	curl_easy_setopt(r->curl, CURLOPT_WRITEFUNCTION, on_body);
 	curl_easy_setopt(r->curl, CURLOPT_WRITEDATA, r);
 	curl_easy_setopt(r->curl, CURLOPT_CONNECTTIMEOUT, (long)kw_config.relay_connect_timeout);
-	curl_easy_setopt(r->curl, CURLOPT_TIMEOUT, timeout_of(r));
+	if (r->stream) {
+		/* a stream lasts as long as it keeps talking, up to KEYWARDEN_RELAY_TIMEOUT */
+		curl_easy_setopt(r->curl, CURLOPT_TIMEOUT, (long)kw_config.relay_timeout);
+		curl_easy_setopt(r->curl, CURLOPT_LOW_SPEED_LIMIT, 1L);
+		curl_easy_setopt(r->curl, CURLOPT_LOW_SPEED_TIME, timeout_of(r));
+	} else {
+		curl_easy_setopt(r->curl, CURLOPT_TIMEOUT, timeout_of(r));
+	}
 	curl_easy_setopt(r->curl, CURLOPT_MAXFILESIZE_LARGE,
 	    (curl_off_t)kw_config.relay_max_response);
 	curl_easy_setopt(r->curl, CURLOPT_SSL_VERIFYPEER, 1L);
@@ -962,6 +937,7 @@ plan_body(struct kw_store *st, DB_TXN *txn, void *baton)
 	rc = kw_keys_credential(st, txn, p->r->key, p->r->req->now, &p->key);
 	if (rc != KW_OK && rc != KW_ENOTFOUND)
 		return rc;
+	rc = KW_OK;	/* an unknown key is the check's to refuse */
 	if ((team_id = kw_json_str(p->key, "team_id")) != NULL &&
 	    (rc = kw_rec_get(st, txn, KW_DB_TEAMS, team_id, 0, &p->team)) != KW_OK &&
 	    rc != KW_ENOTFOUND)
@@ -973,12 +949,12 @@ plan_body(struct kw_store *st, DB_TXN *txn, void *baton)
 	    sizeof(prefix)) {
 		memcpy(prefix, p->target, (size_t)(slash - p->target));
 		prefix[slash - p->target] = '\0';
-		if (is_provider(p->r->req, txn, prefix)) {
+		if (is_provider(p->r->req, txn, prefix, &rc)) {
 			snprintf(p->r->provider, sizeof(p->r->provider), "%s", prefix);
 			p->r->model = slash + 1;
 		}
 	}
-	return KW_OK;
+	return rc;
 }
 
 /* Tokens a request's body is likely to be: a quarter of its bytes, at least one. */
@@ -1008,12 +984,37 @@ output_estimate(struct relay *r)
 	return kw_config.relay_expected_output;
 }
 
-/* Runs the tries: each on the next eligible key, until one answers or N have failed. */
+/*
+ * Waits before the nth try of a key already tried, as Bifrost backs off:
+ * network_config.retry_backoff_initial milliseconds, doubled each time, at
+ * most retry_backoff_max.
+ */
+static void
+backoff(const struct relay *r, unsigned nth)
+{
+	long ms = (long)kw_json_num(r->up.network, "retry_backoff_initial", 500);
+	long most = (long)kw_json_num(r->up.network, "retry_backoff_max", 5000);
+	struct timespec ts;
+
+	for (unsigned i = 1; i < nth && ms < most; i++)
+		ms *= 2;
+	if (ms > most)
+		ms = most;
+	ts.tv_sec = ms / 1000;
+	ts.tv_nsec = (ms % 1000) * 1000000L;
+	nanosleep(&ts, NULL);
+}
+
+/*
+ * Runs the tries: each on an eligible key not tried yet while there is one,
+ * until one answers or the provider's tries are spent: 1 +
+ * network_config.max_retries when it sets some, else KEYWARDEN_RELAY_TRIES.
+ */
 static void
 call_provider(struct relay *r)
 {
-	json_object *net_tries;
-	unsigned tries = kw_config.relay_tries, done = 0;
+	unsigned tries = kw_config.relay_tries, done = 0, again = 0;
+	const char *id;
 	int timed_out = 0, answered = 0;
 	enum kw_err rc;
 	enum outcome out = TRY_FAILED;
@@ -1029,12 +1030,14 @@ call_provider(struct relay *r)
 			}
 			break;
 		}
-		if (done == 0 && (net_tries = json_object_object_get(r->up.network,
-		    "max_retries")) != NULL && json_object_get_int(net_tries) > 0 &&
-		    json_object_get_int(net_tries) < 10)
-			tries = 1 + (unsigned)json_object_get_int(net_tries);
-		json_object_array_add(r->tried, json_object_new_string(
-		    kw_json_str(r->up.key, "id") ? kw_json_str(r->up.key, "id") : ""));
+		if (done == 0 && kw_json_num(r->up.network, "max_retries", 0) >= 1)
+			tries = 1 + (kw_json_num(r->up.network, "max_retries", 0) > 9 ? 9 :
+			    (unsigned)kw_json_num(r->up.network, "max_retries", 0));
+		id = kw_json_str(r->up.key, "id") ? kw_json_str(r->up.key, "id") : "";
+		if (kw_json_list_has(r->tried, id))
+			backoff(r, ++again);	/* every eligible key failed once: wait, then again */
+		else
+			json_object_array_add(r->tried, json_object_new_string(id));
 		done++;
 		if (build_url(r) != KW_OK) {
 			kw_resp_json(r->resp, 400, kw_face_error(KW_FACE_LITELLM, 400, &r->req->err));
@@ -1193,7 +1196,7 @@ gather_listed(const char *id, json_object *rec, void *baton)
 	    i < json_object_array_length(models); i++) {
 		const char *m = json_object_get_string(json_object_array_get_idx(models, i));
 
-		if (m != NULL && !json_object_object_get_ex(l->names, m, NULL) &&
+		if (m != NULL && strchr(m, '*') == NULL && !json_object_object_get_ex(l->names, m, NULL) &&
 		    !kw_json_list_has(json_object_object_get(rec, "blacklisted_models"), m))
 			json_object_object_add(l->names, m, json_object_new_string(provider));
 	}

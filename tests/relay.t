@@ -54,8 +54,9 @@ def setup(srv, prov):
     }
     for name in ("fakeai", "flaky"):
         ok_status(srv.admin("POST", "/api/providers", body={
-            "provider": name, "custom_provider_config": {
-                "base_provider_type": "openai", "base_url": prov.url}}), 200, name)
+            "provider": name, "custom_provider_config": {"base_provider_type": "openai"},
+            "network_config": {"base_url": prov.url,
+                               "extra_headers": {"x-relay-test": name}}}), 200, name)
     ok_status(srv.admin("POST", "/api/providers/fakeai/keys", body={
         "name": "good", "value": secrets_used["good"],
         "models": ["gpt-4o", "gpt-4o-mini", "text-embedding-3-small", "gpt-3.5-turbo-instruct",
