@@ -35,7 +35,8 @@ static const struct kind {
 /*
  * The shipped prices, in USD a token (an image for images), taken as facts
  * from LiteLLM's model_prices_and_context_window.json (its
- * input_cost_per_token, output_cost_per_token and output_cost_per_image).
+ * input_cost_per_token, output_cost_per_token and output_cost_per_image),
+ * compiled in so that a binary prices calls with no file beside it.
  * KEYWARDEN_RELAY_PRICES names a file in that same format whose entries
  * come first.
  */
@@ -51,7 +52,7 @@ static const struct price_default {
 	{ "gpt-4.1", 2e-06, 8e-06, 0, "chat" },
 	{ "gpt-4.1-mini", 4e-07, 1.6e-06, 0, "chat" },
 	{ "gpt-4.1-nano", 1e-07, 4e-07, 0, "chat" },
-	{ "gpt-3.5-turbo", 5e-07, 1.5e-06, 0, "chat" },
+	{ "gpt-3.5-turbo", 1.5e-06, 2e-06, 0, "chat" },
 	{ "gpt-3.5-turbo-instruct", 1.5e-06, 2e-06, 0, "completion" },
 	{ "o1", 1.5e-05, 6e-05, 0, "chat" },
 	{ "o3-mini", 1.1e-06, 4.4e-06, 0, "chat" },
@@ -60,8 +61,7 @@ static const struct price_default {
 	{ "text-embedding-3-large", 1.3e-07, 0, 0, "embedding" },
 	{ "text-embedding-ada-002", 1e-07, 0, 0, "embedding" },
 	{ "gpt-image-1", 5e-06, 4e-05, 0, "image_generation" },
-	{ "dall-e-3", 0, 0, 0.04, "image_generation" },
-	{ "dall-e-2", 0, 0, 0.02, "image_generation" },
+	{ "dall-e-3", 0, 0, 0.04, "image_generation" },	/* standard/1024-x-1024: 3.81469e-08 a pixel */
 };
 #define NDEFAULT_PRICES (sizeof(default_prices) / sizeof(default_prices[0]))
 

@@ -292,11 +292,108 @@ def python_checks(srv, prov, keys, provider_secrets):
     tap.ok(not [k for k in list(keys.values()) + list(provider_secrets.values()) if k in log],
            "no client key or provider secret in the log")
 
+    unmetered(srv, keys, chat)
+    failures(srv, prov, keys, chat)
+    concurrency(srv, chat)
+
     r = srv.request("GET", "/model/info", headers=valid)
     info = {m["model_name"]: m for m in (r.json or {}).get("data", [])}
     tap.ok(r.status == 200 and info.get("gpt-4o", {}).get("model_info", {}).get(
         "input_cost_per_token") == IN and info["gpt-4o"]["litellm_params"].get(
         "custom_llm_provider") == "fakeai", "GET /model/info: provider and price", info.get("gpt-4o"))
+
+
+def reservation(body, output_tokens):
+    """What a call reserves (fcgi-app/relay.c): a token a quarter of the body's bytes, plus one,
+    at the input price, and output_tokens (KEYWARDEN_RELAY_EXPECTED_OUTPUT unless the body caps
+    them) at the output price."""
+    prompt = len(json.dumps(body, separators=(",", ":"))) // 4 + 1
+    return prompt, prompt * IN + output_tokens * OUT
+
+
+def unmetered(srv, keys, chat):
+    """Answers without usage: settled at the reservation, or at the content streamed."""
+    key = generate(srv, {"key_alias": "relay-unmetered"})
+    body = dict(chat, fake_no_usage=True)
+    r = srv.request("POST", "/v1/chat/completions", body=body,
+                    headers={"Authorization": "Bearer " + key})
+    _, want = reservation(body, 256)
+    got = spend_of(srv, key)
+    tap.ok(r.status == 200 and got is not None and abs(got - want) < 1e-12,
+           "an answer without usage is settled at its reservation (%r, want %r)" % (got, want))
+    tap.ok("unmetered answer from provider fakeai" in srv.read_log(),
+           "and logged as unmetered")
+    key = generate(srv, {"key_alias": "relay-unmetered-stream"})
+    body = dict(chat, fake_no_usage=True, stream=True)
+    r = srv.request("POST", "/v1/chat/completions", body=body,
+                    headers={"Authorization": "Bearer " + key})
+    prompt, _ = reservation(body, 0)
+    want = prompt * IN + (len(CONTENT) + 3) // 4 * OUT
+    got = spend_of(srv, key)
+    tap.ok(r.status == 200 and got is not None and abs(got - want) < 1e-12,
+           "a stream without a usage chunk is settled at the content streamed, four characters "
+           "a token (%r, want %r)" % (got, want))
+
+
+def failures(srv, prov, keys, chat):
+    """Every try failing: 502 once each key was tried again; 504 when the provider is too slow."""
+    valid = {"Authorization": "Bearer " + keys["KW_KEY_VALID"]}
+    ok_status(srv.admin("POST", "/api/providers", body={
+        "provider": "broken", "custom_provider_config": {"base_provider_type": "openai"},
+        "network_config": {"base_url": prov.url, "retry_backoff_initial": 100,
+                           "retry_backoff_max": 200}}), 200, "broken")
+    ok_status(srv.admin("POST", "/api/providers/broken/keys", body={
+        "name": "broken-fails", "value": "sk-prov-500-" + secrets.token_hex(8),
+        "models": ["gpt-4-turbo"]}), 200, "broken key")
+    before = len(prov.seen())
+    r = srv.request("POST", "/v1/chat/completions", headers=valid,
+                    body=dict(chat, model="gpt-4-turbo"))
+    tap.ok(r.status == 502 and (r.json or {}).get("error", {}).get("type") == "upstream_error",
+           "every try answered 500: 502 in OpenAI's envelope", r)
+    tap.eq(len(prov.seen()) - before, 3, "KEYWARDEN_RELAY_TRIES (3) tries, the one key "
+           "tried again after a backoff")
+    ok_status(srv.admin("POST", "/api/providers", body={
+        "provider": "slow", "custom_provider_config": {"base_provider_type": "openai"},
+        "network_config": {"base_url": prov.url, "default_request_timeout_in_seconds": 1,
+                           "max_retries": 1, "retry_backoff_initial": 100}}), 200, "slow")
+    ok_status(srv.admin("POST", "/api/providers/slow/keys", body={
+        "name": "slow-answers", "value": "sk-prov-good-" + secrets.token_hex(8),
+        "models": ["o3-mini"]}), 200, "slow key")
+    before = len(prov.seen())
+    t0 = time.time()
+    r = srv.request("POST", "/v1/chat/completions", headers=valid,
+                    body=dict(chat, model="o3-mini", fake_delay_ms=3000))
+    tap.ok(r.status == 504 and time.time() - t0 < 6, "a provider slower than its "
+           "default_request_timeout_in_seconds: 504", r)
+    tap.eq(len(prov.seen()) - before, 2, "network_config.max_retries 1: two tries")
+
+
+def concurrency(srv, chat):
+    """64 calls at once: the rpm limit admits exactly its number, the budget is not overspent."""
+    from concurrent.futures import ThreadPoolExecutor
+    rpm_key = generate(srv, {"key_alias": "relay-64-rpm", "rpm_limit": 10})
+    budget = 5.5 * COST
+    budget_key = generate(srv, {"key_alias": "relay-64-budget", "max_budget": budget})
+
+    def call(key):
+        return srv.request("POST", "/v1/chat/completions", body=chat, timeout=60,
+                           headers={"Authorization": "Bearer " + key}).status
+
+    into = time.gmtime().tm_sec
+    if into > 45:
+        time.sleep(61 - into)    # one rpm window for all of them
+    with ThreadPoolExecutor(64) as pool:
+        statuses = list(pool.map(call, [rpm_key] * 64))
+    tap.ok(statuses.count(200) == 10 and statuses.count(429) == 54,
+           "64 calls at once, rpm_limit 10: exactly 10 pass", sorted(statuses))
+    with ThreadPoolExecutor(64) as pool:
+        statuses = list(pool.map(call, [budget_key] * 64))
+    spend = spend_of(srv, budget_key)
+    tap.ok(spend is not None and abs(spend - statuses.count(200) * COST) < 1e-12 and
+           spend < budget + COST and statuses.count(200) >= 1 and
+           set(statuses) <= {200, 400}, "64 calls at once against max_budget %g: %d pass, "
+           "spend %r is theirs and within one call of the budget" % (
+               budget, statuses.count(200), spend), sorted(statuses))
 
 
 tap.run(main)

@@ -11,7 +11,7 @@ How it answers is chosen by the secret it is called with (Authorization:
 Bearer, or Azure's api-key): one that starts with "sk-prov-500" answers 500,
 "sk-prov-429" answers 429, anything else answers.  And by fields of the
 request body that the relay passes through untouched: fake_delay_ms (a pause
-before each streamed chunk), fake_hold_ms (a pause after the first chunk),
+before each streamed chunk, or before a whole answer), fake_hold_ms (a pause after the first chunk),
 fake_no_usage (answers without usage, and streams without a usage chunk).
 
 Usage is counted with upstream.count_tokens: prompt tokens 3 a message plus
@@ -197,6 +197,7 @@ class _Handler(BaseHTTPRequestHandler):
         answer_id = ("cmpl-" if legacy else "chatcmpl-") + uuid.uuid4().hex[:24]
         if body.get("stream"):
             return self._stream(body, answer_id, model, content, usage, legacy, no_usage)
+        time.sleep(float(body.get("fake_delay_ms") or 0) / 1000)
         choice = {"index": 0, "finish_reason": "stop", "logprobs": None}
         if legacy:
             choice["text"] = content
