@@ -467,11 +467,13 @@ settle(struct relay *r, int answered)
 		r->prompt_tokens = r->expected_tokens;
 		r->total_tokens = r->prompt_tokens + r->completion_tokens;
 		r->have_usage = 1;
-		kw_log_warn("relay: provider %s sent no usage for model %s: settled %lld streamed "
-		    "tokens as counted", r->up.provider, r->model, (long long)r->completion_tokens);
+		/* the request's id, not its model: a name the client sent may hold a newline */
+		kw_log_warn("relay: provider %s sent no usage for request %s: settled %lld streamed "
+		    "tokens as counted", r->up.provider, r->request_id,
+		    (long long)r->completion_tokens);
 	} else if (answered && !r->have_usage) {
-		kw_log_warn("relay: unmetered answer from provider %s for model %s: settled at the "
-		    "reservation (%g usd)", r->up.provider, r->model, r->expected_cost);
+		kw_log_warn("relay: unmetered answer from provider %s for request %s: settled at the "
+		    "reservation (%g usd)", r->up.provider, r->request_id, r->expected_cost);
 	}
 	if (answered) {
 		u.tokens = r->have_usage ? r->total_tokens : r->expected_tokens;
@@ -591,6 +593,10 @@ relay_event(struct relay *r, const char *ev, size_t n)
 	    (tok = json_tokener_new()) != NULL) {
 		chunk = json_tokener_parse_ex(tok, data, (int)dn);
 		json_tokener_free(tok);
+	}
+	if (holds_secret(r, ev, n)) {
+		json_object_put(chunk);
+		return;	/* never pass a provider secret on, even one the provider echoes */
 	}
 	if (chunk != NULL) {
 		count_streamed(r, chunk);

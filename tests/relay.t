@@ -100,6 +100,7 @@ def main():
     with Provider() as prov:
         with Server(workers=4, env={"KEYWARDEN_CA_BUNDLE": prov.ca}) as srv:
             run(srv, prov)
+        prices_file(prov)
 
 
 def run(srv, prov):
@@ -154,6 +155,10 @@ def run(srv, prov):
     s = steps.get("responses", {})
     tap.ok(s.get("ok") and s.get("text") == CONTENT and (s.get("usage") or {}).get(
         "input_tokens") == 2, "responses.create", s)
+    s = steps.get("responses stream", {})
+    tap.ok(s.get("ok") and s.get("text") == CONTENT and (s.get("usage") or {}).get(
+        "output_tokens") == 5, "responses.create with stream: the events and the usage on "
+           "response.completed", s)
     s = steps.get("azure", {})
     tap.ok(s.get("ok") and s.get("content") == CONTENT, "AzureOpenAI: Azure's deployment path "
            "with api-key", s)
@@ -292,6 +297,7 @@ def python_checks(srv, prov, keys, provider_secrets):
     tap.ok(not [k for k in list(keys.values()) + list(provider_secrets.values()) if k in log],
            "no client key or provider secret in the log")
 
+    aliases(srv, prov, chat)
     unmetered(srv, keys, chat)
     failures(srv, prov, keys, chat)
     concurrency(srv, chat)
@@ -301,6 +307,51 @@ def python_checks(srv, prov, keys, provider_secrets):
     tap.ok(r.status == 200 and info.get("gpt-4o", {}).get("model_info", {}).get(
         "input_cost_per_token") == IN and info["gpt-4o"]["litellm_params"].get(
         "custom_llm_provider") == "fakeai", "GET /model/info: provider and price", info.get("gpt-4o"))
+
+
+def aliases(srv, prov, chat):
+    """A key's aliases and its team's model_aliases name the model the provider is asked for."""
+    team = ok_status(srv.admin("POST", "/team/new", body={
+        "team_alias": "relay-team", "model_aliases": {"team-model": "gpt-4o"}}), 200, "team")
+    key = generate(srv, {"key_alias": "relay-aliases", "team_id": team["team_id"],
+                         "aliases": {"house-model": "gpt-4o-mini"}})
+    auth = {"Authorization": "Bearer " + key}
+    for asked, served in (("house-model", "gpt-4o-mini"), ("team-model", "gpt-4o")):
+        r = srv.request("POST", "/v1/chat/completions", headers=auth, body=dict(chat, model=asked))
+        seen = prov.seen("/v1/chat/completions")[-1]["body"].get("model")
+        tap.ok(r.status == 200 and seen == served, "the alias %s is relayed as %s" % (
+            asked, served), {"status": r.status, "provider saw": seen})
+    want = USAGE["prompt_tokens"] * 1.5e-07 + USAGE["completion_tokens"] * 6e-07 + COST
+    got = spend_of(srv, key)
+    tap.ok(got is not None and abs(got - want) < 1e-12,
+           "each is priced as the model it is served by (%r, want %r)" % (got, want))
+    r = srv.request("GET", "/v1/models", headers=auth)
+    ids = [m["id"] for m in (r.json or {}).get("data", [])]
+    tap.ok({"house-model", "team-model", "gpt-4o"} <= set(ids), "GET /v1/models lists the "
+           "aliases", ids)
+
+
+def prices_file(prov):
+    """KEYWARDEN_RELAY_PRICES over the shipped table; KEYWARDEN_RELAY_ALLOW_UNPRICED."""
+    path = os.path.join(prov.dir, "prices.json")
+    with open(path, "w") as f:
+        json.dump({"gpt-4o": {"input_cost_per_token": 0.001, "output_cost_per_token": 0.002,
+                              "mode": "chat"}}, f)
+    env = {"KEYWARDEN_CA_BUNDLE": prov.ca, "KEYWARDEN_RELAY_PRICES": path,
+           "KEYWARDEN_RELAY_ALLOW_UNPRICED": "1"}
+    with Server(workers=1, env=env) as srv:
+        setup(srv, prov)
+        key = generate(srv, {"key_alias": "relay-prices"})
+        auth = {"Authorization": "Bearer " + key}
+        chat = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi there"}]}
+        r = srv.request("POST", "/v1/chat/completions", headers=auth, body=chat)
+        got = spend_of(srv, key)
+        tap.ok(r.status == 200 and got is not None and abs(got - (5 * 0.001 + 5 * 0.002)) < 1e-12,
+               "KEYWARDEN_RELAY_PRICES: the operator's price wins over the shipped one (%r)" % got)
+        r = srv.request("POST", "/v1/chat/completions", headers=auth,
+                        body=dict(chat, model="no-price-model"))
+        tap.ok(r.status == 200 and abs(spend_of(srv, key) - got) < 1e-12,
+               "KEYWARDEN_RELAY_ALLOW_UNPRICED=1: a model with no price is relayed, at no cost", r)
 
 
 def reservation(body, output_tokens):

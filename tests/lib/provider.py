@@ -107,8 +107,11 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
-        self.wfile.write(data)
-        self.wfile.flush()
+        try:
+            self.wfile.write(data)
+            self.wfile.flush()
+        except OSError:
+            pass    # the relay gave up waiting (a timeout test)
         with self.provider.lock:
             self.provider.finished.append(time.time())
 
@@ -164,19 +167,43 @@ class _Handler(BaseHTTPRequestHandler):
                 for i in range(len(inputs))],
                 "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
         if route == "/responses":
-            text = "You said: " + str(body.get("input"))
-            usage = {"input_tokens": count_tokens(str(body.get("input"))),
-                     "output_tokens": count_tokens(text)}
-            usage["total_tokens"] = usage["input_tokens"] + usage["output_tokens"]
-            return self._send(200, {"id": "resp_" + uuid.uuid4().hex, "object": "response",
-                                    "model": model, "status": "completed", "output": [
-                                        {"type": "message", "role": "assistant", "content": [
-                                            {"type": "output_text", "text": text}]}],
-                                    "usage": usage})
+            return self._responses(body, model)
         if route == "/images/generations":
             return self._send(200, {"created": int(time.time()), "data": [
                 {"url": "https://example.invalid/image.png"}] * int(body.get("n") or 1)})
         return self._error(404, "no such route: " + path)
+
+    def _responses(self, body, model):
+        text = "You said: " + str(body.get("input"))
+        usage = {"input_tokens": count_tokens(str(body.get("input"))),
+                 "output_tokens": count_tokens(text)}
+        usage["total_tokens"] = usage["input_tokens"] + usage["output_tokens"]
+        answer = {"id": "resp_" + uuid.uuid4().hex, "object": "response", "created_at": 0,
+                  "model": model, "status": "completed", "output": [
+                      {"type": "message", "id": "msg_1", "status": "completed",
+                       "role": "assistant", "content": [
+                           {"type": "output_text", "text": text, "annotations": []}]}],
+                  "usage": usage}
+        if not body.get("stream"):
+            return self._send(200, answer)
+        # the Responses API's events; usage rides on the last, response.completed
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.close_connection = True
+        events = [("response.created", {"response": dict(answer, status="in_progress",
+                                                          output=[], usage=None)})]
+        events += [("response.output_text.delta", {"item_id": "msg_1", "output_index": 0,
+                                                   "content_index": 0, "delta": word})
+                   for word in re.findall(r"\S+\s*", text)]
+        events.append(("response.completed", {"response": answer}))
+        for n, (kind, data) in enumerate(events):
+            data = dict(data, type=kind, sequence_number=n)
+            self.wfile.write(("event: %s\ndata: %s\n\n" % (kind, json.dumps(data))).encode())
+            self.wfile.flush()
+        with self.provider.lock:
+            self.provider.finished.append(time.time())
 
     def _chat(self, body, model, legacy=False):
         if legacy:
