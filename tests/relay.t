@@ -60,7 +60,7 @@ def setup(srv, prov):
     ok_status(srv.admin("POST", "/api/providers/fakeai/keys", body={
         "name": "good", "value": secrets_used["good"],
         "models": ["gpt-4o", "gpt-4o-mini", "text-embedding-3-small", "gpt-3.5-turbo-instruct",
-                   "no-price-model"]}), 200, "fakeai key")
+                   "no-price-model", "dall-e-3"]}), 200, "fakeai key")
     # the failing key nearly always comes first; the relay moves on to the good one
     ok_status(srv.admin("POST", "/api/providers/flaky/keys", body={
         "name": "fails", "value": secrets_used["flaky-500"], "models": ["gpt-4.1"],
@@ -284,6 +284,15 @@ def python_checks(srv, prov, keys, provider_secrets):
     before = len(prov.seen())
     r = srv.request("POST", "/v1/chat/completions", headers=valid, body=dict(chat, model="o1"))
     tap.eq(len(prov.seen()), before, "a refused call never reaches the provider")
+
+    # images: priced by the image where the answer names no tokens
+    key = generate(srv, {"key_alias": "relay-images"})
+    r = srv.request("POST", "/v1/images/generations", headers={"Authorization": "Bearer " + key},
+                    body={"model": "dall-e-3", "prompt": "a lighthouse", "n": 2})
+    got = spend_of(srv, key)
+    tap.ok(r.status == 200 and len((r.json or {}).get("data", [])) == 2 and got is not None and
+           abs(got - 2 * 0.04) < 1e-12, "images.generate: two dall-e-3 images cost 2 x 0.04 "
+           "(%r)" % got, r)
 
     # no client key ever reaches the provider; the provider's secrets stay out of answers
     leaked = [q["path"] for q in prov.seen() for k in keys.values()
