@@ -940,6 +940,8 @@ void kw_provider_key_release(struct json_object *key);	/* wipes its secrets, the
 
 /* True for the relay's routes, whose handlers judge the key through the limits engine. */
 int kw_relay_route(const struct kw_route *);
+/* 401 (req->err) for a relay route's missing, unknown, blocked or expired key; nothing counted. */
+enum kw_err kw_relay_authenticate(struct kw_req *);
 
 /* --- metrics.c and the access log: what the requests did ------------ */
 

@@ -1096,10 +1096,7 @@ relay(struct kw_req *req, struct kw_resp *resp, enum relay_kind kind)
 	resp->status = 0;
 	if (req->store == NULL)
 		return KW_EUNAVAIL;
-	if ((r.key = kw_auth_credential(req)) == NULL) {
-		kw_error_set(&req->err, KW_EAUTH, NULL, "no API key: send Authorization: Bearer sk-...");
-		return KW_EAUTH;
-	}
+	r.key = kw_auth_credential(req);	/* present: kw_relay_authenticate saw to it */
 	r.azure_deployment = kw_req_path_param(req, "deployment");
 	r.asked = r.azure_deployment ? r.azure_deployment : kw_json_str(req->body, "model");
 	if (r.asked == NULL) {
@@ -1366,6 +1363,44 @@ enum kw_err kw_op_v1_models(struct kw_req *q, struct kw_resp *s) { return models
 enum kw_err kw_op_models(struct kw_req *q, struct kw_resp *s) { return models_list(q, s); }
 enum kw_err kw_op_model_info(struct kw_req *q, struct kw_resp *s) { return model_info(q, s); }
 enum kw_err kw_op_v1_model_info(struct kw_req *q, struct kw_resp *s) { return model_info(q, s); }
+
+/*
+ * The relay's credential check, run before the body is read (as every
+ * operation's is): 401 for no key, or one the limits engine does not know
+ * or finds blocked or expired (it, its team or its user), without counting
+ * anything.  The limits the key carries are the handler's to judge.
+ */
+enum kw_err
+kw_relay_authenticate(struct kw_req *req)
+{
+	struct kw_check in = { .key = kw_auth_credential(req), .dry_run = 1, .verdict_only = 1 };
+	struct kw_verdict v;
+	enum kw_err rc;
+
+	if (in.key == NULL) {
+		kw_error_set(&req->err, KW_EAUTH, NULL, "no API key: send Authorization: Bearer sk-...");
+		return KW_EAUTH;
+	}
+	if (req->store == NULL)
+		return KW_EUNAVAIL;
+	if ((rc = kw_limits_check(req->store, req->now, &in, &v)) != KW_OK)
+		return rc;
+	switch (v.code) {
+	case KW_V_NOT_FOUND:
+	case KW_V_BLOCKED:
+	case KW_V_EXPIRED:
+	case KW_V_TEAM_BLOCKED:
+	case KW_V_USER_BLOCKED:
+		kw_error_set(&req->err, KW_EAUTH, NULL, "%s: %s", kw_verdict_code_name(v.code),
+		    v.message);
+		rc = KW_EAUTH;
+		break;
+	default:
+		break;
+	}
+	kw_verdict_clear(&v);
+	return rc;
+}
 
 int
 kw_relay_route(const struct kw_route *route)
