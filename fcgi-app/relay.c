@@ -215,7 +215,6 @@ struct relay {
 	const char *azure_deployment;	/* the path's {deployment}; NULL off Azure's path */
 	const char *key;		/* the client's credential: never sent on, never logged */
 	const char *asked;		/* the model the client asked for */
-	const char *target;		/* asked after the key's and team's aliases */
 	char provider[256];		/* named by target's prefix; "" any whose keys list it */
 	const char *model;		/* what the provider is asked for (arena) */
 	const char *end_user;
@@ -233,7 +232,6 @@ struct relay {
 	char content_type[128];
 	char *buf;			/* malloc'd: a non-streamed answer, or SSE not yet whole */
 	size_t len, cap;
-	size_t total;			/* bytes read from the provider */
 	int too_large;
 	int streaming;			/* passing the provider's SSE on to the client */
 	int started;			/* bytes have reached the client: no other key may answer */
@@ -346,8 +344,7 @@ build_url(struct relay *r)
 		const char *version = kw_json_str(cfg, "api_version");
 
 		if (version == NULL)
-			version = kw_req_header(r->req, "QUERY_STRING") != NULL ?
-			    kw_json_str(r->req->query, "api-version") : NULL;
+			version = kw_json_str(r->req->query, "api-version");
 		if (len >= 7 && strcmp(u + len - 7, "/openai") == 0)
 			u[len -= 7] = '\0';
 		snprintf(u + len, n - len, "/openai/deployments/");
@@ -508,23 +505,35 @@ holds_secret(const struct relay *r, const char *s, size_t n)
 	return k >= 4 && memmem(s, n, r->secret, k) != NULL;
 }
 
-/* Writes s to the client and flushes it; a failure marks the client gone. */
+/* The client is gone (a write failed): the stream is read on to its end, written nowhere. */
+static void
+client_left(struct relay *r)
+{
+	r->client_gone = 1;
+	kw_log_info("relay: the client left request %s mid-stream: reading the provider to its "
+	    "end", r->request_id);
+}
+
+/* Writes s to the client (sent on by client_flush). */
 static void
 client_write(struct relay *r, const char *s, size_t n)
 {
 	FCGX_Stream *out = r->req->fcgi->out;
 
-	if (r->client_gone)
-		return;
-	if ((n > 0 && FCGX_PutStr(s, (int)n, out) != (int)n) || FCGX_FFlush(out) != 0 ||
-	    FCGX_GetError(out) != 0) {
-		r->client_gone = 1;
-		kw_log_info("relay: the client left request %s mid-stream: reading the provider "
-		    "to its end", r->request_id);
-	}
+	if (!r->client_gone && n > 0 &&
+	    (FCGX_PutStr(s, (int)n, out) != (int)n || FCGX_GetError(out) != 0))
+		client_left(r);
 }
 
-/* The response head of a stream, written once, before its first event. */
+/* Sends what was written on now, through the web server, as one FastCGI record. */
+static void
+client_flush(struct relay *r)
+{
+	if (!r->client_gone && FCGX_FFlush(r->req->fcgi->out) != 0)
+		client_left(r);
+}
+
+/* The response head of a stream, written once, before its first event: with the x-ratelimit-* headers. */
 static void
 start_stream(struct relay *r)
 {
@@ -533,11 +542,16 @@ start_stream(struct relay *r)
 
 	n = snprintf(head, sizeof(head), "Status: 200 OK\r\nContent-Type: text/event-stream\r\n"
 	    "Cache-Control: no-cache\r\nX-Accel-Buffering: no\r\nX-Content-Type-Options: nosniff\r\n"
-	    "x-request-id: %s\r\n\r\n", r->request_id);
+	    "x-request-id: %s\r\n", r->request_id);
 	r->started = 1;
 	r->resp->sent = 1;
 	r->resp->status = 200;
 	client_write(r, head, (size_t)n);
+	for (size_t i = 0; i < r->resp->nheaders; i++) {
+		client_write(r, r->resp->headers[i], strlen(r->resp->headers[i]));
+		client_write(r, "\r\n", 2);
+	}
+	client_write(r, "\r\n", 2);
 }
 
 /* Counts the content a stream chunk carries (chat deltas, completion text, Responses deltas). */
@@ -619,12 +633,14 @@ relay_event(struct relay *r, const char *ev, size_t n)
 			client_write(r, "data: ", 6);
 			client_write(r, text, strlen(text));
 			client_write(r, "\n\n", 2);
+			client_flush(r);
 			json_object_put(chunk);
 			return;
 		}
 		json_object_put(chunk);
 	}
 	client_write(r, ev, n);
+	client_flush(r);
 }
 
 /* The end of the next event in buf (after its blank line), or 0 when none is whole yet. */
@@ -700,7 +716,6 @@ on_body(char *data, size_t size, size_t nmemb, void *baton)
 	struct relay *r = baton;
 	size_t n = size * nmemb, end;
 
-	r->total += n;
 	if (r->status == 0)
 		curl_easy_getinfo(r->curl, CURLINFO_RESPONSE_CODE, &r->status);
 	if (!r->streaming && r->stream && r->status >= 200 && r->status < 300 &&
@@ -807,7 +822,7 @@ try_once(struct relay *r, int *timed_out)
 	snprintf(r->secret, sizeof(r->secret), "%s", key_secret(r->up.key));
 	headers = upstream_headers(r);
 	r->status = 0;
-	r->len = r->total = 0;
+	r->len = 0;
 	r->too_large = 0;
 	r->content_type[0] = '\0';
 	if (body == NULL || (r->curl = curl_easy_init()) == NULL) {
@@ -865,6 +880,7 @@ try_once(struct relay *r, int *timed_out)
 			kw_log_warn("relay: provider %s key %s: the stream broke off: %s",
 			    r->up.provider, kw_json_str(r->up.key, "id"), curl_easy_strerror(cc));
 			client_write(r, end, sizeof(end) - 1);
+			client_flush(r);
 		}
 		return TRY_ANSWERED;
 	}
