@@ -65,6 +65,7 @@ static const char *const configs[] = {
 	"huggingface_key_config",
 };
 #define NCONFIGS (sizeof(configs) / sizeof(configs[0]))
+#define NCONFIGS_BEFORE_V15 7	/* the first seven, which every key's config_hash holds */
 
 /* --- the provider ------------------------------------------------------ */
 
@@ -555,8 +556,8 @@ list_allows(json_object *list, const char *model)
  * config_hash: the SHA-256 hex of the key's content (owned by content,
  * with plain values or references in place of the sealed ones): name,
  * value, sorted models and blacklisted_models, weight, the provider
- * configs, enabled, use_for_batch_api and, when set, aliases and
- * use_anthropic_endpoints, written canonically.  Every model (["*"]) is
+ * configs, enabled, use_for_batch_api and, when set, aliases,
+ * use_anthropic_endpoints and v1.5's configs, written canonically.  Every model (["*"]) is
  * hashed as [], the form earlier versions hashed it in, and no model as
  * [""], so that a key keeps its hash across the upgrade.
  */
@@ -579,9 +580,9 @@ config_hash(json_object *content, char out[KW_SHA256_HEX_LEN + 1])
 		if (json_object_object_get(content, when_set[i]) != NULL)
 			json_object_object_add(pick, when_set[i],
 			    json_object_get(json_object_object_get(content, when_set[i])));
+	/* the configs earlier versions knew always, v1.5's when set */
 	for (size_t i = 0; i < NCONFIGS; i++)
-		if (strcmp(configs[i], "openai_key_config") != 0 ||
-		    json_object_object_get(content, configs[i]) != NULL)
+		if (i < NCONFIGS_BEFORE_V15 || json_object_object_get(content, configs[i]) != NULL)
 			json_object_object_add(pick, configs[i],
 			    json_object_get(json_object_object_get(content, configs[i])));
 	models = kw_json_copy(json_object_object_get(content, "models"));
@@ -1407,17 +1408,81 @@ backoff_in(struct kw_req *req, json_object *in, const char *field, int64_t *ms)
 	return KW_OK;
 }
 
+static void
+header_aad(char *buf, size_t n, const char *provider, const char *name)
+{
+	snprintf(buf, n, "%s||network_config.extra_headers.%s", provider, name);
+}
+
 /*
- * A request's network_config (in, borrowed; NULL for none) as stored
- * (*out owned; NULL for none): base_url, extra_headers, the timeout, the
- * retry count and both backoffs in milliseconds.  KW_EINVAL naming the
- * field.
+ * True when a header's name says its value is a credential (Authorization,
+ * X-Api-Key, a token, a cookie, ...): answers show such a value redacted.
+ */
+static int
+credential_header(const char *name)
+{
+	static const char *const words[] = {
+		"auth", "key", "token", "secret", "password", "cookie", "session", "signature",
+		"credential",
+	};
+
+	for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++)
+		if (strcasestr(name, words[i]) != NULL)
+			return 1;
+	return 0;
+}
+
+/*
+ * A request's extra_headers (in) as stored (*out owned), each value sealed
+ * (it may be a credential), a mask sent back keeping old's (the stored
+ * extra_headers) value of that header.  KW_EINVAL naming the header.
  */
 static enum kw_err
-network_in(struct kw_req *req, json_object *in, json_object **out)
+headers_in(struct kw_req *req, const char *provider, json_object *in, json_object *old,
+    json_object **out)
+{
+	char aad[512], path[KW_FIELD_MAX];
+	enum kw_err rc = KW_OK;
+
+	*out = json_object_new_object();
+	json_object_object_foreach(in, name, value) {
+		const char *v = json_object_get_string(value);
+		json_object *kept = json_object_object_get(old, name), *sealed = NULL;
+
+		snprintf(path, sizeof(path), "network_config.extra_headers.%s", name);
+		header_aad(aad, sizeof(aad), provider, name);
+		if (!header_name_ok(name) || strpbrk(v, "\r\n") != NULL) {
+			kw_error_set(&req->err, KW_EINVAL, path, header_name_ok(name) ?
+			    "a header value must be one line" : "not a header name");
+			rc = KW_EINVAL;
+		} else if (is_redacted(v) && kept == NULL) {
+			kw_error_set(&req->err, KW_EINVAL, path,
+			    "%s is a redacted value with no stored value behind it", path);
+			rc = KW_EINVAL;
+		} else if (is_redacted(v)) {
+			sealed = kw_json_copy(kept);
+		} else {
+			rc = seal(aad, v, &sealed);
+		}
+		if (rc != KW_OK)
+			break;
+		json_object_object_add(*out, name, sealed);
+	}
+	return rc;
+}
+
+/*
+ * A request's network_config (in, borrowed; NULL for none) of provider as
+ * stored (*out owned; NULL for none) over old (the stored one, or NULL):
+ * base_url, extra_headers sealed, the timeout, the retry count and both
+ * backoffs in milliseconds.  KW_EINVAL naming the field.
+ */
+static enum kw_err
+network_in(struct kw_req *req, const char *provider, json_object *in, json_object *old,
+    json_object **out)
 {
 	static const char *const counts[] = { "default_request_timeout_in_seconds", "max_retries" };
-	json_object *headers = json_object_object_get(in, "extra_headers"), *h;
+	json_object *headers = json_object_object_get(in, "extra_headers"), *h = NULL;
 	const char *url = kw_json_str(in, "base_url");
 	int64_t initial, max;
 	enum kw_err rc;
@@ -1435,35 +1500,26 @@ network_in(struct kw_req *req, json_object *in, json_object **out)
 		    "network_config.extra_headers holds at most %d headers", MAX_EXTRA_HEADERS);
 		return KW_EINVAL;
 	}
-	json_object_object_foreach(headers ? headers : in, name, value) {
-		const char *v = json_object_get_string(value);
-
-		if (headers == NULL)
-			break;
-		char path[KW_FIELD_MAX];
-
-		snprintf(path, sizeof(path), "network_config.extra_headers.%s", name);
-		if (!header_name_ok(name) || strpbrk(v, "\r\n") != NULL) {
-			kw_error_set(&req->err, KW_EINVAL, path, header_name_ok(name) ?
-			    "a header value must be one line" : "not a header name");
-			return KW_EINVAL;
-		}
-	}
 	if ((rc = backoff_in(req, in, "retry_backoff_initial", &initial)) != KW_OK ||
 	    (rc = backoff_in(req, in, "retry_backoff_max", &max)) != KW_OK)
 		return rc;
+	if (headers != NULL && json_object_object_length(headers) > 0 &&
+	    (rc = headers_in(req, provider, headers, json_object_object_get(old, "extra_headers"),
+	    &h)) != KW_OK) {
+		json_object_put(h);
+		return rc;
+	}
 	if (initial > 0 && max > 0 && initial > max) {
 		kw_error_set(&req->err, KW_EINVAL, "network_config.retry_backoff_initial",
 		    "network_config.retry_backoff_initial must not exceed retry_backoff_max");
+		json_object_put(h);
 		return KW_EINVAL;
 	}
 	*out = json_object_new_object();
 	if (url != NULL && url[0] != '\0')
 		json_object_object_add(*out, "base_url", json_object_new_string(url));
-	if (headers != NULL && json_object_object_length(headers) > 0) {
-		h = kw_json_copy(headers);
+	if (h != NULL)
 		json_object_object_add(*out, "extra_headers", h);
-	}
 	for (size_t i = 0; i < sizeof(counts) / sizeof(counts[0]); i++)
 		if (json_object_object_get(in, counts[i]) != NULL)
 			json_object_object_add(*out, counts[i], json_object_new_int64(
@@ -1483,35 +1539,55 @@ positive_or(json_object *obj, const char *field, int64_t otherwise)
 }
 
 /*
- * A stored provider record's network_config as answered (owned), every
- * field of Bifrost's NetworkConfig that keywarden keeps, defaults filled.
- * rec may be NULL (a standard provider with no configuration).  A record
- * of an older version kept a custom provider's URL in
- * custom_provider_config.base_url: that is its base_url.
+ * Provider name's stored record rec (NULL: a standard provider with no
+ * configuration) network_config as answered (*out owned), every field of
+ * Bifrost's NetworkConfig that keywarden keeps, defaults filled, the
+ * extra_headers unsealed: in clear for the relay and the hash (clear), else
+ * a credential's redacted.  A record of an older version kept a custom
+ * provider's URL in custom_provider_config.base_url: that is its base_url.
  */
-static json_object *
-network_view(json_object *rec)
+static enum kw_err
+network_view(const char *name, json_object *rec, int clear, json_object **out)
 {
 	json_object *stored = json_object_object_get(rec, "network_config");
-	json_object *headers = json_object_object_get(stored, "extra_headers");
+	json_object *headers = json_object_object_get(stored, "extra_headers"), *h;
 	const char *url = kw_json_str(stored, "base_url");
-	json_object *out = json_object_new_object();
+	char aad[512], shown[64], *plain;
+	enum kw_err rc = KW_OK;
 
+	*out = json_object_new_object();
 	if (url == NULL)
 		url = kw_json_str(json_object_object_get(rec, "custom_provider_config"), "base_url");
 	if (url != NULL && url[0] != '\0')
-		json_object_object_add(out, "base_url", json_object_new_string(url));
-	if (headers != NULL)
-		json_object_object_add(out, "extra_headers", kw_json_copy(headers));
-	json_object_object_add(out, "default_request_timeout_in_seconds", json_object_new_int64(
+		json_object_object_add(*out, "base_url", json_object_new_string(url));
+	if (headers != NULL) {
+		h = json_object_new_object();
+		json_object_object_add(*out, "extra_headers", h);
+		json_object_object_foreach(headers, header, sealed) {
+			header_aad(aad, sizeof(aad), name, header);
+			if ((rc = unseal(aad, sealed, &plain)) != KW_OK)
+				break;
+			if (!clear && credential_header(header))
+				redact(plain, shown, sizeof(shown));
+			json_object_object_add(h, header, json_object_new_string(
+			    !clear && credential_header(header) ? shown : plain));
+			free_secret(plain);
+		}
+	}
+	json_object_object_add(*out, "default_request_timeout_in_seconds", json_object_new_int64(
 	    positive_or(stored, "default_request_timeout_in_seconds", DEFAULT_TIMEOUT_SECS)));
-	json_object_object_add(out, "max_retries",
+	json_object_object_add(*out, "max_retries",
 	    json_object_new_int64(positive_or(stored, "max_retries", 0)));
-	json_object_object_add(out, "retry_backoff_initial", json_object_new_int64(
+	json_object_object_add(*out, "retry_backoff_initial", json_object_new_int64(
 	    positive_or(stored, "retry_backoff_initial", DEFAULT_BACKOFF_INITIAL_MS)));
-	json_object_object_add(out, "retry_backoff_max", json_object_new_int64(
+	json_object_object_add(*out, "retry_backoff_max", json_object_new_int64(
 	    positive_or(stored, "retry_backoff_max", DEFAULT_BACKOFF_MAX_MS)));
-	return out;
+	if (rc != KW_OK) {
+		wipe_strings(*out);
+		json_object_put(*out);
+		*out = NULL;
+	}
+	return rc;
 }
 
 enum kw_err
@@ -1524,10 +1600,24 @@ kw_provider_network(struct kw_req *req, DB_TXN *txn, const char *provider,
 	*network_config = NULL;
 	if ((rc = find_provider(req, txn, provider, &p)) != KW_OK)
 		return rc;
-	*network_config = network_view(p.record);
+	rc = network_view(provider, p.record, 1, network_config);
 	snprintf(base_type, n, "%s", p.base ? p.base : "");
 	json_object_put(p.record);
-	return KW_OK;
+	return rc;
+}
+
+/* A stored provider record's concurrency_and_buffer_size as answered (owned), defaults filled. */
+static json_object *
+concurrency_view(json_object *rec)
+{
+	json_object *stored = json_object_object_get(rec, "concurrency_and_buffer_size");
+	json_object *out = json_object_new_object();
+
+	json_object_object_add(out, "concurrency",
+	    json_object_new_int64(positive_or(stored, "concurrency", DEFAULT_CONCURRENCY)));
+	json_object_object_add(out, "buffer_size",
+	    json_object_new_int64(positive_or(stored, "buffer_size", DEFAULT_BUFFER_SIZE)));
+	return out;
 }
 
 /* concurrency_and_buffer_size as sent (in), or old's when not sent (*out owned; NULL: none). */
@@ -1744,13 +1834,14 @@ provider_in(struct kw_req *req, const char *name, json_object *body, json_object
     json_object **rec)
 {
 	json_object *network = NULL, *concurrency = NULL, *proxy = NULL, *proxy_plain = NULL;
-	json_object *custom = NULL, *content, *canon, *sent;
+	json_object *custom = NULL, *content, *canon, *sent, *network_plain;
 	const char *legacy_url = NULL, *text;
 	char hash[KW_SHA256_HEX_LEN + 1];
 	enum kw_err rc;
 
 	*rec = NULL;
-	if ((rc = network_in(req, json_object_object_get(body, "network_config"), &network)) ||
+	if ((rc = network_in(req, name, json_object_object_get(body, "network_config"),
+	    json_object_object_get(old, "network_config"), &network)) ||
 	    (rc = concurrency_in(req, json_object_object_get(body, "concurrency_and_buffer_size"),
 	    json_object_object_get(old, "concurrency_and_buffer_size"), &concurrency)) ||
 	    (rc = custom_in(req, name, json_object_object_get(body, "custom_provider_config"),
@@ -1788,7 +1879,13 @@ provider_in(struct kw_req *req, const char *name, json_object *body, json_object
 		json_object_object_add(*rec, "custom_provider_config", json_object_get(custom));
 
 	content = kw_json_copy(*rec);
-	json_object_object_add(content, "network_config", network_view(*rec));
+	/* hashed as answered (secrets in plain), so that sending back what a GET shows changes nothing */
+	if ((rc = network_view(name, *rec, 1, &network_plain)) != KW_OK) {
+		json_object_put(content);
+		goto out;
+	}
+	json_object_object_add(content, "network_config", network_plain);
+	json_object_object_add(content, "concurrency_and_buffer_size", concurrency_view(*rec));
 	json_object_object_add(content, "proxy_config", json_object_get(proxy_plain));
 	canon = sorted_copy(content);
 	text = json_object_to_json_string_ext(canon, JSON_C_TO_STRING_PLAIN);
@@ -1850,7 +1947,7 @@ static enum kw_err
 describe_provider(struct bifrost_op *op, DB_TXN *txn, const struct provider *p)
 {
 	json_object *rec = p->record, *cfg = json_object_object_get(rec, "custom_provider_config");
-	json_object *proxy;
+	json_object *proxy, *network;
 	const char *hash = kw_json_str(rec, "config_hash");
 	int64_t keys;
 	enum kw_err rc;
@@ -1864,19 +1961,16 @@ describe_provider(struct bifrost_op *op, DB_TXN *txn, const struct provider *p)
 	}
 	if ((rc = proxy_view(p->name, json_object_object_get(rec, "proxy_config"), &proxy)) != KW_OK)
 		return rc;
+	if ((rc = network_view(p->name, rec, 0, &network)) != KW_OK) {
+		json_object_put(proxy);
+		return rc;
+	}
 	op->answer = json_object_new_object();
 	json_object_object_add(op->answer, "name", json_object_new_string(p->name));
 	json_object_object_add(op->answer, "custom", json_object_new_boolean(p->custom));
 	json_object_object_add(op->answer, "keys", json_object_new_int64(keys));
-	json_object_object_add(op->answer, "network_config", network_view(rec));
-	cfg = json_object_object_get(rec, "concurrency_and_buffer_size");
-	json_object_object_add(op->answer, "concurrency_and_buffer_size", json_object_new_object());
-	json_object_object_add(json_object_object_get(op->answer, "concurrency_and_buffer_size"),
-	    "concurrency", json_object_new_int64(positive_or(cfg, "concurrency",
-	    DEFAULT_CONCURRENCY)));
-	json_object_object_add(json_object_object_get(op->answer, "concurrency_and_buffer_size"),
-	    "buffer_size", json_object_new_int64(positive_or(cfg, "buffer_size",
-	    DEFAULT_BUFFER_SIZE)));
+	json_object_object_add(op->answer, "network_config", network);
+	json_object_object_add(op->answer, "concurrency_and_buffer_size", concurrency_view(rec));
 	json_object_object_add(op->answer, "proxy_config", proxy);
 	for (size_t i = 0; i < NRAW_FLAGS; i++)
 		json_object_object_add(op->answer, raw_flags[i],
@@ -1977,6 +2071,13 @@ configure_provider(struct bifrost_op *op, DB_TXN *txn, const char *name, int cre
 	if (json_object_is_type(keys, json_type_array) && json_object_array_length(keys) > 0) {
 		kw_error_set(&req->err, KW_EINVAL, "keys", "keys are not accepted on this endpoint; "
 		    "use POST/PUT /api/providers/{provider}/keys[/{key_id}] to manage keys");
+		return KW_EINVAL;
+	}
+	/* a PUT names a new custom provider in its path: the name POST's schema allows */
+	if (builtin_of(name) == NULL && (strspn(name, "abcdefghijklmnopqrstuvwxyz0123456789_.-") !=
+	    strlen(name) || strchr("_.-", name[0]) != NULL)) {
+		kw_error_set(&req->err, KW_EINVAL, "provider", "a custom provider's name is lower-case "
+		    "letters, digits, '_', '.' and '-', starting with a letter or digit");
 		return KW_EINVAL;
 	}
 	rc = find_provider(req, txn, name, &p);

@@ -759,7 +759,8 @@ enum kw_err kw_litellm_owner_info(struct kw_req *, struct __db_txn *, char kind,
  * In txn, provider's network_config as Bifrost's NetworkConfig names it,
  * every field filled (owned object, *network_config): base_url (absent
  * when none is configured: the base type's own API), extra_headers
- * (absent when none; name -> value), default_request_timeout_in_seconds
+ * (absent when none; name -> value, unsealed: the caller wipes what may be
+ * a credential before it releases it), default_request_timeout_in_seconds
  * (30 by default), max_retries (0), retry_backoff_initial and
  * retry_backoff_max (milliseconds; 500 and 5000).  base_type (n bytes)
  * gets the API it speaks: a standard provider's own name, a custom one's
