@@ -307,6 +307,7 @@ def python_checks(srv, prov, keys, provider_secrets):
            "no client key or provider secret in the log")
 
     aliases(srv, prov, chat)
+    end_users(srv, keys, chat)
     unmetered(srv, keys, chat)
     failures(srv, prov, keys, chat)
     concurrency(srv, chat)
@@ -338,6 +339,21 @@ def aliases(srv, prov, chat):
     ids = [m["id"] for m in (r.json or {}).get("data", [])]
     tap.ok({"house-model", "team-model", "gpt-4o"} <= set(ids), "GET /v1/models lists the "
            "aliases", ids)
+
+
+def end_users(srv, keys, chat):
+    """The body's user is the end user (LiteLLM's customer): charged, and held to its budget."""
+    ok_status(srv.admin("POST", "/customer/new", body={"user_id": "relay-customer",
+                                                       "max_budget": 1.5 * COST}), 200, "customer")
+    valid = {"Authorization": "Bearer " + keys["KW_KEY_VALID"]}
+    statuses = [srv.request("POST", "/v1/chat/completions", headers=valid,
+                            body=dict(chat, user="relay-customer")) for _ in range(3)]
+    tap.ok([r.status for r in statuses] == [200, 200, 400] and "End User=relay-customer" in
+           statuses[2].body.decode(), "an end user over its budget is refused (LiteLLM's "
+           "_check_end_user_budget, over once spend passes max_budget)", statuses[2])
+    info = srv.admin("GET", "/customer/info?end_user_id=relay-customer").json or {}
+    tap.ok(abs(info.get("spend", -1) - 2 * COST) < 1e-12, "the end user is charged its calls",
+           info)
 
 
 def prices_file(prov):
