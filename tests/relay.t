@@ -13,7 +13,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 import tap  # noqa: E402
 from kwserver import Server, wait_for  # noqa: E402
-from provider import Provider  # noqa: E402
+from provider import Provider, configure  # noqa: E402
 from upstream import count_tokens  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -42,37 +42,6 @@ def ok_status(r, status, what):
     if r.status != status:
         tap.bail("%s: %r" % (what, r))
     return r.json
-
-
-def setup(srv, prov):
-    """The providers and their keys, as an operator stores them through the Bifrost face."""
-    secrets_used = {
-        "good": "sk-prov-good-" + secrets.token_hex(8),
-        "flaky-500": "sk-prov-500-" + secrets.token_hex(8),
-        "flaky-good": "sk-prov-good-" + secrets.token_hex(8),
-        "azure": "sk-prov-azure-" + secrets.token_hex(8),
-    }
-    for name in ("fakeai", "flaky"):
-        ok_status(srv.admin("POST", "/api/providers", body={
-            "provider": name, "custom_provider_config": {"base_provider_type": "openai"},
-            "network_config": {"base_url": prov.url,
-                               "extra_headers": {"x-relay-test": name}}}), 200, name)
-    ok_status(srv.admin("POST", "/api/providers/fakeai/keys", body={
-        "name": "good", "value": secrets_used["good"],
-        "models": ["gpt-4o", "gpt-4o-mini", "text-embedding-3-small", "gpt-3.5-turbo-instruct",
-                   "no-price-model", "dall-e-3"]}), 200, "fakeai key")
-    # the failing key nearly always comes first; the relay moves on to the good one
-    ok_status(srv.admin("POST", "/api/providers/flaky/keys", body={
-        "name": "fails", "value": secrets_used["flaky-500"], "models": ["gpt-4.1"],
-        "weight": 1000000}), 200, "flaky 500 key")
-    ok_status(srv.admin("POST", "/api/providers/flaky/keys", body={
-        "name": "answers", "value": secrets_used["flaky-good"], "models": ["gpt-4.1"],
-        "weight": 0.000001}), 200, "flaky good key")
-    ok_status(srv.admin("POST", "/api/providers/azure/keys", body={
-        "name": "azure", "value": secrets_used["azure"], "models": ["gpt-4.1-mini"],
-        "azure_key_config": {"endpoint": prov.url, "api_version": "2024-10-21",
-                             "deployments": {"gpt-4.1-mini": "gpt41mini-prod"}}}), 200, "azure key")
-    return secrets_used
 
 
 def generate(srv, body):
@@ -104,7 +73,7 @@ def main():
 
 
 def run(srv, prov):
-    provider_secrets = setup(srv, prov)
+    provider_secrets = configure(srv, prov)
     keys = {
         "KW_KEY_VALID": generate(srv, {"key_alias": "relay-valid"}),
         "KW_KEY_BUDGET": generate(srv, {"key_alias": "relay-budget", "max_budget": BUDGET}),
@@ -256,6 +225,10 @@ def python_checks(srv, prov, keys, provider_secrets):
            "Azure gets its deployment, api-version and the api-key header",
            az[-1] if az else None)
 
+    extra = {q["headers"].get("x-relay-test") for q in prov.seen("/v1/")
+             if q["headers"].get("authorization") == "Bearer " + provider_secrets["good"]}
+    tap.eq(extra, {"fakeai"}, "network_config.extra_headers reach the provider")
+
     # other headers the client presents its key in
     for header in ("x-api-key", "api-key", "x-litellm-api-key"):
         r = srv.request("POST", "/v1/chat/completions", headers={header: keys["KW_KEY_VALID"]},
@@ -365,7 +338,7 @@ def prices_file(prov):
     env = {"KEYWARDEN_CA_BUNDLE": prov.ca, "KEYWARDEN_RELAY_PRICES": path,
            "KEYWARDEN_RELAY_ALLOW_UNPRICED": "1"}
     with Server(workers=1, env=env) as srv:
-        setup(srv, prov)
+        configure(srv, prov)
         key = generate(srv, {"key_alias": "relay-prices"})
         auth = {"Authorization": "Bearer " + key}
         chat = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi there"}]}

@@ -281,3 +281,42 @@ class _Handler(BaseHTTPRequestHandler):
             pass
         with self.provider.lock:
             self.provider.finished.append(time.time())
+
+
+def configure(srv, prov):
+    """Stores, through keywarden's Bifrost face (srv: a kwserver.Server), the providers the
+    relay's tests call prov through: "fakeai" (gpt-4o, gpt-4o-mini, text-embedding-3-small,
+    gpt-3.5-turbo-instruct, dall-e-3 and the unpriced no-price-model), "flaky" (gpt-4.1: a key
+    that answers 500, weighted to come first, and one that answers) and an "azure" key
+    (gpt-4.1-mini, deployment gpt41mini-prod).  Returns their secrets by name."""
+    import secrets as random
+
+    def admin(path, body):
+        r = srv.admin("POST", path, body=body)
+        if r.status != 200:
+            raise RuntimeError("POST %s: %r" % (path, r))
+
+    secrets = {
+        "good": "sk-prov-good-" + random.token_hex(8),
+        "flaky-500": "sk-prov-500-" + random.token_hex(8),
+        "flaky-good": "sk-prov-good-" + random.token_hex(8),
+        "azure": "sk-prov-azure-" + random.token_hex(8),
+    }
+    for name in ("fakeai", "flaky"):
+        admin("/api/providers", {
+            "provider": name, "custom_provider_config": {"base_provider_type": "openai"},
+            "network_config": {"base_url": prov.url, "extra_headers": {"x-relay-test": name}}})
+    admin("/api/providers/fakeai/keys", {
+        "name": "good", "value": secrets["good"],
+        "models": ["gpt-4o", "gpt-4o-mini", "text-embedding-3-small", "gpt-3.5-turbo-instruct",
+                   "no-price-model", "dall-e-3"]})
+    # the failing key nearly always comes first; the relay moves on to the good one
+    admin("/api/providers/flaky/keys", {"name": "fails", "value": secrets["flaky-500"],
+                                        "models": ["gpt-4.1"], "weight": 1000000})
+    admin("/api/providers/flaky/keys", {"name": "answers", "value": secrets["flaky-good"],
+                                        "models": ["gpt-4.1"], "weight": 0.000001})
+    admin("/api/providers/azure/keys", {
+        "name": "azure", "value": secrets["azure"], "models": ["gpt-4.1-mini"],
+        "azure_key_config": {"endpoint": prov.url, "api_version": "2024-10-21",
+                             "deployments": {"gpt-4.1-mini": "gpt41mini-prod"}}})
+    return secrets
