@@ -1,5 +1,6 @@
 /* relay.c: OpenAI-compatible model calls relayed to a provider with libcurl, every limit checked before and every cost settled after. */
 #include <ctype.h>
+#include <stdarg.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -485,13 +486,21 @@ settle(struct relay *r, int answered)
 /* --- answering ---------------------------------------------------------- */
 
 /* An error in the OpenAI envelope, as the relay answers it itself. */
+static void answer_error(struct relay *, int status, enum kw_err, const char *param,
+    const char *type, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+
 static void
 answer_error(struct relay *r, int status, enum kw_err code, const char *param, const char *type,
-    const char *fmt, const char *what)
+    const char *fmt, ...)
 {
 	struct kw_error e;
+	char message[KW_MESSAGE_MAX];
+	va_list ap;
 
-	kw_error_set(&e, code, param, fmt, what);
+	va_start(ap, fmt);
+	vsnprintf(message, sizeof(message), fmt, ap);
+	va_end(ap);
+	kw_error_set(&e, code, param, "%s", message);
 	e.type = type;
 	kw_resp_json(r->resp, status, kw_face_error(KW_FACE_LITELLM, status, &e));
 }
@@ -912,17 +921,17 @@ answer_whole(struct relay *r)
 
 	if (r->too_large) {
 		answer_error(r, 502, KW_EINTERNAL, NULL, "upstream_error",
-		    "the provider's answer is larger than KEYWARDEN_RELAY_MAX_RESPONSE%s", "");
+		    "the provider's answer is larger than KEYWARDEN_RELAY_MAX_RESPONSE");
 		return;
 	}
 	if (holds_secret(r, r->buf ? r->buf : "", r->len)) {
 		/* never pass a provider secret on, even one the provider echoes */
 		answer_error(r, 502, KW_EINTERNAL, NULL, "upstream_error", "the provider's answer "
-		    "was withheld: it held the provider's credential%s", "");
+		    "was withheld: it held the provider's credential");
 		return;
 	}
 	if ((copy = kw_arena_strndup(r->req->arena, r->buf ? r->buf : "", r->len)) == NULL) {
-		answer_error(r, 502, KW_EINTERNAL, NULL, "upstream_error", "out of memory%s", "");
+		answer_error(r, 502, KW_EINTERNAL, NULL, "upstream_error", "out of memory");
 		return;
 	}
 	r->resp->status = (int)r->status;
@@ -1032,44 +1041,36 @@ backoff(const struct relay *r, unsigned nth)
  * until one answers or the provider's tries are spent: 1 +
  * network_config.max_retries when it sets some, else KEYWARDEN_RELAY_TRIES.
  */
-static void
+static enum kw_err
 call_provider(struct relay *r)
 {
 	unsigned tries = kw_config.relay_tries, done = 0, again = 0;
+	double retries;
 	const char *id;
-	int timed_out = 0, answered = 0;
-	enum kw_err rc;
+	int timed_out = 0, answered;
+	enum kw_err rc = KW_OK;
 	enum outcome out = TRY_FAILED;
 
 	while (done < tries) {
-		if ((rc = kw_store_txn(r->req->store, choose_body, r)) != KW_OK) {
-			if (rc == KW_ENOTFOUND && done == 0) {
-				kw_resp_json(r->resp, 404, kw_face_error(KW_FACE_LITELLM, 404,
-				    &r->req->err));
-			} else if (done == 0) {
-				answer_error(r, 503, rc, NULL, NULL, "the store is unavailable: %s",
-				    kw_err_name(rc));
-			}
+		if ((rc = kw_store_txn(r->req->store, choose_body, r)) != KW_OK)
 			break;
-		}
-		if (done == 0 && kw_json_num(r->up.network, "max_retries", 0) >= 1)
-			tries = 1 + (kw_json_num(r->up.network, "max_retries", 0) > 9 ? 9 :
-			    (unsigned)kw_json_num(r->up.network, "max_retries", 0));
+		retries = kw_json_num(r->up.network, "max_retries", 0);
+		if (done == 0 && retries >= 1)
+			tries = 1 + (retries > 9 ? 9 : (unsigned)retries);
 		id = kw_json_str(r->up.key, "id") ? kw_json_str(r->up.key, "id") : "";
 		if (kw_json_list_has(r->tried, id))
 			backoff(r, ++again);	/* every eligible key failed once: wait, then again */
 		else
 			json_object_array_add(r->tried, json_object_new_string(id));
 		done++;
-		if (build_url(r) != KW_OK) {
-			kw_resp_json(r->resp, 400, kw_face_error(KW_FACE_LITELLM, 400, &r->req->err));
+		if ((rc = build_url(r)) != KW_OK)
 			break;
-		}
-		out = try_once(r, &timed_out);
-		if (out != TRY_NEXT)
+		if ((out = try_once(r, &timed_out)) != TRY_NEXT)
 			break;
 	}
-	if (out == TRY_ANSWERED) {
+	if (rc == KW_ENOTFOUND && done > 0)
+		rc = KW_OK;	/* the keys tried went away meanwhile: what they answered stands */
+	if (rc == KW_OK && out == TRY_ANSWERED) {
 		answered = r->started || (r->status >= 200 && r->status < 300);
 		if (!r->started && answered)
 			usage_of_answer(r, r->buf ? r->buf : "", r->len);
@@ -1079,17 +1080,16 @@ call_provider(struct relay *r)
 			answer_whole(r);
 	} else {
 		settle(r, 0);
-		if (out == TRY_NEXT || (out == TRY_FAILED && done > 0 && r->resp->json == NULL &&
-		    r->resp->status == 0))
+		if (rc == KW_OK)
 			answer_error(r, timed_out ? 504 : 502, KW_EINTERNAL, NULL, "upstream_error",
-			    timed_out ? "the provider did not answer in time (%s tries)" :
-			    "no provider key could answer (%s tries)",
-			    done == 1 ? "1" : done == 2 ? "2" : "several");
+			    timed_out ? "the provider did not answer in time (%u tries)" :
+			    "no provider key could answer (%u tries)", done);
 	}
 	upstream_release(&r->up);
 	kw_crypto_wipe(r->secret, sizeof(r->secret));
 	free(r->buf);
 	r->buf = NULL;
+	return rc;	/* KW_ENOTFOUND (no key serves the model), KW_EINVAL (its URL), a store error */
 }
 
 /*
@@ -1171,7 +1171,7 @@ relay(struct kw_req *req, struct kw_resp *resp, enum relay_kind kind)
 		curl_ready = 1;
 	}
 	r.tried = json_object_new_array();
-	call_provider(&r);
+	rc = call_provider(&r);
 	json_object_put(r.tried);
 out:
 	json_object_put(plan.key);
