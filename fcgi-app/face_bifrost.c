@@ -1664,25 +1664,22 @@ proxy_aad(char *buf, size_t n, const char *provider, const char *field)
 
 /*
  * A request's proxy_config (in) as stored (*stored owned, each EnvVar
- * sealed or a reference) and as content for the hash (*content owned,
- * plain: wipe it), a mask sent back keeping old's (the stored
- * proxy_config) secret; both NULL when in is.
+ * sealed or a reference; NULL when in is), a mask sent back keeping old's
+ * (the stored proxy_config) secret.
  */
 static enum kw_err
 proxy_in(struct kw_req *req, const char *provider, json_object *in, json_object *old,
-    json_object **stored, json_object **content)
+    json_object **stored)
 {
 	const char *type = kw_json_str(in, "type");
 	char aad[512], path[64];
 	enum kw_err rc = KW_OK;
 
-	*stored = *content = NULL;
+	*stored = NULL;
 	if (in == NULL)
 		return KW_OK;
 	*stored = json_object_new_object();
-	*content = json_object_new_object();
 	json_object_object_add(*stored, "type", json_object_new_string(type ? type : "none"));
-	json_object_object_add(*content, "type", json_object_new_string(type ? type : "none"));
 	for (size_t i = 0; i < NPROXY_FIELDS && rc == KW_OK; i++) {
 		json_object *sealed, *plain;
 
@@ -1691,7 +1688,9 @@ proxy_in(struct kw_req *req, const char *provider, json_object *in, json_object 
 		rc = store_envvar(req, aad, path, json_object_object_get(in, proxy_fields[i].name),
 		    json_object_object_get(old, proxy_fields[i].name), &sealed, &plain);
 		set_or_drop(*stored, proxy_fields[i].name, sealed);
-		set_or_drop(*content, proxy_fields[i].name, plain);
+		if (plain != NULL)
+			wipe_strings(plain);
+		json_object_put(plain);
 	}
 	if (rc == KW_OK && strcmp(kw_json_str(*stored, "type"), "none") != 0 &&
 	    strcmp(kw_json_str(*stored, "type"), "environment") != 0 &&
@@ -1703,9 +1702,13 @@ proxy_in(struct kw_req *req, const char *provider, json_object *in, json_object 
 	return rc;
 }
 
-/* A stored proxy_config as answered (owned, or NULL): url and username in clear, secrets redacted. */
+/*
+ * A stored proxy_config as answered (*out owned, or NULL): url and
+ * username in clear, secrets redacted, or in clear too when clear (for
+ * the hash: wipe it).
+ */
 static enum kw_err
-proxy_view(const char *provider, json_object *stored, json_object **out)
+proxy_view(const char *provider, json_object *stored, int clear, json_object **out)
 {
 	char aad[512], shown[64], *plain;
 	enum kw_err rc = KW_OK;
@@ -1732,13 +1735,14 @@ proxy_view(const char *provider, json_object *stored, json_object **out)
 			redact(plain, shown, sizeof(shown));
 		v = json_object_new_object();
 		json_object_object_add(v, "value", json_object_new_string(plain == NULL ? "" :
-		    proxy_fields[i].secret ? shown : plain));
+		    proxy_fields[i].secret && !clear ? shown : plain));
 		json_object_object_add(v, "env_var", json_object_new_string(ref ? ref : ""));
 		json_object_object_add(v, "from_env", json_object_new_boolean(ref != NULL));
 		json_object_object_add(*out, proxy_fields[i].name, v);
 		free_secret(plain);
 	}
 	if (rc != KW_OK) {
+		wipe_strings(*out);
 		json_object_put(*out);
 		*out = NULL;
 	}
@@ -1848,10 +1852,11 @@ provider_in(struct kw_req *req, const char *name, json_object *body, json_object
 	    json_object_object_get(old, "custom_provider_config"), &custom, &legacy_url)))
 		goto out;
 	if (json_object_object_get_ex(body, "proxy_config", &sent))
-		rc = proxy_in(req, name, sent, json_object_object_get(old, "proxy_config"), &proxy,
-		    &proxy_plain);
-	else if ((proxy = kw_json_copy(json_object_object_get(old, "proxy_config"))) != NULL)
-		rc = proxy_view(name, proxy, &proxy_plain);	/* kept: hashed as it reads */
+		rc = proxy_in(req, name, sent, json_object_object_get(old, "proxy_config"), &proxy);
+	else
+		proxy = kw_json_copy(json_object_object_get(old, "proxy_config"));	/* kept */
+	if (rc == KW_OK)
+		rc = proxy_view(name, proxy, 1, &proxy_plain);
 	if (rc != KW_OK)
 		goto out;
 	if (legacy_url != NULL && legacy_url[0] != '\0' && kw_json_str(network, "base_url") == NULL) {
@@ -1959,7 +1964,8 @@ describe_provider(struct bifrost_op *op, DB_TXN *txn, const struct provider *p)
 		    "Provider not found: %s is not configured", p->name);
 		return KW_ENOTFOUND;
 	}
-	if ((rc = proxy_view(p->name, json_object_object_get(rec, "proxy_config"), &proxy)) != KW_OK)
+	if ((rc = proxy_view(p->name, json_object_object_get(rec, "proxy_config"), 0, &proxy)) !=
+	    KW_OK)
 		return rc;
 	if ((rc = network_view(p->name, rec, 0, &network)) != KW_OK) {
 		json_object_put(proxy);
@@ -2252,25 +2258,28 @@ by_weight(json_object *keys)
 }
 
 /*
- * The one key selection, for POST /api/providers/{provider}/keys/select
- * and the relay: among provider's enabled keys (every provider's when
- * NULL, and then only keys whose models list names model) that allow
- * model and do not blacklist it, one chosen by weight, passing over the
- * ids in tried (borrowed; NULL none) while another qualifies.  *key
- * (owned; release it with kw_provider_key_release) is the stored key with
- * its secrets resolved.  KW_ENOTFOUND naming model when no key qualifies.
+ * Among provider's enabled keys (every provider's when NULL, and then only
+ * keys whose models list names model) that allow model and do not
+ * blacklist it, one chosen by weight, passing over the ids in tried
+ * (borrowed; NULL none) while another qualifies.  *out (owned) is what a
+ * selection answers: {id, name, provider, value, weight, aliases and
+ * use_anthropic_endpoints when set, the configs it has}, secrets resolved.
  */
-enum kw_err
-kw_provider_key_select(struct kw_req *req, DB_TXN *txn, const char *provider, const char *model,
-    json_object *tried, json_object **key)
+static enum kw_err
+select_key(struct bifrost_op *op, DB_TXN *txn, const char *provider, const char *model,
+    json_object *tried, json_object **out)
 {
+	static const char *const shown[] = { "id", "name", "provider", "value", "weight" };
+	static const char *const when_set[] = { "aliases", "use_anthropic_endpoints" };
+	struct kw_req *req = op->req;
 	struct candidates c = { model, provider == NULL, tried, json_object_new_array(),
 		json_object_new_array() };
-	struct bifrost_op op = { .req = req, .visiting = &c };
+	json_object *resolved = NULL;
 	enum kw_err rc;
 
-	*key = NULL;
-	rc = each_key(&op, txn, provider, candidate_visit);
+	*out = NULL;
+	op->visiting = &c;
+	rc = each_key(op, txn, provider, candidate_visit);
 	if (rc == KW_OK && json_object_array_length(c.keys) == 0) {
 		if (provider != NULL)
 			kw_error_set(&req->err, KW_ENOTFOUND, "model",
@@ -2282,48 +2291,70 @@ kw_provider_key_select(struct kw_req *req, DB_TXN *txn, const char *provider, co
 	}
 	if (rc == KW_OK)
 		rc = map_envvars(by_weight(json_object_array_length(c.fresh) > 0 ? c.fresh : c.keys),
-		    resolve_envvar, key);
+		    resolve_envvar, &resolved);
+	if (rc == KW_OK) {
+		/* copies: what is resolved is wiped below, the answer is not */
+		*out = json_object_new_object();
+		for (size_t i = 0; i < sizeof(shown) / sizeof(shown[0]); i++)
+			json_object_object_add(*out, shown[i],
+			    kw_json_copy(json_object_object_get(resolved, shown[i])));
+		for (size_t i = 0; i < sizeof(when_set) / sizeof(when_set[0]); i++)
+			if (json_object_object_get(resolved, when_set[i]) != NULL)
+				json_object_object_add(*out, when_set[i],
+				    kw_json_copy(json_object_object_get(resolved, when_set[i])));
+		for (size_t i = 0; i < NCONFIGS; i++)
+			if (json_object_object_get(resolved, configs[i]) != NULL)
+				json_object_object_add(*out, configs[i],
+				    kw_json_copy(json_object_object_get(resolved, configs[i])));
+	}
+	if (resolved != NULL)
+		wipe_strings(resolved);
+	json_object_put(resolved);
 	json_object_put(c.keys);
 	json_object_put(c.fresh);
 	return rc;
 }
 
-/* Releases a key kw_provider_key_select resolved, its secrets wiped first. */
-void
-kw_provider_key_release(json_object *key)
-{
-	if (key != NULL)
-		wipe_strings(key);
-	json_object_put(key);
-}
-
 static enum kw_err
 select_body(struct bifrost_op *op, DB_TXN *txn, struct provider *p)
 {
-	static const char *const shown[] = { "id", "name", "provider", "value", "weight" };
-	json_object *resolved;
-	enum kw_err rc;
-
-	if ((rc = kw_provider_key_select(op->req, txn, p->name, kw_json_str(op->req->body, "model"),
-	    NULL, &resolved)) != KW_OK)
-		return rc;
-	/* copies: what is resolved is wiped below, the answer is not */
-	op->answer = json_object_new_object();
-	for (size_t i = 0; i < sizeof(shown) / sizeof(shown[0]); i++)
-		json_object_object_add(op->answer, shown[i],
-		    kw_json_copy(json_object_object_get(resolved, shown[i])));
-	for (size_t i = 0; i < NCONFIGS; i++)
-		if (json_object_object_get(resolved, configs[i]) != NULL)
-			json_object_object_add(op->answer, configs[i],
-			    kw_json_copy(json_object_object_get(resolved, configs[i])));
 	/*
 	 * A selection is a read: it writes no audit entry, which would let
 	 * every caller with select_provider_keys grow the audit table by one
 	 * row a request.  kw_op_provider_key_select counts and logs it once
 	 * the transaction is over.
 	 */
-	kw_provider_key_release(resolved);
-	return KW_OK;
+	return select_key(op, txn, p->name, kw_json_str(op->req->body, "model"), NULL,
+	    &op->answer);
+}
+
+/* The one selection, for the relay: select_key, a keyless provider answering no key. */
+enum kw_err
+kw_provider_key_select(struct kw_req *req, DB_TXN *txn, const char *provider, const char *model,
+    json_object *tried, json_object **key)
+{
+	struct bifrost_op op = { .req = req };
+	struct provider p;
+	enum kw_err rc;
+
+	*key = NULL;
+	if (provider != NULL) {
+		if ((rc = find_provider(req, txn, provider, &p)) != KW_OK)
+			return rc;
+		json_object_put(p.record);
+		if (p.keyless)
+			return KW_OK;	/* called without a credential */
+	}
+	return select_key(&op, txn, provider, model, tried, key);
+}
+
+/* Releases a key kw_provider_key_select answered, its secrets wiped first. */
+void
+kw_provider_key_release(json_object *key)
+{
+	if (key != NULL)
+		wipe_strings(key);
+	json_object_put(key);
 }
 
 /*

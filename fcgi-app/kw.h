@@ -770,6 +770,23 @@ enum kw_err kw_litellm_owner_info(struct kw_req *, struct __db_txn *, char kind,
  */
 enum kw_err kw_provider_network(struct kw_req *, struct __db_txn *, const char *provider,
     struct json_object **network_config, char *base_type, size_t n);
+/*
+ * In txn, the key of provider that POST /api/providers/{provider}/keys/select
+ * would choose for model (*key owned, secrets resolved in clear: release it
+ * with kw_provider_key_release, which wipes them): {id, name, provider,
+ * value, weight, aliases and use_anthropic_endpoints when set, the configs
+ * it has}.  The one selection: by weight among the enabled keys that allow
+ * model and do not blacklist it.  provider NULL: every provider's keys
+ * whose models list names model.  Keys whose ids tried (borrowed array;
+ * NULL none) holds are passed over while another qualifies (the relay's
+ * failover).  A keyless custom provider answers KW_OK with *key NULL (it
+ * is called without a credential).  KW_ENOTFOUND (req->err naming
+ * "provider", or "model" when no key qualifies); a store error else.  It
+ * counts and logs nothing: the caller does.
+ */
+enum kw_err kw_provider_key_select(struct kw_req *, struct __db_txn *, const char *provider,
+    const char *model, struct json_object *tried, struct json_object **key);
+void kw_provider_key_release(struct json_object *key);	/* wipes its secrets, then puts it */
 
 /* face_budget.c: what the customer operations share with the budget operations */
 int kw_budget_fields_in(struct json_object *body);	/* names a BudgetNewRequest field */
@@ -922,20 +939,6 @@ enum kw_err kw_authorize(struct kw_req *, struct kw_resp *);
 void kw_authz_refusal(struct kw_req *, struct kw_resp *, const struct kw_verdict *);
 /* The OpenAI-style x-ratelimit-* headers of the verdict's windows, on any answer. */
 void kw_authz_rate_headers(struct kw_req *, struct kw_resp *, const struct kw_verdict *);
-
-/* --- face_bifrost.c: the one provider key selection, shared with the relay --- */
-
-/*
- * Among provider's enabled keys (every provider's when NULL, and then only
- * keys whose models list names model) that allow model and do not
- * blacklist it, one chosen by weight, passing over the ids in tried
- * (borrowed array; NULL none) while another qualifies.  *key (owned;
- * kw_provider_key_release) holds its secrets resolved.  KW_ENOTFOUND
- * naming model when none qualifies.
- */
-enum kw_err kw_provider_key_select(struct kw_req *, struct __db_txn *, const char *provider,
-    const char *model, struct json_object *tried, struct json_object **key);
-void kw_provider_key_release(struct json_object *key);	/* wipes its secrets, then puts it */
 
 /* --- relay.c: OpenAI-compatible model calls relayed to the providers --- */
 

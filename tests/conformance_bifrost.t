@@ -137,6 +137,14 @@ def providers(m):
     r = m("PUT", "/api/providers/openai", dict(got))
     same(got, r.json, "updateProvider: the GET answer sent back is accepted and changes "
          "nothing (config_hash, the redacted password kept)")
+    r = m("PUT", "/api/providers/openai", {"network_config": got["network_config"],
+                                           "concurrency_and_buffer_size": {"concurrency": 4,
+                                                                           "buffer_size": 16},
+                                           "send_back_raw_request": True})
+    tap.ok(r.status == 200 and r.json.get("config_hash") == got.get("config_hash") and
+           r.json.get("proxy_config") == got.get("proxy_config"),
+           "applyProviderConfigUpdates: a PUT without proxy_config keeps it, and the hash",
+           [got.get("config_hash"), (r.json or {}).get("config_hash")])
     refused(m("PUT", "/api/providers/Bad%20Name", {"custom_provider_config":
                                                    {"base_provider_type": "openai"}}), 400,
             "provider", "updateProvider: a new custom provider's name as addProvider takes it")

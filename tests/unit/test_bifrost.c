@@ -1,4 +1,4 @@
-/* test_bifrost.c: kw_provider_network, what the relay reads of a provider, on records in a fresh environment. */
+/* test_bifrost.c: kw_provider_network and kw_provider_key_select, what the relay reads of a provider, on records in a fresh environment. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +31,7 @@ lookup_body(struct kw_store *st, DB_TXN *txn, void *baton)
 
 struct put {
 	const char *name, *json;
+	enum kw_db db;
 };
 
 static enum kw_err
@@ -38,10 +39,37 @@ put_body(struct kw_store *st, DB_TXN *txn, void *baton)
 {
 	struct put *p = baton;
 	json_object *rec = json_tokener_parse(p->json);
-	enum kw_err rc = kw_rec_put(st, txn, KW_DB_PROVIDERS, p->name, rec, 0);
+	enum kw_err rc = kw_rec_put(st, txn, p->db, p->name, rec, 0);
 
 	json_object_put(rec);
 	return rc;
+}
+
+struct selection {
+	struct kw_req req;
+	const char *provider, *model;
+	json_object *key;
+};
+
+static enum kw_err
+select_body(struct kw_store *st, DB_TXN *txn, void *baton)
+{
+	struct selection *s = baton;
+
+	(void)st;
+	json_object_put(s->key);
+	s->key = NULL;
+	return kw_provider_key_select(&s->req, txn, s->provider, s->model, NULL, &s->key);
+}
+
+static enum kw_err
+select_key(struct kw_store *st, struct selection *s, const char *provider, const char *model)
+{
+	memset(s, 0, sizeof(*s));
+	s->req.store = st;
+	s->provider = provider;
+	s->model = model;
+	return kw_store_txn(st, select_body, s);
 }
 
 /* provider's network_config as kw_provider_network answers it, in a transaction of its own. */
@@ -72,10 +100,19 @@ main(void)
 	char cmd[128];
 	struct put openai = { "openai", "{\"name\":\"openai\",\"network_config\":{\"base_url\":"
 	    "\"http://127.0.0.1:9/v1\",\"default_request_timeout_in_seconds\":45,\"max_retries\":2,"
-	    "\"retry_backoff_initial\":750,\"retry_backoff_max\":0}}" };
+	    "\"retry_backoff_initial\":750,\"retry_backoff_max\":0}}", KW_DB_PROVIDERS };
 	/* a custom provider as earlier versions stored it: its URL in custom_provider_config */
 	struct put legacy = { "lab-llm", "{\"name\":\"lab-llm\",\"custom_provider_config\":"
-	    "{\"base_provider_type\":\"anthropic\",\"base_url\":\"http://10.0.0.7:8000\"}}" };
+	    "{\"base_provider_type\":\"anthropic\",\"base_url\":\"http://10.0.0.7:8000\"}}",
+	    KW_DB_PROVIDERS };
+	struct put keyless = { "free-llm", "{\"name\":\"free-llm\",\"custom_provider_config\":"
+	    "{\"base_provider_type\":\"openai\",\"is_key_less\":true}}", KW_DB_PROVIDERS };
+	/* a key whose secret is a reference: selection reads it from the environment */
+	struct put key = { "openai|unit-key", "{\"id\":\"unit-key\",\"provider\":\"openai\","
+	    "\"name\":\"unit\",\"models\":[\"gpt-4o\"],\"blacklisted_models\":[],\"weight\":1,"
+	    "\"enabled\":true,\"aliases\":{\"gpt-4o\":\"gpt-4o-2024\"},\"models_form\":\"v1.5\","
+	    "\"value\":{\"env_var\":\"env.KW_UNIT_API_KEY\"}}", KW_DB_PROVIDER_KEYS };
+	struct selection sel;
 
 	kw_crypto_init();
 	kw_log_threshold = KW_LOG_ERROR;
@@ -112,6 +149,22 @@ main(void)
 	is_int(lookup(st, "no-such-provider", &l), KW_ENOTFOUND, "an unknown provider: KW_ENOTFOUND");
 	ok(l.network == NULL, "... and no network_config");
 	is_str(l.req->err.field, "provider", "... req->err names provider");
+
+	snprintf(kw_config.provider_env, sizeof(kw_config.provider_env), "%s",
+	    KW_PROVIDER_ENV_DEFAULT);
+	setenv("KW_UNIT_API_KEY", "sk-unit-from-the-environment", 1);
+	is_int(kw_store_txn(st, put_body, &key), KW_OK, "an openai key stored");
+	is_int(select_key(st, &sel, "openai", "gpt-4o"), KW_OK, "kw_provider_key_select: a key");
+	is_str(json_object_get_string(json_object_object_get(sel.key, "value")),
+	    "sk-unit-from-the-environment", "... its secret resolved");
+	is_str(json_object_get_string(json_object_object_get(json_object_object_get(sel.key,
+	    "aliases"), "gpt-4o")), "gpt-4o-2024", "... its aliases with it");
+	json_object_put(sel.key);
+	is_int(select_key(st, &sel, "openai", "o1"), KW_ENOTFOUND, "a model no key allows");
+	is_str(sel.req.err.field, "model", "... req->err names model");
+	is_int(kw_store_txn(st, put_body, &keyless), KW_OK, "a keyless custom provider");
+	is_int(select_key(st, &sel, "free-llm", "gpt-4o"), KW_OK, "a keyless provider: KW_OK");
+	ok(sel.key == NULL, "... and no key: it is called without a credential");
 
 	kw_store_close(st);
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
