@@ -178,7 +178,13 @@ kw_authz_refusal(struct kw_req *req, struct kw_resp *resp, const struct kw_verdi
 	int status = status_of(v->code);
 	struct kw_error e;
 
-	if (v->code == KW_V_MODEL_NOT_ALLOWED) {
+	if (v->code == KW_V_MODEL_NOT_ALLOWED && v->limit != NULL &&
+	    strcmp(v->limit, "modelPrivacy") == 0) {
+		/* a Venice key's modelPrivacy: Venice answers 403, the key being good */
+		status = 403;
+		kw_error_set(&e, KW_EFORBIDDEN, "model", "%s", v->message);
+		e.type = v->error_type;
+	} else if (v->code == KW_V_MODEL_NOT_ALLOWED) {
 		/* LiteLLM's ProxyException, word for word: its message, type and param */
 		kw_error_set(&e, KW_EAUTH, "model", "%s", v->message);
 		e.type = v->error_type;

@@ -1,6 +1,7 @@
 /* config.c: settings from the environment and DATA_DIR/keywarden.conf; the data directory's secrets. */
 #include <ctype.h>
 #include <errno.h>
+#include <fnmatch.h>
 #include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
@@ -46,7 +47,7 @@ static const char *const known[] = {
 	"KEYWARDEN_MIN_CLIENT_VERSION", "KEYWARDEN_METRICS_TOKEN", "KEYWARDEN_ANON_LEASE_SECS",
 	"KEYWARDEN_MAX_KEYS_PER_USER", "KEYWARDEN_INFO_MAX_KEYS", "KEYWARDEN_MAX_TEAM_MEMBERS",
 	"KEYWARDEN_DEFAULT_EXPECTED_COST", "KEYWARDEN_DEFAULT_EXPECTED_TOKENS",
-	"KEYWARDEN_PROVIDER_ENV",
+	"KEYWARDEN_PROVIDER_ENV", "KEYWARDEN_PRIVATE_MODELS", "KEYWARDEN_MEDIA_MODELS",
 	"KEYWARDEN_CA_BUNDLE", "KEYWARDEN_RELAY_PRICES", "KEYWARDEN_RELAY_ALLOW_UNPRICED",
 	"KEYWARDEN_RELAY_TRIES", "KEYWARDEN_RELAY_CONNECT_TIMEOUT", "KEYWARDEN_RELAY_TIMEOUT",
 	"KEYWARDEN_RELAY_MAX_RESPONSE", "KEYWARDEN_RELAY_EXPECTED_OUTPUT",
@@ -361,6 +362,51 @@ load_relay(char values[][256])
  * directory's keywarden.conf, and the environment.  data_dir_override, when
  * not NULL, replaces KEYWARDEN_DATA_DIR.  Errors are explained on stderr.
  */
+/*
+ * Copies v, a model table setting (NULL: unset), into out (n bytes):
+ * model names and shell wildcards, comma-separated; "none" empties it.
+ * KW_EINVAL, said on stderr, for anything else.
+ */
+static enum kw_err
+model_list(const char *name, const char *v, char *out, size_t n)
+{
+	if (v == NULL)
+		return KW_OK;
+	if (strcmp(v, "none") == 0) {
+		out[0] = '\0';
+		return KW_OK;
+	}
+	if (strlen(v) >= n || strspn(v, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+	    "0123456789._:/@-*?,") != strlen(v)) {
+		fprintf(stderr, "keywarden: %s must be model names or patterns (letters, digits, "
+		    "._:/@- and the wildcards * and ?), comma-separated, under %zu characters, or "
+		    "none\n", name, n);
+		return KW_EINVAL;
+	}
+	snprintf(out, n, "%s", v);
+	return KW_OK;
+}
+
+int
+kw_config_list_match(const char *list, const char *name)
+{
+	const char *p = list;
+
+	while (*p != '\0') {
+		size_t len = strcspn(p, ",");
+		char pattern[256];
+
+		if (len > 0 && len < sizeof(pattern)) {
+			memcpy(pattern, p, len);
+			pattern[len] = '\0';
+			if (fnmatch(pattern, name, 0) == 0)
+				return 1;
+		}
+		p += len + (p[len] == ',');
+	}
+	return 0;
+}
+
 enum kw_err
 kw_config_load(const char *data_dir_override)
 {
@@ -407,6 +453,9 @@ kw_config_load(const char *data_dir_override)
 	kw_config.log_level = KW_LOG_INFO;
 	snprintf(kw_config.provider_env, sizeof(kw_config.provider_env), "%s",
 	    KW_PROVIDER_ENV_DEFAULT);
+	snprintf(kw_config.private_models, sizeof(kw_config.private_models), "%s",
+	    KW_PRIVATE_MODELS_DEFAULT);
+	kw_config.media_models[0] = '\0';
 
 	if ((v = setting("KEYWARDEN_WORKERS", values, known, NKNOWN)) != NULL) {
 		if (parse_uint("KEYWARDEN_WORKERS", v, 1, 256, &n) != KW_OK)
@@ -509,6 +558,13 @@ kw_config_load(const char *data_dir_override)
 			return KW_EINVAL;
 		}
 		snprintf(kw_config.provider_env, sizeof(kw_config.provider_env), "%s", v);
+	}
+	if (model_list("KEYWARDEN_PRIVATE_MODELS", setting("KEYWARDEN_PRIVATE_MODELS", values,
+	    known, NKNOWN), kw_config.private_models, sizeof(kw_config.private_models)) != KW_OK ||
+	    model_list("KEYWARDEN_MEDIA_MODELS", setting("KEYWARDEN_MEDIA_MODELS", values, known,
+	    NKNOWN), kw_config.media_models, sizeof(kw_config.media_models)) != KW_OK) {
+		kw_crypto_wipe(values, sizeof(values));
+		return KW_EINVAL;
 	}
 	if ((rc = load_relay(values)) != KW_OK) {
 		kw_crypto_wipe(values, sizeof(values));

@@ -1,5 +1,6 @@
 /* face.c: each API dialect's error envelope and status mapping, one internal error rendered at the boundary; and the faces' one-transaction handler. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <db.h>
@@ -16,6 +17,18 @@
 int
 kw_http_status_for(enum kw_face face, enum kw_err err)
 {
+	/*
+	 * The provisioning API documents 400, 401, 403, 404, 409, 422, 426,
+	 * 429, 500, 502 and 504 alone: what has no status of its own there is
+	 * an invalid request (a body too large, not JSON, a method the path
+	 * does not take), or an internal error to retry (the store).
+	 */
+	if (face == KW_FACE_PROVISIONING) {
+		if (err == KW_ETOOLARGE || err == KW_EMEDIA || err == KW_EMETHOD)
+			return 400;
+		if (err == KW_EDEADLOCK || err == KW_EUNAVAIL || err == KW_ERUNRECOVERY)
+			return 500;
+	}
 	switch (err) {
 	case KW_OK:
 		return 200;
@@ -174,25 +187,84 @@ bifrost_error(int status, const struct kw_error *e)
 }
 
 /*
- * Venice: {"error": "...", "details": {"<field>": {"_errors": ["..."]}}},
- * details only when a field is named (zod's formatted error shape).
+ * Appends the steps of field ("consumptionLimit.usd", "models[2]"), without
+ * its place, to path: names as strings, indexes as numbers.
+ */
+static void
+field_path(const char *field, json_object *path)
+{
+	const char *p = field;
+
+	while (*p != '\0') {
+		size_t n = strcspn(p, ".[");
+
+		if (n > 0)
+			json_object_array_add(path, json_object_new_string_len(p, (int)n));
+		p += n;
+		if (*p == '[') {
+			json_object_array_add(path, json_object_new_int(atoi(p + 1)));
+			p += strcspn(p, "]");
+			if (*p == ']')
+				p++;
+		}
+		if (*p == '.')
+			p++;
+	}
+}
+
+/*
+ * Venice's DetailedError for a request that fails its schema, as zod's
+ * formatted error builds it: {"error": "Invalid request parameters",
+ * "details": {"_errors": [], "<name>": {"_errors": [], ...: {"_errors":
+ * [message]}}}, "issues": [{"code", "path", "message"}]}.
+ */
+static json_object *
+venice_detailed_error(const struct kw_error *e)
+{
+	json_object *root = json_object_new_object(), *details = json_object_new_object();
+	json_object *issues = json_object_new_array(), *issue = json_object_new_object();
+	json_object *path = json_object_new_array(), *node = details, *list;
+	const char *where;
+
+	field_path(e->field + field_place(e->field, &where), path);
+	json_object_object_add(details, "_errors", json_object_new_array());
+	for (size_t i = 0; i < json_object_array_length(path); i++) {
+		json_object *step = json_object_new_object();
+
+		json_object_object_add(step, "_errors", json_object_new_array());
+		json_object_object_add(node, json_object_get_string(json_object_array_get_idx(path,
+		    i)), step);
+		node = step;
+	}
+	json_object_object_get_ex(node, "_errors", &list);
+	json_object_array_add(list, json_object_new_string(message_of(e)));
+	json_object_object_add(issue, "code", json_object_new_string("custom"));
+	json_object_object_add(issue, "path", path);
+	json_object_object_add(issue, "message", json_object_new_string(message_of(e)));
+	json_object_array_add(issues, issue);
+	json_object_object_add(root, "error", json_object_new_string("Invalid request parameters"));
+	json_object_object_add(root, "details", details);
+	json_object_object_add(root, "issues", issues);
+	return root;
+}
+
+/*
+ * Venice: {"error": "..."} (its StandardError), or its DetailedError when
+ * a field of the body, query or path is at fault.
  */
 static json_object *
 venice_error(const struct kw_error *e)
 {
-	json_object *root = json_object_new_object();
+	json_object *root;
+	const char *where = "body";
 
+	if (e->field[0] != '\0')
+		(void)field_place(e->field, &where);
+	if ((e->code == KW_EVALID || e->code == KW_EINVAL) && e->field[0] != '\0' &&
+	    strcmp(where, "header") != 0 && strcmp(e->field, "Content-Length") != 0)
+		return venice_detailed_error(e);
+	root = json_object_new_object();
 	json_object_object_add(root, "error", json_object_new_string(message_of(e)));
-	if (e->field[0] != '\0') {
-		json_object *details = json_object_new_object(), *f = json_object_new_object();
-		json_object *list = json_object_new_array();
-		const char *where;
-
-		json_object_array_add(list, json_object_new_string(message_of(e)));
-		json_object_object_add(f, "_errors", list);
-		json_object_object_add(details, e->field + field_place(e->field, &where), f);
-		json_object_object_add(root, "details", details);
-	}
 	return root;
 }
 
@@ -202,9 +274,12 @@ provisioning_error(int status, const struct kw_error *e)
 {
 	json_object *root = json_object_new_object();
 
+	/* its documented 401: {"code": 401, "detail": ..., "type": "authentication_error"} */
+	const char *type = e->code == KW_EAUTH ? "authentication_error" : error_type(e->code);
+
 	json_object_object_add(root, "code", json_object_new_int(status));
 	json_object_object_add(root, "detail", json_object_new_string(message_of(e)));
-	json_object_object_add(root, "type", json_object_new_string(error_type(e->code)));
+	json_object_object_add(root, "type", json_object_new_string(type));
 	if (e->field[0] != '\0') {
 		json_object *errors = json_object_new_array(), *item = json_object_new_object();
 		json_object *loc = json_object_new_array();
@@ -257,18 +332,25 @@ op_txn(struct kw_store *st, DB_TXN *txn, void *baton)
 }
 
 enum kw_err
-kw_face_op(struct kw_req *req, struct kw_resp *resp, enum kw_op_caller who, kw_op_body body,
-    const char *id)
+kw_face_op(struct kw_req *req, struct kw_resp *resp, const struct kw_op_def *def)
 {
-	struct kw_op op = { .req = req, .id = id, .body = body };
+	struct kw_op op = { .req = req, .body = def->body };
+	char uuid[37];
 	enum kw_err rc;
 
-	if (who == KW_OP_ADMIN)
+	if (def->who == KW_OP_ADMIN)
 		rc = kw_auth_admin(req);
-	else if ((rc = kw_auth_caller(req)) == KW_OK && who == KW_OP_WRITER)
+	else if (def->who == KW_OP_ADMIN_VIEW)
+		rc = kw_auth_admin_view(req, def->refusal);
+	else if ((rc = kw_auth_caller(req)) == KW_OK && def->who == KW_OP_WRITER)
 		rc = kw_auth_can_write(req);
 	if (rc != KW_OK)
 		return rc;
+	if (def->id_field != NULL)
+		op.id = kw_json_str(strcmp(req->method, "GET") == 0 ? req->query : req->body,
+		    def->id_field);
+	if (def->new_id)
+		op.id = kw_id_or_new(op.id, uuid);
 	return kw_answer_respond(resp, &op.answer, kw_store_txn(req->store, op_txn, &op));
 }
 
@@ -278,16 +360,16 @@ kw_face_op(struct kw_req *req, struct kw_resp *resp, enum kw_op_caller who, kw_o
  * organization): 400 without user_id or user_email, 403 for a caller who
  * stands nowhere toward the membership, 404 naming the field for a user
  * who is no member, 403 for a field the caller's standing does not reach
- * (policy.c), then the body's role and budget_field (null or absent: as
- * they are).  *user_id (request-owned) is the member's.
+ * (policy.c), 400 naming budget_id for one that names no budget, then
+ * the body's role and limits (null or absent: as they are).  *user_id
+ * (request-owned) is the member's.
  */
 enum kw_err
 kw_face_member_update(struct kw_req *req, DB_TXN *txn, enum kw_members_table t, const char *id,
-    json_object *rec, json_object *org, const char *budget_field, const char **user_id)
+    json_object *rec, json_object *org, const char **user_id)
 {
 	const char *named = kw_json_str(req->body, "user_id");
 	const char *email = kw_json_str(req->body, "user_email");
-	json_object *budget = NULL;
 	enum kw_standing standing;
 	enum kw_err rc;
 
@@ -310,9 +392,8 @@ kw_face_member_update(struct kw_req *req, DB_TXN *txn, enum kw_members_table t, 
 		return KW_ENOTFOUND;
 	}
 	if ((rc = kw_policy_check(req, KW_POLICY_MEMBER, standing,
-	    kw_members_entry(t, rec, *user_id), req->body)) != KW_OK)
+	    kw_members_entry(t, rec, *user_id), req->body)) != KW_OK ||
+	    (rc = kw_budget_named(req, txn, req->body)) != KW_OK)
 		return rc;
-	json_object_object_get_ex(req->body, budget_field, &budget);
-	return kw_members_change(req, txn, t, id, rec, *user_id, kw_json_str(req->body, "role"),
-	    budget);
+	return kw_members_change(req, txn, t, id, rec, *user_id, req->body);
 }

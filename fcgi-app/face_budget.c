@@ -18,13 +18,6 @@ static const char *const budget_fields[] = {
 	"model_max_budget", "budget_duration", "budget_reset_at",
 };
 
-/* One operation's transaction: its answer, rebuilt on every attempt. */
-struct budget_op {
-	struct kw_req *req;
-	const char *budget_id;	/* borrowed */
-	json_object *answer;	/* owned */
-};
-
 /* Who made or changed a record, as LiteLLM writes it: the caller's user, else the admin's name. */
 static const char *
 changed_by(struct kw_req *req)
@@ -101,6 +94,21 @@ kw_budget_create(struct kw_req *req, DB_TXN *txn, const char *id, json_object *s
 	return rc;
 }
 
+enum kw_err
+kw_budget_named(struct kw_req *req, DB_TXN *txn, json_object *body)
+{
+	const char *id = kw_json_str(body, "budget_id");
+	json_object *b = NULL;
+	enum kw_err rc = id != NULL ? kw_rec_get(req->store, txn, KW_DB_BUDGETS, id, 0, &b) : KW_OK;
+
+	json_object_put(b);
+	if (rc == KW_ENOTFOUND) {
+		kw_error_set(&req->err, KW_EINVAL, "budget_id", "no budget has this budget_id");
+		return KW_EINVAL;
+	}
+	return rc;
+}
+
 /* Changes budget id by settings (borrowed), with its audit entry; 404 naming field when it is gone. */
 enum kw_err
 kw_budget_change(struct kw_req *req, DB_TXN *txn, const char *id, json_object *settings,
@@ -128,13 +136,9 @@ kw_budget_change(struct kw_req *req, DB_TXN *txn, const char *id, json_object *s
 
 /* /budget/new's transaction. */
 static enum kw_err
-budget_new_body(struct kw_store *st, DB_TXN *txn, void *baton)
+budget_new_body(struct kw_req *req, DB_TXN *txn, struct kw_op *op)
 {
-	struct budget_op *op = baton;
-
-	(void)st;
-	kw_answer_reset(&op->answer);
-	return kw_budget_create(op->req, txn, op->budget_id, op->req->body, &op->answer);
+	return kw_budget_create(req, txn, op->id, req->body, &op->answer);
 }
 
 /*
@@ -142,29 +146,18 @@ budget_new_body(struct kw_store *st, DB_TXN *txn, void *baton)
  * budget_id is a new UUID when absent; a taken one is 400.  The answer is
  * the record.
  */
-enum kw_err
-kw_op_budget_new(struct kw_req *req, struct kw_resp *resp)
-{
-	struct budget_op op = { .req = req };
-	char uuid[37];
-	enum kw_err rc;
+KW_FACE_OP(kw_op_budget_new, .who = KW_OP_ADMIN, .body = budget_new_body,
+    .id_field = "budget_id", .new_id = 1)
 
-	if ((rc = kw_auth_admin(req)) != KW_OK)
-		return rc;
-	op.budget_id = kw_id_or_new(kw_json_str(req->body, "budget_id"), uuid);
-	return kw_answer_respond(resp, &op.answer, kw_store_txn(req->store, budget_new_body, &op));
-}
-
-/* /budget/update's transaction. */
+/* /budget/update's transaction: 400 without budget_id, else the change. */
 static enum kw_err
-budget_update_body(struct kw_store *st, DB_TXN *txn, void *baton)
+budget_update_body(struct kw_req *req, DB_TXN *txn, struct kw_op *op)
 {
-	struct budget_op *op = baton;
-
-	(void)st;
-	kw_answer_reset(&op->answer);
-	return kw_budget_change(op->req, txn, op->budget_id, op->req->body, "budget_id",
-	    &op->answer);
+	if (op->id == NULL) {
+		kw_error_set(&req->err, KW_EINVAL, "budget_id", "budget_id is required");
+		return KW_EINVAL;
+	}
+	return kw_budget_change(req, txn, op->id, req->body, "budget_id", &op->answer);
 }
 
 /*
@@ -172,39 +165,22 @@ budget_update_body(struct kw_store *st, DB_TXN *txn, void *baton)
  * proxy admins only.  400 without budget_id, 404 for one that names no
  * budget.  The answer is the record.
  */
-enum kw_err
-kw_op_budget_update(struct kw_req *req, struct kw_resp *resp)
-{
-	struct budget_op op = { .req = req, .budget_id = kw_json_str(req->body, "budget_id") };
-	enum kw_err rc;
-
-	if ((rc = kw_auth_admin(req)) != KW_OK)
-		return rc;
-	if (op.budget_id == NULL) {
-		kw_error_set(&req->err, KW_EINVAL, "budget_id", "budget_id is required");
-		return KW_EINVAL;
-	}
-	return kw_answer_respond(resp, &op.answer, kw_store_txn(req->store, budget_update_body,
-	    &op));
-}
+KW_FACE_OP(kw_op_budget_update, .who = KW_OP_ADMIN, .body = budget_update_body,
+    .id_field = "budget_id")
 
 /* /budget/delete's transaction: 404, else the record as it was. */
 static enum kw_err
-budget_delete_body(struct kw_store *st, DB_TXN *txn, void *baton)
+budget_delete_body(struct kw_req *req, DB_TXN *txn, struct kw_op *op)
 {
-	struct budget_op *op = baton;
-	struct kw_req *req = op->req;
 	json_object *rec;
-	enum kw_err rc;
+	enum kw_err rc = kw_rec_get(req->store, txn, KW_DB_BUDGETS, op->id, KW_RMW, &rec);
 
-	kw_answer_reset(&op->answer);
-	rc = kw_rec_get(st, txn, KW_DB_BUDGETS, op->budget_id, KW_RMW, &rec);
 	if (rc == KW_ENOTFOUND)
 		kw_error_set(&req->err, KW_ENOTFOUND, "id", "no budget has this id");
 	if (rc != KW_OK)
 		return rc;
-	if ((rc = kw_rec_del(st, txn, KW_DB_BUDGETS, op->budget_id)) == KW_OK &&
-	    (rc = kw_audit_record(req, txn, "deleted", KW_TABLE_BUDGETS, op->budget_id, rec,
+	if ((rc = kw_rec_del(req->store, txn, KW_DB_BUDGETS, op->id)) == KW_OK &&
+	    (rc = kw_audit_record(req, txn, "deleted", KW_TABLE_BUDGETS, op->id, rec,
 	    NULL)) == KW_OK) {
 		op->answer = rec;
 		rec = NULL;
@@ -218,75 +194,58 @@ budget_delete_body(struct kw_store *st, DB_TXN *txn, void *baton)
  * only; the answer is the deleted record.  Keys and end users that named
  * it are held to no budget from then on.
  */
-enum kw_err
-kw_op_budget_delete(struct kw_req *req, struct kw_resp *resp)
-{
-	struct budget_op op = { .req = req, .budget_id = kw_json_str(req->body, "id") };
-	enum kw_err rc;
-
-	if ((rc = kw_auth_admin(req)) != KW_OK)
-		return rc;
-	return kw_answer_respond(resp, &op.answer, kw_store_txn(req->store, budget_delete_body,
-	    &op));
-}
-
-/* Gathers budgets: every one, or those named by a list. */
-struct budget_listing {
-	json_object *names;	/* borrowed: the budgets list; NULL for all */
-	json_object *budgets;	/* owned answer */
-};
+KW_FACE_OP(kw_op_budget_delete, .who = KW_OP_ADMIN, .body = budget_delete_body, .id_field = "id")
 
 static int
 list_one(const char *id, json_object *rec, void *baton)
 {
-	struct budget_listing *l = baton;
-
 	(void)id;
-	json_object_array_add(l->budgets, json_object_get(rec));
+	json_object_array_add(baton, json_object_get(rec));
 	return 0;
 }
 
+/*
+ * Into op->answer, the budgets names (an array of ids, borrowed; NULL:
+ * every one) names, in the order named, each once, unknown ones left out
+ * (LiteLLM's find_many(budget_id in [...])).
+ */
 static enum kw_err
-budget_list_body(struct kw_store *st, DB_TXN *txn, void *baton)
+list_budgets(struct kw_req *req, DB_TXN *txn, struct kw_op *op, json_object *names)
 {
-	struct budget_listing *l = baton;
 	enum kw_err rc = KW_OK;
 
-	json_object_put(l->budgets);
-	l->budgets = json_object_new_array();
-	if (l->names == NULL)
-		return kw_rec_each(st, txn, KW_DB_BUDGETS, list_one, l);
-	for (size_t i = 0; rc == KW_OK && i < json_object_array_length(l->names); i++) {
-		const char *id = json_object_get_string(json_object_array_get_idx(l->names, i));
+	op->answer = json_object_new_array();
+	if (names == NULL)
+		return kw_rec_each(req->store, txn, KW_DB_BUDGETS, list_one, op->answer);
+	for (size_t i = 0; rc == KW_OK && i < json_object_array_length(names); i++) {
+		const char *id = json_object_get_string(json_object_array_get_idx(names, i));
 		json_object *rec;
 
-		/* find_many(budget_id in [...]): each budget once, unknown ones left out */
 		for (size_t j = 0; j < i; j++)
-			if (strcmp(id, json_object_get_string(json_object_array_get_idx(l->names,
-			    j))) == 0)
+			if (strcmp(id, json_object_get_string(json_object_array_get_idx(names, j))) == 0)
 				id = NULL;
 		if (id == NULL)
 			continue;
-		if ((rc = kw_rec_get(st, txn, KW_DB_BUDGETS, id, 0, &rec)) == KW_OK)
-			json_object_array_add(l->budgets, rec);
+		if ((rc = kw_rec_get(req->store, txn, KW_DB_BUDGETS, id, 0, &rec)) == KW_OK)
+			json_object_array_add(op->answer, rec);
 		else if (rc == KW_ENOTFOUND)
 			rc = KW_OK;
 	}
 	return rc;
 }
 
-/* Runs a listing and answers its array. */
+/* /budget/info's transaction: 400 for no budgets, else those named. */
 static enum kw_err
-answer_listing(struct kw_req *req, struct kw_resp *resp, struct budget_listing *l)
+budget_info_body(struct kw_req *req, DB_TXN *txn, struct kw_op *op)
 {
-	enum kw_err rc = kw_store_txn(req->store, budget_list_body, l);
+	json_object *names = json_object_object_get(req->body, "budgets");
 
-	if (rc != KW_OK) {
-		json_object_put(l->budgets);
-		return rc;
+	if (names == NULL || json_object_array_length(names) == 0) {
+		kw_error_set(&req->err, KW_EINVAL, "budgets",
+		    "Specify list of budget id's to query. Passed in=[]");
+		return KW_EINVAL;
 	}
-	kw_resp_json(resp, 200, l->budgets);
-	return KW_OK;
+	return list_budgets(req, txn, op, names);
 }
 
 /*
@@ -294,53 +253,22 @@ answer_listing(struct kw_req *req, struct kw_resp *resp, struct budget_listing *
  * budgets named, in the order named; unknown ids are left out.  An empty
  * list is 400.  Proxy admins and admin viewers.
  */
-enum kw_err
-kw_op_budget_info(struct kw_req *req, struct kw_resp *resp)
-{
-	struct budget_listing l = { .names = json_object_object_get(req->body, "budgets") };
-	enum kw_err rc;
+KW_FACE_OP(kw_op_budget_info, .who = KW_OP_ADMIN_VIEW, .body = budget_info_body,
+    .refusal = NOT_ADMIN_VIEW)
 
-	if ((rc = kw_auth_admin_view(req, NOT_ADMIN_VIEW)) != KW_OK)
-		return rc;
-	if (l.names == NULL || json_object_array_length(l.names) == 0) {
-		kw_error_set(&req->err, KW_EINVAL, "budgets",
-		    "Specify list of budget id's to query. Passed in=[]");
-		return KW_EINVAL;
-	}
-	return answer_listing(req, resp, &l);
+static enum kw_err
+budget_list_body(struct kw_req *req, DB_TXN *txn, struct kw_op *op)
+{
+	return list_budgets(req, txn, op, NULL);
 }
 
 /* GET /budget/list: every budget, in budget_id order (LiteLLM's list_budget); admins and viewers. */
-enum kw_err
-kw_op_budget_list(struct kw_req *req, struct kw_resp *resp)
-{
-	struct budget_listing l = { 0 };
-	enum kw_err rc;
+KW_FACE_OP(kw_op_budget_list, .who = KW_OP_ADMIN_VIEW, .body = budget_list_body,
+    .refusal = NOT_ADMIN_VIEW)
 
-	if ((rc = kw_auth_admin_view(req, NOT_ADMIN_VIEW)) != KW_OK)
-		return rc;
-	return answer_listing(req, resp, &l);
-}
-
-/* /budget/settings's transaction: the record, or none. */
+/* /budget/settings's transaction: the settings of budget op->id, null when no budget has it. */
 static enum kw_err
-budget_get_body(struct kw_store *st, DB_TXN *txn, void *baton)
-{
-	struct budget_op *op = baton;
-	enum kw_err rc;
-
-	kw_answer_reset(&op->answer);
-	rc = kw_rec_get(st, txn, KW_DB_BUDGETS, op->budget_id, 0, &op->answer);
-	return rc == KW_ENOTFOUND ? KW_OK : rc;
-}
-
-/*
- * GET /budget/settings?budget_id=: LiteLLM's budget_settings, for the
- * admin UI: one ConfigList entry per setting a budget stores, with its
- * value (null when unset or when no budget has the id).
- */
-enum kw_err
-kw_op_budget_settings(struct kw_req *req, struct kw_resp *resp)
+budget_settings_body(struct kw_req *req, DB_TXN *txn, struct kw_op *op)
 {
 	static const struct {
 		const char *name, *type, *description;
@@ -358,31 +286,33 @@ kw_op_budget_settings(struct kw_req *req, struct kw_resp *resp)
 		    "{'max_budget': '0.0000001', 'budget_duration': '1d', 'tpm_limit': 1000, "
 		    "'rpm_limit': 1000}})" },
 	};
-	struct budget_op op = { .req = req, .budget_id = kw_json_str(req->query, "budget_id") };
-	json_object *list;
-	enum kw_err rc;
+	json_object *rec = NULL;
+	enum kw_err rc = kw_rec_get(req->store, txn, KW_DB_BUDGETS, op->id, 0, &rec);
 
-	if ((rc = kw_auth_admin_view(req, NOT_ADMIN_VIEW)) != KW_OK)
+	if (rc != KW_OK && rc != KW_ENOTFOUND)
 		return rc;
-	if ((rc = kw_store_txn(req->store, budget_get_body, &op)) != KW_OK) {
-		json_object_put(op.answer);
-		return rc;
-	}
-	list = json_object_new_array();
+	op->answer = json_object_new_array();
 	for (size_t i = 0; i < sizeof(settings) / sizeof(settings[0]); i++) {
 		json_object *e = json_object_new_object();
 
 		json_object_object_add(e, "field_name", json_object_new_string(settings[i].name));
 		json_object_object_add(e, "field_type", json_object_new_string(settings[i].type));
 		json_object_object_add(e, "field_value",
-		    json_object_get(json_object_object_get(op.answer, settings[i].name)));
+		    json_object_get(json_object_object_get(rec, settings[i].name)));
 		json_object_object_add(e, "field_description",
 		    json_object_new_string(settings[i].description));
 		json_object_object_add(e, "field_default_value", NULL);
 		json_object_object_add(e, "stored_in_db", json_object_new_boolean(1));
-		json_object_array_add(list, e);
+		json_object_array_add(op->answer, e);
 	}
-	json_object_put(op.answer);
-	kw_resp_json(resp, 200, list);
+	json_object_put(rec);
 	return KW_OK;
 }
+
+/*
+ * GET /budget/settings?budget_id=: LiteLLM's budget_settings, for the
+ * admin UI: one ConfigList entry per setting a budget stores, with its
+ * value (null when unset or when no budget has the id).
+ */
+KW_FACE_OP(kw_op_budget_settings, .who = KW_OP_ADMIN_VIEW, .body = budget_settings_body,
+    .id_field = "budget_id", .refusal = NOT_ADMIN_VIEW)

@@ -16,11 +16,6 @@ static const char *const end_user_fields[] = {
 	"alias", "blocked", "allowed_model_region", "default_model", "metadata", "spend",
 };
 
-struct customer_op {
-	struct kw_req *req;
-	json_object *answer;	/* owned */
-};
-
 /*
  * The end user as LiteLLM answers it (owned): the record with its budget
  * joined as litellm_budget_table (null when it has none); without nulls
@@ -69,34 +64,17 @@ get_customer(struct kw_req *req, DB_TXN *txn, const char *id, const char *field,
 	return rc;
 }
 
-/* 400 naming budget_id unless it names a budget. */
-static enum kw_err
-budget_exists(struct kw_req *req, DB_TXN *txn, const char *budget_id)
-{
-	json_object *b;
-	enum kw_err rc = kw_rec_get(req->store, txn, KW_DB_BUDGETS, budget_id, 0, &b);
-
-	json_object_put(b);
-	if (rc == KW_ENOTFOUND) {
-		kw_error_set(&req->err, KW_EINVAL, "budget_id", "no budget has this budget_id");
-		return KW_EINVAL;
-	}
-	return rc;
-}
-
 /* /customer/new's transaction. */
 static enum kw_err
-customer_new_body(struct kw_store *st, DB_TXN *txn, void *baton)
+customer_new_body(struct kw_req *req, DB_TXN *txn, struct kw_op *op)
 {
-	struct customer_op *op = baton;
-	struct kw_req *req = op->req;
+	struct kw_store *st = req->store;
 	const char *id = kw_json_str(req->body, "user_id");
 	const char *budget_id = kw_json_str(req->body, "budget_id");
 	json_object *rec, *v;
 	char uuid[37];
 	enum kw_err rc;
 
-	kw_answer_reset(&op->answer);
 	rec = kw_limits_end_user_new(id);
 	for (size_t i = 0; i < sizeof(end_user_fields) / sizeof(end_user_fields[0]); i++)
 		if (json_object_object_get_ex(req->body, end_user_fields[i], &v) && v != NULL)
@@ -107,7 +85,7 @@ customer_new_body(struct kw_store *st, DB_TXN *txn, void *baton)
 		rc = kw_budget_create(req, txn, uuid, req->body, NULL);
 		budget_id = uuid;
 	} else {
-		rc = budget_id != NULL ? budget_exists(req, txn, budget_id) : KW_OK;
+		rc = kw_budget_named(req, txn, req->body);
 	}
 	if (rc == KW_OK && budget_id != NULL)
 		json_object_object_add(rec, "budget_id", json_object_new_string(budget_id));
@@ -127,17 +105,7 @@ customer_new_body(struct kw_store *st, DB_TXN *txn, void *baton)
  * only.  max_budget and the other budget fields make it a budget of its
  * own; else budget_id links one that exists.  A taken user_id is 400.
  */
-enum kw_err
-kw_op_customer_new(struct kw_req *req, struct kw_resp *resp)
-{
-	struct customer_op op = { .req = req };
-	enum kw_err rc;
-
-	if ((rc = kw_auth_admin(req)) != KW_OK)
-		return rc;
-	return kw_answer_respond(resp, &op.answer, kw_store_txn(req->store, customer_new_body,
-	    &op));
-}
+KW_FACE_OP(kw_op_customer_new, .who = KW_OP_ADMIN, .body = customer_new_body)
 
 /* A value /customer/update takes: not null, [], {} or 0 (LiteLLM's non_default_values). */
 static int
@@ -156,16 +124,14 @@ non_default(json_object *v)
 
 /* /customer/update's transaction. */
 static enum kw_err
-customer_update_body(struct kw_store *st, DB_TXN *txn, void *baton)
+customer_update_body(struct kw_req *req, DB_TXN *txn, struct kw_op *op)
 {
-	struct customer_op *op = baton;
-	struct kw_req *req = op->req;
+	struct kw_store *st = req->store;
 	const char *id = kw_json_str(req->body, "user_id"), *budget_id;
 	json_object *rec, *before, *v, *settings;
 	char uuid[37];
 	enum kw_err rc;
 
-	kw_answer_reset(&op->answer);
 	if ((rc = get_customer(req, txn, id, "user_id", &rec)) != KW_OK)
 		return rc;
 	before = kw_json_copy(rec);
@@ -177,8 +143,8 @@ customer_update_body(struct kw_store *st, DB_TXN *txn, void *baton)
 	for (size_t i = 0; i < sizeof(end_user_fields) / sizeof(end_user_fields[0]); i++)
 		if (json_object_object_get_ex(settings, end_user_fields[i], &v))
 			json_object_object_add(rec, end_user_fields[i], kw_json_copy(v));
-	if ((budget_id = kw_json_str(settings, "budget_id")) != NULL &&
-	    (rc = budget_exists(req, txn, budget_id)) == KW_OK)
+	if ((rc = kw_budget_named(req, txn, settings)) == KW_OK &&
+	    (budget_id = kw_json_str(settings, "budget_id")) != NULL)
 		json_object_object_add(rec, "budget_id", json_object_new_string(budget_id));
 	/* budget fields change the end user's budget, or make it one */
 	if (rc == KW_OK && kw_budget_fields_in(settings)) {
@@ -199,17 +165,7 @@ customer_update_body(struct kw_store *st, DB_TXN *txn, void *baton)
 }
 
 /* POST /customer/update: LiteLLM's update_end_user, proxy admins only; 404 for an unknown user_id. */
-enum kw_err
-kw_op_customer_update(struct kw_req *req, struct kw_resp *resp)
-{
-	struct customer_op op = { .req = req };
-	enum kw_err rc;
-
-	if ((rc = kw_auth_admin(req)) != KW_OK)
-		return rc;
-	return kw_answer_respond(resp, &op.answer, kw_store_txn(req->store, customer_update_body,
-	    &op));
-}
+KW_FACE_OP(kw_op_customer_update, .who = KW_OP_ADMIN, .body = customer_update_body)
 
 /* Python's repr of a list of strings, as LiteLLM's messages quote user_ids. */
 static void
@@ -230,17 +186,15 @@ ids_repr(json_object *ids, const char *sep, int quoted, char *buf, size_t n)
 
 /* /customer/delete's transaction: 404 naming every unknown id, else all of them go. */
 static enum kw_err
-customer_delete_body(struct kw_store *st, DB_TXN *txn, void *baton)
+customer_delete_body(struct kw_req *req, DB_TXN *txn, struct kw_op *op)
 {
-	struct customer_op *op = baton;
-	struct kw_req *req = op->req;
+	struct kw_store *st = req->store;
 	json_object *ids = json_object_object_get(req->body, "user_ids");
 	json_object *missing = json_object_new_array(), *rec;
 	char list[KW_MESSAGE_MAX], message[KW_MESSAGE_MAX + 64];
 	int64_t deleted = 0;
 	enum kw_err rc = KW_OK;
 
-	kw_answer_reset(&op->answer);
 	for (size_t i = 0; rc == KW_OK && i < json_object_array_length(ids); i++) {
 		const char *id = json_object_get_string(json_object_array_get_idx(ids, i));
 
@@ -277,40 +231,23 @@ customer_delete_body(struct kw_store *st, DB_TXN *txn, void *baton)
 }
 
 /* POST /customer/delete: {"user_ids"} (LiteLLM's delete_end_user), proxy admins only, all or none. */
-enum kw_err
-kw_op_customer_delete(struct kw_req *req, struct kw_resp *resp)
-{
-	struct customer_op op = { .req = req };
-	enum kw_err rc;
+KW_FACE_OP(kw_op_customer_delete, .who = KW_OP_ADMIN, .body = customer_delete_body)
 
-	if ((rc = kw_auth_admin(req)) != KW_OK)
-		return rc;
-	return kw_answer_respond(resp, &op.answer, kw_store_txn(req->store, customer_delete_body,
-	    &op));
-}
-
-/* Blocks (1) or unblocks (0) the end users of a BlockUsers request. */
-struct blocking {
-	struct customer_op op;
-	int blocked;
-};
-
+/* Blocks (1) or unblocks (0) the end users of a BlockUsers request; answer: {"blocked_users"}. */
 static enum kw_err
-customer_block_body(struct kw_store *st, DB_TXN *txn, void *baton)
+set_blocked(struct kw_req *req, DB_TXN *txn, struct kw_op *op, int blocked)
 {
-	struct blocking *b = baton;
-	struct kw_req *req = b->op.req;
+	struct kw_store *st = req->store;
 	json_object *ids = json_object_object_get(req->body, "user_ids"), *list, *rec, *before;
 	enum kw_err rc = KW_OK;
 
-	kw_answer_reset(&b->op.answer);
 	list = json_object_new_array();
 	for (size_t i = 0; rc == KW_OK && i < json_object_array_length(ids); i++) {
 		const char *id = json_object_get_string(json_object_array_get_idx(ids, i));
 
 		before = NULL;
 		rc = kw_rec_get(st, txn, KW_DB_END_USERS, id, KW_RMW, &rec);
-		if (rc == KW_ENOTFOUND && !b->blocked) {
+		if (rc == KW_ENOTFOUND && !blocked) {
 			rc = KW_OK;	/* nothing to unblock */
 			continue;
 		}
@@ -320,19 +257,31 @@ customer_block_body(struct kw_store *st, DB_TXN *txn, void *baton)
 			before = kw_json_copy(rec);
 		else
 			break;
-		json_object_object_add(rec, "blocked", json_object_new_boolean(b->blocked));
+		json_object_object_add(rec, "blocked", json_object_new_boolean(blocked));
 		rc = kw_rec_put(st, txn, KW_DB_END_USERS, id, rec, 0);
 		if (rc == KW_OK)
 			rc = kw_audit_record(req, txn, before == NULL ? "created" :
-			    b->blocked ? "blocked" : "unblocked", KW_TABLE_END_USERS, id, before, rec);
+			    blocked ? "blocked" : "unblocked", KW_TABLE_END_USERS, id, before, rec);
 		if (rc == KW_OK)
 			json_object_array_add(list, json_object_get(rec));
 		json_object_put(before);
 		json_object_put(rec);
 	}
-	b->op.answer = json_object_new_object();
-	json_object_object_add(b->op.answer, "blocked_users", list);
+	op->answer = json_object_new_object();
+	json_object_object_add(op->answer, "blocked_users", list);
 	return rc;
+}
+
+static enum kw_err
+customer_block_body(struct kw_req *req, DB_TXN *txn, struct kw_op *op)
+{
+	return set_blocked(req, txn, op, 1);
+}
+
+static enum kw_err
+customer_unblock_body(struct kw_req *req, DB_TXN *txn, struct kw_op *op)
+{
+	return set_blocked(req, txn, op, 0);
 }
 
 /*
@@ -341,17 +290,7 @@ customer_block_body(struct kw_store *st, DB_TXN *txn, void *baton)
  * (END_USER_BLOCKED) by /key/verify and the authorizer from the next on.
  * The answer is {"blocked_users": [records]}.  Proxy admins only.
  */
-enum kw_err
-kw_op_customer_block(struct kw_req *req, struct kw_resp *resp)
-{
-	struct blocking b = { .op = { .req = req }, .blocked = 1 };
-	enum kw_err rc;
-
-	if ((rc = kw_auth_admin(req)) != KW_OK)
-		return rc;
-	return kw_answer_respond(resp, &b.op.answer, kw_store_txn(req->store,
-	    customer_block_body, &b));
-}
+KW_FACE_OP(kw_op_customer_block, .who = KW_OP_ADMIN, .body = customer_block_body)
 
 /*
  * POST /customer/unblock: the end users named are let through again
@@ -359,29 +298,17 @@ kw_op_customer_block(struct kw_req *req, struct kw_resp *resp)
  * record's blocked flag).  Unknown ones are left out.  The answer is
  * {"blocked_users": [records]}, as they are now.
  */
-enum kw_err
-kw_op_customer_unblock(struct kw_req *req, struct kw_resp *resp)
-{
-	struct blocking b = { .op = { .req = req }, .blocked = 0 };
-	enum kw_err rc;
-
-	if ((rc = kw_auth_admin(req)) != KW_OK)
-		return rc;
-	return kw_answer_respond(resp, &b.op.answer, kw_store_txn(req->store,
-	    customer_block_body, &b));
-}
+KW_FACE_OP(kw_op_customer_unblock, .who = KW_OP_ADMIN, .body = customer_unblock_body)
 
 /* /customer/info's transaction. */
 static enum kw_err
-customer_info_body(struct kw_store *st, DB_TXN *txn, void *baton)
+customer_info_body(struct kw_req *req, DB_TXN *txn, struct kw_op *op)
 {
-	struct customer_op *op = baton;
-	struct kw_req *req = op->req;
+	struct kw_store *st = req->store;
 	const char *id = kw_json_str(req->query, "end_user_id");
 	json_object *rec;
 	enum kw_err rc;
 
-	kw_answer_reset(&op->answer);
 	rc = kw_rec_get(st, txn, KW_DB_END_USERS, id, 0, &rec);
 	if (rc == KW_ENOTFOUND)
 		kw_error_set(&req->err, KW_ENOTFOUND, "end_user_id",
@@ -394,23 +321,14 @@ customer_info_body(struct kw_store *st, DB_TXN *txn, void *baton)
 }
 
 /* GET /customer/info?end_user_id=: LiteLLM's end_user_info; 404 for an unknown id. */
-enum kw_err
-kw_op_customer_info(struct kw_req *req, struct kw_resp *resp)
-{
-	struct customer_op op = { .req = req };
-	enum kw_err rc;
-
-	if ((rc = kw_auth_admin_view(req, NOT_ADMIN_VIEW)) != KW_OK)
-		return rc;
-	return kw_answer_respond(resp, &op.answer, kw_store_txn(req->store, customer_info_body,
-	    &op));
-}
+KW_FACE_OP(kw_op_customer_info, .who = KW_OP_ADMIN_VIEW, .body = customer_info_body,
+    .refusal = NOT_ADMIN_VIEW)
 
 struct customer_listing {
 	struct kw_req *req;
 	DB_TXN *txn;
 	enum kw_err rc;
-	json_object *list;	/* owned */
+	json_object *list;	/* borrowed: the answer */
 };
 
 static int
@@ -426,33 +344,18 @@ list_one(const char *id, json_object *rec, void *baton)
 	return 0;
 }
 
+/* /customer/list's transaction: every end user, as customer_view shows them. */
 static enum kw_err
-customer_list_body(struct kw_store *st, DB_TXN *txn, void *baton)
+customer_list_body(struct kw_req *req, DB_TXN *txn, struct kw_op *op)
 {
-	struct customer_listing *l = baton;
+	struct customer_listing l = { .req = req, .txn = txn, .list = json_object_new_array() };
 	enum kw_err rc;
 
-	json_object_put(l->list);
-	l->list = json_object_new_array();
-	l->txn = txn;
-	l->rc = KW_OK;
-	rc = kw_rec_each(st, txn, KW_DB_END_USERS, list_one, l);
-	return rc != KW_OK ? rc : l->rc;
+	op->answer = l.list;
+	rc = kw_rec_each(req->store, txn, KW_DB_END_USERS, list_one, &l);
+	return rc != KW_OK ? rc : l.rc;
 }
 
 /* GET /customer/list: every end user (LiteLLM's list_end_user): proxy admins and admin viewers. */
-enum kw_err
-kw_op_customer_list(struct kw_req *req, struct kw_resp *resp)
-{
-	struct customer_listing l = { .req = req };
-	enum kw_err rc;
-
-	if ((rc = kw_auth_admin_view(req, NOT_ADMIN_VIEW)) != KW_OK)
-		return rc;
-	if ((rc = kw_store_txn(req->store, customer_list_body, &l)) != KW_OK) {
-		json_object_put(l.list);
-		return rc;
-	}
-	kw_resp_json(resp, 200, l.list);
-	return KW_OK;
-}
+KW_FACE_OP(kw_op_customer_list, .who = KW_OP_ADMIN_VIEW, .body = customer_list_body,
+    .refusal = NOT_ADMIN_VIEW)

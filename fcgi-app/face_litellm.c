@@ -406,6 +406,7 @@ kw_litellm_key_create(struct kw_req *req, DB_TXN *txn, json_object *settings,
 	if ((rc = check_alias(req, rec, NULL)) == KW_OK &&
 	    (rc = check_metadata(req, rec)) == KW_OK &&
 	    (rc = check_team_bounds(req, txn, rec)) == KW_OK &&
+	    (rc = kw_members_org_known(req, txn, kw_json_str(rec, "organization_id"))) == KW_OK &&
 	    (rc = check_room(req, txn, rec)) == KW_OK &&
 	    (rc = kw_keys_put(req->store, txn, NULL, rec, &req->err)) == KW_OK &&
 	    (rc = kw_audit_record(req, txn, "created", KW_TABLE_KEYS, token, NULL, rec)) == KW_OK) {
@@ -428,29 +429,6 @@ struct key_op {
 	json_object *answer;	/* owned */
 };
 
-/*
- * The key's user, as LiteLLM does: a user_id with no user record yet gets
- * one (role internal_user), so /user/info and the role rules know it.
- */
-static enum kw_err
-ensure_user(struct kw_req *req, DB_TXN *txn, const char *user_id)
-{
-	json_object *user;
-	enum kw_err rc;
-
-	if (user_id == NULL)
-		return KW_OK;
-	rc = kw_rec_get(req->store, txn, KW_DB_USERS, user_id, 0, &user);
-	json_object_put(user);
-	if (rc != KW_ENOTFOUND)
-		return rc;
-	user = kw_members_user_new(req, user_id, NULL);
-	if ((rc = kw_rec_put(req->store, txn, KW_DB_USERS, user_id, user, 1)) == KW_OK)
-		rc = kw_audit_record(req, txn, "created", KW_TABLE_USERS, user_id, NULL, user);
-	json_object_put(user);
-	return rc;
-}
-
 static enum kw_err
 generate_body(struct kw_store *st, DB_TXN *txn, void *baton)
 {
@@ -459,9 +437,13 @@ generate_body(struct kw_store *st, DB_TXN *txn, void *baton)
 
 	(void)st;
 	kw_answer_reset(&op->answer);
+	/*
+	 * A user_id with no user record makes none: generate_key_fn calls
+	 * generate_key_helper_fn with table_name "key", which does not
+	 * auto-create users, so such a key has no role (test_key_gen_bad_key).
+	 */
 	if ((rc = check_settings(op->req, txn, NULL, op->body)) != KW_OK ||
-	    (rc = check_ownership(op->req, txn, op->body, NULL)) != KW_OK ||
-	    (rc = ensure_user(op->req, txn, kw_json_str(op->body, "user_id"))) != KW_OK)
+	    (rc = check_ownership(op->req, txn, op->body, NULL)) != KW_OK)
 		return rc;
 	return kw_litellm_key_create(op->req, txn, op->body, &op->answer);
 }

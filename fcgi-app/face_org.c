@@ -83,14 +83,8 @@ org_new_body(struct kw_req *req, DB_TXN *txn, struct kw_op *op)
  * members.  organization_id is a new UUID when absent or null; one that
  * exists is 400 naming it.  The answer is the record.
  */
-enum kw_err
-kw_op_organization_new(struct kw_req *req, struct kw_resp *resp)
-{
-	char uuid[37];
-
-	return kw_face_op(req, resp, KW_OP_ADMIN, org_new_body,
-	    kw_id_or_new(kw_json_str(req->body, "organization_id"), uuid));
-}
+KW_FACE_OP(kw_op_organization_new, .who = KW_OP_ADMIN, .body = org_new_body,
+    .id_field = "organization_id", .new_id = 1)
 
 /* /organization/info's transaction: 404, then 403, then the record. */
 static enum kw_err
@@ -110,12 +104,8 @@ org_info_body(struct kw_req *req, DB_TXN *txn, struct kw_op *op)
  * GET /organization/info: an organization.  404 before 403: proxy
  * admins, admin viewers and the organization's members may see it.
  */
-enum kw_err
-kw_op_organization_info(struct kw_req *req, struct kw_resp *resp)
-{
-	return kw_face_op(req, resp, KW_OP_READER, org_info_body,
-	    kw_json_str(req->query, "organization_id"));
-}
+KW_FACE_OP(kw_op_organization_info, .who = KW_OP_READER, .body = org_info_body,
+    .id_field = "organization_id")
 
 /* /organization/member_add's transaction: 404, 403, then each member; answer: the record. */
 static enum kw_err
@@ -146,12 +136,8 @@ member_add_body(struct kw_req *req, DB_TXN *txn, struct kw_op *op)
  * unless role is given), all or none; unknown users are created.  The
  * answer is the organization.
  */
-enum kw_err
-kw_op_organization_member_add(struct kw_req *req, struct kw_resp *resp)
-{
-	return kw_face_op(req, resp, KW_OP_WRITER, member_add_body,
-	    kw_json_str(req->body, "organization_id"));
-}
+KW_FACE_OP(kw_op_organization_member_add, .who = KW_OP_WRITER, .body = member_add_body,
+    .id_field = "organization_id")
 
 /* Appends token to the array baton. */
 static int
@@ -227,12 +213,8 @@ member_delete_body(struct kw_req *req, DB_TXN *txn, struct kw_op *op)
  * it names this one, and the keys provisioned for them in it stop working
  * at once.  The answer is the organization.
  */
-enum kw_err
-kw_op_organization_member_delete(struct kw_req *req, struct kw_resp *resp)
-{
-	return kw_face_op(req, resp, KW_OP_WRITER, member_delete_body,
-	    kw_json_str(req->body, "organization_id"));
-}
+KW_FACE_OP(kw_op_organization_member_delete, .who = KW_OP_WRITER, .body = member_delete_body,
+    .id_field = "organization_id")
 
 /*
  * DELETE /organization/member_delete: LiteLLM's method for
@@ -264,11 +246,11 @@ member_update_body(struct kw_req *req, DB_TXN *txn, struct kw_op *op)
 		return rc;
 	op->answer = org;	/* kw_face_op drops it on an error */
 	if ((rc = kw_face_member_update(req, txn, KW_MEMBERS_ORGS, op->id, org, NULL,
-	    "max_budget_in_organization", &user_id)) != KW_OK)
+	    &user_id)) != KW_OK)
 		return rc;
-	op->answer = kw_members_membership(KW_MEMBERS_ORGS, org, user_id, 0);
+	rc = kw_members_membership(req, txn, KW_MEMBERS_ORGS, org, user_id, &op->answer);
 	json_object_put(org);
-	return KW_OK;
+	return rc;
 }
 
 /*
@@ -276,11 +258,24 @@ member_update_body(struct kw_req *req, DB_TXN *txn, struct kw_op *op)
  * org_admins change another member's role and max_budget_in_organization
  * (organization_endpoints.py organization_member_update).
  */
-enum kw_err
-kw_op_organization_member_update(struct kw_req *req, struct kw_resp *resp)
+KW_FACE_OP(kw_op_organization_member_update, .who = KW_OP_WRITER, .body = member_update_body,
+    .id_field = "organization_id")
+
+/* What goes with an organization being deleted: its teams (with their keys and memberships) and its keys. */
+static enum kw_err
+org_drop(struct kw_req *req, DB_TXN *txn, const char *org_id, json_object *org, int64_t *keys)
 {
-	return kw_face_op(req, resp, KW_OP_WRITER, member_update_body,
-	    kw_json_str(req->body, "organization_id"));
+	json_object *ids = NULL, *teams = NULL;
+	enum kw_err rc = kw_members_ids_where(req, txn, KW_MEMBERS_TEAMS, "organization_id", org_id,
+	    &ids);
+
+	(void)org;
+	if (rc == KW_OK)
+		rc = kw_members_delete_all(req, txn, KW_MEMBERS_TEAMS, ids, "organization_id",
+		    kw_team_drop, keys, &teams);
+	json_object_put(teams);
+	json_object_put(ids);
+	return rc != KW_OK ? rc : kw_keys_delete_owned(req, txn, 'o', org_id, NULL, keys);
 }
 
 /*
@@ -292,39 +287,14 @@ kw_op_organization_member_update(struct kw_req *req, struct kw_resp *resp)
 static enum kw_err
 org_delete_body(struct kw_req *req, DB_TXN *txn, struct kw_op *op)
 {
-	json_object *ids = json_object_object_get(req->body, "organization_ids"), *orgs, *read;
 	int64_t keys = 0;
-	enum kw_err rc;
+	enum kw_err rc = kw_members_delete_all(req, txn, KW_MEMBERS_ORGS,
+	    json_object_object_get(req->body, "organization_ids"), "organization_ids", org_drop,
+	    &keys, &op->answer);
 
-	rc = kw_members_get_all(req, txn, KW_MEMBERS_ORGS, ids, "organization_ids", &orgs, &read);
-	json_object_put(read);
-	for (size_t i = 0; rc == KW_OK && i < json_object_array_length(orgs); i++) {
-		json_object *org = json_object_array_get_idx(orgs, i), *teams = NULL;
-		const char *org_id = kw_json_str(org, "organization_id");
-
-		rc = kw_members_ids_where(req, txn, KW_MEMBERS_TEAMS, "organization_id", org_id, &teams);
-		for (size_t j = 0; rc == KW_OK && j < json_object_array_length(teams); j++) {
-			const char *team_id = json_object_get_string(json_object_array_get_idx(teams, j));
-			json_object *team;
-
-			if ((rc = kw_rec_get(req->store, txn, KW_DB_TEAMS, team_id, KW_RMW,
-			    &team)) != KW_OK)
-				break;
-			if ((rc = kw_keys_delete_owned(req, txn, 't', team_id, NULL, &keys)) == KW_OK)
-				rc = kw_members_delete(req, txn, KW_MEMBERS_TEAMS, team_id, team);
-			json_object_put(team);
-		}
-		json_object_put(teams);
-		if (rc == KW_OK && (rc = kw_keys_delete_owned(req, txn, 'o', org_id, NULL, &keys)) ==
-		    KW_OK && (rc = kw_members_delete(req, txn, KW_MEMBERS_ORGS, org_id, org)) == KW_OK)
-			with_budget_table(org);
-	}
-	if (rc != KW_OK) {
-		json_object_put(orgs);
-		return rc;
-	}
-	op->answer = orgs;
-	return KW_OK;
+	for (size_t i = 0; rc == KW_OK && i < json_object_array_length(op->answer); i++)
+		with_budget_table(json_object_array_get_idx(op->answer, i));
+	return rc;
 }
 
 /*
@@ -332,11 +302,7 @@ org_delete_body(struct kw_req *req, DB_TXN *txn, struct kw_op *op)
  * teams and every key of both, in one transaction
  * (organization_endpoints.py delete_organization).
  */
-enum kw_err
-kw_op_organization_delete(struct kw_req *req, struct kw_resp *resp)
-{
-	return kw_face_op(req, resp, KW_OP_ADMIN, org_delete_body, NULL);
-}
+KW_FACE_OP(kw_op_organization_delete, .who = KW_OP_ADMIN, .body = org_delete_body)
 
 /*
  * GET /organization/list: proxy admins and admin viewers see every

@@ -32,38 +32,85 @@ compare_versions(const unsigned long a[KW_VERSION_PARTS], const unsigned long b[
 }
 
 /*
- * KW_OK when no minimum client version is configured or X-Client-Version
- * is at least it; KW_EUPGRADE (426) when the header is missing, not
- * dotted numbers, or lower.
+ * The version the client says it is: X-Client-Version when it sends one,
+ * else the version of its User-Agent's first product ("dn/1.4.2 (linux)"
+ * is 1.4.2), which is what the real client sends; copied into buf (n
+ * bytes) when it comes from there.  *from is the header, for the error's
+ * loc.  NULL when neither header says.
+ */
+static const char *
+client_version(struct kw_req *req, char *buf, size_t n, const char **from)
+{
+	const char *v = kw_req_header(req, "HTTP_X_CLIENT_VERSION");
+	const char *ua = kw_req_header(req, "HTTP_USER_AGENT"), *slash;
+	size_t len;
+
+	if (v != NULL && *v != '\0') {
+		*from = "header.X-Client-Version";
+		return v;
+	}
+	*from = "header.User-Agent";
+	if (ua == NULL || (slash = strchr(ua, '/')) == NULL ||
+	    (size_t)(slash - ua) > strcspn(ua, " \t"))
+		return NULL;	/* no product/version before the first space */
+	len = strcspn(slash + 1, " \t(");
+	if (len == 0 || len >= n)
+		return NULL;
+	memcpy(buf, slash + 1, len);
+	buf[len] = '\0';
+	return buf;
+}
+
+/*
+ * KW_OK when no minimum client version is configured or the client's
+ * version (client_version) is at least it; KW_EUPGRADE (426) when it
+ * says none, one that is not dotted numbers, or a lower one.
  */
 static enum kw_err
 check_client_version(struct kw_req *req)
 {
 	unsigned long have[KW_VERSION_PARTS], need[KW_VERSION_PARTS];
-	const char *v = kw_req_header(req, "HTTP_X_CLIENT_VERSION");
+	char buf[65];
+	const char *from, *v = client_version(req, buf, sizeof(buf), &from);
 
 	if (kw_config.min_client_version[0] == '\0')
 		return KW_OK;
 	(void)kw_version_parse(kw_config.min_client_version, need);	/* checked at start */
-	if (v == NULL || *v == '\0') {
-		kw_error_set(&req->err, KW_EUPGRADE, "header.X-Client-Version",
-		    "send X-Client-Version: this service needs version %s or later",
-		    kw_config.min_client_version);
+	if (v == NULL) {
+		kw_error_set(&req->err, KW_EUPGRADE, from,
+		    "send User-Agent: <client>/<version> (or X-Client-Version): this service "
+		    "needs version %s or later", kw_config.min_client_version);
 		return KW_EUPGRADE;
 	}
 	if (strlen(v) > 64 || !kw_version_parse(v, have)) {
-		kw_error_set(&req->err, KW_EUPGRADE, "header.X-Client-Version",
-		    "X-Client-Version must be dotted numbers; this service needs %s or later",
+		kw_error_set(&req->err, KW_EUPGRADE, from,
+		    "the client version must be dotted numbers; this service needs %s or later",
 		    kw_config.min_client_version);
 		return KW_EUPGRADE;
 	}
 	if (compare_versions(have, need) < 0) {
-		kw_error_set(&req->err, KW_EUPGRADE, "header.X-Client-Version",
+		kw_error_set(&req->err, KW_EUPGRADE, from,
 		    "client version %s is too old: upgrade to %s or later", v,
 		    kw_config.min_client_version);
 		return KW_EUPGRADE;
 	}
 	return KW_OK;
+}
+
+/*
+ * The relay's OpenAI base URL (owned): KEYWARDEN_PUBLIC_URL and "/v1",
+ * so that {base_url}/chat/completions is a relayed call with the key.
+ */
+static json_object *
+base_url(void)
+{
+	char url[sizeof(kw_config.public_url) + 4];
+	size_t n = strlen(kw_config.public_url);
+
+	while (n > 0 && kw_config.public_url[n - 1] == '/')
+		n--;
+	snprintf(url, sizeof(url), "%.*s/v1", (int)n, kw_config.public_url);
+	return json_object_new_string(url);
 }
 
 /*
@@ -318,8 +365,7 @@ provision_body(struct kw_store *st, DB_TXN *txn, void *baton)
 		kw_time_format(expires, at);
 		op->answer = json_object_new_object();
 		json_object_object_add(op->answer, "api_key", json_object_new_string(secret));
-		json_object_object_add(op->answer, "base_url",
-		    json_object_new_string(kw_config.public_url));
+		json_object_object_add(op->answer, "base_url", base_url());
 		json_object_object_add(op->answer, "expires_at", json_object_new_string(at));
 	} else if (rc == KW_ECONFLICT) {
 		/* the alias was freed above and the token is new: the store disagrees */
@@ -338,7 +384,8 @@ done:
  * caller, a member of org (proxy admins and the master key: any org),
  * named by the body's client_id.  401 without a credential; 429 past
  * KEYWARDEN_PROVISION_RPM attempts this minute, failed ones counted too;
- * 426 for an X-Client-Version below KEYWARDEN_MIN_CLIENT_VERSION, then
+ * 426 for a client version (User-Agent, X-Client-Version) below
+ * KEYWARDEN_MIN_CLIENT_VERSION, then
  * 404, 403 and 409 as provision_body says.  The answer {api_key, base_url,
  * expires_at} is the one place the key exists in plaintext.
  */

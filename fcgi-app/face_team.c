@@ -16,42 +16,6 @@ static const char *const team_settings[] = {
 	"model_aliases", "metadata",
 };
 
-/* The value a setting sent as null takes (owned); NULL when null is its value. */
-static json_object *
-team_default(const char *field)
-{
-	if (strcmp(field, "models") == 0)
-		return json_object_new_array();
-	if (strcmp(field, "blocked") == 0)
-		return json_object_new_boolean(0);
-	if (strcmp(field, "metadata") == 0)
-		return json_object_new_object();
-	return NULL;
-}
-
-/*
- * Copies the team settings present in body (borrowed) into rec; null
- * becomes the field's default.  budget_duration recomputes budget_reset_at
- * from now.
- */
-static void
-apply_team_settings(struct kw_req *req, json_object *rec, json_object *body)
-{
-	const char *d;
-
-	for (size_t i = 0; i < sizeof(team_settings) / sizeof(team_settings[0]); i++) {
-		json_object *v;
-
-		if (json_object_object_get_ex(body, team_settings[i], &v))
-			json_object_object_add(rec, team_settings[i],
-			    v != NULL ? json_object_get(v) : team_default(team_settings[i]));
-	}
-	if (kw_json_has(body, "budget_duration")) {
-		d = kw_json_str(body, "budget_duration");
-		kw_json_set_time(rec, "budget_reset_at", d != NULL ? kw_time_budget_reset(d, req->now) : 0);
-	}
-}
-
 /* A new team record (owned) with every field at its default: no members, no restriction, spend 0. */
 static json_object *
 team_record_new(struct kw_req *req, const char *team_id)
@@ -132,10 +96,12 @@ team_new_body(struct kw_req *req, DB_TXN *txn, struct kw_op *op)
 	size_t added;
 	enum kw_err rc;
 
-	if ((rc = kw_members_absent(req, txn, KW_MEMBERS_TEAMS, op->id)) != KW_OK)
+	if ((rc = kw_members_absent(req, txn, KW_MEMBERS_TEAMS, op->id)) != KW_OK ||
+	    (rc = kw_members_org_known(req, txn, kw_json_str(req->body, "organization_id"))) != KW_OK)
 		return rc;
 	op->answer = team = team_record_new(req, op->id);	/* kw_face_op drops it on an error */
-	apply_team_settings(req, team, req->body);
+	kw_members_apply(req, team, req->body, team_settings,
+	    sizeof(team_settings) / sizeof(team_settings[0]), NULL);
 	rc = kw_members_add_each(req, txn, KW_MEMBERS_TEAMS, team,
 	    json_object_object_get(req->body, "members_with_roles"), "members_with_roles", NULL, NULL,
 	    &added);
@@ -156,13 +122,8 @@ team_new_body(struct kw_req *req, DB_TXN *txn, struct kw_op *op)
  * absent; each member's user gets the team in its teams, and users that
  * do not exist yet are created.
  */
-enum kw_err
-kw_op_team_new(struct kw_req *req, struct kw_resp *resp)
-{
-	char uuid[37];
-	return kw_face_op(req, resp, KW_OP_ADMIN, team_new_body,
-	    kw_id_or_new(kw_json_str(req->body, "team_id"), uuid));
-}
+KW_FACE_OP(kw_op_team_new, .who = KW_OP_ADMIN, .body = team_new_body, .id_field = "team_id",
+    .new_id = 1)
 
 /*
  * /team/info's transaction: 404, then 403, then the team and the keys the
@@ -172,14 +133,29 @@ kw_op_team_new(struct kw_req *req, struct kw_resp *resp)
 static enum kw_err
 team_info_body(struct kw_req *req, DB_TXN *txn, struct kw_op *op)
 {
-	json_object *team;
+	json_object *team, *members, *memberships;
 	enum kw_err rc;
 
 	if ((rc = kw_members_open(req, txn, KW_MEMBERS_TEAMS, op->id, "team_id", 0, &team)) != KW_OK)
 		return rc;
 	kw_budget_settle(team, req->now);
 	/* a plain member sees the keys /key/info would show them: their own */
-	return kw_litellm_owner_info(req, txn, 't', op->id, team, &op->answer);
+	if ((rc = kw_litellm_owner_info(req, txn, 't', op->id, team, &op->answer)) != KW_OK)
+		return rc;
+	/* team_info's team_memberships: each member's spend and budget (LiteLLM_TeamMembership) */
+	memberships = json_object_new_array();
+	json_object_object_add(op->answer, "team_memberships", memberships);
+	members = kw_members_array(KW_MEMBERS_TEAMS, team);
+	for (size_t i = 0; rc == KW_OK && i < json_object_array_length(members); i++) {
+		const char *user_id = kw_json_str(json_object_array_get_idx(members, i), "user_id");
+		json_object *m = NULL;
+
+		if (user_id != NULL &&
+		    (rc = kw_members_membership(req, txn, KW_MEMBERS_TEAMS, team, user_id, &m)) ==
+		    KW_OK && m != NULL)
+			json_object_array_add(memberships, m);
+	}
+	return rc;
 }
 
 /*
@@ -187,12 +163,7 @@ team_info_body(struct kw_req *req, DB_TXN *txn, struct kw_op *op)
  * admin viewers and the team's members may see it; a plain member sees
  * only the keys they may read.
  */
-enum kw_err
-kw_op_team_info(struct kw_req *req, struct kw_resp *resp)
-{
-	return kw_face_op(req, resp, KW_OP_READER, team_info_body,
-	    kw_json_str(req->query, "team_id"));
-}
+KW_FACE_OP(kw_op_team_info, .who = KW_OP_READER, .body = team_info_body, .id_field = "team_id")
 
 /* /team/update's transaction: 400 for members, 404, 403, then the settings sent; answer: the team. */
 static enum kw_err
@@ -216,7 +187,8 @@ team_update_body(struct kw_req *req, DB_TXN *txn, struct kw_op *op)
 		return rc;
 	kw_budget_settle(team, req->now);
 	before = kw_json_copy(team);
-	apply_team_settings(req, team, req->body);
+	kw_members_apply(req, team, req->body, team_settings,
+	    sizeof(team_settings) / sizeof(team_settings[0]), NULL);
 	rc = kw_members_update(req, txn, KW_MEMBERS_TEAMS, op->id, before, team);
 	json_object_put(before);
 	if (rc == KW_OK) {	/* as update_team answers: {"team_id": ..., "data": team_row} */
@@ -233,11 +205,15 @@ team_update_body(struct kw_req *req, DB_TXN *txn, struct kw_op *op)
  * /team/member_update and /team/member_delete only.  The answer is
  * {"team_id", "data": the team}.
  */
+KW_FACE_OP(kw_op_team_update, .who = KW_OP_WRITER, .body = team_update_body, .id_field = "team_id")
+
+/* The keys of a team being deleted go with it. */
 enum kw_err
-kw_op_team_update(struct kw_req *req, struct kw_resp *resp)
+kw_team_drop(struct kw_req *req, DB_TXN *txn, const char *team_id, json_object *team,
+    int64_t *keys)
 {
-	return kw_face_op(req, resp, KW_OP_WRITER, team_update_body,
-	    kw_json_str(req->body, "team_id"));
+	(void)team;
+	return kw_keys_delete_owned(req, txn, 't', team_id, NULL, keys);
 }
 
 /*
@@ -247,28 +223,7 @@ kw_op_team_update(struct kw_req *req, struct kw_resp *resp)
 static enum kw_err
 team_delete_body(struct kw_req *req, DB_TXN *txn, struct kw_op *op)
 {
-	json_object *ids = json_object_object_get(req->body, "team_ids"), *teams, *deleted;
-	int64_t keys = 0;
-	enum kw_err rc;
-
-	/* every team first: all or nothing, and 404 names the first one missing */
-	rc = kw_members_get_all(req, txn, KW_MEMBERS_TEAMS, ids, "team_ids", &teams, &deleted);
-	for (size_t i = 0; rc == KW_OK && i < json_object_array_length(teams); i++) {
-		json_object *team = json_object_array_get_idx(teams, i);
-		const char *team_id = kw_json_str(team, "team_id");
-
-		if ((rc = kw_keys_delete_owned(req, txn, 't', team_id, NULL, &keys)) == KW_OK)
-			rc = kw_members_delete(req, txn, KW_MEMBERS_TEAMS, team_id, team);
-	}
-	json_object_put(teams);
-	if (rc != KW_OK) {
-		json_object_put(deleted);
-		return rc;
-	}
-	op->answer = json_object_new_object();
-	json_object_object_add(op->answer, "deleted_teams", deleted);
-	json_object_object_add(op->answer, "deleted_keys", json_object_new_int64(keys));
-	return KW_OK;
+	return kw_members_delete_listed(req, txn, op, KW_MEMBERS_TEAMS, "team_ids", kw_team_drop);
 }
 
 /*
@@ -276,28 +231,28 @@ team_delete_body(struct kw_req *req, DB_TXN *txn, struct kw_op *op)
  * their members' memberships, in one transaction: all or nothing, and
  * the keys stop working at once.
  */
-enum kw_err
-kw_op_team_delete(struct kw_req *req, struct kw_resp *resp)
-{
-	return kw_face_op(req, resp, KW_OP_ADMIN, team_delete_body, NULL);
-}
+KW_FACE_OP(kw_op_team_delete, .who = KW_OP_ADMIN, .body = team_delete_body)
 
 /* /team/member_add's transaction: 404, 403, the members; answer: the team and updated_users. */
 static enum kw_err
 member_add_body(struct kw_req *req, DB_TXN *txn, struct kw_op *op)
 {
-	json_object *team, *before, *budget = NULL, *users;
+	json_object *team, *before, *users;
 	size_t added;
 	enum kw_err rc;
 
 	if ((rc = kw_members_open(req, txn, KW_MEMBERS_TEAMS, op->id, "team_id", 1, &team)) != KW_OK)
 		return rc;
-	json_object_object_get_ex(req->body, "max_budget_in_team", &budget);
+	if ((rc = kw_budget_named(req, txn, req->body)) != KW_OK) {
+		json_object_put(team);
+		return rc;
+	}
 	kw_budget_settle(team, req->now);
 	before = kw_json_copy(team);
 	users = json_object_new_array();
+	/* each new member takes max_budget_in_team and budget_id (_add_team_members_to_team) */
 	rc = kw_members_add_each(req, txn, KW_MEMBERS_TEAMS, team,
-	    json_object_object_get(req->body, "member"), "member", budget, users, &added);
+	    json_object_object_get(req->body, "member"), "member", req->body, users, &added);
 	if (rc == KW_OK)	/* past the cap the transaction aborts: no user it made is kept */
 		rc = check_team_size(req, team);
 	if (rc == KW_OK && added > 0)	/* an empty list changes nothing */
@@ -313,12 +268,8 @@ member_add_body(struct kw_req *req, DB_TXN *txn, struct kw_op *op)
  * member or a list of them (role user unless given); unknown users are
  * created.  The answer is the team and the user records it changed.
  */
-enum kw_err
-kw_op_team_member_add(struct kw_req *req, struct kw_resp *resp)
-{
-	return kw_face_op(req, resp, KW_OP_WRITER, member_add_body,
-	    kw_json_str(req->body, "team_id"));
-}
+KW_FACE_OP(kw_op_team_member_add, .who = KW_OP_WRITER, .body = member_add_body,
+    .id_field = "team_id")
 
 /* /team/member_delete's transaction: 400 without a user, 404, 403, the member on both sides and their team keys. */
 static enum kw_err
@@ -347,12 +298,8 @@ member_delete_body(struct kw_req *req, DB_TXN *txn, struct kw_op *op)
  * member, named by user_id or user_email, from both sides, and delete
  * that user's keys in the team.
  */
-enum kw_err
-kw_op_team_member_delete(struct kw_req *req, struct kw_resp *resp)
-{
-	return kw_face_op(req, resp, KW_OP_WRITER, member_delete_body,
-	    kw_json_str(req->body, "team_id"));
-}
+KW_FACE_OP(kw_op_team_member_delete, .who = KW_OP_WRITER, .body = member_delete_body,
+    .id_field = "team_id")
 
 /*
  * /team/member_update's transaction: 400 without a user, 404 for the
@@ -375,8 +322,7 @@ member_update_body(struct kw_req *req, DB_TXN *txn, struct kw_op *op)
 	if (org_id != NULL && (rc = kw_rec_get(req->store, txn, KW_DB_ORGS, org_id, 0, &org)) != KW_OK &&
 	    rc != KW_ENOTFOUND)
 		return rc;
-	rc = kw_face_member_update(req, txn, KW_MEMBERS_TEAMS, op->id, team, org,
-	    "max_budget_in_team", &user_id);
+	rc = kw_face_member_update(req, txn, KW_MEMBERS_TEAMS, op->id, team, org, &user_id);
 	json_object_put(org);
 	if (rc != KW_OK)
 		return rc;
@@ -386,8 +332,12 @@ member_update_body(struct kw_req *req, DB_TXN *txn, struct kw_op *op)
 	json_object_object_add(op->answer, "user_id", json_object_new_string(user_id));
 	json_object_object_add(op->answer, "user_email",
 	    json_object_get(json_object_object_get(entry, "user_email")));
-	json_object_object_add(op->answer, "max_budget_in_team",
-	    json_object_get(json_object_object_get(entry, "max_budget_in_team")));
+	for (size_t i = 0; i < 3; i++) {
+		static const char *const limits[] = { "max_budget_in_team", "tpm_limit", "rpm_limit" };
+
+		json_object_object_add(op->answer, limits[i],
+		    json_object_get(json_object_object_get(entry, limits[i])));
+	}
 	json_object_object_add(op->answer, "role",
 	    json_object_get(json_object_object_get(entry, "role")));
 	json_object_put(team);
@@ -401,12 +351,8 @@ member_update_body(struct kw_req *req, DB_TXN *txn, struct kw_op *op)
  * own (policy.c).  The limits engine holds the member's keys in the team
  * to max_budget_in_team.
  */
-enum kw_err
-kw_op_team_member_update(struct kw_req *req, struct kw_resp *resp)
-{
-	return kw_face_op(req, resp, KW_OP_WRITER, member_update_body,
-	    kw_json_str(req->body, "team_id"));
-}
+KW_FACE_OP(kw_op_team_member_update, .who = KW_OP_WRITER, .body = member_update_body,
+    .id_field = "team_id")
 
 /*
  * GET /team/list: proxy admins and admin viewers see every team; others

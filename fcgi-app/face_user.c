@@ -84,48 +84,6 @@ static const char *const user_settings[] = {
 	"max_parallel_requests", "metadata", "blocked",
 };
 
-/* The value a setting sent as null takes (owned); NULL when null is its value. */
-static json_object *
-user_default(const char *field)
-{
-	if (strcmp(field, "user_role") == 0)
-		return json_object_new_string("internal_user");
-	if (strcmp(field, "models") == 0)
-		return json_object_new_array();
-	if (strcmp(field, "spend") == 0)
-		return json_object_new_double(0);
-	if (strcmp(field, "metadata") == 0)
-		return json_object_new_object();
-	if (strcmp(field, "blocked") == 0)
-		return json_object_new_boolean(0);
-	return NULL;
-}
-
-/*
- * Copies the user settings present in body (borrowed) into rec, except
- * skip (NULL: none); null becomes the field's default.  budget_duration
- * recomputes budget_reset_at from now.
- */
-static void
-apply_user_settings(struct kw_req *req, json_object *rec, json_object *body, const char *skip)
-{
-	const char *d;
-
-	for (size_t i = 0; i < sizeof(user_settings) / sizeof(user_settings[0]); i++) {
-		const char *field = user_settings[i];
-		json_object *v;
-
-		if (!json_object_object_get_ex(body, field, &v) ||
-		    (skip != NULL && strcmp(field, skip) == 0))
-			continue;
-		json_object_object_add(rec, field, v != NULL ? json_object_get(v) : user_default(field));
-	}
-	if (kw_json_has(body, "budget_duration")) {
-		d = kw_json_str(body, "budget_duration");
-		kw_json_set_time(rec, "budget_reset_at", d != NULL ? kw_time_budget_reset(d, req->now) : 0);
-	}
-}
-
 /*
  * Reads, for writing, the teams a new user joins (each must exist:
  * 400 naming teams[i]) into *teams (owned array of records, duplicates
@@ -209,7 +167,8 @@ user_new_body(struct kw_req *req, DB_TXN *txn, struct kw_op *op)
 		return rc;
 	}
 	user = kw_members_user_new(req, op->id, NULL);
-	apply_user_settings(req, user, body, NULL);
+	kw_members_apply(req, user, body, user_settings,
+	    sizeof(user_settings) / sizeof(user_settings[0]), NULL);
 	for (size_t i = 0; i < json_object_array_length(teams); i++)
 		json_object_array_add(json_object_object_get(user, "teams"), json_object_new_string(
 		    kw_json_str(json_object_array_get_idx(teams, i), "team_id")));
@@ -254,13 +213,8 @@ user_new_body(struct kw_req *req, DB_TXN *txn, struct kw_op *op)
  * names, and unless auto_create_key is false its first key, whose
  * plaintext is in this answer only.
  */
-enum kw_err
-kw_op_user_new(struct kw_req *req, struct kw_resp *resp)
-{
-	char uuid[37];
-	return kw_face_op(req, resp, KW_OP_ADMIN, user_new_body,
-	    kw_id_or_new(kw_json_str(req->body, "user_id"), uuid));
-}
+KW_FACE_OP(kw_op_user_new, .who = KW_OP_ADMIN, .body = user_new_body, .id_field = "user_id",
+    .new_id = 1)
 
 /*
  * /user/info's transaction: 400 for a caller without a user who names
@@ -301,7 +255,6 @@ user_info_body(struct kw_req *req, DB_TXN *txn, struct kw_op *op)
 	for (size_t i = 0; rc == KW_OK && ids != NULL && i < json_object_array_length(ids); i++) {
 		const char *team_id = json_object_get_string(json_object_array_get_idx(ids, i));
 		json_object *team, *m;
-		double spend;
 
 		rc = kw_rec_get(req->store, txn, KW_DB_TEAMS, team_id, 0, &team);
 		if (rc == KW_ENOTFOUND) {
@@ -309,9 +262,8 @@ user_info_body(struct kw_req *req, DB_TXN *txn, struct kw_op *op)
 		} else if (rc == KW_OK) {
 			kw_budget_settle(team, req->now);
 			json_object_array_add(teams, team);
-			if ((rc = kw_limits_member_spend(req->store, txn, team_id, op->id, &spend)) ==
-			    KW_OK && (m = kw_members_membership(KW_MEMBERS_TEAMS, team, op->id,
-			    spend)) != NULL)
+			if ((rc = kw_members_membership(req, txn, KW_MEMBERS_TEAMS, team, op->id,
+			    &m)) == KW_OK && m != NULL)
 				json_object_array_add(memberships, m);
 		}
 	}
@@ -323,12 +275,7 @@ user_info_body(struct kw_req *req, DB_TXN *txn, struct kw_op *op)
  * their keys and teams.  404 before 403; others than admins and admin
  * viewers see only themselves.
  */
-enum kw_err
-kw_op_user_info(struct kw_req *req, struct kw_resp *resp)
-{
-	return kw_face_op(req, resp, KW_OP_READER, user_info_body,
-	    kw_json_str(req->query, "user_id"));
-}
+KW_FACE_OP(kw_op_user_info, .who = KW_OP_READER, .body = user_info_body, .id_field = "user_id")
 
 /*
  * /user/update's transaction: 400 for teams or no user named, the user by
@@ -380,7 +327,8 @@ user_update_body(struct kw_req *req, DB_TXN *txn, struct kw_op *op)
 		return rc;
 	kw_budget_settle(user, req->now);
 	before = created ? NULL : kw_json_copy(user);
-	apply_user_settings(req, user, req->body, op->id == NULL ? "user_email" : NULL);
+	kw_members_apply(req, user, req->body, user_settings,
+	    sizeof(user_settings) / sizeof(user_settings[0]), op->id == NULL ? "user_email" : NULL);
 	rc = created ? kw_members_write(req, txn, KW_MEMBERS_USERS, user_id, NULL, user) :
 	    kw_members_update(req, txn, KW_MEMBERS_USERS, user_id, before, user);
 	json_object_put(before);
@@ -393,11 +341,23 @@ user_update_body(struct kw_req *req, DB_TXN *txn, struct kw_op *op)
  * change.  Team membership changes
  * through /team/member_add and /team/member_delete only.
  */
-enum kw_err
-kw_op_user_update(struct kw_req *req, struct kw_resp *resp)
+KW_FACE_OP(kw_op_user_update, .who = KW_OP_ADMIN, .body = user_update_body, .id_field = "user_id")
+
+/* What goes with a user being deleted: its keys, its team memberships with its keys in them, its organization's. */
+static enum kw_err
+user_drop(struct kw_req *req, DB_TXN *txn, const char *user_id, json_object *user,
+    int64_t *keys)
 {
-	return kw_face_op(req, resp, KW_OP_ADMIN, user_update_body,
-	    kw_json_str(req->body, "user_id"));
+	json_object *teams = json_object_object_get(user, "teams");
+	enum kw_err rc = kw_keys_delete_owned(req, txn, 'u', user_id, NULL, keys);
+
+	for (size_t j = 0; rc == KW_OK && teams != NULL && j < json_object_array_length(teams); j++) {
+		const char *team_id = json_object_get_string(json_object_array_get_idx(teams, j));
+
+		if ((rc = kw_members_leave(req, txn, KW_MEMBERS_TEAMS, team_id, user_id)) == KW_OK)
+			rc = kw_keys_delete_owned(req, txn, 't', team_id, user_id, keys);
+	}
+	return rc != KW_OK ? rc : kw_members_forget_user(req, txn, KW_MEMBERS_ORGS, user_id);
 }
 
 /*
@@ -408,45 +368,11 @@ kw_op_user_update(struct kw_req *req, struct kw_resp *resp)
 static enum kw_err
 user_delete_body(struct kw_req *req, DB_TXN *txn, struct kw_op *op)
 {
-	json_object *ids = json_object_object_get(req->body, "user_ids"), *users, *deleted;
-	int64_t keys = 0;
-	enum kw_err rc;
-
-	/* every user first: all or nothing, and 404 names the first one missing */
-	rc = kw_members_get_all(req, txn, KW_MEMBERS_USERS, ids, "user_ids", &users, &deleted);
-	for (size_t i = 0; rc == KW_OK && i < json_object_array_length(users); i++) {
-		json_object *user = json_object_array_get_idx(users, i);
-		json_object *teams = json_object_object_get(user, "teams");
-		const char *user_id = kw_json_str(user, "user_id");
-
-		rc = kw_keys_delete_owned(req, txn, 'u', user_id, NULL, &keys);
-		for (size_t j = 0; rc == KW_OK && teams != NULL && j < json_object_array_length(teams); j++) {
-			const char *team_id = json_object_get_string(json_object_array_get_idx(teams, j));
-
-			if ((rc = kw_members_leave(req, txn, KW_MEMBERS_TEAMS, team_id, user_id)) == KW_OK)
-				rc = kw_keys_delete_owned(req, txn, 't', team_id, user_id, &keys);
-		}
-		if (rc == KW_OK &&
-		    (rc = kw_members_forget_user(req, txn, KW_MEMBERS_ORGS, user_id)) == KW_OK)
-			rc = kw_members_delete(req, txn, KW_MEMBERS_USERS, user_id, user);
-	}
-	json_object_put(users);
-	if (rc != KW_OK) {
-		json_object_put(deleted);
-		return rc;
-	}
-	op->answer = json_object_new_object();
-	json_object_object_add(op->answer, "deleted_users", deleted);
-	json_object_object_add(op->answer, "deleted_keys", json_object_new_int64(keys));
-	return KW_OK;
+	return kw_members_delete_listed(req, txn, op, KW_MEMBERS_USERS, "user_ids", user_drop);
 }
 
 /*
  * POST /user/delete: proxy admins delete users, every key they own and
  * their team memberships, all in one transaction: all or nothing.
  */
-enum kw_err
-kw_op_user_delete(struct kw_req *req, struct kw_resp *resp)
-{
-	return kw_face_op(req, resp, KW_OP_ADMIN, user_delete_body, NULL);
-}
+KW_FACE_OP(kw_op_user_delete, .who = KW_OP_ADMIN, .body = user_delete_body)

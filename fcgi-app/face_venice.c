@@ -21,6 +21,8 @@
 #define ACTIVE_CAP 500			/* active (not expired) keys per owner */
 #define LOG_ROWS 50			/* rows of the breaches log answered */
 #define VENICE_TIME_LEN 25		/* "2026-11-22T07:36:43.000Z" + NUL */
+#define SECRET_RANDOM 32		/* random bytes in a key: 43 base64url characters */
+#define SECRET_MAX 80			/* "VENICE_INFERENCE_KEY_" + 43 + NUL, with room */
 
 static const char *const currencies[] = { "usd", "diem", "vcu" };
 #define NCURRENCIES (sizeof(currencies) / sizeof(currencies[0]))
@@ -219,9 +221,9 @@ caller_admin(struct kw_req *req, const struct venice_caller *vc)
 {
 	if (vc->master || (vc->type != NULL && strcmp(vc->type, "ADMIN") == 0))
 		return KW_OK;
-	kw_error_set(&req->err, KW_EAUTH, NULL, vc->type != NULL ?
-	    "this is an INFERENCE key: managing API keys needs an ADMIN key" :
-	    "managing API keys needs a Venice ADMIN key");
+	/* Venice's words for an INFERENCE key on an admin route */
+	kw_error_set(&req->err, KW_EAUTH, NULL, vc->type != NULL ? "Admin API key required" :
+	    "Admin API key required: this is not a Venice API key");
 	return KW_EAUTH;
 }
 
@@ -295,9 +297,30 @@ touch(struct kw_req *req, json_object *rec)
 	    c->user_id[0] != '\0' ? c->user_id : "default_user_id"));
 }
 
+/* An amount as Venice's usage figures write it: a string with four decimals ("10.2424"). */
+static json_object *
+amount(double v)
+{
+	char buf[64];
+
+	snprintf(buf, sizeof(buf), "%.4f", v);
+	return json_object_new_string(buf);
+}
+
+/* The key's modelPrivacy (ALL when it was made before the setting existed). */
+static json_object *
+privacy_of(json_object *venice)
+{
+	const char *p = kw_json_str(venice, "modelPrivacy");
+
+	return json_object_new_string(p ? p : "ALL");
+}
+
 /*
  * A VeniceKey as read back (owned): id, description, type, last6Chars,
- * times, limits, period, and usage from the limits engine.
+ * times, limits, period, modelPrivacy, and usage from the limits engine:
+ * usage.trailingSevenDays always, currentPeriodUsage (spend in the
+ * current limitPeriod) when the key has a usd or diem limit, as Venice.
  */
 static enum kw_err
 key_view(struct kw_req *req, DB_TXN *txn, json_object *rec, json_object **out)
@@ -326,16 +349,20 @@ key_view(struct kw_req *req, DB_TXN *txn, json_object *rec, json_object **out)
 	json_object_object_add(*out, "consumptionLimits",
 	    limits_copy(json_object_object_get(venice, "consumptionLimit")));
 	json_object_object_add(*out, "limitPeriod", json_object_new_string(p ? p : "EPOCH"));
+	json_object_object_add(*out, "modelPrivacy", privacy_of(venice));
 	week = json_object_new_object();
-	json_object_object_add(week, "usd", json_object_new_double(u.week_usd));
-	json_object_object_add(week, "diem", json_object_new_double(u.week_diem));
-	period = json_object_new_object();
-	json_object_object_add(period, "usd", json_object_new_double(u.period_usd));
-	json_object_object_add(period, "diem", json_object_new_double(u.period_diem));
+	json_object_object_add(week, "usd", amount(u.week_usd));
+	json_object_object_add(week, "vcu", amount(0));	/* deprecated: nothing is spent in it */
+	json_object_object_add(week, "diem", amount(u.week_diem));
 	usage = json_object_new_object();
 	json_object_object_add(usage, "trailingSevenDays", week);
-	json_object_object_add(usage, "currentPeriod", period);
 	json_object_object_add(*out, "usage", usage);
+	if (limit_of(venice, "usd") >= 0 || limit_of(venice, "diem") >= 0) {
+		period = json_object_new_object();
+		json_object_object_add(period, "usd", amount(u.period_usd));
+		json_object_object_add(period, "diem", amount(u.period_diem));
+		json_object_object_add(*out, "currentPeriodUsage", period);
+	}
 	return KW_OK;
 }
 
@@ -397,13 +424,35 @@ each_owned(struct kw_req *req, DB_TXN *txn, const char *owner, venice_visit visi
 	return rc;
 }
 
+/* True when the key record rec has expired by now. */
+static int
+expired(json_object *rec, time_t now)
+{
+	time_t until;
+
+	return kw_time_parse(kw_json_str(rec, "expires"), &until) == KW_OK && until <= now;
+}
+
+/*
+ * What find_key refuses with: Venice's 400 and its words, which differ by
+ * operation; an expired key is no key to GET and PATCH, and is DELETEd.
+ */
+struct lookup {
+	const char *missing;	/* the message */
+	int expired_found;	/* an expired key is found */
+};
+static const struct lookup for_get = { "API key not found", 0 };
+static const struct lookup for_patch = { "API key not found or expired", 0 };
+static const struct lookup for_delete = { "API key could not be found", 1 };
+
 /*
  * Reads the Venice key id that the caller may see into *rec (owned);
- * KW_ENOTFOUND (404) for no such id and for another owner's key alike.
+ * KW_EINVAL (Venice's 400, with how's message) for no such id, another
+ * owner's key and, unless how says otherwise, an expired key alike.
  */
 static enum kw_err
 find_key(struct kw_req *req, DB_TXN *txn, const struct venice_caller *vc, const char *id,
-    int flags, json_object **rec)
+    int flags, const struct lookup *how, json_object **rec)
 {
 	DB *aliases = kw_store_db(req->store, KW_DB_ALIASES);
 	char alias[KW_ID_MAX + sizeof(ALIAS_PREFIX)], token[KW_TOKEN_LEN + 1];
@@ -414,8 +463,8 @@ find_key(struct kw_req *req, DB_TXN *txn, const struct venice_caller *vc, const 
 
 	*rec = NULL;
 	if (id == NULL) {
-		kw_error_set(&req->err, KW_ENOTFOUND, NULL, "API key not found");
-		return KW_ENOTFOUND;
+		kw_error_set(&req->err, KW_EINVAL, NULL, "%s", how->missing);
+		return KW_EINVAL;
 	}
 	snprintf(alias, sizeof(alias), "%s%s", ALIAS_PREFIX, id);
 	k.size = (u_int32_t)strlen(alias);
@@ -426,8 +475,8 @@ find_key(struct kw_req *req, DB_TXN *txn, const struct venice_caller *vc, const 
 	}
 	if (rc == KW_OK) {
 		have = kw_json_str(venice_of(*rec), "id");
-		if (have == NULL || strcmp(have, id) != 0 ||
-		    !owned(*rec, scope_of(vc)))
+		if (have == NULL || strcmp(have, id) != 0 || !owned(*rec, scope_of(vc)) ||
+		    (!how->expired_found && expired(*rec, req->now)))
 			rc = KW_ENOTFOUND;
 	}
 	if (rc == KW_ENOMEM)	/* a token longer than one: not a key's row */
@@ -436,8 +485,10 @@ find_key(struct kw_req *req, DB_TXN *txn, const struct venice_caller *vc, const 
 		json_object_put(*rec);
 		*rec = NULL;
 	}
-	if (rc == KW_ENOTFOUND)
-		kw_error_set(&req->err, KW_ENOTFOUND, NULL, "API key not found");
+	if (rc == KW_ENOTFOUND) {
+		kw_error_set(&req->err, KW_EINVAL, NULL, "%s", how->missing);
+		rc = KW_EINVAL;
+	}
 	return rc;
 }
 
@@ -451,12 +502,10 @@ static enum kw_err
 count_active(struct kw_req *req, DB_TXN *txn, json_object *rec, void *baton)
 {
 	struct active_count *a = baton;
-	const char *expires = kw_json_str(rec, "expires");
-	time_t until;
 
 	(void)req;
 	(void)txn;
-	if (expires == NULL || kw_time_parse(expires, &until) != KW_OK || until > a->now)
+	if (!expired(rec, a->now))
 		a->n++;
 	return KW_OK;
 }
@@ -470,7 +519,7 @@ struct venice_op {
 	int admin;			/* management: the master key or an ADMIN key */
 	enum kw_err (*body)(struct venice_op *, DB_TXN *);
 	time_t expires;			/* the parsed expiresAt of create and update */
-	char secret[KW_KEY_GENERATED_LEN + 1];	/* create: the new key; wiped at the end */
+	char secret[SECRET_MAX];	/* create: the new key; wiped at the end */
 	char id[37];			/* create: the new key's id */
 	json_object *answer;		/* owned */
 };
@@ -533,6 +582,7 @@ created_answer(struct venice_op *op, json_object *venice)
 	json_object_object_add(data, "id", json_object_new_string(op->id));
 	json_object_object_add(data, "description",
 	    kw_json_copy(json_object_object_get(venice, "description")));
+	json_object_object_add(data, "modelPrivacy", privacy_of(venice));
 	json_object_object_add(answer, "data", data);
 	json_object_object_add(answer, "success", json_object_new_boolean(1));
 	return answer;
@@ -590,6 +640,8 @@ create_body(struct venice_op *op, DB_TXN *txn)
 	    limits_copy(json_object_object_get(body, "consumptionLimit")));
 	json_object_object_add(venice, "limitPeriod", json_object_new_string(period ? period :
 	    "EPOCH"));
+	json_object_object_add(venice, "modelPrivacy", json_object_new_string(
+	    kw_json_str(body, "modelPrivacy") ? kw_json_str(body, "modelPrivacy") : "ALL"));
 	json_object_object_add(venice, "owner", json_object_new_string(op->vc.owner));
 	json_object_object_add(venice, "last6Chars", json_object_new_string(op->secret + len - 6));
 
@@ -624,6 +676,24 @@ create_body(struct venice_op *op, DB_TXN *txn)
 }
 
 /*
+ * Writes a new key of type ("INFERENCE", "ADMIN") into out: Venice's
+ * prefix for its type, so that tools that recognise Venice keys know it,
+ * then 32 random bytes in base64url.  Keys made before had keywarden's
+ * "sk-" form; they are stored by their hash like these, and still verify.
+ */
+static void
+new_secret(const char *type, char out[SECRET_MAX])
+{
+	unsigned char raw[SECRET_RANDOM];
+	int n = snprintf(out, SECRET_MAX, "VENICE_%s_KEY_",
+	    type != NULL && strcmp(type, "ADMIN") == 0 ? "ADMIN" : "INFERENCE");
+
+	kw_crypto_random(raw, sizeof(raw));
+	kw_crypto_b64url(raw, sizeof(raw), out + n);
+	kw_crypto_wipe(raw, sizeof(raw));
+}
+
+/*
  * POST /api/v1/api_keys: a new INFERENCE or ADMIN key for the caller's
  * owner; 20 a minute and 500 active per owner.  The answer holds the key,
  * the only place it ever exists: the store keeps its SHA-256 and its last
@@ -639,31 +709,33 @@ kw_op_venice_key_create(struct kw_req *req, struct kw_resp *resp)
 		return rc;
 	if ((rc = expires_of(req, req->body, &op.expires)) != KW_OK)
 		return rc;
-	kw_keys_new_secret(op.secret);
+	new_secret(kw_json_str(req->body, "apiKeyType"), op.secret);
 	kw_uuid4(op.id);
 	return run(req, resp, &op);
 }
 
-/* Appends rec's view to baton, an array (borrowed). */
+/* Appends rec's view to baton, an array (borrowed), unless it has expired: Venice lists active keys. */
 static enum kw_err
 list_visit(struct kw_req *req, DB_TXN *txn, json_object *rec, void *baton)
 {
 	json_object *view;
-	enum kw_err rc = key_view(req, txn, rec, &view);
+	enum kw_err rc;
 
-	if (rc == KW_OK)
+	if (expired(rec, req->now))
+		return KW_OK;
+	if ((rc = key_view(req, txn, rec, &view)) == KW_OK)
 		json_object_array_add(baton, view);
 	return rc;
 }
 
-/* Oldest first, ties by id: the order keys were made in, as far as seconds tell. */
+/* Newest first, as Venice lists keys; ties (the same second) by id. */
 static int
 compare_views(const void *a, const void *b)
 {
 	json_object *x = *(json_object *const *)a, *y = *(json_object *const *)b;
 	const char *cx = kw_json_str(x, "createdAt"), *cy = kw_json_str(y, "createdAt");
 	const char *ix = kw_json_str(x, "id"), *iy = kw_json_str(y, "id");
-	int c = strcmp(cx ? cx : "", cy ? cy : "");
+	int c = strcmp(cy ? cy : "", cx ? cx : "");
 
 	return c != 0 ? c : strcmp(ix ? ix : "", iy ? iy : "");
 }
@@ -683,7 +755,7 @@ list_body(struct venice_op *op, DB_TXN *txn)
 	return rc;
 }
 
-/* GET /api/v1/api_keys: the owner's keys (the master key: every Venice key) with usage. */
+/* GET /api/v1/api_keys: the owner's active keys (the master key: every owner's), newest first, with usage. */
 enum kw_err
 kw_op_venice_keys_list(struct kw_req *req, struct kw_resp *resp)
 {
@@ -692,7 +764,7 @@ kw_op_venice_keys_list(struct kw_req *req, struct kw_resp *resp)
 	return run(req, resp, &op);
 }
 
-/* op->answer (owned): {"data": VeniceKey} of the path's id; 404 when the caller sees none. */
+/* op->answer (owned): {"data": VeniceKey} of the path's id; 400 when the caller sees none. */
 static enum kw_err
 get_body(struct venice_op *op, DB_TXN *txn)
 {
@@ -700,7 +772,7 @@ get_body(struct venice_op *op, DB_TXN *txn)
 	enum kw_err rc;
 
 	if ((rc = find_key(op->req, txn, &op->vc, kw_req_path_param(op->req, "id"), 0,
-	    &rec)) != KW_OK)
+	    &for_get, &rec)) != KW_OK)
 		return rc;
 	if ((rc = key_view(op->req, txn, rec, &view)) == KW_OK) {
 		op->answer = json_object_new_object();
@@ -710,7 +782,7 @@ get_body(struct venice_op *op, DB_TXN *txn)
 	return rc;
 }
 
-/* GET /api/v1/api_keys/{id}: one key; 404 for no such id or another owner's. */
+/* GET /api/v1/api_keys/{id}: one key; 400 for no such id, another owner's or an expired one. */
 enum kw_err
 kw_op_venice_key_get(struct kw_req *req, struct kw_resp *resp)
 {
@@ -736,6 +808,9 @@ apply_update(struct venice_op *op, json_object *body, json_object *rec)
 		json_object_object_add(venice, "limitPeriod",
 		    json_object_new_string(p ? p : "EPOCH"));
 	}
+	if (kw_json_str(body, "modelPrivacy") != NULL)
+		json_object_object_add(venice, "modelPrivacy",
+		    kw_json_copy(json_object_object_get(body, "modelPrivacy")));
 	if (kw_json_has(body, "consumptionLimit")) {
 		/* null clears every limit; an object changes the currencies it names */
 		sent = json_object_object_get(body, "consumptionLimit");
@@ -761,7 +836,8 @@ update_body(struct venice_op *op, DB_TXN *txn)
 	json_object *old, *rec, *view;
 	enum kw_err rc;
 
-	if ((rc = find_key(req, txn, &op->vc, kw_json_str(req->body, "id"), KW_RMW, &old)) != KW_OK)
+	if ((rc = find_key(req, txn, &op->vc, kw_json_str(req->body, "id"), KW_RMW, &for_patch,
+	    &old)) != KW_OK)
 		return rc;
 	if ((rc = kw_policy_check(req, KW_POLICY_VENICE, kw_policy_venice_standing(req, old),
 	    venice_of(old), req->body)) != KW_OK) {
@@ -783,7 +859,7 @@ update_body(struct venice_op *op, DB_TXN *txn)
 	return rc;
 }
 
-/* PATCH /api/v1/api_keys: the key named by id; only the fields sent change. */
+/* PATCH /api/v1/api_keys: the key named by id (not expired); only the fields sent change. */
 enum kw_err
 kw_op_venice_key_update(struct kw_req *req, struct kw_resp *resp)
 {
@@ -797,15 +873,18 @@ kw_op_venice_key_update(struct kw_req *req, struct kw_resp *resp)
 	return run(req, resp, &op);
 }
 
-/* Deletes the ?id= key and its index rows, audited; op->answer {"success": true}. */
+/* Deletes the key named by ?id= (or the body's id) and its index rows, audited; op->answer {"success": true}. */
 static enum kw_err
 delete_body(struct venice_op *op, DB_TXN *txn)
 {
 	struct kw_req *req = op->req;
+	const char *id = kw_json_str(req->query, "id");
 	json_object *rec;
 	enum kw_err rc;
 
-	rc = find_key(req, txn, &op->vc, kw_json_str(req->query, "id"), KW_RMW, &rec);
+	if (id == NULL)
+		id = kw_json_str(req->body, "id");
+	rc = find_key(req, txn, &op->vc, id, KW_RMW, &for_delete, &rec);
 	if (rc != KW_OK)
 		return rc;
 	if ((rc = kw_keys_del(req->store, txn, rec)) == KW_OK &&
@@ -818,34 +897,112 @@ delete_body(struct venice_op *op, DB_TXN *txn)
 	return rc;
 }
 
-/* DELETE /api/v1/api_keys?id=: the key stops working at once, on every worker. */
+/*
+ * DELETE /api/v1/api_keys?id= or with {"id"} in the body, as Venice
+ * takes either: the key stops working at once, on every worker.  400
+ * naming id when neither names one.
+ */
 enum kw_err
 kw_op_venice_key_delete(struct kw_req *req, struct kw_resp *resp)
 {
 	struct venice_op op = { .admin = 1, .body = delete_body };
+	enum kw_err rc;
 
+	if ((rc = kw_auth_caller(req)) != KW_OK)
+		return rc;
+	if (kw_json_str(req->query, "id") == NULL && kw_json_str(req->body, "id") == NULL) {
+		kw_error_set(&req->err, KW_EVALID, "id", "Required: send ?id= or {\"id\"}");
+		return KW_EVALID;
+	}
 	return run(req, resp, &op);
 }
 
-/* limit - spent, never below 0; null when there is no limit. */
-static json_object *
-balance(double limit, double spent)
+/* Adds what is left of limit (spent of it) as balances' currency, never below 0; none without a limit. */
+static void
+balance(json_object *balances, const char *currency, double limit, double spent)
 {
-	if (limit < 0)
-		return NULL;
-	return json_object_new_double(limit > spent ? limit - spent : 0);
+	if (limit >= 0)
+		json_object_object_add(balances, currency,
+		    json_object_new_double(limit > spent ? limit - spent : 0));
+}
+
+/* Adds {"type", "amount"} to list when the record's field (a number) is set. */
+static void
+rate_entry(json_object *list, const char *type, json_object *limit)
+{
+	json_object *e;
+
+	if (!json_object_is_type(limit, json_type_int) && !json_object_is_type(limit,
+	    json_type_double))
+		return;
+	e = json_object_new_object();
+	json_object_object_add(e, "type", json_object_new_string(type));
+	json_object_object_add(e, "amount", json_object_new_double(json_object_get_double(limit)));
+	json_object_array_add(list, e);
+}
+
+/* Appends {"apiModelId": model, "rateLimits": [...]} to out when rpm or tpm is a number. */
+static void
+model_rates(json_object *out, const char *model, json_object *rpm, json_object *tpm)
+{
+	json_object *limits = json_object_new_array(), *e;
+
+	rate_entry(limits, "RPM", rpm);
+	rate_entry(limits, "TPM", tpm);
+	if (json_object_array_length(limits) == 0) {
+		json_object_put(limits);
+		return;
+	}
+	e = json_object_new_object();
+	json_object_object_add(e, "apiModelId", json_object_new_string(model));
+	json_object_object_add(e, "rateLimits", limits);
+	json_object_array_add(out, e);
 }
 
 /*
- * op->answer (owned): the calling key's type, expiry, limits and balances
- * in its period; 400 for the master key, 401 for a key that is not Venice's.
+ * The key's rate limits as Venice lists them (owned): one entry per model
+ * of its model_rpm_limit and model_tpm_limit, and the key's own rpm_limit
+ * and tpm_limit under apiModelId "*" (every model).
+ */
+static json_object *
+rate_limits_of(json_object *rec)
+{
+	json_object *out = json_object_new_array();
+	json_object *rpm = json_object_object_get(rec, "model_rpm_limit");
+	json_object *tpm = json_object_object_get(rec, "model_tpm_limit");
+
+	model_rates(out, "*", json_object_object_get(rec, "rpm_limit"),
+	    json_object_object_get(rec, "tpm_limit"));
+	if (json_object_is_type(rpm, json_type_object)) {
+		json_object_object_foreach(rpm, model, limit)
+			model_rates(out, model, limit, json_object_object_get(tpm, model));
+	}
+	if (json_object_is_type(tpm, json_type_object)) {
+		json_object_object_foreach(tpm, model, limit)
+			if (!json_object_object_get_ex(rpm, model, NULL))
+				model_rates(out, model, NULL, limit);
+	}
+	return out;
+}
+
+/* The next UTC midnight after now: when Venice's epoch, and an EPOCH key's limits, reset. */
+static time_t
+next_epoch(time_t now)
+{
+	return now - now % 86400 + 86400;
+}
+
+/*
+ * op->answer (owned): Venice's rate_limits of the calling key:
+ * accessPermitted, apiTier, balances (what is left of its usd and diem
+ * limits in their period), keyExpiration, nextEpochBegins and rateLimits;
+ * 400 for the master key, 401 for a key that is not Venice's.
  */
 static enum kw_err
 rate_limits_body(struct venice_op *op, DB_TXN *txn)
 {
 	struct kw_req *req = op->req;
-	json_object *rec = op->vc.rec, *venice = venice_of(rec), *data, *balances;
-	const char *period = kw_json_str(venice, "limitPeriod");
+	json_object *rec = op->vc.rec, *venice = venice_of(rec), *data, *balances, *tier;
 	double usd = limit_of(venice, "usd"), diem = limit_of(venice, "diem");
 	struct kw_venice_usage u;
 	enum kw_err rc;
@@ -865,17 +1022,17 @@ rate_limits_body(struct venice_op *op, DB_TXN *txn)
 	/* a blocked or expired key never gets here: kw_auth_caller refused it */
 	json_object_object_add(data, "accessPermitted", json_object_new_boolean(
 	    !(usd >= 0 && u.period_usd >= usd) && !(diem >= 0 && u.period_diem >= diem)));
-	json_object_object_add(data, "apiKeyType", json_object_new_string(op->vc.type));
-	json_object_object_add(data, "apiKeyExpiration", venice_time_of(rec, "expires"));
-	json_object_object_add(data, "limitPeriod", json_object_new_string(period ? period :
-	    "EPOCH"));
-	json_object_object_add(data, "nextEpochBegins", venice_time(u.period_end));
-	json_object_object_add(data, "consumptionLimits",
-	    limits_copy(json_object_object_get(venice, "consumptionLimit")));
+	tier = json_object_new_object();
+	json_object_object_add(tier, "id", json_object_new_string(KW_VENICE_TIER));
+	json_object_object_add(tier, "isCharged", json_object_new_boolean(1));
+	json_object_object_add(data, "apiTier", tier);
 	balances = json_object_new_object();
-	json_object_object_add(balances, "USD", balance(usd, u.period_usd));
-	json_object_object_add(balances, "DIEM", balance(diem, u.period_diem));
+	balance(balances, "USD", usd, u.period_usd);
+	balance(balances, "DIEM", diem, u.period_diem);
 	json_object_object_add(data, "balances", balances);
+	json_object_object_add(data, "keyExpiration", venice_time_of(rec, "expires"));
+	json_object_object_add(data, "nextEpochBegins", venice_time(next_epoch(req->now)));
+	json_object_object_add(data, "rateLimits", rate_limits_of(rec));
 	op->answer = json_object_new_object();
 	json_object_object_add(op->answer, "data", data);
 	return KW_OK;
@@ -920,20 +1077,32 @@ row_of(const char *key, size_t n, const char *owner, char at[17])
 	return 1;
 }
 
-/* A stored breach row as answered (owned): {apiKeyId, modelId, rateLimitType, timestamp}. */
+/*
+ * A stored breach row as answered (owned): {apiKeyId, modelId,
+ * rateLimitTier, rateLimitType, timestamp}; NULL for a damaged row and for
+ * a row of a spent consumption limit, which Venice's log does not hold.
+ */
 static json_object *
 row_view(const void *data, size_t n)
 {
 	json_object *row, *out;
+	const char *type;
 	time_t t;
 
 	if (kw_rec_parse(data, n, &row) != KW_OK)
 		return NULL;
+	type = kw_json_str(row, "rateLimitType");
+	if (type == NULL || (strcmp(type, "RPM") != 0 && strcmp(type, "TPM") != 0)) {
+		/* a spent consumption limit, logged before such refusals stopped being logged */
+		json_object_put(row);
+		return NULL;
+	}
 	out = json_object_new_object();
 	json_object_object_add(out, "apiKeyId",
 	    kw_json_copy(json_object_object_get(row, "apiKeyId")));
-	json_object_object_add(out, "modelId",
-	    kw_json_copy(json_object_object_get(row, "modelId")));
+	json_object_object_add(out, "modelId", json_object_new_string(kw_json_str(row, "modelId") ?
+	    kw_json_str(row, "modelId") : "model:unknown"));	/* rows from before it was named */
+	json_object_object_add(out, "rateLimitTier", json_object_new_string(KW_VENICE_TIER));
 	json_object_object_add(out, "rateLimitType",
 	    kw_json_copy(json_object_object_get(row, "rateLimitType")));
 	if (kw_time_parse(kw_json_str(row, "timestamp"), &t) == KW_OK)
@@ -969,7 +1138,7 @@ keep_row(json_object *rows, const char *at, const void *data, size_t n)
 	    strcmp(at, kw_json_str(json_object_array_get_idx(rows, len - 1), "at")) <= 0)
 		return;	/* older than every row kept */
 	if ((row = row_view(data, n)) == NULL)
-		return;	/* a damaged row: kw_rec_parse logged it */
+		return;	/* a damaged row (kw_rec_parse logged it), or one of another kind */
 	item = json_object_new_object();
 	json_object_object_add(item, "at", json_object_new_string(at));
 	json_object_object_add(item, "row", row);
@@ -1045,7 +1214,8 @@ out:
 
 /*
  * GET /api/v1/api_keys/rate_limits/log: the last 50 times the owner's keys
- * were refused for a limit (the master key: every owner's), newest first.
+ * were refused by a rate limit (RPM, TPM; the master key: every owner's),
+ * newest first.
  */
 enum kw_err
 kw_op_venice_rate_limit_log(struct kw_req *req, struct kw_resp *resp)

@@ -107,10 +107,13 @@ reason(int status)
 	case 405: return "Method Not Allowed";
 	case 409: return "Conflict";
 	case 413: return "Content Too Large";
+	case 411: return "Length Required";
+	case 414: return "URI Too Long";
 	case 415: return "Unsupported Media Type";
 	case 422: return "Unprocessable Content";
 	case 426: return "Upgrade Required";
 	case 429: return "Too Many Requests";
+	case 431: return "Request Header Fields Too Large";
 	case 500: return "Internal Server Error";
 	case 502: return "Bad Gateway";
 	case 503: return "Service Unavailable";
@@ -210,7 +213,7 @@ is_json_media(const char *ct)
 static enum kw_err
 read_body(struct kw_req *req)
 {
-	const char *cl = kw_req_header(req, "CONTENT_LENGTH");
+	const char *cl = req->no_body ? NULL : kw_req_header(req, "CONTENT_LENGTH");
 	const char *ct = kw_req_header(req, "CONTENT_TYPE");
 	size_t len = 0, got = 0;
 	char *buf, *end;
@@ -321,15 +324,61 @@ authenticate(struct kw_req *req)
 	return kw_auth_caller(req);
 }
 
-/* Routes, authenticates, decodes and validates everything the handler will read. */
+/*
+ * A request the web server refused itself and then handed to keywarden
+ * as its error handler (lighttpd's server.error-handler): REDIRECT_STATUS
+ * holds the status it would have answered, in its own HTML page.  A POST
+ * without a Content-Length (411) is taken as a POST with no body, and
+ * served as any other (0).  Returns the status of any other refusal, 0
+ * for a request the server passed (Apache says 200 for its own handlers).
+ */
+static int
+refused_status(struct kw_req *req)
+{
+	const char *s = kw_req_header(req, "REDIRECT_STATUS");
+	int status = s != NULL ? atoi(s) : 0;
+
+	if (status == 411) {
+		req->method = "POST";	/* the error handler is asked with GET */
+		req->no_body = 1;
+		return 0;
+	}
+	return status >= 400 && status <= 599 ? status : 0;
+}
+
+/* The error a refusal of the web server's (status) is answered with, in the face's envelope. */
 static enum kw_err
-prepare(struct kw_req *req, enum kw_face *face)
+refusal_error(struct kw_req *req, int status)
+{
+	if (status == 413) {
+		kw_error_set(&req->err, KW_ETOOLARGE, NULL,
+		    "request body is larger than the web server takes");
+		return KW_ETOOLARGE;
+	}
+	if (status >= 500) {
+		kw_error_set(&req->err, KW_EUNAVAIL, NULL, "the service is busy: retry");
+		return KW_EUNAVAIL;
+	}
+	kw_error_set(&req->err, KW_EINVAL, NULL, "the web server refused this request (%d %s)",
+	    status, reason(status));
+	return KW_EINVAL;
+}
+
+/*
+ * Routes, authenticates, decodes and validates everything the handler will
+ * read; refused (a status of the web server's own, refused_status) is
+ * answered in the face of the path.
+ */
+static enum kw_err
+prepare(struct kw_req *req, enum kw_face *face, int refused)
 {
 	int decoded;
 	enum kw_err rc;
 
 	req->path = route_path(req, &decoded);
 	*face = kw_router_face(kw_gen_face_prefixes, kw_gen_nface_prefixes, req->path);
+	if (refused != 0)
+		return refusal_error(req, refused);
 	rc = kw_router_match(req->arena, kw_gen_routes, kw_gen_nroutes, req->method, req->path,
 	    decoded, &req->match, &req->err);
 	if (rc != KW_OK)
@@ -433,6 +482,8 @@ kw_http_serve(FCGX_Request *fcgi, struct kw_arena *arena, struct kw_store **stor
 	struct kw_resp resp = { .status = 200 };
 	enum kw_face face = KW_FACE_LITELLM;
 	struct timespec t0, t1;
+	const char *uri;
+	int refused;
 	double secs;
 	enum kw_err rc;
 
@@ -446,10 +497,20 @@ kw_http_serve(FCGX_Request *fcgi, struct kw_arena *arena, struct kw_store **stor
 	req.store = *store;
 
 	req.authorizer = is_authorizer(fcgi);
-	if (req.authorizer)
+	refused = req.authorizer ? 0 : refused_status(&req);
+	uri = kw_req_header(&req, "REQUEST_URI");
+	if (refused != 0 && (uri == NULL || *uri == '\0')) {
+		/* refused before the server read a path: no face to answer in; plain, as the server would */
+		resp.status = refused;
+		resp.raw = reason(refused);
+		resp.raw_len = strlen(resp.raw);
+		resp.content_type = "text/plain";
+		rc = KW_OK;
+	} else if (req.authorizer) {
 		rc = kw_authorize(&req, &resp);	/* no route and no body: a question about a request */
-	else if ((rc = prepare(&req, &face)) == KW_OK)
+	} else if ((rc = prepare(&req, &face, refused)) == KW_OK) {
 		rc = req.route->handler(&req, &resp);
+	}
 	if (rc != KW_OK) {
 		int status = kw_http_status_for(face, rc);
 
@@ -462,7 +523,7 @@ kw_http_serve(FCGX_Request *fcgi, struct kw_arena *arena, struct kw_store **stor
 			    "provider", json_object_new_string(kw_req_path_param(&req, "provider")));
 		if (rc == KW_EMETHOD)
 			kw_resp_header(&req, &resp, "Allow: %s", req.match.allow);
-		if (status == 503)
+		if (kw_http_status_for(KW_FACE_LITELLM, rc) == 503)	/* the store: retry */
 			kw_resp_header(&req, &resp, "Retry-After: 1");
 	}
 	if (!resp.sent)

@@ -104,6 +104,13 @@ size_t kw_crypto_b64url(const void *data, size_t n, char *out);
 #define KW_PROVISION_TTL_MAX (30 * 86400)
 /* KEYWARDEN_PROVIDER_ENV's default: comma-separated names and shell wildcards. */
 #define KW_PROVIDER_ENV_DEFAULT "*_API_KEY"
+/*
+ * KEYWARDEN_PRIVATE_MODELS' default: the model families Venice serves
+ * privately (open-weight models on its own hosts, TEE and E2EE ones), as
+ * names and shell wildcards.  A model no pattern names is anonymous.
+ */
+#define KW_PRIVATE_MODELS_DEFAULT "venice-*,llama-*,qwen*,mistral-*,deepseek-*,zai-org-*," \
+	"hermes-*,google-gemma-*,openai-gpt-oss-*,e2ee-*,tee-*"
 struct kw_config {
 	char data_dir[4096];
 	unsigned workers;
@@ -122,6 +129,8 @@ struct kw_config {
 	char min_client_version[64];	/* provisioning refuses older X-Client-Version (426); "" none */
 	char metrics_token[256];	/* a bearer that may read GET /metrics; "" none */
 	char provider_env[256];		/* the variables a provider key's env.NAME may name */
+	char private_models[1024];	/* the models a Venice key's modelPrivacy counts as private */
+	char media_models[1024];	/* image, audio and video models (PRIVATE_TEXT lets them be anonymous) */
 	/* the relay (relay.c) */
 	char ca_bundle[1024];		/* KEYWARDEN_CA_BUNDLE: CA certificates for providers; "" the system's */
 	char relay_prices[1024];	/* KEYWARDEN_RELAY_PRICES: a JSON price table over the defaults; "" none */
@@ -138,6 +147,8 @@ extern struct kw_config kw_config;
 enum kw_err kw_config_load(const char *data_dir_override);
 enum kw_err kw_config_init_data_dir(int print_new_master_key);
 enum kw_err kw_config_load_secret(const char *name, unsigned char *out, size_t n);
+/* True when name matches one of list's comma-separated names and shell wildcards. */
+int kw_config_list_match(const char *list, const char *name);
 
 /* --- store.c: the Berkeley DB environment --------------------------- */
 
@@ -364,6 +375,7 @@ struct kw_req {
 	time_t now;
 	struct kw_caller *caller;	/* set by kw_auth_caller; arena-owned */
 	int authorizer;			/* the server asks as an authorizer (is_authorizer) */
+	int no_body;			/* the server said the request has none (http.c) */
 };
 
 struct kw_resp {
@@ -562,16 +574,33 @@ struct kw_op {
 	struct json_object *answer;	/* owned */
 	kw_op_body body;
 };
-/* Who may call an operation: any known caller, one who may change things, a proxy admin. */
-enum kw_op_caller { KW_OP_READER = 0, KW_OP_WRITER, KW_OP_ADMIN };
 /*
- * Checks the caller (401, 403), then runs body in one transaction with an
- * op about record id (borrowed; NULL: none) and answers its answer with
- * 200; on an error the answer is dropped and the error returned for the
- * face's envelope.
+ * Who may call an operation: any known caller, one who may change things,
+ * a proxy admin, one who reads everything (admins and admin viewers).
  */
-enum kw_err kw_face_op(struct kw_req *, struct kw_resp *, enum kw_op_caller, kw_op_body,
-    const char *id);
+enum kw_op_caller { KW_OP_READER = 0, KW_OP_WRITER, KW_OP_ADMIN, KW_OP_ADMIN_VIEW };
+/* An operation that kw_face_op runs. */
+struct kw_op_def {
+	enum kw_op_caller who;
+	kw_op_body body;
+	const char *id_field;	/* the field naming op->id: the query's for GET, else the body's; NULL none */
+	int new_id;		/* op->id is a new UUID when id_field is absent */
+	const char *refusal;	/* KW_OP_ADMIN_VIEW's words to another caller, before its role */
+};
+/*
+ * Checks the caller (401, 403), then runs def's body in one transaction
+ * with an op about the record def names and answers its answer with 200;
+ * on an error the answer is dropped and the error returned for the face's
+ * envelope.
+ */
+enum kw_err kw_face_op(struct kw_req *, struct kw_resp *, const struct kw_op_def *);
+/* Defines handler name as kw_face_op of the kw_op_def its other arguments initialize. */
+#define KW_FACE_OP(name, ...) \
+	enum kw_err name(struct kw_req *req, struct kw_resp *resp) \
+	{ \
+		static const struct kw_op_def def = { __VA_ARGS__ }; \
+		return kw_face_op(req, resp, &def); \
+	}
 
 /* --- members.c: who belongs to what, kept on both sides --------------- */
 
@@ -591,12 +620,12 @@ enum kw_members_table { KW_MEMBERS_TEAMS = 0, KW_MEMBERS_ORGS, KW_MEMBERS_USERS 
  * /team/member_update's and /organization/member_update's change to rec
  * (record id of the table, read for writing; org a team's organization or
  * NULL): the member the body names, the caller's standing toward it
- * (400, 403, 404, 403 by field), then its role and budget_field.
- * *user_id (request-owned) is the member's.
+ * (400, 403, 404, 403 by field), a budget_id that names no budget (400),
+ * then its role and limits (kw_members_change).  *user_id
+ * (request-owned) is the member's.
  */
 enum kw_err kw_face_member_update(struct kw_req *, struct __db_txn *, enum kw_members_table,
-    const char *id, struct json_object *rec, struct json_object *org, const char *budget_field,
-    const char **user_id);
+    const char *id, struct json_object *rec, struct json_object *org, const char **user_id);
 
 /* user_id's role in rec (NULL: none): a team's "admin" or "user", an org's user_role; NULL when no member. */
 const char *kw_members_role(enum kw_members_table, struct json_object *rec, const char *user_id);
@@ -619,14 +648,8 @@ enum kw_err kw_members_get(struct kw_req *, struct __db_txn *, enum kw_members_t
  */
 enum kw_err kw_members_open(struct kw_req *, struct __db_txn *, enum kw_members_table,
     const char *id, const char *field, int manage, struct json_object **rec);
-/*
- * Reads for writing every record ids (array of strings) names, all or
- * nothing: *recs the records, *read their ids, repeats once (both owned,
- * even on error); 404 naming field[i] for the first one missing.
- */
-enum kw_err kw_members_get_all(struct kw_req *, struct __db_txn *, enum kw_members_table,
-    struct json_object *ids, const char *field, struct json_object **recs,
-    struct json_object **read);
+/* KW_OK when org_id (NULL: none) names an organization; 400 naming organization_id, LiteLLM's words, else. */
+enum kw_err kw_members_org_known(struct kw_req *, struct __db_txn *, const char *org_id);
 /* KW_OK when no record has id; KW_ECONFLICT (400 naming the id field) when one has. */
 enum kw_err kw_members_absent(struct kw_req *, struct __db_txn *, enum kw_members_table,
     const char *id);
@@ -636,24 +659,44 @@ enum kw_err kw_members_write(struct kw_req *, struct __db_txn *, enum kw_members
 /* kw_members_write of a change from before, with updated_at set to now. */
 enum kw_err kw_members_update(struct kw_req *, struct __db_txn *, enum kw_members_table,
     const char *id, struct json_object *before, struct json_object *rec);
-/* Deletes record id (rec as it was) with its audit entry; a team or org first leaves its members' users. */
-enum kw_err kw_members_delete(struct kw_req *, struct __db_txn *, enum kw_members_table,
-    const char *id, struct json_object *rec);
+/* What goes with record id (rec) of a table when it is deleted; counts the keys it deletes into *keys. */
+typedef enum kw_err (*kw_members_drop)(struct kw_req *, struct __db_txn *, const char *id,
+    struct json_object *rec, int64_t *keys);
+/*
+ * Deletes every record of the table that ids (an array of strings) names,
+ * all or nothing: each is read for writing first (404 naming field[i] for
+ * the first one missing), then drop takes away what hangs on it and the
+ * record goes, a team's or an organization's members' users first
+ * leaving it, with its audit entry.  *recs (owned; NULL on error) are the
+ * records as they were, each once.
+ */
+enum kw_err kw_members_delete_all(struct kw_req *, struct __db_txn *, enum kw_members_table,
+    struct json_object *ids, const char *field, kw_members_drop drop, int64_t *keys,
+    struct json_object **recs);
+/*
+ * The transaction of /team/delete and /user/delete: kw_members_delete_all
+ * of the ids the body's field lists; op->answer is {"deleted_teams" (or
+ * "deleted_users"): their ids, "deleted_keys": how many keys went}, as
+ * LiteLLM answers.
+ */
+enum kw_err kw_members_delete_listed(struct kw_req *, struct __db_txn *, struct kw_op *,
+    enum kw_members_table, const char *field, kw_members_drop drop);
 
 /*
  * Adds member (a TeamMember or OrganizationMember) to rec, a record being
  * written and not yet stored: the user by user_id, else by user_email,
- * created when unknown, is stored naming rec on its side.  budget (NULL:
- * none) is a team member's max_budget_in_team; the stored user is appended
+ * created when unknown, is stored naming rec on its side.  The entry
+ * takes the membership limits settings (a request; NULL: none) sends: a
+ * team's max_budget_in_team and budget_id.  The stored user is appended
  * to updated_users unless NULL.  KW_EINVAL or KW_ECONFLICT naming field.
  */
 enum kw_err kw_members_add(struct kw_req *, struct __db_txn *, enum kw_members_table,
     struct json_object *rec, struct json_object *member, const char *field,
-    struct json_object *budget, struct json_object *updated_users);
+    struct json_object *settings, struct json_object *updated_users);
 /* kw_members_add of one member (field), an array (field[i]) or NULL (none); *added counts them. */
 enum kw_err kw_members_add_each(struct kw_req *, struct __db_txn *, enum kw_members_table,
     struct json_object *rec, struct json_object *members, const char *field,
-    struct json_object *budget, struct json_object *updated_users, size_t *added);
+    struct json_object *settings, struct json_object *updated_users, size_t *added);
 /* Adds user (a record the caller stores naming rec) to rec (record id, read for writing) and stores rec. */
 enum kw_err kw_members_join(struct kw_req *, struct __db_txn *, enum kw_members_table,
     const char *id, struct json_object *rec, struct json_object *user);
@@ -668,32 +711,33 @@ enum kw_err kw_members_find(struct kw_req *, struct __db_txn *, enum kw_members_
 enum kw_err kw_members_remove(struct kw_req *, struct __db_txn *, enum kw_members_table,
     const char *id, struct json_object *rec, const char *user_id, const char *email,
     const char **removed);
-/* Takes user_id out of record id's members, when it exists and has them (the user's side stays). */
 /*
  * Changes the member entry of user_id in rec (a record of t read for
- * writing) to role (NULL: as it is) and, when budget is not NULL, its
- * max budget (a team's max_budget_in_team, an organization's
- * max_budget_in_organization), and stores rec with its audit entry.
- * Nothing is written when nothing changes, or user_id is no member.
+ * writing) to what settings (a request) sends, null or absent leaving a
+ * field as it is: its role, its max budget (a team's max_budget_in_team,
+ * an organization's max_budget_in_organization) and a team's budget_id;
+ * stores rec with its audit entry.  Nothing is written when nothing
+ * changes, or user_id is no member.
  */
 enum kw_err kw_members_change(struct kw_req *, struct __db_txn *, enum kw_members_table,
-    const char *id, struct json_object *rec, const char *user_id, const char *role,
-    struct json_object *budget);
-/*
- * The entry of user_id in rec as LiteLLM answers a membership (owned):
- * user_id, the record's id, budget_id, spend and litellm_budget_table
- * ({"max_budget"} of the member's budget, null when none); an
- * organization's also user_role, created_at and updated_at.  NULL when not
- * a member.
- */
+    const char *id, struct json_object *rec, const char *user_id, struct json_object *settings);
 /* The member entry of user_id in rec (borrowed from rec), or NULL. */
 struct json_object *kw_members_entry(enum kw_members_table, struct json_object *rec,
     const char *user_id);
 /* Into *ids (owned array), the ids of the records of the table whose field is value, in txn. */
 enum kw_err kw_members_ids_where(struct kw_req *, struct __db_txn *, enum kw_members_table,
     const char *field, const char *value, struct json_object **ids);
-struct json_object *kw_members_membership(enum kw_members_table, struct json_object *rec,
-    const char *user_id, double spend);
+/*
+ * The entry of user_id in rec as LiteLLM answers a membership, read in
+ * txn, into *out (owned; NULL when not a member): user_id, the record's
+ * id, budget_id, spend (a team membership's, kw_limits_member_spend; an
+ * organization's 0) and litellm_budget_table: the budget budget_id names
+ * (its LiteLLM_BudgetTable row) with the entry's own max budget as its
+ * max_budget, {"max_budget"} of the own one alone, null when neither; an
+ * organization's also user_role, created_at and updated_at.
+ */
+enum kw_err kw_members_membership(struct kw_req *, struct __db_txn *, enum kw_members_table,
+    struct json_object *rec, const char *user_id, struct json_object **out);
 enum kw_err kw_members_leave(struct kw_req *, struct __db_txn *, enum kw_members_table,
     const char *id, const char *user_id);
 /* kw_members_leave of every record of the table that user_id is a member of (a scan). */
@@ -707,6 +751,14 @@ enum kw_err kw_members_forget_user(struct kw_req *, struct __db_txn *, enum kw_m
 enum kw_err kw_members_list(struct kw_req *, enum kw_members_table, const char *user_id,
     const char *field, const char *value, struct json_object **out);
 
+/*
+ * Copies into rec the settings of fields (n of them) that body sends,
+ * except skip (NULL: none); null becomes the field's default (models [],
+ * metadata {}, blocked false, user_role internal_user, spend 0; else
+ * null).  budget_duration recomputes budget_reset_at from now.
+ */
+void kw_members_apply(struct kw_req *, struct json_object *rec, struct json_object *body,
+    const char *const *fields, size_t n, const char *skip);
 /* Adds a new team's or user's budget and rate fields to rec: unset, spend 0. */
 void kw_members_limits_new(struct json_object *rec);
 /* A new user record (owned), every field at its default; the caller stores it. */
@@ -794,6 +846,12 @@ enum kw_err kw_budget_create(struct kw_req *, struct __db_txn *, const char *id,
     struct json_object *settings, struct json_object **out);
 enum kw_err kw_budget_change(struct kw_req *, struct __db_txn *, const char *id,
     struct json_object *settings, const char *field, struct json_object **out);
+/* KW_OK when body's budget_id (NULL or null: none) names a budget; 400 naming budget_id else. */
+enum kw_err kw_budget_named(struct kw_req *, struct __db_txn *, struct json_object *body);
+
+/* face_team.c: what the organization operations share with the team operations */
+enum kw_err kw_team_drop(struct kw_req *, struct __db_txn *, const char *team_id,
+    struct json_object *team, int64_t *keys);	/* a kw_members_drop: the team's keys */
 
 /* face_user.c: what the team and organization operations share with the user operations */
 const char *kw_id_or_new(const char *given, char buf[37]);	/* given, or a new UUID in buf */
@@ -861,6 +919,9 @@ struct kw_usage {
 	const char *end_user;		/* the request's end user; NULL none */
 };
 
+/* The API tier a Venice answer names (apiTier.id, rateLimitTier): one tier, charged per use. */
+#define KW_VENICE_TIER "paid"
+
 /* A Venice key's consumption: in its current limitPeriod, and over the trailing seven days. */
 struct kw_venice_usage {
 	double period_usd, period_diem;
@@ -894,9 +955,12 @@ enum kw_err kw_limits_maintain(struct kw_store *, time_t now);
 struct json_object *kw_limits_end_user_new(const char *user_id);
 /* Resets end user rec's spend when its budget's budget_duration fell due (budget may be NULL). */
 int kw_limits_end_user_settle(struct json_object *rec, struct json_object *budget, time_t now);
-/* What user_id's keys in team_id spent, into *spend, in txn (LiteLLM's LiteLLM_TeamMembership.spend). */
+/*
+ * What user_id's keys in team_id spent in the membership's budget period
+ * as of now, into *spend, in txn (LiteLLM's LiteLLM_TeamMembership.spend).
+ */
 enum kw_err kw_limits_member_spend(struct kw_store *, struct __db_txn *, const char *team_id,
-    const char *user_id, double *spend);
+    const char *user_id, time_t now, double *spend);
 /* Counts one event in the fixed UTC minute of now under name unless limit are counted (*allowed 0). */
 enum kw_err kw_limits_window_add(struct kw_store *, struct __db_txn *, const char *name, time_t now,
     double limit, int *allowed);

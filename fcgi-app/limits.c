@@ -842,17 +842,21 @@ time_of(json_object *rec, const char *name)
 	return kw_time_parse(kw_json_str(rec, name), &t) == KW_OK ? (int64_t)t : 0;
 }
 
-/* True when a member entry of rec's members_with_roles has a max_budget_in_team. */
+/* True when a member entry of rec's members_with_roles has limits of its own or a budget_id. */
 static int
 member_budgets(json_object *rec)
 {
 	json_object *members = json_object_object_get(rec, "members_with_roles");
 
 	for (size_t i = 0; json_object_is_type(members, json_type_array) &&
-	    i < json_object_array_length(members); i++)
-		if (!isnan(kw_json_num(json_object_array_get_idx(members, i), "max_budget_in_team",
-		    NAN)))
+	    i < json_object_array_length(members); i++) {
+		json_object *m = json_object_array_get_idx(members, i);
+
+		if (!isnan(kw_json_num(m, "max_budget_in_team", NAN)) ||
+		    !isnan(kw_json_num(m, "rpm_limit", NAN)) || !isnan(kw_json_num(m, "tpm_limit", NAN)) ||
+		    kw_json_str(m, "budget_id") != NULL)
 			return 1;
+	}
 	return 0;
 }
 
@@ -1062,7 +1066,11 @@ kw_limits_venice_usage(struct kw_store *st, DB_TXN *txn, json_object *key, time_
 	return KW_OK;
 }
 
-/* Remembers that a Venice key was refused, for /api/v1/api_keys/rate_limits/log. */
+/*
+ * Remembers that a Venice key was refused by a rate limit, for
+ * /api/v1/api_keys/rate_limits/log: type is Venice's rateLimitType
+ * ("RPM", "TPM").
+ */
 static enum kw_err
 venice_breach(struct kw_store *st, DB_TXN *txn, json_object *key, const char *model,
     const char *type, time_t now)
@@ -1079,7 +1087,10 @@ venice_breach(struct kw_store *st, DB_TXN *txn, json_object *key, const char *mo
 	k.size = (u_int32_t)strlen(name);
 	kw_time_format(now, at);
 	json_object_object_add(row, "apiKeyId", json_object_get(json_object_object_get(venice, "id")));
-	json_object_object_add(row, "modelId", model ? json_object_new_string(model) : NULL);
+	/* Venice logs "model:unknown" for a request whose model it cannot name */
+	json_object_object_add(row, "modelId", json_object_new_string(model ? model :
+	    "model:unknown"));
+	json_object_object_add(row, "rateLimitTier", json_object_new_string(KW_VENICE_TIER));
 	json_object_object_add(row, "rateLimitType", json_object_new_string(type));
 	json_object_object_add(row, "timestamp", json_object_new_string(at));
 	v = (DBT){ .data = (void *)json_object_to_json_string_ext(row, JSON_C_TO_STRING_PLAIN) };
@@ -1113,6 +1124,12 @@ struct checking {
 	 * the key's (kept in key.s).  Both only read as records.
 	 */
 	struct party end_user, budget;
+	/*
+	 * The key's user's membership of the key's team, when it has limits
+	 * (membership_limits): its summary holds them and the membership's
+	 * spend; rec is the membership's budget (budget_id), when it names one.
+	 */
+	struct party member;
 	char org_id[KW_ID_MAX + 1];	/* the key's organization_id, else its team's; "" none */
 	json_object *limits;		/* owned: the answer's limits list */
 	struct in_flight key_flight, team_flight, user_flight, org_flight, model_flight;
@@ -1132,6 +1149,7 @@ checking_clear(struct checking *c)
 	json_object_put(c->org.rec);
 	json_object_put(c->end_user.rec);
 	json_object_put(c->budget.rec);
+	json_object_put(c->member.rec);
 	json_object_put(c->limits);
 	memset(&c->key, 0, sizeof(c->key));
 	memset(&c->team, 0, sizeof(c->team));
@@ -1139,6 +1157,7 @@ checking_clear(struct checking *c)
 	memset(&c->org, 0, sizeof(c->org));
 	memset(&c->end_user, 0, sizeof(c->end_user));
 	memset(&c->budget, 0, sizeof(c->budget));
+	memset(&c->member, 0, sizeof(c->member));
 	c->org_id[0] = '\0';
 	memset(&c->key_flight, 0, sizeof(c->key_flight));
 	memset(&c->team_flight, 0, sizeof(c->team_flight));
@@ -1608,6 +1627,54 @@ kw_limits_model_resolve(json_object *key, json_object *team, const char *asked, 
 	return asked;
 }
 
+/* What model resolves to, into *m (kw_limits_model_resolve); key and team borrowed, either NULL. */
+static void
+model_ask_of(const char *model, json_object *key, json_object *team, struct model_ask *m)
+{
+	m->asked = model;
+	m->resolved = kw_limits_model_resolve(key, team, model, &m->team_alias);
+}
+
+/* True when a key of modelPrivacy privacy ("PRIVATE_TEXT", "PRIVATE_ONLY") may call model. */
+static int
+privacy_allows(const char *privacy, const char *model)
+{
+	return kw_config_list_match(kw_config.private_models, model) ||
+	    (strcmp(privacy, "PRIVATE_TEXT") == 0 &&
+	    kw_config_list_match(kw_config.media_models, model));
+}
+
+/*
+ * A Venice key's modelPrivacy, as Venice enforces it on every inference
+ * call: ALL (or none) lets any model through; PRIVATE_ONLY only the
+ * models the operator's KEYWARDEN_PRIVATE_MODELS names; PRIVATE_TEXT
+ * those and the image, audio and video models KEYWARDEN_MEDIA_MODELS
+ * names.  The model asked for and the one an alias maps it to must both
+ * pass.  The setting is the key record's, which only the master key or
+ * an ADMIN key changes; which models are private is the operator's.
+ */
+static int
+refuse_privacy(struct checking *c)
+{
+	json_object *key = key_record(c);
+	const char *privacy = kw_json_str(json_object_object_get(key, "venice"), "modelPrivacy");
+	struct model_ask m;
+	const char *bad;
+
+	if (privacy == NULL || strcmp(privacy, "ALL") == 0)
+		return 0;
+	model_ask_of(c->in->model, key, c->team.present && (c->team.s.flags & S_ALIASES) ?
+	    team_record(c) : NULL, &m);
+	bad = !privacy_allows(privacy, m.asked) ? m.asked :
+	    !privacy_allows(privacy, m.resolved) ? m.resolved : NULL;
+	if (bad == NULL)
+		return 0;
+	c->out->error_type = "key_model_access_denied";
+	return refuse(c, KW_V_MODEL_NOT_ALLOWED, "modelPrivacy", "This API key is set to '%s', "
+	    "but %s is an anonymous model. Choose a private model, or change the model privacy "
+	    "setting of this API key.", privacy, printable(bad));
+}
+
 /*
  * The model checks, in LiteLLM's order: the key's models
  * (can_key_call_model), its team's (can_team_access_model in
@@ -1620,7 +1687,7 @@ kw_limits_model_resolve(json_object *key, json_object *team, const char *asked, 
 static int
 refuse_model(struct checking *c)
 {
-	struct model_ask m = { c->in->model, c->in->model, 0 };
+	struct model_ask m;
 	json_object *key = NULL, *team = NULL, *org, *team_models;
 	int personal = !c->team.present;
 
@@ -1632,7 +1699,7 @@ refuse_model(struct checking *c)
 	if (c->team.present && (c->team.s.flags & (S_MODELS | S_ALIASES)) != 0)
 		team = team_record(c);
 	team_models = team ? json_object_object_get(team, "models") : NULL;
-	m.resolved = kw_limits_model_resolve(key, team, m.asked, &m.team_alias);
+	model_ask_of(c->in->model, key, team, &m);
 	if ((c->key.s.flags & S_MODELS) &&
 	    !object_allows(json_object_object_get(key, "models"), team_models, &m, 1))
 		return refuse_model_of(c, "key", json_object_object_get(key, "models"));
@@ -1678,7 +1745,8 @@ refuse_standing(struct checking *c)
 		return refuse(c, KW_V_END_USER_BLOCKED, NULL,
 		    "User blocked from making LLM API Calls: end user %s is blocked",
 		    printable(c->in->end_user));
-	if (in->model != NULL && in->model[0] != '\0' && refuse_model(c))
+	if (in->model != NULL && in->model[0] != '\0' &&
+	    (refuse_model(c) || ((c->key.s.flags & S_VENICE) && refuse_privacy(c))))
 		return 1;
 	if (in->route != NULL && (c->key.s.flags & S_ROUTES) &&
 	    !kw_limits_routes_allow(json_object_object_get(key_record(c), "allowed_routes"),
@@ -1723,49 +1791,124 @@ model_budget_of(struct checking *c)
 	return entry;
 }
 
-/* The counter of what user_id's keys in team_id spent: LiteLLM's LiteLLM_TeamMembership.spend. */
+/* A budget record's (b) limits into s wherever s has none of its own. */
 static void
-member_spend_name(char *buf, size_t n, const char *team_id, const char *user_id)
+fill_from_budget(struct summary *s, json_object *b)
 {
-	counter_name(buf, n, "tmspend", team_id, user_id);
+	if (isnan(s->max_budget))
+		s->max_budget = limit_of(b, "max_budget");
+	if (isnan(s->soft_budget))
+		s->soft_budget = limit_of(b, "soft_budget");
+	if (isnan(s->rpm_limit))
+		s->rpm_limit = limit_of(b, "rpm_limit");
+	if (isnan(s->tpm_limit))
+		s->tpm_limit = limit_of(b, "tpm_limit");
+}
+
+/*
+ * The counter of what user_id's keys in team_id spent, LiteLLM's
+ * LiteLLM_TeamMembership.spend, into *c with its name in name (n bytes),
+ * its period settled as LiteLLM's reset_budget_for_litellm_team_members
+ * resets a membership whose budget's budget_duration fell due: a period
+ * that ended reads 0; with duration (NULL: none), a period starts now when
+ * none runs.  c->window is the period's end, 0 when none.  rmw reads it
+ * for writing.
+ */
+static enum kw_err
+member_spend(struct kw_store *st, DB_TXN *txn, const char *team_id, const char *user_id,
+    const char *duration, time_t now, int rmw, char *name, size_t n, struct counter *c)
+{
+	enum kw_err rc;
+
+	counter_name(name, n, "tmspend", team_id, user_id);
+	if ((rc = counter_get(st, txn, name, rmw, c)) != KW_OK)
+		return rc;
+	if (c->window != 0 && c->window <= now) {
+		c->window = 0;
+		c->value = 0;
+	}
+	if (duration != NULL && c->window == 0)
+		c->window = kw_time_budget_reset(duration, now);
+	return KW_OK;
 }
 
 enum kw_err
 kw_limits_member_spend(struct kw_store *st, DB_TXN *txn, const char *team_id,
-    const char *user_id, double *spend)
+    const char *user_id, time_t now, double *spend)
 {
 	char name[2 * KW_ID_MAX + 16];
 	struct counter c;
-	enum kw_err rc;
+	enum kw_err rc = member_spend(st, txn, team_id, user_id, NULL, now, 0, name, sizeof(name),
+	    &c);
 
-	member_spend_name(name, sizeof(name), team_id, user_id);
-	rc = counter_get(st, txn, name, 0, &c);
 	*spend = rc == KW_OK ? c.value : 0;
 	return rc;
 }
 
 /*
- * The max_budget_in_team of the key's user in the key's team, NAN when
- * none (the team has no member budgets, or none for this member).
+ * The limits of user_id's membership of team, as LiteLLM keeps them in
+ * the membership's LiteLLM_BudgetTable row (_check_team_member_budget,
+ * LiteLLM_TeamMembership.safe_get_team_member_rpm_limit and _tpm_limit):
+ * into s, NAN where none, its max_budget_in_team, rpm_limit and
+ * tpm_limit (team_member_update's), else its budget_id's.  *budget (owned,
+ * NULL when none) is the budget record, whose budget_duration resets the
+ * membership's spend.  *member is 0 when user_id is no member.  A budget_id
+ * that names no budget adds nothing.
  */
-static double
-member_budget_of(struct checking *c)
+static enum kw_err
+membership_limits(struct kw_store *st, DB_TXN *txn, json_object *team, const char *user_id,
+    struct summary *s, json_object **budget, int *member)
 {
-	json_object *members, *team;
+	json_object *entry = kw_members_entry(KW_MEMBERS_TEAMS, team, user_id);
+	const char *id = kw_json_str(entry, "budget_id");
+	enum kw_err rc;
 
-	if (!c->team.present || !(c->team.s.flags & S_MEMBER_BUDGETS) || c->out->user_id[0] == '\0' ||
-	    (team = team_record(c)) == NULL)
-		return NAN;
-	members = json_object_object_get(team, "members_with_roles");
-	for (size_t i = 0; json_object_is_type(members, json_type_array) &&
-	    i < json_object_array_length(members); i++) {
-		json_object *m = json_object_array_get_idx(members, i);
-		const char *id = kw_json_str(m, "user_id");
+	memset(s, 0, sizeof(*s));
+	s->max_budget = s->soft_budget = s->rpm_limit = s->tpm_limit = s->max_parallel = NAN;
+	*budget = NULL;
+	if (!(*member = entry != NULL))
+		return KW_OK;
+	s->max_budget = kw_json_num(entry, "max_budget_in_team", NAN);
+	s->rpm_limit = kw_json_num(entry, "rpm_limit", NAN);
+	s->tpm_limit = kw_json_num(entry, "tpm_limit", NAN);
+	if (id == NULL)
+		return KW_OK;
+	rc = kw_rec_get(st, txn, KW_DB_BUDGETS, id, 0, budget);
+	if (rc != KW_OK)
+		return rc == KW_ENOTFOUND ? KW_OK : rc;
+	fill_from_budget(s, *budget);
+	s->soft_budget = NAN;	/* a membership has no soft budget */
+	return KW_OK;
+}
 
-		if (id != NULL && strcmp(id, c->out->user_id) == 0)
-			return kw_json_num(m, "max_budget_in_team", NAN);
-	}
-	return NAN;
+/*
+ * The key's user's membership of its team, when the team has member
+ * limits: c->member's summary holds them, the membership's spend and the
+ * end of its budget period (budget_reset_at).
+ */
+static enum kw_err
+load_member(struct checking *c)
+{
+	char name[2 * KW_ID_MAX + 16];
+	json_object *team;
+	struct counter spent;
+	enum kw_err rc;
+
+	if (!c->team.present || !(c->team.s.flags & S_MEMBER_BUDGETS) ||
+	    c->out->user_id[0] == '\0')
+		return KW_OK;
+	if ((team = team_record(c)) == NULL)
+		return c->rc;
+	if ((rc = membership_limits(c->st, c->txn, team, c->out->user_id, &c->member.s,
+	    &c->member.rec, &c->member.present)) != KW_OK || !c->member.present)
+		return rc;
+	if ((rc = member_spend(c->st, c->txn, c->out->team_id, c->out->user_id,
+	    kw_json_str(c->member.rec, "budget_duration"), c->now, 0, name, sizeof(name),
+	    &spent)) != KW_OK)
+		return rc;
+	c->member.s.spend = spent.value;
+	c->member.s.budget_reset_at = spent.window;
+	return KW_OK;
 }
 
 /*
@@ -1798,9 +1941,8 @@ check_budgets(struct checking *c, int *refused)
 	};
 	static const struct in_flight none;
 	struct budget b[12];	/* five parties, a membership, the currencies, a model */
-	json_object *key = NULL, *entry;
+	json_object *entry;
 	char name[KW_TOKEN_LEN + 300];
-	double member_max;
 	size_t n = 0;
 	enum kw_err rc;
 
@@ -1820,17 +1962,12 @@ check_budgets(struct checking *c, int *refused)
 				flights[i], (time_t)s->budget_reset_at, KW_V_BUDGET_EXCEEDED,
 				parties[i] == &c->end_user };
 	}
-	if (!isnan(member_max = member_budget_of(c))) {
-		double spent;
-
-		if ((rc = kw_limits_member_spend(c->st, c->txn, c->out->team_id, c->out->user_id,
-		    &spent)) != KW_OK)
-			return rc;
-		b[n++] = (struct budget){ "team_member_max_budget", NULL, member_max, spent, &none, 0,
+	if (c->member.present && !isnan(c->member.s.max_budget))
+		b[n++] = (struct budget){ "team_member_max_budget", NULL, c->member.s.max_budget,
+			c->member.s.spend, &none, (time_t)c->member.s.budget_reset_at,
 			KW_V_BUDGET_EXCEEDED, 0 };
-	}
 	if (k->flags & S_VENICE) {
-		json_object *venice = json_object_object_get(key = key_record(c), "venice");
+		json_object *venice = json_object_object_get(key_record(c), "venice");
 		json_object *caps = json_object_object_get(venice, "consumptionLimit");
 		time_t start, end;
 
@@ -1863,9 +2000,7 @@ check_budgets(struct checking *c, int *refused)
 		if (!budget_refuses(c, &b[i]))
 			continue;
 		*refused = 1;
-		if (b[i].code == KW_V_BUDGET_EXCEEDED || c->in->dry_run)
-			return KW_OK;
-		return venice_breach(c->st, c->txn, key, c->in->model, b[i].name, c->now);
+		return KW_OK;
 	}
 	return KW_OK;
 }
@@ -1881,9 +2016,10 @@ key_model_limit(struct checking *c, const char *map)
 
 /*
  * The rate windows the key is under, into r (room for RATES_MAX): its rpm
- * and tpm, per model, its team's and its organization's.  Returns how many.
+ * and tpm, per model, its team's, its organization's, its end user's and
+ * its user's in its team.  Returns how many.
  */
-#define RATES_MAX 10
+#define RATES_MAX 12
 
 static size_t
 rates_of(struct checking *c, struct rate *r)
@@ -1916,6 +2052,11 @@ rates_of(struct checking *c, struct rate *r)
 		    c->end_user.s.rpm_limit : NAN, 1, NULL },
 		{ "tpm|e", c->in->end_user, NULL, "end_user_tpm_limit", c->end_user.present ?
 		    c->end_user.s.tpm_limit : NAN, 0, &c->end_user_flight },
+		/* the membership's budget's, LiteLLM's team_member_rpm_limit and _tpm_limit */
+		{ "rpm|m", team_id, c->out->user_id, "team_member_rpm_limit", c->member.present ?
+		    c->member.s.rpm_limit : NAN, 1, NULL },
+		{ "tpm|m", team_id, c->out->user_id, "team_member_tpm_limit", c->member.present ?
+		    c->member.s.tpm_limit : NAN, 0, NULL },
 	};
 	size_t n = 0;
 
@@ -1954,6 +2095,21 @@ check_rates(struct checking *c, int *refused)
 	    over_parallel(c, &c->team.s, &c->team_flight, "team_max_parallel_requests"))
 		*refused = 1;
 	return KW_OK;
+}
+
+/* Logs a Venice key's rate refusal under Venice's rateLimitType; in-flight limits have none. */
+static enum kw_err
+rate_breach(struct checking *c)
+{
+	const char *limit = c->out->limit ? c->out->limit : "";
+	const char *type = strstr(limit, "rpm") ? "RPM" : strstr(limit, "tpm") ? "TPM" : NULL;
+	json_object *key;
+
+	if (type == NULL)
+		return KW_OK;
+	if ((key = key_record(c)) == NULL)
+		return c->rc;
+	return venice_breach(c->st, c->txn, key, c->in->model, type, c->now);
 }
 
 /*
@@ -2081,19 +2237,6 @@ find_key(struct checking *c)
  * on its own spend and its own rate windows: the budget is a tier, not a
  * shared pot.  A budget_id that names no budget adds nothing.
  */
-static void
-fill_from_budget(struct summary *s, json_object *b)
-{
-	if (isnan(s->max_budget))
-		s->max_budget = limit_of(b, "max_budget");
-	if (isnan(s->soft_budget))
-		s->soft_budget = limit_of(b, "soft_budget");
-	if (isnan(s->rpm_limit))
-		s->rpm_limit = limit_of(b, "rpm_limit");
-	if (isnan(s->tpm_limit))
-		s->tpm_limit = limit_of(b, "tpm_limit");
-}
-
 static enum kw_err
 load_key_budget(struct checking *c)
 {
@@ -2243,7 +2386,7 @@ check_body(struct kw_store *st, DB_TXN *txn, void *baton)
 	    rc != KW_ENOTFOUND)
 		return rc;
 	if ((rc = load_key_budget(c)) != KW_OK || (rc = load_org_budget(c)) != KW_OK ||
-	    (rc = load_end_user(c)) != KW_OK)
+	    (rc = load_member(c)) != KW_OK || (rc = load_end_user(c)) != KW_OK)
 		return rc;
 	/* requests in flight matter only to the limits that count what they reserved */
 	if (model_budget_of(c) != NULL || !isnan(key_model_limit(c, "model_tpm_limit")))
@@ -2282,6 +2425,9 @@ check_body(struct kw_store *st, DB_TXN *txn, void *baton)
 		return rc;
 	/* rates are read even after a budget refusal: the 429 reports them */
 	if ((!refused || v->code == KW_V_BUDGET_EXCEEDED) && (rc = check_rates(c, &refused)) != KW_OK)
+		return rc;
+	if (refused && v->code == KW_V_RATE_LIMITED && (c->key.s.flags & S_VENICE) &&
+	    !c->in->dry_run && (rc = rate_breach(c)) != KW_OK)
 		return rc;
 	if (c->rc != KW_OK)
 		return c->rc;
@@ -2503,6 +2649,39 @@ org_tokens(struct kw_store *st, DB_TXN *txn, const char *org_id, int64_t window,
 	return rc;
 }
 
+/*
+ * A report's cost into the spend of user_id's membership of team (which
+ * its limits bound, in the period of its budget's budget_duration), and
+ * its tokens into the membership's tpm window when its budget has a
+ * tpm_limit; nothing when user_id is no member.
+ */
+static enum kw_err
+member_usage(struct kw_store *st, DB_TXN *txn, json_object *team, const char *user_id,
+    double cost, double tokens, time_t now, int64_t window)
+{
+	const char *team_id = kw_json_str(team, "team_id");
+	char name[2 * KW_ID_MAX + 300];
+	struct summary limits;
+	struct counter c;
+	json_object *budget;
+	int member;
+	enum kw_err rc = membership_limits(st, txn, team, user_id, &limits, &budget, &member);
+
+	if (rc == KW_OK && member)
+		rc = member_spend(st, txn, team_id, user_id, kw_json_str(budget, "budget_duration"),
+		    now, 1, name, sizeof(name), &c);
+	if (rc == KW_OK && member) {
+		c.value += cost;
+		rc = counter_put(st, txn, name, &c);
+	}
+	if (rc == KW_OK && member && tokens > 0 && !isnan(limits.tpm_limit)) {
+		counter_name(name, sizeof(name), "tpm|m", team_id, user_id);
+		rc = rate_add(st, txn, name, window, tokens);
+	}
+	json_object_put(budget);
+	return rc;
+}
+
 /* The receipt rows of a counted report: by key and request_id, and by time for the purge. */
 static enum kw_err
 receipt(struct kw_store *st, DB_TXN *txn, const char *token, const char *request_id,
@@ -2583,18 +2762,10 @@ record_body(struct kw_store *st, DB_TXN *txn, void *baton)
 		    (in->end_user != NULL && (rc = end_user_spend(st, txn, in->end_user, in->cost,
 		    tokens, r->now, window, &eu_spend)) != KW_OK))
 			goto out;
-		if (team != NULL && user_id != NULL && kw_members_role(KW_MEMBERS_TEAMS, team,
-		    user_id) != NULL) {
-			struct counter c;
-
-			/* the membership's spend, which max_budget_in_team bounds */
-			member_spend_name(name, sizeof(name), team_id, user_id);
-			if ((rc = counter_get(st, txn, name, 1, &c)) != KW_OK)
-				goto out;
-			c.value += in->cost;
-			if ((rc = counter_put(st, txn, name, &c)) != KW_OK)
-				goto out;
-		}
+		if (team != NULL && user_id != NULL &&
+		    (rc = member_usage(st, txn, team, user_id, in->cost, tokens, r->now,
+		    window)) != KW_OK)
+			goto out;
 		mmb = json_object_object_get(key, "model_max_budget");
 		if (in->model != NULL && mmb != NULL &&
 		    json_object_object_get_ex(mmb, in->model, &entry) && entry != NULL) {

@@ -31,6 +31,7 @@ static const struct table {
 	int stamped;			/* each member entry records when it was added */
 	const char *manage_field;	/* the field a 403 for managing members names */
 	const char *budget_field;	/* a member entry's own max budget */
+	int budget_table;		/* a member entry has a budget of its own: budget_id, rpm and tpm limits */
 	const char *user_side;		/* the user's field that names the record */
 	int user_side_list;		/* user_side is a list of ids, not one id */
 } tables[] = {
@@ -38,7 +39,8 @@ static const struct table {
 		.db = KW_DB_TEAMS, .audit = KW_TABLE_TEAMS, .noun = "team", .a_noun = "a team",
 		.id_field = "team_id", .list = "members_with_roles", .role_field = "role",
 		.admin_role = "admin", .default_role = "user", .closed_roles = 1, .budgeted = 1,
-		.budget_field = "max_budget_in_team", .user_side = "teams", .user_side_list = 1,
+		.budget_field = "max_budget_in_team", .budget_table = 1, .user_side = "teams",
+		.user_side_list = 1,
 	},
 	[KW_MEMBERS_ORGS] = {
 		.db = KW_DB_ORGS, .audit = KW_TABLE_ORGS, .noun = "organization",
@@ -67,6 +69,44 @@ kw_members_limits_new(json_object *rec)
 	json_object_object_add(rec, "tpm_limit", NULL);
 	json_object_object_add(rec, "rpm_limit", NULL);
 	json_object_object_add(rec, "max_parallel_requests", NULL);
+}
+
+/* The value a team's or user's setting sent as null takes (owned); NULL when null is its value. */
+static json_object *
+setting_default(const char *field)
+{
+	if (strcmp(field, "models") == 0)
+		return json_object_new_array();
+	if (strcmp(field, "metadata") == 0)
+		return json_object_new_object();
+	if (strcmp(field, "blocked") == 0)
+		return json_object_new_boolean(0);
+	if (strcmp(field, "user_role") == 0)
+		return json_object_new_string("internal_user");
+	if (strcmp(field, "spend") == 0)
+		return json_object_new_double(0);
+	return NULL;
+}
+
+void
+kw_members_apply(struct kw_req *req, json_object *rec, json_object *body,
+    const char *const *fields, size_t n, const char *skip)
+{
+	const char *d;
+
+	for (size_t i = 0; i < n; i++) {
+		json_object *v;
+
+		if (!json_object_object_get_ex(body, fields[i], &v) ||
+		    (skip != NULL && strcmp(fields[i], skip) == 0))
+			continue;
+		json_object_object_add(rec, fields[i],
+		    v != NULL ? json_object_get(v) : setting_default(fields[i]));
+	}
+	if (kw_json_has(body, "budget_duration")) {
+		d = kw_json_str(body, "budget_duration");
+		kw_json_set_time(rec, "budget_reset_at", d != NULL ? kw_time_budget_reset(d, req->now) : 0);
+	}
 }
 
 /*
@@ -173,34 +213,25 @@ kw_members_get(struct kw_req *req, DB_TXN *txn, enum kw_members_table t, const c
 }
 
 /*
- * Reads for writing every record of t that ids (an array of strings,
- * borrowed) names, all or nothing: *recs (owned array) holds the records
- * and *read (owned array) their ids, a repeated id once.  404 naming
- * field[i] for the first one missing, with both arrays still the caller's
- * to put.
+ * KW_OK when org_id (NULL: none) names an organization.  Else 400 naming
+ * organization_id in the words of LiteLLM's get_org_object, which
+ * generate_key_fn and new_team call for a sent organization_id: their
+ * check for a missing one answers 400, but get_org_object raises first
+ * and LiteLLM's client sees that message as a 500.
  */
 enum kw_err
-kw_members_get_all(struct kw_req *req, DB_TXN *txn, enum kw_members_table t, json_object *ids,
-    const char *field, json_object **recs, json_object **read)
+kw_members_org_known(struct kw_req *req, DB_TXN *txn, const char *org_id)
 {
-	enum kw_err rc = KW_OK;
+	json_object *org = NULL;
+	enum kw_err rc = org_id != NULL ? kw_rec_get(req->store, txn, KW_DB_ORGS, org_id, 0, &org) :
+	    KW_OK;
 
-	*recs = json_object_new_array();
-	*read = json_object_new_array();
-	for (size_t i = 0; rc == KW_OK && i < json_object_array_length(ids); i++) {
-		const char *id = json_object_get_string(json_object_array_get_idx(ids, i));
-		char name[KW_FIELD_MAX];
-		json_object *rec;
-
-		if (kw_json_list_has(*read, id))
-			continue;
-		snprintf(name, sizeof(name), "%s[%zu]", field, i);
-		if ((rc = kw_members_get(req, txn, t, id, KW_RMW, name, &rec)) == KW_OK) {
-			json_object_array_add(*recs, rec);
-			json_object_array_add(*read, json_object_new_string(id));
-		}
-	}
-	return rc;
+	json_object_put(org);
+	if (rc != KW_ENOTFOUND)
+		return rc;
+	kw_error_set(&req->err, KW_EINVAL, "organization_id", "Organization doesn't exist in db. "
+	    "Organization=%s. Create organization via `/organization/new` call.", org_id);
+	return KW_EINVAL;
 }
 
 /* KW_OK when no record of t has id; 400 naming its id field when one has. */
@@ -460,10 +491,32 @@ user_leave(struct kw_req *req, DB_TXN *txn, const struct table *k, const char *u
 	return rc;
 }
 
-/* Appends a member entry for user_id to rec's members; budget (borrowed) is a team member's max_budget_in_team. */
+/* A team membership's limits beside its max budget, as LiteLLM keeps them in its budget row. */
+static const char *const budget_table_fields[] = { "budget_id", "rpm_limit", "tpm_limit" };
+
+/*
+ * Copies into a member entry of t the membership's limits that settings
+ * (a request, borrowed; NULL: none) sends: its max budget (budget_field)
+ * and, for a team, the budget_id of a /budget/new budget and its own
+ * rpm_limit and tpm_limit.  Null or absent leaves one as it is.
+ */
+static void
+take_limits(const struct table *k, json_object *entry, json_object *settings)
+{
+	size_t n = k->budget_table ? sizeof(budget_table_fields) / sizeof(budget_table_fields[0]) : 0;
+	json_object *v;
+
+	if (json_object_object_get_ex(settings, k->budget_field, &v) && v != NULL)
+		json_object_object_add(entry, k->budget_field, json_object_get(v));
+	for (size_t i = 0; i < n; i++)
+		if (json_object_object_get_ex(settings, budget_table_fields[i], &v) && v != NULL)
+			json_object_object_add(entry, budget_table_fields[i], json_object_get(v));
+}
+
+/* Appends a member entry for user_id to rec's members, with the limits settings sends (take_limits). */
 static void
 append_entry(struct kw_req *req, enum kw_members_table t, json_object *rec, const char *user_id,
-    const char *email, const char *role, json_object *budget)
+    const char *email, const char *role, json_object *settings)
 {
 	const struct table *k = &tables[t];
 	json_object *entry = json_object_new_object();
@@ -472,8 +525,7 @@ append_entry(struct kw_req *req, enum kw_members_table t, json_object *rec, cons
 	json_object_object_add(entry, "user_email", email != NULL ? json_object_new_string(email) : NULL);
 	json_object_object_add(entry, k->role_field,
 	    json_object_new_string(role != NULL ? role : k->default_role));
-	if (budget != NULL)
-		json_object_object_add(entry, "max_budget_in_team", json_object_get(budget));
+	take_limits(k, entry, settings);
 	if (k->stamped)
 		kw_json_set_time(entry, "created_at", req->now);
 	json_object_array_add(kw_members_array(t, rec), entry);
@@ -485,15 +537,16 @@ append_entry(struct kw_req *req, enum kw_members_table t, json_object *rec, cons
  * else by user_email, creating it when unknown (with a new UUID when only
  * an email names it), and names rec on the user's side (a team in its
  * teams; an organization in its organization_id when it has none); the
- * user is stored with its audit entry.  budget, when not NULL, is a team
- * member's max_budget_in_team.  The user record as stored is appended to
+ * user is stored with its audit entry.  The entry takes the limits
+ * settings sends (a team's max_budget_in_team and budget_id; NULL: none).
+ * The user record as stored is appended to
  * updated_users when that is not NULL.  400 naming field for a member
  * without user_id and user_email, one already in rec, or a new user_id
  * with an email another user has.
  */
 enum kw_err
 kw_members_add(struct kw_req *req, DB_TXN *txn, enum kw_members_table t, json_object *rec,
-    json_object *member, const char *field, json_object *budget, json_object *updated_users)
+    json_object *member, const char *field, json_object *settings, json_object *updated_users)
 {
 	const struct table *k = &tables[t];
 	const char *rec_id = kw_json_str(rec, k->id_field);
@@ -540,7 +593,7 @@ kw_members_add(struct kw_req *req, DB_TXN *txn, enum kw_members_table t, json_ob
 	if ((rc = kw_members_write(req, txn, KW_MEMBERS_USERS, user_id, before, user)) == KW_OK) {
 		/* the user's own email, as stored */
 		append_entry(req, t, rec, user_id, kw_json_str(user, "user_email"),
-		    kw_json_str(member, "role"), budget);
+		    kw_json_str(member, "role"), settings);
 		if (updated_users != NULL)
 			json_object_array_add(updated_users, json_object_get(user));
 	}
@@ -555,7 +608,7 @@ kw_members_add(struct kw_req *req, DB_TXN *txn, enum kw_members_table t, json_ob
  */
 enum kw_err
 kw_members_add_each(struct kw_req *req, DB_TXN *txn, enum kw_members_table t, json_object *rec,
-    json_object *members, const char *field, json_object *budget, json_object *updated_users,
+    json_object *members, const char *field, json_object *settings, json_object *updated_users,
     size_t *added)
 {
 	enum kw_err rc = KW_OK;
@@ -564,7 +617,8 @@ kw_members_add_each(struct kw_req *req, DB_TXN *txn, enum kw_members_table t, js
 	if (members == NULL)
 		return KW_OK;
 	if (!json_object_is_type(members, json_type_array)) {
-		if ((rc = kw_members_add(req, txn, t, rec, members, field, budget, updated_users)) == KW_OK)
+		if ((rc = kw_members_add(req, txn, t, rec, members, field, settings,
+		    updated_users)) == KW_OK)
 			(*added)++;
 		return rc;
 	}
@@ -573,7 +627,7 @@ kw_members_add_each(struct kw_req *req, DB_TXN *txn, enum kw_members_table t, js
 
 		snprintf(name, sizeof(name), "%s[%zu]", field, i);
 		if ((rc = kw_members_add(req, txn, t, rec, json_object_array_get_idx(members, i), name,
-		    budget, updated_users)) == KW_OK)
+		    settings, updated_users)) == KW_OK)
 			(*added)++;
 	}
 	return rc;
@@ -605,9 +659,10 @@ kw_members_join(struct kw_req *req, DB_TXN *txn, enum kw_members_table t, const 
 
 enum kw_err
 kw_members_change(struct kw_req *req, DB_TXN *txn, enum kw_members_table t, const char *id,
-    json_object *rec, const char *user_id, const char *role, json_object *budget)
+    json_object *rec, const char *user_id, json_object *settings)
 {
 	const struct table *k = &tables[t];
+	const char *role = kw_json_str(settings, "role");
 	json_object *before, *entry;
 	enum kw_err rc;
 
@@ -617,8 +672,8 @@ kw_members_change(struct kw_req *req, DB_TXN *txn, enum kw_members_table t, cons
 	entry = member_entry(rec, k->list, user_id);
 	if (entry != NULL && role != NULL)
 		json_object_object_add(entry, k->role_field, json_object_new_string(role));
-	if (entry != NULL && budget != NULL)
-		json_object_object_add(entry, k->budget_field, json_object_get(budget));
+	if (entry != NULL)
+		take_limits(k, entry, settings);
 	rc = KW_OK;
 	if (entry != NULL && !json_object_equal(before, rec)) {
 		if (k->stamped)
@@ -629,35 +684,62 @@ kw_members_change(struct kw_req *req, DB_TXN *txn, enum kw_members_table t, cons
 	return rc;
 }
 
-json_object *
-kw_members_membership(enum kw_members_table t, json_object *rec, const char *user_id,
-    double spend)
+/* Sets name in *table (made when NULL) to entry's field, when the entry has one. */
+static void
+own_limit(json_object **table, const char *name, json_object *entry, const char *field)
+{
+	json_object *v;
+
+	if (!json_object_object_get_ex(entry, field, &v) || v == NULL)
+		return;
+	if (*table == NULL)
+		*table = json_object_new_object();
+	json_object_object_add(*table, name, json_object_get(v));
+}
+
+enum kw_err
+kw_members_membership(struct kw_req *req, DB_TXN *txn, enum kw_members_table t, json_object *rec,
+    const char *user_id, json_object **out)
 {
 	const struct table *k = &tables[t];
-	json_object *entry = member_entry(rec, k->list, user_id), *out, *budget = NULL, *v;
+	const char *rec_id = kw_json_str(rec, k->id_field);
+	json_object *entry = member_entry(rec, k->list, user_id), *budget = NULL;
+	const char *budget_id = kw_json_str(entry, "budget_id");
+	double spend = 0;
+	enum kw_err rc = KW_OK;
 
+	*out = NULL;
 	if (entry == NULL)
-		return NULL;
-	out = json_object_new_object();
-	json_object_object_add(out, "user_id", json_object_new_string(user_id));
-	json_object_object_add(out, k->id_field, json_object_new_string(kw_json_str(rec,
-	    k->id_field)));
+		return KW_OK;
+	if (t == KW_MEMBERS_TEAMS &&
+	    (rc = kw_limits_member_spend(req->store, txn, rec_id, user_id, req->now, &spend)) != KW_OK)
+		return rc;
+	if (budget_id != NULL &&
+	    (rc = kw_rec_get(req->store, txn, KW_DB_BUDGETS, budget_id, 0, &budget)) != KW_OK &&
+	    rc != KW_ENOTFOUND)
+		return rc;
+	*out = json_object_new_object();
+	json_object_object_add(*out, "user_id", json_object_new_string(user_id));
+	json_object_object_add(*out, k->id_field, json_object_new_string(rec_id));
 	if (k->stamped) {
-		json_object_object_add(out, "user_role",
+		json_object_object_add(*out, "user_role",
 		    json_object_new_string(kw_members_role(t, rec, user_id)));
-		json_object_object_add(out, "created_at",
+		json_object_object_add(*out, "created_at",
 		    json_object_get(json_object_object_get(entry, "created_at")));
-		json_object_object_add(out, "updated_at", json_object_get(json_object_object_get(entry,
+		json_object_object_add(*out, "updated_at", json_object_get(json_object_object_get(entry,
 		    kw_json_has(entry, "updated_at") ? "updated_at" : "created_at")));
 	}
-	json_object_object_add(out, "budget_id", NULL);
-	json_object_object_add(out, "spend", json_object_new_double(spend));
-	if (json_object_object_get_ex(entry, k->budget_field, &v) && v != NULL) {
-		budget = json_object_new_object();
-		json_object_object_add(budget, "max_budget", json_object_get(v));
+	json_object_object_add(*out, "budget_id",
+	    budget_id != NULL ? json_object_new_string(budget_id) : NULL);
+	json_object_object_add(*out, "spend", json_object_new_double(spend));
+	/* the member's own limits are the ones in force (limits.c membership_limits) */
+	own_limit(&budget, "max_budget", entry, k->budget_field);
+	if (k->budget_table) {
+		own_limit(&budget, "rpm_limit", entry, "rpm_limit");
+		own_limit(&budget, "tpm_limit", entry, "tpm_limit");
 	}
-	json_object_object_add(out, "litellm_budget_table", budget);
-	return out;
+	json_object_object_add(*out, "litellm_budget_table", budget);
+	return KW_OK;
 }
 
 /* Takes user_id (not borrowed from rec) out of rec's members and stores rec, audited. */
@@ -825,8 +907,8 @@ kw_members_forget_user(struct kw_req *req, DB_TXN *txn, enum kw_members_table t,
  * entry; a team or an organization first leaves its members' user
  * records.
  */
-enum kw_err
-kw_members_delete(struct kw_req *req, DB_TXN *txn, enum kw_members_table t, const char *id,
+static enum kw_err
+delete_one(struct kw_req *req, DB_TXN *txn, enum kw_members_table t, const char *id,
     json_object *rec)
 {
 	const struct table *k = &tables[t];
@@ -843,4 +925,67 @@ kw_members_delete(struct kw_req *req, DB_TXN *txn, enum kw_members_table t, cons
 	if (rc == KW_OK && (rc = kw_rec_del(req->store, txn, k->db, id)) == KW_OK)
 		rc = kw_audit_record(req, txn, "deleted", k->audit, id, rec, NULL);
 	return rc;
+}
+
+enum kw_err
+kw_members_delete_all(struct kw_req *req, DB_TXN *txn, enum kw_members_table t, json_object *ids,
+    const char *field, kw_members_drop drop, int64_t *keys, json_object **recs)
+{
+	const struct table *k = &tables[t];
+	json_object *read = json_object_new_array();
+	enum kw_err rc = KW_OK;
+
+	/* every record first: all or nothing, and 404 names the first one missing */
+	*recs = json_object_new_array();
+	for (size_t i = 0; rc == KW_OK && i < json_object_array_length(ids); i++) {
+		const char *id = json_object_get_string(json_object_array_get_idx(ids, i));
+		char name[KW_FIELD_MAX];
+		json_object *rec;
+
+		if (kw_json_list_has(read, id))
+			continue;
+		snprintf(name, sizeof(name), "%s[%zu]", field, i);
+		if ((rc = kw_members_get(req, txn, t, id, KW_RMW, name, &rec)) == KW_OK) {
+			json_object_array_add(*recs, rec);
+			json_object_array_add(read, json_object_new_string(id));
+		}
+	}
+	json_object_put(read);
+	for (size_t i = 0; rc == KW_OK && i < json_object_array_length(*recs); i++) {
+		json_object *rec = json_object_array_get_idx(*recs, i);
+		const char *id = kw_json_str(rec, k->id_field);
+
+		if ((rc = drop(req, txn, id, rec, keys)) == KW_OK)
+			rc = delete_one(req, txn, t, id, rec);
+	}
+	if (rc != KW_OK) {
+		json_object_put(*recs);
+		*recs = NULL;
+	}
+	return rc;
+}
+
+enum kw_err
+kw_members_delete_listed(struct kw_req *req, DB_TXN *txn, struct kw_op *op,
+    enum kw_members_table t, const char *field, kw_members_drop drop)
+{
+	const struct table *k = &tables[t];
+	json_object *recs, *ids;
+	int64_t keys = 0;
+	char name[64];
+	enum kw_err rc = kw_members_delete_all(req, txn, t, json_object_object_get(req->body, field),
+	    field, drop, &keys, &recs);
+
+	if (rc != KW_OK)
+		return rc;
+	ids = json_object_new_array();
+	for (size_t i = 0; i < json_object_array_length(recs); i++)
+		json_object_array_add(ids, json_object_get(json_object_object_get(
+		    json_object_array_get_idx(recs, i), k->id_field)));
+	json_object_put(recs);
+	op->answer = json_object_new_object();
+	snprintf(name, sizeof(name), "deleted_%ss", k->noun);
+	json_object_object_add(op->answer, name, ids);
+	json_object_object_add(op->answer, "deleted_keys", json_object_new_int64(keys));
+	return KW_OK;
 }

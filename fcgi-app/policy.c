@@ -95,6 +95,7 @@ static const struct field_rule venice_rules[] = {
 	{ "consumptionLimit", KW_STANDING_ABOVE },
 	{ "limitPeriod", KW_STANDING_ABOVE },
 	{ "expiresAt", KW_STANDING_ABOVE },
+	{ "modelPrivacy", KW_STANDING_ABOVE },	/* a restriction: not the restricted key's own */
 };
 
 /*
@@ -113,6 +114,9 @@ static const struct field_rule member_rules[] = {
 	{ "role", KW_STANDING_ABOVE },
 	{ "max_budget_in_team", KW_STANDING_ABOVE },
 	{ "max_budget_in_organization", KW_STANDING_ABOVE },
+	{ "budget_id", KW_STANDING_ABOVE },
+	{ "rpm_limit", KW_STANDING_ABOVE },
+	{ "tpm_limit", KW_STANDING_ABOVE },
 };
 
 static const struct {

@@ -4,8 +4,9 @@ through lighttpd, and the limits they hold by /key/verify, /key/usage and the Fa
 authorizer (scripts/lighttpd-gateway.conf.in), as the README's sections "Budgets and end
 users" and "Enforcement: verify, usage and limits" describe them.  Each test point names the
 LiteLLM function it follows (litellm/proxy/management_endpoints/budget_management_endpoints.py,
-customer_endpoints.py, litellm/proxy/_types.py, litellm/proxy/auth/auth_checks.py,
-auth_utils.py)."""
+customer_endpoints.py, team_endpoints.py, litellm/proxy/_types.py,
+litellm/proxy/auth/auth_checks.py, auth_utils.py, litellm/proxy/common_utils/reset_budget_job.py)
+and a team membership's budget_id (LiteLLM_TeamMembership.budget_id)."""
 import os
 import sys
 import time
@@ -14,7 +15,12 @@ import uuid
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 import tap  # noqa: E402
 from upstream import gateway  # noqa: E402
+import attack  # noqa: E402
+import contract  # noqa: E402
 from attack import master, user  # noqa: E402
+
+SPEC = contract.load_spec()
+OPS = contract.operations(SPEC)
 
 PRICE = 0.001
 
@@ -219,6 +225,143 @@ def org_budget_rules(srv, m):
     tap.eq(r.status, 400, "... the authorizer refuses them too")
 
 
+def member_key(srv, m, team_id, **add):
+    """A new user made a member of team_id by /team/member_add with add's fields, and a key of
+    theirs in the team; (user_id, key, the member_add answer)."""
+    uid = uniq("member")
+    attack.user(srv, uid)
+    body = {"team_id": team_id, "member": {"user_id": uid, "role": "user"}}
+    body.update(add)
+    r = m("POST", "/team/member_add", body)
+    k = m("POST", "/key/generate", {"team_id": team_id, "user_id": uid}).json["key"]
+    return uid, k, r
+
+
+def member_budget_rules(srv, m):
+    """A team membership's budget_id: LiteLLM_TeamMembership.budget_id -> LiteLLM_BudgetTable."""
+    tid = uniq("team")
+    attack.team(srv, tid)
+    bid = uniq("mb")
+    m("POST", "/budget/new", {"budget_id": bid, "max_budget": 0.05})
+    uid, k, r = member_key(srv, m, tid, budget_id=bid)
+    entry = [e for e in J(r).get("members_with_roles", []) if e.get("user_id") == uid]
+    tap.ok(r.status == 200 and entry and entry[0].get("budget_id") == bid,
+           "team_member_add: the membership keeps the budget_id it is given "
+           "(_add_team_members_to_team)", repr(r))
+    r = m("POST", "/team/member_add", {"team_id": tid, "member": {"user_id": uniq("u")},
+                                       "budget_id": "no-such-budget"})
+    tap.ok(r.status == 400 and (J(r).get("error") or {}).get("param") == "budget_id",
+           "team_member_add: a budget_id that names no budget is 400 naming it", repr(r))
+    tap.eq(verify(m, k, dry_run=True).get("code"), "VALID", "... admitted while unspent")
+    m("POST", "/key/usage", {"key": k, "cost": 0.06})
+    a = verify(m, k, dry_run=True)
+    tap.ok(a.get("code") == "BUDGET_EXCEEDED" and a.get("limit") == "team_member_max_budget" and
+           a.get("message") == "Budget has been exceeded! User=%s in Team=%s Current cost: "
+           "0.06, Max budget: 0.05" % (uid, tid),
+           "_check_team_member_budget: the membership's budget's max_budget holds the member's "
+           "keys in the team, in LiteLLM's words", a)
+    r = through(srv, k)
+    tap.ok(r.status == 400 and "budget_exceeded" in r.body.decode("utf-8", "replace"),
+           "... the authorizer refuses them too (400 budget_exceeded)", repr(r))
+    r = m("GET", "/user/info?user_id=" + uid)
+    tm = J(r).get("team_memberships") or [{}]
+    bt = tm[0].get("litellm_budget_table") or {}
+    tap.ok(r.status == 200 and tm[0].get("budget_id") == bid and tm[0].get("spend") == 0.06 and
+           bt.get("budget_id") == bid and bt.get("max_budget") == 0.05,
+           "user_info: team_memberships show the budget_id and its LiteLLM_BudgetTable row",
+           repr(r))
+    r = m("GET", "/team/info?team_id=" + tid)
+    tm = [x for x in J(r).get("team_memberships") or [] if x.get("user_id") == uid]
+    tap.ok(r.status == 200 and tm and tm[0].get("budget_id") == bid and
+           (tm[0].get("litellm_budget_table") or {}).get("max_budget") == 0.05,
+           "team_info: team_memberships show each member's budget (TeamInfoResponseObject)",
+           repr(r))
+    answers = [(op, m(method, path, body)) for op, method, path, body in (
+        ("key_verify", "POST", "/key/verify", {"key": k, "dry_run": True}),
+        ("team_info", "GET", "/team/info?team_id=" + tid, None),
+        ("user_info", "GET", "/user/info?user_id=" + uid, None))]
+    problems = [(op, contract.check_response(SPEC, OPS[op], r)) for op, r in answers]
+    tap.ok(all(not p for _, p in problems), "the answers that show a membership's budget are "
+           "as the spec documents them", problems)
+    r = m("POST", "/team/member_update", {"team_id": tid, "user_id": uid,
+                                          "max_budget_in_team": 1})
+    a = verify(m, k, dry_run=True)
+    tap.ok(r.status == 200 and a.get("code") == "VALID",
+           "team_member_update: the member's own max_budget_in_team wins over its budget's",
+           a)
+
+    rid = uniq("mrpm")
+    m("POST", "/budget/new", {"budget_id": rid, "rpm_limit": 2})
+    wide_id = uniq("mwide")
+    m("POST", "/budget/new", {"budget_id": wide_id, "max_budget": 100})
+    uid, k, _ = member_key(srv, m, tid)
+    r = m("POST", "/team/member_update", {"team_id": tid, "user_id": uid, "budget_id": rid})
+    tap.ok(r.status == 200, "team_member_update: a member is given a budget_id", repr(r))
+    codes = [verify(m, k).get("code") for _ in range(2)]
+    r = through(srv, k)
+    a = verify(m, k, dry_run=True)
+    tap.ok(codes == ["VALID", "VALID"] and r.status == 429 and
+           a.get("limit") == "team_member_rpm_limit",
+           "safe_get_team_member_rpm_limit: the membership's budget's rpm_limit holds its "
+           "keys, in /key/verify and at the authorizer (429)", (codes, repr(r), a))
+    other = m("POST", "/key/generate", {"user_id": uid}).json["key"]
+    tap.eq(verify(m, other, dry_run=True).get("code"), "VALID",
+           "... the member's personal key is not bound by it")
+
+    uid, k, _ = member_key(srv, m, tid)
+    r = m("POST", "/team/member_update", {"team_id": tid, "user_id": uid, "rpm_limit": 1,
+                                          "tpm_limit": 1000})
+    codes = [verify(m, k).get("code") for _ in range(2)]
+    tm = (J(m("GET", "/user/info?user_id=" + uid)).get("team_memberships") or [{}])[0]
+    tap.ok(r.status == 200 and J(r).get("rpm_limit") == 1 and J(r).get("tpm_limit") == 1000 and
+           codes == ["VALID", "RATE_LIMITED"] and
+           tm.get("litellm_budget_table") == {"rpm_limit": 1, "tpm_limit": 1000},
+           "team_member_update: rpm_limit and tpm_limit of the member's own hold its keys "
+           "(_upsert_budget_and_membership)", (repr(r), codes, tm))
+    admin = uniq("tadmin")
+    attack.user(srv, admin)
+    m("POST", "/team/member_add", {"team_id": tid, "member": {"user_id": admin, "role": "admin"}})
+    ak = attack.Caller(srv, m("POST", "/key/generate", {"user_id": admin}).json["key"])
+    r = ak("POST", "/team/member_update", {"team_id": tid, "user_id": admin, "rpm_limit": 1000})
+    tap.ok(r.status == 403 and (J(r).get("error") or {}).get("param") == "rpm_limit",
+           "... a team admin does not set its own membership's limits", repr(r))
+    r = ak("POST", "/team/member_update", {"team_id": tid, "user_id": uid, "budget_id": wide_id})
+    tap.eq(r.status, 200, "... and sets another member's budget_id")
+
+    wide = uniq("m64")
+    m("POST", "/budget/new", {"budget_id": wide, "rpm_limit": 10})
+    uid, k, _ = member_key(srv, m, tid, budget_id=wide)
+    keys = [k] + [m("POST", "/key/generate", {"team_id": tid, "user_id": uid}).json["key"]
+                  for _ in range(3)]
+    codes = attack.together([lambda i=i: verify(m, keys[i % 4]).get("code")
+                             for i in range(64)])
+    tap.ok(codes.count("VALID") == 10 and codes.count("RATE_LIMITED") == 54,
+           "team_member_rpm_limit holds across the member's keys at 64-way concurrency "
+           "(10 of 64 admitted)", sorted(set(codes)))
+
+    tpm = uniq("mtpm")
+    m("POST", "/budget/new", {"budget_id": tpm, "tpm_limit": 100})
+    uid, k, _ = member_key(srv, m, tid, budget_id=tpm)
+    m("POST", "/key/usage", {"key": k, "total_tokens": 150, "cost": 0})
+    a = verify(m, k, dry_run=True)
+    tap.ok(a.get("code") == "RATE_LIMITED" and a.get("limit") == "team_member_tpm_limit",
+           "safe_get_team_member_tpm_limit: the tokens reported count against the "
+           "membership's budget's tpm_limit", a)
+
+    dur = uniq("mdur")
+    m("POST", "/budget/new", {"budget_id": dur, "max_budget": 0.05, "budget_duration": "2s"})
+    uid, k, _ = member_key(srv, m, tid, budget_id=dur)
+    m("POST", "/key/usage", {"key": k, "cost": 0.06})
+    first = verify(m, k, dry_run=True).get("code")
+    time.sleep(3)
+    a = verify(m, k, dry_run=True)
+    spend = (J(m("GET", "/user/info?user_id=" + uid)).get("team_memberships") or [{}])[0]
+    tap.ok(first == "BUDGET_EXCEEDED" and a.get("code") == "VALID" and
+           spend.get("spend") == 0,
+           "reset_budget_for_litellm_team_members: the budget's budget_duration resets the "
+           "membership's spend", (first, a, spend))
+
+
 def end_user_rules(srv, m):
     k = m("POST", "/key/generate", {}).json["key"]
     blocked = uniq("eu-blocked")
@@ -295,6 +438,7 @@ def main():
         role_rules(srv, m, bid)
         key_budget_rules(srv, m)
         org_budget_rules(srv, m)
+        member_budget_rules(srv, m)
         end_user_rules(srv, m)
 
 

@@ -8,12 +8,13 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "lib"))
 import tap  # noqa: E402
 from kwserver import Server  # noqa: E402
-from attack import Caller  # noqa: E402
+from attack import Caller, together  # noqa: E402
 
 ROOT = os.path.dirname(HERE)
 
@@ -80,6 +81,70 @@ def user_team_org_flow(m):
     step(m("POST", "/user/delete", {"user_ids": [uid]}), 200, "user: /user/delete")
 
 
+def suite_steps(m):
+    """The management steps of LiteLLM's own end-to-end tests (tests/test_keys.py,
+    test_team.py, test_users.py, test_organizations.py), each named after its test; their
+    model calls need the relay and are left out."""
+    srv = m.srv
+    rs = together([lambda: m("POST", "/organization/new", {
+        "organization_alias": "Organization: same", "models": ["azure-models"],
+        "max_budget": None}) for _ in range(19)])
+    tap.ok(all(r.status == 200 for r in rs), "test_organization_new: 19 /organization/new "
+           "at once with one alias all succeed", sorted(set(r.status for r in rs)))
+    uid = str(uuid.uuid4())
+    rs = together([lambda: m("POST", "/team/new", {
+        "team_alias": "my-new-team", "members_with_roles": [{"role": "user", "user_id": uid}]})
+        for _ in range(10)])
+    tap.ok(all(r.status == 200 for r in rs), "test_team_new: 10 /team/new at once naming one "
+           "new member all succeed", sorted(set(r.status for r in rs)))
+
+    admin = str(uuid.uuid4())
+    step(m("POST", "/user/new", {"user_id": admin, "models": ["azure-models"],
+                                 "aliases": {"mistral-7b": "gpt-3.5-turbo"}, "duration": None,
+                                 "max_budget": None, "budget_duration": None}), 200,
+         "test_team_update_sc_2: /user/new with LiteLLM's test fields")
+    team = step(m("POST", "/team/new", {"team_alias": "my-new-team", "members_with_roles": [
+        {"role": "admin", "user_id": admin}]}), 200, "test_team_update_sc_2: /team/new")
+    step(m("POST", "/team/member_add", {"team_id": team.get("team_id"), "member": {
+        "role": "user", "user_email": "krrish_%s@berri.ai" % uuid.uuid4()}}), 200,
+         "test_team_update_sc_2: /team/member_add of a new user by email")
+    data = step(m("POST", "/team/update", {"team_id": team.get("team_id"),
+                                           "team_alias": "my-new-team"}), 200,
+                "test_team_update_sc_2: /team/update").get("data") or {}
+    skip = {"members_with_roles", "created_at", "updated_at", "model_spend", "model_max_budget",
+            "model_id", "litellm_organization_table", "litellm_model_table"}
+    tap.ok(data and all(k in skip or team.get(k, "<absent>") == v for k, v in data.items()),
+           "test_team_update_sc_2: every other field of the update's data is the new team's",
+           [k for k, v in data.items() if k not in skip and team.get(k, "<absent>") != v])
+
+    bad = step(m("POST", "/key/generate", {"models": ["azure-models"],
+                                            "user_id": "user-%s" % uuid.uuid4()}), 200,
+               "test_key_gen_bad_key: the master key makes a key for a user nobody made")
+    r = Caller(srv, bad.get("key", ""))("POST", "/key/generate", {"user_id": bad.get("user_id")})
+    tap.eq(r.status, 401, "test_key_gen_bad_key: that key makes no key (no user, no role)")
+    k = step(m("POST", "/key/generate", {"metadata": {"test": "test"}}), 200,
+             "test_key_update: a key with metadata")
+    r = step(m("POST", "/key/update", {"key": k.get("key"), "metadata": {}}), 200,
+             "test_key_update: metadata {}")
+    tap.eq(r.get("metadata"), {}, "test_key_update: the metadata is now {}")
+    step(m("POST", "/user/update", {"user_id": "litellm-proxy-budget", "spend": 0}), 200,
+         "test_key_update: update_proxy_budget's /user/update")
+    r = Caller(srv, k.get("key", ""))("GET", "/key/info?key=sk-%s" % uuid.uuid4())
+    tap.eq(r.status, 404, "test_key_info: a key asking for a random key is 404")
+    gone = step(m("POST", "/key/generate", {"user_id": "ishaan-smart"}), 200,
+                "test_key_delete_ui: a key for another user")
+    m("POST", "/team/new", {"team_id": "litellm-dashboard", "models": None})
+    ui = step(m("POST", "/user/new", {"user_role": "proxy_admin", "team_id": "litellm-dashboard"}),
+              200, "test_key_delete_ui: a proxy_admin user in the dashboard team")
+    step(Caller(srv, ui.get("key", ""))("POST", "/key/delete", {"keys": [gone.get("key")]}), 200,
+         "test_key_delete_ui: the proxy_admin user's key deletes it")
+    me = step(m("POST", "/user/new", {"user_id": "krrish_%s@berri.ai" % uuid.uuid4()}), 200,
+              "test_user_info: a user")
+    other = step(m("POST", "/user/new", {}), 200, "test_user_info: another user")
+    r = Caller(srv, other.get("key", ""))("GET", "/user/info?user_id=" + me.get("user_id", ""))
+    tap.eq(r.status, 403, "test_user_info: a random user's key reading the user is 403")
+
+
 def readme_session(srv):
     """The README's curl session in "LiteLLM keys, teams and users", run as written."""
     with open(os.path.join(ROOT, "README.md")) as f:
@@ -130,6 +195,7 @@ def main():
         m = Caller(srv, "sk-1234")
         key_flow(m)
         user_team_org_flow(m)
+        suite_steps(m)
         readme_session(srv)
 
 

@@ -22,7 +22,13 @@ Through the real lighttpd:
  8k. DELETE /organization/member_delete, POST kept (organization_endpoints.py
      organization_member_delete);
  8l. litellm_budget_table in organization answers and lists (organization_endpoints.py
-     info_organization, list_organization)."""
+     info_organization, list_organization);
+ 8m. an organization_id that names no organization on /key/generate and /team/new is 400 in
+     get_org_object's words (key_management_endpoints.py generate_key_fn, team_endpoints.py
+     new_team, auth/auth_checks.py get_org_object);
+ 8n. max_budget_in_organization is kept and shown, not enforced: LiteLLM's common_checks has
+     no check of an organization membership's budget (auth/auth_checks.py common_checks,
+     _organization_max_budget_check reads the organization's own budget)."""
 import os
 import sys
 
@@ -117,6 +123,7 @@ def team_member_update(srv, m):
                                             "max_budget_in_team": 5, "role": "user"})
     tap.ok(r.status == 200 and r.json == {"team_id": "t-8f", "user_id": "mem-8f",
                                           "user_email": None, "max_budget_in_team": 5,
+                                          "tpm_limit": None, "rpm_limit": None,
                                           "role": "user"},
            "8f: a team admin sets a member's max_budget_in_team: LiteLLM's "
            "TeamMemberUpdateResponse (team_endpoints.team_member_update)", repr(r))
@@ -228,6 +235,39 @@ def org_members(srv, m):
            "8l: and every organization /organization/list answers (list_organization)", repr(r))
 
 
+def unknown_org(m):
+    """8m: an unknown organization_id."""
+    words = ("Organization doesn't exist in db. Organization=o-none-8m. Create organization "
+             "via `/organization/new` call.")
+    for path in ("/key/generate", "/team/new"):
+        r = m("POST", path, {"organization_id": "o-none-8m"})
+        err = (r.json or {}).get("error") or {}
+        tap.ok(r.status == 400 and err.get("message") == words and
+               err.get("param") == "organization_id",
+               "8m: %s with an unknown organization_id is 400 in get_org_object's words "
+               "(generate_key_fn, new_team)" % path, repr(r))
+    m("POST", "/organization/new", {"organization_id": "o-8m", "organization_alias": "8m"})
+    r = m("POST", "/team/new", {"organization_id": "o-8m"})
+    tap.ok(r.status == 200, "8m: a known one passes", repr(r))
+
+
+def org_member_budget_kept(srv, m):
+    """8n: max_budget_in_organization stored and shown, never a refusal."""
+    m("POST", "/organization/new", {"organization_id": "o-8n", "organization_alias": "8n"})
+    attack.user(srv, "u-8n")
+    m("POST", "/organization/member_add", {"organization_id": "o-8n",
+                                           "member": {"user_id": "u-8n"}})
+    r = m("PATCH", "/organization/member_update", {"organization_id": "o-8n", "user_id": "u-8n",
+                                                   "max_budget_in_organization": 0.01})
+    k = m("POST", "/key/generate", {"user_id": "u-8n", "organization_id": "o-8n"}).json["key"]
+    m("POST", "/key/usage", {"key": k, "cost": 1})
+    v = m("POST", "/key/verify", {"key": k, "dry_run": True})
+    tap.ok(r.status == 200 and r.json.get("litellm_budget_table") == {"max_budget": 0.01} and
+           v.json.get("code") == "VALID",
+           "8n: max_budget_in_organization is kept and shown, and holds nothing, as LiteLLM's "
+           "common_checks has no organization membership budget check", repr(v))
+
+
 def main():
     with Server(workers=2) as srv:
         m = attack.master(srv)
@@ -240,6 +280,8 @@ def main():
         member_budget(srv, m)
         org_delete(srv, m)
         org_members(srv, m)
+        unknown_org(m)
+        org_member_budget_kept(srv, m)
     tap.done()
 
 

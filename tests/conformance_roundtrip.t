@@ -112,14 +112,36 @@ def main():
                "Bifrost: a key as GET answers it, edited (weight) and sent to its PUT: the "
                "edit taken, its sealed fields kept", repr(r)[:300])
 
-        r = m("POST", "/api/v1/api_keys", {"apiKeyType": "INFERENCE", "description": "rt",
-                                           "consumptionLimit": {"usd": 3}, "limitPeriod": "MONTH",
-                                           "expiresAt": "2031-01-02"})
-        vid = (r.json or {}).get("data", {}).get("id")
-        got = m("GET", "/api/v1/api_keys/%s" % vid).json["data"]
-        r = m("PATCH", "/api/v1/api_keys", dict(got))
-        tap.eq(r.status, 200, "Venice: a key as GET answers it, sent to its PATCH")
-        same(got, m("GET", "/api/v1/api_keys/%s" % vid).json["data"], "... changes nothing")
-
+        # Venice: every key object a GET answers (one key, and each list item), with
+        # modelPrivacy, usage strings, currentPeriodUsage and lastUsedAt, sent back to PATCH
+        made = []
+        for body in ({"apiKeyType": "INFERENCE", "description": "rt",
+                      "consumptionLimit": {"usd": 3}, "limitPeriod": "MONTH",
+                      "expiresAt": "2031-01-02", "modelPrivacy": "PRIVATE_TEXT"},
+                     {"apiKeyType": "ADMIN", "description": "rt admin",
+                      "modelPrivacy": "PRIVATE_ONLY"},
+                     {"apiKeyType": "INFERENCE", "description": "rt plain"}):
+            made.append(((m("POST", "/api/v1/api_keys", body).json or {}).get("data") or {}))
+        m("POST", "/key/verify", {"key": made[0].get("apiKey"), "model": "llama-3.3-70b"})
+        m("POST", "/key/usage", {"key": made[0].get("apiKey"), "cost": 0.5})
+        for d in made:
+            vid = d.get("id")
+            got = m("GET", "/api/v1/api_keys/%s" % vid).json["data"]
+            r = m("PATCH", "/api/v1/api_keys", dict(got))
+            tap.eq(r.status, 200, "Venice: a key as GET answers it (%s), sent to its PATCH"
+                   % got.get("description"))
+            same(got, m("GET", "/api/v1/api_keys/%s" % vid).json["data"], "... changes nothing")
+        listed = [k for k in m("GET", "/api/v1/api_keys").json["data"]
+                  if k.get("id") in {d.get("id") for d in made}]
+        tap.eq(len(listed), 3, "Venice: the list holds the three keys")
+        for item in listed:
+            r = m("PATCH", "/api/v1/api_keys", dict(item))
+            tap.eq(r.status, 200, "Venice: a key as the list answers it (%s), sent to its PATCH"
+                   % item.get("description"))
+            same(item, m("GET", "/api/v1/api_keys/%s" % item["id"]).json["data"],
+                 "... changes nothing")
+        tap.ok("currentPeriodUsage" in listed[-1] or any("currentPeriodUsage" in k
+                                                          for k in listed),
+               "... the objects sent back held currentPeriodUsage", listed)
 
 tap.run(main)

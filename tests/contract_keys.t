@@ -958,6 +958,8 @@ def hygiene(api, srv, name):
 
 def paging(api):
     made = []
+    # generate_key_fn refuses an organization_id that names none (get_org_object)
+    api.post("/organization/new", {"organization_id": "org-paging", "organization_alias": "paging"})
     for i in range(23):
         fields = {"key_alias": "page-%02d" % i, "spend": (i * 7) % 23, "max_budget": 100 - i}
         if i in (3, 4):
@@ -1050,15 +1052,15 @@ def paging(api):
 
 
 def new_user_from_key(api):
-    """A key for a user_id nobody created makes the user, as LiteLLM does."""
+    """A key for a user_id nobody created makes no user: LiteLLM's generate_key_helper_fn does
+    not auto-create users for /key/generate (table_name "key"), so the key has no role and
+    manages nothing (tests/test_keys.py test_key_gen_bad_key)."""
     user_id = "made-by-a-key-%d" % next(_serial)
     k = gen(api, user_id=user_id)
-    r = api.get("/user/info?user_id=" + user_id)
-    info = J(r)
-    tap.ok(r.status == 200 and (info.get("user_info") or {}).get("user_role") == "internal_user",
-           "a key's unknown user_id becomes a user (internal_user)", repr(r)[:300])
-    tap.ok([v.get("token") for v in info.get("keys") or []] == [k["token"]],
-           "and /user/info lists the key", info.get("keys"))
+    tap.eq(api.get("/user/info?user_id=" + user_id).status, 404,
+           "a key's unknown user_id makes no user (generate_key_helper_fn)")
+    tap.eq(api.post("/key/generate", {"user_id": user_id}, who=k["key"]).status, 401,
+           "and that key makes no key (test_key_gen_bad_key)")
     tap.eq(J(api.get("/key/info", who=k["key"])).get(
         "info", {}).get("user_id"), user_id, "the key reads itself as that user's")
 

@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import tempfile
@@ -33,6 +34,8 @@ TTL = 900
 MIN_VERSION = "2.1.0"
 NEW = {"X-Client-Version": "2.10.0"}     # 2.10.0 > 2.1.0 as numbers, < as strings
 PLAINTEXTS = set()                      # every key any answer showed
+# the statuses the provisioning seed documents, and nothing else is ever answered
+SEED_STATUSES = {200, 400, 401, 403, 404, 409, 422, 426, 429, 500, 502, 504}
 
 
 def rfc3339(t):
@@ -88,8 +91,12 @@ def prov_error(r, status, name, loc=None):
     tap.eq(r.status, status, name + ": %d" % status)
     j = r.json if isinstance(r.json, dict) else {}
     tap.ok(j.get("code") == status and isinstance(j.get("detail"), str) and
-           isinstance(j.get("type"), str) and "error" not in j,
-           name + ": canonical envelope {code, detail, type}", r.body)
+           isinstance(j.get("type"), str) and "error" not in j and status in SEED_STATUSES,
+           name + ": canonical envelope {code, detail, type}, a status the seed documents",
+           r.body)
+    if status == 401:
+        tap.eq(j.get("type"), "authentication_error", name + ": type authentication_error, as "
+               "the seed's 401 example")
     problems = contract.check_response(SPEC, OPS["provision_key"], r)
     tap.ok(not problems, name + ": matches its documented response", problems)
     if loc is not None:
@@ -98,6 +105,28 @@ def prov_error(r, status, name, loc=None):
         tap.ok(isinstance(errs[0].get("msg"), str) and isinstance(errs[0].get("type"), str),
                name + ": errors[0] has msg and type", errs)
     return j
+
+
+def raw_post(srv, path, key, version, body=None, version_header=True):
+    """A POST straight to lighttpd on a socket of its own (http.client always sends a
+    Content-Length, and Prism a User-Agent): without a body, no Content-Length either;
+    (status, head, body)."""
+    req = ("POST %s HTTP/%s\r\nHost: 127.0.0.1\r\nAuthorization: Bearer %s\r\n"
+           "%sConnection: close\r\n" % (path, version, key,
+                                         "X-Client-Version: 9.0.0\r\n" if version_header else ""))
+    if body is not None:
+        req += "Content-Type: application/json\r\nContent-Length: %d\r\n" % len(body)
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=30) as sock:
+        sock.sendall(req.encode() + b"\r\n" + (body or b""))
+        data = b""
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1]) if head.startswith(b"HTTP/") else 0
+    return status, head.decode("latin-1"), body.decode("utf-8", "replace")
 
 
 def audit(master, **filters):
@@ -388,7 +417,8 @@ def provisioning(srv, master, k):
     tap.ok(key1.startswith("sk-") and key1.startswith("sk-kw1_"), "api_key starts with sk- (sk-kw1_)",
            key1[:8])
     tap.eq(sorted(a1), ["api_key", "base_url", "expires_at"], "the answer is api_key, base_url, expires_at")
-    tap.eq(a1.get("base_url"), PUBLIC_URL, "base_url is KEYWARDEN_PUBLIC_URL")
+    tap.eq(a1.get("base_url"), PUBLIC_URL + "/v1", "base_url is the relay's OpenAI base, "
+           "KEYWARDEN_PUBLIC_URL and /v1 (the seed: the public LiteLLM base URL)")
     try:
         exp = parse_time(a1.get("expires_at", ""))
     except ValueError:
@@ -486,8 +516,11 @@ def provisioning(srv, master, k):
     tap.ok("sk-unknown-credential-0001" not in json.dumps(j), "the 401 does not echo the key")
     prov_error(k["alice"]("POST", path, {}, headers=NEW), 422, "client_id missing",
                ["body", "client_id"])
-    prov_error(k["alice"]("POST", path, {"client_id": "has space"}, headers=NEW), 422,
-               "client_id outside its pattern", ["body", "client_id"])
+    # the seed's client_id is any string (a TUI process identifier): no pattern
+    for cid in ("has space", "tui/pid:4242 é", "a" * 128):
+        r = k["alice"]("POST", path, {"client_id": cid}, headers=NEW)
+        tap.ok(r.status == 200 and str((r.json or {}).get("api_key")).startswith("sk-kw1_"),
+               "client_id %r (the seed sets no pattern): 200" % cid[:20], repr(r))
     prov_error(k["alice"]("POST", path, {"client_id": ""}, headers=NEW), 422,
                "client_id empty", ["body", "client_id"])
     prov_error(k["alice"]("POST", path, {"client_id": "x" * 129}, headers=NEW), 422,
@@ -501,19 +534,59 @@ def provisioning(srv, master, k):
     prov_error(k["alice"]("POST", path, headers=NEW, raw=b'{"client_id": '), 400,
                "a body that is not JSON")
     prov_error(k["alice"]("POST", path, headers=dict(NEW, **{"Content-Type": "text/plain"}),
-                          raw=b"client_id=c"), 415, "a body that is not application/json")
+                          raw=b"client_id=c"), 400,
+               "a body that is not application/json (the seed has no 415: invalid request)")
+    prov_error(k["alice"]("POST", path, headers=NEW, raw=b'{"client_id": "' +
+                          b"x" * (2 << 20) + b'"}'), 400,
+               "a body over KEYWARDEN_MAX_BODY (the seed has no 413: invalid request)")
+    r = k["alice"]("GET", path, headers=NEW)
+    prov_error(r, 400, "GET, a method the path does not take (the seed has no 405)")
+    tap.eq(r.headers.get("allow"), "POST", "... Allow: POST")
+    # a POST without a Content-Length: lighttpd's own 411 page would answer it; keywarden does
+    for version in ("1.1", "1.0"):
+        status, head, body = raw_post(srv, path, k["alice"].key, version)
+        try:
+            j = json.loads(body)
+        except ValueError:
+            j = {}
+        tap.ok(status == 422 and "application/json" in head.lower() and j.get("code") == 422 and
+               j.get("type") and isinstance(j.get("detail"), str),
+               "HTTP/%s POST with no body and no Content-Length through lighttpd: the canonical "
+               "422, not lighttpd's HTML 411" % version, "%d %s" % (status, body[:300]))
 
-    # X-Client-Version against KEYWARDEN_MIN_CLIENT_VERSION (2.1.0), compared as numbers
-    for hdrs, what in (({}, "no X-Client-Version"), ({"X-Client-Version": "2.0.9"}, "2.0.9"),
-                       ({"X-Client-Version": "1.99.99"}, "1.99.99"),
-                       ({"X-Client-Version": "2.1.0-rc.1"}, "a pre-release of 2.1.0"),
-                       ({"X-Client-Version": "latest"}, "a version that is not dotted numbers")):
+    # the client's version against KEYWARDEN_MIN_CLIENT_VERSION (2.1.0), compared as numbers:
+    # X-Client-Version when sent, else what the real client sends, User-Agent: <name>/<version>
+    # no version at all, straight to lighttpd: a proxy in between (Prism) sends a User-Agent
+    status, head, body = raw_post(srv, path, k["alice"].key, "1.1", b'{"client_id": "v-cli"}',
+                                  version_header=False)
+    j = json.loads(body) if body.startswith("{") else {}
+    tap.ok(status == 426 and j.get("code") == 426 and MIN_VERSION in j.get("detail", "") and
+           (j.get("errors") or [{}])[0].get("loc") == ["header", "User-Agent"],
+           "426 for no version at all (no User-Agent, no X-Client-Version), naming User-Agent",
+           "%d %s" % (status, body[:300]))
+    for hdrs, what, loc in (
+            ({"X-Client-Version": "2.0.9"}, "2.0.9", "X-Client-Version"),
+            ({"X-Client-Version": "1.99.99"}, "1.99.99", "X-Client-Version"),
+            ({"X-Client-Version": "2.1.0-rc.1"}, "a pre-release of 2.1.0", "X-Client-Version"),
+            ({"X-Client-Version": "latest"}, "a version that is not dotted numbers",
+             "X-Client-Version"),
+            ({"User-Agent": "dn/2.0.9 (linux; x86_64)"}, "User-Agent dn/2.0.9", "User-Agent"),
+            ({"User-Agent": "dn/latest"}, "User-Agent dn/latest", "User-Agent"),
+            ({"User-Agent": "Mozilla"}, "a User-Agent without a version", "User-Agent"),
+            ({"User-Agent": "dn/2.5.0", "X-Client-Version": "2.0.0"},
+             "X-Client-Version 2.0.0 before User-Agent dn/2.5.0", "X-Client-Version")):
         j = prov_error(k["alice"]("POST", path, {"client_id": "v-cli"}, headers=hdrs), 426,
-                       "426 for " + what, ["header", "X-Client-Version"])
+                       "426 for " + what, ["header", loc])
         tap.ok(MIN_VERSION in j.get("detail", ""), "426 for %s: names the version needed" % what, j)
     for v in ("2.1.0", "2.1", "2.10.0", "10.0.0", "v2.1.1", "2.1.1-rc.1", "2.1.0+build.7"):
         r = k["alice"]("POST", path, {"client_id": "v-cli"}, headers={"X-Client-Version": v})
         tap.eq(r.status, 200, "X-Client-Version %s passes" % v)
+    for ua in ("dn/2.1.0", "dn/2.10.0 (darwin; arm64) python/3.12", "dn-tui/3.0"):
+        r = k["alice"]("POST", path, {"client_id": "v-cli"}, headers={"User-Agent": ua})
+        tap.eq(r.status, 200, "User-Agent %s passes" % ua)
+    r = k["alice"]("POST", path, {"client_id": "v-cli"},
+                   headers={"User-Agent": "dn/1.0.0", "X-Client-Version": "2.2.0"})
+    tap.eq(r.status, 200, "X-Client-Version 2.2.0 is read before User-Agent dn/1.0.0")
 
     races(srv, master, k)
     return {"alice": key2, "orgadmin": a3.get("api_key", "")}
@@ -648,7 +721,8 @@ def rate_and_clock():
             first = answers[0].json or {}
             tap.eq(first.get("expires_at"), rfc3339(t0 + 120),
                    "B: expires_at is the clock's now + KEYWARDEN_PROVISION_TTL, to the second")
-            tap.eq(first.get("base_url"), "http://127.0.0.1:9/b", "B: base_url is KEYWARDEN_PUBLIC_URL")
+            tap.eq(first.get("base_url"), "http://127.0.0.1:9/b/v1",
+                   "B: base_url is KEYWARDEN_PUBLIC_URL (its trailing / dropped) and /v1")
             r = dana("POST", path, {"client_id": "c5"})
             prov_error(r, 429, "B: the 6th provisioning in the minute")
             tap.ok(r.headers.get("retry-after", "").isdigit(), "B: 429 says Retry-After", r.headers)

@@ -133,6 +133,10 @@ def teams(srv, master, alice, k):
                                    {"user_email": "carol@example.com"}],
             "models": ["gpt-4", "claude-3"], "max_budget": 100, "budget_duration": "30d",
             "tpm_limit": 1000, "rpm_limit": 10, "metadata": {"cost_center": 7}, "tags": ["prod"]}
+    # the organization first: new_team refuses one that names none (get_org_object)
+    success(master("POST", "/organization/new", {"organization_id": "org-1",
+                                                 "organization_alias": "org one"}),
+            "organization_new", "the team's organization")
     team = success(master("POST", "/team/new", body), "team_new", "team/new with members")
     tid = team.get("team_id", "")
     tap.ok(UUID4.fullmatch(tid), "team_id is a generated UUID v4", tid)

@@ -32,6 +32,7 @@ import itertools
 import json
 import os
 import re
+import subprocess
 import sys
 import tempfile
 import threading
@@ -42,7 +43,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib
 import tap  # noqa: E402
 import contract  # noqa: E402
 import fcgi  # noqa: E402
-from kwserver import Server  # noqa: E402
+from kwserver import BIN, Server  # noqa: E402
 
 SPEC = contract.load_spec()
 OPS = contract.operations(SPEC)
@@ -51,7 +52,8 @@ NOBODY = None              # "who" for no credential at all
 VENICE_KEYS = {}           # plaintext of every Venice key made -> its id
 SETUP_FAILURES = []        # setup requests that did not do what the tests rely on
 UUID4 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
-KEY_RE = re.compile(r"^sk-[A-Za-z0-9_-]{22}$")
+# Venice's secret form (its api-keys reference): the type's prefix, then 43 base64url characters
+KEY_RE = re.compile(r"^VENICE_(INFERENCE|ADMIN)_KEY_[A-Za-z0-9_-]{43}$")
 VTIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.000Z$")
 T0 = calendar.timegm((2031, 1, 14, 0, 0, 5))     # a Tuesday, just after midnight UTC
 _serial = itertools.count(1)
@@ -88,6 +90,13 @@ def ts(y, mo, d, h=0, mi=0, s=0):
 def vtime(t):
     """t as Venice answers times."""
     return "%04d-%02d-%02dT%02d:%02d:%02d.000Z" % tuple(time.gmtime(t)[:6])
+
+
+def num(v):
+    """A usage amount as Venice writes it (a 4-decimal string) as a number; None if not one."""
+    if not isinstance(v, str) or not re.match(r"^[0-9]+\.[0-9]{4}$", v):
+        return None
+    return float(v)
 
 
 def close(a, b, eps=1e-6):
@@ -223,17 +232,37 @@ def status_is(r, status, name):
                   "got %d: %s" % (r.status, r.body[:600]))
 
 
+def details_node(details, field):
+    """The node of a DetailedError's details tree named field, at any depth; None if none."""
+    if not isinstance(details, dict):
+        return None
+    for k, v in details.items():
+        if k == "_errors":
+            continue
+        if k == field:
+            return v
+        found = details_node(v, field)
+        if found is not None:
+            return found
+    return None
+
+
 def venice_error(r, status, name, field=None):
-    """Asserts a Venice error: this status, {"error": "..."}, and details naming field."""
+    """Asserts a Venice error: this status, {"error": "..."}; with field, Venice's
+    DetailedError (docs.venice.ai "Error Codes": "Invalid request parameters", details a
+    tree of _errors keyed by field, issues with each path)."""
     tap.ok(r.status == status and isinstance(J(r).get("error"), str) and J(r)["error"],
            "%s: %d {\"error\": ...}" % (name, status), "got %d: %s" % (r.status, r.body[:600]))
     if field is not None:
-        details = J(r).get("details")
-        names = list(details) if isinstance(details, dict) else []
-        tap.ok(any(field in n for n in names) and all(
-            isinstance(v, dict) and isinstance(v.get("_errors"), list) and v["_errors"]
-            for v in details.values()),
-            "%s: details names %s (with _errors)" % (name, field), r.body[:600])
+        j = J(r)
+        node = details_node(j.get("details"), field)
+        issues = j.get("issues")
+        tap.ok(j.get("error") == "Invalid request parameters" and
+               (j.get("details") or {}).get("_errors") == [] and isinstance(node, dict) and
+               node.get("_errors") and isinstance(issues, list) and issues and
+               issues[0].get("path", [None])[-1] == field and issues[0].get("message"),
+               "%s: DetailedError names %s (details._errors, issues path)" % (name, field),
+               r.body[:600])
     return J(r)
 
 
@@ -244,8 +273,8 @@ def made(api, body, who=MASTER, owner="master", name=None):
     if r.status != 200 or not KEY_RE.match(str(d.get("apiKey"))):
         SETUP_FAILURES.append("%s: POST /api/v1/api_keys %s -> %r" % (
             name or "setup", json.dumps(body)[:200], r))
-        fake = "sk-setup-failed-%014d" % next(_serial)
-        return {"apiKey": fake[:25], "id": "setup-failed-%d" % next(_serial)}
+        fake = "VENICE_INFERENCE_KEY_setup-failed-%028d" % next(_serial)
+        return {"apiKey": fake, "id": "setup-failed-%d" % next(_serial)}
     return d
 
 
@@ -313,8 +342,10 @@ def creation(api):
     d = D(r)
     tap.ok(r.status == 200 and J(r).get("success") is True, "create INFERENCE: 200, success true",
            repr(r))
-    tap.ok(KEY_RE.match(str(d.get("apiKey"))), "create: apiKey is sk- and 22 base64url "
-           "characters", d.get("apiKey") and "malformed")
+    tap.ok(KEY_RE.match(str(d.get("apiKey"))) and d["apiKey"].startswith("VENICE_INFERENCE_KEY_"),
+           "create: an INFERENCE apiKey is VENICE_INFERENCE_KEY_ and 43 base64url characters "
+           "(Venice's api-keys reference)", d.get("apiKey") and "malformed")
+    tap.eq(d.get("modelPrivacy"), "ALL", "create: modelPrivacy defaults to ALL")
     tap.ok(UUID4.match(str(d.get("id"))), "create: id is a UUID v4", d.get("id"))
     tap.eq((d.get("apiKeyType"), d.get("description")), ("INFERENCE", "an inference key"),
            "create: apiKeyType and description as sent")
@@ -334,6 +365,8 @@ def creation(api):
            d.get("limitPeriod") == "MONTH" and d.get("expiresAt") == "2031-10-01T12:00:00.000Z"
            and d.get("description") == "Example API Key",
            "create ADMIN with every field (the seed's example): each as sent", repr(r))
+    tap.ok(str(d.get("apiKey")).startswith("VENICE_ADMIN_KEY_"),
+           "create: an ADMIN apiKey is VENICE_ADMIN_KEY_...", d.get("apiKey") and "malformed")
     tap.ok(d.get("id") != inf_id and d.get("apiKey") not in (None, ""),
            "create: each key its own id")
     full_id = d.get("id")
@@ -483,7 +516,7 @@ def shown_once(api):
     tap.eq(D(api.key(kid)).get("last6Chars"), k[-6:], "last6Chars are the key's last 6")
     texts = [api.key(kid).body, api.keys().body,
              api.patch({"id": kid, "description": "renamed"}).body, api.limits(k).body]
-    tap.ok(all(k.encode() not in t and k[3:19].encode() not in t for t in texts),
+    tap.ok(all(k.encode() not in t and k[-43:-27].encode() not in t for t in texts),
            "the key is in no answer but its creation's: get, list, patch, its own rate_limits")
     got = D(api.key(kid))
     tap.ok("apiKey" not in got and "key" not in got and "token" not in got,
@@ -501,25 +534,33 @@ def list_and_get(api, inf_id, full_id):
     tap.eq(len(ids), len(set(ids)), "the list names each key once")
     k = keys.get(full_id) or {}
     want_fields = {"id", "description", "apiKeyType", "last6Chars", "createdAt", "lastUsedAt",
-                   "expiresAt", "consumptionLimits", "limitPeriod", "usage"}
-    tap.eq(set(k), want_fields, "a listed key has exactly the VeniceKey fields")
+                   "expiresAt", "consumptionLimits", "limitPeriod", "modelPrivacy", "usage"}
+    tap.eq(set(k), want_fields | {"currentPeriodUsage"},
+           "a listed key with limits has exactly the VeniceKey fields, currentPeriodUsage too "
+           "(docs.venice.ai api_keys list, Venice's api-keys reference)")
+    tap.eq(set(keys.get(inf_id) or {}), want_fields,
+           "a key without usd or diem limits has no currentPeriodUsage")
     tap.ok(k.get("apiKeyType") == "ADMIN" and k.get("description") == "Example API Key" and
            k.get("consumptionLimits") == {"usd": 50, "diem": 10, "vcu": 30} and
            k.get("limitPeriod") == "MONTH" and k.get("expiresAt") == "2031-10-01T12:00:00.000Z"
            and k.get("lastUsedAt") is None and VTIME.match(str(k.get("createdAt"))),
            "the full key as listed: type, description, limits, period, expiry, lastUsedAt null, "
            "createdAt", k)
-    tap.eq(k.get("usage"), {"trailingSevenDays": {"usd": 0, "diem": 0},
-                            "currentPeriod": {"usd": 0, "diem": 0}},
-           "a new key's usage: 0 over seven days and in the period")
+    tap.eq(k.get("usage"), {"trailingSevenDays": {"usd": "0.0000", "vcu": "0.0000",
+                                                  "diem": "0.0000"}},
+           "a new key's usage.trailingSevenDays: usd, vcu, diem as 4-decimal strings")
+    tap.eq(k.get("currentPeriodUsage"), {"usd": "0.0000", "diem": "0.0000"},
+           "a new key's currentPeriodUsage: usd and diem as 4-decimal strings")
     tap.ok(all(len(str(v.get("last6Chars"))) == 6 for v in keys.values()),
            "every listed key has last6Chars of 6 characters")
     r = api.key(full_id)
     tap.ok(r.status == 200 and J(r).get("data") == k, "GET /api/v1/api_keys/{id}: {\"data\": "
            "the key as listed}", repr(r))
-    venice_error(api.key("0f0f0f0f-0000-4000-8000-000000000000"), 404, "GET an unknown id")
+    r = api.key("0f0f0f0f-0000-4000-8000-000000000000")
+    venice_error(r, 400, "GET an unknown id (Venice: 400)")
+    tap.eq(J(r).get("error"), "API key not found", "GET an unknown id: Venice's message")
     venice_error(api.key("x" * 65), 400, "GET an id over 64 characters", "id")
-    venice_error(api.key("rate_limits-not"), 404, "GET an id that is no key")
+    venice_error(api.key("rate_limits-not"), 400, "GET an id that is no key")
 
 
 # --- patch and delete ----------------------------------------------------------------
@@ -535,14 +576,23 @@ def patching(api):
         r = api.patch(dict(body, id=kid))
         want = dict(before)
         want.update(changes)
+        # currentPeriodUsage is there while the key has a usd or diem limit (nothing spent)
+        limits = want.get("consumptionLimits") or {}
+        if limits.get("usd") is None and limits.get("diem") is None:
+            want.pop("currentPeriodUsage", None)
+        else:
+            want.setdefault("currentPeriodUsage", {"usd": "0.0000", "diem": "0.0000"})
         got = D(r)
         tap.ok(r.status == 200 and J(r).get("success") is True and got == want,
                "PATCH %s: only that changes (answer)" % name,
                "got %d %s\nwant %s" % (r.status, r.body[:600], json.dumps(want)))
         tap.eq(D(api.key(kid)), want, "PATCH %s: read back" % name)
-        before.update(changes)
+        before.clear()
+        before.update(want)
 
     patched({"description": "after"}, "description", description="after")
+    patched({"modelPrivacy": "PRIVATE_TEXT"}, "modelPrivacy", modelPrivacy="PRIVATE_TEXT")
+    patched({"modelPrivacy": "PRIVATE_ONLY"}, "modelPrivacy again", modelPrivacy="PRIVATE_ONLY")
     patched({"limitPeriod": "LIFETIME"}, "limitPeriod", limitPeriod="LIFETIME")
     patched({"limitPeriod": None}, "limitPeriod null (EPOCH)", limitPeriod="EPOCH")
     patched({"consumptionLimit": {"usd": 7}}, "consumptionLimit {usd} (the other currencies "
@@ -561,8 +611,10 @@ def patching(api):
             "description and consumptionLimit together", description="both",
             consumptionLimits={"usd": 1, "diem": 1, "vcu": None})
 
-    venice_error(api.patch({"id": "0f0f0f0f-0000-4000-8000-000000000000", "description": "x"}),
-                 404, "PATCH an unknown id")
+    r = api.patch({"id": "0f0f0f0f-0000-4000-8000-000000000000", "description": "x"})
+    venice_error(r, 400, "PATCH an unknown id (Venice: 400)")
+    tap.eq(J(r).get("error"), "API key not found or expired", "PATCH an unknown id: Venice's "
+           "message")
     venice_error(api.patch({"description": "x"}), 400, "PATCH without id", "id")
     venice_error(api.patch({"id": kid, "expiresAt": "2020-01-01"}), 400,
                  "PATCH expiresAt in the past", "expiresAt")
@@ -577,6 +629,8 @@ def patching(api):
                  "PATCH a negative usd limit", "usd")
     venice_error(api.patch({"id": kid, "limitPeriod": "DAY"}), 400, "PATCH limitPeriod DAY",
                  "limitPeriod")
+    venice_error(api.patch({"id": kid, "modelPrivacy": "PRIVATE"}), 400,
+                 "PATCH modelPrivacy PRIVATE (not Venice's)", "modelPrivacy")
     tap.eq(D(api.key(kid)), before, "the refused PATCHes changed nothing")
 
     # an expiry set by PATCH is enforced
@@ -587,9 +641,9 @@ def patching(api):
     verdict(api.verify(d["apiKey"]), "EXPIRED", "the same key 31 s later")
     venice_error(api.limits(d["apiKey"]), 401, "an expired key's own rate_limits")
     r = api.patch({"id": d["id"], "expiresAt": ""})
-    tap.ok(r.status == 200 and D(r).get("expiresAt") is None,
-           "PATCH expiresAt \"\" on an expired key", repr(r))
-    verdict(api.verify(d["apiKey"]), "VALID", "the expired key given no expiry works again")
+    venice_error(r, 400, "PATCH expiresAt \"\" on an expired key (Venice: not found or "
+                 "expired)")
+    verdict(api.verify(d["apiKey"]), "EXPIRED", "the expired key stays expired")
 
 
 def deleting(api):
@@ -606,12 +660,25 @@ def deleting(api):
     res = api.authorize("/v1/chat/completions", k)
     refused(res, 401, None, "the deleted key")
     venice_error(api.limits(k), 401, "the deleted key cannot read its rate_limits")
-    venice_error(api.key(kid), 404, "GET the deleted id")
+    venice_error(api.key(kid), 400, "GET the deleted id")
     tap.ok(kid not in listed(api), "the deleted key is not listed")
-    venice_error(api.delete(kid), 404, "DELETE it again")
-    venice_error(api.patch({"id": kid, "description": "x"}), 404, "PATCH the deleted id")
+    r = api.delete(kid)
+    venice_error(r, 400, "DELETE it again (Venice: 400)")
+    tap.eq(J(r).get("error"), "API key could not be found", "DELETE an unknown id: Venice's "
+           "message")
+    venice_error(api.patch({"id": kid, "description": "x"}), 400, "PATCH the deleted id")
     venice_error(api.call("DELETE", "/api/v1/api_keys"), 400, "DELETE without ?id=", "id")
-    venice_error(api.delete("0f0f0f0f-0000-4000-8000-000000000000"), 404, "DELETE an unknown id")
+    venice_error(api.delete("0f0f0f0f-0000-4000-8000-000000000000"), 400, "DELETE an unknown id")
+    # Venice's DELETE takes the id in a JSON body too (its api-keys reference)
+    d = inference(api)
+    r = api.call("DELETE", "/api/v1/api_keys", {"id": d["id"]})
+    tap.ok(r.status == 200 and J(r) == {"success": True}, "DELETE with {\"id\"} in the body",
+           repr(r))
+    verdict(api.verify(d["apiKey"]), "NOT_FOUND", "the key deleted by a body's id")
+    venice_error(api.call("DELETE", "/api/v1/api_keys", {"id": d["id"]}), 400,
+                 "DELETE it again by body")
+    venice_error(api.call("DELETE", "/api/v1/api_keys", {}), 400,
+                 "DELETE with an empty body and no ?id=", "id")
     # an ADMIN key deleted while in use: its next request is refused
     a = admin_key(api)
     tap.eq(api.keys(a["apiKey"]).status, 200, "an ADMIN key lists")
@@ -652,10 +719,10 @@ def callers(api):
     tap.eq(api.log(adm["apiKey"]).status, 200, "an ADMIN key reads the log")
     tap.eq(api.delete(d["id"], adm["apiKey"]).status, 200, "an ADMIN key deletes")
     r = api.limits(inf["apiKey"])
-    tap.ok(r.status == 200 and D(r).get("apiKeyType") == "INFERENCE",
+    tap.ok(r.status == 200 and D(r).get("accessPermitted") is True,
            "an INFERENCE key reads its own rate_limits", repr(r))
     r = api.limits(adm["apiKey"])
-    tap.ok(r.status == 200 and D(r).get("apiKeyType") == "ADMIN",
+    tap.ok(r.status == 200 and D(r).get("accessPermitted") is True,
            "an ADMIN key reads its own rate_limits", repr(r))
     venice_error(api.limits(MASTER), 400, "rate_limits with the master key")
     venice_error(api.limits(lite), 401, "rate_limits with a LiteLLM key")
@@ -698,9 +765,9 @@ def scoping(api):
     for name, call in (("GET", lambda w, i: api.key(i, w)),
                        ("PATCH", lambda w, i: api.patch({"id": i, "description": "x"}, who=w)),
                        ("DELETE", lambda w, i: api.delete(i, w))):
-        venice_error(call(alice["apiKey"], kb["id"]), 404, "%s bob's key by alice's ADMIN key"
+        venice_error(call(alice["apiKey"], kb["id"]), 400, "%s bob's key by alice's ADMIN key"
                      % name)
-        venice_error(call(alice["apiKey"], km["id"]), 404, "%s the master's key by alice's "
+        venice_error(call(alice["apiKey"], km["id"]), 400, "%s the master's key by alice's "
                      "ADMIN key" % name)
     tap.ok(kb["id"] in listed(api) and km["id"] in listed(api),
            "the refused cross-owner deletes deleted nothing")
@@ -816,7 +883,8 @@ def active_cap(api):
     venice_error(api.create({"apiKeyType": "INFERENCE", "description": "x"}, who=who,
                             owner="dana", counted=False), 400,
                  "and then the cap again")
-    tap.ok(first["id"] in listed(api, who), "the expired key is still listed")
+    tap.ok(first["id"] not in listed(api, who), "the expired key is not listed (Venice lists "
+           "active keys)")
     if doomed:
         tap.eq(api.delete(doomed["id"], who).status, 200, "delete one of dana's keys")
     r = api.create({"apiKeyType": "INFERENCE", "description": "after delete"}, who=who,
@@ -887,28 +955,38 @@ def enforcement(api):
     week = inference(api)
     expiring = inference(api, expiresAt="2031-01-20")
 
-    # rate_limits before any use
+    # rate_limits before any use (docs.venice.ai api_keys/rate_limits)
     r = api.limits(usd["apiKey"])
     a = D(r)
+    tap.eq(sorted(a), ["accessPermitted", "apiTier", "balances", "keyExpiration",
+                       "nextEpochBegins", "rateLimits"],
+           "rate_limits: exactly Venice's fields")
     tap.ok(r.status == 200 and a.get("accessPermitted") is True and
-           a.get("apiKeyType") == "INFERENCE" and a.get("limitPeriod") == "EPOCH" and
-           a.get("apiKeyExpiration") is None and
-           a.get("consumptionLimits") == {"usd": 1, "diem": None, "vcu": None},
-           "rate_limits: permitted, INFERENCE, EPOCH, no expiration, the limits", repr(r))
-    tap.ok(close((a.get("balances") or {}).get("USD"), 1) and
-           (a.get("balances") or {}).get("DIEM") is None,
-           "rate_limits: balances USD 1 (the limit), DIEM null (no limit)", a.get("balances"))
+           a.get("apiTier") == {"id": "paid", "isCharged": True} and
+           "keyExpiration" in a and a["keyExpiration"] is None and a.get("rateLimits") == [],
+           "rate_limits: permitted, apiTier paid and charged, no expiration, no rate limits",
+           repr(r))
+    tap.eq(a.get("balances"), {"USD": 1}, "rate_limits: balances USD 1 (the limit) as a "
+           "number, DIEM left out (no limit)")
     tap.eq(a.get("nextEpochBegins"), "2031-01-15T00:00:00.000Z",
            "EPOCH: nextEpochBegins is the next UTC midnight")
-    tap.eq(D(api.limits(month["apiKey"])).get("nextEpochBegins"), "2031-02-01T00:00:00.000Z",
-           "MONTH: nextEpochBegins is the 1st of the next month")
-    tap.ok("nextEpochBegins" in D(api.limits(life["apiKey"])) and
-           D(api.limits(life["apiKey"])).get("nextEpochBegins") is None,
-           "LIFETIME: nextEpochBegins null")
-    tap.eq(D(api.limits(expiring["apiKey"])).get("apiKeyExpiration"),
-           "2031-01-20T00:00:00.000Z", "rate_limits: apiKeyExpiration")
-    tap.eq(D(api.limits(free["apiKey"])).get("balances"), {"USD": None, "DIEM": None},
-           "a key without limits: balances null")
+    for k, name in ((month, "MONTH"), (life, "LIFETIME")):
+        tap.eq(D(api.limits(k["apiKey"])).get("nextEpochBegins"), "2031-01-15T00:00:00.000Z",
+               "%s: nextEpochBegins is still a time, the next epoch (UTC midnight)" % name)
+    tap.eq(D(api.limits(expiring["apiKey"])).get("keyExpiration"),
+           "2031-01-20T00:00:00.000Z", "rate_limits: keyExpiration")
+    tap.eq(D(api.limits(free["apiKey"])).get("balances"), {},
+           "a key without limits: no balance is known")
+    # the key's rate limits, set on the LiteLLM face, as Venice lists them
+    api.post("/key/update", {"key": sha(week["apiKey"]), "rpm_limit": 100, "tpm_limit": 5000,
+                             "model_rpm_limit": {"llama-3.3-70b": 7}})
+    tap.eq(D(api.limits(week["apiKey"])).get("rateLimits"), [
+        {"apiModelId": "*", "rateLimits": [{"type": "RPM", "amount": 100},
+                                           {"type": "TPM", "amount": 5000}]},
+        {"apiModelId": "llama-3.3-70b", "rateLimits": [{"type": "RPM", "amount": 7}]}],
+        "rateLimits: the key's rpm and tpm under \"*\", per-model ones by apiModelId")
+    api.post("/key/update", {"key": sha(week["apiKey"]), "rpm_limit": None, "tpm_limit": None,
+                             "model_rpm_limit": {}})
 
     # usd
     verdict(api.verify(usd["apiKey"], model="llama-3.3-70b"), "VALID", "usd 1, nothing spent")
@@ -930,9 +1008,10 @@ def enforcement(api):
            close((D(r).get("balances") or {}).get("USD"), 0),
            "rate_limits: accessPermitted false, USD balance 0 (never below)", D(r))
     got = listed(api).get(usd["id"]) or {}
-    tap.ok(close(((got.get("usage") or {}).get("currentPeriod") or {}).get("usd"), 1.2) and
-           close(((got.get("usage") or {}).get("trailingSevenDays") or {}).get("usd"), 1.2),
-           "the list's usage: 1.2 usd in the period and over seven days", got.get("usage"))
+    tap.ok(close(num((got.get("currentPeriodUsage") or {}).get("usd")), 1.2) and
+           close(num(((got.get("usage") or {}).get("trailingSevenDays") or {}).get("usd")), 1.2),
+           "the list's usage: 1.2 usd in the period (currentPeriodUsage) and over seven days",
+           got)
     # raising the limit lifts the refusal at once
     api.patch({"id": usd["id"], "consumptionLimit": {"usd": 5}})
     verdict(api.verify(usd["apiKey"]), "VALID", "the usd limit PATCHed to 5")
@@ -988,9 +1067,9 @@ def enforcement(api):
            and a.get("nextEpochBegins") == "2031-01-16T00:00:00.000Z",
            "rate_limits after the reset: USD balance 1, next epoch the 16th", a)
     got = listed(api).get(usd["id"]) or {}
-    tap.ok(close(((got.get("usage") or {}).get("currentPeriod") or {}).get("usd"), 0) and
-           close(((got.get("usage") or {}).get("trailingSevenDays") or {}).get("usd"), 1.2),
-           "usage after the reset: 0 in the period, 1.2 over seven days", got.get("usage"))
+    tap.ok(close(num((got.get("currentPeriodUsage") or {}).get("usd")), 0) and
+           close(num(((got.get("usage") or {}).get("trailingSevenDays") or {}).get("usd")), 1.2),
+           "usage after the reset: 0 in the period, 1.2 over seven days", got)
     verdict(api.verify(expiring["apiKey"]), "VALID", "expiresAt 2031-01-20, on the 15th")
     verdict(api.verify(month["apiKey"]), "API_KEY_USD_SPEND_LIMIT_EXCEEDED",
             "MONTH the next day: still spent")
@@ -998,19 +1077,21 @@ def enforcement(api):
             "LIFETIME the next day: still spent")
     api.usage(week["apiKey"], cost=1, diem=1)
     clock.set(ts(2031, 1, 20, 12, 0, 0))
-    g = (listed(api).get(week["id"]) or {}).get("usage") or {}
-    tap.ok(close((g.get("trailingSevenDays") or {}).get("usd"), 3) and
-           close((g.get("trailingSevenDays") or {}).get("diem"), 4) and
-           close((g.get("currentPeriod") or {}).get("usd"), 0),
-           "the 20th: seven days hold the 14th's and 15th's use (3 usd, 4 diem), the period 0", g)
+    w = listed(api).get(week["id"]) or {}
+    g = w.get("usage") or {}
+    tap.ok(close(num((g.get("trailingSevenDays") or {}).get("usd")), 3) and
+           close(num((g.get("trailingSevenDays") or {}).get("diem")), 4) and
+           "currentPeriodUsage" not in w,
+           "the 20th: seven days hold the 14th's and 15th's use (3 usd, 4 diem); no limit, no "
+           "currentPeriodUsage", w)
     clock.set(ts(2031, 1, 21, 0, 0, 1))
     g = (listed(api).get(week["id"]) or {}).get("usage") or {}
-    tap.ok(close((g.get("trailingSevenDays") or {}).get("usd"), 1) and
-           close((g.get("trailingSevenDays") or {}).get("diem"), 1),
+    tap.ok(close(num((g.get("trailingSevenDays") or {}).get("usd")), 1) and
+           close(num((g.get("trailingSevenDays") or {}).get("diem")), 1),
            "the 21st: the 14th has left the seven days (1 usd, 1 diem)", g)
     clock.set(ts(2031, 1, 22, 0, 0, 1))
     g = (listed(api).get(week["id"]) or {}).get("usage") or {}
-    tap.ok(close((g.get("trailingSevenDays") or {}).get("usd"), 0),
+    tap.ok(close(num((g.get("trailingSevenDays") or {}).get("usd")), 0),
            "the 22nd: the 15th has left too", g)
     clock.set(ts(2031, 1, 31, 23, 59, 59))
     verdict(api.verify(month["apiKey"]), "API_KEY_USD_SPEND_LIMIT_EXCEEDED",
@@ -1028,46 +1109,65 @@ def expiry_enforced(api, expiring):
     refused(api.authorize("/v1/chat/completions", expiring["apiKey"]), 401, None,
             "a key past its expiresAt")
     venice_error(api.limits(expiring["apiKey"]), 401, "an expired key's rate_limits")
-    tap.ok(expiring["id"] in listed(api), "an expired key is still listed")
+    tap.ok(expiring["id"] not in listed(api), "an expired key is not listed")
+    venice_error(api.key(expiring["id"]), 400, "GET an expired key (Venice: not found)")
+    venice_error(api.patch({"id": expiring["id"], "description": "x"}), 400,
+                 "PATCH an expired key (Venice: not found or expired)")
 
 
 def breaches_log(api, alice, bob):
-    """Refusals with each currency, by owner; the last 50, newest first."""
+    """Rate-limit refusals (docs.venice.ai api_keys/rate_limits/log: apiKeyId, modelId,
+    rateLimitTier, rateLimitType RPM or TPM, timestamp), by owner; the last 50, newest first.
+    A spent consumption limit is a 402, no rate limit: it is not logged, as Venice."""
     clock = api.clock
     ka = inference(api, who=alice["apiKey"], owner="alice", consumptionLimit={"usd": 0})
-    kb = inference(api, who=bob["apiKey"], owner="bob", consumptionLimit={"diem": 0})
-    t_a = clock.now
+    kb = inference(api, who=bob["apiKey"], owner="bob")
     verdict(api.verify(ka["apiKey"], model="venice-uncensored"),
             "API_KEY_USD_SPEND_LIMIT_EXCEEDED", "a usd limit of 0 refuses at once")
+    tap.eq(J(api.log(alice["apiKey"])).get("data"), [], "a spent usd limit is no rate-limit "
+           "breach: the log stays empty")
+    api.patch({"id": ka["id"], "consumptionLimit": None})
+    api.post("/key/update", {"key": sha(ka["apiKey"]), "rpm_limit": 0})
+    api.post("/key/update", {"key": sha(kb["apiKey"]), "tpm_limit": 10})
+    clock.advance(1)
+    t_a = clock.now
+    verdict(api.verify(ka["apiKey"], model="venice-uncensored"), "RATE_LIMITED",
+            "an rpm_limit of 0 refuses at once")
+    clock.advance(1)
+    refused(api.authorize("/openai/deployments/qwen3-4b/chat/completions", ka["apiKey"]), 429,
+            "RATE_LIMITED", "an rpm_limit of 0")
+    tap.eq((J(api.log(alice["apiKey"])).get("data") or [{}])[0].get("modelId"), "qwen3-4b",
+           "the authorizer's refusal is logged with the path's model")
     clock.advance(1)
     t_b = clock.now
-    refused(api.authorize("/openai/deployments/qwen3-4b/chat/completions", kb["apiKey"]), 402,
-            "API_KEY_DIEM_SPEND_LIMIT_EXCEEDED", "a diem limit of 0 refuses at once")
+    verdict(api.verify(kb["apiKey"], model="qwen3-4b", expected_tokens=100), "RATE_LIMITED",
+            "a tpm_limit of 10 refuses a request expecting 100 tokens")
     r = api.log(alice["apiKey"])
     rows = J(r).get("data") or []
     tap.ok(r.status == 200 and J(r).get("object") == "list" and rows and
-           rows[0].get("apiKeyId") == ka["id"] and rows[0].get("rateLimitType") and
-           rows[0].get("modelId") == "venice-uncensored" and
-           rows[0].get("timestamp") == vtime(t_a),
-           "alice's log: the usd refusal (apiKeyId, modelId, rateLimitType, timestamp)",
-           repr(r))
+           rows[1] == {"apiKeyId": ka["id"], "modelId": "venice-uncensored",
+                       "rateLimitTier": "paid", "rateLimitType": "RPM",
+                       "timestamp": vtime(t_a)},
+           "alice's log: the RPM refusal (apiKeyId, modelId, rateLimitTier, rateLimitType, "
+           "timestamp)", repr(r))
     tap.ok(all(x.get("apiKeyId") != kb["id"] for x in rows), "alice's log has no bob's rows")
     rows_b = J(api.log(bob["apiKey"])).get("data") or []
     tap.ok(rows_b and rows_b[0].get("apiKeyId") == kb["id"] and
-           rows_b[0].get("modelId") == "qwen3-4b" and rows_b[0].get("timestamp") == vtime(t_b),
-           "bob's log: the diem refusal by the authorizer", rows_b[:2])
+           rows_b[0].get("modelId") == "qwen3-4b" and rows_b[0].get("rateLimitType") == "TPM"
+           and rows_b[0].get("timestamp") == vtime(t_b),
+           "bob's log: the TPM refusal", rows_b[:2])
     tap.ok(all(x.get("apiKeyId") != ka["id"] for x in rows_b), "bob's log has no alice's rows")
     rows_m = J(api.log()).get("data") or []
     ids = [x.get("apiKeyId") for x in rows_m]
     tap.ok(kb["id"] in ids and ka["id"] in ids and ids.index(kb["id"]) < ids.index(ka["id"]),
            "the master key's log: every owner's rows, newest first", rows_m[:3])
-    tap.ok(len({x.get("rateLimitType") for x in rows_m if x.get("apiKeyId") in
-                (ka["id"], kb["id"])}) == 2, "the two refusals have different rateLimitTypes",
-           rows_m[:3])
-    verdict(api.verify(ka["apiKey"], dry_run=True), "API_KEY_USD_SPEND_LIMIT_EXCEEDED",
-            "a dry run is refused too")
+    verdict(api.verify(ka["apiKey"], dry_run=True), "RATE_LIMITED", "a dry run is refused too")
     tap.eq(len(J(api.log(alice["apiKey"])).get("data") or []), len(rows),
            "a dry run writes no log row")
+    clock.advance(1)
+    api.verify(ka["apiKey"])
+    tap.eq((J(api.log(alice["apiKey"])).get("data") or [{}])[0].get("modelId"), "model:unknown",
+           "a refusal without a model: modelId model:unknown, as Venice logs it")
     # the last 50, newest first
     for i in range(55):
         clock.advance(1)
@@ -1081,7 +1181,7 @@ def breaches_log(api, alice, bob):
     stamps = [x.get("timestamp") for x in rows]
     tap.eq(stamps, sorted(stamps, reverse=True), "timestamps descend")
     clock.advance(1)
-    api.verify(kb["apiKey"], model="bob-last")
+    api.verify(kb["apiKey"], model="bob-last", expected_tokens=100)
     rows_m = J(api.log()).get("data") or []
     tap.eq(len(rows_m), 50, "the master key's log: 50 rows too")
     tap.eq([x.get("modelId") for x in rows_m[:3]], ["bob-last", "m-54", "m-53"],
@@ -1092,12 +1192,131 @@ def breaches_log(api, alice, bob):
            ["m-54"], "alice's log still starts with her newest row")
 
 
+# --- model privacy, last use, list order ---------------------------------------------------
+
+def model_privacy(api):
+    """modelPrivacy (Venice's api-keys reference): ALL any model; PRIVATE_ONLY the models
+    KEYWARDEN_PRIVATE_MODELS names (its default: Venice's private families); PRIVATE_TEXT
+    those and KEYWARDEN_MEDIA_MODELS' (flux-* in this server).  Enforced in the one model
+    check: /key/verify and the authorizer (403)."""
+    keys = {p: inference(api, modelPrivacy=p) for p in ("ALL", "PRIVATE_TEXT", "PRIVATE_ONLY")}
+    unset = inference(api)
+    for p, d in keys.items():
+        tap.eq(D(api.key(d["id"])).get("modelPrivacy"), p, "GET shows modelPrivacy %s" % p)
+    tap.eq(D(api.key(unset["id"])).get("modelPrivacy"), "ALL", "modelPrivacy unset: ALL")
+    for model, want in (("gpt-4o", {"ALL": "VALID", "PRIVATE_TEXT": "MODEL_NOT_ALLOWED",
+                                    "PRIVATE_ONLY": "MODEL_NOT_ALLOWED"}),
+                        ("llama-3.3-70b", {"ALL": "VALID", "PRIVATE_TEXT": "VALID",
+                                           "PRIVATE_ONLY": "VALID"}),
+                        ("venice-uncensored", {"ALL": "VALID", "PRIVATE_TEXT": "VALID",
+                                               "PRIVATE_ONLY": "VALID"}),
+                        ("flux-dev", {"ALL": "VALID", "PRIVATE_TEXT": "VALID",
+                                      "PRIVATE_ONLY": "MODEL_NOT_ALLOWED"})):
+        for p, code in want.items():
+            a = verdict(api.verify(keys[p]["apiKey"], model=model), code,
+                        "modelPrivacy %s, model %s" % (p, model))
+            if code != "VALID":
+                tap.ok(a.get("limit") == "modelPrivacy" and p in str(a.get("message")) and
+                       model in str(a.get("message")),
+                       "... the refusal names modelPrivacy, the setting and the model", a)
+    refused(api.authorize("/openai/deployments/gpt-4o/chat/completions",
+                          keys["PRIVATE_ONLY"]["apiKey"]), 403, "PRIVATE_ONLY",
+            "a PRIVATE_ONLY key on an anonymous model (Venice: 403)")
+    tap.eq(api.authorize("/openai/deployments/qwen3-4b/chat/completions",
+                         keys["PRIVATE_ONLY"]["apiKey"]).status, 200,
+           "AUTHORIZER: a PRIVATE_ONLY key on a private model")
+    # an alias that maps a private-looking name to an anonymous model is refused
+    only = keys["PRIVATE_ONLY"]
+    api.post("/key/update", {"key": sha(only["apiKey"]), "aliases": {"llama-alias": "gpt-4o"}})
+    verdict(api.verify(only["apiKey"], model="llama-alias"), "MODEL_NOT_ALLOWED",
+            "PRIVATE_ONLY: a name whose alias is an anonymous model")
+    # the holder writes no capability: an ADMIN key cannot lift its own restriction
+    adm = admin_key(api, modelPrivacy="PRIVATE_ONLY")
+    venice_error(api.patch({"id": adm["id"], "modelPrivacy": "ALL"}, who=adm["apiKey"]), 401,
+                 "an ADMIN key PATCHing its own modelPrivacy to ALL")
+    venice_error(api.patch({"id": only["id"], "modelPrivacy": "ALL"}, who=only["apiKey"]), 401,
+                 "an INFERENCE key PATCHing its own modelPrivacy")
+    api.post("/key/update", {"key": sha(only["apiKey"]), "metadata": {"modelPrivacy": "ALL"},
+                             "venice": {"modelPrivacy": "ALL"}})
+    tap.eq(D(api.key(only["id"])).get("modelPrivacy"), "PRIVATE_ONLY",
+           "the LiteLLM face's /key/update leaves modelPrivacy as it was")
+    verdict(api.verify(only["apiKey"], model="gpt-4o"), "MODEL_NOT_ALLOWED",
+            "... and it is still enforced")
+    r = api.patch({"id": only["id"], "modelPrivacy": "ALL"})
+    tap.ok(r.status == 200 and D(r).get("modelPrivacy") == "ALL", "the master key PATCHes "
+           "modelPrivacy to ALL", repr(r))
+    verdict(api.verify(only["apiKey"], model="gpt-4o"), "VALID", "... and gpt-4o passes at once")
+    venice_error(api.create({"apiKeyType": "INFERENCE", "description": "x",
+                             "modelPrivacy": "private_only"}), 400,
+                 "create with modelPrivacy private_only (case matters)", "modelPrivacy")
+
+
+def last_use_and_order(api):
+    """lastUsedAt is recorded on use; lists are newest first (Venice's api-keys reference)."""
+    clock = api.clock
+    made_keys = []
+    for i in range(3):
+        clock.advance(2)
+        made_keys.append(inference(api, description="order %d" % i))
+    tap.eq(D(api.key(made_keys[0]["id"])).get("lastUsedAt"), None, "an unused key: lastUsedAt "
+           "null")
+    clock.advance(3)
+    verdict(api.verify(made_keys[0]["apiKey"]), "VALID", "a key used")
+    tap.eq(D(api.key(made_keys[0]["id"])).get("lastUsedAt"), vtime(clock.now),
+           "lastUsedAt is the time of the use")
+    ids = [k.get("id") for k in J(api.keys()).get("data") or []]
+    pos = [ids.index(k["id"]) if k["id"] in ids else -1 for k in made_keys]
+    tap.ok(-1 not in pos and pos[2] < pos[1] < pos[0], "the list is newest first", pos)
+    stamps = [k.get("createdAt") for k in J(api.keys()).get("data") or []]
+    tap.eq(stamps, sorted(stamps, reverse=True), "createdAt descends through the whole list")
+
+
+# --- keys stored before -----------------------------------------------------------------
+
+def stored_before(api, srv):
+    """A Venice key as keywardens before stored it, loaded with `keywarden import` (its
+    export's form): an sk- secret of 22 characters, no modelPrivacy.  It verifies, reads
+    back with modelPrivacy ALL and Venice's usage, lists, and takes a modelPrivacy."""
+    secret = "sk-" + "OldVeniceKey0123456789"[:22]
+    kid = "0ld0ld00-0000-4000-8000-000000000001"
+    rec = {"token": sha(secret), "key_name": "sk-...6789", "key_alias": "venice:" + kid,
+           "user_id": None, "key_type": "llm_api", "spend": 0.0, "models": [], "metadata": {},
+           "blocked": False,
+           "venice": {"id": kid, "apiKeyType": "INFERENCE", "description": "stored before",
+                      "consumptionLimit": {"usd": 5, "diem": None, "vcu": None},
+                      "limitPeriod": "EPOCH", "owner": "master", "last6Chars": secret[-6:],
+                      "expiresAt": None},
+           "expires": None, "created_at": "2030-06-01T00:00:00Z",
+           "updated_at": "2030-06-01T00:00:00Z", "updated_by": "default_user_id",
+           "created_by": "default_user_id"}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KEYWARDEN_")}
+    p = subprocess.run([BIN, "import", "-d", srv.data_dir], input=json.dumps(rec) + "\n",
+                       env=env, capture_output=True, text=True, timeout=120)
+    tap.eq(p.returncode, 0, "keywarden import takes a Venice key as stored before: " +
+           p.stderr.strip()[:200])
+    VENICE_KEYS[secret] = kid
+    verdict(api.verify(secret, model="gpt-4o"), "VALID", "the old sk- secret still verifies")
+    d = D(api.key(kid))
+    tap.ok(d.get("modelPrivacy") == "ALL" and d.get("usage") == {
+        "trailingSevenDays": {"usd": "0.0000", "vcu": "0.0000", "diem": "0.0000"}} and
+        d.get("currentPeriodUsage") == {"usd": "0.0000", "diem": "0.0000"} and
+        d.get("last6Chars") == secret[-6:],
+        "it reads back with modelPrivacy ALL, Venice's usage and currentPeriodUsage", d)
+    tap.ok(kid in listed(api), "it is listed")
+    tap.eq(D(api.limits(secret)).get("balances"), {"USD": 5}, "its rate_limits read")
+    r = api.patch({"id": kid, "modelPrivacy": "PRIVATE_ONLY"})
+    tap.ok(r.status == 200 and D(r).get("modelPrivacy") == "PRIVATE_ONLY",
+           "it takes a modelPrivacy", repr(r))
+    verdict(api.verify(secret, model="gpt-4o"), "MODEL_NOT_ALLOWED", "... which holds it")
+
+
 # --- hygiene ----------------------------------------------------------------------------
 
 def needles():
     out = []
     for k in sorted(VENICE_KEYS):
-        out += [(k, k.encode()), (k + " (first 16 after sk-)", k[3:19].encode())]
+        part = k[-43:-27] if KEY_RE.match(k) else k[3:19]    # an sk- key made before
+        out += [(k, k.encode()), (k + " (16 of its random part)", part.encode())]
     return out
 
 
@@ -1128,13 +1347,15 @@ def hygiene(api, srv):
             continue
         j = j if isinstance(j, dict) else {}
         details = j.get("details")
+        # StandardError, or DetailedError: details a tree of _errors, issues the flat list
         if not (isinstance(j.get("error"), str) and j["error"] and
-                set(j) <= {"error", "details"} and
-                (details is None or (isinstance(details, dict) and details and all(
-                    isinstance(v, dict) and isinstance(v.get("_errors"), list)
-                    for v in details.values())))):
+                (set(j) == {"error"} or
+                 (set(j) == {"error", "details", "issues"} and
+                  j["error"] == "Invalid request parameters" and isinstance(details, dict) and
+                  details.get("_errors") == [] and isinstance(j["issues"], list) and
+                  j["issues"]))):
             bad.append("%s %s -> %d: %s" % (method, path[:60], status, text[:200]))
-    tap.ok(not bad, "every Venice error (%d) is {\"error\": \"...\"} with details of _errors" %
+    tap.ok(not bad, "every Venice error (%d) is its StandardError or DetailedError" %
            sum(1 for a in venice if a[3] >= 400), "\n".join(bad[:10]))
     leaks = []
     for op, method, path, status, _, j, text in api.answers:
@@ -1195,7 +1416,8 @@ def main():
     clock = Clock(clock_path, T0)
     with Server(workers=3, env={"KEYWARDEN_CLOCK_FILE": clock_path,
                                 "KEYWARDEN_LOG_LEVEL": "debug",
-                                "KEYWARDEN_MAX_BODY": "65536"}) as srv:
+                                "KEYWARDEN_MAX_BODY": "65536",
+                                "KEYWARDEN_MEDIA_MODELS": "flux-*"}) as srv:
         api = Api(srv, clock)
         r = api.keys()
         if r.status == 404 and b"no such route" in r.body:
@@ -1213,6 +1435,9 @@ def main():
         expiring = enforcement(api)
         expiry_enforced(api, expiring)
         breaches_log(api, alice, bob)
+        model_privacy(api)
+        last_use_and_order(api)
+        stored_before(api, srv)
         no_litellm_role(api)
         hygiene(api, srv)
         store_scan(srv, "while serving")

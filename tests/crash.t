@@ -108,7 +108,8 @@ KINDS = {
         value=lambda j: j["data"]["consumptionLimits"]["usd"],
         update=lambda i, n: ("PATCH", "/api/v1/api_keys",
                              {"id": i, "consumptionLimit": {"usd": n}}),
-        delete=lambda i: ("DELETE", "/api/v1/api_keys?id=" + i, None)),
+        delete=lambda i: ("DELETE", "/api/v1/api_keys?id=" + i, None),
+        gone=400),     # Venice answers an unknown id with 400 (its api-keys reference)
 }
 
 
@@ -190,7 +191,7 @@ def write_one(srv, ledger, rng):
             thing.acked, thing.maybe = value, set()
         elif result == "lost":
             thing.maybe.add(value)
-        elif r.status == 404 and DELETED in thing.maybe:
+        elif r.status == spec.get("gone", 404) and DELETED in thing.maybe:
             thing.acked, thing.maybe = DELETED, set()   # a delete whose answer was lost had landed
         thing.busy = False
 
@@ -272,10 +273,13 @@ def setup(srv, ledger):
     for i in range(2):
         r = srv.admin("POST", "/api/v1/api_keys", {"apiKeyType": "INFERENCE",
                                                    "description": "crash-spent-%d" % i,
-                                                   "consumptionLimit": {"usd": 0.01}})
+                                                   "consumptionLimit": {"usd": 100}})
         assert r.status == 200, r
         v = r.json["data"]
         r = srv.admin("POST", "/key/usage", {"key": v["apiKey"], "cost": 0.05})
+        assert r.status == 200, r
+        # an rpm_limit of 0: every check is a rate-limit breach (RPM) in the log
+        r = srv.admin("POST", "/key/update", {"key": v["apiKey"], "rpm_limit": 0})
         assert r.status == 200, r
         ledger.venice_spent[v["id"]] = v["apiKey"]
 
@@ -313,7 +317,7 @@ def crash(srv, how):
 
 def read_value(srv, spec, thing):
     r = srv.admin("GET", spec["get"](thing.ident))
-    if r.status == 404:
+    if r.status == spec.get("gone", 404):
         return DELETED
     if r.status != 200 or r.json is None:
         return ("status", r.status)
@@ -421,7 +425,8 @@ def check_breaches(srv, ledger, name):
     entries = (r.json or {}).get("data")
     bad = [e for e in entries or [] if not (
         isinstance(e, dict) and e.get("apiKeyId") in ledger.venice_spent and
-        e.get("modelId") == "crash-model" and e.get("rateLimitType") == "usd" and
+        e.get("modelId") == "crash-model" and e.get("rateLimitType") == "RPM" and
+        e.get("rateLimitTier") == "paid" and
         isinstance(e.get("timestamp"), str) and TIMESTAMP.match(e["timestamp"]))]
     tap.ok(r.status == 200 and isinstance(entries, list) and len(entries) <= 50 and not bad,
            "%s: the Venice limit breach log reads, %d entries, each well-formed"

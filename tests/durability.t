@@ -155,10 +155,12 @@ def run(srv):
            {"name": "dur-pk", "value": "sk-dur-provider-secret-0001", "weight": 3}))
     step(SYNC, K, "DELETE /api/providers/openai/keys/{id}",
          m("DELETE", "/api/providers/openai/keys/" + pk["id"]))
-    # a Venice key's; the first one is spent below, for a breach
+    # a Venice key's; the first one is refused by its rate limit below, for a breach
     v1 = step(SYNC, K, "POST /api/v1/api_keys",
               m("POST", "/api/v1/api_keys", {"apiKeyType": "INFERENCE", "description": "dur-v1",
-                                              "consumptionLimit": {"usd": 0.01}})).json["data"]
+                                              "consumptionLimit": {"usd": 100}})).json["data"]
+    step(SYNC, K, "POST /key/update (a Venice key's rpm_limit 0)",
+         m("POST", "/key/update", {"key": v1["apiKey"], "rpm_limit": 0}))
     v2 = step(SYNC, K, "POST /api/v1/api_keys (another)",
               m("POST", "/api/v1/api_keys", {"apiKeyType": "INFERENCE",
                                               "description": "dur-v2"})).json["data"]
@@ -188,7 +190,7 @@ def run(srv):
          m("POST", "/key/usage", {"key": v1["apiKey"], "cost": 0.05}))
     b = step(NOSYNC, "Venice limit breaches", "POST /key/verify (a Venice limit breach)",
              m("POST", "/key/verify", {"key": v1["apiKey"], "model": "dur-model"})).json
-    if b.get("code") != "API_KEY_USD_SPEND_LIMIT_EXCEEDED":
+    if b.get("code") != "RATE_LIMITED":
         raise RuntimeError("breach: %r" % b)
 
     st.send_signal(signal.SIGINT)           # detaches, and flushes its output
@@ -221,7 +223,8 @@ def run(srv):
            d.get("limits"))
     log = m("GET", "/api/v1/api_keys/rate_limits/log").json or {}
     tap.ok([e for e in log.get("data", []) if e.get("apiKeyId") == v1["id"] and
-            e.get("rateLimitType") == "usd" and e.get("modelId") == "dur-model"],
+            e.get("rateLimitType") == "RPM" and e.get("rateLimitTier") == "paid" and
+            e.get("modelId") == "dur-model"],
            "the Venice limit breach is in the log", log)
 
 

@@ -45,8 +45,8 @@ def error_of(r):
         return r.status, e.get("param") or e.get("field")
     if isinstance(j.get("errors"), list) and j["errors"]:     # provisioning
         return r.status, j["errors"][0].get("field") or j["errors"][0].get("param")
-    if isinstance(j.get("details"), dict):   # Venice's {"error", "details"}
-        return r.status, next(iter(j["details"]), None)
+    if isinstance(j.get("issues"), list) and j["issues"]:   # Venice's DetailedError
+        return r.status, (j["issues"][0].get("path") or [None])[0]
     return r.status, j.get("param") or j.get("field")
 
 

@@ -514,6 +514,53 @@ test_venice(void)
 	kw_verdict_clear(&v);
 }
 
+/*
+ * modelPrivacy, as Venice's api-keys reference has it, in the one model
+ * check every caller of kw_limits_check shares: the operator's tables say
+ * which models are private (and which are media), the key record which
+ * setting holds.
+ */
+static void
+test_model_privacy(void)
+{
+	struct kw_verdict v;
+
+	snprintf(kw_config.private_models, sizeof(kw_config.private_models), "llama-*,venice-*");
+	snprintf(kw_config.media_models, sizeof(kw_config.media_models), "flux-*");
+	make_key("sk-priv-all", "{\"venice\": {\"id\": \"p1\", \"apiKeyType\": \"INFERENCE\", "
+	    "\"owner\": \"master\", \"modelPrivacy\": \"ALL\"}}");
+	make_key("sk-priv-text", "{\"venice\": {\"id\": \"p2\", \"apiKeyType\": \"INFERENCE\", "
+	    "\"owner\": \"master\", \"modelPrivacy\": \"PRIVATE_TEXT\"}}");
+	make_key("sk-priv-only", "{\"venice\": {\"id\": \"p3\", \"apiKeyType\": \"INFERENCE\", "
+	    "\"owner\": \"master\", \"modelPrivacy\": \"PRIVATE_ONLY\"}, "
+	    "\"aliases\": {\"llama-alias\": \"gpt-4o\"}}");
+	make_key("sk-priv-none", "{\"venice\": {\"id\": \"p4\", \"apiKeyType\": \"INFERENCE\", "
+	    "\"owner\": \"master\"}}");
+	is_int(check("sk-priv-all", T0, "gpt-4o", 0, NULL, NULL), KW_V_VALID, "ALL: an anonymous model");
+	is_int(check("sk-priv-none", T0, "gpt-4o", 0, NULL, NULL), KW_V_VALID,
+	    "a key made before modelPrivacy: ALL");
+	is_int(check("sk-priv-only", T0, "llama-3.3-70b", 0, NULL, NULL), KW_V_VALID,
+	    "PRIVATE_ONLY: a private model");
+	is_int(check("sk-priv-only", T0, "gpt-4o", 0, NULL, &v), KW_V_MODEL_NOT_ALLOWED,
+	    "PRIVATE_ONLY: an anonymous model");
+	is_str(v.limit, "modelPrivacy", "the refusal names modelPrivacy");
+	kw_verdict_clear(&v);
+	is_int(check("sk-priv-only", T0, "flux-dev", 0, NULL, NULL), KW_V_MODEL_NOT_ALLOWED,
+	    "PRIVATE_ONLY: an anonymous media model");
+	is_int(check("sk-priv-only", T0, "llama-alias", 0, NULL, NULL), KW_V_MODEL_NOT_ALLOWED,
+	    "PRIVATE_ONLY: a private-looking alias of an anonymous model");
+	is_int(check("sk-priv-text", T0, "flux-dev", 0, NULL, NULL), KW_V_VALID,
+	    "PRIVATE_TEXT: a media model");
+	is_int(check("sk-priv-text", T0, "venice-uncensored", 0, NULL, NULL), KW_V_VALID,
+	    "PRIVATE_TEXT: a private text model");
+	is_int(check("sk-priv-text", T0, "claude-sonnet", 0, NULL, NULL), KW_V_MODEL_NOT_ALLOWED,
+	    "PRIVATE_TEXT: an anonymous text model");
+	kw_config.private_models[0] = '\0';
+	is_int(check("sk-priv-text", T0, "venice-uncensored", 0, NULL, NULL), KW_V_MODEL_NOT_ALLOWED,
+	    "an empty table: no model is private");
+	kw_config.media_models[0] = '\0';
+}
+
 /* Counts how many of n checks at now (no cost named, model when not NULL) are VALID. */
 static int
 admitted(const char *secret, time_t now, const char *model, int n)
@@ -594,6 +641,7 @@ main(void)
 	test_parallel();
 	test_legacy_rows();
 	test_venice();
+	test_model_privacy();
 	test_reservations();
 	ok(checks > 50 && disagreements == 0,
 	    "the authorizer's summaries and the records agree on all %d verdicts", checks);
