@@ -945,6 +945,15 @@ answer_whole(struct relay *r)
 
 /* --- the handler --------------------------------------------------------- */
 
+/* True when presented is the master key (as DATA_DIR/master.key holds it now). */
+static int
+is_master_key(const char *presented)
+{
+	kw_config_master_key_refresh();
+	return kw_config.master_key[0] != '\0' &&
+	    kw_crypto_same_secret(presented, kw_config.master_key);
+}
+
 struct plan {
 	struct relay *r;
 	const char *target;	/* borrowed from the records below */
@@ -1113,6 +1122,12 @@ relay(struct kw_req *req, struct kw_resp *resp, enum relay_kind kind)
 	if (req->store == NULL)
 		return KW_EUNAVAIL;
 	r.key = kw_auth_credential(req);	/* present: kw_relay_authenticate saw to it */
+	if (is_master_key(r.key)) {
+		/* nothing would be charged: spend belongs to a key, its team and its user */
+		kw_error_set(&req->err, KW_EAUTH, NULL, "the master key administers keys and calls "
+		    "no model: generate a key (POST /key/generate) and call with it");
+		return KW_EAUTH;
+	}
 	r.azure_deployment = kw_req_path_param(req, "deployment");
 	r.asked = r.azure_deployment ? r.azure_deployment : kw_json_str(req->body, "model");
 	if (r.asked == NULL) {
@@ -1399,6 +1414,8 @@ kw_relay_authenticate(struct kw_req *req)
 	}
 	if (req->store == NULL)
 		return KW_EUNAVAIL;
+	if (is_master_key(in.key))
+		return KW_OK;	/* a good credential: the handler says it calls no model */
 	if ((rc = kw_limits_check(req->store, req->now, &in, &v)) != KW_OK)
 		return rc;
 	switch (v.code) {

@@ -239,6 +239,9 @@ def python_checks(srv, prov, keys, provider_secrets):
     r = srv.request("POST", "/v1/chat/completions", body=chat)
     tap.ok(r.status == 401 and (r.json or {}).get("error", {}).get("code") == "401",
            "no key: 401", r)
+    r = srv.admin("POST", "/v1/chat/completions", body=chat)
+    tap.ok(r.status == 401 and "master key" in r.body.decode(), "the master key calls no model: "
+           "401 saying to generate a key", r)
     unknown = "sk-" + secrets.token_urlsafe(16)
     r = srv.request("POST", "/v1/chat/completions", body=chat,
                     headers={"Authorization": "Bearer " + unknown})
