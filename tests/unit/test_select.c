@@ -157,10 +157,17 @@ main(void)
 	p.key = NULL;
 	is_int(kw_store_txn(st, pick_body, &p), KW_ENOTFOUND, "a model no key lists: KW_ENOTFOUND");
 	is_str(req.err.field, "model", "... naming model");
-	p.provider = "openai";
-	is_int(kw_store_txn(st, pick_body, &p), KW_OK, "but openai's every-model key serves o1");
-	is_str(kw_json_str(p.key, "id"), "every", "... that key");
 	kw_provider_key_release(p.key);
+	p.key = NULL;
+	/* "banned" blacklists gpt-4o alone: for o1 it is as eligible as "every", chosen by weight */
+	p.provider = "openai";
+	seen = json_object_new_object();
+	is_int(pick_many(st, &p, 200, seen), KW_OK, "but openai's every-model keys serve o1");
+	ok(count(seen, "every") > 0 && count(seen, "banned") > 0 &&
+	    count(seen, "every") + count(seen, "banned") == 200,
+	    "... both keys that allow every model, one blacklisting another model (%d every, %d banned)",
+	    count(seen, "every"), count(seen, "banned"));
+	json_object_put(seen);
 
 	kw_store_close(st);
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
