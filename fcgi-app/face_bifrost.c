@@ -2194,8 +2194,10 @@ kw_op_provider_delete(struct kw_req *req, struct kw_resp *resp)
 
 struct candidates {
 	const char *model;
+	int listed;		/* only keys whose models list names the model */
+	json_object *tried;	/* ids to pass over while any other qualifies; borrowed, may be NULL */
 	json_object *keys;	/* owned array of records that qualify */
-	double total;		/* their weights */
+	json_object *fresh;	/* owned array: those not in tried */
 };
 
 static enum kw_err
@@ -2203,7 +2205,6 @@ candidate_visit(struct bifrost_op *op, DB_TXN *txn, json_object *rec)
 {
 	struct candidates *c = op->visiting;
 	json_object *made, *models = key_models(rec, &made);
-	double weight = kw_json_num(rec, "weight", 0);
 	const char *ref = kw_json_str(json_object_object_get(rec, "value"), "env_var");
 	int usable;
 
@@ -2211,12 +2212,14 @@ candidate_visit(struct bifrost_op *op, DB_TXN *txn, json_object *rec)
 	/* a reference whose variable is not in this environment: not usable now */
 	usable = kw_json_bool(rec, "enabled") && (ref == NULL || env_value(ref) != NULL) &&
 	    list_allows(models, c->model) &&
-	    !list_allows(json_object_object_get(rec, "blacklisted_models"), c->model);
+	    !list_allows(json_object_object_get(rec, "blacklisted_models"), c->model) &&
+	    (!c->listed || kw_json_list_has(models, c->model));
 	json_object_put(made);
 	if (!usable)
 		return KW_OK;
 	json_object_array_add(c->keys, json_object_get(rec));
-	c->total += weight > 0 ? weight : 0;
+	if (c->tried == NULL || !kw_json_list_has(c->tried, kw_json_str(rec, "id")))
+		json_object_array_add(c->fresh, json_object_get(rec));
 	return KW_OK;
 }
 
@@ -2230,47 +2233,66 @@ uniform(void)
 	return (double)(r >> 11) / (double)(1ULL << 53);
 }
 
+/*
+ * One record of keys (an array, not empty), borrowed from it: as Bifrost's
+ * selectKeyFromProviderForModel, the one key there is, else
+ * WeightedRandomKeySelector by weight; keys of weight 0 only, alike.
+ */
+static json_object *
+by_weight(json_object *keys)
+{
+	size_t n = json_object_array_length(keys);
+	double total = 0, at, w;
+
+	for (size_t i = 0; i < n; i++)
+		if ((w = kw_json_num(json_object_array_get_idx(keys, i), "weight", 0)) > 0)
+			total += w;
+	at = uniform() * (total > 0 ? total : (double)n);
+	for (size_t i = 0; i + 1 < n; i++) {
+		w = kw_json_num(json_object_array_get_idx(keys, i), "weight", 0);
+		at -= total > 0 ? (w > 0 ? w : 0) : 1;
+		if (at < 0)
+			return json_object_array_get_idx(keys, i);
+	}
+	return json_object_array_get_idx(keys, n - 1);
+}
+
+/*
+ * Among provider's enabled keys (every provider's when NULL, and then only
+ * keys whose models list names model) that allow model and do not
+ * blacklist it, one chosen by weight, passing over the ids in tried
+ * (borrowed; NULL none) while another qualifies.  *out (owned) is what a
+ * selection answers: {id, name, provider, value, weight, aliases and
+ * use_anthropic_endpoints when set, the configs it has}, secrets resolved.
+ */
 static enum kw_err
 select_key(struct bifrost_op *op, DB_TXN *txn, const char *provider, const char *model,
-    json_object **out)
+    json_object *tried, json_object **out)
 {
+	static const char *const shown[] = { "id", "name", "provider", "value", "weight" };
+	static const char *const when_set[] = { "aliases", "use_anthropic_endpoints" };
 	struct kw_req *req = op->req;
-	struct candidates c = { model, json_object_new_array(), 0 };
-	json_object *chosen = NULL, *resolved = NULL;
-	double at;
+	struct candidates c = { model, provider == NULL, tried, json_object_new_array(),
+		json_object_new_array() };
+	json_object *resolved = NULL;
 	enum kw_err rc;
 
 	*out = NULL;
 	op->visiting = &c;
 	rc = each_key(op, txn, provider, candidate_visit);
 	if (rc == KW_OK && json_object_array_length(c.keys) == 0) {
-		kw_error_set(&req->err, KW_ENOTFOUND, "model",
-		    "no enabled key of %s allows model %s", provider, c.model);
+		if (provider != NULL)
+			kw_error_set(&req->err, KW_ENOTFOUND, "model",
+			    "no enabled key of %s allows model %s", provider, model);
+		else
+			kw_error_set(&req->err, KW_ENOTFOUND, "model",
+			    "no enabled provider key lists model %s", model);
 		rc = KW_ENOTFOUND;
 	}
+	if (rc == KW_OK)
+		rc = map_envvars(by_weight(json_object_array_length(c.fresh) > 0 ? c.fresh : c.keys),
+		    resolve_envvar, &resolved);
 	if (rc == KW_OK) {
-		size_t n = json_object_array_length(c.keys);
-
-		/*
-		 * Bifrost's selectKeyFromProviderForModel: the one key that
-		 * qualifies, else WeightedRandomKeySelector by weight; keys of
-		 * weight 0 only, alike.
-		 */
-		at = uniform() * (c.total > 0 ? c.total : (double)n);
-		for (size_t i = 0; i < n && chosen == NULL; i++) {
-			json_object *rec = json_object_array_get_idx(c.keys, i);
-			double w = kw_json_num(rec, "weight", 0);
-
-			at -= c.total > 0 ? (w > 0 ? w : 0) : 1;
-			if (at < 0 || i + 1 == n)
-				chosen = rec;
-		}
-		rc = map_envvars(chosen, resolve_envvar, &resolved);
-	}
-	if (rc == KW_OK) {
-		static const char *const shown[] = { "id", "name", "provider", "value", "weight" };
-		static const char *const when_set[] = { "aliases", "use_anthropic_endpoints" };
-
 		/* copies: what is resolved is wiped below, the answer is not */
 		*out = json_object_new_object();
 		for (size_t i = 0; i < sizeof(shown) / sizeof(shown[0]); i++)
@@ -2289,6 +2311,7 @@ select_key(struct bifrost_op *op, DB_TXN *txn, const char *provider, const char 
 		wipe_strings(resolved);
 	json_object_put(resolved);
 	json_object_put(c.keys);
+	json_object_put(c.fresh);
 	return rc;
 }
 
@@ -2301,24 +2324,37 @@ select_body(struct bifrost_op *op, DB_TXN *txn, struct provider *p)
 	 * row a request.  kw_op_provider_key_select counts and logs it once
 	 * the transaction is over.
 	 */
-	return select_key(op, txn, p->name, kw_json_str(op->req->body, "model"), &op->answer);
+	return select_key(op, txn, p->name, kw_json_str(op->req->body, "model"), NULL,
+	    &op->answer);
 }
 
+/* The one selection, for the relay: select_key, a keyless provider answering no key. */
 enum kw_err
 kw_provider_key_select(struct kw_req *req, DB_TXN *txn, const char *provider, const char *model,
-    json_object **key)
+    json_object *tried, json_object **key)
 {
 	struct bifrost_op op = { .req = req };
 	struct provider p;
 	enum kw_err rc;
 
 	*key = NULL;
-	if ((rc = find_provider(req, txn, provider, &p)) != KW_OK)
-		return rc;
-	json_object_put(p.record);
-	if (p.keyless)
-		return KW_OK;	/* called without a credential */
-	return select_key(&op, txn, provider, model, key);
+	if (provider != NULL) {
+		if ((rc = find_provider(req, txn, provider, &p)) != KW_OK)
+			return rc;
+		json_object_put(p.record);
+		if (p.keyless)
+			return KW_OK;	/* called without a credential */
+	}
+	return select_key(&op, txn, provider, model, tried, key);
+}
+
+/* Releases a key kw_provider_key_select answered, its secrets wiped first. */
+void
+kw_provider_key_release(json_object *key)
+{
+	if (key != NULL)
+		wipe_strings(key);
+	json_object_put(key);
 }
 
 /*

@@ -115,7 +115,9 @@ reason(int status)
 	case 429: return "Too Many Requests";
 	case 431: return "Request Header Fields Too Large";
 	case 500: return "Internal Server Error";
+	case 502: return "Bad Gateway";
 	case 503: return "Service Unavailable";
+	case 504: return "Gateway Timeout";
 	default: return "Status";
 	}
 }
@@ -317,6 +319,8 @@ authenticate(struct kw_req *req)
 		return KW_OK;
 	if (req->route->handler == kw_op_metrics && kw_metrics_token_presented(req))
 		return KW_OK;
+	if (kw_relay_route(req->route))
+		return kw_relay_authenticate(req);	/* model keys: judged by the limits engine */
 	return kw_auth_caller(req);
 }
 
@@ -522,7 +526,8 @@ kw_http_serve(FCGX_Request *fcgi, struct kw_arena *arena, struct kw_store **stor
 		if (kw_http_status_for(KW_FACE_LITELLM, rc) == 503)	/* the store: retry */
 			kw_resp_header(&req, &resp, "Retry-After: 1");
 	}
-	write_response(&req, &resp);
+	if (!resp.sent)
+		write_response(&req, &resp);
 
 	clock_gettime(CLOCK_MONOTONIC, &t1);
 	secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;

@@ -131,6 +131,15 @@ struct kw_config {
 	char provider_env[256];		/* the variables a provider key's env.NAME may name */
 	char private_models[1024];	/* the models a Venice key's modelPrivacy counts as private */
 	char media_models[1024];	/* image, audio and video models (PRIVATE_TEXT lets them be anonymous) */
+	/* the relay (relay.c) */
+	char ca_bundle[1024];		/* KEYWARDEN_CA_BUNDLE: CA certificates for providers; "" the system's */
+	char relay_prices[1024];	/* KEYWARDEN_RELAY_PRICES: a JSON price table over the defaults; "" none */
+	int relay_allow_unpriced;	/* KEYWARDEN_RELAY_ALLOW_UNPRICED: relay models with no price, at 0 */
+	unsigned relay_tries;		/* KEYWARDEN_RELAY_TRIES: provider keys tried for one request */
+	unsigned relay_connect_timeout;	/* KEYWARDEN_RELAY_CONNECT_TIMEOUT: seconds */
+	unsigned relay_timeout;		/* KEYWARDEN_RELAY_TIMEOUT: seconds for a whole call, unless the provider says */
+	size_t relay_max_response;	/* KEYWARDEN_RELAY_MAX_RESPONSE: bytes of a provider's answer */
+	unsigned relay_expected_output;	/* KEYWARDEN_RELAY_EXPECTED_OUTPUT: tokens reserved when max_tokens is unset */
 	enum kw_log_level log_level;
 	char master_key[256];		/* from the environment or file; wiped at exit */
 };
@@ -378,6 +387,7 @@ struct kw_resp {
 	const char *content_type;
 	size_t nheaders;
 	const char *headers[KW_MAX_HEADERS];	/* "Name: value", arena-owned */
+	int sent;			/* the handler wrote the whole response itself (a stream) */
 };
 
 const char *kw_req_header(struct kw_req *, const char *cgi_name);
@@ -815,16 +825,21 @@ enum kw_err kw_provider_network(struct kw_req *, struct __db_txn *, const char *
     struct json_object **network_config, char *base_type, size_t n);
 /*
  * In txn, the key of provider that POST /api/providers/{provider}/keys/select
- * would choose for model (*key owned, secrets resolved in clear: the caller
- * wipes its strings before it releases it): {id, name, provider, value,
- * weight, aliases and use_anthropic_endpoints when set, the configs it has}.
- * A keyless custom provider answers KW_OK with *key NULL (it is called
- * without a credential).  KW_ENOTFOUND (req->err naming "provider", or
- * "model" when no key qualifies); a store error else.  It counts and logs
- * nothing: the caller does.
+ * would choose for model (*key owned, secrets resolved in clear: release it
+ * with kw_provider_key_release, which wipes them): {id, name, provider,
+ * value, weight, aliases and use_anthropic_endpoints when set, the configs
+ * it has}.  The one selection: by weight among the enabled keys that allow
+ * model and do not blacklist it.  provider NULL: every provider's keys
+ * whose models list names model.  Keys whose ids tried (borrowed array;
+ * NULL none) holds are passed over while another qualifies (the relay's
+ * failover).  A keyless custom provider answers KW_OK with *key NULL (it
+ * is called without a credential).  KW_ENOTFOUND (req->err naming
+ * "provider", or "model" when no key qualifies); a store error else.  It
+ * counts and logs nothing: the caller does.
  */
 enum kw_err kw_provider_key_select(struct kw_req *, struct __db_txn *, const char *provider,
-    const char *model, struct json_object **key);
+    const char *model, struct json_object *tried, struct json_object **key);
+void kw_provider_key_release(struct json_object *key);	/* wipes its secrets, then puts it */
 
 /* face_budget.c: what the customer operations share with the budget operations */
 int kw_budget_fields_in(struct json_object *body);	/* names a BudgetNewRequest field */
@@ -920,6 +935,13 @@ const char *kw_verdict_code_name(enum kw_verdict_code);
 /* True when models (a key's or team's list) allow model; "all-team-models" defers to team_models. */
 int kw_limits_models_allow(struct json_object *models, struct json_object *team_models,
     const char *model);
+/*
+ * The model asked resolves to, as LiteLLM's model_alias_map: the team's
+ * model_aliases first (*team_alias set), then the key's aliases; asked
+ * itself when neither maps it.  Borrowed from the records or asked.
+ */
+const char *kw_limits_model_resolve(struct json_object *key, struct json_object *team,
+    const char *asked, int *team_alias);
 /* The path a server hands on for a request path as sent; dot segments and encoded separators refused. */
 enum kw_err kw_limits_route_path(const char *raw, size_t n, char *out, const char **why);
 /* True when a key's allowed_routes (empty: all) let a request to raw, its path as sent, through. */
@@ -994,6 +1016,17 @@ time_t kw_time_budget_reset(const char *duration, time_t now);
 /* --- authz.c: the FastCGI AUTHORIZER role -------------------------- */
 
 enum kw_err kw_authorize(struct kw_req *, struct kw_resp *);
+/* Sets resp to the LiteLLM refusal of a verdict that is not VALID: status, envelope, headers. */
+void kw_authz_refusal(struct kw_req *, struct kw_resp *, const struct kw_verdict *);
+/* The OpenAI-style x-ratelimit-* headers of the verdict's windows, on any answer. */
+void kw_authz_rate_headers(struct kw_req *, struct kw_resp *, const struct kw_verdict *);
+
+/* --- relay.c: OpenAI-compatible model calls relayed to the providers --- */
+
+/* True for the relay's routes, whose handlers judge the key through the limits engine. */
+int kw_relay_route(const struct kw_route *);
+/* 401 (req->err) for a relay route's missing, unknown, blocked or expired key; nothing counted. */
+enum kw_err kw_relay_authenticate(struct kw_req *);
 
 /* --- metrics.c and the access log: what the requests did ------------ */
 

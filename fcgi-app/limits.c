@@ -1600,26 +1600,39 @@ models_hold(json_object *models, const char *name)
 }
 
 /*
- * What model resolves to (into *m): the team's model_aliases first, then
- * the key's aliases (key and team are records, borrowed; either NULL).
+ * The model asked resolves to, as LiteLLM's user_api_key_auth builds
+ * litellm.model_alias_map: the team's model_aliases (which win; *team_alias
+ * set even when the alias maps to no string), else the key's aliases;
+ * asked itself when neither maps it.  key and team may be NULL; the answer
+ * is borrowed from them or is asked.
  */
-static void
-model_ask_of(const char *model, json_object *key, json_object *team, struct model_ask *m)
+const char *
+kw_limits_model_resolve(json_object *key, json_object *team, const char *asked, int *team_alias)
 {
 	json_object *aliases = team ? json_object_object_get(team, "model_aliases") : NULL;
 	json_object *target;
 
-	*m = (struct model_ask){ model, model, 0 };
+	*team_alias = 0;
 	if (json_object_is_type(aliases, json_type_object) &&
-	    json_object_object_get_ex(aliases, model, &target)) {
-		m->team_alias = 1;
-		if (json_object_is_type(target, json_type_string))
-			m->resolved = json_object_get_string(target);
-	} else if (json_object_is_type(aliases = json_object_object_get(key, "aliases"),
-	    json_type_object) && json_object_object_get_ex(aliases, model, &target) &&
-	    json_object_is_type(target, json_type_string)) {
-		m->resolved = json_object_get_string(target);
+	    json_object_object_get_ex(aliases, asked, &target)) {
+		*team_alias = 1;
+		return json_object_is_type(target, json_type_string) ?
+		    json_object_get_string(target) : asked;
 	}
+	aliases = key ? json_object_object_get(key, "aliases") : NULL;
+	if (json_object_is_type(aliases, json_type_object) &&
+	    json_object_object_get_ex(aliases, asked, &target) &&
+	    json_object_is_type(target, json_type_string))
+		return json_object_get_string(target);
+	return asked;
+}
+
+/* What model resolves to, into *m (kw_limits_model_resolve); key and team borrowed, either NULL. */
+static void
+model_ask_of(const char *model, json_object *key, json_object *team, struct model_ask *m)
+{
+	m->asked = model;
+	m->resolved = kw_limits_model_resolve(key, team, model, &m->team_alias);
 }
 
 /* True when a key of modelPrivacy privacy ("PRIVATE_TEXT", "PRIVATE_ONLY") may call model. */

@@ -59,7 +59,7 @@ select_body(struct kw_store *st, DB_TXN *txn, void *baton)
 	(void)st;
 	json_object_put(s->key);
 	s->key = NULL;
-	return kw_provider_key_select(&s->req, txn, s->provider, s->model, &s->key);
+	return kw_provider_key_select(&s->req, txn, s->provider, s->model, NULL, &s->key);
 }
 
 static enum kw_err
