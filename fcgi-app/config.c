@@ -46,7 +46,7 @@ static const char *const known[] = {
 	"KEYWARDEN_MIN_CLIENT_VERSION", "KEYWARDEN_METRICS_TOKEN", "KEYWARDEN_ANON_LEASE_SECS",
 	"KEYWARDEN_MAX_KEYS_PER_USER", "KEYWARDEN_INFO_MAX_KEYS", "KEYWARDEN_MAX_TEAM_MEMBERS",
 	"KEYWARDEN_DEFAULT_EXPECTED_COST", "KEYWARDEN_DEFAULT_EXPECTED_TOKENS",
-	"KEYWARDEN_PROVIDER_ENV",
+	"KEYWARDEN_PROVIDER_ENV", "KEYWARDEN_MAX_WORKERS", "KEYWARDEN_WORKER_IDLE_SECS",
 };
 #define NKNOWN (sizeof(known) / sizeof(known[0]))
 
@@ -329,6 +329,8 @@ kw_config_load(const char *data_dir_override)
 
 	cores = sysconf(_SC_NPROCESSORS_ONLN);
 	kw_config.workers = cores > 0 ? (unsigned)cores : 1;
+	kw_config.max_workers = 0;	/* the default follows the workers, below */
+	kw_config.worker_idle_secs = 30;
 	kw_config.max_body = 1 << 20;
 	kw_config.maintain_secs = 60;
 	kw_config.lease_secs = 600;
@@ -346,9 +348,19 @@ kw_config_load(const char *data_dir_override)
 	    KW_PROVIDER_ENV_DEFAULT);
 
 	if ((v = setting("KEYWARDEN_WORKERS", values, known, NKNOWN)) != NULL) {
-		if (parse_uint("KEYWARDEN_WORKERS", v, 1, 256, &n) != KW_OK)
+		if (parse_uint("KEYWARDEN_WORKERS", v, 1, KW_MAX_WORKERS, &n) != KW_OK)
 			return KW_EINVAL;
 		kw_config.workers = (unsigned)n;
+	}
+	if ((v = setting("KEYWARDEN_MAX_WORKERS", values, known, NKNOWN)) != NULL) {
+		if (parse_uint("KEYWARDEN_MAX_WORKERS", v, 1, KW_MAX_WORKERS, &n) != KW_OK)
+			return KW_EINVAL;
+		kw_config.max_workers = (unsigned)n;
+	}
+	if ((v = setting("KEYWARDEN_WORKER_IDLE_SECS", values, known, NKNOWN)) != NULL) {
+		if (parse_uint("KEYWARDEN_WORKER_IDLE_SECS", v, 1, 86400, &n) != KW_OK)
+			return KW_EINVAL;
+		kw_config.worker_idle_secs = (unsigned)n;
 	}
 	if ((v = setting("KEYWARDEN_MAX_BODY", values, known, NKNOWN)) != NULL) {
 		if (parse_uint("KEYWARDEN_MAX_BODY", v, 1024, 64ul << 20, &n) != KW_OK)

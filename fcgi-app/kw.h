@@ -104,9 +104,12 @@ size_t kw_crypto_b64url(const void *data, size_t n, char *out);
 #define KW_PROVISION_TTL_MAX (30 * 86400)
 /* KEYWARDEN_PROVIDER_ENV's default: comma-separated names and shell wildcards. */
 #define KW_PROVIDER_ENV_DEFAULT "*_API_KEY"
+#define KW_MAX_WORKERS 256	/* the most workers a pool may grow to */
 struct kw_config {
 	char data_dir[4096];
-	unsigned workers;
+	unsigned workers;		/* the pool's size when idle */
+	unsigned max_workers;		/* what it may grow to when every worker is busy; 0 default */
+	unsigned worker_idle_secs;	/* a worker above workers leaves after this idle */
 	size_t max_body;		/* bytes */
 	unsigned maintain_secs;		/* checkpoint and log-archive interval */
 	unsigned lease_secs;		/* an unsettled request's slot and reservation return after this */

@@ -130,11 +130,16 @@ class Process:
         return read_text(self.log_path)
 
 
-def keywarden(tmp, listen, workers=2, data_dir=None, user=None, group=None):
+def keywarden(tmp, listen, workers=2, data_dir=None, user=None, group=None, max_workers=None,
+              env=None):
     """keywarden serve on its own socket: listen is a Unix socket's path or a port on
-    127.0.0.1.  Not started; use as a context manager."""
+    127.0.0.1; max_workers, the pool's cap (KEYWARDEN_MAX_WORKERS; keywarden's default
+    when None); env, more settings.  Not started; use as a context manager."""
     data_dir = data_dir or os.path.join(tmp, "data")
-    env = dict(os.environ, KEYWARDEN_MASTER_KEY=MASTER_KEY, KEYWARDEN_LOG_LEVEL="info")
+    env = dict(os.environ, KEYWARDEN_MASTER_KEY=MASTER_KEY, KEYWARDEN_LOG_LEVEL="info",
+               **(env or {}))
+    if max_workers is not None:
+        env["KEYWARDEN_MAX_WORKERS"] = str(max_workers)
     arg = ["-s", listen] if isinstance(listen, str) else ["-p", "127.0.0.1:%d" % listen]
     p = Process([BIN, "serve", "-d", data_dir, "-w", str(workers)] + arg,
                 os.path.join(tmp, "keywarden.log"), env=env, ready=listen, user=user,
