@@ -158,6 +158,55 @@ rate_headers(struct kw_req *req, struct kw_resp *resp, const char *what, const s
 	    (long long)(r->reset > req->now ? r->reset - req->now : 0));
 }
 
+/* The x-ratelimit-* headers of both of the verdict's windows (requests and tokens). */
+void
+kw_authz_rate_headers(struct kw_req *req, struct kw_resp *resp, const struct kw_verdict *v)
+{
+	rate_headers(req, resp, "requests", &v->requests);
+	rate_headers(req, resp, "tokens", &v->tokens);
+}
+
+/*
+ * Sets resp to the refusal of v (not VALID) as LiteLLM answers it: the
+ * LiteLLM error envelope with 401 (a model the key may not use is 401, as
+ * LiteLLM answers it), 403 or 429 with Retry-After and the x-ratelimit-*
+ * headers, 400 for a spent budget, 402 for a spent Venice limit.
+ */
+void
+kw_authz_refusal(struct kw_req *req, struct kw_resp *resp, const struct kw_verdict *v)
+{
+	int status = status_of(v->code);
+	struct kw_error e;
+
+	if (v->code == KW_V_MODEL_NOT_ALLOWED) {
+		/* LiteLLM's ProxyException, word for word: its message, type and param */
+		kw_error_set(&e, KW_EAUTH, "model", "%s", v->message);
+		e.type = v->error_type;
+	} else if (v->code == KW_V_BUDGET_EXCEEDED) {
+		/*
+		 * As LiteLLM's proxy answers a BudgetExceededError: 400, type
+		 * budget_exceeded, param null, its message as it is
+		 * (UserAPIKeyAuthExceptionHandler._handle_authentication_error)
+		 */
+		kw_error_set(&e, KW_EINVAL, NULL, "%s", v->message);
+		e.type = "budget_exceeded";
+	} else {
+		kw_error_set(&e, status == 401 ? KW_EAUTH : status == 403 ? KW_EFORBIDDEN :
+		    status == 400 ? KW_EINVAL : status == 402 ? KW_EPAYMENT : KW_ELIMIT,
+		    v->code == KW_V_DUPLICATE_REQUEST ? "x-request-id" : v->limit,
+		    "%s: %s", kw_verdict_code_name(v->code), v->message);
+	}
+	kw_resp_json(resp, status, kw_face_error(KW_FACE_LITELLM, status, &e));
+	if (status == 429) {
+		if (v->retry_after > 0)
+			kw_resp_header(req, resp, "Retry-After: %d", v->retry_after);
+		kw_authz_rate_headers(req, resp, v);
+	}
+	if (v->code == KW_V_BUDGET_EXCEEDED)
+		/* OpenAI's clients may retry unless told not to; a spent budget will not come back */
+		kw_resp_header(req, resp, "x-should-retry: false");
+}
+
 /*
  * The FastCGI AUTHORIZER role: the web server asks before it passes a
  * request on to the upstream.  200 with Variable-KW-* headers lets it
@@ -178,7 +227,6 @@ kw_authorize(struct kw_req *req, struct kw_resp *resp)
 	struct kw_error e;
 	const char *why;
 	char *normal;
-	int status;
 	enum kw_err rc;
 
 	if (path == NULL || (normal = kw_arena_alloc(req->arena, strlen(path) + 1)) == NULL)
@@ -229,35 +277,7 @@ kw_authorize(struct kw_req *req, struct kw_resp *resp)
 		kw_verdict_clear(&v);
 		return KW_OK;
 	}
-	status = status_of(v.code);
-	if (v.code == KW_V_MODEL_NOT_ALLOWED) {
-		/* LiteLLM's ProxyException, word for word: its message, type and param */
-		kw_error_set(&e, KW_EAUTH, "model", "%s", v.message);
-		e.type = v.error_type;
-	} else if (v.code == KW_V_BUDGET_EXCEEDED) {
-		/*
-		 * As LiteLLM's proxy answers a BudgetExceededError: 400, type
-		 * budget_exceeded, param null, its message as it is
-		 * (UserAPIKeyAuthExceptionHandler._handle_authentication_error)
-		 */
-		kw_error_set(&e, KW_EINVAL, NULL, "%s", v.message);
-		e.type = "budget_exceeded";
-	} else {
-		kw_error_set(&e, status == 401 ? KW_EAUTH : status == 403 ? KW_EFORBIDDEN :
-		    status == 400 ? KW_EINVAL : status == 402 ? KW_EPAYMENT : KW_ELIMIT,
-		    v.code == KW_V_DUPLICATE_REQUEST ? "x-request-id" : v.limit,
-		    "%s: %s", kw_verdict_code_name(v.code), v.message);
-	}
-	kw_resp_json(resp, status, kw_face_error(KW_FACE_LITELLM, status, &e));
-	if (status == 429) {
-		if (v.retry_after > 0)
-			kw_resp_header(req, resp, "Retry-After: %d", v.retry_after);
-		rate_headers(req, resp, "requests", &v.requests);
-		rate_headers(req, resp, "tokens", &v.tokens);
-	}
-	if (v.code == KW_V_BUDGET_EXCEEDED)
-		/* OpenAI's clients may retry unless told not to; a spent budget will not come back */
-		kw_resp_header(req, resp, "x-should-retry: false");
+	kw_authz_refusal(req, resp, &v);
 	kw_verdict_clear(&v);
 	return KW_OK;
 }

@@ -46,7 +46,11 @@ static const char *const known[] = {
 	"KEYWARDEN_MIN_CLIENT_VERSION", "KEYWARDEN_METRICS_TOKEN", "KEYWARDEN_ANON_LEASE_SECS",
 	"KEYWARDEN_MAX_KEYS_PER_USER", "KEYWARDEN_INFO_MAX_KEYS", "KEYWARDEN_MAX_TEAM_MEMBERS",
 	"KEYWARDEN_DEFAULT_EXPECTED_COST", "KEYWARDEN_DEFAULT_EXPECTED_TOKENS",
-	"KEYWARDEN_PROVIDER_ENV", "KEYWARDEN_MAX_WORKERS", "KEYWARDEN_WORKER_IDLE_SECS",
+	"KEYWARDEN_PROVIDER_ENV",
+	"KEYWARDEN_CA_BUNDLE", "KEYWARDEN_RELAY_PRICES", "KEYWARDEN_RELAY_ALLOW_UNPRICED",
+	"KEYWARDEN_RELAY_TRIES", "KEYWARDEN_RELAY_CONNECT_TIMEOUT", "KEYWARDEN_RELAY_TIMEOUT",
+	"KEYWARDEN_RELAY_MAX_RESPONSE", "KEYWARDEN_RELAY_EXPECTED_OUTPUT",
+	"KEYWARDEN_MAX_WORKERS", "KEYWARDEN_WORKER_IDLE_SECS",
 };
 #define NKNOWN (sizeof(known) / sizeof(known[0]))
 
@@ -293,6 +297,66 @@ parse_num(const char *name, const char *s, double lo, double hi, double *out)
 	return KW_OK;
 }
 
+/* The relay's settings (relay.c), defaults first; errors are explained on stderr. */
+static enum kw_err
+load_relay(char values[][256])
+{
+	static const struct {
+		const char *name;
+		unsigned *out;
+		unsigned long lo, hi, otherwise;
+	} numbers[] = {
+		{ "KEYWARDEN_RELAY_TRIES", &kw_config.relay_tries, 1, 10, 3 },
+		{ "KEYWARDEN_RELAY_CONNECT_TIMEOUT", &kw_config.relay_connect_timeout, 1, 300, 10 },
+		{ "KEYWARDEN_RELAY_TIMEOUT", &kw_config.relay_timeout, 1, 86400, 600 },
+		{ "KEYWARDEN_RELAY_EXPECTED_OUTPUT", &kw_config.relay_expected_output, 0, 10000000,
+		    256 },
+	};
+	static const struct {
+		const char *name;
+		char *out;
+		size_t n;
+	} paths[] = {
+		{ "KEYWARDEN_CA_BUNDLE", kw_config.ca_bundle, sizeof(kw_config.ca_bundle) },
+		{ "KEYWARDEN_RELAY_PRICES", kw_config.relay_prices, sizeof(kw_config.relay_prices) },
+	};
+	const char *v;
+	unsigned long n;
+
+	for (size_t i = 0; i < sizeof(numbers) / sizeof(numbers[0]); i++) {
+		*numbers[i].out = (unsigned)numbers[i].otherwise;
+		if ((v = setting(numbers[i].name, values, known, NKNOWN)) == NULL)
+			continue;
+		if (parse_uint(numbers[i].name, v, numbers[i].lo, numbers[i].hi, &n) != KW_OK)
+			return KW_EINVAL;
+		*numbers[i].out = (unsigned)n;
+	}
+	for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++) {
+		paths[i].out[0] = '\0';
+		if ((v = setting(paths[i].name, values, known, NKNOWN)) == NULL)
+			continue;
+		if (v[0] != '/' || strlen(v) >= paths[i].n) {
+			fprintf(stderr, "keywarden: %s must be an absolute path under %zu characters\n",
+			    paths[i].name, paths[i].n);
+			return KW_EINVAL;
+		}
+		snprintf(paths[i].out, paths[i].n, "%s", v);
+	}
+	kw_config.relay_max_response = 32ul << 20;
+	if ((v = setting("KEYWARDEN_RELAY_MAX_RESPONSE", values, known, NKNOWN)) != NULL) {
+		if (parse_uint("KEYWARDEN_RELAY_MAX_RESPONSE", v, 1024, 1ul << 30, &n) != KW_OK)
+			return KW_EINVAL;
+		kw_config.relay_max_response = n;
+	}
+	kw_config.relay_allow_unpriced = 0;
+	if ((v = setting("KEYWARDEN_RELAY_ALLOW_UNPRICED", values, known, NKNOWN)) != NULL) {
+		if (parse_uint("KEYWARDEN_RELAY_ALLOW_UNPRICED", v, 0, 1, &n) != KW_OK)
+			return KW_EINVAL;
+		kw_config.relay_allow_unpriced = (int)n;
+	}
+	return KW_OK;
+}
+
 /*
  * Fills kw_config from (in rising precedence) defaults, the data
  * directory's keywarden.conf, and the environment.  data_dir_override, when
@@ -458,6 +522,10 @@ kw_config_load(const char *data_dir_override)
 			return KW_EINVAL;
 		}
 		snprintf(kw_config.provider_env, sizeof(kw_config.provider_env), "%s", v);
+	}
+	if ((rc = load_relay(values)) != KW_OK) {
+		kw_crypto_wipe(values, sizeof(values));
+		return rc;
 	}
 	master_key_setting = NULL;
 	if ((v = setting("KEYWARDEN_MASTER_KEY", values, known, NKNOWN)) != NULL) {

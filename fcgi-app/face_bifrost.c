@@ -1237,8 +1237,10 @@ kw_op_provider_delete(struct kw_req *req, struct kw_resp *resp)
 
 struct candidates {
 	const char *model;
+	int listed;		/* only keys whose models list names the model */
+	json_object *tried;	/* ids to pass over while any other qualifies; borrowed, may be NULL */
 	json_object *keys;	/* owned array of records that qualify */
-	double total;		/* their weights */
+	json_object *fresh;	/* owned array: those not in tried */
 };
 
 static enum kw_err
@@ -1247,19 +1249,20 @@ candidate_visit(struct bifrost_op *op, DB_TXN *txn, json_object *rec)
 	struct candidates *c = op->visiting;
 	json_object *models = json_object_object_get(rec, "models");
 	double weight = kw_json_num(rec, "weight", 1);
-
 	const char *ref = kw_json_str(json_object_object_get(rec, "value"), "env_var");
+	int names = models != NULL && kw_json_list_has(models, c->model);
 
 	(void)txn;
 	if (ref != NULL && (!valid_reference(ref) || getenv(ref + 4) == NULL))
 		return KW_OK;	/* its secret is not in this environment: not usable now */
 	if (!kw_json_bool(rec, "enabled") || weight <= 0 ||
 	    kw_json_list_has(json_object_object_get(rec, "blacklisted_models"), c->model) ||
-	    (models != NULL && json_object_array_length(models) > 0 &&
-	    !kw_json_list_has(models, c->model)))
+	    (c->listed && !names) ||
+	    (models != NULL && json_object_array_length(models) > 0 && !names))
 		return KW_OK;
 	json_object_array_add(c->keys, json_object_get(rec));
-	c->total += weight;
+	if (c->tried == NULL || !kw_json_list_has(c->tried, kw_json_str(rec, "id")))
+		json_object_array_add(c->fresh, json_object_get(rec));
 	return KW_OK;
 }
 
@@ -1273,56 +1276,96 @@ uniform(void)
 	return (double)(r >> 11) / (double)(1ULL << 53);
 }
 
+/* One record of keys (an array, not empty), chosen by weight; borrowed from keys. */
+static json_object *
+by_weight(json_object *keys)
+{
+	size_t n = json_object_array_length(keys);
+	double total = 0, at;
+
+	for (size_t i = 0; i < n; i++)
+		total += kw_json_num(json_object_array_get_idx(keys, i), "weight", 1);
+	at = uniform() * total;
+	for (size_t i = 0; i + 1 < n; i++) {
+		at -= kw_json_num(json_object_array_get_idx(keys, i), "weight", 1);
+		if (at < 0)
+			return json_object_array_get_idx(keys, i);
+	}
+	return json_object_array_get_idx(keys, n - 1);
+}
+
+/*
+ * The one key selection, for POST /api/providers/{provider}/keys/select
+ * and the relay: among provider's enabled keys (every provider's when
+ * NULL, and then only keys whose models list names model) that allow
+ * model and do not blacklist it, one chosen by weight, passing over the
+ * ids in tried (borrowed; NULL none) while another qualifies.  *key
+ * (owned; release it with kw_provider_key_release) is the stored key with
+ * its secrets resolved.  KW_ENOTFOUND naming model when no key qualifies.
+ */
+enum kw_err
+kw_provider_key_select(struct kw_req *req, DB_TXN *txn, const char *provider, const char *model,
+    json_object *tried, json_object **key)
+{
+	struct candidates c = { model, provider == NULL, tried, json_object_new_array(),
+		json_object_new_array() };
+	struct bifrost_op op = { .req = req, .visiting = &c };
+	enum kw_err rc;
+
+	*key = NULL;
+	rc = each_key(&op, txn, provider, candidate_visit);
+	if (rc == KW_OK && json_object_array_length(c.keys) == 0) {
+		if (provider != NULL)
+			kw_error_set(&req->err, KW_ENOTFOUND, "model",
+			    "no enabled key of %s allows model %s", provider, model);
+		else
+			kw_error_set(&req->err, KW_ENOTFOUND, "model",
+			    "no enabled provider key lists model %s", model);
+		rc = KW_ENOTFOUND;
+	}
+	if (rc == KW_OK)
+		rc = map_envvars(by_weight(json_object_array_length(c.fresh) > 0 ? c.fresh : c.keys),
+		    resolve_envvar, key);
+	json_object_put(c.keys);
+	json_object_put(c.fresh);
+	return rc;
+}
+
+/* Releases a key kw_provider_key_select resolved, its secrets wiped first. */
+void
+kw_provider_key_release(json_object *key)
+{
+	if (key != NULL)
+		wipe_strings(key);
+	json_object_put(key);
+}
+
 static enum kw_err
 select_body(struct bifrost_op *op, DB_TXN *txn, struct provider *p)
 {
-	struct kw_req *req = op->req;
-	struct candidates c = { kw_json_str(req->body, "model"), json_object_new_array(), 0 };
-	json_object *chosen = NULL, *resolved = NULL;
-	double at;
+	static const char *const shown[] = { "id", "name", "provider", "value", "weight" };
+	json_object *resolved;
 	enum kw_err rc;
 
-	op->visiting = &c;
-	rc = each_key(op, txn, p->name, candidate_visit);
-	if (rc == KW_OK && json_object_array_length(c.keys) == 0) {
-		kw_error_set(&req->err, KW_ENOTFOUND, "model",
-		    "no enabled key of %s allows model %s", p->name, c.model);
-		rc = KW_ENOTFOUND;
-	}
-	if (rc == KW_OK) {
-		at = uniform() * c.total;
-		for (size_t i = 0; i < json_object_array_length(c.keys) && chosen == NULL; i++) {
-			json_object *rec = json_object_array_get_idx(c.keys, i);
-
-			at -= kw_json_num(rec, "weight", 1);
-			if (at < 0 || i + 1 == json_object_array_length(c.keys))
-				chosen = rec;
-		}
-		rc = map_envvars(chosen, resolve_envvar, &resolved);
-	}
-	if (rc == KW_OK) {
-		static const char *const shown[] = { "id", "name", "provider", "value", "weight" };
-
-		/* copies: what is resolved is wiped below, the answer is not */
-		op->answer = json_object_new_object();
-		for (size_t i = 0; i < sizeof(shown) / sizeof(shown[0]); i++)
-			json_object_object_add(op->answer, shown[i],
-			    kw_json_copy(json_object_object_get(resolved, shown[i])));
-		for (size_t i = 0; i < NCONFIGS; i++)
-			json_object_object_add(op->answer, configs[i],
-			    kw_json_copy(json_object_object_get(resolved, configs[i])));
-		/*
-		 * A selection is a read: it writes no audit entry, which would
-		 * let every caller with select_provider_keys grow the audit
-		 * table by one row a request.  kw_op_provider_key_select counts
-		 * and logs it once the transaction is over.
-		 */
-	}
-	if (resolved != NULL)
-		wipe_strings(resolved);
-	json_object_put(resolved);
-	json_object_put(c.keys);
-	return rc;
+	if ((rc = kw_provider_key_select(op->req, txn, p->name, kw_json_str(op->req->body, "model"),
+	    NULL, &resolved)) != KW_OK)
+		return rc;
+	/* copies: what is resolved is wiped below, the answer is not */
+	op->answer = json_object_new_object();
+	for (size_t i = 0; i < sizeof(shown) / sizeof(shown[0]); i++)
+		json_object_object_add(op->answer, shown[i],
+		    kw_json_copy(json_object_object_get(resolved, shown[i])));
+	for (size_t i = 0; i < NCONFIGS; i++)
+		json_object_object_add(op->answer, configs[i],
+		    kw_json_copy(json_object_object_get(resolved, configs[i])));
+	/*
+	 * A selection is a read: it writes no audit entry, which would let
+	 * every caller with select_provider_keys grow the audit table by one
+	 * row a request.  kw_op_provider_key_select counts and logs it once
+	 * the transaction is over.
+	 */
+	kw_provider_key_release(resolved);
+	return KW_OK;
 }
 
 /*

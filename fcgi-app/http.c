@@ -112,7 +112,9 @@ reason(int status)
 	case 426: return "Upgrade Required";
 	case 429: return "Too Many Requests";
 	case 500: return "Internal Server Error";
+	case 502: return "Bad Gateway";
 	case 503: return "Service Unavailable";
+	case 504: return "Gateway Timeout";
 	default: return "Status";
 	}
 }
@@ -314,6 +316,13 @@ authenticate(struct kw_req *req)
 		return KW_OK;
 	if (req->route->handler == kw_op_metrics && kw_metrics_token_presented(req))
 		return KW_OK;
+	if (kw_relay_route(req->route)) {
+		/* the relay judges the key through the limits engine; here only that there is one */
+		if (kw_auth_credential(req) != NULL)
+			return KW_OK;
+		kw_error_set(&req->err, KW_EAUTH, NULL, "no API key: send Authorization: Bearer sk-...");
+		return KW_EAUTH;
+	}
 	return kw_auth_caller(req);
 }
 
@@ -461,7 +470,8 @@ kw_http_serve(FCGX_Request *fcgi, struct kw_arena *arena, struct kw_store **stor
 		if (status == 503)
 			kw_resp_header(&req, &resp, "Retry-After: 1");
 	}
-	write_response(&req, &resp);
+	if (!resp.sent)
+		write_response(&req, &resp);
 
 	clock_gettime(CLOCK_MONOTONIC, &t1);
 	secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;

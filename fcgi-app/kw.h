@@ -125,6 +125,15 @@ struct kw_config {
 	char min_client_version[64];	/* provisioning refuses older X-Client-Version (426); "" none */
 	char metrics_token[256];	/* a bearer that may read GET /metrics; "" none */
 	char provider_env[256];		/* the variables a provider key's env.NAME may name */
+	/* the relay (relay.c) */
+	char ca_bundle[1024];		/* KEYWARDEN_CA_BUNDLE: CA certificates for providers; "" the system's */
+	char relay_prices[1024];	/* KEYWARDEN_RELAY_PRICES: a JSON price table over the defaults; "" none */
+	int relay_allow_unpriced;	/* KEYWARDEN_RELAY_ALLOW_UNPRICED: relay models with no price, at 0 */
+	unsigned relay_tries;		/* KEYWARDEN_RELAY_TRIES: provider keys tried for one request */
+	unsigned relay_connect_timeout;	/* KEYWARDEN_RELAY_CONNECT_TIMEOUT: seconds */
+	unsigned relay_timeout;		/* KEYWARDEN_RELAY_TIMEOUT: seconds for a whole call, unless the provider says */
+	size_t relay_max_response;	/* KEYWARDEN_RELAY_MAX_RESPONSE: bytes of a provider's answer */
+	unsigned relay_expected_output;	/* KEYWARDEN_RELAY_EXPECTED_OUTPUT: tokens reserved when max_tokens is unset */
 	enum kw_log_level log_level;
 	char master_key[256];		/* from the environment or file; wiped at exit */
 };
@@ -368,6 +377,7 @@ struct kw_resp {
 	const char *content_type;
 	size_t nheaders;
 	const char *headers[KW_MAX_HEADERS];	/* "Name: value", arena-owned */
+	int sent;			/* the handler wrote the whole response itself (a stream) */
 };
 
 const char *kw_req_header(struct kw_req *, const char *cgi_name);
@@ -832,6 +842,13 @@ const char *kw_verdict_code_name(enum kw_verdict_code);
 /* True when models (a key's or team's list) allow model; "all-team-models" defers to team_models. */
 int kw_limits_models_allow(struct json_object *models, struct json_object *team_models,
     const char *model);
+/*
+ * The model asked resolves to, as LiteLLM's model_alias_map: the team's
+ * model_aliases first (*team_alias set), then the key's aliases; asked
+ * itself when neither maps it.  Borrowed from the records or asked.
+ */
+const char *kw_limits_model_resolve(struct json_object *key, struct json_object *team,
+    const char *asked, int *team_alias);
 /* The path a server hands on for a request path as sent; dot segments and encoded separators refused. */
 enum kw_err kw_limits_route_path(const char *raw, size_t n, char *out, const char **why);
 /* True when a key's allowed_routes (empty: all) let a request to raw, its path as sent, through. */
@@ -887,6 +904,29 @@ time_t kw_time_budget_reset(const char *duration, time_t now);
 /* --- authz.c: the FastCGI AUTHORIZER role -------------------------- */
 
 enum kw_err kw_authorize(struct kw_req *, struct kw_resp *);
+/* Sets resp to the LiteLLM refusal of a verdict that is not VALID: status, envelope, headers. */
+void kw_authz_refusal(struct kw_req *, struct kw_resp *, const struct kw_verdict *);
+/* The OpenAI-style x-ratelimit-* headers of the verdict's windows, on any answer. */
+void kw_authz_rate_headers(struct kw_req *, struct kw_resp *, const struct kw_verdict *);
+
+/* --- face_bifrost.c: the one provider key selection, shared with the relay --- */
+
+/*
+ * Among provider's enabled keys (every provider's when NULL, and then only
+ * keys whose models list names model) that allow model and do not
+ * blacklist it, one chosen by weight, passing over the ids in tried
+ * (borrowed array; NULL none) while another qualifies.  *key (owned;
+ * kw_provider_key_release) holds its secrets resolved.  KW_ENOTFOUND
+ * naming model when none qualifies.
+ */
+enum kw_err kw_provider_key_select(struct kw_req *, struct __db_txn *, const char *provider,
+    const char *model, struct json_object *tried, struct json_object **key);
+void kw_provider_key_release(struct json_object *key);	/* wipes its secrets, then puts it */
+
+/* --- relay.c: OpenAI-compatible model calls relayed to the providers --- */
+
+/* True for the relay's routes, whose handlers judge the key through the limits engine. */
+int kw_relay_route(const struct kw_route *);
 
 /* --- metrics.c and the access log: what the requests did ------------ */
 

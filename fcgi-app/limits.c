@@ -1581,6 +1581,34 @@ models_hold(json_object *models, const char *name)
 }
 
 /*
+ * The model asked resolves to, as LiteLLM's user_api_key_auth builds
+ * litellm.model_alias_map: the team's model_aliases (which win; *team_alias
+ * set even when the alias maps to no string), else the key's aliases;
+ * asked itself when neither maps it.  key and team may be NULL; the answer
+ * is borrowed from them or is asked.
+ */
+const char *
+kw_limits_model_resolve(json_object *key, json_object *team, const char *asked, int *team_alias)
+{
+	json_object *aliases = team ? json_object_object_get(team, "model_aliases") : NULL;
+	json_object *target;
+
+	*team_alias = 0;
+	if (json_object_is_type(aliases, json_type_object) &&
+	    json_object_object_get_ex(aliases, asked, &target)) {
+		*team_alias = 1;
+		return json_object_is_type(target, json_type_string) ?
+		    json_object_get_string(target) : asked;
+	}
+	aliases = key ? json_object_object_get(key, "aliases") : NULL;
+	if (json_object_is_type(aliases, json_type_object) &&
+	    json_object_object_get_ex(aliases, asked, &target) &&
+	    json_object_is_type(target, json_type_string))
+		return json_object_get_string(target);
+	return asked;
+}
+
+/*
  * The model checks, in LiteLLM's order: the key's models
  * (can_key_call_model), its team's (can_team_access_model in
  * common_checks); for a personal key, its user's (can_user_call_model:
@@ -1593,8 +1621,7 @@ static int
 refuse_model(struct checking *c)
 {
 	struct model_ask m = { c->in->model, c->in->model, 0 };
-	json_object *key = NULL, *team = NULL, *org, *aliases, *team_models;
-	json_object *target;
+	json_object *key = NULL, *team = NULL, *org, *team_models;
 	int personal = !c->team.present;
 
 	if (!((c->key.s.flags | c->team.s.flags | c->user.s.flags | c->org.s.flags) &
@@ -1605,17 +1632,7 @@ refuse_model(struct checking *c)
 	if (c->team.present && (c->team.s.flags & (S_MODELS | S_ALIASES)) != 0)
 		team = team_record(c);
 	team_models = team ? json_object_object_get(team, "models") : NULL;
-	aliases = team ? json_object_object_get(team, "model_aliases") : NULL;
-	if (json_object_is_type(aliases, json_type_object) &&
-	    json_object_object_get_ex(aliases, m.asked, &target)) {
-		m.team_alias = 1;
-		if (json_object_is_type(target, json_type_string))
-			m.resolved = json_object_get_string(target);
-	} else if (json_object_is_type(aliases = json_object_object_get(key, "aliases"),
-	    json_type_object) && json_object_object_get_ex(aliases, m.asked, &target) &&
-	    json_object_is_type(target, json_type_string)) {
-		m.resolved = json_object_get_string(target);
-	}
+	m.resolved = kw_limits_model_resolve(key, team, m.asked, &m.team_alias);
 	if ((c->key.s.flags & S_MODELS) &&
 	    !object_allows(json_object_object_get(key, "models"), team_models, &m, 1))
 		return refuse_model_of(c, "key", json_object_object_get(key, "models"));

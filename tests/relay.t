@@ -1,0 +1,301 @@
+#!/usr/bin/python3
+"""relay.t: the relay end to end: the official OpenAI client (tests/e2e/relay.mjs) with a
+generated key against keywarden's /v1 routes through the real lighttpd, relayed over HTTPS
+to a fake provider (tests/lib/provider.py) that trusts only a CA this test makes, every
+limit and every cent enforced by keywarden alone."""
+import json
+import os
+import secrets
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
+import tap  # noqa: E402
+from kwserver import Server, wait_for  # noqa: E402
+from provider import Provider  # noqa: E402
+from upstream import count_tokens  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+E2E = os.path.join(ROOT, "tests", "e2e")
+# gpt-4o's shipped price (fcgi-app/relay.c default_prices, LiteLLM's table)
+IN, OUT = 2.5e-06, 1e-05
+CONTENT = "You said: hi there"
+USAGE = {"prompt_tokens": 5, "completion_tokens": 5, "total_tokens": 10}
+COST = USAGE["prompt_tokens"] * IN + USAGE["completion_tokens"] * OUT
+BUDGET_CALLS = 3
+BUDGET = (BUDGET_CALLS - 0.5) * COST
+TPM = 40
+LONG = " ".join("word%d" % i for i in range(24))
+
+
+def npm_ci():
+    if os.path.exists(os.path.join(E2E, "node_modules", "openai", "package.json")):
+        return True
+    r = subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+                       cwd=E2E, capture_output=True, text=True)
+    return tap.ok(r.returncode == 0, "npm ci installs the pinned openai client",
+                  r.stdout + r.stderr)
+
+
+def ok_status(r, status, what):
+    if r.status != status:
+        tap.bail("%s: %r" % (what, r))
+    return r.json
+
+
+def setup(srv, prov):
+    """The providers and their keys, as an operator stores them through the Bifrost face."""
+    secrets_used = {
+        "good": "sk-prov-good-" + secrets.token_hex(8),
+        "flaky-500": "sk-prov-500-" + secrets.token_hex(8),
+        "flaky-good": "sk-prov-good-" + secrets.token_hex(8),
+        "azure": "sk-prov-azure-" + secrets.token_hex(8),
+    }
+    for name in ("fakeai", "flaky"):
+        ok_status(srv.admin("POST", "/api/providers", body={
+            "provider": name, "custom_provider_config": {
+                "base_provider_type": "openai", "base_url": prov.url}}), 200, name)
+    ok_status(srv.admin("POST", "/api/providers/fakeai/keys", body={
+        "name": "good", "value": secrets_used["good"],
+        "models": ["gpt-4o", "gpt-4o-mini", "text-embedding-3-small", "gpt-3.5-turbo-instruct",
+                   "no-price-model"]}), 200, "fakeai key")
+    # the failing key nearly always comes first; the relay moves on to the good one
+    ok_status(srv.admin("POST", "/api/providers/flaky/keys", body={
+        "name": "fails", "value": secrets_used["flaky-500"], "models": ["gpt-4.1"],
+        "weight": 1000000}), 200, "flaky 500 key")
+    ok_status(srv.admin("POST", "/api/providers/flaky/keys", body={
+        "name": "answers", "value": secrets_used["flaky-good"], "models": ["gpt-4.1"],
+        "weight": 0.000001}), 200, "flaky good key")
+    ok_status(srv.admin("POST", "/api/providers/azure/keys", body={
+        "name": "azure", "value": secrets_used["azure"], "models": ["gpt-4.1-mini"],
+        "azure_key_config": {"endpoint": prov.url, "api_version": "2024-10-21",
+                             "deployments": {"gpt-4.1-mini": "gpt41mini-prod"}}}), 200, "azure key")
+    return secrets_used
+
+
+def generate(srv, body):
+    return ok_status(srv.admin("POST", "/key/generate", body=body), 200, "key/generate")["key"]
+
+
+def spend_of(srv, key):
+    return ((srv.admin("GET", "/key/info?key=" + key).json or {}).get("info") or {}).get("spend")
+
+
+def refused(steps, name, status, cls):
+    s = steps.get(name, {})
+    e = s.get("error") or {}
+    tap.ok(not s.get("ok", True) and e.get("status") == status and e.get("class") == cls,
+           "%s: the client raises %s (%d)" % (name, cls, status), s)
+    body = e.get("body") or {}
+    tap.ok(body.get("code") == str(status) and "message" in body and "type" in body,
+           "%s: the error is OpenAI's envelope" % name, body)
+    return e
+
+
+def main():
+    if not npm_ci():
+        return
+    with Provider() as prov:
+        with Server(workers=4, env={"KEYWARDEN_CA_BUNDLE": prov.ca}) as srv:
+            run(srv, prov)
+
+
+def run(srv, prov):
+    provider_secrets = setup(srv, prov)
+    keys = {
+        "KW_KEY_VALID": generate(srv, {"key_alias": "relay-valid"}),
+        "KW_KEY_BUDGET": generate(srv, {"key_alias": "relay-budget", "max_budget": BUDGET}),
+        "KW_KEY_RPM": generate(srv, {"key_alias": "relay-rpm", "rpm_limit": 2}),
+        "KW_KEY_TPM": generate(srv, {"key_alias": "relay-tpm", "tpm_limit": TPM}),
+        "KW_KEY_BLOCK": generate(srv, {"key_alias": "relay-block"}),
+        "KW_KEY_MODELS": generate(srv, {"key_alias": "relay-models", "models": ["gpt-4o-mini"]}),
+        "KW_KEY_DISCONNECT": generate(srv, {"key_alias": "relay-disconnect"}),
+    }
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
+    env.update(keys)
+    env.update({"RELAY_BASE": "http://127.0.0.1:%d" % srv.port,
+                "KW_MASTER_KEY": srv.master_key, "RELAY_LONG_MESSAGE": LONG})
+    r = subprocess.run(["node", os.path.join(E2E, "relay.mjs")], env=env, cwd=E2E,
+                       capture_output=True, text=True, timeout=240)
+    lines = [json.loads(ln) for ln in r.stdout.splitlines() if ln.startswith("{")]
+    steps = {ln["step"]: ln for ln in lines if "step" in ln}
+    if not tap.ok(r.returncode == 0 and lines and lines[-1].get("done"),
+                  "relay.mjs runs to its end", r.stdout[-3000:] + r.stderr[-3000:]):
+        return
+    tap.diag("steps: " + ", ".join("%s %s" % (s["step"], "ok" if s["ok"] else
+                                              s["error"]["status"]) for s in steps.values()))
+
+    # the client's calls, plain and streamed, each kind of route
+    s = steps.get("chat", {})
+    tap.ok(s.get("ok") and s.get("content") == CONTENT and s.get("usage") == USAGE,
+           "chat.completions.create: the provider's answer and usage arrive", s)
+    tap.ok(str(s.get("request_id", "")).startswith("relay-"), "the answer names its request id", s)
+    s = steps.get("chat stream", {})
+    tap.ok(s.get("ok") and s.get("content") == CONTENT and s.get("chunks", 0) > 3,
+           "a streamed chat arrives chunk by chunk", s)
+    tap.ok(s.get("usage") is None, "a stream that did not ask for usage gets no usage chunk, "
+           "though keywarden asked the provider for one", s)
+    s = steps.get("chat stream with usage", {})
+    tap.ok(s.get("ok") and s.get("usage") == USAGE,
+           "stream_options.include_usage: the usage chunk reaches the client", s)
+    s = steps.get("chat without /v1", {})
+    tap.ok(s.get("ok") and s.get("content") == CONTENT, "/chat/completions, LiteLLM's path "
+           "without /v1", s)
+    s = steps.get("embedding", {})
+    tap.ok(s.get("ok") and s.get("n") == 1 and s.get("dims") == 3 and
+           (s.get("usage") or {}).get("prompt_tokens") == 2, "embeddings.create", s)
+    s = steps.get("models", {})
+    tap.ok(s.get("ok") and {"gpt-4o", "gpt-4o-mini", "text-embedding-3-small", "gpt-4.1"} <=
+           set(s.get("ids", [])), "models.list: the models the provider keys serve", s)
+    s = steps.get("completion", {})
+    tap.ok(s.get("ok") and s.get("text") == CONTENT, "completions.create", s)
+    s = steps.get("responses", {})
+    tap.ok(s.get("ok") and s.get("text") == CONTENT and (s.get("usage") or {}).get(
+        "input_tokens") == 2, "responses.create", s)
+    s = steps.get("azure", {})
+    tap.ok(s.get("ok") and s.get("content") == CONTENT, "AzureOpenAI: Azure's deployment path "
+           "with api-key", s)
+
+    # failover: the first key answers 500, the next one answers
+    s = steps.get("failover", {})
+    tap.ok(s.get("ok") and s.get("content") == CONTENT, "a provider key that answers 500 fails "
+           "over to the next one", s)
+    flaky = [q["headers"].get("authorization") for q in prov.seen("/v1/chat/completions")
+             if (q["body"] or {}).get("model") == "gpt-4.1"]
+    tap.ok(flaky[:2] == ["Bearer " + provider_secrets["flaky-500"],
+                         "Bearer " + provider_secrets["flaky-good"]],
+           "the provider saw the failing key, then the good one", flaky)
+
+    # the first chunk reaches the client while the provider still holds the rest
+    s = steps.get("first chunk", {})
+    tap.ok(s.get("ok") and s.get("first_ms") is not None and
+           s["first_ms"] + 1000 < s.get("end_ms", 0),
+           "the first streamed chunk reaches the client before the provider finishes "
+           "(first %s ms, end %s ms)" % (s.get("first_ms"), s.get("end_ms")), s)
+
+    # the budget runs out after exactly the calls it pays for
+    budget = [steps["budget %d" % i] for i in range(1, 9) if "budget %d" % i in steps]
+    passed = [b for b in budget if b["ok"]]
+    tap.ok(len(passed) == BUDGET_CALLS and all(b["ok"] for b in budget[:BUDGET_CALLS]),
+           "max_budget %g: exactly %d completions pass" % (BUDGET, BUDGET_CALLS), budget)
+    e = refused({"budget": budget[BUDGET_CALLS] if len(budget) > BUDGET_CALLS else {}},
+                "budget", 400, "BadRequestError")
+    body = e.get("body") or {}
+    tap.ok(body.get("type") == "budget_exceeded" and
+           str(body.get("message", "")).startswith("Budget has been exceeded! Current cost: "),
+           "budget: LiteLLM's budget_exceeded error", body)
+    spend = spend_of(srv, keys["KW_KEY_BUDGET"])
+    tap.ok(spend is not None and abs(spend - BUDGET_CALLS * COST) < 1e-12,
+           "the key's spend is the sum of its priced usage (%r)" % spend)
+
+    # models: the body's model is judged, whatever a header says
+    s = steps.get("models: allowed", {})
+    tap.ok(s.get("ok") and s.get("content") == CONTENT, "a model in the key's list passes", s)
+    e = refused(steps, "models: not allowed", 401, "AuthenticationError")
+    tap.ok("gpt-4o" in str((e.get("body") or {}).get("message")),
+           "a model outside the key's list is refused from the body though x-model names an "
+           "allowed one", e)
+    r = srv.request("GET", "/v1/models", headers={"Authorization": "Bearer " + keys["KW_KEY_MODELS"]})
+    tap.eq([m["id"] for m in (r.json or {}).get("data", [])], ["gpt-4o-mini"],
+           "GET /v1/models lists only the models the key may use")
+
+    tap.ok((steps.get("block: before") or {}).get("ok"), "block: a call before the block")
+    b = steps.get("block: POST /key/block") or {}
+    tap.ok(b.get("status") == 200 and b.get("blocked") is True, "POST /key/block", b)
+    refused(steps, "block: after", 401, "AuthenticationError")
+
+    # rates: rpm 2, then tpm
+    tap.ok(steps.get("rpm 1", {}).get("ok") and steps.get("rpm 2", {}).get("ok"),
+           "rpm_limit 2: two completions pass")
+    e = refused(steps, "rpm 3", 429, "RateLimitError")
+    h = e.get("headers") or {}
+    tap.ok(h.get("retry-after") and h.get("x-ratelimit-limit-requests") == "2",
+           "the third carries Retry-After and x-ratelimit-*", h)
+    tpm = [steps["tpm %d" % i] for i in range(1, 9) if "tpm %d" % i in steps]
+    n = next((i for i, t in enumerate(tpm) if not t["ok"]), len(tpm))
+    tap.ok(1 <= n <= TPM // USAGE["total_tokens"] and all(t["ok"] for t in tpm[:n]),
+           "tpm_limit %d: %d completions of %d tokens pass" % (TPM, n, USAGE["total_tokens"]), tpm)
+    e = refused({"tpm": tpm[n] if n < len(tpm) else {}}, "tpm", 429, "RateLimitError")
+    tap.eq((e.get("headers") or {}).get("x-ratelimit-limit-tokens"), str(TPM),
+           "the tpm refusal names the tokens window")
+
+    # a client that left mid-stream is charged for what the provider produced
+    s = steps.get("disconnect", {})
+    tap.ok(s.get("ok") and s.get("content"), "disconnect: the client read a chunk and left", s)
+    full = {"prompt": 3 + count_tokens(LONG), "completion": count_tokens("You said: " + LONG)}
+    want = full["prompt"] * IN + full["completion"] * OUT
+    got = wait_for(lambda: (lambda v: v if v and v > 0 else None)(
+        spend_of(srv, keys["KW_KEY_DISCONNECT"])), timeout=20)
+    tap.ok(got is not None and abs(got - want) < 1e-12,
+           "the client that left is charged for every token the provider streamed "
+           "(%r, want %r)" % (got, want))
+
+    python_checks(srv, prov, keys, provider_secrets)
+
+
+def python_checks(srv, prov, keys, provider_secrets):
+    """What the client does not show: the headers the provider saw, refusals, the log."""
+    valid = {"Authorization": "Bearer " + keys["KW_KEY_VALID"]}
+    chat = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi there"}]}
+
+    # the Azure provider: its deployment path, api-version and api-key header
+    r = srv.request("POST", "/v1/chat/completions", headers=valid,
+                    body=dict(chat, model="azure/gpt-4.1-mini"))
+    tap.eq(r.status, 200, "azure/gpt-4.1-mini is relayed to the Azure provider key")
+    az = prov.seen("/openai/deployments/")
+    tap.ok(az and az[-1]["path"] == "/openai/deployments/gpt41mini-prod/chat/completions"
+           "?api-version=2024-10-21" and az[-1]["headers"].get("api-key") ==
+           provider_secrets["azure"] and "authorization" not in az[-1]["headers"],
+           "Azure gets its deployment, api-version and the api-key header",
+           az[-1] if az else None)
+
+    # other headers the client presents its key in
+    for header in ("x-api-key", "api-key", "x-litellm-api-key"):
+        r = srv.request("POST", "/v1/chat/completions", headers={header: keys["KW_KEY_VALID"]},
+                        body=chat)
+        tap.eq(r.status, 200, "the key in %s" % header)
+
+    # refusals, each in OpenAI's envelope
+    r = srv.request("POST", "/v1/chat/completions", body=chat)
+    tap.ok(r.status == 401 and (r.json or {}).get("error", {}).get("code") == "401",
+           "no key: 401", r)
+    unknown = "sk-" + secrets.token_urlsafe(16)
+    r = srv.request("POST", "/v1/chat/completions", body=chat,
+                    headers={"Authorization": "Bearer " + unknown})
+    tap.ok(r.status == 401 and unknown not in r.body.decode(), "an unknown key: 401, not echoed", r)
+    r = srv.request("POST", "/v1/chat/completions", headers=valid, body={"model": 7})
+    tap.ok(r.status == 422 and (r.json or {}).get("error", {}).get("param") == "model",
+           "a model that is not a string: 422 naming model", r)
+    r = srv.request("POST", "/v1/chat/completions", headers=valid, body=dict(chat, model="o1"))
+    tap.ok(r.status == 404 and "o1" in r.body.decode(),
+           "a priced model no provider key serves: 404", r)
+    r = srv.request("POST", "/v1/chat/completions", headers=valid,
+                    body=dict(chat, model="no-price-model"))
+    tap.ok(r.status == 400 and "price" in r.body.decode() and
+           (r.json or {}).get("error", {}).get("param") == "model",
+           "a model with no price is refused (400) unless the operator allows it", r)
+    before = len(prov.seen())
+    r = srv.request("POST", "/v1/chat/completions", headers=valid, body=dict(chat, model="o1"))
+    tap.eq(len(prov.seen()), before, "a refused call never reaches the provider")
+
+    # no client key ever reaches the provider; the provider's secrets stay out of answers
+    leaked = [q["path"] for q in prov.seen() for k in keys.values()
+              if k in json.dumps(q["headers"]) or k in json.dumps(q["body"])]
+    tap.ok(not leaked, "the provider never sees a client's key", leaked)
+    auth = {q["headers"].get("authorization") or q["headers"].get("api-key") for q in prov.seen()}
+    tap.ok(auth <= {"Bearer " + provider_secrets[k] for k in ("good", "flaky-500", "flaky-good")} |
+           {provider_secrets["azure"]}, "the provider sees only the providers' secrets", auth)
+    time.sleep(0.2)
+    log = srv.read_log()
+    tap.ok(not [k for k in list(keys.values()) + list(provider_secrets.values()) if k in log],
+           "no client key or provider secret in the log")
+
+    r = srv.request("GET", "/model/info", headers=valid)
+    info = {m["model_name"]: m for m in (r.json or {}).get("data", [])}
+    tap.ok(r.status == 200 and info.get("gpt-4o", {}).get("model_info", {}).get(
+        "input_cost_per_token") == IN and info["gpt-4o"]["litellm_params"].get(
+        "custom_llm_provider") == "fakeai", "GET /model/info: provider and price", info.get("gpt-4o"))
+
+
+tap.run(main)
