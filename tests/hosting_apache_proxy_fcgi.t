@@ -9,41 +9,18 @@ another connection times out unless keywarden's pool may grow to a worker for ea
 import http.client
 import os
 import shutil
-import subprocess
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 import tap  # noqa: E402
-from smoke import (Client, Process, free_port, gateway, keywarden, need, render,  # noqa: E402
-                   server_user, smoke, tmpdir)
+from smoke import (APACHE, Client, apache, free_port, gateway, keywarden, need,  # noqa: E402
+                   smoke, tmpdir)
 from upstream import Upstream  # noqa: E402
 
-APACHE = "/usr/sbin/apache2"
 # ProxyPass timeout= (seconds) where a request must fail, short so that the test does not wait
 # long for the failure it shows; and where requests must succeed.
 FAIL_TIMEOUT = 1
 OK_TIMEOUT = 30
-
-
-def apache(tmp, recipe, name, extra="", **placeholders):
-    """Apache with a rendered recipe in the foreground; not started.  extra: lines appended
-    to the rendered configuration."""
-    run = os.path.join(tmp, name)
-    os.makedirs(os.path.join(run, "htdocs"))
-    user, group = server_user()
-    port = free_port()
-    conf = render(recipe, os.path.join(run, "apache.conf"), BIND="127.0.0.1", PORT=port,
-                  RUN_DIR=run, USER=user, GROUP=group, **placeholders)
-    with open(conf, "a") as f:
-        f.write(extra)
-    r = subprocess.run([APACHE, "-t", "-f", conf], capture_output=True, text=True)
-    tap.ok(r.returncode == 0, "%s: apache2 -t accepts the rendered recipe" % name,
-           r.stdout + r.stderr)
-    p = Process([APACHE, "-f", conf, "-DFOREGROUND"], os.path.join(run, "apache.out"),
-                ready=port)
-    p.port = port
-    p.error_log = os.path.join(run, "apache-error.log")
-    return p
 
 
 def get(conn):
