@@ -363,23 +363,30 @@ reap(struct pool *p)
 }
 
 /*
- * Starts one more worker when none is idle and the pool is below its cap;
- * that worker, once busy, asks again if the load still finds none idle.
+ * Starts more workers when none is idle and the pool is below its cap: a
+ * quarter as many as are busy (at least one), so that a burst of slow
+ * calls is met in a few rounds rather than one fork at a time, and the
+ * pool overshoots the load by a quarter at most (the idle leave again).
+ * Those workers, once busy, ask again if the load still finds none idle.
  * A request that finds the pool at its cap waits in the listen queue.
  */
 static void
 grow(struct pool *p)
 {
-	unsigned i;
+	unsigned want, started = 0;
 
 	if (p->stopping || slots_in(SLOT_IDLE) > 0)
 		return;
-	for (i = p->nworkers; i < p->cap && p->pids[i] != 0; i++)
-		;
-	if (i == p->cap)
-		return;
-	spawn(p, i);
-	if (p->pids[i] != 0)
+	want = slots_in(SLOT_BUSY) / 4;
+	if (want == 0)
+		want = 1;
+	for (unsigned i = p->nworkers; i < p->cap && started < want; i++) {
+		if (p->pids[i] != 0)
+			continue;
+		spawn(p, i);
+		started += p->pids[i] != 0;
+	}
+	if (started > 0)
 		kw_log_debug("pool: every worker is busy: %u workers now", live_workers(p));
 }
 
