@@ -32,10 +32,10 @@
  * are sized when the environment is created; only the pages in use count
  * in a worker's resident set.
  */
-#define LOCKERS (2 * THREAD_SLOTS * (KW_DB_COUNT + 2))
-#define LOCKS 20000
-#define TXNS (2 * THREAD_SLOTS)
-#define LOG_REGION_BYTES (4u << 20)
+#define LOCKERS (THREAD_SLOTS * (KW_DB_COUNT + 2))
+#define LOCKS 12000
+#define TXNS THREAD_SLOTS
+#define LOG_REGION_BYTES (2u << 20)
 
 struct kw_store {
 	DB_ENV *env;
