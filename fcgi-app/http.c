@@ -316,13 +316,8 @@ authenticate(struct kw_req *req)
 		return KW_OK;
 	if (req->route->handler == kw_op_metrics && kw_metrics_token_presented(req))
 		return KW_OK;
-	if (kw_relay_route(req->route)) {
-		/* the relay judges the key through the limits engine; here only that there is one */
-		if (kw_auth_credential(req) != NULL)
-			return KW_OK;
-		kw_error_set(&req->err, KW_EAUTH, NULL, "no API key: send Authorization: Bearer sk-...");
-		return KW_EAUTH;
-	}
+	if (kw_relay_route(req->route))
+		return kw_relay_authenticate(req);	/* model keys: judged by the limits engine */
 	return kw_auth_caller(req);
 }
 

@@ -757,6 +757,23 @@ struct json_object *kw_litellm_key_view(struct kw_req *, struct json_object *rec
 enum kw_err kw_litellm_owner_info(struct kw_req *, struct __db_txn *, char kind, const char *id,
     struct json_object *rec, struct json_object **answer);
 
+/* face_bifrost.c: what the relay reads of a provider's configuration */
+/*
+ * In txn, provider's network_config as Bifrost's NetworkConfig names it,
+ * every field filled (owned object, *network_config): base_url (absent
+ * when none is configured: the base type's own API), extra_headers
+ * (absent when none; name -> value, unsealed: the caller wipes what may be
+ * a credential before it releases it), default_request_timeout_in_seconds
+ * (30 by default), max_retries (0), retry_backoff_initial and
+ * retry_backoff_max (milliseconds; 500 and 5000).  base_type (n bytes)
+ * gets the API it speaks: a standard provider's own name, a custom one's
+ * base_provider_type.  A standard provider with no configuration answers
+ * the defaults.  KW_ENOTFOUND (req->err naming "provider") when provider
+ * is neither standard nor a configured custom one; a store error else.
+ */
+enum kw_err kw_provider_network(struct kw_req *, struct __db_txn *, const char *provider,
+    struct json_object **network_config, char *base_type, size_t n);
+
 /* face_budget.c: what the customer operations share with the budget operations */
 int kw_budget_fields_in(struct json_object *body);	/* names a BudgetNewRequest field */
 enum kw_err kw_budget_create(struct kw_req *, struct __db_txn *, const char *id,
@@ -927,6 +944,8 @@ void kw_provider_key_release(struct json_object *key);	/* wipes its secrets, the
 
 /* True for the relay's routes, whose handlers judge the key through the limits engine. */
 int kw_relay_route(const struct kw_route *);
+/* 401 (req->err) for a relay route's missing, unknown, blocked or expired key; nothing counted. */
+enum kw_err kw_relay_authenticate(struct kw_req *);
 
 /* --- metrics.c and the access log: what the requests did ------------ */
 

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include <curl/curl.h>
 #include <db.h>
@@ -34,7 +35,8 @@ static const struct kind {
 /*
  * The shipped prices, in USD a token (an image for images), taken as facts
  * from LiteLLM's model_prices_and_context_window.json (its
- * input_cost_per_token, output_cost_per_token and output_cost_per_image).
+ * input_cost_per_token, output_cost_per_token and output_cost_per_image),
+ * compiled in so that a binary prices calls with no file beside it.
  * KEYWARDEN_RELAY_PRICES names a file in that same format whose entries
  * come first.
  */
@@ -50,7 +52,7 @@ static const struct price_default {
 	{ "gpt-4.1", 2e-06, 8e-06, 0, "chat" },
 	{ "gpt-4.1-mini", 4e-07, 1.6e-06, 0, "chat" },
 	{ "gpt-4.1-nano", 1e-07, 4e-07, 0, "chat" },
-	{ "gpt-3.5-turbo", 5e-07, 1.5e-06, 0, "chat" },
+	{ "gpt-3.5-turbo", 1.5e-06, 2e-06, 0, "chat" },
 	{ "gpt-3.5-turbo-instruct", 1.5e-06, 2e-06, 0, "completion" },
 	{ "o1", 1.5e-05, 6e-05, 0, "chat" },
 	{ "o3-mini", 1.1e-06, 4.4e-06, 0, "chat" },
@@ -59,8 +61,7 @@ static const struct price_default {
 	{ "text-embedding-3-large", 1.3e-07, 0, 0, "embedding" },
 	{ "text-embedding-ada-002", 1e-07, 0, 0, "embedding" },
 	{ "gpt-image-1", 5e-06, 4e-05, 0, "image_generation" },
-	{ "dall-e-3", 0, 0, 0.04, "image_generation" },
-	{ "dall-e-2", 0, 0, 0.02, "image_generation" },
+	{ "dall-e-3", 0, 0, 0.04, "image_generation" },	/* standard/1024-x-1024: 3.81469e-08 a pixel */
 };
 #define NDEFAULT_PRICES (sizeof(default_prices) / sizeof(default_prices[0]))
 
@@ -180,25 +181,20 @@ openai_like_of(const char *base)
 	return NULL;
 }
 
-/* True when name is a provider keywarden knows: a standard one, or one with a record. */
+/* True when name is a provider the Bifrost face knows: a standard one, or a configured custom one. */
 static int
-is_provider(struct kw_req *req, DB_TXN *txn, const char *name)
+is_provider(struct kw_req *req, DB_TXN *txn, const char *name, enum kw_err *rc)
 {
-	static const char *const others[] = {
-		"anthropic", "bedrock", "vertex", "gemini", "cohere", "replicate", "huggingface",
-		"elevenlabs", "runway",
-	};
-	json_object *rec = NULL;
-	int found;
+	json_object *net = NULL;
+	char base[64];
 
-	if (openai_like_of(name) != NULL)
-		return 1;
-	for (size_t i = 0; i < sizeof(others) / sizeof(others[0]); i++)
-		if (strcmp(others[i], name) == 0)
-			return 1;
-	found = kw_rec_get(req->store, txn, KW_DB_PROVIDERS, name, 0, &rec) == KW_OK;
-	json_object_put(rec);
-	return found;
+	*rc = kw_provider_network(req, txn, name, &net, base, sizeof(base));
+	json_object_put(net);
+	if (*rc == KW_ENOTFOUND) {
+		*rc = KW_OK;
+		return 0;
+	}
+	return *rc == KW_OK;
 }
 
 /* --- one relayed request ------------------------------------------------ */
@@ -219,7 +215,6 @@ struct relay {
 	const char *azure_deployment;	/* the path's {deployment}; NULL off Azure's path */
 	const char *key;		/* the client's credential: never sent on, never logged */
 	const char *asked;		/* the model the client asked for */
-	const char *target;		/* asked after the key's and team's aliases */
 	char provider[256];		/* named by target's prefix; "" any whose keys list it */
 	const char *model;		/* what the provider is asked for (arena) */
 	const char *end_user;
@@ -237,7 +232,6 @@ struct relay {
 	char content_type[128];
 	char *buf;			/* malloc'd: a non-streamed answer, or SSE not yet whole */
 	size_t len, cap;
-	size_t total;			/* bytes read from the provider */
 	int too_large;
 	int streaming;			/* passing the provider's SSE on to the client */
 	int started;			/* bytes have reached the client: no other key may answer */
@@ -267,33 +261,6 @@ upstream_release(struct upstream *up)
 	up->key = up->network = NULL;
 }
 
-/* The provider's network_config as the Bifrost face stores it (owned), or NULL. */
-static json_object *
-network_config_of(struct kw_req *req, DB_TXN *txn, const char *provider, char *base, size_t n)
-{
-	json_object *rec = NULL, *net;
-	const char *type, *old;
-
-	snprintf(base, n, "%s", provider);
-	if (kw_rec_get(req->store, txn, KW_DB_PROVIDERS, provider, 0, &rec) != KW_OK)
-		return NULL;
-	/* a custom provider speaks its base provider's API */
-	type = kw_json_str(json_object_object_get(rec, "custom_provider_config"),
-	    "base_provider_type");
-	if (type != NULL)
-		snprintf(base, n, "%s", type);
-	net = kw_json_copy(json_object_object_get(rec, "network_config"));
-	/* where older records kept it: custom_provider_config.base_url */
-	old = kw_json_str(json_object_object_get(rec, "custom_provider_config"), "base_url");
-	if (kw_json_str(net, "base_url") == NULL && old != NULL) {
-		if (net == NULL)
-			net = json_object_new_object();
-		json_object_object_add(net, "base_url", json_object_new_string(old));
-	}
-	json_object_put(rec);
-	return net;
-}
-
 /* Everything one try needs, read in one transaction: the key by weight, its provider's settings. */
 static enum kw_err
 choose_body(struct kw_store *st, DB_TXN *txn, void *baton)
@@ -310,9 +277,8 @@ choose_body(struct kw_store *st, DB_TXN *txn, void *baton)
 		return rc;
 	provider = kw_json_str(r->up.key, "provider");
 	snprintf(r->up.provider, sizeof(r->up.provider), "%s", provider ? provider : r->provider);
-	r->up.network = network_config_of(r->req, txn, r->up.provider, r->up.base,
+	return kw_provider_network(r->req, txn, r->up.provider, &r->up.network, r->up.base,
 	    sizeof(r->up.base));
-	return KW_OK;
 }
 
 /* Appends the URL-encoded s to out (n bytes); 0 when it does not fit. */
@@ -378,8 +344,7 @@ build_url(struct relay *r)
 		const char *version = kw_json_str(cfg, "api_version");
 
 		if (version == NULL)
-			version = kw_req_header(r->req, "QUERY_STRING") != NULL ?
-			    kw_json_str(r->req->query, "api-version") : NULL;
+			version = kw_json_str(r->req->query, "api-version");
 		if (len >= 7 && strcmp(u + len - 7, "/openai") == 0)
 			u[len -= 7] = '\0';
 		snprintf(u + len, n - len, "/openai/deployments/");
@@ -499,11 +464,13 @@ settle(struct relay *r, int answered)
 		r->prompt_tokens = r->expected_tokens;
 		r->total_tokens = r->prompt_tokens + r->completion_tokens;
 		r->have_usage = 1;
-		kw_log_warn("relay: provider %s sent no usage for model %s: settled %lld streamed "
-		    "tokens as counted", r->up.provider, r->model, (long long)r->completion_tokens);
+		/* the request's id, not its model: a name the client sent may hold a newline */
+		kw_log_warn("relay: provider %s sent no usage for request %s: settled %lld streamed "
+		    "tokens as counted", r->up.provider, r->request_id,
+		    (long long)r->completion_tokens);
 	} else if (answered && !r->have_usage) {
-		kw_log_warn("relay: unmetered answer from provider %s for model %s: settled at the "
-		    "reservation (%g usd)", r->up.provider, r->model, r->expected_cost);
+		kw_log_warn("relay: unmetered answer from provider %s for request %s: settled at the "
+		    "reservation (%g usd)", r->up.provider, r->request_id, r->expected_cost);
 	}
 	if (answered) {
 		u.tokens = r->have_usage ? r->total_tokens : r->expected_tokens;
@@ -538,23 +505,35 @@ holds_secret(const struct relay *r, const char *s, size_t n)
 	return k >= 4 && memmem(s, n, r->secret, k) != NULL;
 }
 
-/* Writes s to the client and flushes it; a failure marks the client gone. */
+/* The client is gone (a write failed): the stream is read on to its end, written nowhere. */
+static void
+client_left(struct relay *r)
+{
+	r->client_gone = 1;
+	kw_log_info("relay: the client left request %s mid-stream: reading the provider to its "
+	    "end", r->request_id);
+}
+
+/* Writes s to the client (sent on by client_flush). */
 static void
 client_write(struct relay *r, const char *s, size_t n)
 {
 	FCGX_Stream *out = r->req->fcgi->out;
 
-	if (r->client_gone)
-		return;
-	if ((n > 0 && FCGX_PutStr(s, (int)n, out) != (int)n) || FCGX_FFlush(out) != 0 ||
-	    FCGX_GetError(out) != 0) {
-		r->client_gone = 1;
-		kw_log_info("relay: the client left request %s mid-stream: reading the provider "
-		    "to its end", r->request_id);
-	}
+	if (!r->client_gone && n > 0 &&
+	    (FCGX_PutStr(s, (int)n, out) != (int)n || FCGX_GetError(out) != 0))
+		client_left(r);
 }
 
-/* The response head of a stream, written once, before its first event. */
+/* Sends what was written on now, through the web server, as one FastCGI record. */
+static void
+client_flush(struct relay *r)
+{
+	if (!r->client_gone && FCGX_FFlush(r->req->fcgi->out) != 0)
+		client_left(r);
+}
+
+/* The response head of a stream, written once, before its first event: with the x-ratelimit-* headers. */
 static void
 start_stream(struct relay *r)
 {
@@ -563,11 +542,16 @@ start_stream(struct relay *r)
 
 	n = snprintf(head, sizeof(head), "Status: 200 OK\r\nContent-Type: text/event-stream\r\n"
 	    "Cache-Control: no-cache\r\nX-Accel-Buffering: no\r\nX-Content-Type-Options: nosniff\r\n"
-	    "x-request-id: %s\r\n\r\n", r->request_id);
+	    "x-request-id: %s\r\n", r->request_id);
 	r->started = 1;
 	r->resp->sent = 1;
 	r->resp->status = 200;
 	client_write(r, head, (size_t)n);
+	for (size_t i = 0; i < r->resp->nheaders; i++) {
+		client_write(r, r->resp->headers[i], strlen(r->resp->headers[i]));
+		client_write(r, "\r\n", 2);
+	}
+	client_write(r, "\r\n", 2);
 }
 
 /* Counts the content a stream chunk carries (chat deltas, completion text, Responses deltas). */
@@ -624,6 +608,10 @@ relay_event(struct relay *r, const char *ev, size_t n)
 		chunk = json_tokener_parse_ex(tok, data, (int)dn);
 		json_tokener_free(tok);
 	}
+	if (holds_secret(r, ev, n)) {
+		json_object_put(chunk);
+		return;	/* never pass a provider secret on, even one the provider echoes */
+	}
 	if (chunk != NULL) {
 		count_streamed(r, chunk);
 		/* the Responses API's last event carries the response, usage inside */
@@ -645,12 +633,14 @@ relay_event(struct relay *r, const char *ev, size_t n)
 			client_write(r, "data: ", 6);
 			client_write(r, text, strlen(text));
 			client_write(r, "\n\n", 2);
+			client_flush(r);
 			json_object_put(chunk);
 			return;
 		}
 		json_object_put(chunk);
 	}
 	client_write(r, ev, n);
+	client_flush(r);
 }
 
 /* The end of the next event in buf (after its blank line), or 0 when none is whole yet. */
@@ -726,7 +716,6 @@ on_body(char *data, size_t size, size_t nmemb, void *baton)
 	struct relay *r = baton;
 	size_t n = size * nmemb, end;
 
-	r->total += n;
 	if (r->status == 0)
 		curl_easy_getinfo(r->curl, CURLINFO_RESPONSE_CODE, &r->status);
 	if (!r->streaming && r->stream && r->status >= 200 && r->status < 300 &&
@@ -812,13 +801,13 @@ upstream_headers(struct relay *r)
 
 enum outcome { TRY_ANSWERED = 0, TRY_NEXT, TRY_FAILED };
 
-/* The try's timeout: network_config.default_request_timeout_in_seconds, else KEYWARDEN_RELAY_TIMEOUT. */
+/* network_config.default_request_timeout_in_seconds (Bifrost's 30 by default), in seconds. */
 static long
 timeout_of(const struct relay *r)
 {
 	double t = kw_json_num(r->up.network, "default_request_timeout_in_seconds", 0);
 
-	return t >= 1 && t <= 86400 ? (long)t : (long)kw_config.relay_timeout;
+	return t >= 1 && t <= 86400 ? (long)t : 30;
 }
 
 /* Sends one try to r->up and reads its answer; says whether another key may try. */
@@ -833,7 +822,7 @@ try_once(struct relay *r, int *timed_out)
 	snprintf(r->secret, sizeof(r->secret), "%s", key_secret(r->up.key));
 	headers = upstream_headers(r);
 	r->status = 0;
-	r->len = r->total = 0;
+	r->len = 0;
 	r->too_large = 0;
 	r->content_type[0] = '\0';
 	if (body == NULL || (r->curl = curl_easy_init()) == NULL) {
@@ -853,7 +842,14 @@ try_once(struct relay *r, int *timed_out)
 	curl_easy_setopt(r->curl, CURLOPT_WRITEFUNCTION, on_body);
 	curl_easy_setopt(r->curl, CURLOPT_WRITEDATA, r);
 	curl_easy_setopt(r->curl, CURLOPT_CONNECTTIMEOUT, (long)kw_config.relay_connect_timeout);
-	curl_easy_setopt(r->curl, CURLOPT_TIMEOUT, timeout_of(r));
+	if (r->stream) {
+		/* a stream lasts as long as it keeps talking, up to KEYWARDEN_RELAY_TIMEOUT */
+		curl_easy_setopt(r->curl, CURLOPT_TIMEOUT, (long)kw_config.relay_timeout);
+		curl_easy_setopt(r->curl, CURLOPT_LOW_SPEED_LIMIT, 1L);
+		curl_easy_setopt(r->curl, CURLOPT_LOW_SPEED_TIME, timeout_of(r));
+	} else {
+		curl_easy_setopt(r->curl, CURLOPT_TIMEOUT, timeout_of(r));
+	}
 	curl_easy_setopt(r->curl, CURLOPT_MAXFILESIZE_LARGE,
 	    (curl_off_t)kw_config.relay_max_response);
 	curl_easy_setopt(r->curl, CURLOPT_SSL_VERIFYPEER, 1L);
@@ -884,6 +880,7 @@ try_once(struct relay *r, int *timed_out)
 			kw_log_warn("relay: provider %s key %s: the stream broke off: %s",
 			    r->up.provider, kw_json_str(r->up.key, "id"), curl_easy_strerror(cc));
 			client_write(r, end, sizeof(end) - 1);
+			client_flush(r);
 		}
 		return TRY_ANSWERED;
 	}
@@ -962,6 +959,7 @@ plan_body(struct kw_store *st, DB_TXN *txn, void *baton)
 	rc = kw_keys_credential(st, txn, p->r->key, p->r->req->now, &p->key);
 	if (rc != KW_OK && rc != KW_ENOTFOUND)
 		return rc;
+	rc = KW_OK;	/* an unknown key is the check's to refuse */
 	if ((team_id = kw_json_str(p->key, "team_id")) != NULL &&
 	    (rc = kw_rec_get(st, txn, KW_DB_TEAMS, team_id, 0, &p->team)) != KW_OK &&
 	    rc != KW_ENOTFOUND)
@@ -973,12 +971,12 @@ plan_body(struct kw_store *st, DB_TXN *txn, void *baton)
 	    sizeof(prefix)) {
 		memcpy(prefix, p->target, (size_t)(slash - p->target));
 		prefix[slash - p->target] = '\0';
-		if (is_provider(p->r->req, txn, prefix)) {
+		if (is_provider(p->r->req, txn, prefix, &rc)) {
 			snprintf(p->r->provider, sizeof(p->r->provider), "%s", prefix);
 			p->r->model = slash + 1;
 		}
 	}
-	return KW_OK;
+	return rc;
 }
 
 /* Tokens a request's body is likely to be: a quarter of its bytes, at least one. */
@@ -1008,12 +1006,37 @@ output_estimate(struct relay *r)
 	return kw_config.relay_expected_output;
 }
 
-/* Runs the tries: each on the next eligible key, until one answers or N have failed. */
+/*
+ * Waits before the nth try of a key already tried, as Bifrost backs off:
+ * network_config.retry_backoff_initial milliseconds, doubled each time, at
+ * most retry_backoff_max.
+ */
+static void
+backoff(const struct relay *r, unsigned nth)
+{
+	long ms = (long)kw_json_num(r->up.network, "retry_backoff_initial", 500);
+	long most = (long)kw_json_num(r->up.network, "retry_backoff_max", 5000);
+	struct timespec ts;
+
+	for (unsigned i = 1; i < nth && ms < most; i++)
+		ms *= 2;
+	if (ms > most)
+		ms = most;
+	ts.tv_sec = ms / 1000;
+	ts.tv_nsec = (ms % 1000) * 1000000L;
+	nanosleep(&ts, NULL);
+}
+
+/*
+ * Runs the tries: each on an eligible key not tried yet while there is one,
+ * until one answers or the provider's tries are spent: 1 +
+ * network_config.max_retries when it sets some, else KEYWARDEN_RELAY_TRIES.
+ */
 static void
 call_provider(struct relay *r)
 {
-	json_object *net_tries;
-	unsigned tries = kw_config.relay_tries, done = 0;
+	unsigned tries = kw_config.relay_tries, done = 0, again = 0;
+	const char *id;
 	int timed_out = 0, answered = 0;
 	enum kw_err rc;
 	enum outcome out = TRY_FAILED;
@@ -1029,12 +1052,14 @@ call_provider(struct relay *r)
 			}
 			break;
 		}
-		if (done == 0 && (net_tries = json_object_object_get(r->up.network,
-		    "max_retries")) != NULL && json_object_get_int(net_tries) > 0 &&
-		    json_object_get_int(net_tries) < 10)
-			tries = 1 + (unsigned)json_object_get_int(net_tries);
-		json_object_array_add(r->tried, json_object_new_string(
-		    kw_json_str(r->up.key, "id") ? kw_json_str(r->up.key, "id") : ""));
+		if (done == 0 && kw_json_num(r->up.network, "max_retries", 0) >= 1)
+			tries = 1 + (kw_json_num(r->up.network, "max_retries", 0) > 9 ? 9 :
+			    (unsigned)kw_json_num(r->up.network, "max_retries", 0));
+		id = kw_json_str(r->up.key, "id") ? kw_json_str(r->up.key, "id") : "";
+		if (kw_json_list_has(r->tried, id))
+			backoff(r, ++again);	/* every eligible key failed once: wait, then again */
+		else
+			json_object_array_add(r->tried, json_object_new_string(id));
 		done++;
 		if (build_url(r) != KW_OK) {
 			kw_resp_json(r->resp, 400, kw_face_error(KW_FACE_LITELLM, 400, &r->req->err));
@@ -1087,10 +1112,7 @@ relay(struct kw_req *req, struct kw_resp *resp, enum relay_kind kind)
 	resp->status = 0;
 	if (req->store == NULL)
 		return KW_EUNAVAIL;
-	if ((r.key = kw_auth_credential(req)) == NULL) {
-		kw_error_set(&req->err, KW_EAUTH, NULL, "no API key: send Authorization: Bearer sk-...");
-		return KW_EAUTH;
-	}
+	r.key = kw_auth_credential(req);	/* present: kw_relay_authenticate saw to it */
 	r.azure_deployment = kw_req_path_param(req, "deployment");
 	r.asked = r.azure_deployment ? r.azure_deployment : kw_json_str(req->body, "model");
 	if (r.asked == NULL) {
@@ -1193,7 +1215,7 @@ gather_listed(const char *id, json_object *rec, void *baton)
 	    i < json_object_array_length(models); i++) {
 		const char *m = json_object_get_string(json_object_array_get_idx(models, i));
 
-		if (m != NULL && !json_object_object_get_ex(l->names, m, NULL) &&
+		if (m != NULL && strchr(m, '*') == NULL && !json_object_object_get_ex(l->names, m, NULL) &&
 		    !kw_json_list_has(json_object_object_get(rec, "blacklisted_models"), m))
 			json_object_object_add(l->names, m, json_object_new_string(provider));
 	}
@@ -1357,6 +1379,44 @@ enum kw_err kw_op_v1_models(struct kw_req *q, struct kw_resp *s) { return models
 enum kw_err kw_op_models(struct kw_req *q, struct kw_resp *s) { return models_list(q, s); }
 enum kw_err kw_op_model_info(struct kw_req *q, struct kw_resp *s) { return model_info(q, s); }
 enum kw_err kw_op_v1_model_info(struct kw_req *q, struct kw_resp *s) { return model_info(q, s); }
+
+/*
+ * The relay's credential check, run before the body is read (as every
+ * operation's is): 401 for no key, or one the limits engine does not know
+ * or finds blocked or expired (it, its team or its user), without counting
+ * anything.  The limits the key carries are the handler's to judge.
+ */
+enum kw_err
+kw_relay_authenticate(struct kw_req *req)
+{
+	struct kw_check in = { .key = kw_auth_credential(req), .dry_run = 1, .verdict_only = 1 };
+	struct kw_verdict v;
+	enum kw_err rc;
+
+	if (in.key == NULL) {
+		kw_error_set(&req->err, KW_EAUTH, NULL, "no API key: send Authorization: Bearer sk-...");
+		return KW_EAUTH;
+	}
+	if (req->store == NULL)
+		return KW_EUNAVAIL;
+	if ((rc = kw_limits_check(req->store, req->now, &in, &v)) != KW_OK)
+		return rc;
+	switch (v.code) {
+	case KW_V_NOT_FOUND:
+	case KW_V_BLOCKED:
+	case KW_V_EXPIRED:
+	case KW_V_TEAM_BLOCKED:
+	case KW_V_USER_BLOCKED:
+		kw_error_set(&req->err, KW_EAUTH, NULL, "%s: %s", kw_verdict_code_name(v.code),
+		    v.message);
+		rc = KW_EAUTH;
+		break;
+	default:
+		break;
+	}
+	kw_verdict_clear(&v);
+	return rc;
+}
 
 int
 kw_relay_route(const struct kw_route *route)

@@ -1,9 +1,11 @@
 #!/usr/bin/python3
 """conformance_roundtrip.t: on every face, each object a GET answers, sent back unchanged to
 its update operation, is accepted and changes nothing (README "Unknown fields"): LiteLLM
-keys, teams and users, Bifrost provider keys (config_hash unchanged) and Venice keys.  The
+keys, teams and users, Bifrost providers and provider keys (config_hash unchanged) and Venice
+keys.  The
 originals' request models ignore the fields they do not declare (LiteLLM's pydantic models,
 Bifrost's Go structs, Venice's request schemas), so a client may edit what it read."""
+import json
 import os
 import sys
 
@@ -67,6 +69,48 @@ def main():
         sel = m("POST", "/api/providers/openai/keys/select", {"model": "gpt-4"}).json
         tap.eq(sel.get("value"), "sk-rt-" + "9" * 40, "... the secret too (the redacted value "
                "sent back keeps it)")
+        r = m("POST", "/api/providers/bedrock/keys", {
+            "name": "rt-bedrock", "models": ["claude"], "aliases": {"claude": "profile-1"},
+            "bedrock_key_config": {"region": "us-east-1", "role_arn": "arn:aws:iam::1:role/rt",
+                                   "external_id": "rt-external-id-0123456789abcdef0123"}})
+        path = "/api/providers/bedrock/keys/%s" % (r.json or {}).get("id")
+        got = m("GET", path).json
+        r = m("PUT", path, dict(got))
+        tap.eq(r.status, 200, "Bifrost: a v1.5 key (aliases, Bedrock's role), sent to its PUT")
+        same(got, m("GET", path).json, "... changes nothing, config_hash included")
+
+        m("PUT", "/api/providers/openai", {
+            "network_config": {"base_url": "http://127.0.0.1:9/v1", "extra_headers": {"X-A": "b"},
+                               "retry_backoff_initial": "1s"},
+            "proxy_config": {"type": "http", "url": "http://proxy:3128",
+                             "password": "rt-proxy-password-0123456789abcdefgh"}})
+        m("POST", "/api/providers", {"provider": "rt-custom", "custom_provider_config": {
+            "base_provider_type": "anthropic", "base_url": "http://127.0.0.1:9"}})
+        for name in ("openai", "rt-custom"):
+            got = m("GET", "/api/providers/" + name).json
+            r = m("PUT", "/api/providers/" + name, dict(got))
+            tap.eq(r.status, 200, "Bifrost: provider %s as GET answers it, sent to its PUT" % name)
+            same(got, m("GET", "/api/providers/" + name).json,
+                 "... changes nothing (network_config, the proxy password, config_hash)")
+            edited = json.loads(json.dumps(got))
+            edited["network_config"]["max_retries"] = 4
+            edited["send_back_raw_response"] = True
+            r = m("PUT", "/api/providers/" + name, edited)
+            after = m("GET", "/api/providers/" + name).json or {}
+            tap.ok(r.status == 200 and after["network_config"]["max_retries"] == 4 and
+                   after["send_back_raw_response"] is True and
+                   after.get("proxy_config") == got.get("proxy_config") and
+                   after.get("config_hash") != got.get("config_hash"),
+                   "... and edited (max_retries, a raw flag): the edit taken, the rest kept, a "
+                   "new config_hash", repr(r)[:300])
+        got = m("GET", path).json
+        r = m("PUT", path, dict(got, weight=5, description="edited"))
+        after = m("GET", path).json or {}
+        tap.ok(r.status == 200 and after.get("weight") == 5 and
+               after.get("bedrock_key_config") == got.get("bedrock_key_config") and
+               after.get("config_hash") != got.get("config_hash"),
+               "Bifrost: a key as GET answers it, edited (weight) and sent to its PUT: the "
+               "edit taken, its sealed fields kept", repr(r)[:300])
 
         r = m("POST", "/api/v1/api_keys", {"apiKeyType": "INFERENCE", "description": "rt",
                                            "consumptionLimit": {"usd": 3}, "limitPeriod": "MONTH",

@@ -1187,7 +1187,8 @@ def setup(srv):
     # {key} is a key that does not exist: a body that wrongly passes validation must not
     # regenerate the one key every other case names (it shows as a 404 instead of a 422)
     fx["path"] = {"key": sha("sk-hostile-no-such-key-000"), "provider": "openai",
-                  "key_id": pk["id"], "id": ven["data"]["id"], "org": "hostile-org"}
+                  "key_id": pk["id"], "id": ven["data"]["id"], "org": "hostile-org",
+                  "deployment": "gpt-4"}
     fx["query"] = {
         "venice_key_delete": {"id": ven["data"]["id"]},
         "organization_info": {"organization_id": "hostile-org"},

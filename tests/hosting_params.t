@@ -59,7 +59,8 @@ def main():
                            "%s %s: /health" % (server, mount or "/"), repr(r))
                 for server, extra in shapes(mount, "/api/providers/open%61i").items():
                     r = ask(sock, mount + "/api/providers/open%61i", extra)
-                    tap.ok(r.status == 200 and b'"openai"' in r.body,
+                    # openai is not configured: its 404 names the provider as decoded
+                    tap.ok(r.status == 404 and b'"provider":"openai"' in r.body,
                            "%s %s: a path parameter is decoded in its segment" %
                            (server, mount or "/"), repr(r))
                 for server, extra in shapes(mount, "/api/providers/..%2f..%2fhealth").items():

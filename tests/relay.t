@@ -13,7 +13,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 import tap  # noqa: E402
 from kwserver import Server, wait_for  # noqa: E402
-from provider import Provider  # noqa: E402
+from provider import Provider, configure  # noqa: E402
 from upstream import count_tokens  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -44,36 +44,6 @@ def ok_status(r, status, what):
     return r.json
 
 
-def setup(srv, prov):
-    """The providers and their keys, as an operator stores them through the Bifrost face."""
-    secrets_used = {
-        "good": "sk-prov-good-" + secrets.token_hex(8),
-        "flaky-500": "sk-prov-500-" + secrets.token_hex(8),
-        "flaky-good": "sk-prov-good-" + secrets.token_hex(8),
-        "azure": "sk-prov-azure-" + secrets.token_hex(8),
-    }
-    for name in ("fakeai", "flaky"):
-        ok_status(srv.admin("POST", "/api/providers", body={
-            "provider": name, "custom_provider_config": {
-                "base_provider_type": "openai", "base_url": prov.url}}), 200, name)
-    ok_status(srv.admin("POST", "/api/providers/fakeai/keys", body={
-        "name": "good", "value": secrets_used["good"],
-        "models": ["gpt-4o", "gpt-4o-mini", "text-embedding-3-small", "gpt-3.5-turbo-instruct",
-                   "no-price-model"]}), 200, "fakeai key")
-    # the failing key nearly always comes first; the relay moves on to the good one
-    ok_status(srv.admin("POST", "/api/providers/flaky/keys", body={
-        "name": "fails", "value": secrets_used["flaky-500"], "models": ["gpt-4.1"],
-        "weight": 1000000}), 200, "flaky 500 key")
-    ok_status(srv.admin("POST", "/api/providers/flaky/keys", body={
-        "name": "answers", "value": secrets_used["flaky-good"], "models": ["gpt-4.1"],
-        "weight": 0.000001}), 200, "flaky good key")
-    ok_status(srv.admin("POST", "/api/providers/azure/keys", body={
-        "name": "azure", "value": secrets_used["azure"], "models": ["gpt-4.1-mini"],
-        "azure_key_config": {"endpoint": prov.url, "api_version": "2024-10-21",
-                             "deployments": {"gpt-4.1-mini": "gpt41mini-prod"}}}), 200, "azure key")
-    return secrets_used
-
-
 def generate(srv, body):
     return ok_status(srv.admin("POST", "/key/generate", body=body), 200, "key/generate")["key"]
 
@@ -99,10 +69,11 @@ def main():
     with Provider() as prov:
         with Server(workers=4, env={"KEYWARDEN_CA_BUNDLE": prov.ca}) as srv:
             run(srv, prov)
+        prices_file(prov)
 
 
 def run(srv, prov):
-    provider_secrets = setup(srv, prov)
+    provider_secrets = configure(srv, prov)
     keys = {
         "KW_KEY_VALID": generate(srv, {"key_alias": "relay-valid"}),
         "KW_KEY_BUDGET": generate(srv, {"key_alias": "relay-budget", "max_budget": BUDGET}),
@@ -153,6 +124,10 @@ def run(srv, prov):
     s = steps.get("responses", {})
     tap.ok(s.get("ok") and s.get("text") == CONTENT and (s.get("usage") or {}).get(
         "input_tokens") == 2, "responses.create", s)
+    s = steps.get("responses stream", {})
+    tap.ok(s.get("ok") and s.get("text") == CONTENT and (s.get("usage") or {}).get(
+        "output_tokens") == 5, "responses.create with stream: the events and the usage on "
+           "response.completed", s)
     s = steps.get("azure", {})
     tap.ok(s.get("ok") and s.get("content") == CONTENT, "AzureOpenAI: Azure's deployment path "
            "with api-key", s)
@@ -250,6 +225,10 @@ def python_checks(srv, prov, keys, provider_secrets):
            "Azure gets its deployment, api-version and the api-key header",
            az[-1] if az else None)
 
+    extra = {q["headers"].get("x-relay-test") for q in prov.seen("/v1/")
+             if q["headers"].get("authorization") == "Bearer " + provider_secrets["good"]}
+    tap.eq(extra, {"fakeai"}, "network_config.extra_headers reach the provider")
+
     # other headers the client presents its key in
     for header in ("x-api-key", "api-key", "x-litellm-api-key"):
         r = srv.request("POST", "/v1/chat/completions", headers={header: keys["KW_KEY_VALID"]},
@@ -279,6 +258,15 @@ def python_checks(srv, prov, keys, provider_secrets):
     r = srv.request("POST", "/v1/chat/completions", headers=valid, body=dict(chat, model="o1"))
     tap.eq(len(prov.seen()), before, "a refused call never reaches the provider")
 
+    # images: priced by the image where the answer names no tokens
+    key = generate(srv, {"key_alias": "relay-images"})
+    r = srv.request("POST", "/v1/images/generations", headers={"Authorization": "Bearer " + key},
+                    body={"model": "dall-e-3", "prompt": "a lighthouse", "n": 2})
+    got = spend_of(srv, key)
+    tap.ok(r.status == 200 and len((r.json or {}).get("data", [])) == 2 and got is not None and
+           abs(got - 2 * 0.04) < 1e-12, "images.generate: two dall-e-3 images cost 2 x 0.04 "
+           "(%r)" % got, r)
+
     # no client key ever reaches the provider; the provider's secrets stay out of answers
     leaked = [q["path"] for q in prov.seen() for k in keys.values()
               if k in json.dumps(q["headers"]) or k in json.dumps(q["body"])]
@@ -291,11 +279,170 @@ def python_checks(srv, prov, keys, provider_secrets):
     tap.ok(not [k for k in list(keys.values()) + list(provider_secrets.values()) if k in log],
            "no client key or provider secret in the log")
 
+    aliases(srv, prov, chat)
+    end_users(srv, keys, chat)
+    unmetered(srv, keys, chat)
+    failures(srv, prov, keys, chat)
+    concurrency(srv, chat)
+
     r = srv.request("GET", "/model/info", headers=valid)
     info = {m["model_name"]: m for m in (r.json or {}).get("data", [])}
     tap.ok(r.status == 200 and info.get("gpt-4o", {}).get("model_info", {}).get(
         "input_cost_per_token") == IN and info["gpt-4o"]["litellm_params"].get(
         "custom_llm_provider") == "fakeai", "GET /model/info: provider and price", info.get("gpt-4o"))
+
+
+def aliases(srv, prov, chat):
+    """A key's aliases and its team's model_aliases name the model the provider is asked for."""
+    team = ok_status(srv.admin("POST", "/team/new", body={
+        "team_alias": "relay-team", "model_aliases": {"team-model": "gpt-4o"}}), 200, "team")
+    key = generate(srv, {"key_alias": "relay-aliases", "team_id": team["team_id"],
+                         "aliases": {"house-model": "gpt-4o-mini"}})
+    auth = {"Authorization": "Bearer " + key}
+    for asked, served in (("house-model", "gpt-4o-mini"), ("team-model", "gpt-4o")):
+        r = srv.request("POST", "/v1/chat/completions", headers=auth, body=dict(chat, model=asked))
+        seen = prov.seen("/v1/chat/completions")[-1]["body"].get("model")
+        tap.ok(r.status == 200 and seen == served, "the alias %s is relayed as %s" % (
+            asked, served), {"status": r.status, "provider saw": seen})
+    want = USAGE["prompt_tokens"] * 1.5e-07 + USAGE["completion_tokens"] * 6e-07 + COST
+    got = spend_of(srv, key)
+    tap.ok(got is not None and abs(got - want) < 1e-12,
+           "each is priced as the model it is served by (%r, want %r)" % (got, want))
+    r = srv.request("GET", "/v1/models", headers=auth)
+    ids = [m["id"] for m in (r.json or {}).get("data", [])]
+    tap.ok({"house-model", "team-model", "gpt-4o"} <= set(ids), "GET /v1/models lists the "
+           "aliases", ids)
+
+
+def end_users(srv, keys, chat):
+    """The body's user is the end user (LiteLLM's customer): charged, and held to its budget."""
+    ok_status(srv.admin("POST", "/customer/new", body={"user_id": "relay-customer",
+                                                       "max_budget": 1.5 * COST}), 200, "customer")
+    valid = {"Authorization": "Bearer " + keys["KW_KEY_VALID"]}
+    statuses = [srv.request("POST", "/v1/chat/completions", headers=valid,
+                            body=dict(chat, user="relay-customer")) for _ in range(3)]
+    tap.ok([r.status for r in statuses] == [200, 200, 400] and "End User=relay-customer" in
+           statuses[2].body.decode(), "an end user over its budget is refused (LiteLLM's "
+           "_check_end_user_budget, over once spend passes max_budget)", statuses[2])
+    info = srv.admin("GET", "/customer/info?end_user_id=relay-customer").json or {}
+    tap.ok(abs(info.get("spend", -1) - 2 * COST) < 1e-12, "the end user is charged its calls",
+           info)
+
+
+def prices_file(prov):
+    """KEYWARDEN_RELAY_PRICES over the shipped table; KEYWARDEN_RELAY_ALLOW_UNPRICED."""
+    path = os.path.join(prov.dir, "prices.json")
+    with open(path, "w") as f:
+        json.dump({"gpt-4o": {"input_cost_per_token": 0.001, "output_cost_per_token": 0.002,
+                              "mode": "chat"}}, f)
+    env = {"KEYWARDEN_CA_BUNDLE": prov.ca, "KEYWARDEN_RELAY_PRICES": path,
+           "KEYWARDEN_RELAY_ALLOW_UNPRICED": "1"}
+    with Server(workers=1, env=env) as srv:
+        configure(srv, prov)
+        key = generate(srv, {"key_alias": "relay-prices"})
+        auth = {"Authorization": "Bearer " + key}
+        chat = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi there"}]}
+        r = srv.request("POST", "/v1/chat/completions", headers=auth, body=chat)
+        got = spend_of(srv, key)
+        tap.ok(r.status == 200 and got is not None and abs(got - (5 * 0.001 + 5 * 0.002)) < 1e-12,
+               "KEYWARDEN_RELAY_PRICES: the operator's price wins over the shipped one (%r)" % got)
+        r = srv.request("POST", "/v1/chat/completions", headers=auth,
+                        body=dict(chat, model="no-price-model"))
+        tap.ok(r.status == 200 and abs(spend_of(srv, key) - got) < 1e-12,
+               "KEYWARDEN_RELAY_ALLOW_UNPRICED=1: a model with no price is relayed, at no cost", r)
+
+
+def reservation(body, output_tokens):
+    """What a call reserves (fcgi-app/relay.c): a token a quarter of the body's bytes, plus one,
+    at the input price, and output_tokens (KEYWARDEN_RELAY_EXPECTED_OUTPUT unless the body caps
+    them) at the output price."""
+    prompt = len(json.dumps(body, separators=(",", ":"))) // 4 + 1
+    return prompt, prompt * IN + output_tokens * OUT
+
+
+def unmetered(srv, keys, chat):
+    """Answers without usage: settled at the reservation, or at the content streamed."""
+    key = generate(srv, {"key_alias": "relay-unmetered"})
+    body = dict(chat, fake_no_usage=True)
+    r = srv.request("POST", "/v1/chat/completions", body=body,
+                    headers={"Authorization": "Bearer " + key})
+    _, want = reservation(body, 256)
+    got = spend_of(srv, key)
+    tap.ok(r.status == 200 and got is not None and abs(got - want) < 1e-12,
+           "an answer without usage is settled at its reservation (%r, want %r)" % (got, want))
+    tap.ok("unmetered answer from provider fakeai" in srv.read_log(),
+           "and logged as unmetered")
+    key = generate(srv, {"key_alias": "relay-unmetered-stream"})
+    body = dict(chat, fake_no_usage=True, stream=True)
+    r = srv.request("POST", "/v1/chat/completions", body=body,
+                    headers={"Authorization": "Bearer " + key})
+    prompt, _ = reservation(body, 0)
+    want = prompt * IN + (len(CONTENT) + 3) // 4 * OUT
+    got = spend_of(srv, key)
+    tap.ok(r.status == 200 and got is not None and abs(got - want) < 1e-12,
+           "a stream without a usage chunk is settled at the content streamed, four characters "
+           "a token (%r, want %r)" % (got, want))
+
+
+def failures(srv, prov, keys, chat):
+    """Every try failing: 502 once each key was tried again; 504 when the provider is too slow."""
+    valid = {"Authorization": "Bearer " + keys["KW_KEY_VALID"]}
+    ok_status(srv.admin("POST", "/api/providers", body={
+        "provider": "broken", "custom_provider_config": {"base_provider_type": "openai"},
+        "network_config": {"base_url": prov.url, "retry_backoff_initial": 100,
+                           "retry_backoff_max": 200}}), 200, "broken")
+    ok_status(srv.admin("POST", "/api/providers/broken/keys", body={
+        "name": "broken-fails", "value": "sk-prov-500-" + secrets.token_hex(8),
+        "models": ["gpt-4-turbo"]}), 200, "broken key")
+    before = len(prov.seen())
+    r = srv.request("POST", "/v1/chat/completions", headers=valid,
+                    body=dict(chat, model="gpt-4-turbo"))
+    tap.ok(r.status == 502 and (r.json or {}).get("error", {}).get("type") == "upstream_error",
+           "every try answered 500: 502 in OpenAI's envelope", r)
+    tap.eq(len(prov.seen()) - before, 3, "KEYWARDEN_RELAY_TRIES (3) tries, the one key "
+           "tried again after a backoff")
+    ok_status(srv.admin("POST", "/api/providers", body={
+        "provider": "slow", "custom_provider_config": {"base_provider_type": "openai"},
+        "network_config": {"base_url": prov.url, "default_request_timeout_in_seconds": 1,
+                           "max_retries": 1, "retry_backoff_initial": 100}}), 200, "slow")
+    ok_status(srv.admin("POST", "/api/providers/slow/keys", body={
+        "name": "slow-answers", "value": "sk-prov-good-" + secrets.token_hex(8),
+        "models": ["o3-mini"]}), 200, "slow key")
+    before = len(prov.seen())
+    t0 = time.time()
+    r = srv.request("POST", "/v1/chat/completions", headers=valid,
+                    body=dict(chat, model="o3-mini", fake_delay_ms=3000))
+    tap.ok(r.status == 504 and time.time() - t0 < 6, "a provider slower than its "
+           "default_request_timeout_in_seconds: 504", r)
+    tap.eq(len(prov.seen()) - before, 2, "network_config.max_retries 1: two tries")
+
+
+def concurrency(srv, chat):
+    """64 calls at once: the rpm limit admits exactly its number, the budget is not overspent."""
+    from concurrent.futures import ThreadPoolExecutor
+    rpm_key = generate(srv, {"key_alias": "relay-64-rpm", "rpm_limit": 10})
+    budget = 5.5 * COST
+    budget_key = generate(srv, {"key_alias": "relay-64-budget", "max_budget": budget})
+
+    def call(key):
+        return srv.request("POST", "/v1/chat/completions", body=chat, timeout=60,
+                           headers={"Authorization": "Bearer " + key}).status
+
+    into = time.gmtime().tm_sec
+    if into > 45:
+        time.sleep(61 - into)    # one rpm window for all of them
+    with ThreadPoolExecutor(64) as pool:
+        statuses = list(pool.map(call, [rpm_key] * 64))
+    tap.ok(statuses.count(200) == 10 and statuses.count(429) == 54,
+           "64 calls at once, rpm_limit 10: exactly 10 pass", sorted(statuses))
+    with ThreadPoolExecutor(64) as pool:
+        statuses = list(pool.map(call, [budget_key] * 64))
+    spend = spend_of(srv, budget_key)
+    tap.ok(spend is not None and abs(spend - statuses.count(200) * COST) < 1e-12 and
+           spend < budget + COST and statuses.count(200) >= 1 and
+           set(statuses) <= {200, 400}, "64 calls at once against max_budget %g: %d pass, "
+           "spend %r is theirs and within one call of the budget" % (
+               budget, statuses.count(200), spend), sorted(statuses))
 
 
 if __name__ == "__main__":    # tests/hosting_relay.t runs the suite through other servers

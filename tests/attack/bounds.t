@@ -132,7 +132,7 @@ def metric(srv, name):
 def selections(srv):
     m = attack.master(srv)
     r = m("POST", "/api/providers/openai/keys",
-          {"name": "bounds-openai", "value": "sk-proj-bounds-0123456789abcdef", "models": []})
+          {"name": "bounds-openai", "value": "sk-proj-bounds-0123456789abcdef", "models": ["*"]})
     key_id = (r.json or {}).get("id")
     selector = attack.Caller(srv, m("POST", "/key/generate",
                                     {"permissions": {"select_provider_keys": True}}).json["key"])

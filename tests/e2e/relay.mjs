@@ -116,6 +116,16 @@ async function main() {
     const r = await client(valid).responses.create({ model: 'gpt-4o', input: 'hi there' });
     return { text: r.output_text ?? null, usage: r.usage ?? null };
   });
+  await step('responses stream', async () => {
+    const s = await client(valid).responses.create({ model: 'gpt-4o', input: 'hi there', stream: true });
+    let text = '';
+    let usage = null;
+    for await (const ev of s) {
+      if (ev.type === 'response.output_text.delta') text += ev.delta;
+      if (ev.type === 'response.completed') usage = ev.response?.usage ?? null;
+    }
+    return { text, usage };
+  });
   await step('azure', async () => {
     const az = new AzureOpenAI({
       apiKey: valid, endpoint: base, deployment: 'gpt-4o', apiVersion: '2024-10-21',

@@ -54,8 +54,8 @@ class FastProvider:
         """Stores the provider and a provider key serving MODEL through the Bifrost face
         (srv: anything with admin(), as kwserver.Server or smoke.Client)."""
         r = srv.admin("POST", "/api/providers", body={
-            "provider": name, "custom_provider_config": {
-                "base_provider_type": "openai", "base_url": self.url}})
+            "provider": name, "custom_provider_config": {"base_provider_type": "openai"},
+            "network_config": {"base_url": self.url}})
         if r.status != 200:
             raise RuntimeError("POST /api/providers: %r" % r)
         r = srv.admin("POST", "/api/providers/%s/keys" % name, body={

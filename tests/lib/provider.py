@@ -11,7 +11,7 @@ How it answers is chosen by the secret it is called with (Authorization:
 Bearer, or Azure's api-key): one that starts with "sk-prov-500" answers 500,
 "sk-prov-429" answers 429, anything else answers.  And by fields of the
 request body that the relay passes through untouched: fake_delay_ms (a pause
-before each streamed chunk), fake_hold_ms (a pause after the first chunk),
+before each streamed chunk, or before a whole answer), fake_hold_ms (a pause after the first chunk),
 fake_no_usage (answers without usage, and streams without a usage chunk).
 
 Usage is counted with upstream.count_tokens: prompt tokens 3 a message plus
@@ -107,8 +107,11 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
-        self.wfile.write(data)
-        self.wfile.flush()
+        try:
+            self.wfile.write(data)
+            self.wfile.flush()
+        except OSError:
+            pass    # the relay gave up waiting (a timeout test)
         with self.provider.lock:
             self.provider.finished.append(time.time())
 
@@ -164,19 +167,43 @@ class _Handler(BaseHTTPRequestHandler):
                 for i in range(len(inputs))],
                 "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
         if route == "/responses":
-            text = "You said: " + str(body.get("input"))
-            usage = {"input_tokens": count_tokens(str(body.get("input"))),
-                     "output_tokens": count_tokens(text)}
-            usage["total_tokens"] = usage["input_tokens"] + usage["output_tokens"]
-            return self._send(200, {"id": "resp_" + uuid.uuid4().hex, "object": "response",
-                                    "model": model, "status": "completed", "output": [
-                                        {"type": "message", "role": "assistant", "content": [
-                                            {"type": "output_text", "text": text}]}],
-                                    "usage": usage})
+            return self._responses(body, model)
         if route == "/images/generations":
             return self._send(200, {"created": int(time.time()), "data": [
                 {"url": "https://example.invalid/image.png"}] * int(body.get("n") or 1)})
         return self._error(404, "no such route: " + path)
+
+    def _responses(self, body, model):
+        text = "You said: " + str(body.get("input"))
+        usage = {"input_tokens": count_tokens(str(body.get("input"))),
+                 "output_tokens": count_tokens(text)}
+        usage["total_tokens"] = usage["input_tokens"] + usage["output_tokens"]
+        answer = {"id": "resp_" + uuid.uuid4().hex, "object": "response", "created_at": 0,
+                  "model": model, "status": "completed", "output": [
+                      {"type": "message", "id": "msg_1", "status": "completed",
+                       "role": "assistant", "content": [
+                           {"type": "output_text", "text": text, "annotations": []}]}],
+                  "usage": usage}
+        if not body.get("stream"):
+            return self._send(200, answer)
+        # the Responses API's events; usage rides on the last, response.completed
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.close_connection = True
+        events = [("response.created", {"response": dict(answer, status="in_progress",
+                                                          output=[], usage=None)})]
+        events += [("response.output_text.delta", {"item_id": "msg_1", "output_index": 0,
+                                                   "content_index": 0, "delta": word})
+                   for word in re.findall(r"\S+\s*", text)]
+        events.append(("response.completed", {"response": answer}))
+        for n, (kind, data) in enumerate(events):
+            data = dict(data, type=kind, sequence_number=n)
+            self.wfile.write(("event: %s\ndata: %s\n\n" % (kind, json.dumps(data))).encode())
+            self.wfile.flush()
+        with self.provider.lock:
+            self.provider.finished.append(time.time())
 
     def _chat(self, body, model, legacy=False):
         if legacy:
@@ -197,6 +224,7 @@ class _Handler(BaseHTTPRequestHandler):
         answer_id = ("cmpl-" if legacy else "chatcmpl-") + uuid.uuid4().hex[:24]
         if body.get("stream"):
             return self._stream(body, answer_id, model, content, usage, legacy, no_usage)
+        time.sleep(float(body.get("fake_delay_ms") or 0) / 1000)
         choice = {"index": 0, "finish_reason": "stop", "logprobs": None}
         if legacy:
             choice["text"] = content
@@ -253,3 +281,42 @@ class _Handler(BaseHTTPRequestHandler):
             pass
         with self.provider.lock:
             self.provider.finished.append(time.time())
+
+
+def configure(srv, prov):
+    """Stores, through keywarden's Bifrost face (srv: a kwserver.Server), the providers the
+    relay's tests call prov through: "fakeai" (gpt-4o, gpt-4o-mini, text-embedding-3-small,
+    gpt-3.5-turbo-instruct, dall-e-3 and the unpriced no-price-model), "flaky" (gpt-4.1: a key
+    that answers 500, weighted to come first, and one that answers) and an "azure" key
+    (gpt-4.1-mini, deployment gpt41mini-prod).  Returns their secrets by name."""
+    import secrets as random
+
+    def admin(path, body):
+        r = srv.admin("POST", path, body=body)
+        if r.status != 200:
+            raise RuntimeError("POST %s: %r" % (path, r))
+
+    secrets = {
+        "good": "sk-prov-good-" + random.token_hex(8),
+        "flaky-500": "sk-prov-500-" + random.token_hex(8),
+        "flaky-good": "sk-prov-good-" + random.token_hex(8),
+        "azure": "sk-prov-azure-" + random.token_hex(8),
+    }
+    for name in ("fakeai", "flaky"):
+        admin("/api/providers", {
+            "provider": name, "custom_provider_config": {"base_provider_type": "openai"},
+            "network_config": {"base_url": prov.url, "extra_headers": {"x-relay-test": name}}})
+    admin("/api/providers/fakeai/keys", {
+        "name": "good", "value": secrets["good"],
+        "models": ["gpt-4o", "gpt-4o-mini", "text-embedding-3-small", "gpt-3.5-turbo-instruct",
+                   "no-price-model", "dall-e-3"]})
+    # the failing key nearly always comes first; the relay moves on to the good one
+    admin("/api/providers/flaky/keys", {"name": "fails", "value": secrets["flaky-500"],
+                                        "models": ["gpt-4.1"], "weight": 1000000})
+    admin("/api/providers/flaky/keys", {"name": "answers", "value": secrets["flaky-good"],
+                                        "models": ["gpt-4.1"], "weight": 0.000001})
+    admin("/api/providers/azure/keys", {
+        "name": "azure", "value": secrets["azure"], "models": ["gpt-4.1-mini"],
+        "azure_key_config": {"endpoint": prov.url, "api_version": "2024-10-21",
+                             "deployments": {"gpt-4.1-mini": "gpt41mini-prod"}}})
+    return secrets
