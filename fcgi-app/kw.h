@@ -965,6 +965,7 @@ void kw_metrics_deadlock_retry(void);
 void kw_metrics_provider_key_selection(void);
 void kw_metrics_worker_restart(void);
 void kw_metrics_workers(unsigned live);
+void kw_metrics_pool(unsigned cap, unsigned (*busy)(void));	/* the manager, before it forks */
 const char *kw_metrics_method(const char *method);	/* a known method's name, or "OTHER" */
 /* The verdict a request reached and the key it was about, for its access line. */
 void kw_log_verdict(enum kw_verdict_code, const char *token);

@@ -72,6 +72,13 @@ slots_in(enum slot_state state)
 	return n;
 }
 
+/* The workers serving a request now, for GET /metrics. */
+static unsigned
+busy_workers(void)
+{
+	return slots_in(SLOT_BUSY);
+}
+
 /*
  * A worker's request begins: its slot is BUSY, and when no other worker
  * is left idle the manager is told, so that the next request finds a
@@ -449,6 +456,7 @@ kw_pool_run(int listen_fd, unsigned nworkers)
 	/* before the store (whose transactions it counts) and before any fork */
 	if (kw_metrics_init() != KW_OK)
 		kw_log_warn("pool: no shared memory for metrics: each process counts its own");
+	kw_metrics_pool(p.cap, busy_workers);
 
 	if (kw_store_open(&p.store, kw_config.data_dir, KW_STORE_RECOVER) != KW_OK)
 		kw_log_error("pool: the store cannot be opened; workers answer 503 until it can");

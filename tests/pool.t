@@ -38,6 +38,13 @@ def release(held):
     return statuses
 
 
+def metrics(srv):
+    """The pool's gauges in GET /metrics, by name."""
+    r = srv.admin("GET", "/metrics")
+    return {ln.split()[0]: float(ln.split()[1]) for ln in r.body.decode().splitlines()
+            if ln.startswith("keywarden_workers")}
+
+
 def stays(cond, secs):
     """cond() holds throughout secs seconds."""
     deadline = time.time() + secs
@@ -82,6 +89,10 @@ def main():
         held.append(hold(srv))
         grown = wait_for(lambda: len(srv.workers()) == WORKERS + 1, timeout=10)
         tap.ok(grown, "both workers busy: the pool starts a spare worker", srv.workers())
+        m = metrics(srv)
+        tap.ok(m.get("keywarden_workers_busy") == 3 and m.get("keywarden_workers_max") == CAP,
+               "GET /metrics: 3 workers busy (the two held and the scrape's own), the cap %d"
+               % CAP, m)
         for _ in range(CAP - 2):
             held.append(hold(srv))
         grown = wait_for(lambda: len(srv.workers()) == CAP, timeout=10)
@@ -104,6 +115,8 @@ def main():
         tap.ok(shrunk, "idle for %d s: the pool shrinks back to %d workers" %
                (IDLE_SECS, WORKERS), srv.workers())
         tap.eq(srv.workers(), base, "the workers left are the first ones")
+        tap.eq(metrics(srv).get("keywarden_workers_busy"), 1,
+               "GET /metrics: only the scrape's worker busy")
         log = srv.read_log()
         tap.ok("killed by signal" not in log and "exited with status" not in log,
                "the extra workers left cleanly", log[-2000:])
