@@ -6,16 +6,22 @@ lighttpd: nginx (nginx.conf.in, keywarden on its own Unix socket), Apache with m
 (apache-proxy-fcgi.conf.in, keywarden on its own TCP port) and Apache with mod_fcgid (the
 shared-hosting recipe, mod_fcgid starting keywarden).  Among the suite's steps, the first
 streamed chunk reaches the client while the provider still holds the rest, 1.5 s before it
-finishes, through each recipe: none buffers a stream."""
+finishes, through each recipe: none buffers a stream.  Then lighttpd with keywarden under a
+prefix (lighttpd-prefix.conf.in), whose streaming condition names the mount: a streamed call
+under /keywarden/v1/ gets its first event long before the provider's last."""
+import http.client
 import importlib.machinery
 import importlib.util
+import json
 import os
 import shutil
 import sys
+import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 import tap  # noqa: E402
-from kwserver import ROOT, read_text  # noqa: E402
+from fastprovider import MODEL, FastProvider  # noqa: E402
+from kwserver import ROOT, Server, read_text  # noqa: E402
 from provider import Provider  # noqa: E402
 from smoke import (APACHE, MOD_FCGID, NGINX, Client, apache, fcgid_site, free_port,  # noqa: E402
                    keywarden, need, nginx, owned_dir, server_user, tmpdir, wait_healthy)
@@ -79,6 +85,36 @@ def through_fcgid(suite, tmp):
             suite.run(front(site.port, site.error_log), prov)
 
 
+def through_lighttpd_prefix():
+    """A streamed call under lighttpd's /keywarden mount to a provider that sends its first
+    event at once and its last 1.5 s later: the seconds to the first event and to the end."""
+    with FastProvider(delay_ms=1500) as fp, \
+            Server(template="recipes/lighttpd-prefix.conf.in",
+                   placeholders={"MOUNT": "/keywarden"}) as srv:
+        c = Client(srv.port, "/keywarden")
+        fp.register(c)
+        key = c.admin("POST", "/key/generate", {}).json["key"]
+        conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=30)
+        t0 = time.monotonic()
+        conn.request("POST", "/keywarden/v1/chat/completions", body=json.dumps({
+            "model": MODEL, "stream": True, "messages": [{"role": "user", "content": "hi"}]}),
+            headers={"Authorization": "Bearer " + key, "Content-Type": "application/json"})
+        r = conn.getresponse()
+        first = None
+        while True:
+            line = r.readline()
+            if not line:
+                break
+            if first is None and line.startswith(b"data: "):
+                first = time.monotonic() - t0
+        end = time.monotonic() - t0
+        conn.close()
+        tap.ok(r.status == 200 and first is not None and first + 1 < end,
+               "lighttpd under /keywarden: the first streamed event arrives before the "
+               "provider's last (first %s s, end %.2f s)" % (
+                   "%.2f" % first if first is not None else None, end))
+
+
 def main():
     suite = relay_suite()
     if not suite.npm_ci():
@@ -98,6 +134,7 @@ def main():
         finally:
             if os.environ.get("KW_KEEP_TMP") is None:
                 shutil.rmtree(tmp, ignore_errors=True)
+    through_lighttpd_prefix()
 
 
 tap.run(main)
