@@ -51,6 +51,7 @@ static const char *const known[] = {
 	"KEYWARDEN_CA_BUNDLE", "KEYWARDEN_RELAY_PRICES", "KEYWARDEN_RELAY_ALLOW_UNPRICED",
 	"KEYWARDEN_RELAY_TRIES", "KEYWARDEN_RELAY_CONNECT_TIMEOUT", "KEYWARDEN_RELAY_TIMEOUT",
 	"KEYWARDEN_RELAY_MAX_RESPONSE", "KEYWARDEN_RELAY_EXPECTED_OUTPUT",
+	"KEYWARDEN_MAX_WORKERS", "KEYWARDEN_WORKER_IDLE_SECS",
 };
 #define NKNOWN (sizeof(known) / sizeof(known[0]))
 
@@ -438,6 +439,8 @@ kw_config_load(const char *data_dir_override)
 
 	cores = sysconf(_SC_NPROCESSORS_ONLN);
 	kw_config.workers = cores > 0 ? (unsigned)cores : 1;
+	kw_config.max_workers = 0;	/* the default follows the workers, below */
+	kw_config.worker_idle_secs = 30;
 	kw_config.max_body = 1 << 20;
 	kw_config.maintain_secs = 60;
 	kw_config.lease_secs = 600;
@@ -458,9 +461,19 @@ kw_config_load(const char *data_dir_override)
 	kw_config.media_models[0] = '\0';
 
 	if ((v = setting("KEYWARDEN_WORKERS", values, known, NKNOWN)) != NULL) {
-		if (parse_uint("KEYWARDEN_WORKERS", v, 1, 256, &n) != KW_OK)
+		if (parse_uint("KEYWARDEN_WORKERS", v, 1, KW_MAX_WORKERS, &n) != KW_OK)
 			return KW_EINVAL;
 		kw_config.workers = (unsigned)n;
+	}
+	if ((v = setting("KEYWARDEN_MAX_WORKERS", values, known, NKNOWN)) != NULL) {
+		if (parse_uint("KEYWARDEN_MAX_WORKERS", v, 1, KW_MAX_WORKERS, &n) != KW_OK)
+			return KW_EINVAL;
+		kw_config.max_workers = (unsigned)n;
+	}
+	if ((v = setting("KEYWARDEN_WORKER_IDLE_SECS", values, known, NKNOWN)) != NULL) {
+		if (parse_uint("KEYWARDEN_WORKER_IDLE_SECS", v, 1, 86400, &n) != KW_OK)
+			return KW_EINVAL;
+		kw_config.worker_idle_secs = (unsigned)n;
 	}
 	if ((v = setting("KEYWARDEN_MAX_BODY", values, known, NKNOWN)) != NULL) {
 		if (parse_uint("KEYWARDEN_MAX_BODY", v, 1024, 64ul << 20, &n) != KW_OK)

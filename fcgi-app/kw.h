@@ -111,9 +111,12 @@ size_t kw_crypto_b64url(const void *data, size_t n, char *out);
  */
 #define KW_PRIVATE_MODELS_DEFAULT "venice-*,llama-*,qwen*,mistral-*,deepseek-*,zai-org-*," \
 	"hermes-*,google-gemma-*,openai-gpt-oss-*,e2ee-*,tee-*"
+#define KW_MAX_WORKERS 256	/* the most workers a pool may grow to */
 struct kw_config {
 	char data_dir[4096];
-	unsigned workers;
+	unsigned workers;		/* the pool's size when idle */
+	unsigned max_workers;		/* what it may grow to when every worker is busy; 0 default */
+	unsigned worker_idle_secs;	/* a worker above workers leaves after this idle */
 	size_t max_body;		/* bytes */
 	unsigned maintain_secs;		/* checkpoint and log-archive interval */
 	unsigned lease_secs;		/* an unsettled request's slot and reservation return after this */
@@ -1046,6 +1049,7 @@ void kw_metrics_deadlock_retry(void);
 void kw_metrics_provider_key_selection(void);
 void kw_metrics_worker_restart(void);
 void kw_metrics_workers(unsigned live);
+void kw_metrics_pool(unsigned cap, unsigned (*busy)(void));	/* the manager, before it forks */
 const char *kw_metrics_method(const char *method);	/* a known method's name, or "OTHER" */
 /* The verdict a request reached and the key it was about, for its access line. */
 void kw_log_verdict(enum kw_verdict_code, const char *token);

@@ -348,6 +348,14 @@ is_listening_socket(int fd)
 	return getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &v, &len) == 0 && v;
 }
 
+/*
+ * A request that finds every worker busy and the pool at its cap waits in
+ * the listen queue until a worker is free, so the queue holds a burst of
+ * the server's connections rather than refusing them (the kernel caps it at
+ * net.core.somaxconn, 4096 by default).
+ */
+#define LISTEN_BACKLOG 4096
+
 /* Opens the socket named by -s or -p; returns its fd or -1. */
 static int
 open_listener(const char *socket_path, const char *port)
@@ -359,7 +367,7 @@ open_listener(const char *socket_path, const char *port)
 		mode_t old = umask(0117);	/* the socket is rw for owner and group */
 
 		unlink(socket_path);
-		fd = FCGX_OpenSocket(socket_path, 128);
+		fd = FCGX_OpenSocket(socket_path, LISTEN_BACKLOG);
 		umask(old);
 		return fd;
 	}
@@ -367,7 +375,7 @@ open_listener(const char *socket_path, const char *port)
 		snprintf(addr, sizeof(addr), "%s", port);
 	else
 		snprintf(addr, sizeof(addr), "127.0.0.1:%s", port);
-	return FCGX_OpenSocket(addr, 128);
+	return FCGX_OpenSocket(addr, LISTEN_BACKLOG);
 }
 
 /*
@@ -404,6 +412,13 @@ serve(const struct kw_cli_opts *o)
 		return 1;
 	if (o->workers > 0)
 		kw_config.workers = o->workers;
+	if (kw_config.max_workers != 0 && kw_config.max_workers < kw_config.workers) {
+		fprintf(stderr, "keywarden: KEYWARDEN_MAX_WORKERS (%u) must be at least the "
+		    "workers (%u, KEYWARDEN_WORKERS or -w)\n", kw_config.max_workers,
+		    kw_config.workers);
+		kw_crypto_wipe(kw_config.master_key, sizeof(kw_config.master_key));
+		return 1;
+	}
 	if (kw_config_init_data_dir(0) != KW_OK || settle_store() != 0) {
 		kw_crypto_wipe(kw_config.master_key, sizeof(kw_config.master_key));
 		return 1;

@@ -40,12 +40,14 @@ struct counters {
 	uint64_t duration_ns;		/* the histogram's sum */
 	uint64_t worker_restarts;
 	uint64_t workers;		/* a gauge, set by the manager */
+	uint64_t workers_max;		/* the pool's cap, set by the manager */
 	uint64_t txn_commits, txn_aborts, deadlock_retries;
 	uint64_t provider_key_selections;
 	uint64_t requests[];
 };
 
 static struct counters *region;
+static unsigned (*busy_workers)(void);	/* the pool's count, inherited by its workers */
 static size_t region_size;
 static int region_shared;
 
@@ -225,6 +227,21 @@ kw_metrics_workers(unsigned live)
 		__atomic_store_n(&m->workers, (uint64_t)live, __ATOMIC_RELAXED);
 }
 
+/*
+ * The pool's cap, and how to count its busy workers at the moment of a
+ * scrape (the pool manager's table, which its workers share); called by
+ * the manager before it forks.
+ */
+void
+kw_metrics_pool(unsigned cap, unsigned (*busy)(void))
+{
+	struct counters *m = counters();
+
+	if (m != NULL)
+		__atomic_store_n(&m->workers_max, (uint64_t)cap, __ATOMIC_RELAXED);
+	busy_workers = busy;
+}
+
 /* Writes a label value with \, " and newline escaped, as the text format asks. */
 static void
 label_value(FILE *f, const char *s)
@@ -301,6 +318,14 @@ render(FILE *f, const struct counters *m)
 	    (unsigned long long)get(&m->worker_restarts));
 	family(f, "keywarden_workers", "gauge", "Workers alive in the pool.");
 	fprintf(f, "keywarden_workers %llu\n", (unsigned long long)get(&m->workers));
+	if (busy_workers != NULL) {
+		family(f, "keywarden_workers_busy", "gauge",
+		    "Workers serving a request (this scrape's among them).");
+		fprintf(f, "keywarden_workers_busy %u\n", busy_workers());
+		family(f, "keywarden_workers_max", "gauge",
+		    "What the pool grows to when every worker is busy (KEYWARDEN_MAX_WORKERS).");
+		fprintf(f, "keywarden_workers_max %llu\n", (unsigned long long)get(&m->workers_max));
+	}
 
 	family(f, "keywarden_store_transactions_total", "counter",
 	    "Berkeley DB transactions ended, by outcome.");

@@ -1,10 +1,11 @@
-/* pool.c: the pool manager: pre-forks single-threaded workers, restarts the dead, drains on SIGTERM, keeps the store. */
+/* pool.c: the pool manager: pre-forks single-threaded workers, grows and shrinks the pool with the load, restarts the dead, drains on SIGTERM, keeps the store. */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -15,11 +16,90 @@
 
 #include "kw.h"
 
-#define MAX_WORKERS 256
+#define MAX_WORKERS KW_MAX_WORKERS
 #define DRAIN_SECS 30		/* after SIGTERM, how long in-flight requests may take */
 #define EXIT_RECOVER 3		/* a worker's exit status asking for recovery */
+#define GROW_SIGNAL SIGUSR1	/* a worker to the manager: every worker is busy */
+
+/*
+ * What each worker slot is doing, in memory the manager maps shared before
+ * it forks.  The manager marks a slot IDLE when it forks its worker and
+ * EMPTY when it reaps it, so a worker that dies inside a request never
+ * leaves the pool counting it busy; the worker itself moves its slot
+ * between IDLE and BUSY around each request.  LEAVING is a worker the
+ * manager has asked to go: it is counted neither idle nor busy.  Every
+ * change of state is a compare-and-swap, so the manager's IDLE -> LEAVING
+ * and the worker's IDLE -> BUSY cannot both win.
+ */
+enum slot_state { SLOT_EMPTY, SLOT_IDLE, SLOT_BUSY, SLOT_LEAVING };
+
+struct slot {
+	uint32_t state;		/* enum slot_state, changed only atomically */
+	int64_t idle_since;	/* CLOCK_MONOTONIC seconds: when its last request ended */
+};
+
+static struct slot *slots;	/* MAX_WORKERS of them, shared by the manager and its workers */
+static pid_t manager_pid;	/* whom a worker tells when every worker is busy */
 
 static volatile sig_atomic_t worker_stopping;
+
+static int64_t
+monotonic_secs(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec;
+}
+
+/* Moves slot i from one state to another; 0 when it was not in from. */
+static int
+slot_move(unsigned i, enum slot_state from, enum slot_state to)
+{
+	uint32_t expected = from;
+
+	return __atomic_compare_exchange_n(&slots[i].state, &expected, (uint32_t)to, 0,
+	    __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+}
+
+static unsigned
+slots_in(enum slot_state state)
+{
+	unsigned n = 0;
+
+	for (unsigned i = 0; i < MAX_WORKERS; i++)
+		n += __atomic_load_n(&slots[i].state, __ATOMIC_ACQUIRE) == state;
+	return n;
+}
+
+/* The workers serving a request now, for GET /metrics. */
+static unsigned
+busy_workers(void)
+{
+	return slots_in(SLOT_BUSY);
+}
+
+/*
+ * A worker's request begins: its slot is BUSY, and when no other worker
+ * is left idle the manager is told, so that the next request finds a
+ * worker waiting (a relayed call holds its worker for the call's length).
+ */
+static void
+slot_busy(unsigned i)
+{
+	if (slot_move(i, SLOT_IDLE, SLOT_BUSY) && slots_in(SLOT_IDLE) == 0)
+		kill(manager_pid, GROW_SIGNAL);
+}
+
+/* A worker waits on the listening socket again: its slot is IDLE, since now. */
+static void
+slot_idle(unsigned i)
+{
+	if (__atomic_load_n(&slots[i].state, __ATOMIC_ACQUIRE) != SLOT_BUSY)
+		return;
+	__atomic_store_n(&slots[i].idle_since, monotonic_secs(), __ATOMIC_RELEASE);
+	(void)slot_move(i, SLOT_BUSY, SLOT_IDLE);
+}
 
 static void
 on_worker_signal(int sig)
@@ -61,7 +141,7 @@ finish_input(FCGX_Request *req)
 }
 
 static int
-worker_main(int listen_fd)
+worker_main(int listen_fd, unsigned slot)
 {
 	struct sigaction sa = { .sa_handler = on_worker_signal };
 	sigset_t blocked, waiting;
@@ -100,6 +180,12 @@ worker_main(int listen_fd)
 		 */
 		struct pollfd pfd = { .fd = req.ipcFd >= 0 ? req.ipcFd : listen_fd, .events = POLLIN };
 
+		/*
+		 * A worker that waits on a kept connection serves no one else:
+		 * it stays busy, so the pool grows for the other connections.
+		 */
+		if (req.ipcFd < 0)
+			slot_idle(slot);
 		if (ppoll(&pfd, 1, NULL, &waiting) < 0) {
 			if (errno == EINTR)
 				continue;
@@ -114,6 +200,7 @@ worker_main(int listen_fd)
 		}
 		if (FCGX_Accept_r(&req) < 0)
 			continue;	/* another worker took it, or the peer left */
+		slot_busy(slot);
 		if (kw_http_serve(&req, arena, &store) == KW_ERUNRECOVERY)
 			worker_stopping = 1, status = EXIT_RECOVER;
 		if (req.keepConnection)
@@ -126,9 +213,15 @@ worker_main(int listen_fd)
 	return status;
 }
 
+/*
+ * Slots 0 to nworkers - 1 always have a worker (one that dies is started
+ * again); slots from nworkers to cap - 1 get one when every worker is
+ * busy, and lose it when it has been idle for kw_config.worker_idle_secs.
+ */
 struct pool {
 	int listen_fd;
 	unsigned nworkers;
+	unsigned cap;
 	pid_t pids[MAX_WORKERS];
 	struct kw_store *store;
 	int stopping;
@@ -141,22 +234,33 @@ live_workers(const struct pool *p)
 {
 	unsigned n = 0;
 
-	for (unsigned i = 0; i < p->nworkers; i++)
+	for (unsigned i = 0; i < p->cap; i++)
 		n += p->pids[i] > 0;
 	return n;
+}
+
+/* Slot i's worker is gone (reaped): nothing of it stays in the counts. */
+static void
+forget(struct pool *p, unsigned i)
+{
+	p->pids[i] = 0;
+	__atomic_store_n(&slots[i].state, SLOT_EMPTY, __ATOMIC_RELEASE);
 }
 
 /* Forks worker slot i; the manager keeps going if fork fails and retries later. */
 static void
 spawn(struct pool *p, unsigned i)
 {
-	pid_t pid = fork();
+	pid_t pid;
 
-	if (pid == 0) {
+	__atomic_store_n(&slots[i].idle_since, monotonic_secs(), __ATOMIC_RELEASE);
+	__atomic_store_n(&slots[i].state, SLOT_IDLE, __ATOMIC_RELEASE);
+	if ((pid = fork()) == 0) {
 		/* the manager's store handle belongs to the manager: never use it here */
-		_exit(worker_main(p->listen_fd));
+		_exit(worker_main(p->listen_fd, i));
 	}
 	if (pid < 0) {
+		__atomic_store_n(&slots[i].state, SLOT_EMPTY, __ATOMIC_RELEASE);
 		kw_log_error("pool: fork: %s", strerror(errno));
 		return;
 	}
@@ -168,7 +272,7 @@ spawn(struct pool *p, unsigned i)
 static void
 signal_workers(struct pool *p, int sig)
 {
-	for (unsigned i = 0; i < p->nworkers; i++)
+	for (unsigned i = 0; i < p->cap; i++)
 		if (p->pids[i] > 0)
 			kill(p->pids[i], sig);
 }
@@ -186,9 +290,9 @@ wait_workers(struct pool *p, unsigned secs)
 		pid_t pid = waitpid(-1, NULL, WNOHANG);
 
 		if (pid > 0) {
-			for (unsigned i = 0; i < p->nworkers; i++)
+			for (unsigned i = 0; i < p->cap; i++)
 				if (p->pids[i] == pid)
-					p->pids[i] = 0;
+					forget(p, i);
 		} else {
 			usleep(20000);
 		}
@@ -226,11 +330,11 @@ reap(struct pool *p)
 	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
 		unsigned i;
 
-		for (i = 0; i < p->nworkers && p->pids[i] != pid; i++)
+		for (i = 0; i < p->cap && p->pids[i] != pid; i++)
 			;
-		if (i == p->nworkers)
+		if (i == p->cap)
 			continue;
-		p->pids[i] = 0;
+		forget(p, i);
 		kw_metrics_workers(live_workers(p));
 		if (WIFSIGNALED(status))
 			kw_log_warn("pool: worker %ld killed by signal %d", (long)pid, WTERMSIG(status));
@@ -266,6 +370,49 @@ reap(struct pool *p)
 }
 
 /*
+ * Starts more workers when none is idle and the pool is below its cap: a
+ * quarter as many as are busy (at least one), so that a burst of slow
+ * calls is met in a few rounds rather than one fork at a time, and the
+ * pool overshoots the load by a quarter at most (the idle leave again).
+ * Those workers, once busy, ask again if the load still finds none idle.
+ * A request that finds the pool at its cap waits in the listen queue.
+ */
+static void
+grow(struct pool *p)
+{
+	unsigned want, started = 0;
+
+	if (p->stopping || slots_in(SLOT_IDLE) > 0)
+		return;
+	want = slots_in(SLOT_BUSY) / 4;
+	if (want == 0)
+		want = 1;
+	for (unsigned i = p->nworkers; i < p->cap && started < want; i++) {
+		if (p->pids[i] != 0)
+			continue;
+		spawn(p, i);
+		started += p->pids[i] != 0;
+	}
+	if (started > 0)
+		kw_log_debug("pool: every worker is busy: %u workers now", live_workers(p));
+}
+
+/* Asks the workers above nworkers that have been idle for the idle period to leave. */
+static void
+shrink(struct pool *p)
+{
+	int64_t now = monotonic_secs();
+
+	for (unsigned i = p->nworkers; i < p->cap; i++) {
+		int64_t since = __atomic_load_n(&slots[i].idle_since, __ATOMIC_ACQUIRE);
+
+		if (p->pids[i] > 0 && now - since >= (int64_t)kw_config.worker_idle_secs &&
+		    slot_move(i, SLOT_IDLE, SLOT_LEAVING))
+			kill(p->pids[i], SIGTERM);
+	}
+}
+
+/*
  * Runs the pool until SIGTERM or SIGINT: nworkers workers accepting on
  * listen_fd, replaced when they die; periodic store maintenance in the
  * manager.  Returns KW_OK after every worker has drained and exited.
@@ -274,10 +421,25 @@ enum kw_err
 kw_pool_run(int listen_fd, unsigned nworkers)
 {
 	struct pool p = { .listen_fd = listen_fd };
+	time_t maintained = time(NULL);
 	sigset_t set;
 	int flags;
 
 	p.nworkers = nworkers > MAX_WORKERS ? MAX_WORKERS : nworkers;
+	/* unset, the cap leaves room for slow calls: four times the workers, at least 64 */
+	p.cap = kw_config.max_workers != 0 ? kw_config.max_workers :
+	    p.nworkers > 16 ? 4 * p.nworkers : 64;
+	if (p.cap < p.nworkers)
+		p.cap = p.nworkers;
+	if (p.cap > MAX_WORKERS)
+		p.cap = MAX_WORKERS;
+	slots = mmap(NULL, MAX_WORKERS * sizeof(*slots), PROT_READ | PROT_WRITE,
+	    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (slots == MAP_FAILED) {
+		kw_log_error("pool: no shared memory for the worker slots: %s", strerror(errno));
+		return KW_EINTERNAL;
+	}
+	manager_pid = getpid();
 	if ((flags = fcntl(listen_fd, F_GETFL)) < 0 ||
 	    fcntl(listen_fd, F_SETFL, flags | O_NONBLOCK) < 0) {
 		kw_log_error("pool: listening socket: %s", strerror(errno));
@@ -288,20 +450,24 @@ kw_pool_run(int listen_fd, unsigned nworkers)
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGINT);
 	sigaddset(&set, SIGHUP);
+	sigaddset(&set, GROW_SIGNAL);
 	sigprocmask(SIG_BLOCK, &set, NULL);
 	prctl(PR_SET_NAME, "kw-manager");
 	/* before the store (whose transactions it counts) and before any fork */
 	if (kw_metrics_init() != KW_OK)
 		kw_log_warn("pool: no shared memory for metrics: each process counts its own");
+	kw_metrics_pool(p.cap, busy_workers);
 
 	if (kw_store_open(&p.store, kw_config.data_dir, KW_STORE_RECOVER) != KW_OK)
 		kw_log_error("pool: the store cannot be opened; workers answer 503 until it can");
 	for (unsigned i = 0; i < p.nworkers; i++)
 		spawn(&p, i);
-	kw_log_info("pool: %u workers serving, keywarden %s", p.nworkers, KW_VERSION);
+	kw_log_info("pool: %u workers serving, up to %u when busy, keywarden %s", p.nworkers,
+	    p.cap, KW_VERSION);
 
 	while (!p.stopping) {
-		struct timespec timeout = { .tv_sec = kw_config.maintain_secs };
+		/* a tick a second: a lost wake-up to grow, and the idle to let go */
+		struct timespec timeout = { .tv_sec = 1 };
 		int sig = sigtimedwait(&set, NULL, &timeout);
 
 		switch (sig) {
@@ -312,15 +478,21 @@ kw_pool_run(int listen_fd, unsigned nworkers)
 		case SIGINT:
 			p.stopping = 1;
 			break;
+		case GROW_SIGNAL:
 		case SIGHUP:
 			break;
 		default:
+			shrink(&p);
+			break;
+		}
+		grow(&p);
+		if (!p.stopping && time(NULL) - maintained >= (time_t)kw_config.maintain_secs) {
+			maintained = time(NULL);
 			if (p.store != NULL) {
 				(void)kw_store_maintain(p.store);
 				(void)kw_limits_maintain(p.store, time(NULL));
 			} else if (kw_store_open(&p.store, kw_config.data_dir, KW_STORE_RECOVER) == KW_OK)
 				kw_log_info("pool: the store is open again");
-			break;
 		}
 	}
 

@@ -23,6 +23,19 @@
  */
 #define CACHE_BYTES (6u << 20)
 #define THREAD_SLOTS 512	/* processes tracked for failchk */
+/*
+ * What a pool at its cap (KW_MAX_WORKERS) asks of the regions, with room
+ * for the manager and the command-line tools: every process holds a locker
+ * and a registered file name for each database it opens, and may run a
+ * transaction, so Berkeley DB's defaults (1000 lockers, a log region of
+ * some 100 KiB, 100 transactions) run out before 64 workers.  The regions
+ * are sized when the environment is created; only the pages in use count
+ * in a worker's resident set.
+ */
+#define LOCKERS (THREAD_SLOTS * (KW_DB_COUNT + 2))
+#define LOCKS 12000
+#define TXNS THREAD_SLOTS
+#define LOG_REGION_BYTES (2u << 20)
 
 struct kw_store {
 	DB_ENV *env;
@@ -217,6 +230,11 @@ open_env(const char *dir, u_int32_t flags, struct kw_store **out)
 	st->env->set_lk_detect(st->env, DB_LOCK_DEFAULT);
 	st->env->set_thread_count(st->env, THREAD_SLOTS);
 	st->env->set_isalive(st->env, is_alive);
+	st->env->set_lk_max_lockers(st->env, LOCKERS);
+	st->env->set_lk_max_locks(st->env, LOCKS);
+	st->env->set_lk_max_objects(st->env, LOCKS);
+	st->env->set_tx_max(st->env, TXNS);
+	st->env->set_lg_regionmax(st->env, LOG_REGION_BYTES);
 	/* log files are removed by kw_store_maintain after each checkpoint */
 	if ((rc = st->env->open(st->env, dir, flags, 0600)) != 0) {
 		kw_log_error("store: cannot open the environment: %s", db_strerror(rc));
@@ -225,6 +243,26 @@ open_env(const char *dir, u_int32_t flags, struct kw_store **out)
 	}
 	*out = st;
 	return KW_OK;
+}
+
+/*
+ * An environment keeps the sizes of the regions it was created with, and
+ * one created by an earlier keywarden (Berkeley DB's defaults) runs out of
+ * lockers and transactions as the pool grows past some 60 workers: say so,
+ * and how to resize them.  Recreating the regions here is not safe, since
+ * another process (a draining pool, a backup) may still use them.
+ */
+static void
+warn_small_regions(struct kw_store *st)
+{
+	u_int32_t lockers = 0, txns = 0;
+
+	st->env->get_lk_max_lockers(st->env, &lockers);
+	st->env->get_tx_max(st->env, &txns);
+	if (lockers < LOCKERS || txns < TXNS)
+		kw_log_warn("store: the environment's regions were sized for fewer processes "
+		    "than a pool of %d workers may need: stop keywarden and remove the data "
+		    "directory's __db.0* files, which the next start makes again", KW_MAX_WORKERS);
 }
 
 /*
@@ -255,6 +293,8 @@ kw_store_open(struct kw_store **out, const char *dir, enum kw_store_open_mode mo
 		flags |= DB_CREATE | DB_REGISTER | DB_RECOVER;
 	if ((err = open_env(dir, flags, &st)) != KW_OK)
 		return err;
+	if (mode == KW_STORE_RECOVER)
+		warn_small_regions(st);
 	for (int i = 0; i < KW_DB_COUNT && err == KW_OK; i++)
 		err = open_db(st, &st->dbs[i], (enum kw_db)i);
 	if (err == KW_OK && mode == KW_STORE_RECOVER)

@@ -9,62 +9,26 @@ root and from its keywarden/ directory; each runs the smoke set."""
 import os
 import pwd
 import shutil
-import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 import tap  # noqa: E402
-from kwserver import BIN, MASTER_KEY  # noqa: E402
-from smoke import (Client, Process, free_port, kw_processes, need, render,  # noqa: E402
+from kwserver import MASTER_KEY  # noqa: E402
+from smoke import (APACHE, MOD_FCGID, Client, fcgid_site, kw_processes, need,  # noqa: E402
                    server_user, smoke, tmpdir)
-
-APACHE = "/usr/sbin/apache2"
-MOD_FCGID = "/usr/lib/apache2/modules/mod_fcgid.so"
-
-
-def install(home, docroot, data_dir):
-    """What the user puts in their document root: the .htaccess and the wrapper, at the root and
-    in keywarden/."""
-    for d in (docroot, os.path.join(docroot, "keywarden")):
-        os.makedirs(d, exist_ok=True)
-        render("apache-fcgid.htaccess", os.path.join(d, ".htaccess"))
-        w = render("keywarden.fcgi", os.path.join(d, "keywarden.fcgi"), BIN=BIN,
-                   DATA_DIR=data_dir)
-        os.chmod(w, 0o755)
-    # the data directory's settings file: the master key, never in the document root
-    os.makedirs(data_dir, mode=0o700)
-    with open(os.path.join(data_dir, "keywarden.conf"), "w") as f:
-        f.write("KEYWARDEN_MASTER_KEY=%s\nKEYWARDEN_LOG_LEVEL=info\n" % MASTER_KEY)
-    os.chmod(os.path.join(data_dir, "keywarden.conf"), 0o600)
 
 
 def main():
     if not need(APACHE, MOD_FCGID):
         return
     tmp = tmpdir("kw-apache-fcgid-")
-    user, group = server_user()
-    home = os.path.join(tmp, "home")
-    docroot = os.path.join(home, "public_html")
-    data_dir = os.path.join(home, "keywarden-data")
-    run = os.path.join(tmp, "run")
-    os.makedirs(run)
-    install(home, docroot, data_dir)
-    if os.geteuid() == 0:
-        for d, _, files in os.walk(home):
-            shutil.chown(d, user, group)
-            for f in files:
-                shutil.chown(os.path.join(d, f), user, group)
-    os.chmod(home, 0o755)
-    port = free_port()
-    conf = render("apache-fcgid-vhost.conf", os.path.join(run, "apache.conf"), BIND="127.0.0.1",
-                  PORT=port, RUN_DIR=run, DOCROOT=docroot, USER=user, GROUP=group)
+    site = fcgid_site(tmp)
+    docroot, data_dir, port = site.docroot, site.data_dir, site.port
+    user, _ = server_user()
     keys = []
     try:
-        r = subprocess.run([APACHE, "-t", "-f", conf], capture_output=True, text=True)
-        tap.ok(r.returncode == 0, "apache2 -t accepts the rendered recipe", r.stdout + r.stderr)
-        with Process([APACHE, "-f", conf, "-DFOREGROUND"], os.path.join(run, "apache.out"),
-                     ready=port):
+        with site:
             for mount in ("", "/keywarden"):
                 keys.append(smoke(Client(port, mount), "apache fcgid %s" % (mount or "/"),
                                   outside=False))
@@ -89,7 +53,7 @@ def main():
         while kw_processes(data_dir) and time.time() < deadline:
             time.sleep(0.1)
         tap.eq(kw_processes(data_dir), [], "stopping Apache stops every keywarden it started")
-        log = open(os.path.join(run, "apache-error.log")).read()
+        log = open(site.error_log).read()
         tap.ok(not any(k in log for k in keys + [MASTER_KEY]),
                "no key in Apache's error log (keywarden's stderr)")
     finally:

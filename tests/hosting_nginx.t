@@ -5,35 +5,13 @@ checks every /v1/ request with auth_request before proxy_pass sends it to a mode
 (scripts/recipes/nginx-auth-request.conf.in).  Each runs the smoke set."""
 import os
 import shutil
-import subprocess
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 import tap  # noqa: E402
-from smoke import (Client, Process, console, free_port, gateway, keywarden, need,  # noqa: E402
-                   owned_dir, render, server_user, smoke, tmpdir)
+from smoke import (NGINX, Client, console, gateway, keywarden, need,  # noqa: E402
+                   nginx, owned_dir, server_user, smoke, tmpdir)
 from upstream import Upstream  # noqa: E402
-
-NGINX = "/usr/sbin/nginx"
-
-
-def nginx(tmp, recipe, name, **placeholders):
-    """nginx with a rendered recipe in the foreground; not started."""
-    run = os.path.join(tmp, name)
-    for d in ("body", "fastcgi", "proxy", "uwsgi", "scgi"):
-        os.makedirs(os.path.join(run, "nginx-tmp", d))
-    user, group = server_user()
-    port = free_port()
-    conf = render(recipe, os.path.join(run, "nginx.conf"), BIND="127.0.0.1", PORT=port,
-                  RUN_DIR=run, USER=user, GROUP=group, **placeholders)
-    r = subprocess.run([NGINX, "-t", "-p", run, "-c", conf], capture_output=True, text=True)
-    tap.ok(r.returncode == 0, "%s: nginx -t accepts the rendered recipe" % name, r.stderr)
-    p = Process([NGINX, "-p", run, "-c", conf, "-g", "daemon off;"],
-                os.path.join(run, "nginx.out"), ready=port)
-    p.port = port
-    p.error_log = os.path.join(run, "nginx-error.log")
-    return p
-
 
 def main():
     if not need(NGINX):

@@ -6,7 +6,8 @@ of the request it passes on), so the tests speak FastCGI themselves to see it:
     status, headers, body = fcgi.authorize(srv, "GET", "/v1/models",
                                            {"Authorization": "Bearer sk-..."})
 
-(fcgi.request() takes any socket path, params and role.)
+(fcgi.request() takes any socket path, params and role; fcgi.begin() and fcgi.finish()
+split one in two, to hold a worker in a request whose body has not all arrived.)
 
 headers is a dict with lower-cased names (a repeated header's values joined with ", "),
 body is bytes.  One request per connection (FCGI_KEEP_CONN is not set), request id 1."""
@@ -167,17 +168,30 @@ class Result(tuple):
         return self[2]
 
 
-def request(sock_path, params, role=RESPONDER, stdin=b"", timeout=30):
-    """Sends one request to the FastCGI application listening on the unix socket sock_path
-    and returns Result(status, headers, body).  An AUTHORIZER gets an empty STDIN."""
+def begin(sock_path, params, role=RESPONDER, stdin=b"", timeout=30):
+    """Starts a request to the FastCGI application on the unix socket sock_path and sends
+    stdin, the start of its body, without ending it: the application's worker stays in the
+    request until finish() sends the rest.  Returns the connected socket."""
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(timeout)
     try:
         s.connect(sock_path)
         msg = record(BEGIN_REQUEST, struct.pack("!HB5x", role, 0))
         msg += stream(PARAMS, encode_params(params))
-        msg += stream(STDIN, stdin)
+        for i in range(0, len(stdin), MAX_CONTENT):
+            msg += record(STDIN, stdin[i:i + MAX_CONTENT])
         s.sendall(msg)
+    except BaseException:
+        s.close()
+        raise
+    return s
+
+
+def finish(s, stdin=b""):
+    """Sends the rest of a begin() request's body, ends it, and reads the answer; returns
+    Result(status, headers, body) and closes the socket."""
+    try:
+        s.sendall(stream(STDIN, stdin))
         out, err = b"", b""
         buf = b""
         while True:
@@ -210,6 +224,12 @@ def request(sock_path, params, role=RESPONDER, stdin=b"", timeout=30):
                 return Result(status, headers, body, err, app_status, proto)
     finally:
         s.close()
+
+
+def request(sock_path, params, role=RESPONDER, stdin=b"", timeout=30):
+    """Sends one request to the FastCGI application listening on the unix socket sock_path
+    and returns Result(status, headers, body).  An AUTHORIZER gets an empty STDIN."""
+    return finish(begin(sock_path, params, role, timeout=timeout), stdin)
 
 
 def socket_path(srv):

@@ -76,9 +76,11 @@ class Server:
     """lighttpd + keywarden in a temporary directory; use as a context manager."""
 
     def __init__(self, workers=2, env=None, data_dir=None, master_key=MASTER_KEY,
-                 template="lighttpd.conf.in", placeholders=None):
+                 template="lighttpd.conf.in", placeholders=None, max_workers=None):
         """template: a config template in scripts/; placeholders: NAME -> value for
-        the template's placeholders beyond BIND, PORT, RUN_DIR, BIN and DATA_DIR."""
+        the template's placeholders beyond BIND, PORT, RUN_DIR, BIN and DATA_DIR.
+        max_workers: what the pool may grow to when every worker is busy; by
+        default the pool stays at workers, so a test can count its workers."""
         self.tmp = tempfile.mkdtemp(prefix="kw-test-")
         self.data_dir = data_dir or os.path.join(self.tmp, "data")
         self.run_dir = os.path.join(self.tmp, "run")
@@ -96,7 +98,9 @@ class Server:
         with open(self.conf, "w") as f:
             f.write(conf)
         self.env = dict(os.environ)
-        self.env.update({"KEYWARDEN_WORKERS": str(workers), "KEYWARDEN_LOG_LEVEL": "info"})
+        self.env.update({"KEYWARDEN_WORKERS": str(workers),
+                         "KEYWARDEN_MAX_WORKERS": str(max_workers or workers),
+                         "KEYWARDEN_LOG_LEVEL": "info"})
         if master_key:
             self.env["KEYWARDEN_MASTER_KEY"] = master_key
         self.env.update(env or {})

@@ -5,6 +5,9 @@ on its own socket, and a web server in the foreground.
     c = Client(port, mount="/keywarden")
     smoke(c, "nginx /keywarden")            # health, generate, info, verify, block, refused
     gateway(c, upstream, "nginx")           # the authorizer in front of tests/lib/upstream.py
+
+and each server started from its recipe: nginx(), apache() (mod_proxy_fcgi and
+mod_authnz_fcgi) and fcgid_site() (mod_fcgid in a user's document root).
 """
 import grp
 import http.client
@@ -24,6 +27,9 @@ import tap
 from kwserver import BIN, MASTER_KEY, ROOT, Response, free_port, read_text
 
 RECIPE = os.path.join(ROOT, "scripts", "recipe")
+APACHE = "/usr/sbin/apache2"
+MOD_FCGID = "/usr/lib/apache2/modules/mod_fcgid.so"
+NGINX = "/usr/sbin/nginx"
 
 
 def need(*programs):
@@ -130,16 +136,104 @@ class Process:
         return read_text(self.log_path)
 
 
-def keywarden(tmp, listen, workers=2, data_dir=None, user=None, group=None):
+def keywarden(tmp, listen, workers=2, data_dir=None, user=None, group=None, max_workers=None,
+              env=None):
     """keywarden serve on its own socket: listen is a Unix socket's path or a port on
-    127.0.0.1.  Not started; use as a context manager."""
+    127.0.0.1; max_workers, the pool's cap (KEYWARDEN_MAX_WORKERS; keywarden's default
+    when None); env, more settings.  Not started; use as a context manager."""
     data_dir = data_dir or os.path.join(tmp, "data")
-    env = dict(os.environ, KEYWARDEN_MASTER_KEY=MASTER_KEY, KEYWARDEN_LOG_LEVEL="info")
+    env = dict(os.environ, KEYWARDEN_MASTER_KEY=MASTER_KEY, KEYWARDEN_LOG_LEVEL="info",
+               **(env or {}))
+    if max_workers is not None:
+        env["KEYWARDEN_MAX_WORKERS"] = str(max_workers)
     arg = ["-s", listen] if isinstance(listen, str) else ["-p", "127.0.0.1:%d" % listen]
     p = Process([BIN, "serve", "-d", data_dir, "-w", str(workers)] + arg,
                 os.path.join(tmp, "keywarden.log"), env=env, ready=listen, user=user,
                 group=group)
     p.data_dir = data_dir
+    return p
+
+
+def nginx(tmp, recipe, name, **placeholders):
+    """nginx with a rendered recipe in the foreground; not started."""
+    run = os.path.join(tmp, name)
+    for d in ("body", "fastcgi", "proxy", "uwsgi", "scgi"):
+        os.makedirs(os.path.join(run, "nginx-tmp", d))
+    user, group = server_user()
+    port = free_port()
+    conf = render(recipe, os.path.join(run, "nginx.conf"), BIND="127.0.0.1", PORT=port,
+                  RUN_DIR=run, USER=user, GROUP=group, **placeholders)
+    r = subprocess.run([NGINX, "-t", "-p", run, "-c", conf], capture_output=True, text=True)
+    tap.ok(r.returncode == 0, "%s: nginx -t accepts the rendered recipe" % name, r.stderr)
+    p = Process([NGINX, "-p", run, "-c", conf, "-g", "daemon off;"],
+                os.path.join(run, "nginx.out"), ready=port)
+    p.port = port
+    p.error_log = os.path.join(run, "nginx-error.log")
+    return p
+
+
+def apache(tmp, recipe, name, extra="", **placeholders):
+    """Apache with a rendered recipe in the foreground; not started.  extra: lines appended
+    to the rendered configuration."""
+    run = os.path.join(tmp, name)
+    os.makedirs(os.path.join(run, "htdocs"))
+    user, group = server_user()
+    port = free_port()
+    conf = render(recipe, os.path.join(run, "apache.conf"), BIND="127.0.0.1", PORT=port,
+                  RUN_DIR=run, USER=user, GROUP=group, **placeholders)
+    with open(conf, "a") as f:
+        f.write(extra)
+    r = subprocess.run([APACHE, "-t", "-f", conf], capture_output=True, text=True)
+    tap.ok(r.returncode == 0, "%s: apache2 -t accepts the rendered recipe" % name,
+           r.stdout + r.stderr)
+    p = Process([APACHE, "-f", conf, "-DFOREGROUND"], os.path.join(run, "apache.out"),
+                ready=port)
+    p.port = port
+    p.error_log = os.path.join(run, "apache-error.log")
+    return p
+
+
+def fcgid_site(tmp, settings=None):
+    """The shared-hosting recipe: a user's home in tmp, whose document root holds the
+    .htaccess and the wrapper keywarden.fcgi at its root and in keywarden/, the wrapper
+    pointing at a data directory outside the document root, whose keywarden.conf holds
+    the master key and settings (NAME -> value); and Apache with mod_fcgid serving it, in
+    the foreground, not started.  The Process has port, docroot, data_dir and error_log
+    (keywarden's stderr goes there)."""
+    user, group = server_user()
+    home = os.path.join(tmp, "home")
+    docroot = os.path.join(home, "public_html")
+    data_dir = os.path.join(home, "keywarden-data")
+    run = os.path.join(tmp, "run")
+    os.makedirs(run)
+    for d in (docroot, os.path.join(docroot, "keywarden")):
+        os.makedirs(d, exist_ok=True)
+        render("apache-fcgid.htaccess", os.path.join(d, ".htaccess"))
+        w = render("keywarden.fcgi", os.path.join(d, "keywarden.fcgi"), BIN=BIN,
+                   DATA_DIR=data_dir)
+        os.chmod(w, 0o755)
+    # the data directory's settings file: the master key, never in the document root
+    os.makedirs(data_dir, mode=0o700)
+    conf_file = os.path.join(data_dir, "keywarden.conf")
+    with open(conf_file, "w") as f:
+        f.write("KEYWARDEN_MASTER_KEY=%s\nKEYWARDEN_LOG_LEVEL=info\n" % MASTER_KEY)
+        f.writelines("%s=%s\n" % kv for kv in sorted((settings or {}).items()))
+    os.chmod(conf_file, 0o600)
+    if os.geteuid() == 0:
+        for d, _, files in os.walk(home):
+            shutil.chown(d, user, group)
+            for name in files:
+                shutil.chown(os.path.join(d, name), user, group)
+    os.chmod(home, 0o755)
+    port = free_port()
+    conf = render("apache-fcgid-vhost.conf", os.path.join(run, "apache.conf"), BIND="127.0.0.1",
+                  PORT=port, RUN_DIR=run, DOCROOT=docroot, USER=user, GROUP=group)
+    r = subprocess.run([APACHE, "-t", "-f", conf], capture_output=True, text=True)
+    tap.ok(r.returncode == 0, "apache2 -t accepts the rendered recipe", r.stdout + r.stderr)
+    p = Process([APACHE, "-f", conf, "-DFOREGROUND"], os.path.join(run, "apache.out"),
+                ready=port)
+    p.port, p.docroot, p.data_dir = port, docroot, data_dir
+    p.error_log = os.path.join(run, "apache-error.log")
     return p
 
 
