@@ -141,6 +141,14 @@ def main():
         sel = srv.request("POST", "/api/providers/openai/keys/select", body={"model": "gpt-4o"},
                           headers={"Authorization": "Bearer " + srv.master_key})
         tap.ok(PROVIDER_SECRET in sel.body.decode(), "the stored secret is unchanged by the weight edit", sel)
+        made_here = [x for x in srv.request("GET", "/api/providers/openai/keys",
+                                            headers={"Authorization": "Bearer " + srv.master_key}).json.get("keys", [])
+                     if x.get("name") == "console-page"]
+        tap.ok(made_here and made_here[0].get("models") == ["*"] and "every model" in s.get("pageRow", "") and
+               "from environment" in s.get("pageRow", ""),
+               "a key added with no models is Bifrost's [\"*\"], shown as every model", [made_here, s])
+        tap.ok(s.get("addAlert", "").startswith("Error 400 on field \u201cvalue\u201d: value must reference env."),
+               "Bifrost's refusal is shown in words with its field", s)
 
         s = steps["other pages: create a team, a budget, an end user (and block it), a Venice key"]
         tap.ok("team-from-page" in s.get("teams", []) and "tier-page" in s.get("budgets", []) and
