@@ -97,6 +97,15 @@ def main():
         s = steps["keys: filtered by alias"]
         tap.eq((s.get("count"), s.get("aliases")), ("1 keys", ["bulk-0420"]), "the alias filter finds one key")
 
+        s = steps["keys: block a selection, with progress"]
+        chosen = s.get("chosen", [])
+        tap.ok(len(chosen) == 12 and s.get("status") == "12 of 12 keys blocked." and
+               sorted(s.get("blockedRows", [])) == sorted(chosen),
+               "blocking a selection blocks each key chosen, and says so", s)
+        tap.ok("max 12" in s.get("progress", []) and "Blocking keys: 12 of 12" in s.get("progress", []),
+               "the bulk block shows its progress", s)
+        tap.ok(chosen and all(srv.admin("GET", "/key/list?return_full_object=true&key_alias=" + a).json["keys"][0]
+                              .get("blocked") is True for a in chosen), "the API has the selection blocked", chosen)
         s = steps["keys: create one and see its secret once"]
         secret = s.get("secret", "")
         tap.ok(s.get("secretShape") and "Copy" in s.get("copy", []), "a new key's secret is shown with a copy button", s)

@@ -96,6 +96,25 @@ await step('keys: filtered by alias', async () => {
   await fill(page, 'Filter keys', { key_alias: 'bulk-0420' });
   return { count: await text(page, '#key-count'), aliases: await page.$$eval('#page tbody tr', (rs) => rs.map((r) => r.children[1].textContent)) };
 });
+await step('keys: block a selection, with progress', async () => {
+  await fill(page, 'Filter keys', { key_alias: '', size: '25' });
+  // the progress the page shows, as it changes: every "Blocking keys: n of N" and the bar's max
+  await page.evaluate(() => {
+    window.progressSeen = [];
+    new MutationObserver((records) => { for (const r of records) for (const n of [r.target, ...r.addedNodes]) {
+      const t = n.textContent || '';
+      if (/Blocking keys: \d+ of \d+/.test(t)) window.progressSeen.push(t.match(/Blocking keys: \d+ of \d+/)[0]);
+      if (n.querySelector && n.querySelector('progress')) window.progressSeen.push('max ' + n.querySelector('progress').max);
+    } }).observe(document.body, { childList: true, subtree: true, characterData: true });
+  });
+  const chosen = await page.$$eval('#page tbody tr', (rs) => rs.filter((r) => /^bulk-/.test(r.children[1].textContent)).slice(0, 12)
+    .map((r) => { r.querySelector('input[type=checkbox]').click(); return r.children[1].textContent; }));
+  await page.evaluate(() => [...document.querySelectorAll('#page button')].find((b) => b.textContent === 'Block selected').click());
+  await page.waitForFunction(() => /keys blocked\.$/.test(document.querySelector('#status')?.textContent || ''));
+  await idle(page);
+  return { chosen, status: await text(page, '#status'), progress: [...new Set(await page.evaluate(() => window.progressSeen))],
+    blockedRows: await page.$$eval('#page tbody tr', (rs) => rs.filter((r) => r.querySelector('.state-blocked')).map((r) => r.children[1].textContent)) };
+});
 let secret = '';
 await step('keys: create one and see its secret once', async () => {
   await fill(page, 'Filter keys', { key_alias: '' });
