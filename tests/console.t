@@ -48,6 +48,9 @@ def headers(srv):
     tap.eq(srv.request("GET", "/ui").headers.get("location"), "/ui/", "/ui redirects to /ui/")
     tap.eq(srv.request("GET", "/ui/js/api.js").headers.get("content-type"),
            "text/javascript; charset=utf-8", "modules are served as JavaScript")
+    r = srv.request("GET", "/ui/no-such-page.js")
+    tap.ok(r.status == 404 and "default-src 'none'" in r.headers.get("content-security-policy", ""),
+           "a file the console lacks is lighttpd's 404, under the same policy", r)
     r = srv.request("GET", "/ui/js/../../health")
     tap.ok(r.status in (400, 404) or b"healthy" in r.body, "dot segments stay within the console or reach the API")
 
