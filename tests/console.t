@@ -48,6 +48,9 @@ def headers(srv):
     tap.eq(srv.request("GET", "/ui").headers.get("location"), "/ui/", "/ui redirects to /ui/")
     tap.eq(srv.request("GET", "/ui/js/api.js").headers.get("content-type"),
            "text/javascript; charset=utf-8", "modules are served as JavaScript")
+    r = srv.request("GET", "/ui/no-such-page.js")
+    tap.ok(r.status == 404 and "default-src 'none'" in r.headers.get("content-security-policy", ""),
+           "a file the console lacks is lighttpd's 404, under the same policy", r)
     r = srv.request("GET", "/ui/js/../../health")
     tap.ok(r.status in (400, 404) or b"healthy" in r.body, "dot segments stay within the console or reach the API")
 
@@ -97,6 +100,15 @@ def main():
         s = steps["keys: filtered by alias"]
         tap.eq((s.get("count"), s.get("aliases")), ("1 keys", ["bulk-0420"]), "the alias filter finds one key")
 
+        s = steps["keys: block a selection, with progress"]
+        chosen = s.get("chosen", [])
+        tap.ok(len(chosen) == 12 and s.get("status") == "12 of 12 keys blocked." and
+               sorted(s.get("blockedRows", [])) == sorted(chosen),
+               "blocking a selection blocks each key chosen, and says so", s)
+        tap.ok("max 12" in s.get("progress", []) and "Blocking keys: 12 of 12" in s.get("progress", []),
+               "the bulk block shows its progress", s)
+        tap.ok(chosen and all(srv.admin("GET", "/key/list?return_full_object=true&key_alias=" + a).json["keys"][0]
+                              .get("blocked") is True for a in chosen), "the API has the selection blocked", chosen)
         s = steps["keys: create one and see its secret once"]
         secret = s.get("secret", "")
         tap.ok(s.get("secretShape") and "Copy" in s.get("copy", []), "a new key's secret is shown with a copy button", s)
@@ -141,6 +153,14 @@ def main():
         sel = srv.request("POST", "/api/providers/openai/keys/select", body={"model": "gpt-4o"},
                           headers={"Authorization": "Bearer " + srv.master_key})
         tap.ok(PROVIDER_SECRET in sel.body.decode(), "the stored secret is unchanged by the weight edit", sel)
+        made_here = [x for x in srv.request("GET", "/api/providers/openai/keys",
+                                            headers={"Authorization": "Bearer " + srv.master_key}).json.get("keys", [])
+                     if x.get("name") == "console-page"]
+        tap.ok(made_here and made_here[0].get("models") == ["*"] and "every model" in s.get("pageRow", "") and
+               "from environment" in s.get("pageRow", ""),
+               "a key added with no models is Bifrost's [\"*\"], shown as every model", [made_here, s])
+        tap.ok(s.get("addAlert", "").startswith("Error 400 on field \u201cvalue\u201d: value must reference env."),
+               "Bifrost's refusal is shown in words with its field", s)
 
         s = steps["other pages: create a team, a budget, an end user (and block it), a Venice key"]
         tap.ok("team-from-page" in s.get("teams", []) and "tier-page" in s.get("budgets", []) and

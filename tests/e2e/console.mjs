@@ -96,6 +96,25 @@ await step('keys: filtered by alias', async () => {
   await fill(page, 'Filter keys', { key_alias: 'bulk-0420' });
   return { count: await text(page, '#key-count'), aliases: await page.$$eval('#page tbody tr', (rs) => rs.map((r) => r.children[1].textContent)) };
 });
+await step('keys: block a selection, with progress', async () => {
+  await fill(page, 'Filter keys', { key_alias: '', size: '25' });
+  // the progress the page shows, as it changes: every "Blocking keys: n of N" and the bar's max
+  await page.evaluate(() => {
+    window.progressSeen = [];
+    new MutationObserver((records) => { for (const r of records) for (const n of [r.target, ...r.addedNodes]) {
+      const t = n.textContent || '';
+      if (/Blocking keys: \d+ of \d+/.test(t)) window.progressSeen.push(t.match(/Blocking keys: \d+ of \d+/)[0]);
+      if (n.querySelector && n.querySelector('progress')) window.progressSeen.push('max ' + n.querySelector('progress').max);
+    } }).observe(document.body, { childList: true, subtree: true, characterData: true });
+  });
+  const chosen = await page.$$eval('#page tbody tr', (rs) => rs.filter((r) => /^bulk-/.test(r.children[1].textContent)).slice(0, 12)
+    .map((r) => { r.querySelector('input[type=checkbox]').click(); return r.children[1].textContent; }));
+  await page.evaluate(() => [...document.querySelectorAll('#page button')].find((b) => b.textContent === 'Block selected').click());
+  await page.waitForFunction(() => /keys blocked\.$/.test(document.querySelector('#status')?.textContent || ''));
+  await idle(page);
+  return { chosen, status: await text(page, '#status'), progress: [...new Set(await page.evaluate(() => window.progressSeen))],
+    blockedRows: await page.$$eval('#page tbody tr', (rs) => rs.filter((r) => r.querySelector('.state-blocked')).map((r) => r.children[1].textContent)) };
+});
 let secret = '';
 await step('keys: create one and see its secret once', async () => {
   await fill(page, 'Filter keys', { key_alias: '' });
@@ -172,7 +191,15 @@ await step('provider credentials: edit a weight, never see the secret', async ()
   await shot(page, 'providers');
   a11y.providers = await axe(page);
   const after = await page.content();
-  return { secretShown: html.includes(env.KW_PROVIDER_SECRET) || after.includes(env.KW_PROVIDER_SECRET),
+  // Bifrost's refusal in words with its field: an environment variable KEYWARDEN_PROVIDER_ENV does not allow
+  await fill(page, 'Add a provider key', { provider: 'openai', name: 'console-page', env: 'CONSOLE_PAGE_KEY' });
+  await page.waitForSelector('#alert:not([hidden])');
+  const addAlert = await text(page, '#alert');
+  // a key added from the page with no models: Bifrost v1.5's ["*"], read back as every model
+  await fill(page, 'Add a provider key', { env: 'CONSOLE_TEST_API_KEY' });
+  await page.waitForFunction(() => document.querySelector('#status')?.textContent === 'Provider key added.');
+  const pageRow = await page.$$eval('#provider-keys tbody tr', (rs) => rs.map((r) => r.textContent).find((t) => t.includes('console-page')) || '');
+  return { secretShown: html.includes(env.KW_PROVIDER_SECRET) || after.includes(env.KW_PROVIDER_SECRET), pageRow, addAlert,
     weight: await page.$eval('input[aria-label="Weight of console-openai"]', (e) => e.value),
     envShown: await page.evaluate(() => document.body.innerText.includes('from environment: env.CONSOLE_TEST_API_KEY')) };
 });
@@ -193,7 +220,7 @@ await step('other pages: create a team, a budget, an end user (and block it), a 
   const venice = await text(page, '#new-secret');
   await page.click('.secret button.secondary');
   const veniceRows = await page.$$eval('#page tbody tr', (rs) => rs.map((r) => r.children[0].textContent));
-  return { teams, budgets, customer, veniceShown: venice.length > 10, veniceRows, alert: await page.$eval('#alert', (e) => e.hidden ? '' : e.textContent) };
+  return { teams, budgets, customer, veniceShown: venice.startsWith('VENICE_INFERENCE_KEY_'), veniceRows, alert: await page.$eval('#alert', (e) => e.hidden ? '' : e.textContent) };
 });
 for (const name of ['users', 'organizations', 'budgets', 'customers', 'venice', 'audit']) {
   await step('page: ' + name, async () => {

@@ -32,6 +32,7 @@ export function showError(e) {
   const a = document.getElementById("alert");
   a.textContent = e instanceof ApiError ? e.describe() : "Error: " + (e && e.message ? e.message : String(e));
   a.hidden = false;
+  status("");  // no earlier success beside the failure
   a.scrollIntoView({ block: "nearest" });
 }
 export function clearError() { const a = document.getElementById("alert"); a.hidden = true; a.textContent = ""; }

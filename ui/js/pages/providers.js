@@ -2,6 +2,12 @@
 import { call } from "../api.js";
 import { h, clear, form, table, attempt, confirmDialog } from "../dom.js";
 
+// A key's models as Bifrost v1.5 reads them: a WhiteList, ["*"] for every model and [] for none.
+function modelsText(models) {
+  if (!models || models.includes("*")) return "every model";
+  return models.join(", ") || "none";
+}
+
 // A secret as the API reads it back: an environment reference by its name, else only its redacted form.
 function secretText(v) {
   if (!v) return h("span", { class: "muted" }, "none");
@@ -21,10 +27,10 @@ export default {
       { name: "name", label: "Name", required: true },
       { name: "secret", label: "Secret", type: "password" },
       { name: "env", label: "or environment variable" },
-      { name: "models", label: "Models (comma-separated)", list: true },
+      { name: "models", label: "Models (comma-separated; empty for every model)", list: true },
       { name: "weight", label: "Weight", type: "number", value: "1" },
     ], "Add key", async (v) => {
-      const body = { name: v.name, models: v.models || [], weight: v.weight ?? 1,
+      const body = { name: v.name, models: v.models && v.models.length ? v.models : ["*"], weight: v.weight ?? 1,
         value: v.env ? "env." + v.env : v.secret || "" };
       if (await attempt("Provider key added.", () => call("POST", "/api/providers/" + encodeURIComponent(v.provider) + "/keys", { body }))) await load();
     }));
@@ -38,7 +44,7 @@ export default {
         const keys = Array.isArray(r) ? r : r.keys || [];
         listHost.append(h("h3", {}, p.name), table(p.name + " keys", [
           { label: "Name", value: (k) => k.name }, { label: "Secret", value: (k) => secretText(k.value) },
-          { label: "Models", value: (k) => (k.models || []).join(", ") || "all" },
+          { label: "Models", value: (k) => modelsText(k.models) },
           { label: "Weight", value: (k) => me.canWrite && me.isAdmin ? weightEditor(p.name, k) : String(k.weight) },
           { label: "Enabled", value: (k) => k.enabled === false ? "no" : "yes" },
           ...(me.canWrite && me.isAdmin ? [{ label: "Actions", value: (k) => h("button", { type: "button", class: "danger", onclick: async () => {
