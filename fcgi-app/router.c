@@ -130,9 +130,14 @@ template_match(const char *tpl, const struct seg *segs, size_t nseg)
 		return 0;
 	for (;;) {
 		tpl++;
-		len = seglen(tpl);
 		if (i == nseg)
 			return 0;
+		/* Most routes differ from the path in a literal's first byte:
+		 * refuse those before measuring the segment. */
+		if (*tpl != '{' && (*tpl == '/' ? '\0' : *tpl) !=
+		    (segs[i].len ? segs[i].s[0] : '\0'))
+			return 0;
+		len = seglen(tpl);
 		if (is_param(tpl, len)) {
 			if (segs[i].len == 0)
 				return 0;
