@@ -1007,6 +1007,8 @@ void kw_log_access(const struct kw_req *, int status, double secs);
 struct kw_cli_opts {
 	const char *data_dir;		/* -d; NULL: KEYWARDEN_DATA_DIR, then ./var */
 	const char *output;		/* export -o FILE */
+	const char *data_key;		/* import --data-key FILE: the source's data.key */
+	int dry_run;			/* import --dry-run: check and count, write nothing */
 	const char *alias, *user_id;	/* admin-key create --alias, --user-id */
 	const char *socket_path, *port;	/* serve -s, -p */
 	unsigned workers;		/* serve -w; 0: the setting */

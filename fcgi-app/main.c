@@ -89,24 +89,33 @@ static const struct command {
 	    "that each key's alias, owner and creation index rows agree with keys.db\n"
 	    "both ways.  Prints what it checked; exits 1 on any problem." },
 	{ "export", "do", 0, 0, kw_cli_export, "[-d DATA_DIR] [-o FILE]",
-	    "write the key records as JSON lines",
-	    "One key record a line, as stored: its token (the SHA-256 of the key) and\n"
-	    "settings, never a plaintext key.  Provider credentials, teams and users\n"
-	    "are not exported.  To FILE (0600, replaced atomically) or standard output." },
-	{ "import", "d", 0, 1, kw_cli_import, "[-d DATA_DIR] [FILE]",
-	    "add key records from JSON lines",
-	    "Reads key records as export writes them, from FILE or standard input, and\n"
-	    "validates every line first: any bad line is reported with its line number\n"
-	    "and nothing is written.  Then each key is written in its own transaction\n"
-	    "with its index rows, audited as created by keywarden-cli; a missing user\n"
-	    "is created (internal_user).  A key whose token exists is skipped and said;\n"
-	    "a taken alias fails that line.  The data directory must exist (init)." },
+	    "write every record as JSON lines, for import elsewhere",
+	    "One consistent moment of the store, one record a line: organizations,\n"
+	    "budgets, users (with their roles), teams, customers, providers, provider\n"
+	    "keys (their secrets sealed, as stored), their index, and keys (Venice keys\n"
+	    "among them) by token, never a plaintext key.  A header line names the data\n"
+	    "key that sealed the provider secrets.  To FILE (0600, replaced atomically)\n"
+	    "or standard output; progress and counts on standard error." },
+	{ "import", "dkn", 0, 1, kw_cli_import,
+	    "[-d DATA_DIR] [--data-key FILE] [--dry-run] [FILE]",
+	    "add the records of an export",
+	    "Reads an export from FILE or standard input and checks every line first:\n"
+	    "any bad line is reported with its line number and field, and nothing is\n"
+	    "written.  Then each record is written in its own transaction, as it was\n"
+	    "stored (a key with its index rows), audited as created by keywarden-cli; a\n"
+	    "record whose id exists is skipped and counted.  A missing or empty DATA_DIR\n"
+	    "is initialised first; give it the source's data.key with --data-key so the\n"
+	    "sealed provider secrets open there (provider keys under another data key\n"
+	    "are refused).  --dry-run checks and counts what would be written, writing\n"
+	    "nothing.  Lines of older exports (bare key records) are read too." },
 	{ "version", "", 0, 0, kw_cli_version, "",
 	    "print the version and the schema version",
 	    "Prints `keywarden VERSION (schema N, spec SHA256-PREFIX)`: N is the data\n"
 	    "directory schema this keywarden writes and migrates older ones to." },
 };
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
+
+#define FLAGS "n"	/* the options that take no value */
 
 static const struct option longopts[] = {
 	{ "help", no_argument, NULL, 'h' },
@@ -117,6 +126,8 @@ static const struct option longopts[] = {
 	{ "workers", required_argument, NULL, 'w' },
 	{ "alias", required_argument, NULL, 'a' },
 	{ "user-id", required_argument, NULL, 'u' },
+	{ "data-key", required_argument, NULL, 'k' },
+	{ "dry-run", no_argument, NULL, 'n' },
 	{ NULL, 0, NULL, 0 },
 };
 
@@ -131,6 +142,8 @@ static const struct {
 	{ 'a', "    --alias ALIAS        the key's key_alias" },
 	{ 'u', "    --user-id USER       the key's proxy_admin user (keywarden-admin)" },
 	{ 'o', "-o, --output FILE        write to FILE instead of standard output" },
+	{ 'k', "    --data-key FILE      the source's data.key, for a new data directory" },
+	{ 'n', "-n, --dry-run            check and count, write nothing" },
 };
 
 static void
@@ -281,7 +294,8 @@ main(int argc, char **argv)
 	optstring[n++] = ':';
 	for (const char *p = c->opts; *p != '\0'; p++) {
 		optstring[n++] = *p;
-		optstring[n++] = ':';
+		if (strchr(FLAGS, *p) == NULL)
+			optstring[n++] = ':';
 	}
 	optstring[n] = '\0';
 	name = argv[words - 1];
@@ -315,6 +329,12 @@ main(int argc, char **argv)
 			break;
 		case 'u':
 			o.user_id = optarg;
+			break;
+		case 'k':
+			o.data_key = optarg;
+			break;
+		case 'n':
+			o.dry_run = 1;
 			break;
 		case 'w': {
 			char *end;

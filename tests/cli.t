@@ -363,12 +363,14 @@ def test_export_import(tmp, before, bk, master):
     out = os.path.join(tmp, "keys.jsonl")
     p = kw("export", "-d", src, "-o", out)
     text = read(out) if os.path.exists(out) else ""
-    lines = [json.loads(line) for line in text.splitlines()]
+    rows = [json.loads(line) for line in text.splitlines()]
+    lines = [r["record"] for r in rows if r.get("table") == "keys"]
     tap.ok(p.returncode == 0 and lines and mode(out) == 0o600 and
-           ("exported %d keys" % len(lines)) in p.stderr,
-           "export -o writes one key record a line, 0600", p.stderr)
+           rows[0].get("format") == "keywarden-export" and
+           (", %d keys" % len(lines)) in p.stderr,
+           "export -o writes a header then one record a line, 0600", p.stderr)
     tap.ok(all(re.fullmatch(r"[0-9a-f]{64}", rec.get("token", "")) and "key" not in rec
-               for rec in lines), "each line has the key's token and no plaintext")
+               for rec in lines), "each key line has the key's token and no plaintext")
     tap.ok(not any(k in text for k, _, _ in before) and master not in text and
            "sk-provider-secret-cli-0001" not in text,
            "no plaintext key, master key or provider secret is in the export")
@@ -377,11 +379,16 @@ def test_export_import(tmp, before, bk, master):
 
     dst = os.path.join(tmp, "import-dst")
     kw("init", "-d", dst)
-    p = kw("import", "-d", dst, out)
-    tap.ok(p.returncode == 0 and ("imported %d keys" % len(lines)) in p.stderr,
-           "import into a fresh data directory", p.stderr)
-    p = kw("import", "-d", dst, stdin=text)
-    tap.ok(p.returncode == 0 and "imported 0 keys, skipped %d" % len(lines) in p.stderr and
+    # an export of before this format: bare key records, one a line
+    old = os.path.join(tmp, "keys-v1.jsonl")
+    with open(old, "w") as f:
+        f.write("".join(json.dumps(rec) + "\n" for rec in lines))
+    p = kw("import", "-d", dst, old)
+    tap.ok(p.returncode == 0 and (", %d keys" % len(lines)) in p.stderr,
+           "an older export of bare key records imports into a fresh data directory", p.stderr)
+    p = kw("import", "-d", dst, stdin=read(old))
+    tap.ok(p.returncode == 0 and ", 0 keys" in p.stderr and
+           "skipped (they exist): " in p.stderr and (", %d keys" % len(lines)) in p.stderr and
            "line 1: key " in p.stderr, "importing again from standard input skips every key, "
            "saying which line", p.stderr[-300:])
     v = kw("verify", "-d", dst)
