@@ -1492,6 +1492,8 @@ over_rate(struct checking *c, const struct rate *r, int *refused)
 	return KW_OK;
 }
 
+#define PARALLEL_RETRY_MAX 5	/* seconds: the longest Retry-After for a parallel slot */
+
 /* Parallel requests: the leases in flight against max_parallel_requests. */
 static int
 over_parallel(struct checking *c, const struct summary *s, const struct in_flight *f,
@@ -1502,7 +1504,15 @@ over_parallel(struct checking *c, const struct summary *s, const struct in_fligh
 	report_limit(c, name, NULL, s->max_parallel, (double)f->count, (time_t)f->first_until);
 	if ((double)f->count < s->max_parallel)
 		return 0;
+	/*
+	 * A slot comes back when a request in flight ends, which is seconds
+	 * away, not when its lease would lapse (lease_secs, 600 by default):
+	 * the expected wait, capped, since OpenAI's clients wait as long as
+	 * Retry-After says before each retry.
+	 */
 	c->out->retry_after = f->first_until > c->now ? (int)(f->first_until - c->now) : 1;
+	if (c->out->retry_after > PARALLEL_RETRY_MAX)
+		c->out->retry_after = PARALLEL_RETRY_MAX;
 	return refuse(c, KW_V_RATE_LIMITED, name, "%s reached: %lld requests in flight", name,
 	    (long long)f->count);
 }
