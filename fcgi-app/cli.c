@@ -188,16 +188,50 @@ kw_cli_version(const struct kw_cli_opts *o)
 	return 0;
 }
 
+/*
+ * What a serving keywarden accepts, when one serves the data directory and
+ * takes its master key from a setting this process may not see (its own
+ * environment, say): 1 with source and the key's id, else 0.
+ */
+static int
+served_from_setting(char source[32], char id[9], long *pid)
+{
+	*pid = kw_config_master_key_served(source, id);
+	return *pid > 0 && strcmp(source, "master.key") != 0;
+}
+
 int
 kw_cli_master_key_show(const struct kw_cli_opts *o)
 {
+	char source[32], id[9], mine[9] = "";
+	long pid;
+
 	if (kw_cli_setup(o->data_dir) != 0)
 		return 1;
+	if (kw_config.master_key[0] != '\0')
+		kw_config_master_key_id(kw_config.master_key, mine);
+	if (served_from_setting(source, id, &pid) && strcmp(id, mine) != 0) {
+		/* master.key, or this shell's variable, is not what the server takes */
+		fprintf(stderr, "keywarden: the keywarden serving %s (pid %ld) accepts the master key "
+		    "set in its %s (id %s), which this command cannot read%s: not showing another "
+		    "key\n", kw_config.data_dir, pid, source, id,
+		    kw_config_master_key_setting() == NULL ? "; master.key is ignored" : "");
+		return finish(1);
+	}
 	if (kw_config.master_key[0] == '\0') {
 		fprintf(stderr, "keywarden: no master key: KEYWARDEN_MASTER_KEY is unset and "
 		    "%s/master.key is missing or empty\n", kw_config.data_dir);
 		return finish(1);
 	}
+	if (pid > 0 && kw_config_master_key_setting() != NULL && strcmp(id, mine) != 0) {
+		fprintf(stderr, "keywarden: the keywarden serving %s (pid %ld) accepts master.key "
+		    "(id %s), not the KEYWARDEN_MASTER_KEY of this environment\n",
+		    kw_config.data_dir, pid, id);
+		return finish(1);
+	}
+	fprintf(stderr, "keywarden: the master key (id %s), from %s%s:\n", mine,
+	    kw_config_master_key_setting() ? kw_config_master_key_setting() : "master.key",
+	    pid > 0 ? ", as the running keywarden accepts it" : "");
 	/* the one deliberate place the master key is shown */
 	printf("%s\n", kw_config.master_key);
 	return finish(0);
@@ -206,8 +240,9 @@ kw_cli_master_key_show(const struct kw_cli_opts *o)
 int
 kw_cli_master_key_rotate(const struct kw_cli_opts *o)
 {
-	char key[128];
+	char key[128], source[32], id[9];
 	const char *owner;
+	long pid;
 
 	if (kw_cli_setup(o->data_dir) != 0)
 		return 1;
@@ -216,16 +251,28 @@ kw_cli_master_key_rotate(const struct kw_cli_opts *o)
 		    "change it there and restart keywarden; not rotating\n", owner);
 		return finish(1);
 	}
+	if (served_from_setting(source, id, &pid)) {
+		/* rotating master.key would report a change the server never sees */
+		fprintf(stderr, "keywarden: the keywarden serving %s (pid %ld) takes its master key "
+		    "from KEYWARDEN_MASTER_KEY in its %s and ignores master.key: change it there "
+		    "and restart keywarden; not rotating\n", kw_config.data_dir, pid, source);
+		return finish(1);
+	}
 	if (need_data_dir() != 0)
 		return finish(1);
-	if (kw_config_master_key_rotate(key, sizeof(key)) != KW_OK) {
+	if (kw_config_master_key_rotate(key, sizeof(key), o->grace) != KW_OK) {
 		fprintf(stderr, "keywarden: cannot write %s/master.key: %s\n", kw_config.data_dir,
 		    strerror(errno));
 		return finish(1);
 	}
-	fprintf(stderr, "keywarden: a new master key is in %s/master.key; running workers "
-	    "refuse the old one from their next request.  It is shown only this once:\n",
-	    kw_config.data_dir);
+	if (o->grace > 0)
+		fprintf(stderr, "keywarden: a new master key is in %s/master.key; the old one is "
+		    "still accepted for %ld seconds, then refused.  The new one is shown only this "
+		    "once:\n", kw_config.data_dir, o->grace);
+	else
+		fprintf(stderr, "keywarden: a new master key is in %s/master.key; running workers "
+		    "refuse the old one from their next request.  It is shown only this once:\n",
+		    kw_config.data_dir);
 	printf("%s\n", key);
 	kw_crypto_wipe(key, sizeof(key));
 	return finish(0);

@@ -2745,8 +2745,14 @@ record_body(struct kw_store *st, DB_TXN *txn, void *baton)
 	/* the key's organization is its own, else its team's, as the check's */
 	if ((org_id = kw_json_str(key, "organization_id")) == NULL)
 		org_id = kw_json_str(team, "organization_id");
-	if (in->request_id != NULL && (rc = receipt(st, txn, token, in->request_id, r->now,
-	    &seen)) != KW_OK)
+	/*
+	 * A report that used nothing (the upstream failed before any token)
+	 * returns the request's slot and reservation but keeps no receipt: the
+	 * client's retry with the same x-request-id is then a new request, not
+	 * a duplicate, and its own report is counted once.
+	 */
+	if (in->request_id != NULL && (in->tokens > 0 || in->cost > 0 || in->diem > 0) &&
+	    (rc = receipt(st, txn, token, in->request_id, r->now, &seen)) != KW_OK)
 		goto out;
 	if (!seen) {
 		if ((rc = add_spend(st, txn, KW_DB_KEYS, token, in->cost, r->now, &spend)) != KW_OK ||

@@ -47,13 +47,18 @@ static const struct command {
 	{ "master-key show", "d", 0, 0, kw_cli_master_key_show, "[-d DATA_DIR]",
 	    "print the master key",
 	    "Prints the master key on standard output: KEYWARDEN_MASTER_KEY when it\n"
-	    "is set, else DATA_DIR/master.key.  The one place keywarden shows it." },
-	{ "master-key rotate", "d", 0, 0, kw_cli_master_key_rotate, "[-d DATA_DIR]",
+	    "is set, else DATA_DIR/master.key.  The one place keywarden shows it.\n"
+	    "When a running keywarden accepts another key (one set in its own\n"
+	    "environment, which this command cannot read), says so and exits 1." },
+	{ "master-key rotate", "dg", 0, 0, kw_cli_master_key_rotate,
+	    "[-d DATA_DIR] [--grace SECONDS]",
 	    "replace the master key with a new random one",
 	    "Writes a new random key to DATA_DIR/master.key (0600, replaced atomically)\n"
 	    "and prints it once.  A running keywarden refuses the old key from its next\n"
-	    "request on; no restart is needed.  Refused when KEYWARDEN_MASTER_KEY is\n"
-	    "set in the environment or in keywarden.conf: then the operator owns it." },
+	    "request on, or after --grace SECONDS (up to 604800); no restart is needed.\n"
+	    "Refused when KEYWARDEN_MASTER_KEY is set in this environment or in\n"
+	    "keywarden.conf, or when the running keywarden takes it from its own\n"
+	    "environment (it ignores master.key then): the operator owns it." },
 	{ "signing-key show", "d", 0, 0, kw_cli_signing_key_show, "[-d DATA_DIR]",
 	    "list the signing keys' ids, never their secrets",
 	    "Lists the ids of the keys in DATA_DIR/signing.key, oldest first, marking\n"
@@ -128,6 +133,7 @@ static const struct option longopts[] = {
 	{ "user-id", required_argument, NULL, 'u' },
 	{ "data-key", required_argument, NULL, 'k' },
 	{ "dry-run", no_argument, NULL, 'n' },
+	{ "grace", required_argument, NULL, 'g' },
 	{ NULL, 0, NULL, 0 },
 };
 
@@ -144,6 +150,7 @@ static const struct {
 	{ 'o', "-o, --output FILE        write to FILE instead of standard output" },
 	{ 'k', "    --data-key FILE      the source's data.key, for a new data directory" },
 	{ 'n', "-n, --dry-run            check and count, write nothing" },
+	{ 'g', "    --grace SECONDS      how long the old master key is still accepted (0)" },
 };
 
 static void
@@ -263,6 +270,8 @@ main(int argc, char **argv)
 			usage(stdout);
 			return 0;
 		}
+		if (argc == 1 && (strcmp(argv[0], "-V") == 0 || strcmp(argv[0], "--version") == 0))
+			return kw_cli_version(&o);
 		argv--;
 		argc++;
 		argv[0] = serve_name;
@@ -336,6 +345,15 @@ main(int argc, char **argv)
 		case 'n':
 			o.dry_run = 1;
 			break;
+		case 'g': {
+			char *end;
+			long g = strtol(optarg, &end, 10);
+
+			if (*optarg == '\0' || *end != '\0' || g < 0 || g > 604800)
+				return usage_error(c, "--grace takes 0 to 604800 seconds, not %s", optarg);
+			o.grace = g;
+			break;
+		}
 		case 'w': {
 			char *end;
 			long w = strtol(optarg, &end, 10);
@@ -420,6 +438,13 @@ serve(const struct kw_cli_opts *o)
 {
 	int listen_fd, rc;
 
+	/* before anything is read or created: a bare keywarden in a shell leaves no ./var */
+	if (o->socket_path == NULL && o->port == NULL && !is_listening_socket(0)) {
+		fprintf(stderr, "keywarden: standard input is not a FastCGI listening socket; "
+		    "use -s PATH or -p PORT to listen on one of keywarden's own, or `keywarden "
+		    "help` for the other commands\n");
+		return 2;
+	}
 	if (kw_cli_setup(o->data_dir) != 0)
 		return 1;
 	if (o->workers > 0)
@@ -439,14 +464,12 @@ serve(const struct kw_cli_opts *o)
 			    o->socket_path ? o->socket_path : o->port, strerror(errno));
 			return 1;
 		}
-	} else if (is_listening_socket(0)) {
-		listen_fd = 0;
 	} else {
-		fprintf(stderr, "keywarden: standard input is not a FastCGI listening socket; "
-		    "use -s PATH or -p PORT to listen on one of keywarden's own\n");
-		return 2;
+		listen_fd = 0;
 	}
+	kw_config_master_key_announce();
 	rc = kw_pool_run(listen_fd, kw_config.workers) == KW_OK ? 0 : 1;
+	kw_config_master_key_unannounce();
 	if (o->socket_path != NULL)
 		unlink(o->socket_path);
 	kw_crypto_wipe(kw_config.master_key, sizeof(kw_config.master_key));
