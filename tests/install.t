@@ -70,6 +70,18 @@ def installed(tmp):
     tap.ok(r.returncode == 0 and "unix:/run/keywarden/keywarden.sock" in r.stdout and
            "@" not in "".join(ln for ln in r.stdout.splitlines() if not ln.lstrip().startswith("#")),
            "keywarden-recipe renders a recipe from the installed copy", r.stderr)
+    for name in sorted(os.listdir(os.path.join(share, "recipes"))):
+        name = name[:-3]
+        r = run([recipe, name, "--help"])
+        tap.ok(r.returncode == 0 and "usage:" in r.stdout and
+               "(see the recipe's header)" not in r.stdout,
+               "keywarden-recipe %s --help explains each of its placeholders" % name, r.stdout)
+    common = ["BIND=127.0.0.1", "PORT=4000", "RUN_DIR=/run/kw", "SOCKET=/run/kw.sock",
+              "USER=www-data", "GROUP=www-data"]
+    slash = [run([recipe, "nginx.conf", "MOUNT=" + m] + common).stdout
+             for m in ("/keywarden", "/keywarden/", "", "/")]
+    tap.ok(slash[0] == slash[1] and slash[2] == slash[3] and slash[0] != slash[2],
+           "MOUNT with or without its trailing slash renders the same recipe")
     unit = open(os.path.join(share, "keywarden.service")).read()
     tap.ok("ExecStart=/usr/bin/keywarden serve" in unit and "@" not in unit,
            "the systemd unit names the installed binary")
