@@ -1,4 +1,5 @@
-/* cli.c: the operator's commands, run without HTTP: the data directory and its secrets, admin keys, backups, verification, export and import. */
+/* cli.c: the operator's commands: the data directory and its secrets, admin keys, backups, verification, export and import, and keys, teams and users on the data directory or over HTTP. */
+#include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -9,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <curl/curl.h>
 #include <db.h>
 #include <fcgiapp.h>
 #include <json-c/json.h>
@@ -17,6 +19,7 @@
 
 #define CLI_USER "keywarden-cli"		/* who the audit trail says changed things from here */
 #define DEFAULT_ADMIN_USER "keywarden-admin"
+#define MAX_ANSWER (64 << 20)			/* bytes of an HTTP answer read */
 #define SHOWN_TOKEN 12				/* hex characters of a token said in a message */
 
 /* The files of a data directory that are not the environment's: the secrets and the settings. */
@@ -1580,4 +1583,387 @@ out:
 	json_object_put(header_line);
 	free_rows(rows, nrows);
 	return finish(rc);
+}
+
+/* --- keys, teams and users: the API's own operations, here or over HTTP --- */
+
+/*
+ * One management command as the API request it is: the LiteLLM route and
+ * what it is sent.  A command runs the route's handler on the data
+ * directory (validated as the server validates it, by a proxy admin named
+ * keywarden-cli) or sends it to a keywarden over HTTP (--url).
+ */
+struct call {
+	const char *method;
+	char path[600];
+	char query[1200];	/* URL-encoded, without "?"; "" for none */
+	json_object *body;	/* owned; NULL for none */
+};
+
+/* Appends &name=value to q, value URL-encoded. */
+static void
+query_add(char *q, size_t n, const char *name, const char *value)
+{
+	size_t len = strlen(q);
+
+	if (value == NULL)
+		return;
+	len += (size_t)snprintf(q + len, len < n ? n - len : 0, "%s%s=", len ? "&" : "", name);
+	for (const unsigned char *p = (const unsigned char *)value; *p != '\0' && len + 4 < n; p++)
+		len += (size_t)snprintf(q + len, n - len, (isalnum(*p) || strchr("-._~", *p)) ?
+		    "%c" : "%%%02X", *p);
+}
+
+static void
+body_str(json_object *body, const char *name, const char *value)
+{
+	if (value != NULL)
+		json_object_object_add(body, name, json_object_new_string(value));
+}
+
+/*
+ * Fills c for command (such as "key create") with operand arg (NULL when
+ * it takes none).  2 with a usage message when an option is missing.
+ */
+static int
+build_call(const struct kw_cli_opts *o, const char *arg, struct call *c)
+{
+	const char *cmd = o->command;
+	json_object *b = json_object_new_object();
+
+	memset(c, 0, sizeof(*c));
+	c->method = "POST";
+	if (strcmp(cmd, "key create") == 0) {
+		snprintf(c->path, sizeof(c->path), "/key/generate");
+		body_str(b, "key_alias", o->alias);
+		body_str(b, "user_id", o->user_id);
+		body_str(b, "team_id", o->team_id);
+	} else if (strcmp(cmd, "key list") == 0 || strcmp(cmd, "team list") == 0) {
+		c->method = "GET";
+		snprintf(c->path, sizeof(c->path), "/%s/list", cmd[0] == 'k' ? "key" : "team");
+		query_add(c->query, sizeof(c->query), "user_id", o->user_id);
+		if (cmd[0] == 'k') {
+			query_add(c->query, sizeof(c->query), "team_id", o->team_id);
+			query_add(c->query, sizeof(c->query), "size", "100");
+			query_add(c->query, sizeof(c->query), "return_full_object", "true");
+		}
+	} else if (strcmp(cmd, "key info") == 0) {
+		c->method = "GET";
+		snprintf(c->path, sizeof(c->path), "/key/info");
+		query_add(c->query, sizeof(c->query), "key", arg);
+	} else if (strcmp(cmd, "key block") == 0 || strcmp(cmd, "key unblock") == 0) {
+		snprintf(c->path, sizeof(c->path), "/key/%s", cmd + 4);
+		body_str(b, "key", arg);
+	} else if (strcmp(cmd, "key regenerate") == 0) {
+		snprintf(c->path, sizeof(c->path), "/key/regenerate");
+		body_str(b, "key", arg);
+	} else if (strcmp(cmd, "key delete") == 0 || strcmp(cmd, "team delete") == 0 ||
+	    strcmp(cmd, "user delete") == 0) {
+		json_object *ids = json_object_new_array();
+
+		json_object_array_add(ids, json_object_new_string(arg));
+		snprintf(c->path, sizeof(c->path), "/%.*s/delete", (int)strcspn(cmd, " "), cmd);
+		json_object_object_add(b, cmd[0] == 'k' ? "keys" : cmd[0] == 't' ? "team_ids" :
+		    "user_ids", ids);
+	} else if (strcmp(cmd, "team create") == 0) {
+		snprintf(c->path, sizeof(c->path), "/team/new");
+		body_str(b, "team_alias", arg);
+	} else if (strcmp(cmd, "team info") == 0) {
+		c->method = "GET";
+		snprintf(c->path, sizeof(c->path), "/team/info");
+		query_add(c->query, sizeof(c->query), "team_id", arg);
+	} else if (strcmp(cmd, "user create") == 0) {
+		snprintf(c->path, sizeof(c->path), "/user/new");
+		body_str(b, "user_id", arg);
+		body_str(b, "user_role", o->role);
+	} else if (strcmp(cmd, "user info") == 0) {
+		c->method = "GET";
+		snprintf(c->path, sizeof(c->path), "/user/info");
+		query_add(c->query, sizeof(c->query), "user_id", arg);
+	} else if (strcmp(cmd, "team block") == 0 || strcmp(cmd, "team unblock") == 0 ||
+	    strcmp(cmd, "user block") == 0 || strcmp(cmd, "user unblock") == 0) {
+		snprintf(c->path, sizeof(c->path), "/%.*s/update", (int)strcspn(cmd, " "), cmd);
+		body_str(b, cmd[0] == 't' ? "team_id" : "user_id", arg);
+		json_object_object_add(b, "blocked", json_object_new_boolean(cmd[5] == 'b'));
+	}
+	if (strcmp(c->method, "GET") == 0)
+		json_object_put(b);
+	else
+		c->body = b;
+	return 0;
+}
+
+/*
+ * Runs c's route on the data directory: matched, its query and body
+ * validated, then its handler, as a proxy admin.  *status and *answer
+ * (owned) say what the API would answer; on an error *answer is NULL and
+ * err says why.
+ */
+static enum kw_err
+call_here(struct cli_req *cr, struct call *c, int *status, json_object **answer)
+{
+	struct kw_req *req = &cr->req;
+	struct kw_resp resp = { 0 };
+	enum kw_err rc;
+
+	req->method = c->method;
+	req->path = c->path;
+	*answer = NULL;
+	rc = kw_router_match(req->arena, kw_gen_routes, kw_gen_nroutes, c->method, c->path, 1,
+	    &req->match, &req->err);
+	if (rc == KW_OK) {
+		req->route = req->match.route;
+		rc = kw_query_parse(req->arena, req->route, c->query, &req->query, &req->err);
+	}
+	if (rc == KW_OK && c->body != NULL && req->route->body != NULL) {
+		req->body = json_object_get(c->body);
+		rc = kw_valid_check(req->route->body, req->body, NULL, &req->err);
+	}
+	if (rc == KW_OK)
+		rc = req->route->handler(req, &resp);
+	*status = rc == KW_OK ? resp.status : kw_http_status_for(KW_FACE_LITELLM, rc);
+	if (rc == KW_OK)
+		*answer = resp.json;
+	else
+		json_object_put(resp.json);
+	json_object_put(req->query);
+	json_object_put(req->body);
+	req->query = req->body = NULL;
+	return rc;
+}
+
+struct grown {
+	char *data;
+	size_t len;
+};
+
+static size_t
+grow(char *p, size_t size, size_t n, void *baton)
+{
+	struct grown *g = baton;
+	char *q;
+
+	if (g->len + size * n > MAX_ANSWER || (q = realloc(g->data, g->len + size * n + 1)) ==
+	    NULL)
+		return 0;
+	memcpy(q + g->len, p, size * n);
+	g->data = q;
+	g->len += size * n;
+	g->data[g->len] = '\0';
+	return size * n;
+}
+
+/*
+ * Sends c to the keywarden at url (its base, such as http://127.0.0.1:4000
+ * or https://keys.example.com/keywarden), as the key in KEYWARDEN_API_KEY
+ * (else KEYWARDEN_MASTER_KEY): never a command-line argument, which every
+ * user of the machine can read.  0 with *status and *answer (owned, NULL
+ * when the answer is not JSON); 1 said on stderr.
+ */
+static int
+call_over_http(const char *url, struct call *c, int *status, json_object **answer)
+{
+	const char *key = getenv("KEYWARDEN_API_KEY");
+	struct curl_slist *headers = NULL;
+	struct grown got = { 0 };
+	char full[4200], auth[600];
+	const char *sent = NULL;
+	long code = 0;
+	CURLcode rc;
+	CURL *h;
+
+	if (key == NULL || *key == '\0')
+		key = getenv("KEYWARDEN_MASTER_KEY");
+	if (key == NULL || *key == '\0') {
+		fprintf(stderr, "keywarden: --url needs the admin key in KEYWARDEN_API_KEY (or "
+		    "KEYWARDEN_MASTER_KEY)\n");
+		return 1;
+	}
+	snprintf(full, sizeof(full), "%.*s%s%s%s", (int)(strlen(url) - (strlen(url) > 0 &&
+	    url[strlen(url) - 1] == '/')), url, c->path, c->query[0] ? "?" : "", c->query);
+	snprintf(auth, sizeof(auth), "Authorization: Bearer %s", key);
+	if ((h = curl_easy_init()) == NULL) {
+		fprintf(stderr, "keywarden: libcurl failed to initialise\n");
+		return 1;
+	}
+	headers = curl_slist_append(headers, auth);
+	headers = curl_slist_append(headers, "Content-Type: application/json");
+	curl_easy_setopt(h, CURLOPT_URL, full);
+	curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers);
+	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, grow);
+	curl_easy_setopt(h, CURLOPT_WRITEDATA, &got);
+	curl_easy_setopt(h, CURLOPT_TIMEOUT, 60L);
+	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+	if (c->body != NULL) {
+		sent = json_object_to_json_string_ext(c->body, JSON_C_TO_STRING_PLAIN);
+		curl_easy_setopt(h, CURLOPT_POSTFIELDS, sent);
+	}
+	rc = curl_easy_perform(h);
+	curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &code);
+	curl_slist_free_all(headers);
+	curl_easy_cleanup(h);
+	kw_crypto_wipe(auth, sizeof(auth));
+	if (rc != CURLE_OK) {
+		fprintf(stderr, "keywarden: %s%s: %s\n", url, c->path, curl_easy_strerror(rc));
+		free(got.data);
+		return 1;
+	}
+	*status = (int)code;
+	*answer = got.data != NULL ? json_tokener_parse(got.data) : NULL;
+	free(got.data);
+	return 0;
+}
+
+static int
+user_row(const char *id, json_object *rec, void *baton)
+{
+	(void)id;
+	json_object_array_add(baton, json_object_get(rec));
+	return 0;
+}
+
+/* The users, as the API has no list of them: read from users.db (data directory only). */
+static enum kw_err
+user_list_body(struct kw_store *st, DB_TXN *txn, void *baton)
+{
+	json_object **answer = baton;
+	json_object *users = json_object_new_array();
+
+	json_object_put(*answer);
+	*answer = json_object_new_object();
+	json_object_object_add(*answer, "users", users);
+	return kw_rec_each(st, txn, KW_DB_USERS, user_row, users);
+}
+
+/* Prints a scalar JSON value as a person reads it: strings bare, null as "-". */
+static void
+print_value(json_object *v)
+{
+	if (v == NULL)
+		printf("-");
+	else if (json_object_is_type(v, json_type_string))
+		printf("%s", json_object_get_string(v));
+	else
+		printf("%s", json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN));
+}
+
+/* Prints an answer for a person: a created key, the rows of a list, the fields of a record. */
+static void
+print_answer(const char *cmd, json_object *a)
+{
+	static const char *const lists[] = { "keys", "users", "teams", "data" };
+	static const char *const records[] = { "info", "team_info", "user_info" };
+	json_object *v = NULL, *rec = a;
+
+	if (strstr(cmd, " create") != NULL || strcmp(cmd, "key regenerate") == 0) {
+		if (kw_json_str(a, "key") != NULL) {
+			fprintf(stderr, "keywarden: key %s (token %.*s...); it is shown only this "
+			    "once:\n", kw_json_str(a, "key_alias") ? kw_json_str(a, "key_alias") :
+			    "without an alias", SHOWN_TOKEN, kw_json_str(a, "token") ?
+			    kw_json_str(a, "token") : "");
+			printf("%s\n", kw_json_str(a, "key"));
+		} else {
+			printf("%s\n", kw_json_str(a, cmd[0] == 't' ? "team_id" : "user_id"));
+		}
+		return;
+	}
+	if (strstr(cmd, " list") != NULL) {
+		for (size_t i = 0; i < sizeof(lists) / sizeof(lists[0]) && v == NULL; i++)
+			json_object_object_get_ex(a, lists[i], &v);
+		if (json_object_is_type(a, json_type_array))
+			v = a;
+		for (size_t i = 0; v != NULL && i < json_object_array_length(v); i++) {
+			json_object *row = json_object_array_get_idx(v, i);
+			const char *id = kw_json_str(row, cmd[0] == 'k' ? "token" : cmd[0] == 't' ?
+			    "team_id" : "user_id");
+			const char *name = kw_json_str(row, cmd[0] == 'k' ? "key_alias" : cmd[0] ==
+			    't' ? "team_alias" : "user_role");
+
+			if (json_object_is_type(row, json_type_string))
+				id = json_object_get_string(row);
+			printf("%s\t%s%s\n", id ? id : "-", name ? name : "-",
+			    kw_json_bool(row, "blocked") ? "\tblocked" : "");
+		}
+		return;
+	}
+	if (strstr(cmd, " info") != NULL) {
+		for (size_t i = 0; i < sizeof(records) / sizeof(records[0]); i++)
+			if (json_object_object_get_ex(a, records[i], &v) &&
+			    json_object_is_type(v, json_type_object))
+				rec = v;
+		json_object_object_foreach(rec, name, val) {
+			if (json_object_is_type(val, json_type_object) ||
+			    (json_object_is_type(val, json_type_array) &&
+			    json_object_array_length(val) > 8))
+				continue;	/* --json shows all of it */
+			printf("%s: ", name);
+			print_value(val);
+			printf("\n");
+		}
+		return;
+	}
+	printf("keywarden: %s done\n", cmd);
+}
+
+int
+kw_cli_manage(const struct kw_cli_opts *o)
+{
+	const char *arg = o->nargs > 0 ? o->args[0] : NULL;
+	const char *url = o->url != NULL ? o->url : getenv("KEYWARDEN_URL");
+	json_object *answer = NULL, *e;
+	struct call c;
+	struct cli_req cr;
+	struct kw_store *st = NULL;
+	enum kw_err rc = KW_OK;
+	int status = 0, failed = 1;
+
+	build_call(o, arg, &c);
+	if (url != NULL && *url != '\0') {
+		if (strcmp(o->command, "user list") == 0) {
+			fprintf(stderr, "keywarden: the API has no list of users: run user list on "
+			    "the data directory (-d)\n");
+			json_object_put(c.body);
+			return 1;
+		}
+		if (call_over_http(url, &c, &status, &answer) != 0)
+			goto done;
+	} else {
+		if (kw_cli_setup(o->data_dir) != 0)
+			goto done;
+		if (need_data_dir() != 0 || open_store(kw_config.data_dir, &st) != 0)
+			goto done;
+		if (cli_req_init(&cr, st) != 0)
+			goto done;
+		if (strcmp(o->command, "user list") == 0) {
+			rc = kw_store_txn(st, user_list_body, &answer);
+			status = rc == KW_OK ? 200 : 500;
+		} else {
+			rc = call_here(&cr, &c, &status, &answer);
+		}
+		if (rc != KW_OK)
+			say_error(o->command, rc, &cr.req.err);
+		kw_arena_free(cr.req.arena);
+	}
+	if (status >= 200 && status < 300) {
+		if (o->json)
+			printf("%s\n", json_object_to_json_string_ext(answer, JSON_C_TO_STRING_PRETTY |
+			    JSON_C_TO_STRING_NOSLASHESCAPE));
+		else
+			print_answer(o->command, answer);
+		failed = 0;
+	} else if (answer != NULL) {
+		/* the face's envelope, over HTTP */
+		json_object_object_get_ex(answer, "error", &e);
+		fprintf(stderr, "keywarden: %s: HTTP %d: %s\n", o->command, status,
+		    kw_json_str(e, "message") ? kw_json_str(e, "message") :
+		    json_object_to_json_string(answer));
+	} else if (url != NULL && *url != '\0') {
+		fprintf(stderr, "keywarden: %s: HTTP %d\n", o->command, status);
+	}
+done:
+	json_object_put(answer);
+	json_object_put(c.body);
+	if (st != NULL)
+		kw_store_close(st);
+	return finish(failed);
 }

@@ -1010,6 +1010,10 @@ struct kw_cli_opts {
 	const char *data_key;		/* import --data-key FILE: the source's data.key */
 	int dry_run;			/* import --dry-run: check and count, write nothing */
 	long grace;			/* master-key rotate --grace SECONDS: the old key's */
+	const char *command;		/* the command's name: "key create" */
+	const char *url;		/* --url: a keywarden over HTTP instead of DATA_DIR */
+	const char *team_id, *role;	/* --team-id, --role */
+	int json;			/* --json: the API's answer as it is */
 	const char *alias, *user_id;	/* admin-key create --alias, --user-id */
 	const char *socket_path, *port;	/* serve -s, -p */
 	unsigned workers;		/* serve -w; 0: the setting */
@@ -1020,6 +1024,7 @@ struct kw_cli_opts {
 int kw_cli_init(const struct kw_cli_opts *);
 int kw_cli_version(const struct kw_cli_opts *);
 int kw_cli_master_key_show(const struct kw_cli_opts *);
+int kw_cli_manage(const struct kw_cli_opts *);	/* key, team, user ... */
 int kw_cli_master_key_rotate(const struct kw_cli_opts *);
 int kw_cli_signing_key_show(const struct kw_cli_opts *);
 int kw_cli_signing_key_rotate(const struct kw_cli_opts *);

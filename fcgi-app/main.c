@@ -113,6 +113,82 @@ static const struct command {
 	    "sealed provider secrets open there (provider keys under another data key\n"
 	    "are refused).  --dry-run checks and counts what would be written, writing\n"
 	    "nothing.  Lines of older exports (bare key records) are read too." },
+	{ "key create", "dUjaut", 0, 0, kw_cli_manage, "[-d DATA_DIR | --url URL] [--alias A] [--user-id U] [--team-id T] [--json]",
+	    "create a key (POST /key/generate) and print it once",
+	    "The plaintext on standard output, the one time it is shown. On DATA_DIR as keywarden-cli, a proxy admin, through the API's own code;\n"
+	    "with --url, over HTTP as the key in KEYWARDEN_API_KEY.  --json prints the answer." },
+	{ "key list", "dUjut", 0, 0, kw_cli_manage, "[-d DATA_DIR | --url URL] [--user-id U] [--team-id T] [--json]",
+	    "list keys: token, alias (GET /key/list)",
+	    "One key a line: its token, its alias, and blocked when it is. On DATA_DIR as keywarden-cli, a proxy admin, through the API's own code;\n"
+	    "with --url, over HTTP as the key in KEYWARDEN_API_KEY.  --json prints the answer." },
+	{ "key info", "dUj", 1, 1, kw_cli_manage, "[-d DATA_DIR | --url URL] [--json] KEY",
+	    "a key's settings and spend (GET /key/info)",
+	    "KEY is the key or its token. On DATA_DIR as keywarden-cli, a proxy admin, through the API's own code;\n"
+	    "with --url, over HTTP as the key in KEYWARDEN_API_KEY.  --json prints the answer." },
+	{ "key block", "dUj", 1, 1, kw_cli_manage, "[-d DATA_DIR | --url URL] [--json] KEY",
+	    "refuse a key from its next request (POST /key/block)",
+	    "KEY is the key or its token. On DATA_DIR as keywarden-cli, a proxy admin, through the API's own code;\n"
+	    "with --url, over HTTP as the key in KEYWARDEN_API_KEY.  --json prints the answer." },
+	{ "key unblock", "dUj", 1, 1, kw_cli_manage, "[-d DATA_DIR | --url URL] [--json] KEY",
+	    "accept a blocked key again (POST /key/unblock)",
+	    "KEY is the key or its token. On DATA_DIR as keywarden-cli, a proxy admin, through the API's own code;\n"
+	    "with --url, over HTTP as the key in KEYWARDEN_API_KEY.  --json prints the answer." },
+	{ "key regenerate", "dUj", 1, 1, kw_cli_manage, "[-d DATA_DIR | --url URL] [--json] KEY",
+	    "a new secret for a key, its settings kept (POST /key/regenerate)",
+	    "Prints the new key once; the old one is refused. On DATA_DIR as keywarden-cli, a proxy admin, through the API's own code;\n"
+	    "with --url, over HTTP as the key in KEYWARDEN_API_KEY.  --json prints the answer." },
+	{ "key delete", "dUj", 1, 1, kw_cli_manage, "[-d DATA_DIR | --url URL] [--json] KEY",
+	    "delete a key (POST /key/delete)",
+	    "KEY is the key or its token. On DATA_DIR as keywarden-cli, a proxy admin, through the API's own code;\n"
+	    "with --url, over HTTP as the key in KEYWARDEN_API_KEY.  --json prints the answer." },
+	{ "team create", "dUj", 1, 1, kw_cli_manage, "[-d DATA_DIR | --url URL] [--json] ALIAS",
+	    "create a team (POST /team/new); prints its team_id",
+	    "ALIAS is its team_alias. On DATA_DIR as keywarden-cli, a proxy admin, through the API's own code;\n"
+	    "with --url, over HTTP as the key in KEYWARDEN_API_KEY.  --json prints the answer." },
+	{ "team list", "dUju", 0, 0, kw_cli_manage, "[-d DATA_DIR | --url URL] [--user-id U] [--json]",
+	    "list teams: team_id, alias (GET /team/list)",
+	    "One team a line. On DATA_DIR as keywarden-cli, a proxy admin, through the API's own code;\n"
+	    "with --url, over HTTP as the key in KEYWARDEN_API_KEY.  --json prints the answer." },
+	{ "team info", "dUj", 1, 1, kw_cli_manage, "[-d DATA_DIR | --url URL] [--json] TEAM_ID",
+	    "a team's settings (GET /team/info)",
+	    "TEAM_ID is the team's id. On DATA_DIR as keywarden-cli, a proxy admin, through the API's own code;\n"
+	    "with --url, over HTTP as the key in KEYWARDEN_API_KEY.  --json prints the answer." },
+	{ "team block", "dUj", 1, 1, kw_cli_manage, "[-d DATA_DIR | --url URL] [--json] TEAM_ID",
+	    "refuse the team's keys (POST /team/update blocked)",
+	    "TEAM_ID is the team's id. On DATA_DIR as keywarden-cli, a proxy admin, through the API's own code;\n"
+	    "with --url, over HTTP as the key in KEYWARDEN_API_KEY.  --json prints the answer." },
+	{ "team unblock", "dUj", 1, 1, kw_cli_manage, "[-d DATA_DIR | --url URL] [--json] TEAM_ID",
+	    "accept the team's keys again",
+	    "TEAM_ID is the team's id. On DATA_DIR as keywarden-cli, a proxy admin, through the API's own code;\n"
+	    "with --url, over HTTP as the key in KEYWARDEN_API_KEY.  --json prints the answer." },
+	{ "team delete", "dUj", 1, 1, kw_cli_manage, "[-d DATA_DIR | --url URL] [--json] TEAM_ID",
+	    "delete a team (POST /team/delete)",
+	    "TEAM_ID is the team's id. On DATA_DIR as keywarden-cli, a proxy admin, through the API's own code;\n"
+	    "with --url, over HTTP as the key in KEYWARDEN_API_KEY.  --json prints the answer." },
+	{ "user create", "dUjr", 1, 1, kw_cli_manage, "[-d DATA_DIR | --url URL] [--role ROLE] [--json] USER_ID",
+	    "create a user (POST /user/new)",
+	    "ROLE is proxy_admin, proxy_admin_viewer, internal_user (the default) or\n"
+	    "internal_user_viewer. On DATA_DIR as keywarden-cli, a proxy admin, through the API's own code;\n"
+	    "with --url, over HTTP as the key in KEYWARDEN_API_KEY.  --json prints the answer." },
+	{ "user list", "dj", 0, 0, kw_cli_manage, "[-d DATA_DIR] [--json]",
+	    "list users: user_id, role (the data directory only)",
+	    "One user a line; the API has no list of users, so there is no --url.On DATA_DIR as keywarden-cli, a proxy admin, through the API's own code." },
+	{ "user info", "dUj", 1, 1, kw_cli_manage, "[-d DATA_DIR | --url URL] [--json] USER_ID",
+	    "a user's settings and keys (GET /user/info)",
+	    "USER_ID is the user's id. On DATA_DIR as keywarden-cli, a proxy admin, through the API's own code;\n"
+	    "with --url, over HTTP as the key in KEYWARDEN_API_KEY.  --json prints the answer." },
+	{ "user block", "dUj", 1, 1, kw_cli_manage, "[-d DATA_DIR | --url URL] [--json] USER_ID",
+	    "refuse the user's keys (POST /user/update blocked)",
+	    "USER_ID is the user's id. On DATA_DIR as keywarden-cli, a proxy admin, through the API's own code;\n"
+	    "with --url, over HTTP as the key in KEYWARDEN_API_KEY.  --json prints the answer." },
+	{ "user unblock", "dUj", 1, 1, kw_cli_manage, "[-d DATA_DIR | --url URL] [--json] USER_ID",
+	    "accept the user's keys again",
+	    "USER_ID is the user's id. On DATA_DIR as keywarden-cli, a proxy admin, through the API's own code;\n"
+	    "with --url, over HTTP as the key in KEYWARDEN_API_KEY.  --json prints the answer." },
+	{ "user delete", "dUj", 1, 1, kw_cli_manage, "[-d DATA_DIR | --url URL] [--json] USER_ID",
+	    "delete a user (POST /user/delete)",
+	    "USER_ID is the user's id. On DATA_DIR as keywarden-cli, a proxy admin, through the API's own code;\n"
+	    "with --url, over HTTP as the key in KEYWARDEN_API_KEY.  --json prints the answer." },
 	{ "version", "", 0, 0, kw_cli_version, "",
 	    "print the version and the schema version",
 	    "Prints `keywarden VERSION (schema N, spec SHA256-PREFIX)`: N is the data\n"
@@ -120,7 +196,7 @@ static const struct command {
 };
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
 
-#define FLAGS "n"	/* the options that take no value */
+#define FLAGS "nj"	/* the options that take no value */
 
 static const struct option longopts[] = {
 	{ "help", no_argument, NULL, 'h' },
@@ -134,6 +210,10 @@ static const struct option longopts[] = {
 	{ "data-key", required_argument, NULL, 'k' },
 	{ "dry-run", no_argument, NULL, 'n' },
 	{ "grace", required_argument, NULL, 'g' },
+	{ "json", no_argument, NULL, 'j' },
+	{ "url", required_argument, NULL, 'U' },
+	{ "team-id", required_argument, NULL, 't' },
+	{ "role", required_argument, NULL, 'r' },
 	{ NULL, 0, NULL, 0 },
 };
 
@@ -151,6 +231,11 @@ static const struct {
 	{ 'k', "    --data-key FILE      the source's data.key, for a new data directory" },
 	{ 'n', "-n, --dry-run            check and count, write nothing" },
 	{ 'g', "    --grace SECONDS      how long the old master key is still accepted (0)" },
+	{ 'U', "    --url URL            a keywarden over HTTP (KEYWARDEN_URL), the key in\n"
+	    "                           KEYWARDEN_API_KEY, instead of DATA_DIR" },
+	{ 't', "    --team-id TEAM       the key's team" },
+	{ 'r', "    --role ROLE          the user's user_role" },
+	{ 'j', "    --json               print the API's answer as JSON" },
 };
 
 static void
@@ -291,6 +376,10 @@ main(int argc, char **argv)
 			return usage_error(NULL, "%s takes show or rotate", argv[0]);
 		if (strcmp(argv[0], "admin-key") == 0)
 			return usage_error(NULL, "%s takes create", argv[0]);
+		if (strcmp(argv[0], "key") == 0 || strcmp(argv[0], "team") == 0 ||
+		    strcmp(argv[0], "user") == 0)
+			return usage_error(NULL, "%s takes create, list, info, block, unblock, "
+			    "regenerate (keys) or delete", argv[0]);
 		return usage_error(NULL, "no such command: %s", argv[0]);
 	}
 	for (int i = words; i < argc && strcmp(argv[i], "--") != 0; i++)
@@ -345,6 +434,18 @@ main(int argc, char **argv)
 		case 'n':
 			o.dry_run = 1;
 			break;
+		case 'j':
+			o.json = 1;
+			break;
+		case 'U':
+			o.url = optarg;
+			break;
+		case 't':
+			o.team_id = optarg;
+			break;
+		case 'r':
+			o.role = optarg;
+			break;
 		case 'g': {
 			char *end;
 			long g = strtol(optarg, &end, 10);
@@ -373,6 +474,9 @@ main(int argc, char **argv)
 		return usage_error(c, "unexpected operand %s", o.args[c->max_args]);
 	if (o.socket_path != NULL && o.port != NULL)
 		return usage_error(c, "%s takes -s or -p, not both", c->name);
+	if (o.url != NULL && o.data_dir != NULL)
+		return usage_error(c, "%s takes -d or --url, not both", c->name);
+	o.command = c->name;
 	return c->run(&o);
 }
 
