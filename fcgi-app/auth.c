@@ -36,14 +36,15 @@ kw_auth_credential(struct kw_req *req)
 /*
  * Compares a presented secret with the master key in constant time: the
  * key DATA_DIR/master.key holds now, so a rotation takes effect without a
- * restart.
+ * restart, or the one before it during the rotation's grace period.
  */
 static int
 is_master_key(const char *presented)
 {
 	kw_config_master_key_refresh();
-	return kw_config.master_key[0] != '\0' &&
-	    kw_crypto_same_secret(presented, kw_config.master_key);
+	return (kw_config.master_key[0] != '\0' &&
+	    kw_crypto_same_secret(presented, kw_config.master_key)) ||
+	    kw_config_master_key_retired(presented);
 }
 
 /*

@@ -214,6 +214,26 @@ kw_authz_refusal(struct kw_req *req, struct kw_resp *resp, const struct kw_verdi
 }
 
 /*
+ * The refusal's envelope again on one line in x-kw-error, for a server that
+ * answers the client itself and never passes the body on (nginx's
+ * auth_request keeps only the subrequest's status and headers).
+ */
+static void
+echo_error(struct kw_req *req, struct kw_resp *resp)
+{
+	kw_resp_header(req, resp, "x-kw-error: %s",
+	    json_object_to_json_string_ext(resp->json, JSON_C_TO_STRING_PLAIN));
+}
+
+/* Answers a refusal: e in LiteLLM's envelope with status, echoed in x-kw-error. */
+static void
+refuse(struct kw_req *req, struct kw_resp *resp, int status, const struct kw_error *e)
+{
+	kw_resp_json(resp, status, kw_face_error(KW_FACE_LITELLM, status, e));
+	echo_error(req, resp);
+}
+
+/*
  * The FastCGI AUTHORIZER role: the web server asks before it passes a
  * request on to the upstream.  200 with Variable-KW-* headers lets it
  * through (the server hands them to the upstream's environment); anything
@@ -243,16 +263,17 @@ kw_authorize(struct kw_req *req, struct kw_resp *resp)
 	 * whatever the key, before the key is even looked at.
 	 */
 	if (kw_limits_route_path(path, strlen(path), normal, &why) != KW_OK) {
-		kw_error_set(&req->err, KW_EINVAL, "path", "%s", why);
-		return KW_EINVAL;
+		kw_error_set(&e, KW_EINVAL, "path", "%s", why);
+		refuse(req, resp, 400, &e);
+		return KW_OK;
 	}
 	if (req->store == NULL)
 		return KW_EUNAVAIL;
 	/* Authorization: Bearer, x-api-key, api-key (Azure), x-litellm-api-key */
 	if ((in.key = kw_auth_credential(req)) == NULL) {
-		kw_error_set(&req->err, KW_EAUTH, NULL,
-		    "no API key: send Authorization: Bearer sk-...");
-		return KW_EAUTH;
+		kw_error_set(&e, KW_EAUTH, NULL, "no API key: send Authorization: Bearer sk-...");
+		refuse(req, resp, 401, &e);
+		return KW_OK;
 	}
 	in.route = path;
 	in.model = model_of(req, path);
@@ -262,7 +283,7 @@ kw_authorize(struct kw_req *req, struct kw_resp *resp)
 		/* passed, it would be served and never charged: /key/usage refuses it */
 		kw_error_set(&e, KW_EINVAL, "x-request-id", "x-request-id must be 1 to %d "
 		    "characters of UTF-8, or absent", KW_REQUEST_ID_MAX);
-		kw_resp_json(resp, 400, kw_face_error(KW_FACE_LITELLM, 400, &e));
+		refuse(req, resp, 400, &e);
 		return KW_OK;
 	}
 	if ((rc = kw_limits_check(req->store, req->now, &in, &v)) != KW_OK)
@@ -280,10 +301,14 @@ kw_authorize(struct kw_req *req, struct kw_resp *resp)
 			kw_resp_header(req, resp, "Variable-KW-Team-Id: %s", v.team_id);
 		if (v.request_id[0] != '\0')
 			kw_resp_header(req, resp, "Variable-KW-Request-Id: %s", v.request_id);
+		/* what is left, for a server that passes it on (nginx's auth_request_set) */
+		rate_headers(req, resp, "requests", &v.requests);
+		rate_headers(req, resp, "tokens", &v.tokens);
 		kw_verdict_clear(&v);
 		return KW_OK;
 	}
 	kw_authz_refusal(req, resp, &v);
+	echo_error(req, resp);
 	kw_verdict_clear(&v);
 	return KW_OK;
 }

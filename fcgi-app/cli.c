@@ -1,4 +1,5 @@
-/* cli.c: the operator's commands, run without HTTP: the data directory and its secrets, admin keys, backups, verification, export and import. */
+/* cli.c: the operator's commands: the data directory and its secrets, admin keys, backups, verification, export and import, and keys, teams and users on the data directory or over HTTP. */
+#include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -9,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <curl/curl.h>
 #include <db.h>
 #include <fcgiapp.h>
 #include <json-c/json.h>
@@ -17,6 +19,7 @@
 
 #define CLI_USER "keywarden-cli"		/* who the audit trail says changed things from here */
 #define DEFAULT_ADMIN_USER "keywarden-admin"
+#define MAX_ANSWER (64 << 20)			/* bytes of an HTTP answer read */
 #define SHOWN_TOKEN 12				/* hex characters of a token said in a message */
 
 /* The files of a data directory that are not the environment's: the secrets and the settings. */
@@ -47,14 +50,21 @@ finish(int rc)
 	return rc;
 }
 
-/* 0 when the data directory has been initialised (its data.key exists); says so otherwise. */
+/* 0 when the data directory has been initialised; quiet. */
 static int
-need_data_dir(void)
+need_data_dir_quiet(void)
 {
 	char path[4200];
 
 	snprintf(path, sizeof(path), "%s/data.key", kw_config.data_dir);
-	if (access(path, F_OK) == 0)
+	return access(path, F_OK) == 0 ? 0 : 1;
+}
+
+/* 0 when the data directory has been initialised (its data.key exists); says so otherwise. */
+static int
+need_data_dir(void)
+{
+	if (need_data_dir_quiet() == 0)
 		return 0;
 	fprintf(stderr, "keywarden: %s is not an initialised data directory (no data.key): "
 	    "run keywarden init -d %s first\n", kw_config.data_dir, kw_config.data_dir);
@@ -181,16 +191,50 @@ kw_cli_version(const struct kw_cli_opts *o)
 	return 0;
 }
 
+/*
+ * What a serving keywarden accepts, when one serves the data directory and
+ * takes its master key from a setting this process may not see (its own
+ * environment, say): 1 with source and the key's id, else 0.
+ */
+static int
+served_from_setting(char source[32], char id[9], long *pid)
+{
+	*pid = kw_config_master_key_served(source, id);
+	return *pid > 0 && strcmp(source, "master.key") != 0;
+}
+
 int
 kw_cli_master_key_show(const struct kw_cli_opts *o)
 {
+	char source[32], id[9], mine[9] = "";
+	long pid;
+
 	if (kw_cli_setup(o->data_dir) != 0)
 		return 1;
+	if (kw_config.master_key[0] != '\0')
+		kw_config_master_key_id(kw_config.master_key, mine);
+	if (served_from_setting(source, id, &pid) && strcmp(id, mine) != 0) {
+		/* master.key, or this shell's variable, is not what the server takes */
+		fprintf(stderr, "keywarden: the keywarden serving %s (pid %ld) accepts the master key "
+		    "set in its %s (id %s), which this command cannot read%s: not showing another "
+		    "key\n", kw_config.data_dir, pid, source, id,
+		    kw_config_master_key_setting() == NULL ? "; master.key is ignored" : "");
+		return finish(1);
+	}
 	if (kw_config.master_key[0] == '\0') {
 		fprintf(stderr, "keywarden: no master key: KEYWARDEN_MASTER_KEY is unset and "
 		    "%s/master.key is missing or empty\n", kw_config.data_dir);
 		return finish(1);
 	}
+	if (pid > 0 && kw_config_master_key_setting() != NULL && strcmp(id, mine) != 0) {
+		fprintf(stderr, "keywarden: the keywarden serving %s (pid %ld) accepts master.key "
+		    "(id %s), not the KEYWARDEN_MASTER_KEY of this environment\n",
+		    kw_config.data_dir, pid, id);
+		return finish(1);
+	}
+	fprintf(stderr, "keywarden: the master key (id %s), from %s%s:\n", mine,
+	    kw_config_master_key_setting() ? kw_config_master_key_setting() : "master.key",
+	    pid > 0 ? ", as the running keywarden accepts it" : "");
 	/* the one deliberate place the master key is shown */
 	printf("%s\n", kw_config.master_key);
 	return finish(0);
@@ -199,8 +243,9 @@ kw_cli_master_key_show(const struct kw_cli_opts *o)
 int
 kw_cli_master_key_rotate(const struct kw_cli_opts *o)
 {
-	char key[128];
+	char key[128], source[32], id[9];
 	const char *owner;
+	long pid;
 
 	if (kw_cli_setup(o->data_dir) != 0)
 		return 1;
@@ -209,16 +254,28 @@ kw_cli_master_key_rotate(const struct kw_cli_opts *o)
 		    "change it there and restart keywarden; not rotating\n", owner);
 		return finish(1);
 	}
+	if (served_from_setting(source, id, &pid)) {
+		/* rotating master.key would report a change the server never sees */
+		fprintf(stderr, "keywarden: the keywarden serving %s (pid %ld) takes its master key "
+		    "from KEYWARDEN_MASTER_KEY in its %s and ignores master.key: change it there "
+		    "and restart keywarden; not rotating\n", kw_config.data_dir, pid, source);
+		return finish(1);
+	}
 	if (need_data_dir() != 0)
 		return finish(1);
-	if (kw_config_master_key_rotate(key, sizeof(key)) != KW_OK) {
+	if (kw_config_master_key_rotate(key, sizeof(key), o->grace) != KW_OK) {
 		fprintf(stderr, "keywarden: cannot write %s/master.key: %s\n", kw_config.data_dir,
 		    strerror(errno));
 		return finish(1);
 	}
-	fprintf(stderr, "keywarden: a new master key is in %s/master.key; running workers "
-	    "refuse the old one from their next request.  It is shown only this once:\n",
-	    kw_config.data_dir);
+	if (o->grace > 0)
+		fprintf(stderr, "keywarden: a new master key is in %s/master.key; the old one is "
+		    "still accepted for %ld seconds, then refused.  The new one is shown only this "
+		    "once:\n", kw_config.data_dir, o->grace);
+	else
+		fprintf(stderr, "keywarden: a new master key is in %s/master.key; running workers "
+		    "refuse the old one from their next request.  It is shown only this once:\n",
+		    kw_config.data_dir);
 	printf("%s\n", key);
 	kw_crypto_wipe(key, sizeof(key));
 	return finish(0);
@@ -858,27 +915,95 @@ done:
 
 /* --- export and import --------------------------------------------- */
 
+/*
+ * What export carries and import writes, in the order import writes it:
+ * what others point at comes first (an organization before its teams, a
+ * user before its keys).  Each line of an export is
+ * {"table": NAME, "id": ID, "record": RECORD} (or "value" for a raw
+ * index row); the first line is a header naming the format, the schema
+ * and the data key that sealed the provider secrets.  A line without
+ * "table" is a key record, as exports before this format wrote them.
+ */
+static const struct table {
+	const char *name;
+	enum kw_db db;
+	int raw;		/* rows of text, not JSON records */
+	const char *audit;	/* the audit trail's name of the table; NULL: not audited */
+	int sealed;		/* records hold secrets: the audit entry names the id only */
+} tables[] = {
+	{ "organizations", KW_DB_ORGS, 0, KW_TABLE_ORGS, 0 },
+	{ "budgets", KW_DB_BUDGETS, 0, KW_TABLE_BUDGETS, 0 },
+	{ "users", KW_DB_USERS, 0, KW_TABLE_USERS, 0 },
+	{ "teams", KW_DB_TEAMS, 0, KW_TABLE_TEAMS, 0 },
+	{ "end_users", KW_DB_END_USERS, 0, KW_TABLE_END_USERS, 0 },
+	{ "providers", KW_DB_PROVIDERS, 0, KW_TABLE_PROVIDERS, 1 },
+	{ "provider_keys", KW_DB_PROVIDER_KEYS, 0, KW_TABLE_PROVIDER_KEYS, 1 },
+	{ "provider_index", KW_DB_PROVIDER_INDEX, 1, NULL, 0 },
+	{ "keys", KW_DB_KEYS, 0, KW_TABLE_KEYS, 0 },
+};
+#define NTABLES (sizeof(tables) / sizeof(tables[0]))
+#define EXPORT_FORMAT "keywarden-export"
+#define EXPORT_VERSION 2
+#define PROGRESS_EVERY 10000	/* records between two progress lines on a long run */
+
+/* The table named name, or NULL. */
+static const struct table *
+table_named(const char *name)
+{
+	for (size_t i = 0; name != NULL && i < NTABLES; i++)
+		if (strcmp(tables[i].name, name) == 0)
+			return &tables[i];
+	return NULL;
+}
+
+/*
+ * The id of dir's data.key: the first 8 hex characters of its SHA-256, as
+ * the export header names it (never the key).  "" when there is none.
+ */
+static void
+data_key_id(const char *dir, char id[9])
+{
+	unsigned char key[KW_AEAD_KEY_LEN + 1], digest[KW_SHA256_LEN];
+	char path[4200], hex[KW_SHA256_HEX_LEN + 1];
+	ssize_t n = -1;
+	int fd;
+
+	id[0] = '\0';
+	snprintf(path, sizeof(path), "%s/data.key", dir);
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) >= 0) {
+		n = read(fd, key, sizeof(key));
+		close(fd);
+	}
+	if (n > 0) {
+		kw_crypto_sha256(key, (size_t)n, digest);
+		kw_crypto_hex(digest, 4, hex);
+		memcpy(id, hex, 8);
+		id[8] = '\0';
+	}
+	kw_crypto_wipe(key, sizeof(key));
+}
+
 struct lines {
 	char *text;
 	size_t len, cap, n;
+	const struct table *table;	/* what the records being added are */
+	size_t count[NTABLES];
 	int oom;
 };
 
+/* Appends one line, s and a newline, to l; -1 when out of memory. */
 static int
-append_line(const char *id, json_object *rec, void *baton)
+add_text(struct lines *l, const char *s)
 {
-	struct lines *l = baton;
-	const char *s = json_object_to_json_string_ext(rec, JSON_C_TO_STRING_PLAIN);
 	size_t n = strlen(s);
 
-	(void)id;
 	if (l->len + n + 2 > l->cap) {
 		size_t cap = (l->cap + n + 2) * 2;
 		char *p = realloc(l->text, cap);
 
 		if (p == NULL) {
 			l->oom = 1;
-			return 1;
+			return -1;
 		}
 		l->text = p;
 		l->cap = cap;
@@ -886,21 +1011,94 @@ append_line(const char *id, json_object *rec, void *baton)
 	memcpy(l->text + l->len, s, n);
 	l->len += n;
 	l->text[l->len++] = '\n';
-	l->n++;
 	return 0;
 }
 
-/* Reads every key record, as stored, into baton's lines (rebuilt on each attempt). */
+/* Appends {"table", "id", field: value} (value borrowed) as a line. */
+static int
+add_row(struct lines *l, const char *id, const char *field, json_object *value)
+{
+	json_object *row = json_object_new_object();
+	int rc;
+
+	json_object_object_add(row, "table", json_object_new_string(l->table->name));
+	json_object_object_add(row, "id", json_object_new_string(id));
+	json_object_object_add(row, field, json_object_get(value));
+	rc = add_text(l, json_object_to_json_string_ext(row, JSON_C_TO_STRING_PLAIN));
+	json_object_put(row);
+	if (rc == 0 && ++l->n % PROGRESS_EVERY == 0)
+		fprintf(stderr, "keywarden: export: %zu records read\n", l->n);
+	l->count[l->table - tables]++;
+	return rc;
+}
+
+static int
+append_record(const char *id, json_object *rec, void *baton)
+{
+	return add_row(baton, id, "record", rec) != 0;
+}
+
+/* Appends the rows of a raw table (keys and values are text). */
+static enum kw_err
+append_raw(struct kw_store *st, DB_TXN *txn, struct lines *l)
+{
+	DB *db = kw_store_db(st, l->table->db);
+	DBT k = { .flags = DB_DBT_REALLOC }, v = { .flags = DB_DBT_REALLOC };
+	DBC *cur = NULL;
+	enum kw_err rc = kw_store_err(db->cursor(db, txn, &cur, 0));
+
+	while (rc == KW_OK && (rc = kw_store_err(cur->get(cur, &k, &v, DB_NEXT))) == KW_OK) {
+		char *id = strndup(k.data, k.size);
+		json_object *value = json_object_new_string_len(v.data, (int)v.size);
+
+		if (id == NULL || add_row(l, id, "value", value) != 0)
+			rc = KW_ENOMEM;
+		free(id);
+		json_object_put(value);
+	}
+	if (cur != NULL)
+		cur->close(cur);
+	free(k.data);
+	free(v.data);
+	return rc == KW_ENOTFOUND ? KW_OK : rc;
+}
+
+/* Reads every table, as stored, into baton's lines (rebuilt on each attempt). */
 static enum kw_err
 export_body(struct kw_store *st, DB_TXN *txn, void *baton)
 {
 	struct lines *l = baton;
-	enum kw_err rc;
+	json_object *header = json_object_new_object();
+	char kid[9];
+	enum kw_err rc = KW_OK;
 
 	l->len = l->n = 0;
 	l->oom = 0;
-	rc = kw_rec_each(st, txn, KW_DB_KEYS, append_line, l);
+	memset(l->count, 0, sizeof(l->count));
+	data_key_id(kw_config.data_dir, kid);
+	json_object_object_add(header, "format", json_object_new_string(EXPORT_FORMAT));
+	json_object_object_add(header, "version", json_object_new_int(EXPORT_VERSION));
+	json_object_object_add(header, "schema", json_object_new_int(KW_SCHEMA_VERSION));
+	json_object_object_add(header, "data_key_id", json_object_new_string(kid));
+	if (add_text(l, json_object_to_json_string_ext(header, JSON_C_TO_STRING_PLAIN)) != 0)
+		rc = KW_ENOMEM;
+	json_object_put(header);
+	for (size_t i = 0; rc == KW_OK && i < NTABLES; i++) {
+		l->table = &tables[i];
+		rc = tables[i].raw ? append_raw(st, txn, l) :
+		    kw_rec_each(st, txn, tables[i].db, append_record, l);
+	}
 	return rc == KW_OK && l->oom ? KW_ENOMEM : rc;
+}
+
+/* Says how many records of each table, after what ("exported", "would import"...). */
+static void
+say_counts(const char *what, const size_t count[NTABLES])
+{
+	fprintf(stderr, "keywarden: %s:", what);
+	for (size_t i = 0; i < NTABLES; i++)
+		fprintf(stderr, "%s %zu %s", i == 0 ? "" : ",", count[i], tables[i].name);
+	fprintf(stderr, "\n");
 }
 
 /* Writes n bytes to path: a file beside it (0600, flushed), renamed over it. */
@@ -937,10 +1135,11 @@ kw_cli_export(const struct kw_cli_opts *o)
 		return 1;
 	if (need_data_dir() != 0 || open_store(kw_config.data_dir, &st) != 0)
 		return finish(1);
+	/* one transaction: the export is one consistent moment of the store */
 	rc = kw_store_txn(st, export_body, &l);
 	kw_store_close(st);
 	if (rc != KW_OK) {
-		fprintf(stderr, "keywarden: cannot read the keys: %s\n", kw_err_name(rc));
+		fprintf(stderr, "keywarden: cannot read the store: %s\n", kw_err_name(rc));
 		free(l.text);
 		return finish(1);
 	}
@@ -953,7 +1152,7 @@ kw_cli_export(const struct kw_cli_opts *o)
 		fprintf(stderr, "keywarden: cannot write %s: %s\n",
 		    o->output ? o->output : "standard output", strerror(errno));
 	else
-		fprintf(stderr, "keywarden: exported %zu keys\n", l.n);
+		say_counts("exported", l.count);
 	free(l.text);
 	return finish(failed ? 1 : 0);
 }
@@ -1047,67 +1246,237 @@ check_record(json_object *rec, time_t now, struct kw_error *err)
 	return KW_OK;
 }
 
+/* One line of an import, checked: its table, its id and its record or raw value (owned). */
+struct row {
+	const struct table *table;
+	char *id;
+	json_object *value;
+	int line;
+};
+
+/*
+ * Checks one line (parsed, owned by the caller) into r.  A header line
+ * sets *header (borrowed) and leaves r->table NULL.  KW_EINVAL with err
+ * naming the field.
+ */
+static enum kw_err
+check_line(json_object *line, time_t now, struct row *r, json_object **header,
+    struct kw_error *err)
+{
+	const char *table = kw_json_str(line, "table"), *id = kw_json_str(line, "id");
+	json_object *value = line;
+
+	memset(r, 0, sizeof(*r));
+	if (json_object_is_type(line, json_type_object) && kw_json_str(line, "format") != NULL) {
+		if (strcmp(kw_json_str(line, "format"), EXPORT_FORMAT) != 0 ||
+		    kw_json_num(line, "version", 0) > EXPORT_VERSION) {
+			kw_error_set(err, KW_EINVAL, "format", "is not an export this keywarden "
+			    "reads (%s version %d or older)", EXPORT_FORMAT, EXPORT_VERSION);
+			return KW_EINVAL;
+		}
+		*header = line;
+		return KW_OK;
+	}
+	if (json_object_is_type(line, json_type_object) && kw_json_has(line, "table")) {
+		if ((r->table = table_named(table)) == NULL) {
+			kw_error_set(err, KW_EINVAL, "table", "must name one of the tables export "
+			    "writes (organizations, budgets, users, teams, end_users, providers, "
+			    "provider_keys, provider_index, keys)");
+			return KW_EINVAL;
+		}
+		if (id == NULL || *id == '\0' || strlen(id) > 2 * KW_ID_MAX + 2 ||
+		    !kw_valid_utf8(id, strlen(id))) {
+			kw_error_set(err, KW_EINVAL, "id", "must be the record's id, a string");
+			return KW_EINVAL;
+		}
+		json_object_object_get_ex(line, r->table->raw ? "value" : "record", &value);
+		if (r->table->raw ? !json_object_is_type(value, json_type_string) :
+		    !json_object_is_type(value, json_type_object)) {
+			kw_error_set(err, KW_EINVAL, r->table->raw ? "value" : "record", "must be %s",
+			    r->table->raw ? "the row's value, a string" : "the record, an object");
+			return KW_EINVAL;
+		}
+	} else {
+		r->table = table_named("keys");	/* a key record as older exports wrote one */
+	}
+	if (r->table->db == KW_DB_KEYS) {
+		if (check_record(value, now, err) != KW_OK)
+			return KW_EINVAL;
+		id = kw_json_str(value, "token");
+	}
+	r->id = strdup(id);
+	r->value = json_object_get(value);
+	return r->id == NULL ? KW_ENOMEM : KW_OK;
+}
+
 enum import_outcome { IMPORTED, SKIPPED };
 
 struct import_op {
 	struct kw_req *req;
-	json_object *rec;	/* borrowed */
+	const struct row *row;
+	int dry_run;		/* look, write nothing */
 	enum import_outcome outcome;
 };
 
-/* Writes one record unless its token exists: index rows, a missing user, the audit entry. */
+/* Writes a raw index row unless its id exists. */
+static enum kw_err
+import_raw(struct kw_store *st, DB_TXN *txn, struct import_op *op)
+{
+	DB *db = kw_store_db(st, op->row->table->db);
+	const char *value = json_object_get_string(op->row->value);
+	DBT k = { .data = op->row->id, .size = (u_int32_t)strlen(op->row->id) };
+	DBT v = { .data = (void *)value, .size = (u_int32_t)json_object_get_string_len(
+	    op->row->value) };
+	DBT have = { .flags = DB_DBT_MALLOC };
+	enum kw_err rc = kw_store_err(db->get(db, txn, &k, &have, DB_RMW));
+
+	free(have.data);
+	if (rc == KW_OK) {
+		op->outcome = SKIPPED;
+		return KW_OK;
+	}
+	if (rc != KW_ENOTFOUND || op->dry_run)
+		return rc == KW_ENOTFOUND ? KW_OK : rc;
+	return kw_store_err(db->put(db, txn, &k, &v, DB_NOOVERWRITE));
+}
+
+/*
+ * Writes one row unless its id exists: a key with its index rows (and its
+ * user when the export carried none), any other record as it was stored;
+ * each audited as created by keywarden-cli.
+ */
 static enum kw_err
 import_body(struct kw_store *st, DB_TXN *txn, void *baton)
 {
 	struct import_op *op = baton;
 	struct kw_req *req = op->req;
-	const char *token = kw_json_str(op->rec, "token"), *user_id;
-	json_object *old;
+	const struct table *t = op->row->table;
+	const char *user_id;
+	json_object *old, *shown;
 	enum kw_err rc;
 
 	memset(&req->err, 0, sizeof(req->err));
 	op->outcome = IMPORTED;
-	rc = kw_rec_get(st, txn, KW_DB_KEYS, token, 0, &old);
+	if (t->raw)
+		return import_raw(st, txn, op);
+	rc = kw_rec_get(st, txn, t->db, op->row->id, KW_RMW, &old);
 	if (rc == KW_OK) {
 		json_object_put(old);
 		op->outcome = SKIPPED;
 		return KW_OK;
 	}
-	if (rc != KW_ENOTFOUND)
+	if (rc != KW_ENOTFOUND || op->dry_run)
+		return rc == KW_ENOTFOUND ? KW_OK : rc;
+	if (t->db == KW_DB_KEYS) {
+		if ((user_id = kw_json_str(op->row->value, "user_id")) != NULL &&
+		    (rc = ensure_user(req, txn, user_id, "internal_user", NULL, 0)) != KW_OK)
+			return rc;
+		rc = kw_keys_put(st, txn, NULL, op->row->value, &req->err);
+	} else {
+		rc = kw_rec_put(st, txn, t->db, op->row->id, op->row->value, 1);
+	}
+	if (rc != KW_OK)
 		return rc;
-	if ((user_id = kw_json_str(op->rec, "user_id")) != NULL &&
-	    (rc = ensure_user(req, txn, user_id, "internal_user", NULL, 0)) != KW_OK)
-		return rc;
-	if ((rc = kw_keys_put(st, txn, NULL, op->rec, &req->err)) != KW_OK)
-		return rc;
-	return kw_audit_record(req, txn, "created", KW_TABLE_KEYS, token, NULL, op->rec);
+	if (!t->sealed)
+		return kw_audit_record(req, txn, "created", t->audit, op->row->id, NULL,
+		    op->row->value);
+	shown = json_object_new_object();	/* the secrets stay out of the audit trail */
+	json_object_object_add(shown, "id", json_object_new_string(op->row->id));
+	rc = kw_audit_record(req, txn, "created", t->audit, op->row->id, NULL, shown);
+	json_object_put(shown);
+	return rc;
+}
+
+/* 1 when path is missing or an empty directory: a place import may initialise. */
+static int
+is_new_place(const char *path)
+{
+	struct dirent *e;
+	DIR *d = opendir(path);
+	int empty = 1;
+
+	if (d == NULL)
+		return errno == ENOENT;
+	while ((e = readdir(d)) != NULL)
+		if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0)
+			empty = 0;
+	closedir(d);
+	return empty;
+}
+
+/*
+ * Makes the missing or empty data directory an initialised one, with the
+ * data key file (0600) when one is given, so sealed provider secrets open
+ * there.  0, or 1 said on stderr.
+ */
+static int
+init_for_import(const char *data_key)
+{
+	char path[4200];
+
+	if (mkdir(kw_config.data_dir, 0700) != 0 && errno != EEXIST) {
+		fprintf(stderr, "keywarden: cannot create %s: %s\n", kw_config.data_dir,
+		    strerror(errno));
+		return 1;
+	}
+	snprintf(path, sizeof(path), "%s/data.key", kw_config.data_dir);
+	if (data_key != NULL && copy_file(data_key, path) != 0) {
+		fprintf(stderr, "keywarden: cannot copy %s to %s: %s\n", data_key, path,
+		    strerror(errno));
+		return 1;
+	}
+	if (kw_config_init_data_dir(1) != KW_OK)
+		return 1;
+	fprintf(stderr, "keywarden: initialised the data directory %s\n", kw_config.data_dir);
+	return 0;
+}
+
+static void
+free_rows(struct row *rows, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		free(rows[i].id);
+		json_object_put(rows[i].value);
+	}
+	free(rows);
 }
 
 int
 kw_cli_import(const struct kw_cli_opts *o)
 {
 	const char *name = o->nargs > 0 ? o->args[0] : "standard input";
-	json_object *recs = json_object_new_array(), *lineno = json_object_new_array();
-	size_t cap = 0, imported = 0, skipped = 0, failed = 0, bad = 0;
+	size_t cap = 0, nrows = 0, rows_cap = 0, failed = 0, bad = 0, sealed = 0;
+	size_t imported[NTABLES] = { 0 }, skipped[NTABLES] = { 0 };
+	json_object *header = NULL, *header_line = NULL;
+	struct row *rows = NULL;
 	struct kw_error err;
 	struct cli_req c;
 	struct kw_store *st;
-	char *line = NULL;
+	char *line = NULL, kid[9];
+	const char *want;
 	ssize_t len;
-	int n = 0, rc = 1;
+	int n = 0, rc = 1, fresh;
 	FILE *in = stdin;
 
 	if (kw_cli_setup(o->data_dir) != 0)
 		goto out;
-	if (need_data_dir() != 0)
+	fresh = access(kw_config.data_dir, F_OK) != 0 || (need_data_dir_quiet() != 0 &&
+	    is_new_place(kw_config.data_dir));
+	if (!fresh && need_data_dir() != 0)
 		goto out;
+	if (o->data_key != NULL && !fresh) {
+		fprintf(stderr, "keywarden: --data-key is for an import into a new or empty data "
+		    "directory; %s has its own data key\n", kw_config.data_dir);
+		goto out;
+	}
 	if (o->nargs > 0 && (in = fopen(o->args[0], "r")) == NULL) {
 		fprintf(stderr, "keywarden: cannot read %s: %s\n", o->args[0], strerror(errno));
 		goto out;
 	}
 	/* every line is checked before any is written: a bad file changes nothing */
 	while ((len = getline(&line, &cap, in)) >= 0) {
-		json_object *rec;
+		json_object *parsed = NULL;
+		struct row r;
 
 		n++;
 		while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
@@ -1115,24 +1484,60 @@ kw_cli_import(const struct kw_cli_opts *o)
 		if (len == 0)
 			continue;
 		memset(&err, 0, sizeof(err));
-		/* a line is a record as export wrote it, at most as deep as one is stored */
-		if (kw_json_parse(line, (size_t)len, KW_REC_MAX_DEPTH, &rec, &err) != KW_OK ||
-		    check_record(rec, kw_clock_now(), &err) != KW_OK) {
+		/* a line holds a record as stored, one level down */
+		if (kw_json_parse(line, (size_t)len, KW_STORED_MAX_DEPTH, &parsed, &err) != KW_OK ||
+		    check_line(parsed, kw_clock_now(), &r, &header, &err) != KW_OK) {
 			fprintf(stderr, "keywarden: %s: line %d: %s%s%s\n", name, n, err.field,
 			    err.field[0] != '\0' ? ": " : "", err.message);
-			json_object_put(rec);
+			json_object_put(parsed);
 			bad++;
 			continue;
 		}
-		json_object_array_add(recs, rec);
-		json_object_array_add(lineno, json_object_new_int(n));
+		if (header == parsed && header_line == NULL) {
+			header_line = parsed;	/* kept: header borrows from it */
+			continue;
+		}
+		json_object_put(parsed);
+		if (r.table == NULL)
+			continue;
+		if (nrows == rows_cap) {
+			struct row *p = realloc(rows, (rows_cap = rows_cap * 2 + 64) * sizeof(*p));
+
+			if (p == NULL) {
+				fprintf(stderr, "keywarden: out of memory\n");
+				free(r.id);
+				json_object_put(r.value);
+				goto out;
+			}
+			rows = p;
+		}
+		r.line = n;
+		sealed += r.table->db == KW_DB_PROVIDER_KEYS;
+		rows[nrows++] = r;
 	}
-	free(line);
-	if (in != stdin)
-		fclose(in);
 	if (bad > 0) {
 		fprintf(stderr, "keywarden: %zu bad line%s in %s: nothing imported\n", bad,
 		    bad == 1 ? "" : "s", name);
+		goto out;
+	}
+	if (fresh && !o->dry_run && init_for_import(o->data_key) != 0)
+		goto out;
+	/* sealed secrets open only under the data key that sealed them */
+	want = header != NULL ? kw_json_str(header, "data_key_id") : NULL;
+	data_key_id(kw_config.data_dir, kid);
+	if (sealed > 0 && want != NULL && *want != '\0' && (!fresh || !o->dry_run) &&
+	    strcmp(want, kid) != 0) {
+		fprintf(stderr, "keywarden: the %zu provider keys in %s are sealed under data key "
+		    "%s, and %s has data key %s: nothing imported.  Import into a new or empty "
+		    "directory with --data-key SOURCE_DATA_DIR/data.key\n", sealed, name, want,
+		    kw_config.data_dir, kid);
+		goto out;
+	}
+	if (fresh && o->dry_run) {
+		for (size_t i = 0; i < nrows; i++)
+			imported[rows[i].table - tables]++;
+		say_counts("dry run into a new data directory: would import", imported);
+		rc = 0;
 		goto out;
 	}
 	if (open_store(kw_config.data_dir, &st) != 0)
@@ -1141,32 +1546,424 @@ kw_cli_import(const struct kw_cli_opts *o)
 		kw_store_close(st);
 		goto out;
 	}
-	for (size_t i = 0; i < json_object_array_length(recs); i++) {
-		struct import_op op = { .req = &c.req, .rec = json_object_array_get_idx(recs, i) };
-		int at = json_object_get_int(json_object_array_get_idx(lineno, i));
+	for (size_t i = 0; i < nrows; i++) {
+		struct import_op op = { .req = &c.req, .row = &rows[i], .dry_run = o->dry_run };
 		enum kw_err e = kw_store_txn(st, import_body, &op);
+		size_t t = (size_t)(rows[i].table - tables);
 
 		if (e != KW_OK) {
 			char what[4300];
 
-			snprintf(what, sizeof(what), "%s: line %d", name, at);
+			snprintf(what, sizeof(what), "%s: line %d", name, rows[i].line);
 			say_error(what, e, &c.req.err);
 			failed++;
 		} else if (op.outcome == SKIPPED) {
-			fprintf(stderr, "keywarden: %s: line %d: key %.*s... exists: skipped\n", name,
-			    at, SHOWN_TOKEN, kw_json_str(op.rec, "token"));
-			skipped++;
+			if (t == NTABLES - 1)
+				fprintf(stderr, "keywarden: %s: line %d: key %.*s... exists: skipped\n",
+				    name, rows[i].line, SHOWN_TOKEN, rows[i].id);
+			skipped[t]++;
 		} else {
-			imported++;
+			imported[t]++;
 		}
+		if ((i + 1) % PROGRESS_EVERY == 0)
+			fprintf(stderr, "keywarden: import: %zu of %zu records done\n", i + 1, nrows);
 	}
 	kw_arena_free(c.req.arena);
 	kw_store_close(st);
-	fprintf(stderr, "keywarden: imported %zu keys, skipped %zu that exist, %zu failed\n",
-	    imported, skipped, failed);
+	say_counts(o->dry_run ? "dry run: would import" : "imported", imported);
+	say_counts(o->dry_run ? "dry run: would skip (they exist)" : "skipped (they exist)",
+	    skipped);
+	if (failed > 0)
+		fprintf(stderr, "keywarden: %zu failed\n", failed);
 	rc = failed == 0 ? 0 : 1;
 out:
-	json_object_put(recs);
-	json_object_put(lineno);
+	free(line);
+	if (in != stdin && in != NULL)
+		fclose(in);
+	json_object_put(header_line);
+	free_rows(rows, nrows);
 	return finish(rc);
+}
+
+/* --- keys, teams and users: the API's own operations, here or over HTTP --- */
+
+/*
+ * One management command as the API request it is: the LiteLLM route and
+ * what it is sent.  A command runs the route's handler on the data
+ * directory (validated as the server validates it, by a proxy admin named
+ * keywarden-cli) or sends it to a keywarden over HTTP (--url).
+ */
+struct call {
+	const char *method;
+	char path[600];
+	char query[1200];	/* URL-encoded, without "?"; "" for none */
+	json_object *body;	/* owned; NULL for none */
+};
+
+/* Appends &name=value to q, value URL-encoded. */
+static void
+query_add(char *q, size_t n, const char *name, const char *value)
+{
+	size_t len = strlen(q);
+
+	if (value == NULL)
+		return;
+	len += (size_t)snprintf(q + len, len < n ? n - len : 0, "%s%s=", len ? "&" : "", name);
+	for (const unsigned char *p = (const unsigned char *)value; *p != '\0' && len + 4 < n; p++)
+		len += (size_t)snprintf(q + len, n - len, (isalnum(*p) || strchr("-._~", *p)) ?
+		    "%c" : "%%%02X", *p);
+}
+
+static void
+body_str(json_object *body, const char *name, const char *value)
+{
+	if (value != NULL)
+		json_object_object_add(body, name, json_object_new_string(value));
+}
+
+/*
+ * Fills c for command (such as "key create") with operand arg (NULL when
+ * it takes none).  2 with a usage message when an option is missing.
+ */
+static int
+build_call(const struct kw_cli_opts *o, const char *arg, struct call *c)
+{
+	const char *cmd = o->command;
+	json_object *b = json_object_new_object();
+
+	memset(c, 0, sizeof(*c));
+	c->method = "POST";
+	if (strcmp(cmd, "key create") == 0) {
+		snprintf(c->path, sizeof(c->path), "/key/generate");
+		body_str(b, "key_alias", o->alias);
+		body_str(b, "user_id", o->user_id);
+		body_str(b, "team_id", o->team_id);
+	} else if (strcmp(cmd, "key list") == 0 || strcmp(cmd, "team list") == 0) {
+		c->method = "GET";
+		snprintf(c->path, sizeof(c->path), "/%s/list", cmd[0] == 'k' ? "key" : "team");
+		query_add(c->query, sizeof(c->query), "user_id", o->user_id);
+		if (cmd[0] == 'k') {
+			query_add(c->query, sizeof(c->query), "team_id", o->team_id);
+			query_add(c->query, sizeof(c->query), "size", "100");
+			query_add(c->query, sizeof(c->query), "return_full_object", "true");
+		}
+	} else if (strcmp(cmd, "key info") == 0) {
+		c->method = "GET";
+		snprintf(c->path, sizeof(c->path), "/key/info");
+		query_add(c->query, sizeof(c->query), "key", arg);
+	} else if (strcmp(cmd, "key block") == 0 || strcmp(cmd, "key unblock") == 0) {
+		snprintf(c->path, sizeof(c->path), "/key/%s", cmd + 4);
+		body_str(b, "key", arg);
+	} else if (strcmp(cmd, "key regenerate") == 0) {
+		snprintf(c->path, sizeof(c->path), "/key/regenerate");
+		body_str(b, "key", arg);
+	} else if (strcmp(cmd, "key delete") == 0 || strcmp(cmd, "team delete") == 0 ||
+	    strcmp(cmd, "user delete") == 0) {
+		json_object *ids = json_object_new_array();
+
+		json_object_array_add(ids, json_object_new_string(arg));
+		snprintf(c->path, sizeof(c->path), "/%.*s/delete", (int)strcspn(cmd, " "), cmd);
+		json_object_object_add(b, cmd[0] == 'k' ? "keys" : cmd[0] == 't' ? "team_ids" :
+		    "user_ids", ids);
+	} else if (strcmp(cmd, "team create") == 0) {
+		snprintf(c->path, sizeof(c->path), "/team/new");
+		body_str(b, "team_alias", arg);
+	} else if (strcmp(cmd, "team info") == 0) {
+		c->method = "GET";
+		snprintf(c->path, sizeof(c->path), "/team/info");
+		query_add(c->query, sizeof(c->query), "team_id", arg);
+	} else if (strcmp(cmd, "user create") == 0) {
+		snprintf(c->path, sizeof(c->path), "/user/new");
+		body_str(b, "user_id", arg);
+		body_str(b, "user_role", o->role);
+	} else if (strcmp(cmd, "user info") == 0) {
+		c->method = "GET";
+		snprintf(c->path, sizeof(c->path), "/user/info");
+		query_add(c->query, sizeof(c->query), "user_id", arg);
+	} else if (strcmp(cmd, "team block") == 0 || strcmp(cmd, "team unblock") == 0 ||
+	    strcmp(cmd, "user block") == 0 || strcmp(cmd, "user unblock") == 0) {
+		snprintf(c->path, sizeof(c->path), "/%.*s/update", (int)strcspn(cmd, " "), cmd);
+		body_str(b, cmd[0] == 't' ? "team_id" : "user_id", arg);
+		json_object_object_add(b, "blocked", json_object_new_boolean(cmd[5] == 'b'));
+	}
+	if (strcmp(c->method, "GET") == 0)
+		json_object_put(b);
+	else
+		c->body = b;
+	return 0;
+}
+
+/*
+ * Runs c's route on the data directory: matched, its query and body
+ * validated, then its handler, as a proxy admin.  *status and *answer
+ * (owned) say what the API would answer; on an error *answer is NULL and
+ * err says why.
+ */
+static enum kw_err
+call_here(struct cli_req *cr, struct call *c, int *status, json_object **answer)
+{
+	struct kw_req *req = &cr->req;
+	struct kw_resp resp = { 0 };
+	enum kw_err rc;
+
+	req->method = c->method;
+	req->path = c->path;
+	*answer = NULL;
+	rc = kw_router_match(req->arena, kw_gen_routes, kw_gen_nroutes, c->method, c->path, 1,
+	    &req->match, &req->err);
+	if (rc == KW_OK) {
+		req->route = req->match.route;
+		rc = kw_query_parse(req->arena, req->route, c->query, &req->query, &req->err);
+	}
+	if (rc == KW_OK && c->body != NULL && req->route->body != NULL) {
+		req->body = json_object_get(c->body);
+		rc = kw_valid_check(req->route->body, req->body, NULL, &req->err);
+	}
+	if (rc == KW_OK)
+		rc = req->route->handler(req, &resp);
+	*status = rc == KW_OK ? resp.status : kw_http_status_for(KW_FACE_LITELLM, rc);
+	if (rc == KW_OK)
+		*answer = resp.json;
+	else
+		json_object_put(resp.json);
+	json_object_put(req->query);
+	json_object_put(req->body);
+	req->query = req->body = NULL;
+	return rc;
+}
+
+struct grown {
+	char *data;
+	size_t len;
+};
+
+static size_t
+grow(char *p, size_t size, size_t n, void *baton)
+{
+	struct grown *g = baton;
+	char *q;
+
+	if (g->len + size * n > MAX_ANSWER || (q = realloc(g->data, g->len + size * n + 1)) ==
+	    NULL)
+		return 0;
+	memcpy(q + g->len, p, size * n);
+	g->data = q;
+	g->len += size * n;
+	g->data[g->len] = '\0';
+	return size * n;
+}
+
+/*
+ * Sends c to the keywarden at url (its base, such as http://127.0.0.1:4000
+ * or https://keys.example.com/keywarden), as the key in KEYWARDEN_API_KEY
+ * (else KEYWARDEN_MASTER_KEY): never a command-line argument, which every
+ * user of the machine can read.  0 with *status and *answer (owned, NULL
+ * when the answer is not JSON); 1 said on stderr.
+ */
+static int
+call_over_http(const char *url, struct call *c, int *status, json_object **answer)
+{
+	const char *key = getenv("KEYWARDEN_API_KEY");
+	struct curl_slist *headers = NULL;
+	struct grown got = { 0 };
+	char full[4200], auth[600];
+	const char *sent = NULL;
+	long code = 0;
+	CURLcode rc;
+	CURL *h;
+
+	if (key == NULL || *key == '\0')
+		key = getenv("KEYWARDEN_MASTER_KEY");
+	if (key == NULL || *key == '\0') {
+		fprintf(stderr, "keywarden: --url needs the admin key in KEYWARDEN_API_KEY (or "
+		    "KEYWARDEN_MASTER_KEY)\n");
+		return 1;
+	}
+	snprintf(full, sizeof(full), "%.*s%s%s%s", (int)(strlen(url) - (strlen(url) > 0 &&
+	    url[strlen(url) - 1] == '/')), url, c->path, c->query[0] ? "?" : "", c->query);
+	snprintf(auth, sizeof(auth), "Authorization: Bearer %s", key);
+	if ((h = curl_easy_init()) == NULL) {
+		fprintf(stderr, "keywarden: libcurl failed to initialise\n");
+		return 1;
+	}
+	headers = curl_slist_append(headers, auth);
+	headers = curl_slist_append(headers, "Content-Type: application/json");
+	curl_easy_setopt(h, CURLOPT_URL, full);
+	curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers);
+	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, grow);
+	curl_easy_setopt(h, CURLOPT_WRITEDATA, &got);
+	curl_easy_setopt(h, CURLOPT_TIMEOUT, 60L);
+	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+	if (c->body != NULL) {
+		sent = json_object_to_json_string_ext(c->body, JSON_C_TO_STRING_PLAIN);
+		curl_easy_setopt(h, CURLOPT_POSTFIELDS, sent);
+	}
+	rc = curl_easy_perform(h);
+	curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &code);
+	curl_slist_free_all(headers);
+	curl_easy_cleanup(h);
+	kw_crypto_wipe(auth, sizeof(auth));
+	if (rc != CURLE_OK) {
+		fprintf(stderr, "keywarden: %s%s: %s\n", url, c->path, curl_easy_strerror(rc));
+		free(got.data);
+		return 1;
+	}
+	*status = (int)code;
+	*answer = got.data != NULL ? json_tokener_parse(got.data) : NULL;
+	free(got.data);
+	return 0;
+}
+
+static int
+user_row(const char *id, json_object *rec, void *baton)
+{
+	(void)id;
+	json_object_array_add(baton, json_object_get(rec));
+	return 0;
+}
+
+/* The users, as the API has no list of them: read from users.db (data directory only). */
+static enum kw_err
+user_list_body(struct kw_store *st, DB_TXN *txn, void *baton)
+{
+	json_object **answer = baton;
+	json_object *users = json_object_new_array();
+
+	json_object_put(*answer);
+	*answer = json_object_new_object();
+	json_object_object_add(*answer, "users", users);
+	return kw_rec_each(st, txn, KW_DB_USERS, user_row, users);
+}
+
+/* Prints a scalar JSON value as a person reads it: strings bare, null as "-". */
+static void
+print_value(json_object *v)
+{
+	if (v == NULL)
+		printf("-");
+	else if (json_object_is_type(v, json_type_string))
+		printf("%s", json_object_get_string(v));
+	else
+		printf("%s", json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN));
+}
+
+/* Prints an answer for a person: a created key, the rows of a list, the fields of a record. */
+static void
+print_answer(const char *cmd, json_object *a)
+{
+	static const char *const lists[] = { "keys", "users", "teams", "data" };
+	static const char *const records[] = { "info", "team_info", "user_info" };
+	json_object *v = NULL, *rec = a;
+
+	if (strstr(cmd, " create") != NULL || strcmp(cmd, "key regenerate") == 0) {
+		if (kw_json_str(a, "key") != NULL) {
+			fprintf(stderr, "keywarden: key %s (token %.*s...); it is shown only this "
+			    "once:\n", kw_json_str(a, "key_alias") ? kw_json_str(a, "key_alias") :
+			    "without an alias", SHOWN_TOKEN, kw_json_str(a, "token") ?
+			    kw_json_str(a, "token") : "");
+			printf("%s\n", kw_json_str(a, "key"));
+		} else {
+			printf("%s\n", kw_json_str(a, cmd[0] == 't' ? "team_id" : "user_id"));
+		}
+		return;
+	}
+	if (strstr(cmd, " list") != NULL) {
+		for (size_t i = 0; i < sizeof(lists) / sizeof(lists[0]) && v == NULL; i++)
+			json_object_object_get_ex(a, lists[i], &v);
+		if (json_object_is_type(a, json_type_array))
+			v = a;
+		for (size_t i = 0; v != NULL && i < json_object_array_length(v); i++) {
+			json_object *row = json_object_array_get_idx(v, i);
+			const char *id = kw_json_str(row, cmd[0] == 'k' ? "token" : cmd[0] == 't' ?
+			    "team_id" : "user_id");
+			const char *name = kw_json_str(row, cmd[0] == 'k' ? "key_alias" : cmd[0] ==
+			    't' ? "team_alias" : "user_role");
+
+			if (json_object_is_type(row, json_type_string))
+				id = json_object_get_string(row);
+			printf("%s\t%s%s\n", id ? id : "-", name ? name : "-",
+			    kw_json_bool(row, "blocked") ? "\tblocked" : "");
+		}
+		return;
+	}
+	if (strstr(cmd, " info") != NULL) {
+		for (size_t i = 0; i < sizeof(records) / sizeof(records[0]); i++)
+			if (json_object_object_get_ex(a, records[i], &v) &&
+			    json_object_is_type(v, json_type_object))
+				rec = v;
+		json_object_object_foreach(rec, name, val) {
+			if (json_object_is_type(val, json_type_object) ||
+			    (json_object_is_type(val, json_type_array) &&
+			    json_object_array_length(val) > 8))
+				continue;	/* --json shows all of it */
+			printf("%s: ", name);
+			print_value(val);
+			printf("\n");
+		}
+		return;
+	}
+	printf("keywarden: %s done\n", cmd);
+}
+
+int
+kw_cli_manage(const struct kw_cli_opts *o)
+{
+	const char *arg = o->nargs > 0 ? o->args[0] : NULL;
+	const char *url = o->url != NULL ? o->url : getenv("KEYWARDEN_URL");
+	json_object *answer = NULL, *e;
+	struct call c;
+	struct cli_req cr;
+	struct kw_store *st = NULL;
+	enum kw_err rc = KW_OK;
+	int status = 0, failed = 1;
+
+	build_call(o, arg, &c);
+	if (url != NULL && *url != '\0') {
+		if (strcmp(o->command, "user list") == 0) {
+			fprintf(stderr, "keywarden: the API has no list of users: run user list on "
+			    "the data directory (-d)\n");
+			json_object_put(c.body);
+			return 1;
+		}
+		if (call_over_http(url, &c, &status, &answer) != 0)
+			goto done;
+	} else {
+		if (kw_cli_setup(o->data_dir) != 0)
+			goto done;
+		if (need_data_dir() != 0 || open_store(kw_config.data_dir, &st) != 0)
+			goto done;
+		if (cli_req_init(&cr, st) != 0)
+			goto done;
+		if (strcmp(o->command, "user list") == 0) {
+			rc = kw_store_txn(st, user_list_body, &answer);
+			status = rc == KW_OK ? 200 : 500;
+		} else {
+			rc = call_here(&cr, &c, &status, &answer);
+		}
+		if (rc != KW_OK)
+			say_error(o->command, rc, &cr.req.err);
+		kw_arena_free(cr.req.arena);
+	}
+	if (status >= 200 && status < 300) {
+		if (o->json)
+			printf("%s\n", json_object_to_json_string_ext(answer, JSON_C_TO_STRING_PRETTY |
+			    JSON_C_TO_STRING_NOSLASHESCAPE));
+		else
+			print_answer(o->command, answer);
+		failed = 0;
+	} else if (answer != NULL) {
+		/* the face's envelope, over HTTP */
+		json_object_object_get_ex(answer, "error", &e);
+		fprintf(stderr, "keywarden: %s: HTTP %d: %s\n", o->command, status,
+		    kw_json_str(e, "message") ? kw_json_str(e, "message") :
+		    json_object_to_json_string(answer));
+	} else if (url != NULL && *url != '\0') {
+		fprintf(stderr, "keywarden: %s: HTTP %d\n", o->command, status);
+	}
+done:
+	json_object_put(answer);
+	json_object_put(c.body);
+	if (st != NULL)
+		kw_store_close(st);
+	return finish(failed);
 }

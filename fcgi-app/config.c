@@ -4,6 +4,7 @@
 #include <fnmatch.h>
 #include <fcntl.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +17,8 @@ struct kw_config kw_config;
 
 #define CONFIG_FILE "keywarden.conf"
 #define MASTER_KEY_FILE "master.key"
+#define MASTER_KEY_RETIRED "master.key.old"	/* the key before a rotation, hashed, and its end */
+#define MASTER_KEY_IN_USE "master-key.in-use"	/* what a serving keywarden accepts: pid, source, id */
 
 /* Secret material created on first start: name and length in bytes. */
 static const struct {
@@ -117,6 +120,12 @@ static struct {
 	struct timespec mtime;
 } master_key_read;
 
+/* The master key before the last rotation, while its grace period lasts (hashed; until 0: none). */
+static struct {
+	unsigned char hash[KW_SHA256_LEN];
+	time_t until;
+} master_key_retired;
+
 /*
  * Parses a version of dotted numbers ("2.10.0", an optional leading "v")
  * into parts, missing ones 0; the last slot is 1 for a release and 0 for
@@ -156,6 +165,123 @@ kw_version_parse(const char *s, unsigned long parts[KW_VERSION_PARTS])
 	return *s == '\0' || *s == '-' || *s == '+';
 }
 
+/*
+ * Reads DATA_DIR/master.key.old, "<SHA-256 hex of the old key> <until, epoch
+ * seconds>", into master_key_retired; none when absent or malformed.  Read
+ * whenever master.key is, since a rotation writes it first.
+ */
+static void
+read_retired_file(void)
+{
+	char path[4200], hex[KW_SHA256_HEX_LEN + 1];
+	long long until = 0;
+	FILE *f;
+
+	memset(&master_key_retired, 0, sizeof(master_key_retired));
+	snprintf(path, sizeof(path), "%s/%s", kw_config.data_dir, MASTER_KEY_RETIRED);
+	if ((f = fopen(path, "r")) == NULL)
+		return;
+	if (fscanf(f, "%64s %lld", hex, &until) == 2 && strlen(hex) == KW_SHA256_HEX_LEN &&
+	    kw_crypto_unhex(hex, KW_SHA256_HEX_LEN, master_key_retired.hash) == KW_OK)
+		master_key_retired.until = (time_t)until;
+	fclose(f);
+}
+
+/*
+ * 1 when presented is the master key of before the last rotation and its
+ * grace period (master-key rotate --grace) has not ended.
+ */
+int
+kw_config_master_key_retired(const char *presented)
+{
+	unsigned char hash[KW_SHA256_LEN];
+	int same;
+
+	if (master_key_retired.until == 0 || kw_clock_now() >= master_key_retired.until)
+		return 0;
+	kw_crypto_sha256(presented, strlen(presented), hash);
+	same = kw_crypto_ct_equal(hash, master_key_retired.hash, sizeof(hash));
+	kw_crypto_wipe(hash, sizeof(hash));
+	return same;
+}
+
+/* The id of a master key: the first 8 hex characters of its SHA-256, never the key. */
+void
+kw_config_master_key_id(const char *key, char id[9])
+{
+	char hex[KW_SHA256_HEX_LEN + 1];
+
+	kw_crypto_sha256_hex(key, strlen(key), hex);
+	memcpy(id, hex, 8);
+	id[8] = '\0';
+}
+
+/*
+ * At the start of serving: says when a setting makes DATA_DIR/master.key
+ * ignored, and writes DATA_DIR/master-key.in-use (0600), "<pid> <source>
+ * <id>", so that `master-key show` and `rotate`, run from a shell that may
+ * not have the server's environment, tell the truth about the key the
+ * server accepts.
+ */
+void
+kw_config_master_key_announce(void)
+{
+	char path[4200], tmp[4300], id[9] = "-", line[128];
+	int fd, n;
+
+	snprintf(path, sizeof(path), "%s/%s", kw_config.data_dir, MASTER_KEY_FILE);
+	if (master_key_setting != NULL && access(path, F_OK) == 0)
+		kw_log_warn("KEYWARDEN_MASTER_KEY is set in %s: DATA_DIR/master.key is ignored, and "
+		    "`keywarden master-key rotate` will not change the key this server accepts",
+		    master_key_setting);
+	if (kw_config.master_key[0] != '\0')
+		kw_config_master_key_id(kw_config.master_key, id);
+	n = snprintf(line, sizeof(line), "%ld %s %s\n", (long)getpid(),
+	    master_key_setting == NULL ? "master.key" : strcmp(master_key_setting,
+	    "the environment") == 0 ? "environment" : "keywarden.conf", id);
+	snprintf(path, sizeof(path), "%s/%s", kw_config.data_dir, MASTER_KEY_IN_USE);
+	snprintf(tmp, sizeof(tmp), "%s.%ld", path, (long)getpid());
+	if ((fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600)) < 0)
+		return;
+	if (write(fd, line, (size_t)n) != n || close(fd) != 0 || rename(tmp, path) != 0)
+		unlink(tmp);
+}
+
+/* At the end of serving: removes DATA_DIR/master-key.in-use when this process wrote it. */
+void
+kw_config_master_key_unannounce(void)
+{
+	char path[4200], source[32], id[9];
+
+	if (kw_config_master_key_served(source, id) == (long)getpid()) {
+		snprintf(path, sizeof(path), "%s/%s", kw_config.data_dir, MASTER_KEY_IN_USE);
+		unlink(path);
+	}
+}
+
+/*
+ * The pid of the keywarden serving DATA_DIR, with where its master key
+ * comes from (source: "master.key", "environment" or "keywarden.conf",
+ * 32 bytes) and the key's id; 0 when none is running.
+ */
+long
+kw_config_master_key_served(char source[32], char id[9])
+{
+	char path[4200];
+	long pid = 0;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/%s", kw_config.data_dir, MASTER_KEY_IN_USE);
+	if ((f = fopen(path, "r")) == NULL)
+		return 0;
+	if (fscanf(f, "%ld %31s %8s", &pid, source, id) != 3 || pid <= 0)
+		pid = 0;
+	fclose(f);
+	if (pid > 0 && kill((pid_t)pid, 0) != 0 && errno == ESRCH)
+		pid = 0;	/* it stopped without saying so */
+	return pid;
+}
+
 /* Reads DATA_DIR/master.key into kw_config.master_key; KW_ENOTFOUND when absent. */
 static enum kw_err
 read_master_key_file(void)
@@ -176,6 +302,7 @@ read_master_key_file(void)
 		master_key_read.mtime = sb.st_mtim;
 	}
 	fclose(f);
+	read_retired_file();
 	return kw_config.master_key[0] != '\0' ? KW_OK : KW_ENOTFOUND;
 }
 
@@ -212,14 +339,44 @@ kw_config_master_key_setting(void)
 }
 
 /*
+ * Writes DATA_DIR/master.key.old for a rotation: the hash of the key in
+ * hand and the end of its grace period, grace seconds from now; removes it
+ * when grace is 0, so the old key stops at once.  0, or -1 with errno.
+ */
+static int
+write_retired(long grace)
+{
+	char path[4200], tmp[4300], hex[KW_SHA256_HEX_LEN + 1], line[128];
+	int fd, len, rc = 0;
+
+	snprintf(path, sizeof(path), "%s/%s", kw_config.data_dir, MASTER_KEY_RETIRED);
+	if (grace <= 0 || kw_config.master_key[0] == '\0')
+		return unlink(path) == 0 || errno == ENOENT ? 0 : -1;
+	kw_crypto_sha256_hex(kw_config.master_key, strlen(kw_config.master_key), hex);
+	len = snprintf(line, sizeof(line), "%s %lld\n", hex, (long long)(kw_clock_now() + grace));
+	snprintf(tmp, sizeof(tmp), "%s.new", path);
+	unlink(tmp);
+	if ((fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600)) < 0)
+		return -1;
+	if (write(fd, line, (size_t)len) != len || fsync(fd) != 0)
+		rc = -1;
+	if (close(fd) != 0 || (rc == 0 && rename(tmp, path) != 0))
+		rc = -1;
+	if (rc != 0)
+		unlink(tmp);
+	return rc;
+}
+
+/*
  * Replaces DATA_DIR/master.key with a new random key: written beside it
  * (0600, flushed), renamed over it, the directory flushed.  The new key is
  * copied into out (n bytes, at least 64) for the one time it is shown, and
  * becomes kw_config.master_key.  KW_EFORBIDDEN when a setting owns the
- * master key; KW_EUNAVAIL when the file cannot be written.
+ * master key; KW_EUNAVAIL when the file cannot be written.  With grace > 0
+ * the old key is still accepted for grace seconds (write_retired).
  */
 enum kw_err
-kw_config_master_key_rotate(char *out, size_t n)
+kw_config_master_key_rotate(char *out, size_t n, long grace)
 {
 	char path[4200], tmp[4300], key[64];
 	unsigned char raw[16];
@@ -235,6 +392,8 @@ kw_config_master_key_rotate(char *out, size_t n)
 	kw_crypto_random(raw, sizeof(raw));
 	len = 3 + kw_crypto_b64url(raw, sizeof(raw), key + 3);
 	key[len] = '\n';
+	if (write_retired(grace) != 0)
+		return KW_EUNAVAIL;
 	snprintf(path, sizeof(path), "%s/%s", kw_config.data_dir, MASTER_KEY_FILE);
 	snprintf(tmp, sizeof(tmp), "%s.new", path);
 	unlink(tmp);

@@ -681,9 +681,16 @@ check_key(struct kw_req *req, const struct provider *p, json_object *content)
 		kw_error_set(&req->err, KW_EINVAL, need, "%s is required for %s keys", need, base);
 		return KW_EINVAL;
 	}
-	if (!(b != NULL && b->value_optional) && (value == NULL || value[0] == '\0' ||
-	    (strncmp(value, "env.", 4) == 0 && (env_value(value) == NULL ||
-	    env_value(value)[0] == '\0')))) {
+	if (!(b != NULL && b->value_optional) && value != NULL && strncmp(value, "env.", 4) == 0 &&
+	    (env_value(value) == NULL || env_value(value)[0] == '\0')) {
+		/* Bifrost's words, and why: the name is not a secret, its value would be */
+		kw_error_set(&req->err, KW_EINVAL, "value", "Key value must not be empty: %s "
+		    "names a variable that is %s in keywarden's environment; give keywarden the "
+		    "variable where its web server starts it (README \"Provider variables\")",
+		    value, env_value(value) == NULL ? "unset" : "empty");
+		return KW_EINVAL;
+	}
+	if (!(b != NULL && b->value_optional) && (value == NULL || value[0] == '\0')) {
 		kw_error_set(&req->err, KW_EINVAL, "value", "Key value must not be empty");
 		return KW_EINVAL;
 	}
@@ -2198,6 +2205,7 @@ struct candidates {
 	json_object *tried;	/* ids to pass over while any other qualifies; borrowed, may be NULL */
 	json_object *keys;	/* owned array of records that qualify */
 	json_object *fresh;	/* owned array: those not in tried */
+	char unset[KW_ID_MAX + 8];	/* a reference that kept a key out: its variable is unset */
 };
 
 static enum kw_err
@@ -2209,12 +2217,17 @@ candidate_visit(struct bifrost_op *op, DB_TXN *txn, json_object *rec)
 	int usable;
 
 	(void)txn;
-	/* a reference whose variable is not in this environment: not usable now */
-	usable = kw_json_bool(rec, "enabled") && (ref == NULL || env_value(ref) != NULL) &&
-	    list_allows(models, c->model) &&
+	usable = kw_json_bool(rec, "enabled") && list_allows(models, c->model) &&
 	    !list_allows(json_object_object_get(rec, "blacklisted_models"), c->model) &&
 	    (!c->listed || kw_json_list_has(models, c->model));
 	json_object_put(made);
+	if (usable && ref != NULL && env_value(ref) == NULL) {
+		/* a reference whose variable is not in this environment: not usable
+		 * now, and said in the 404, the fix being the environment, not the key */
+		if (c->unset[0] == '\0')
+			snprintf(c->unset, sizeof(c->unset), "%s", ref);
+		usable = 0;
+	}
 	if (!usable)
 		return KW_OK;
 	json_object_array_add(c->keys, json_object_get(rec));
@@ -2273,7 +2286,7 @@ select_key(struct bifrost_op *op, DB_TXN *txn, const char *provider, const char 
 	static const char *const when_set[] = { "aliases", "use_anthropic_endpoints" };
 	struct kw_req *req = op->req;
 	struct candidates c = { model, provider == NULL, tried, json_object_new_array(),
-		json_object_new_array() };
+		json_object_new_array(), "" };
 	json_object *resolved = NULL;
 	enum kw_err rc;
 
@@ -2281,7 +2294,12 @@ select_key(struct bifrost_op *op, DB_TXN *txn, const char *provider, const char 
 	op->visiting = &c;
 	rc = each_key(op, txn, provider, candidate_visit);
 	if (rc == KW_OK && json_object_array_length(c.keys) == 0) {
-		if (provider != NULL)
+		if (c.unset[0] != '\0')
+			kw_error_set(&req->err, KW_ENOTFOUND, "model", "no enabled key of %s allows "
+			    "model %s: a key that would qualify references %s, which keywarden's environment "
+			    "lacks (or KEYWARDEN_PROVIDER_ENV no longer allows); README \"Provider "
+			    "variables\"", provider != NULL ? provider : "any provider", model, c.unset);
+		else if (provider != NULL)
 			kw_error_set(&req->err, KW_ENOTFOUND, "model",
 			    "no enabled key of %s allows model %s", provider, model);
 		else

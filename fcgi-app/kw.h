@@ -1061,6 +1061,13 @@ void kw_log_access(const struct kw_req *, int status, double secs);
 struct kw_cli_opts {
 	const char *data_dir;		/* -d; NULL: KEYWARDEN_DATA_DIR, then ./var */
 	const char *output;		/* export -o FILE */
+	const char *data_key;		/* import --data-key FILE: the source's data.key */
+	int dry_run;			/* import --dry-run: check and count, write nothing */
+	long grace;			/* master-key rotate --grace SECONDS: the old key's */
+	const char *command;		/* the command's name: "key create" */
+	const char *url;		/* --url: a keywarden over HTTP instead of DATA_DIR */
+	const char *team_id, *role;	/* --team-id, --role */
+	int json;			/* --json: the API's answer as it is */
 	const char *alias, *user_id;	/* admin-key create --alias, --user-id */
 	const char *socket_path, *port;	/* serve -s, -p */
 	unsigned workers;		/* serve -w; 0: the setting */
@@ -1071,6 +1078,7 @@ struct kw_cli_opts {
 int kw_cli_init(const struct kw_cli_opts *);
 int kw_cli_version(const struct kw_cli_opts *);
 int kw_cli_master_key_show(const struct kw_cli_opts *);
+int kw_cli_manage(const struct kw_cli_opts *);	/* key, team, user ... */
 int kw_cli_master_key_rotate(const struct kw_cli_opts *);
 int kw_cli_signing_key_show(const struct kw_cli_opts *);
 int kw_cli_signing_key_rotate(const struct kw_cli_opts *);
@@ -1085,7 +1093,12 @@ int kw_cli_setup(const char *data_dir);
 
 /* config.c: the master key's source, rotation, and its rereading by running workers */
 const char *kw_config_master_key_setting(void);	/* NULL: DATA_DIR/master.key */
-enum kw_err kw_config_master_key_rotate(char *out, size_t n);
+enum kw_err kw_config_master_key_rotate(char *out, size_t n, long grace_secs);
+int kw_config_master_key_retired(const char *presented);	/* the old key, in its grace */
+void kw_config_master_key_id(const char *key, char id[9]);	/* 8 hex of its SHA-256 */
+void kw_config_master_key_announce(void);	/* at start: master-key.in-use, master.key ignored */
+void kw_config_master_key_unannounce(void);
+long kw_config_master_key_served(char source[32], char id[9]);	/* a serving pid, or 0 */
 void kw_config_master_key_refresh(void);
 #define KW_MASTER_KEY_STRONG 20	/* below this many characters a master key is warned of */
 void kw_config_master_key_warn(void);	/* once at start: a weak master key, never the key */

@@ -1492,6 +1492,8 @@ over_rate(struct checking *c, const struct rate *r, int *refused)
 	return KW_OK;
 }
 
+#define PARALLEL_RETRY_MAX 5	/* seconds: the longest Retry-After for a parallel slot */
+
 /* Parallel requests: the leases in flight against max_parallel_requests. */
 static int
 over_parallel(struct checking *c, const struct summary *s, const struct in_flight *f,
@@ -1502,7 +1504,15 @@ over_parallel(struct checking *c, const struct summary *s, const struct in_fligh
 	report_limit(c, name, NULL, s->max_parallel, (double)f->count, (time_t)f->first_until);
 	if ((double)f->count < s->max_parallel)
 		return 0;
+	/*
+	 * A slot comes back when a request in flight ends, which is seconds
+	 * away, not when its lease would lapse (lease_secs, 600 by default):
+	 * the expected wait, capped, since OpenAI's clients wait as long as
+	 * Retry-After says before each retry.
+	 */
 	c->out->retry_after = f->first_until > c->now ? (int)(f->first_until - c->now) : 1;
+	if (c->out->retry_after > PARALLEL_RETRY_MAX)
+		c->out->retry_after = PARALLEL_RETRY_MAX;
 	return refuse(c, KW_V_RATE_LIMITED, name, "%s reached: %lld requests in flight", name,
 	    (long long)f->count);
 }
@@ -2748,8 +2758,14 @@ record_body(struct kw_store *st, DB_TXN *txn, void *baton)
 	/* the key's organization is its own, else its team's, as the check's */
 	if ((org_id = kw_json_str(key, "organization_id")) == NULL)
 		org_id = kw_json_str(team, "organization_id");
-	if (in->request_id != NULL && (rc = receipt(st, txn, token, in->request_id, r->now,
-	    &seen)) != KW_OK)
+	/*
+	 * A report that used nothing (the upstream failed before any token)
+	 * returns the request's slot and reservation but keeps no receipt: the
+	 * client's retry with the same x-request-id is then a new request, not
+	 * a duplicate, and its own report is counted once.
+	 */
+	if (in->request_id != NULL && (in->tokens > 0 || in->cost > 0 || in->diem > 0) &&
+	    (rc = receipt(st, txn, token, in->request_id, r->now, &seen)) != KW_OK)
 		goto out;
 	if (!seen) {
 		if ((rc = add_spend(st, txn, KW_DB_KEYS, token, in->cost, r->now, &spend)) != KW_OK ||

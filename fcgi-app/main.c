@@ -47,13 +47,18 @@ static const struct command {
 	{ "master-key show", "d", 0, 0, kw_cli_master_key_show, "[-d DATA_DIR]",
 	    "print the master key",
 	    "Prints the master key on standard output: KEYWARDEN_MASTER_KEY when it\n"
-	    "is set, else DATA_DIR/master.key.  The one place keywarden shows it." },
-	{ "master-key rotate", "d", 0, 0, kw_cli_master_key_rotate, "[-d DATA_DIR]",
+	    "is set, else DATA_DIR/master.key.  The one place keywarden shows it.\n"
+	    "When a running keywarden accepts another key (one set in its own\n"
+	    "environment, which this command cannot read), says so and exits 1." },
+	{ "master-key rotate", "dg", 0, 0, kw_cli_master_key_rotate,
+	    "[-d DATA_DIR] [--grace SECONDS]",
 	    "replace the master key with a new random one",
 	    "Writes a new random key to DATA_DIR/master.key (0600, replaced atomically)\n"
 	    "and prints it once.  A running keywarden refuses the old key from its next\n"
-	    "request on; no restart is needed.  Refused when KEYWARDEN_MASTER_KEY is\n"
-	    "set in the environment or in keywarden.conf: then the operator owns it." },
+	    "request on, or after --grace SECONDS (up to 604800); no restart is needed.\n"
+	    "Refused when KEYWARDEN_MASTER_KEY is set in this environment or in\n"
+	    "keywarden.conf, or when the running keywarden takes it from its own\n"
+	    "environment (it ignores master.key then): the operator owns it." },
 	{ "signing-key show", "d", 0, 0, kw_cli_signing_key_show, "[-d DATA_DIR]",
 	    "list the signing keys' ids, never their secrets",
 	    "Lists the ids of the keys in DATA_DIR/signing.key, oldest first, marking\n"
@@ -89,24 +94,109 @@ static const struct command {
 	    "that each key's alias, owner and creation index rows agree with keys.db\n"
 	    "both ways.  Prints what it checked; exits 1 on any problem." },
 	{ "export", "do", 0, 0, kw_cli_export, "[-d DATA_DIR] [-o FILE]",
-	    "write the key records as JSON lines",
-	    "One key record a line, as stored: its token (the SHA-256 of the key) and\n"
-	    "settings, never a plaintext key.  Provider credentials, teams and users\n"
-	    "are not exported.  To FILE (0600, replaced atomically) or standard output." },
-	{ "import", "d", 0, 1, kw_cli_import, "[-d DATA_DIR] [FILE]",
-	    "add key records from JSON lines",
-	    "Reads key records as export writes them, from FILE or standard input, and\n"
-	    "validates every line first: any bad line is reported with its line number\n"
-	    "and nothing is written.  Then each key is written in its own transaction\n"
-	    "with its index rows, audited as created by keywarden-cli; a missing user\n"
-	    "is created (internal_user).  A key whose token exists is skipped and said;\n"
-	    "a taken alias fails that line.  The data directory must exist (init)." },
+	    "write every record as JSON lines, for import elsewhere",
+	    "One consistent moment of the store, one record a line: organizations,\n"
+	    "budgets, users (with their roles), teams, customers, providers, provider\n"
+	    "keys (their secrets sealed, as stored), their index, and keys (Venice keys\n"
+	    "among them) by token, never a plaintext key.  A header line names the data\n"
+	    "key that sealed the provider secrets.  To FILE (0600, replaced atomically)\n"
+	    "or standard output; progress and counts on standard error." },
+	{ "import", "dkn", 0, 1, kw_cli_import,
+	    "[-d DATA_DIR] [--data-key FILE] [--dry-run] [FILE]",
+	    "add the records of an export",
+	    "Reads an export from FILE or standard input and checks every line first:\n"
+	    "any bad line is reported with its line number and field, and nothing is\n"
+	    "written.  Then each record is written in its own transaction, as it was\n"
+	    "stored (a key with its index rows), audited as created by keywarden-cli; a\n"
+	    "record whose id exists is skipped and counted.  A missing or empty DATA_DIR\n"
+	    "is initialised first; give it the source's data.key with --data-key so the\n"
+	    "sealed provider secrets open there (provider keys under another data key\n"
+	    "are refused).  --dry-run checks and counts what would be written, writing\n"
+	    "nothing.  Lines of older exports (bare key records) are read too." },
+	{ "key create", "dUjaut", 0, 0, kw_cli_manage, "[-d DATA_DIR | --url URL] [--alias A] [--user-id U] [--team-id T] [--json]",
+	    "create a key (POST /key/generate) and print it once",
+	    "The plaintext on standard output, the one time it is shown. On DATA_DIR as keywarden-cli, a proxy admin, through the API's own code;\n"
+	    "with --url, over HTTP as the key in KEYWARDEN_API_KEY.  --json prints the answer." },
+	{ "key list", "dUjut", 0, 0, kw_cli_manage, "[-d DATA_DIR | --url URL] [--user-id U] [--team-id T] [--json]",
+	    "list keys: token, alias (GET /key/list)",
+	    "One key a line: its token, its alias, and blocked when it is. On DATA_DIR as keywarden-cli, a proxy admin, through the API's own code;\n"
+	    "with --url, over HTTP as the key in KEYWARDEN_API_KEY.  --json prints the answer." },
+	{ "key info", "dUj", 1, 1, kw_cli_manage, "[-d DATA_DIR | --url URL] [--json] KEY",
+	    "a key's settings and spend (GET /key/info)",
+	    "KEY is the key or its token. On DATA_DIR as keywarden-cli, a proxy admin, through the API's own code;\n"
+	    "with --url, over HTTP as the key in KEYWARDEN_API_KEY.  --json prints the answer." },
+	{ "key block", "dUj", 1, 1, kw_cli_manage, "[-d DATA_DIR | --url URL] [--json] KEY",
+	    "refuse a key from its next request (POST /key/block)",
+	    "KEY is the key or its token. On DATA_DIR as keywarden-cli, a proxy admin, through the API's own code;\n"
+	    "with --url, over HTTP as the key in KEYWARDEN_API_KEY.  --json prints the answer." },
+	{ "key unblock", "dUj", 1, 1, kw_cli_manage, "[-d DATA_DIR | --url URL] [--json] KEY",
+	    "accept a blocked key again (POST /key/unblock)",
+	    "KEY is the key or its token. On DATA_DIR as keywarden-cli, a proxy admin, through the API's own code;\n"
+	    "with --url, over HTTP as the key in KEYWARDEN_API_KEY.  --json prints the answer." },
+	{ "key regenerate", "dUj", 1, 1, kw_cli_manage, "[-d DATA_DIR | --url URL] [--json] KEY",
+	    "a new secret for a key, its settings kept (POST /key/regenerate)",
+	    "Prints the new key once; the old one is refused. On DATA_DIR as keywarden-cli, a proxy admin, through the API's own code;\n"
+	    "with --url, over HTTP as the key in KEYWARDEN_API_KEY.  --json prints the answer." },
+	{ "key delete", "dUj", 1, 1, kw_cli_manage, "[-d DATA_DIR | --url URL] [--json] KEY",
+	    "delete a key (POST /key/delete)",
+	    "KEY is the key or its token. On DATA_DIR as keywarden-cli, a proxy admin, through the API's own code;\n"
+	    "with --url, over HTTP as the key in KEYWARDEN_API_KEY.  --json prints the answer." },
+	{ "team create", "dUj", 1, 1, kw_cli_manage, "[-d DATA_DIR | --url URL] [--json] ALIAS",
+	    "create a team (POST /team/new); prints its team_id",
+	    "ALIAS is its team_alias. On DATA_DIR as keywarden-cli, a proxy admin, through the API's own code;\n"
+	    "with --url, over HTTP as the key in KEYWARDEN_API_KEY.  --json prints the answer." },
+	{ "team list", "dUju", 0, 0, kw_cli_manage, "[-d DATA_DIR | --url URL] [--user-id U] [--json]",
+	    "list teams: team_id, alias (GET /team/list)",
+	    "One team a line. On DATA_DIR as keywarden-cli, a proxy admin, through the API's own code;\n"
+	    "with --url, over HTTP as the key in KEYWARDEN_API_KEY.  --json prints the answer." },
+	{ "team info", "dUj", 1, 1, kw_cli_manage, "[-d DATA_DIR | --url URL] [--json] TEAM_ID",
+	    "a team's settings (GET /team/info)",
+	    "TEAM_ID is the team's id. On DATA_DIR as keywarden-cli, a proxy admin, through the API's own code;\n"
+	    "with --url, over HTTP as the key in KEYWARDEN_API_KEY.  --json prints the answer." },
+	{ "team block", "dUj", 1, 1, kw_cli_manage, "[-d DATA_DIR | --url URL] [--json] TEAM_ID",
+	    "refuse the team's keys (POST /team/update blocked)",
+	    "TEAM_ID is the team's id. On DATA_DIR as keywarden-cli, a proxy admin, through the API's own code;\n"
+	    "with --url, over HTTP as the key in KEYWARDEN_API_KEY.  --json prints the answer." },
+	{ "team unblock", "dUj", 1, 1, kw_cli_manage, "[-d DATA_DIR | --url URL] [--json] TEAM_ID",
+	    "accept the team's keys again",
+	    "TEAM_ID is the team's id. On DATA_DIR as keywarden-cli, a proxy admin, through the API's own code;\n"
+	    "with --url, over HTTP as the key in KEYWARDEN_API_KEY.  --json prints the answer." },
+	{ "team delete", "dUj", 1, 1, kw_cli_manage, "[-d DATA_DIR | --url URL] [--json] TEAM_ID",
+	    "delete a team (POST /team/delete)",
+	    "TEAM_ID is the team's id. On DATA_DIR as keywarden-cli, a proxy admin, through the API's own code;\n"
+	    "with --url, over HTTP as the key in KEYWARDEN_API_KEY.  --json prints the answer." },
+	{ "user create", "dUjr", 1, 1, kw_cli_manage, "[-d DATA_DIR | --url URL] [--role ROLE] [--json] USER_ID",
+	    "create a user (POST /user/new)",
+	    "ROLE is proxy_admin, proxy_admin_viewer, internal_user (the default) or\n"
+	    "internal_user_viewer. On DATA_DIR as keywarden-cli, a proxy admin, through the API's own code;\n"
+	    "with --url, over HTTP as the key in KEYWARDEN_API_KEY.  --json prints the answer." },
+	{ "user list", "dj", 0, 0, kw_cli_manage, "[-d DATA_DIR] [--json]",
+	    "list users: user_id, role (the data directory only)",
+	    "One user a line; the API has no list of users, so there is no --url.On DATA_DIR as keywarden-cli, a proxy admin, through the API's own code." },
+	{ "user info", "dUj", 1, 1, kw_cli_manage, "[-d DATA_DIR | --url URL] [--json] USER_ID",
+	    "a user's settings and keys (GET /user/info)",
+	    "USER_ID is the user's id. On DATA_DIR as keywarden-cli, a proxy admin, through the API's own code;\n"
+	    "with --url, over HTTP as the key in KEYWARDEN_API_KEY.  --json prints the answer." },
+	{ "user block", "dUj", 1, 1, kw_cli_manage, "[-d DATA_DIR | --url URL] [--json] USER_ID",
+	    "refuse the user's keys (POST /user/update blocked)",
+	    "USER_ID is the user's id. On DATA_DIR as keywarden-cli, a proxy admin, through the API's own code;\n"
+	    "with --url, over HTTP as the key in KEYWARDEN_API_KEY.  --json prints the answer." },
+	{ "user unblock", "dUj", 1, 1, kw_cli_manage, "[-d DATA_DIR | --url URL] [--json] USER_ID",
+	    "accept the user's keys again",
+	    "USER_ID is the user's id. On DATA_DIR as keywarden-cli, a proxy admin, through the API's own code;\n"
+	    "with --url, over HTTP as the key in KEYWARDEN_API_KEY.  --json prints the answer." },
+	{ "user delete", "dUj", 1, 1, kw_cli_manage, "[-d DATA_DIR | --url URL] [--json] USER_ID",
+	    "delete a user (POST /user/delete)",
+	    "USER_ID is the user's id. On DATA_DIR as keywarden-cli, a proxy admin, through the API's own code;\n"
+	    "with --url, over HTTP as the key in KEYWARDEN_API_KEY.  --json prints the answer." },
 	{ "version", "", 0, 0, kw_cli_version, "",
 	    "print the version and the schema version",
 	    "Prints `keywarden VERSION (schema N, spec SHA256-PREFIX)`: N is the data\n"
 	    "directory schema this keywarden writes and migrates older ones to." },
 };
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
+
+#define FLAGS "nj"	/* the options that take no value */
 
 static const struct option longopts[] = {
 	{ "help", no_argument, NULL, 'h' },
@@ -117,6 +207,13 @@ static const struct option longopts[] = {
 	{ "workers", required_argument, NULL, 'w' },
 	{ "alias", required_argument, NULL, 'a' },
 	{ "user-id", required_argument, NULL, 'u' },
+	{ "data-key", required_argument, NULL, 'k' },
+	{ "dry-run", no_argument, NULL, 'n' },
+	{ "grace", required_argument, NULL, 'g' },
+	{ "json", no_argument, NULL, 'j' },
+	{ "url", required_argument, NULL, 'U' },
+	{ "team-id", required_argument, NULL, 't' },
+	{ "role", required_argument, NULL, 'r' },
 	{ NULL, 0, NULL, 0 },
 };
 
@@ -131,6 +228,14 @@ static const struct {
 	{ 'a', "    --alias ALIAS        the key's key_alias" },
 	{ 'u', "    --user-id USER       the key's proxy_admin user (keywarden-admin)" },
 	{ 'o', "-o, --output FILE        write to FILE instead of standard output" },
+	{ 'k', "    --data-key FILE      the source's data.key, for a new data directory" },
+	{ 'n', "-n, --dry-run            check and count, write nothing" },
+	{ 'g', "    --grace SECONDS      how long the old master key is still accepted (0)" },
+	{ 'U', "    --url URL            a keywarden over HTTP (KEYWARDEN_URL), the key in\n"
+	    "                           KEYWARDEN_API_KEY, instead of DATA_DIR" },
+	{ 't', "    --team-id TEAM       the key's team" },
+	{ 'r', "    --role ROLE          the user's user_role" },
+	{ 'j', "    --json               print the API's answer as JSON" },
 };
 
 static void
@@ -250,6 +355,8 @@ main(int argc, char **argv)
 			usage(stdout);
 			return 0;
 		}
+		if (argc == 1 && (strcmp(argv[0], "-V") == 0 || strcmp(argv[0], "--version") == 0))
+			return kw_cli_version(&o);
 		argv--;
 		argc++;
 		argv[0] = serve_name;
@@ -269,6 +376,10 @@ main(int argc, char **argv)
 			return usage_error(NULL, "%s takes show or rotate", argv[0]);
 		if (strcmp(argv[0], "admin-key") == 0)
 			return usage_error(NULL, "%s takes create", argv[0]);
+		if (strcmp(argv[0], "key") == 0 || strcmp(argv[0], "team") == 0 ||
+		    strcmp(argv[0], "user") == 0)
+			return usage_error(NULL, "%s takes create, list, info, block, unblock, "
+			    "regenerate (keys) or delete", argv[0]);
 		return usage_error(NULL, "no such command: %s", argv[0]);
 	}
 	for (int i = words; i < argc && strcmp(argv[i], "--") != 0; i++)
@@ -281,7 +392,8 @@ main(int argc, char **argv)
 	optstring[n++] = ':';
 	for (const char *p = c->opts; *p != '\0'; p++) {
 		optstring[n++] = *p;
-		optstring[n++] = ':';
+		if (strchr(FLAGS, *p) == NULL)
+			optstring[n++] = ':';
 	}
 	optstring[n] = '\0';
 	name = argv[words - 1];
@@ -316,6 +428,33 @@ main(int argc, char **argv)
 		case 'u':
 			o.user_id = optarg;
 			break;
+		case 'k':
+			o.data_key = optarg;
+			break;
+		case 'n':
+			o.dry_run = 1;
+			break;
+		case 'j':
+			o.json = 1;
+			break;
+		case 'U':
+			o.url = optarg;
+			break;
+		case 't':
+			o.team_id = optarg;
+			break;
+		case 'r':
+			o.role = optarg;
+			break;
+		case 'g': {
+			char *end;
+			long g = strtol(optarg, &end, 10);
+
+			if (*optarg == '\0' || *end != '\0' || g < 0 || g > 604800)
+				return usage_error(c, "--grace takes 0 to 604800 seconds, not %s", optarg);
+			o.grace = g;
+			break;
+		}
 		case 'w': {
 			char *end;
 			long w = strtol(optarg, &end, 10);
@@ -335,6 +474,9 @@ main(int argc, char **argv)
 		return usage_error(c, "unexpected operand %s", o.args[c->max_args]);
 	if (o.socket_path != NULL && o.port != NULL)
 		return usage_error(c, "%s takes -s or -p, not both", c->name);
+	if (o.url != NULL && o.data_dir != NULL)
+		return usage_error(c, "%s takes -d or --url, not both", c->name);
+	o.command = c->name;
 	return c->run(&o);
 }
 
@@ -408,6 +550,13 @@ serve(const struct kw_cli_opts *o)
 {
 	int listen_fd, rc;
 
+	/* before anything is read or created: a bare keywarden in a shell leaves no ./var */
+	if (o->socket_path == NULL && o->port == NULL && !is_listening_socket(0)) {
+		fprintf(stderr, "keywarden: standard input is not a FastCGI listening socket; "
+		    "use -s PATH or -p PORT to listen on one of keywarden's own, or `keywarden "
+		    "help` for the other commands\n");
+		return 2;
+	}
 	if (kw_cli_setup(o->data_dir) != 0)
 		return 1;
 	if (o->workers > 0)
@@ -434,14 +583,12 @@ serve(const struct kw_cli_opts *o)
 			    o->socket_path ? o->socket_path : o->port, strerror(errno));
 			return 1;
 		}
-	} else if (is_listening_socket(0)) {
-		listen_fd = 0;
 	} else {
-		fprintf(stderr, "keywarden: standard input is not a FastCGI listening socket; "
-		    "use -s PATH or -p PORT to listen on one of keywarden's own\n");
-		return 2;
+		listen_fd = 0;
 	}
+	kw_config_master_key_announce();
 	rc = kw_pool_run(listen_fd, kw_config.workers) == KW_OK ? 0 : 1;
+	kw_config_master_key_unannounce();
 	if (o->socket_path != NULL)
 		unlink(o->socket_path);
 	kw_crypto_wipe(kw_config.master_key, sizeof(kw_config.master_key));

@@ -203,6 +203,54 @@ def test_master_key_rotate(tmp):
     p = kw("master-key", "show", "-d", d)
     tap.eq(p.stdout.strip(), new, "master-key show prints the new key")
 
+    # a grace period: the old key still works for --grace seconds, then is refused
+    with Server(data_dir=d, master_key=None, workers=2) as srv:
+        p = kw("master-key", "rotate", "-d", d, "--grace", "3")
+        newer = p.stdout.strip()
+        codes = [srv.request("GET", "/key/list", headers={"Authorization": "Bearer " + k}).status
+                 for k in (new, newer) for _ in range(4)]
+        tap.ok(p.returncode == 0 and "3 seconds" in p.stderr and all(c == 200 for c in codes),
+               "rotate --grace 3: the old and the new master key are both accepted at first",
+               (p.stderr, codes))
+        wait_for(lambda: srv.request("GET", "/key/list", headers={
+            "Authorization": "Bearer " + new}).status == 401, timeout=10)
+        codes = [srv.request("GET", "/key/list", headers={"Authorization": "Bearer " + k}).status
+                 for k in (new, newer) for _ in range(4)]
+        tap.eq(codes, [401] * 4 + [200] * 4, "after the grace period only the new key is accepted")
+    tap.ok(mode(os.path.join(d, "master.key.old")) == 0o600 and
+           new not in read(os.path.join(d, "master.key.old")),
+           "the old key is kept hashed, 0600, never in plain")
+
+
+def test_master_key_truth(tmp):
+    """The environment owns the master key of a running server: show and rotate say so."""
+    d = os.path.join(tmp, "truth")
+    kw("init", "-d", d)
+    file_key = read(os.path.join(d, "master.key")).strip()
+    env_key = "sk-the-servers-own-environment-key-0001"
+    with Server(data_dir=d, master_key=env_key, workers=2) as srv:
+        wait_for(lambda: "master.key is ignored" in srv.read_log(), timeout=5)
+        tap.ok("master.key is ignored" in srv.read_log() and env_key not in srv.read_log(),
+               "at start the server says master.key is ignored, naming no key")
+        p = kw("master-key", "rotate", "-d", d)
+        tap.ok(p.returncode == 1 and "ignores master.key" in p.stderr and not p.stdout and
+               read(os.path.join(d, "master.key")).strip() == file_key,
+               "rotate from a shell without the server's environment is refused, changing nothing",
+               p.stderr)
+        p = kw("master-key", "show", "-d", d)
+        tap.ok(p.returncode == 1 and file_key not in p.stdout and "cannot read" in p.stderr,
+               "show does not print master.key, which the server does not accept", p.stderr)
+        p = kw("master-key", "show", "-d", d, env={"KEYWARDEN_MASTER_KEY": env_key})
+        tap.ok(p.returncode == 0 and p.stdout.strip() == env_key,
+               "show prints the key the server accepts when it has it", p.stderr)
+        r = srv.request("GET", "/key/list", headers={"Authorization": "Bearer " + file_key})
+        tap.eq(r.status, 401, "the server indeed refuses master.key's key")
+    # the pool manager drains its workers after lighttpd has gone
+    wait_for(lambda: kw("master-key", "show", "-d", d).returncode == 0, timeout=20)
+    p = kw("master-key", "show", "-d", d)
+    tap.ok(p.returncode == 0 and p.stdout.strip() == file_key,
+           "once the server stopped, show prints master.key again", p.stderr)
+
 
 def test_admin_key(tmp):
     d = os.path.join(tmp, "admin")
@@ -363,12 +411,14 @@ def test_export_import(tmp, before, bk, master):
     out = os.path.join(tmp, "keys.jsonl")
     p = kw("export", "-d", src, "-o", out)
     text = read(out) if os.path.exists(out) else ""
-    lines = [json.loads(line) for line in text.splitlines()]
+    rows = [json.loads(line) for line in text.splitlines()]
+    lines = [r["record"] for r in rows if r.get("table") == "keys"]
     tap.ok(p.returncode == 0 and lines and mode(out) == 0o600 and
-           ("exported %d keys" % len(lines)) in p.stderr,
-           "export -o writes one key record a line, 0600", p.stderr)
+           rows[0].get("format") == "keywarden-export" and
+           (", %d keys" % len(lines)) in p.stderr,
+           "export -o writes a header then one record a line, 0600", p.stderr)
     tap.ok(all(re.fullmatch(r"[0-9a-f]{64}", rec.get("token", "")) and "key" not in rec
-               for rec in lines), "each line has the key's token and no plaintext")
+               for rec in lines), "each key line has the key's token and no plaintext")
     tap.ok(not any(k in text for k, _, _ in before) and master not in text and
            "sk-provider-secret-cli-0001" not in text,
            "no plaintext key, master key or provider secret is in the export")
@@ -377,11 +427,16 @@ def test_export_import(tmp, before, bk, master):
 
     dst = os.path.join(tmp, "import-dst")
     kw("init", "-d", dst)
-    p = kw("import", "-d", dst, out)
-    tap.ok(p.returncode == 0 and ("imported %d keys" % len(lines)) in p.stderr,
-           "import into a fresh data directory", p.stderr)
-    p = kw("import", "-d", dst, stdin=text)
-    tap.ok(p.returncode == 0 and "imported 0 keys, skipped %d" % len(lines) in p.stderr and
+    # an export of before this format: bare key records, one a line
+    old = os.path.join(tmp, "keys-v1.jsonl")
+    with open(old, "w") as f:
+        f.write("".join(json.dumps(rec) + "\n" for rec in lines))
+    p = kw("import", "-d", dst, old)
+    tap.ok(p.returncode == 0 and (", %d keys" % len(lines)) in p.stderr,
+           "an older export of bare key records imports into a fresh data directory", p.stderr)
+    p = kw("import", "-d", dst, stdin=read(old))
+    tap.ok(p.returncode == 0 and ", 0 keys" in p.stderr and
+           "skipped (they exist): " in p.stderr and (", %d keys" % len(lines)) in p.stderr and
            "line 1: key " in p.stderr, "importing again from standard input skips every key, "
            "saying which line", p.stderr[-300:])
     v = kw("verify", "-d", dst)
@@ -438,6 +493,7 @@ def main():
         test_usage_errors(tmp)
         test_init_and_secrets(tmp)
         test_master_key_rotate(tmp)
+        test_master_key_truth(tmp)
         test_admin_key(tmp)
         before, bk, master = test_backup_restore_verify(tmp)
         test_export_import(tmp, before, bk, master)

@@ -771,13 +771,20 @@ def env_refs(api):
     bif_error(api.create("openai", {"name": uniq("empty-ref"), "value": "env."}), 400,
               "a reference without a name", "value")
     # a reference to a variable this environment lacks is never selected
-    bif_error(api.create("cohere", {"name": "cohere-unset", "value": "env.KW_NOT_SET_ANYWHERE"}),
-              400, "a reference to an unset variable: Key value must not be empty", "value")
+    r = api.create("cohere", {"name": "cohere-unset", "value": "env.KW_NOT_SET_ANYWHERE"})
+    bif_error(r, 400, "a reference to an unset variable: Key value must not be empty", "value")
+    msg = str((J(r).get("error") or {}).get("message"))
+    tap.ok(msg.startswith("Key value must not be empty: env.KW_NOT_SET_ANYWHERE names a "
+                          "variable that is unset in keywarden's environment"),
+           "the 400 says the reference names an unset variable, by its name", msg)
     created(api, "vllm", {"name": "vllm-unset", "models": ["unset-model"], "value":
                           "env.KW_NOT_SET_ANYWHERE", "vllm_key_config": {"url": "http://x.in"}},
             "where the value may be empty (vllm), a reference to an unset variable is stored")
-    bif_error(api.select("vllm", "unset-model"), 404,
-              "select skips a key whose variable is unset: none qualifies", "model")
+    r = api.select("vllm", "unset-model")
+    bif_error(r, 404, "select skips a key whose variable is unset: none qualifies", "model")
+    msg = str((J(r).get("error") or {}).get("message"))
+    tap.ok("references env.KW_NOT_SET_ANYWHERE, which keywarden's environment lacks" in msg,
+           "select's 404 names the unset variable that kept the key out", msg)
 
     r = api.update("groq", kid(k), roundtrip(J(api.key("groq", kid(k)))))
     tap.ok(r.status == 200 and J(r).get("value") == ref_form(ENV_NAME) and

@@ -79,6 +79,10 @@ def run(srv, up):
         "KW_KEY_BUDGET": generate(srv, {"key_alias": "gw-budget", "max_budget": BUDGET}),
         "KW_KEY_RPM": generate(srv, {"key_alias": "gw-rpm", "rpm_limit": 2}),
         "KW_KEY_MODELS": generate(srv, {"key_alias": "gw-models", "models": ["gpt-4"]}),
+        "KW_KEY_RETRY": generate(srv, {"key_alias": "gw-retry", "max_parallel_requests": 1}),
+        "KW_KEY_PARALLEL": generate(srv, {"key_alias": "gw-parallel",
+                                          "max_parallel_requests": 1}),
+        "KW_KEY_RPM10": generate(srv, {"key_alias": "gw-rpm10", "rpm_limit": 10}),
         "KW_KEY_UNKNOWN": "sk-" + secrets.token_urlsafe(16),
     }
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
@@ -111,6 +115,26 @@ def run(srv, up):
     e = refused(steps, "request id: again", 400, "BadRequestError")
     tap.ok("DUPLICATE_REQUEST" in json.dumps(e), "the same x-request-id again is refused: "
            "it could not be told apart in the usage reports", e)
+
+    # the gateway traps an OpenAI client falls into
+    completed(steps, "retry after upstream failure")
+    retry = [b for b, _, _ in up.reports if b["key"] == keys["KW_KEY_RETRY"]]
+    tap.ok(len(retry) == 2 and retry[0]["total_tokens"] == 0 and
+           retry[0].get("request_id") == retry[1].get("request_id"),
+           "the failed attempt released its slot (a report of nothing used) and the client's "
+           "retry with the same x-request-id was let through and charged once", retry)
+    info = (srv.admin("GET", "/key/info?key=" + keys["KW_KEY_RETRY"]).json or {}).get("info")
+    tap.ok(info and abs(info.get("spend", -1) - USAGE["total_tokens"] * PRICE) < 1e-9,
+           "the retried request is charged once", info)
+    tap.ok((steps.get("parallel: in flight") or {}).get("ok"), "a request holds the one slot",
+           steps.get("parallel: in flight"))
+    e = refused(steps, "parallel: refused", 429, "RateLimitError")
+    ra = (e.get("headers") or {}).get("retry-after", "")
+    # PARALLEL_RETRY_MAX in limits.c; the lease itself would say up to 60 s (600 s named)
+    tap.ok(ra.isdigit() and 1 <= int(ra) <= 5, "a parallel slot's Retry-After is the "
+           "expected wait, capped at 5 s, not the lease's length", e.get("headers"))
+    h = (steps.get("rate headers on 200") or {}).get("headers") or {}
+    tap.diag("200 headers through lighttpd: %s" % sorted(k for k in h if "ratelimit" in k))
 
     # keys that are refused
     e = refused(steps, "unknown key", 401, "AuthenticationError")
@@ -160,15 +184,15 @@ def run(srv, up):
     # what the model server saw and reported
     passed = [s for s in steps.values() if s.get("ok") and "content" in s]
     posts = [q for q in up.requests if q[0] == "POST"]
-    tap.eq(len(posts), len(passed) + 1, "refused requests never reach the model server "
-           "(the completions that passed and the one without x-model did)")
+    tap.eq(len(posts), len(passed) + 2, "refused requests never reach the model server "
+           "(the completions that passed, the one without x-model and the failed attempt did)")
     tap.ok(all(q[2].get("x-request-id") for q in posts if "x-model" in q[2]),
            "x-request-id is forwarded to the model server")
     tap.ok(not any(k.lower().startswith("variable-") or k.startswith("kw-")
                    for q in posts for k in q[2]),
            "the authorizer's Variable-KW-* answers are not sent to the model server",
            [q[2] for q in posts])
-    reports = list(up.reports)
+    reports = [r for r in up.reports if r[0]["total_tokens"] > 0]
     tap.eq(len(reports), len(passed), "one usage report per completion")
     tap.ok(all(st == 200 and isinstance(a, dict) and a.get("recorded") is True
                for _, st, a in reports),

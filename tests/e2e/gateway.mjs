@@ -3,7 +3,8 @@
 // keys in its environment and turns each printed line into test points.
 //
 // Environment: GW_BASE (http://127.0.0.1:PORT), KW_MASTER_KEY (to block a key),
-// KW_KEY_VALID, KW_KEY_BLOCK, KW_KEY_BUDGET, KW_KEY_RPM, KW_KEY_MODELS (keys
+// KW_KEY_VALID, KW_KEY_BLOCK, KW_KEY_BUDGET, KW_KEY_RPM, KW_KEY_MODELS, KW_KEY_RETRY,
+// KW_KEY_PARALLEL, KW_KEY_RPM10 (keys
 // made for each step), KW_KEY_UNKNOWN (a key keywarden never issued).
 // Output: one JSON object a line, {"step", "ok": true, ...what came back} or
 // {"step", "ok": false, "error": {"class", "status", "headers", ...}}, then
@@ -123,6 +124,30 @@ async function main() {
   };
   await step('request id: first', again);
   await step('request id: again', again);
+  // the upstream fails once; the client retries with the same x-request-id, which
+  // keywarden lets through because the failure returned the slot and used nothing
+  await step('retry after upstream failure', async () => {
+    const retrying = new OpenAI({ apiKey: env.KW_KEY_RETRY, baseURL: `${base}/v1`,
+      maxRetries: 2, timeout: 20000 });
+    const c = await retrying.chat.completions.create({ model: 'gpt-4', messages }, {
+      headers: { 'x-model': 'gpt-4', 'x-request-id': randomUUID(),
+        'x-upstream-fail-once': randomUUID() } });
+    return { content: c.choices?.[0]?.message?.content ?? null, usage: c.usage ?? null };
+  });
+  // a request in flight holds the key's one parallel slot (a model list reports no
+  // usage); the next is refused with a Retry-After the client can wait out
+  await step('parallel: in flight', async () => {
+    const page = await client(env.KW_KEY_PARALLEL).models.list();
+    return { ids: page.data.map((m) => m.id) };
+  });
+  await step('parallel: refused', () => complete(env.KW_KEY_PARALLEL, 'gpt-4'));
+  // a 200 says what is left of the key's limits
+  await step('rate headers on 200', async () => {
+    const { data, response } = await client(env.KW_KEY_RPM10).chat.completions
+      .create({ model: 'gpt-4', messages }, options('gpt-4')).withResponse();
+    return { content: data.choices?.[0]?.message?.content ?? null, usage: data.usage ?? null,
+      headers: headersOf(response.headers) };
+  });
   await step('unknown key', () => complete(env.KW_KEY_UNKNOWN, 'gpt-4'));
   await step('no key', () => complete('', 'gpt-4'));
 

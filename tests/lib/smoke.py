@@ -400,6 +400,21 @@ def gateway(c, up, label):
            label, [repr(first), repr(second), len(up.requests) - before])
     tap.ok(second.headers.get("retry-after", "").isdigit(),
            "%s gateway: the 429 has Retry-After" % label, second.headers)
+    msg = ((second.json or {}).get("error") or {}).get("message", "")
+    tap.ok("RATE_LIMITED" in msg and "rpm_limit" in msg and
+           second.headers.get("x-ratelimit-limit-requests") == "1" and
+           second.headers.get("x-ratelimit-remaining-requests") == "0",
+           "%s gateway: the 429 keeps keywarden's message and x-ratelimit-* headers" % label,
+           [msg, second.headers])
+    # a parallel slot: its Retry-After is the expected wait, capped, not the lease's
+    # 600 s, which current OpenAI clients obey before each retry
+    par = generate({"key_alias": "gw-par-%s" % secrets.token_hex(4),
+                    "max_parallel_requests": 1})
+    first, second = models(par), models(par)
+    ra = second.headers.get("retry-after", "")
+    tap.ok(first.status == 200 and envelope(second, 429) and ra.isdigit() and 1 <= int(ra) <= 5,
+           "%s gateway: max_parallel_requests 1: the second request in flight is 429 with "
+           "Retry-After of at most 5 s" % label, [repr(first), repr(second)])
 
     # a completion: a body the authorizer does not read, and the usage the upstream reports
     up.service_key = c.master_key

@@ -68,6 +68,7 @@ class Upstream:
         self.lock = threading.Lock()
         self.requests = []    # (method, path, headers as a dict with lower-case names)
         self.reports = []     # (request body sent to /key/usage, status, answer body)
+        self.failed = set()   # the x-upstream-fail-once tags already failed
         handler = type("Handler", (_Handler,), {"upstream": self})
         self.httpd = ThreadingHTTPServer((bind, port), handler)
         self.httpd.daemon_threads = True
@@ -215,6 +216,22 @@ class _Handler(BaseHTTPRequestHandler):
                  "total_tokens": prompt_tokens + completion_tokens}
         request_id = self.headers.get("x-request-id")
         key = caller_key(self.headers)
+        # x-upstream-fail-once: TAG makes the first request with that tag fail with 500,
+        # as a provider's outage does; the failure is reported as nothing used, which
+        # returns the request's slot and lets the client's retry reuse its x-request-id
+        tag = self.headers.get("x-upstream-fail-once")
+        if tag:
+            with self.upstream.lock:
+                first = tag not in self.upstream.failed
+                self.upstream.failed.add(tag)
+            if first:
+                if key:
+                    self.upstream.report_usage(key, model, {"prompt_tokens": 0,
+                                                            "completion_tokens": 0,
+                                                            "total_tokens": 0}, request_id)
+                return self._send(500, {"error": {"message": "the provider failed",
+                                                  "type": "server_error", "param": None,
+                                                  "code": None}})
         answer_id = "chatcmpl-" + uuid.uuid4().hex[:24]
         created = int(time.time())
         extra = {"x-request-id": request_id or "req_" + uuid.uuid4().hex}
