@@ -284,6 +284,7 @@ def python_checks(srv, prov, keys, provider_secrets):
 
     aliases(srv, prov, chat)
     end_users(srv, keys, chat)
+    held_alike(srv, chat)
     unmetered(srv, keys, chat)
     failures(srv, prov, keys, chat)
     concurrency(srv, chat)
@@ -330,6 +331,39 @@ def end_users(srv, keys, chat):
     info = srv.admin("GET", "/customer/info?end_user_id=relay-customer").json or {}
     tap.ok(abs(info.get("spend", -1) - 2 * COST) < 1e-12, "the end user is charged its calls",
            info)
+
+
+def held_alike(srv, chat):
+    """A key under a budget_id, a blocked end user and an organization over its budget are
+    refused by the relay as /key/verify and the authorizer refuse them (one limits engine)."""
+    def calls(key, n, **extra):
+        auth = {"Authorization": "Bearer " + key}
+        return [srv.request("POST", "/v1/chat/completions", headers=auth, body=dict(chat, **extra))
+                for _ in range(n)]
+
+    ok_status(srv.admin("POST", "/budget/new", body={"budget_id": "relay-budget",
+                                                     "max_budget": 1.5 * COST}), 200, "budget")
+    rs = calls(generate(srv, {"key_alias": "relay-budget-id", "budget_id": "relay-budget"}), 3)
+    tap.ok([r.status for r in rs] == [200, 200, 400] and
+           "Budget has been exceeded!" in rs[2].body.decode(), "a key under a /budget/new "
+           "budget_id is refused once its spend passes the budget's max_budget", rs[2])
+
+    ok_status(srv.admin("POST", "/customer/block", body={"user_ids": ["relay-blocked"]}), 200,
+              "customer/block")
+    key = generate(srv, {"key_alias": "relay-blocked-end-user"})
+    blocked, = calls(key, 1, user="relay-blocked")
+    free, = calls(key, 1)
+    tap.ok(blocked.status == 400 and "END_USER_BLOCKED" in blocked.body.decode() and
+           free.status == 200, "a blocked end user (_ENTERPRISE_BlockedUserList) is refused; the "
+           "same key without it passes", blocked)
+
+    ok_status(srv.admin("POST", "/organization/new", body={
+        "organization_id": "relay-org", "organization_alias": "relay-org",
+        "max_budget": 1.5 * COST}), 200, "organization")
+    rs = calls(generate(srv, {"key_alias": "relay-org-key", "organization_id": "relay-org"}), 3)
+    tap.ok([r.status for r in rs] == [200, 200, 400] and
+           "Organization=relay-org" in rs[2].body.decode(), "an organization over its max_budget "
+           "(_organization_max_budget_check) is refused for its keys", rs[2])
 
 
 def prices_file(prov):
