@@ -9,6 +9,7 @@ import secrets
 import subprocess
 import sys
 import time
+import urllib.parse
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 import tap  # noqa: E402
@@ -285,6 +286,7 @@ def python_checks(srv, prov, keys, provider_secrets):
     aliases(srv, prov, chat)
     end_users(srv, keys, chat)
     held_alike(srv, chat)
+    provisioned(srv, chat)
     unmetered(srv, keys, chat)
     failures(srv, prov, keys, chat)
     concurrency(srv, chat)
@@ -364,6 +366,25 @@ def held_alike(srv, chat):
     tap.ok([r.status for r in rs] == [200, 200, 400] and
            "Organization=relay-org" in rs[2].body.decode(), "an organization over its max_budget "
            "(_organization_max_budget_check) is refused for its keys", rs[2])
+
+
+def provisioned(srv, chat):
+    """The provisioning seed's answer: {base_url}/chat/completions works with the api_key."""
+    ok_status(srv.admin("POST", "/organization/new", body={
+        "organization_id": "relay-prov", "organization_alias": "relay-prov"}), 200, "organization")
+    user = ok_status(srv.admin("POST", "/user/new", body={"user_id": "relay-prov-user"}), 200,
+                     "user/new")["key"]
+    ok_status(srv.admin("POST", "/organization/member_add", body={
+        "organization_id": "relay-prov", "member": [{"user_id": "relay-prov-user"}]}), 200,
+        "organization/member_add")
+    r = srv.request("POST", "/api/v1/org/relay-prov/inference/keys", body={"client_id": "relay-cli"},
+                    headers={"Authorization": "Bearer " + user, "User-Agent": "relay-cli/9.0.0"})
+    a = ok_status(r, 200, "provision_key")
+    path = urllib.parse.urlsplit(a["base_url"]).path.rstrip("/") + "/chat/completions"
+    r = srv.request("POST", path, headers={"Authorization": "Bearer " + a["api_key"]}, body=chat)
+    tap.ok(path == "/v1/chat/completions" and r.status == 200 and
+           (r.json or {}).get("choices", [{}])[0].get("message", {}).get("content") == CONTENT,
+           "a provisioned key calls {base_url}/chat/completions through the relay", r)
 
 
 def prices_file(prov):
