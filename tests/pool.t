@@ -58,16 +58,16 @@ def stays(cond, secs):
 def settings():
     env = dict(os.environ, KEYWARDEN_WORKERS="4", KEYWARDEN_MAX_WORKERS="3",
                KEYWARDEN_MASTER_KEY=MASTER_KEY)
-    r = subprocess.run([BIN, "serve", "-d", "/nonexistent/kw-pool-test"], env=env,
+    r = subprocess.run([BIN, "serve", "-p", "39123", "-d", "/nonexistent/kw-pool-test"], env=env,
                        capture_output=True, text=True, stdin=subprocess.DEVNULL)
     tap.ok(r.returncode != 0 and "KEYWARDEN_MAX_WORKERS (3) must be at least the workers (4" in r.stderr, "a cap below the workers is refused at start, naming both", r.stderr)
-    r = subprocess.run([BIN, "serve", "-w", "2", "-d", "/nonexistent/kw-pool-test"],
+    r = subprocess.run([BIN, "serve", "-p", "39123", "-w", "2", "-d", "/nonexistent/kw-pool-test"],
                        env=dict(env, KEYWARDEN_WORKERS="1", KEYWARDEN_MAX_WORKERS="1"),
                        capture_output=True, text=True, stdin=subprocess.DEVNULL)
     tap.ok(r.returncode != 0 and "must be at least the workers (2" in r.stderr,
            "and so is one below serve -w", r.stderr)
     env["KEYWARDEN_MAX_WORKERS"] = "257"
-    r = subprocess.run([BIN, "serve", "-d", "/nonexistent/kw-pool-test"], env=env,
+    r = subprocess.run([BIN, "serve", "-p", "39123", "-d", "/nonexistent/kw-pool-test"], env=env,
                        capture_output=True, text=True, stdin=subprocess.DEVNULL)
     tap.ok(r.returncode != 0 and "KEYWARDEN_MAX_WORKERS" in r.stderr,
            "a cap above 256 is refused at start", r.stderr)
