@@ -11,6 +11,7 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 import tap  # noqa: E402
+from e2e import npm_ci  # noqa: E402
 from kwserver import Server  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -19,16 +20,6 @@ SHOTS = os.path.join(ROOT, "build", "console")
 CHROMIUM = "/usr/bin/chromium"
 PROVIDER_SECRET = "sk-provider-secret-0f1e2d3c4b5a"
 KEYS = 1000
-
-
-def npm_ci():
-    if os.path.exists(os.path.join(E2E, "node_modules", "puppeteer-core", "package.json")) and \
-            os.path.exists(os.path.join(E2E, "node_modules", "axe-core", "axe.min.js")):
-        return True
-    r = subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"],
-                       cwd=E2E, capture_output=True, text=True)
-    return tap.ok(r.returncode == 0, "npm ci installs the pinned puppeteer-core and axe-core",
-                  r.stdout + r.stderr)
 
 
 def made(srv, path, body):
@@ -58,7 +49,7 @@ def headers(srv):
 def main():
     if not os.access(CHROMIUM, os.X_OK):
         tap.bail("no %s: scripts/bootstrap installs Debian's chromium" % CHROMIUM)
-    if not npm_ci():
+    if not npm_ci("puppeteer-core/package.json", "axe-core/axe.min.js"):
         return
     os.makedirs(SHOTS, exist_ok=True)
     with Server(env={"CONSOLE_TEST_API_KEY": "sk-from-the-environment"}) as srv:

@@ -11,6 +11,7 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 import tap  # noqa: E402
+from e2e import npm_ci  # noqa: E402
 from upstream import gateway  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -19,16 +20,6 @@ PRICE = 0.001          # per token, what the model server reports as cost
 BUDGET = 0.015         # a completion of "hi there" is 10 tokens: 0.01 each
 CONTENT = "You said: hi there"
 USAGE = {"prompt_tokens": 5, "completion_tokens": 5, "total_tokens": 10}
-
-
-def npm_ci():
-    if os.path.exists(os.path.join(E2E, "node_modules", "openai", "package.json")):
-        return True
-    # package-lock.json pins the client; npm ci installs exactly that
-    r = subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"],
-                       cwd=E2E, capture_output=True, text=True)
-    return tap.ok(r.returncode == 0, "npm ci installs the pinned openai client",
-                  r.stdout + r.stderr)
 
 
 def generate(srv, body):
@@ -57,7 +48,7 @@ def completed(steps, name):
 
 
 def main():
-    if not npm_ci():
+    if not npm_ci("openai/package.json"):
         return
     with gateway(PRICE) as (srv, up):
         run(srv, up)

@@ -20,6 +20,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 import tap  # noqa: E402
+from e2e import npm_ci  # noqa: E402
 from fastprovider import MODEL, FastProvider  # noqa: E402
 from kwserver import ROOT, Server, read_text  # noqa: E402
 from provider import Provider  # noqa: E402
@@ -117,7 +118,7 @@ def through_lighttpd_prefix():
 
 def main():
     suite = relay_suite()
-    if not suite.npm_ci():
+    if not npm_ci("openai/package.json"):
         return
     rounds = [("nginx", [NGINX], through_nginx),
               ("Apache mod_proxy_fcgi", [APACHE], through_proxy_fcgi),

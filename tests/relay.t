@@ -13,6 +13,7 @@ import urllib.parse
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 import tap  # noqa: E402
+from e2e import npm_ci  # noqa: E402
 from kwserver import Server, wait_for  # noqa: E402
 from provider import Provider, configure  # noqa: E402
 from upstream import count_tokens  # noqa: E402
@@ -28,15 +29,6 @@ BUDGET_CALLS = 3
 BUDGET = (BUDGET_CALLS - 0.5) * COST
 TPM = 40
 LONG = " ".join("word%d" % i for i in range(24))
-
-
-def npm_ci():
-    if os.path.exists(os.path.join(E2E, "node_modules", "openai", "package.json")):
-        return True
-    r = subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"],
-                       cwd=E2E, capture_output=True, text=True)
-    return tap.ok(r.returncode == 0, "npm ci installs the pinned openai client",
-                  r.stdout + r.stderr)
 
 
 def ok_status(r, status, what):
@@ -65,7 +57,7 @@ def refused(steps, name, status, cls):
 
 
 def main():
-    if not npm_ci():
+    if not npm_ci("openai/package.json"):
         return
     with Provider() as prov:
         with Server(workers=4, env={"KEYWARDEN_CA_BUNDLE": prov.ca}) as srv:

@@ -11,6 +11,7 @@
 // {"done": true}.
 import { randomUUID } from 'node:crypto';
 import OpenAI, { AzureOpenAI } from 'openai';
+import { block as blockKey, emit, failure, headersOf, sameMinute, step } from './steps.mjs';
 
 const env = process.env;
 const base = env.GW_BASE;
@@ -26,59 +27,12 @@ function options(model) {
   return { headers: { 'x-model': model, 'x-request-id': randomUUID() } };
 }
 
-function emit(obj) {
-  process.stdout.write(JSON.stringify(obj) + '\n');
-}
-
-function headersOf(h) {
-  const out = {};
-  if (h && typeof h.forEach === 'function') h.forEach((v, k) => { out[k.toLowerCase()] = v; });
-  else if (h) for (const [k, v] of Object.entries(h)) out[k.toLowerCase()] = v;
-  return out;
-}
-
-function failure(step, err) {
-  return {
-    step, ok: false,
-    error: {
-      class: err?.constructor?.name, status: err?.status ?? null,
-      headers: headersOf(err?.headers), type: err?.type ?? null, code: err?.code ?? null,
-      body: err?.error ?? null, message: String(err?.message ?? err),
-    },
-  };
-}
-
-async function step(name, fn) {
-  const t0 = Date.now();
-  try {
-    const got = await fn();
-    emit({ step: name, ok: true, ms: Date.now() - t0, ...got });
-  } catch (err) {
-    emit({ ...failure(name, err), ms: Date.now() - t0 });
-  }
-}
-
 async function complete(key, model) {
   const c = await client(key).chat.completions.create({ model, messages }, options(model));
   return {
     content: c.choices?.[0]?.message?.content ?? null, model: c.model,
     usage: c.usage ?? null, object: c.object, request_id: c._request_id ?? null,
   };
-}
-
-async function block(key) {
-  const r = await fetch(`${base}/key/block`, {
-    method: 'POST',
-    headers: { authorization: `Bearer ${env.KW_MASTER_KEY}`, 'content-type': 'application/json' },
-    body: JSON.stringify({ key }),
-  });
-  return { status: r.status, blocked: (await r.json())?.blocked ?? null };
-}
-
-// rpm windows are UTC minutes: start the rate-limit steps early in one
-async function sameMinute(seconds) {
-  const into = new Date().getUTCSeconds();
-  if (into > 60 - seconds) await new Promise((r) => setTimeout(r, (61 - into) * 1000));
 }
 
 async function main() {
@@ -153,7 +107,7 @@ async function main() {
 
   // blocked: refused on the very next completion
   await step('block: before', () => complete(env.KW_KEY_BLOCK, 'gpt-4'));
-  await step('block: POST /key/block', () => block(env.KW_KEY_BLOCK));
+  await step('block: POST /key/block', () => blockKey(base, env.KW_MASTER_KEY, env.KW_KEY_BLOCK));
   await step('block: after', () => complete(env.KW_KEY_BLOCK, 'gpt-4'));
 
   // a key's models list

@@ -10,6 +10,7 @@
 // {"step", "ok": false, "error": {"class", "status", "headers", ...}}, then
 // {"done": true}.
 import OpenAI, { AzureOpenAI } from 'openai';
+import { block as blockKey, emit, sameMinute, step } from './steps.mjs';
 
 const env = process.env;
 const base = env.RELAY_BASE;
@@ -17,34 +18,6 @@ const messages = [{ role: 'user', content: 'hi there' }];
 
 function client(apiKey, path = '/v1') {
   return new OpenAI({ apiKey, baseURL: `${base}${path}`, maxRetries: 0, timeout: 20000 });
-}
-
-function emit(obj) {
-  process.stdout.write(JSON.stringify(obj) + '\n');
-}
-
-function headersOf(h) {
-  const out = {};
-  if (h && typeof h.forEach === 'function') h.forEach((v, k) => { out[k.toLowerCase()] = v; });
-  else if (h) for (const [k, v] of Object.entries(h)) out[k.toLowerCase()] = v;
-  return out;
-}
-
-async function step(name, fn) {
-  const t0 = Date.now();
-  try {
-    const got = await fn();
-    emit({ step: name, ok: true, ms: Date.now() - t0, ...got });
-  } catch (err) {
-    emit({
-      step: name, ok: false, ms: Date.now() - t0,
-      error: {
-        class: err?.constructor?.name, status: err?.status ?? null,
-        headers: headersOf(err?.headers), type: err?.type ?? null, code: err?.code ?? null,
-        body: err?.error ?? null, message: String(err?.message ?? err),
-      },
-    });
-  }
 }
 
 async function chat(key, model = 'gpt-4o', extra = {}, options = {}) {
@@ -72,21 +45,6 @@ async function streamed(key, extra = {}) {
     if (chunk.usage) usage = chunk.usage;
   }
   return { content, usage, chunks, first_ms: first, end_ms: Date.now() - t0 };
-}
-
-async function block(key) {
-  const r = await fetch(`${base}/key/block`, {
-    method: 'POST',
-    headers: { authorization: `Bearer ${env.KW_MASTER_KEY}`, 'content-type': 'application/json' },
-    body: JSON.stringify({ key }),
-  });
-  return { status: r.status, blocked: (await r.json())?.blocked ?? null };
-}
-
-// rpm and tpm windows are UTC minutes: start the rate-limit steps early in one
-async function sameMinute(seconds) {
-  const into = new Date().getUTCSeconds();
-  if (into > 60 - seconds) await new Promise((r) => setTimeout(r, (61 - into) * 1000));
 }
 
 async function main() {
@@ -149,7 +107,7 @@ async function main() {
     { headers: { 'x-model': 'gpt-4o-mini' } }));
 
   await step('block: before', () => chat(env.KW_KEY_BLOCK));
-  await step('block: POST /key/block', () => block(env.KW_KEY_BLOCK));
+  await step('block: POST /key/block', () => blockKey(base, env.KW_MASTER_KEY, env.KW_KEY_BLOCK));
   await step('block: after', () => chat(env.KW_KEY_BLOCK));
 
   await sameMinute(20);
