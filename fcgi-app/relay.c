@@ -819,6 +819,25 @@ timeout_of(const struct relay *r)
 	return t >= 1 && t <= 86400 ? (long)t : 30;
 }
 
+/*
+ * The worker's one libcurl handle, reset before each try.  A reset keeps
+ * the handle's connection cache, DNS cache and TLS sessions, so calls to a
+ * provider reuse a kept-alive connection instead of a new TCP and TLS
+ * handshake each; the options, verification with them, are set again on
+ * every try.  Workers answer one request at a time, so one is enough.
+ */
+static CURL *
+worker_handle(void)
+{
+	static CURL *handle;
+
+	if (handle == NULL)
+		handle = curl_easy_init();
+	else
+		curl_easy_reset(handle);
+	return handle;
+}
+
 /* Sends one try to r->up and reads its answer; says whether another key may try. */
 static enum outcome
 try_once(struct relay *r, int *timed_out)
@@ -834,7 +853,7 @@ try_once(struct relay *r, int *timed_out)
 	r->len = 0;
 	r->too_large = 0;
 	r->content_type[0] = '\0';
-	if (body == NULL || (r->curl = curl_easy_init()) == NULL) {
+	if (body == NULL || (r->curl = worker_handle()) == NULL) {
 		free(body);
 		curl_slist_free_all(headers);
 		return TRY_FAILED;
@@ -870,8 +889,7 @@ try_once(struct relay *r, int *timed_out)
 	cc = curl_easy_perform(r->curl);
 	if (r->status == 0)
 		curl_easy_getinfo(r->curl, CURLINFO_RESPONSE_CODE, &r->status);
-	curl_easy_cleanup(r->curl);
-	r->curl = NULL;
+	r->curl = NULL;	/* kept, with its connection, for the worker's next try */
 	curl_slist_free_all(headers);
 	kw_crypto_wipe(body, strlen(body));
 	free(body);

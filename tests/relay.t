@@ -281,6 +281,7 @@ def python_checks(srv, prov, keys, provider_secrets):
     provisioned(srv, chat)
     unmetered(srv, keys, chat)
     failures(srv, prov, keys, chat)
+    connections(srv, prov, keys, chat)
     concurrency(srv, chat)
 
     r = srv.request("GET", "/model/info", headers=valid)
@@ -465,6 +466,34 @@ def failures(srv, prov, keys, chat):
     tap.ok(r.status == 504 and time.time() - t0 < 6, "a provider slower than its "
            "default_request_timeout_in_seconds: 504", r)
     tap.eq(len(prov.seen()) - before, 2, "network_config.max_retries 1: two tries")
+
+
+def connections(srv, prov, keys, chat):
+    """A worker keeps its connection to a provider for the next call, and still verifies TLS."""
+    valid = {"Authorization": "Bearer " + keys["KW_KEY_VALID"]}
+    calls = 16
+    before = len(prov.seen())
+    statuses = [srv.request("POST", "/v1/chat/completions", headers=valid, body=chat).status
+                for _ in range(calls)]
+    peers = {q["peer"] for q in prov.seen()[before:]}
+    workers = len(srv.workers())
+    tap.ok(statuses == [200] * calls and 1 <= len(peers) <= workers,
+           "%d calls one after another reach the provider over %d connections, at most one "
+           "a worker (%d workers): kept alive, not a TCP and TLS handshake each" % (
+               calls, len(peers), workers), statuses)
+    with Provider() as stranger:    # its certificate is from a CA keywarden does not trust
+        ok_status(srv.admin("POST", "/api/providers", body={
+            "provider": "stranger", "custom_provider_config": {"base_provider_type": "openai"},
+            "network_config": {"base_url": stranger.url, "max_retries": 1,
+                               "retry_backoff_initial": 100}}), 200, "stranger")
+        ok_status(srv.admin("POST", "/api/providers/stranger/keys", body={
+            "name": "stranger", "value": "sk-prov-good-" + secrets.token_hex(8),
+            "models": ["gpt-4o"]}), 200, "stranger key")
+        r = srv.request("POST", "/v1/chat/completions", headers=valid,
+                        body=dict(chat, model="stranger/gpt-4o"))
+        tap.ok(r.status == 502 and not stranger.seen(), "a provider whose certificate "
+               "KEYWARDEN_CA_BUNDLE does not vouch for: 502, nothing sent to it, with the "
+               "connections kept", r)
 
 
 def concurrency(srv, chat):

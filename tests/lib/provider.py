@@ -70,7 +70,9 @@ class Provider:
         self.ca, cert, key = make_ca(self.dir)
         self.models = list(models)
         self.lock = threading.Lock()
-        self.requests = []      # {"method", "path", "headers" (lower-case names), "body"}
+        # {"method", "path", "headers" (lower-case names), "body", "peer" (the client's port:
+        # one a connection)}
+        self.requests = []
         self.finished = []      # time.time() when each answer's last byte was written
         handler = type("Handler", (_Handler,), {"provider": self})
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
@@ -123,7 +125,8 @@ class _Handler(BaseHTTPRequestHandler):
         headers = {k.lower(): v for k, v in self.headers.items()}
         with self.provider.lock:
             self.provider.requests.append({"method": "GET", "path": self.path,
-                                           "headers": headers, "body": None})
+                                           "headers": headers, "body": None,
+                                           "peer": self.client_address[1]})
         if urllib.parse.urlsplit(self.path).path != "/v1/models":
             return self._error(404, "no such route")
         self._send(200, {"object": "list", "data": [
@@ -139,7 +142,8 @@ class _Handler(BaseHTTPRequestHandler):
             body = None
         with self.provider.lock:
             self.provider.requests.append({"method": "POST", "path": self.path,
-                                           "headers": headers, "body": body})
+                                           "headers": headers, "body": body,
+                                           "peer": self.client_address[1]})
         secret = secret_of(headers)
         if secret.startswith("sk-prov-500"):
             return self._error(500, "the fake provider fails this key", "server_error")
