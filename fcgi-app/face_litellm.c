@@ -50,6 +50,17 @@ kw_litellm_key_view(struct kw_req *req, json_object *rec)
 	return view;
 }
 
+/*
+ * The view of rec for a caller done with rec itself: rec, settled in
+ * place, with one more reference for the answer that takes it (no copy).
+ */
+static json_object *
+key_view_of_own(struct kw_req *req, json_object *rec)
+{
+	kw_budget_settle(rec, req->now);
+	return json_object_get(rec);
+}
+
 /* The key views being gathered from an owner index, and the first store error. */
 struct owned_views {
 	struct kw_req *req;
@@ -81,7 +92,7 @@ add_owned_view(const char *token, void *baton)
 	if (o->rc == KW_OK && json_object_array_length(o->views) >= o->max)
 		o->truncated = 1;
 	else if (o->rc == KW_OK)
-		json_object_array_add(o->views, kw_litellm_key_view(o->req, key));
+		json_object_array_add(o->views, key_view_of_own(o->req, key));
 	else if (o->rc == KW_EFORBIDDEN)
 		o->rc = KW_OK;	/* shown only what /key/info would show this caller */
 	json_object_put(key);
@@ -750,7 +761,7 @@ read_key(struct kw_req *req, DB_TXN *txn, const char *ref, const char *field, js
 	if ((rc = find_key(req, txn, ref, 0, field, &rec)) != KW_OK)
 		return rc;
 	if ((rc = kw_auth_key_access(req, txn, rec, 0)) == KW_OK)
-		*view = kw_litellm_key_view(req, rec);
+		*view = key_view_of_own(req, rec);
 	json_object_put(rec);
 	return rc;
 }
@@ -958,26 +969,34 @@ compare_records(const void *a, const void *b, void *baton)
 	return l->desc ? -c : c;
 }
 
+/* Adds rec (a record gathered, which nothing reads after this but its token) to the page. */
 static void
 emit(struct listing *l, json_object *rec)
 {
 	if (l->full) {
-		json_object_array_add(l->keys, kw_litellm_key_view(l->req, rec));
+		json_object_array_add(l->keys, key_view_of_own(l->req, rec));
 	} else {
 		json_object_array_add(l->keys, json_object_new_string(kw_json_str(rec, "token")));
 	}
 }
 
+/*
+ * Adds the key token to the page, as emit does: a page of tokens (the
+ * default) needs only to know that the record is there, not to read it.
+ */
 static int
 emit_token(const char *token, void *baton)
 {
 	struct listing *l = baton;
-	json_object *rec;
-	enum kw_err rc = kw_rec_get(l->req->store, l->txn, KW_DB_KEYS, token, 0, &rec);
+	json_object *rec = NULL;
+	enum kw_err rc = l->full ? kw_rec_get(l->req->store, l->txn, KW_DB_KEYS, token, 0, &rec) :
+	    kw_rec_exists(l->req->store, l->txn, KW_DB_KEYS, token);
 
-	if (rc == KW_OK) {
+	if (rc == KW_OK && rec != NULL) {
 		emit(l, rec);
 		json_object_put(rec);
+	} else if (rc == KW_OK) {
+		json_object_array_add(l->keys, json_object_new_string(token));
 	} else if (rc != KW_ENOTFOUND) {
 		l->rc = rc;
 		return 1;

@@ -165,8 +165,6 @@ enum kw_store_open_mode {
 struct kw_store_state {
 	unsigned schema_version;
 	uint64_t log_file;		/* current log file number */
-	uint64_t txn_commits;		/* since the environment was created */
-	uint64_t deadlocks;
 };
 struct __db;
 /* The databases of the environment. */
@@ -431,6 +429,7 @@ enum kw_err kw_rec_get(struct kw_store *, struct __db_txn *, enum kw_db, const c
 enum kw_err kw_rec_put(struct kw_store *, struct __db_txn *, enum kw_db, const char *id,
     struct json_object *rec, int no_overwrite);	/* rec borrowed; KW_ECONFLICT */
 enum kw_err kw_rec_del(struct kw_store *, struct __db_txn *, enum kw_db, const char *id);
+enum kw_err kw_rec_exists(struct kw_store *, struct __db_txn *, enum kw_db, const char *id);
 enum kw_err kw_rec_parse(const void *data, size_t n, struct json_object **out);
 unsigned kw_json_depth(struct json_object *);	/* objects and arrays nested; 0 for a scalar */
 /* Calls visit for each record in id order until it returns non-zero; rec borrowed. */

@@ -1221,8 +1221,8 @@ load_party(struct checking *c, enum kw_db db, const char *id, struct party *p,
 	enum kw_err rc;
 
 	memset(p, 0, sizeof(*p));
-	if (!c->in->verdict_only || !summary_name(name, sizeof(name), db, id))
-		rc = KW_ENOTFOUND;	/* an answer describes the record: read it */
+	if ((!c->in->verdict_only && db == KW_DB_KEYS) || !summary_name(name, sizeof(name), db, id))
+		rc = KW_ENOTFOUND;	/* an answer describes the key's record: read it */
 	else {
 		k.size = (u_int32_t)strlen(name);
 		rc = kw_store_err(sums->get(sums, c->txn, &k, &v, 0));

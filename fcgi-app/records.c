@@ -79,6 +79,20 @@ kw_rec_get(struct kw_store *st, DB_TXN *txn, enum kw_db which, const char *id, i
 	return rc;
 }
 
+/*
+ * KW_OK when a record is stored under id, KW_ENOTFOUND when none is: a
+ * read of none of its bytes (a partial get of length 0), for a caller
+ * that needs to know it is there and nothing it holds.
+ */
+enum kw_err
+kw_rec_exists(struct kw_store *st, DB_TXN *txn, enum kw_db which, const char *id)
+{
+	DB *db = kw_store_db(st, which);
+	DBT key = dbt_of(id), val = { .flags = DB_DBT_PARTIAL | DB_DBT_USERMEM };
+
+	return kw_store_err(db->get(db, txn, &key, &val, 0));
+}
+
 /* Keys, teams, users and organizations keep a summary for the limits (limits.c) by their record. */
 static int
 has_summary(enum kw_db which)

@@ -418,13 +418,14 @@ read_schema(struct kw_store *st, DB_TXN *txn, void *baton)
 
 /*
  * Fills *state by reading the store inside a transaction: a successful
- * return means the store answers reads now.
+ * return means the store answers reads now.  GET /health asks this on
+ * every call, so it reads nothing that walks a region: lock_stat, which
+ * counted deadlocks here once, visits every lock object and cost a
+ * /health some 290,000 instructions.
  */
 enum kw_err
 kw_store_state(struct kw_store *st, struct kw_store_state *state)
 {
-	DB_TXN_STAT *ts = NULL;
-	DB_LOCK_STAT *ls = NULL;
 	DB_LOG_STAT *lg = NULL;
 	enum kw_err err;
 
@@ -433,14 +434,6 @@ kw_store_state(struct kw_store *st, struct kw_store_state *state)
 		return err;
 	if (state->schema_version == 0)
 		return KW_EUNAVAIL;	/* never initialised by a manager */
-	if (st->env->txn_stat(st->env, &ts, 0) == 0) {
-		state->txn_commits = ts->st_ncommits;
-		free(ts);
-	}
-	if (st->env->lock_stat(st->env, &ls, 0) == 0) {
-		state->deadlocks = ls->st_ndeadlocks;
-		free(ls);
-	}
 	if (st->env->log_stat(st->env, &lg, 0) == 0) {
 		state->log_file = lg->st_cur_file;
 		free(lg);
