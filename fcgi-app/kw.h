@@ -165,6 +165,8 @@ enum kw_store_open_mode {
 struct kw_store_state {
 	unsigned schema_version;
 	uint64_t log_file;		/* current log file number */
+	uint64_t txn_commits;		/* since the environment was created */
+	uint64_t deadlocks;
 };
 struct __db;
 /* The databases of the environment. */
@@ -200,6 +202,8 @@ enum kw_err kw_store_txn(struct kw_store *, kw_txn_body body, void *baton);
 #define KW_TXN_NOSYNC 1	/* commit without flushing the log: for state a crash may lose */
 enum kw_err kw_store_txn_flags(struct kw_store *, unsigned flags, kw_txn_body body, void *baton);
 enum kw_err kw_store_state(struct kw_store *, struct kw_store_state *);
+/* kw_store_state without txn_commits and deadlocks (0), which walk regions: for GET /health. */
+enum kw_err kw_store_health(struct kw_store *, struct kw_store_state *);
 enum kw_err kw_store_maintain(struct kw_store *);
 struct __db *kw_store_db(struct kw_store *, enum kw_db);
 enum kw_err kw_store_failchk(struct kw_store *);
@@ -430,6 +434,9 @@ enum kw_err kw_rec_put(struct kw_store *, struct __db_txn *, enum kw_db, const c
     struct json_object *rec, int no_overwrite);	/* rec borrowed; KW_ECONFLICT */
 enum kw_err kw_rec_del(struct kw_store *, struct __db_txn *, enum kw_db, const char *id);
 enum kw_err kw_rec_exists(struct kw_store *, struct __db_txn *, enum kw_db, const char *id);
+/* Of the record under id, the fields names (n) only, in *out (owned; it may hold more); KW_ENOTFOUND. */
+enum kw_err kw_rec_get_fields(struct kw_store *, struct __db_txn *, enum kw_db, const char *id,
+    const char *const *names, size_t n, struct json_object **out);
 enum kw_err kw_rec_parse(const void *data, size_t n, struct json_object **out);
 unsigned kw_json_depth(struct json_object *);	/* objects and arrays nested; 0 for a scalar */
 /* Calls visit for each record in id order until it returns non-zero; rec borrowed. */

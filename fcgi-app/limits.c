@@ -1221,16 +1221,22 @@ load_party(struct checking *c, enum kw_db db, const char *id, struct party *p,
 	enum kw_err rc;
 
 	memset(p, 0, sizeof(*p));
-	if ((!c->in->verdict_only && db == KW_DB_KEYS) || !summary_name(name, sizeof(name), db, id))
-		rc = KW_ENOTFOUND;	/* an answer describes the key's record: read it */
+	if (!summary_name(name, sizeof(name), db, id))
+		rc = KW_ENOTFOUND;
 	else {
 		k.size = (u_int32_t)strlen(name);
 		rc = kw_store_err(sums->get(sums, c->txn, &k, &v, 0));
 	}
 	if (rc == KW_OK && v.size >= sizeof(struct summary)) {
 		memcpy(&p->s, buf, sizeof(p->s));
+		/*
+		 * A budget reset that fell due since the record was written is
+		 * the record's to make (kw_budget_settle: spend back to 0 when it
+		 * has a budget_duration, and the next reset computed): read it.
+		 */
 		if (p->s.version == SUMMARY_VERSION &&
-		    v.size == sizeof(p->s) + p->s.team_len + p->s.user_len + p->s.org_len) {
+		    v.size == sizeof(p->s) + p->s.team_len + p->s.user_len + p->s.org_len &&
+		    (p->s.budget_reset_at == 0 || p->s.budget_reset_at > c->now)) {
 			p->present = 1;
 			if (ids != NULL) {
 				id_copy(ids->team, buf + sizeof(p->s), p->s.team_len);
@@ -1238,9 +1244,6 @@ load_party(struct checking *c, enum kw_db db, const char *id, struct party *p,
 				id_copy(ids->org, buf + sizeof(p->s) + p->s.team_len + p->s.user_len,
 				    p->s.org_len);
 			}
-			/* a due budget reset: the spend counted from here starts at 0 */
-			if (p->s.budget_reset_at != 0 && p->s.budget_reset_at <= c->now)
-				p->s.spend = 0;
 			return KW_OK;
 		}
 	}
@@ -2170,7 +2173,13 @@ admit(struct checking *c)
 	return lease_write(c->st, c->txn, &o, c->out->request_id, part, &l, 1);
 }
 
-/* Builds the answer's description of the key (the answer path reads the record). */
+/*
+ * Builds the answer's description of the key: from its record when a
+ * check read it, else from the few fields of it that the answer copies,
+ * parsed alone (kw_rec_get_fields), since the summary held all the check
+ * needed.  A key whose summary was read has no budget reset due
+ * (load_party), so those fields are as a settled record has them.
+ */
 static void
 describe(struct checking *c)
 {
@@ -2178,7 +2187,16 @@ describe(struct checking *c)
 		"token", "key_alias", "user_id", "team_id", "organization_id", "models", "expires",
 		"max_budget", "spend", "budget_reset_at",
 	};
-	json_object *a = c->out->answer, *key = key_record(c);
+	json_object *a = c->out->answer, *key = c->key.rec, *fields = NULL;
+	enum kw_err rc;
+
+	if (key == NULL) {
+		rc = kw_rec_get_fields(c->st, c->txn, KW_DB_KEYS, c->out->token, copied,
+		    sizeof(copied) / sizeof(copied[0]), &fields);
+		if (rc != KW_OK && c->rc == KW_OK)
+			c->rc = rc;	/* run again rather than describe without the record */
+		key = fields;
+	}
 	double max = c->key.s.max_budget;
 	double left = max - c->key.s.spend - c->key_flight.reserved;
 
@@ -2201,6 +2219,7 @@ describe(struct checking *c)
 	    json_object_new_double(left > 0 ? left : 0));
 	if (!json_object_object_get_ex(a, "soft_budget_exceeded", NULL))
 		json_object_object_add(a, "soft_budget_exceeded", json_object_new_boolean(0));
+	json_object_put(fields);
 }
 
 /*

@@ -57,6 +57,151 @@ kw_rec_parse(const void *data, size_t n, json_object **out)
 	return KW_OK;
 }
 
+/* The first byte at or after p (< end) that is not JSON white space. */
+static const char *
+skip_space(const char *p, const char *end)
+{
+	while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+		p++;
+	return p;
+}
+
+/* The end of the string whose opening quote is at p; NULL when it does not end. */
+static const char *
+string_end(const char *p, const char *end)
+{
+	for (p++; p < end && *p != '"'; p++)
+		if (*p == '\\')
+			p++;
+	return p < end ? p + 1 : NULL;
+}
+
+/*
+ * The end of the JSON value that starts at p, found without building
+ * it: strings are skipped whole, objects and arrays by their depth, a
+ * scalar up to the byte that ends it.  NULL when the text ends first.
+ */
+static const char *
+value_end(const char *p, const char *end)
+{
+	int depth = 0;
+
+	while (p < end) {
+		if (*p == '"') {
+			if ((p = string_end(p, end)) == NULL)
+				return NULL;
+		} else if (*p == '{' || *p == '[') {
+			depth++;
+			p++;
+		} else if (*p == '}' || *p == ']') {
+			if (--depth < 0)
+				return NULL;
+			p++;
+		} else if (depth == 0) {
+			while (p < end && *p != ',' && *p != '}' && *p != ']' && *p != ' ' &&
+			    *p != '\t' && *p != '\n' && *p != '\r')
+				p++;
+			return p;
+		} else {
+			p++;
+		}
+		if (depth == 0)
+			return p;
+	}
+	return NULL;
+}
+
+/*
+ * Parses only the fields names (n of them) of a stored record of len
+ * bytes into *out (owned): an object holding those the record has, each
+ * as the whole parse would give it, for a reader that needs a few fields
+ * of a record of dozens (a key's has some sixty: building them all is
+ * most of what a /key/verify costs).  The record's other values are
+ * stepped over, never built.  Text this scan does not follow (an escaped
+ * field name) is parsed whole, so *out then holds every field.
+ */
+static enum kw_err
+parse_fields(const char *data, size_t len, const char *const *names, size_t n,
+    json_object **out)
+{
+	const char *p = data, *end = data + len, *name, *v, *vend;
+	json_tokener *tok = stored_parser();
+	json_object *obj, *value;
+	size_t nlen;
+
+	*out = NULL;
+	if (tok == NULL || (obj = json_object_new_object()) == NULL)
+		return KW_ENOMEM;
+	p = skip_space(p, end);
+	if (p == end || *p++ != '{')
+		goto whole;
+	p = skip_space(p, end);
+	if (p < end && *p == '}')
+		goto done;
+	for (;;) {
+		if (p == end || *p != '"' || (v = string_end(p, end)) == NULL)
+			goto whole;
+		name = p + 1;
+		nlen = (size_t)(v - 1 - name);
+		if (memchr(name, '\\', nlen) != NULL)
+			goto whole;
+		p = skip_space(v, end);
+		if (p == end || *p++ != ':')
+			goto whole;
+		v = skip_space(p, end);
+		if ((vend = value_end(v, end)) == NULL || vend == end)
+			goto whole;
+		for (size_t i = 0; i < n; i++) {
+			if (strlen(names[i]) != nlen || memcmp(names[i], name, nlen) != 0)
+				continue;
+			/* with the byte after it, which ends a number as the NUL would */
+			json_tokener_reset(tok);
+			value = json_tokener_parse_ex(tok, v, (int)(vend - v) + 1);
+			if (json_tokener_get_error(tok) != json_tokener_success) {
+				json_object_put(value);
+				goto whole;
+			}
+			json_object_object_add(obj, names[i], value);
+			break;
+		}
+		p = skip_space(vend, end);
+		if (p < end && *p == ',') {
+			p = skip_space(p + 1, end);
+			continue;
+		}
+		if (p < end && *p == '}')
+			goto done;
+		goto whole;
+	}
+done:
+	*out = obj;
+	return KW_OK;
+whole:
+	json_object_put(obj);
+	return kw_rec_parse(data, len, out);
+}
+
+/*
+ * Reads the record stored under id as parse_fields does: *out (owned)
+ * holds those of names (n of them) the record has, and perhaps more.
+ * KW_ENOTFOUND when absent.
+ */
+enum kw_err
+kw_rec_get_fields(struct kw_store *st, DB_TXN *txn, enum kw_db which, const char *id,
+    const char *const *names, size_t n, json_object **out)
+{
+	DB *db = kw_store_db(st, which);
+	DBT key = dbt_of(id), val = { .flags = DB_DBT_MALLOC };
+	enum kw_err rc;
+
+	*out = NULL;
+	if ((rc = kw_store_err(db->get(db, txn, &key, &val, 0))) != KW_OK)
+		return rc;
+	rc = parse_fields(val.data, val.size, names, n, out);
+	free(val.data);
+	return rc;
+}
+
 /*
  * Reads the record stored under id into *out (owned by the caller).
  * flags KW_RMW takes the write lock at once, so a read-modify-write in one

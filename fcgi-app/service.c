@@ -13,7 +13,7 @@ kw_op_health(struct kw_req *req, struct kw_resp *resp)
 {
 	json_object *body = json_object_new_object(), *store = json_object_new_object();
 	struct kw_store_state state;
-	enum kw_err rc = req->store ? kw_store_state(req->store, &state) : KW_EUNAVAIL;
+	enum kw_err rc = req->store ? kw_store_health(req->store, &state) : KW_EUNAVAIL;
 
 	json_object_object_add(body, "status",
 	    json_object_new_string(rc == KW_OK ? "healthy" : "unhealthy"));
