@@ -379,6 +379,79 @@ test_migration(void)
 	(void)!system(cmd);
 }
 
+/* What test_fields reads back: a few fields of a record, and whether records are there. */
+struct fields_op {
+	const char *id;
+	const char *const *names;
+	size_t n;
+	json_object *got;
+	enum kw_err exists, absent;
+};
+
+static enum kw_err
+fields_put_get(struct kw_store *st, DB_TXN *txn, void *baton)
+{
+	struct fields_op *op = baton;
+
+	op->exists = kw_rec_exists(st, txn, KW_DB_BUDGETS, op->id);
+	op->absent = kw_rec_exists(st, txn, KW_DB_BUDGETS, "no-such-record");
+	return kw_rec_get_fields(st, txn, KW_DB_BUDGETS, op->id, op->names, op->n, &op->got);
+}
+
+/* Stores text as record id of budgets.db, as it is (not through kw_rec_put). */
+static void
+store_text(struct kw_store *st, const char *id, const char *text)
+{
+	DB *db = kw_store_db(st, KW_DB_BUDGETS);
+	DBT k = { .data = (void *)id, .size = (u_int32_t)strlen(id) };
+	DBT v = { .data = (void *)text, .size = (u_int32_t)strlen(text) };
+
+	db->put(db, NULL, &k, &v, 0);
+}
+
+/*
+ * kw_rec_get_fields gives each field it is asked for as the whole parse
+ * does, steps over the others whatever they hold, and parses the whole
+ * record when a field name is escaped; kw_rec_exists reads no byte.
+ */
+static void
+test_fields(struct kw_store *st)
+{
+	static const char *const names[] = { "spend", "models", "key_alias", "expires", "last" };
+	static const char text[] = "{\"skip\":{\"a\":[1,{\"}\":\"]\"}],\"b\":\"x\\\"}\"},"
+	    "\"spend\":12.50,\"models\":[\"gpt-4o\",\"a\\/b\"],\"key_alias\":\"k\\u00e9\","
+	    "\"expires\":null,\"more\":[[],{}],\"last\":-1e3}";
+	struct fields_op op = { "fields", names, sizeof(names) / sizeof(names[0]), NULL, 0, 0 };
+	json_object *whole;
+
+	store_text(st, "fields", text);
+	is_int(kw_store_txn(st, fields_put_get, &op), KW_OK, "kw_rec_get_fields reads a record");
+	is_int(op.exists, KW_OK, "kw_rec_exists finds it");
+	is_int(op.absent, KW_ENOTFOUND, "kw_rec_exists: KW_ENOTFOUND for none");
+	kw_rec_parse(text, strlen(text), &whole);
+	for (size_t i = 0; i < op.n; i++) {
+		json_object *a = NULL, *b = NULL;
+
+		json_object_object_get_ex(op.got, names[i], &a);
+		json_object_object_get_ex(whole, names[i], &b);
+		ok(json_object_object_get_ex(op.got, names[i], NULL) && json_object_equal(a, b),
+		    "field %s as the whole parse has it", names[i]);
+	}
+	is_str(json_object_to_json_string_ext(json_object_object_get(op.got, "spend"),
+	    JSON_C_TO_STRING_PLAIN), "12.50", "a number keeps its stored text");
+	ok(!json_object_object_get_ex(op.got, "skip", NULL) &&
+	    !json_object_object_get_ex(op.got, "more", NULL), "the fields not asked for are not built");
+	json_object_put(op.got);
+	json_object_put(whole);
+
+	store_text(st, "escaped", "{\"sp\\u0065nd\":1,\"models\":[]}");
+	op.id = "escaped";
+	op.got = NULL;
+	is_int(kw_store_txn(st, fields_put_get, &op), KW_OK, "an escaped field name: read whole");
+	ok(json_object_object_get_ex(op.got, "spend", NULL), "... which finds the field it names");
+	json_object_put(op.got);
+}
+
 int
 main(void)
 {
@@ -395,6 +468,7 @@ main(void)
 	test_indexes(st);
 	test_credentials(st);
 	test_depth(st);
+	test_fields(st);
 	kw_store_close(st);
 	test_migration();
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
