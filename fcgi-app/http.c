@@ -432,6 +432,20 @@ is_authorizer(FCGX_Request *fcgi)
 	return fcgi->role == FCGI_RESPONDER && role != NULL && strcmp(role, "authorizer") == 0;
 }
 
+/* v in decimal, in buf (at least 21 bytes); returns buf. */
+static const char *
+decimal(size_t v, char buf[24])
+{
+	char *p = buf + 23;
+
+	*p = '\0';
+	do {
+		*--p = (char)('0' + v % 10);
+		v /= 10;
+	} while (v != 0);
+	return p;
+}
+
 /* Writes the response: status line, headers, body. */
 static void
 write_response(struct kw_req *req, struct kw_resp *resp)
@@ -441,8 +455,7 @@ write_response(struct kw_req *req, struct kw_resp *resp)
 	size_t len = resp->raw_len;
 	/* an authorizer's pass: the web server reads only the status and Variable-* headers */
 	int pass = req->authorizer && resp->status == 200;
-	char head[256];
-	int n;
+	char num[24];
 
 	if (resp->json != NULL) {
 		body = json_object_to_json_string_ext(resp->json,
@@ -453,12 +466,16 @@ write_response(struct kw_req *req, struct kw_resp *resp)
 		FCGX_PutS("Status: 200 OK\r\n", out);
 		body = NULL;
 	} else {
-		/* libfcgi's own printf lacks %zu: format here, then write */
-		n = snprintf(head, sizeof(head), "Status: %d %s\r\nContent-Type: %s\r\n"
-		    "Content-Length: %zu\r\nCache-Control: no-store\r\n"
-		    "X-Content-Type-Options: nosniff\r\n", resp->status, reason(resp->status),
-		    resp->content_type ? resp->content_type : "application/json", body ? len : 0);
-		FCGX_PutStr(head, n, out);
+		/* written piece by piece, not through printf: every answer has this head */
+		FCGX_PutS("Status: ", out);
+		FCGX_PutS(decimal((size_t)resp->status, num), out);
+		FCGX_PutS(" ", out);
+		FCGX_PutS(reason(resp->status), out);
+		FCGX_PutS("\r\nContent-Type: ", out);
+		FCGX_PutS(resp->content_type ? resp->content_type : "application/json", out);
+		FCGX_PutS("\r\nContent-Length: ", out);
+		FCGX_PutS(decimal(body ? len : 0, num), out);
+		FCGX_PutS("\r\nCache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n", out);
 	}
 	for (size_t i = 0; i < resp->nheaders; i++) {
 		FCGX_PutS(resp->headers[i], out);

@@ -112,26 +112,34 @@ value_end(const char *p, const char *end)
 }
 
 /*
- * Parses only the fields names (n of them) of a stored record of len
- * bytes into *out (owned): an object holding those the record has, each
- * as the whole parse would give it, for a reader that needs a few fields
- * of a record of dozens (a key's has some sixty: building them all is
- * most of what a /key/verify costs).  The record's other values are
- * stepped over, never built.  Text this scan does not follow (an escaped
- * field name) is parsed whole, so *out then holds every field.
+ * Parses only the fields names (n of them, at most 32) of a stored record
+ * of len bytes into *out (owned): an object holding those the record has,
+ * each as the whole parse would give it, for a reader that needs a few
+ * fields of a record of dozens (a key's has some sixty: building them all
+ * was most of what a /key/verify cost).  The record's other values are
+ * stepped over, never built; the wanted ones are copied, as text, into
+ * an object of their own that one parse reads (json-c sets up a locale
+ * on each parse, which costs as much as a small value).  Text this scan
+ * does not follow (an escaped field name) is parsed whole, so *out then
+ * holds every field.
  */
 static enum kw_err
 parse_fields(const char *data, size_t len, const char *const *names, size_t n,
     json_object **out)
 {
 	const char *p = data, *end = data + len, *name, *v, *vend;
-	json_tokener *tok = stored_parser();
-	json_object *obj, *value;
-	size_t nlen;
+	size_t lens[32], nlen, used = 1;
+	char *text;
+	enum kw_err rc;
 
 	*out = NULL;
-	if (tok == NULL || (obj = json_object_new_object()) == NULL)
+	if (n > sizeof(lens) / sizeof(lens[0]))
+		return kw_rec_parse(data, len, out);
+	if ((text = malloc(len + 2)) == NULL)
 		return KW_ENOMEM;
+	text[0] = '{';
+	for (size_t i = 0; i < n; i++)
+		lens[i] = strlen(names[i]);
 	p = skip_space(p, end);
 	if (p == end || *p++ != '{')
 		goto whole;
@@ -152,16 +160,13 @@ parse_fields(const char *data, size_t len, const char *const *names, size_t n,
 		if ((vend = value_end(v, end)) == NULL || vend == end)
 			goto whole;
 		for (size_t i = 0; i < n; i++) {
-			if (strlen(names[i]) != nlen || memcmp(names[i], name, nlen) != 0)
+			if (lens[i] != nlen || memcmp(names[i], name, nlen) != 0)
 				continue;
-			/* with the byte after it, which ends a number as the NUL would */
-			json_tokener_reset(tok);
-			value = json_tokener_parse_ex(tok, v, (int)(vend - v) + 1);
-			if (json_tokener_get_error(tok) != json_tokener_success) {
-				json_object_put(value);
-				goto whole;
-			}
-			json_object_object_add(obj, names[i], value);
+			/* "name":value, as the record has it (no longer than the record) */
+			if (used > 1)
+				text[used++] = ',';
+			memcpy(text + used, name - 1, (size_t)(vend - name + 1));
+			used += (size_t)(vend - name + 1);
 			break;
 		}
 		p = skip_space(vend, end);
@@ -174,10 +179,12 @@ parse_fields(const char *data, size_t len, const char *const *names, size_t n,
 		goto whole;
 	}
 done:
-	*out = obj;
-	return KW_OK;
+	text[used++] = '}';
+	rc = kw_rec_parse(text, used, out);
+	free(text);
+	return rc;
 whole:
-	json_object_put(obj);
+	free(text);
 	return kw_rec_parse(data, len, out);
 }
 

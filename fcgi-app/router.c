@@ -1,6 +1,7 @@
 /* router.c: maps method and path onto a generated route, and a query string onto typed values. */
 #include <assert.h>
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -151,6 +152,46 @@ template_match(const char *tpl, const struct seg *segs, size_t nseg)
 }
 
 /*
+ * The segments of each route's template (its '/'s), counted once per
+ * table: most routes differ from a path in that, which spares them
+ * template_match.  NULL when out of memory (every route is then tried).
+ */
+static const unsigned char *
+segment_counts(const struct kw_route *routes, size_t nroutes)
+{
+	static const struct kw_route *table;
+	static size_t counted;
+	static unsigned char *counts;
+	unsigned char *c;
+
+	if (table == routes && counted == nroutes)
+		return counts;
+	if ((c = realloc(counts, nroutes > 0 ? nroutes : 1)) == NULL)
+		return NULL;
+	for (size_t i = 0; i < nroutes; i++) {
+		size_t n = 0;
+
+		for (const char *p = routes[i].path; *p != '\0'; p++)
+			n += *p == '/';
+		c[i] = n > UCHAR_MAX ? UCHAR_MAX : (unsigned char)n;
+	}
+	counts = c;
+	table = routes;
+	counted = nroutes;
+	return counts;
+}
+
+/* Whether route i of routes may match a path of nseg segments: template_match, counted first. */
+static int
+route_matches(const struct kw_route *routes, const unsigned char *counts, size_t i,
+    const struct seg *segs, size_t nseg)
+{
+	if (counts != NULL && counts[i] != (nseg > UCHAR_MAX ? UCHAR_MAX : nseg))
+		return 0;
+	return template_match(routes[i].path, segs, nseg);
+}
+
+/*
  * Reports whether template a is more specific than b, both matching the same
  * path: at the first segment where one has a literal and the other a
  * parameter, the literal wins, so /key/info beats /key/{key} whatever the
@@ -223,6 +264,7 @@ kw_router_match(struct kw_arena *arena, const struct kw_route *routes, size_t nr
     struct kw_error *err)
 {
 	const struct kw_route *best = NULL;
+	const unsigned char *counts;
 	struct seg *segs;
 	const char *p, *tpl;
 	size_t nseg, i, len;
@@ -269,8 +311,9 @@ kw_router_match(struct kw_arena *arena, const struct kw_route *routes, size_t nr
 		p += len + (p[len] == '/');
 	}
 
+	counts = segment_counts(routes, nroutes);
 	for (i = 0; i < nroutes; i++) {
-		if (!template_match(routes[i].path, segs, nseg))
+		if (!route_matches(routes, counts, i, segs, nseg))
 			continue;
 		path_found = 1;
 		if (strcmp(routes[i].method, method) != 0)
@@ -284,7 +327,7 @@ kw_router_match(struct kw_arena *arena, const struct kw_route *routes, size_t nr
 			return KW_ENOTFOUND;
 		}
 		for (i = 0; i < nroutes; i++)
-			if (template_match(routes[i].path, segs, nseg))
+			if (route_matches(routes, counts, i, segs, nseg))
 				allow_add(out->allow, sizeof(out->allow), routes[i].method);
 		kw_error_set(err, KW_EMETHOD, NULL, "method not allowed");
 		return KW_EMETHOD;

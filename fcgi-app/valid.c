@@ -936,13 +936,28 @@ find_prop(const struct kw_schema *schema, const char *name)
 	return NULL;
 }
 
+/*
+ * "parent.name" (name alone at the top) into dst, as bounded_printf would
+ * write it, without printf: it runs for every field of every body.
+ */
 static void
 child_field(char *dst, size_t size, const char *parent, const char *name)
 {
-	if (parent[0] == '\0')
-		bounded_printf(dst, size, "%s", name);
-	else
-		bounded_printf(dst, size, "%s.%s", parent, name);
+	size_t plen = strlen(parent), nlen = strlen(name), n = 0;
+
+	if (plen > 0) {
+		n = plen < size - 1 ? plen : size - 1;
+		memcpy(dst, parent, n);
+		if (n < size - 1)
+			dst[n++] = '.';
+	}
+	if (nlen > size - 1 - n)
+		nlen = size - 1 - n;
+	memcpy(dst + n, name, nlen);
+	n += nlen;
+	dst[n] = '\0';
+	if (plen + (plen > 0) + strlen(name) > size - 1)
+		utf8_trim_tail(dst, size - 1);
 }
 
 /*
@@ -1036,14 +1051,15 @@ check_object(const struct kw_schema *schema, struct json_object *value, const ch
 	for (i = 0; i < schema->nprops; i++) {
 		const struct kw_prop *p = &schema->props[i];
 
-		child_field(child, sizeof(child), field, p->name);
 		if (!json_object_object_get_ex(value, p->name, &member)) {
 			if (p->required) {
+				child_field(child, sizeof(child), field, p->name);
 				kw_error_set(err, KW_EVALID, child, "missing required field");
 				return KW_EVALID;
 			}
 			continue;
 		}
+		child_field(child, sizeof(child), field, p->name);
 		if (p->schema != NULL && (rc = check(p->schema, member, child, err)) != KW_OK)
 			return rc;
 	}
