@@ -438,6 +438,8 @@ struct key_op {
 	json_object *body;	/* borrowed */
 	const char *ref;	/* the key as the caller named it */
 	json_object *answer;	/* owned */
+	const char *text;	/* the answer as text instead (arena-owned), when set */
+	size_t text_len;
 };
 
 static enum kw_err
@@ -766,6 +768,53 @@ read_key(struct kw_req *req, DB_TXN *txn, const char *ref, const char *field, js
 	return rc;
 }
 
+/*
+ * The /key/info answer written from the stored record's text, which is
+ * what the record's view prints as (kw_rec_text_plain) when no budget
+ * reset falls due: {"key": ref, "info": the record}.  Only the fields
+ * the caller's access and the reset depend on are parsed.  *text is NULL
+ * when a reset is due: the view must then be built (read_key).
+ */
+static enum kw_err
+info_text(struct kw_req *req, DB_TXN *txn, const char *ref, const char **text, size_t *len)
+{
+	static const char *const fields[] = {
+		"token", "user_id", "team_id", "budget_reset_at", "budget_duration",
+	};
+	char token[KW_TOKEN_LEN + 1], *stored, *out;
+	json_object *key = NULL, *name;
+	const char *quoted;
+	size_t n, qlen;
+	enum kw_err rc;
+
+	*text = NULL;
+	kw_keys_token_of(ref, token);
+	if ((rc = kw_rec_get_text(req->store, txn, KW_DB_KEYS, token, &stored, &n)) != KW_OK)
+		return rc == KW_ENOTFOUND ? key_not_found(req, "key") : rc;
+	if ((rc = kw_rec_parse_fields(stored, n, fields, sizeof(fields) / sizeof(fields[0]),
+	    &key)) == KW_OK && (rc = kw_auth_key_access(req, txn, key, 0)) == KW_OK &&
+	    !kw_budget_settle(key, req->now)) {
+		name = json_object_new_string(ref);
+		quoted = json_object_to_json_string_ext(name,
+		    JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
+		qlen = strlen(quoted);
+		if ((out = kw_arena_alloc(req->arena, qlen + n + 20)) == NULL) {
+			rc = KW_ENOMEM;
+		} else {
+			memcpy(out, "{\"key\":", 7);
+			memcpy(out + 7, quoted, qlen);
+			memcpy(out + 7 + qlen, ",\"info\":", 8);
+			*len = 15 + qlen + kw_rec_text_plain(stored, n, out + 15 + qlen);
+			out[(*len)++] = '}';
+			*text = out;
+		}
+		json_object_put(name);
+	}
+	json_object_put(key);
+	free(stored);
+	return rc;
+}
+
 static enum kw_err
 info_body(struct kw_store *st, DB_TXN *txn, void *baton)
 {
@@ -775,6 +824,9 @@ info_body(struct kw_store *st, DB_TXN *txn, void *baton)
 
 	(void)st;
 	kw_answer_reset(&op->answer);
+	if ((rc = info_text(op->req, txn, op->ref, &op->text, &op->text_len)) != KW_OK ||
+	    op->text != NULL)
+		return rc;
 	if ((rc = read_key(op->req, txn, op->ref, "key", &view)) != KW_OK)
 		return rc;
 	op->answer = json_object_new_object();
@@ -800,7 +852,13 @@ kw_op_key_info(struct kw_req *req, struct kw_resp *resp)
 		}
 		op.ref = req->caller->token;
 	}
-	return kw_answer_respond(resp, &op.answer, kw_store_txn(req->store, info_body, &op));
+	if ((rc = kw_store_txn(req->store, info_body, &op)) == KW_OK && op.text != NULL) {
+		resp->status = 200;
+		resp->raw = op.text;
+		resp->raw_len = op.text_len;
+		return KW_OK;
+	}
+	return kw_answer_respond(resp, &op.answer, rc);
 }
 
 static enum kw_err

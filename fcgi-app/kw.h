@@ -438,6 +438,14 @@ enum kw_err kw_rec_exists(struct kw_store *, struct __db_txn *, enum kw_db, cons
 enum kw_err kw_rec_get_fields(struct kw_store *, struct __db_txn *, enum kw_db, const char *id,
     const char *const *names, size_t n, struct json_object **out);
 enum kw_err kw_rec_parse(const void *data, size_t n, struct json_object **out);
+/* The fields names (n) of a record's text, parsed alone into *out (owned; it may hold more). */
+enum kw_err kw_rec_parse_fields(const char *data, size_t n, const char *const *names, size_t nnames,
+    struct json_object **out);
+/* The record's text, *text owned (free), *len bytes; KW_ENOTFOUND. */
+enum kw_err kw_rec_get_text(struct kw_store *, struct __db_txn *, enum kw_db, const char *id,
+    char **text, size_t *len);
+/* A stored record's text as an answer writes it ("\/" as "/"), into out (room for n); its length. */
+size_t kw_rec_text_plain(const char *stored, size_t n, char *out);
 unsigned kw_json_depth(struct json_object *);	/* objects and arrays nested; 0 for a scalar */
 /* Calls visit for each record in id order until it returns non-zero; rec borrowed. */
 typedef int (*kw_rec_visit)(const char *id, struct json_object *rec, void *baton);

@@ -123,8 +123,8 @@ value_end(const char *p, const char *end)
  * does not follow (an escaped field name) is parsed whole, so *out then
  * holds every field.
  */
-static enum kw_err
-parse_fields(const char *data, size_t len, const char *const *names, size_t n,
+enum kw_err
+kw_rec_parse_fields(const char *data, size_t len, const char *const *names, size_t n,
     json_object **out)
 {
 	const char *p = data, *end = data + len, *name, *v, *vend;
@@ -189,7 +189,7 @@ whole:
 }
 
 /*
- * Reads the record stored under id as parse_fields does: *out (owned)
+ * Reads the record stored under id as kw_rec_parse_fields does: *out (owned)
  * holds those of names (n of them) the record has, and perhaps more.
  * KW_ENOTFOUND when absent.
  */
@@ -204,9 +204,51 @@ kw_rec_get_fields(struct kw_store *st, DB_TXN *txn, enum kw_db which, const char
 	*out = NULL;
 	if ((rc = kw_store_err(db->get(db, txn, &key, &val, 0))) != KW_OK)
 		return rc;
-	rc = parse_fields(val.data, val.size, names, n, out);
+	rc = kw_rec_parse_fields(val.data, val.size, names, n, out);
 	free(val.data);
 	return rc;
+}
+
+/*
+ * Reads the text of the record stored under id into *text (owned: free
+ * it), *len bytes, not NUL-terminated.  KW_ENOTFOUND when absent.
+ */
+enum kw_err
+kw_rec_get_text(struct kw_store *st, DB_TXN *txn, enum kw_db which, const char *id, char **text,
+    size_t *len)
+{
+	DB *db = kw_store_db(st, which);
+	DBT key = dbt_of(id), val = { .flags = DB_DBT_MALLOC };
+	enum kw_err rc = kw_store_err(db->get(db, txn, &key, &val, 0));
+
+	*text = rc == KW_OK ? val.data : NULL;
+	*len = rc == KW_OK ? val.size : 0;
+	return rc;
+}
+
+/*
+ * Copies a stored record's text (n bytes) into out (room for n) as an
+ * answer writes the same record: json-c stores "/" escaped as "\/", which
+ * answers leave plain (JSON_C_TO_STRING_NOSLASHESCAPE); every other byte
+ * is the same in both, since the parse of a stored record keeps each
+ * number's text and prints its fields in their order.  Returns the length.
+ */
+size_t
+kw_rec_text_plain(const char *stored, size_t n, char *out)
+{
+	size_t i = 0, j = 0;
+
+	while (i < n) {
+		if (stored[i] == '\\' && i + 1 < n) {
+			if (stored[i + 1] != '/')
+				out[j++] = '\\';
+			out[j++] = stored[i + 1];
+			i += 2;
+		} else {
+			out[j++] = stored[i++];
+		}
+	}
+	return j;
 }
 
 /*
