@@ -2356,6 +2356,28 @@ load_end_user(struct checking *c)
 	return KW_OK;
 }
 
+/* The fields an answer starts with, in their order; kw_limits_check fills them. */
+static const char *const head_fields[] = {
+	"valid", "code", "message", "limit", "retry_after", "request_id",
+};
+
+/*
+ * A new answer holding the head fields, null until the verdict is known:
+ * json-c keeps a field where it was added when its value is replaced,
+ * so the description the check adds after them need not be copied into
+ * another object to come second.
+ */
+static json_object *
+verdict_head(void)
+{
+	json_object *a = json_object_new_object();
+
+	for (size_t i = 0; a != NULL && i < sizeof(head_fields) / sizeof(head_fields[0]); i++)
+		json_object_object_add_ex(a, head_fields[i], NULL, JSON_C_OBJECT_ADD_KEY_IS_NEW |
+		    JSON_C_OBJECT_KEY_IS_CONSTANT);
+	return a;
+}
+
 static enum kw_err
 check_body(struct kw_store *st, DB_TXN *txn, void *baton)
 {
@@ -2374,7 +2396,7 @@ check_body(struct kw_store *st, DB_TXN *txn, void *baton)
 	c->st = st;
 	c->txn = txn;
 	if (!c->in->verdict_only) {
-		v->answer = json_object_new_object();
+		v->answer = verdict_head();
 		c->limits = json_object_new_array();
 	}
 
@@ -2498,7 +2520,7 @@ kw_limits_check(struct kw_store *st, time_t now, const struct kw_check *in,
 		.tokens = in->expected_tokens > 0 ? (double)in->expected_tokens :
 		    (double)kw_config.default_expected_tokens,
 	};
-	json_object *details;
+	json_object *answer;
 	enum kw_err rc;
 
 	memset(out, 0, sizeof(*out));
@@ -2513,23 +2535,23 @@ kw_limits_check(struct kw_store *st, time_t now, const struct kw_check *in,
 	if (in->verdict_only)
 		return KW_OK;
 	/* the verdict first, then what it is about; an unknown key learns nothing more */
-	details = out->answer;
-	out->answer = json_object_new_object();
-	json_object_object_add(out->answer, "valid", json_object_new_boolean(out->code == KW_V_VALID));
-	json_object_object_add(out->answer, "code",
-	    json_object_new_string(kw_verdict_code_name(out->code)));
-	json_object_object_add(out->answer, "message", json_object_new_string(out->message));
-	if (out->code != KW_V_NOT_FOUND) {
-		json_object_object_add(out->answer, "limit",
-		    out->limit ? json_object_new_string(out->limit) : NULL);
-		json_object_object_add(out->answer, "retry_after", out->code == KW_V_RATE_LIMITED ||
-		    out->retry_after > 0 ? json_object_new_int(out->retry_after) : NULL);
-		json_object_object_add(out->answer, "request_id",
-		    out->request_id[0] ? json_object_new_string(out->request_id) : NULL);
-		json_object_object_foreach(details, field, value)
-			json_object_object_add(out->answer, field, json_object_get(value));
+	if (out->code == KW_V_NOT_FOUND) {
+		json_object_put(out->answer);
+		out->answer = json_object_new_object();
 	}
-	json_object_put(details);
+	answer = out->answer;
+	json_object_object_add(answer, "valid", json_object_new_boolean(out->code == KW_V_VALID));
+	json_object_object_add(answer, "code", json_object_new_string(kw_verdict_code_name(out->code)));
+	json_object_object_add(answer, "message", json_object_new_string(out->message));
+	if (out->code != KW_V_NOT_FOUND) {
+		/* in the places verdict_head gave them, before the description */
+		json_object_object_add(answer, "limit",
+		    out->limit ? json_object_new_string(out->limit) : NULL);
+		json_object_object_add(answer, "retry_after", out->code == KW_V_RATE_LIMITED ||
+		    out->retry_after > 0 ? json_object_new_int(out->retry_after) : NULL);
+		json_object_object_add(answer, "request_id",
+		    out->request_id[0] ? json_object_new_string(out->request_id) : NULL);
+	}
 	return KW_OK;
 }
 
