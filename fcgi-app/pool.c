@@ -40,6 +40,7 @@ struct slot {
 
 static struct slot *slots;	/* MAX_WORKERS of them, shared by the manager and its workers */
 static pid_t manager_pid;	/* whom a worker tells when every worker is busy */
+static int pool_grows;		/* the cap is above the workers: telling the manager can help */
 
 static volatile sig_atomic_t worker_stopping;
 
@@ -87,7 +88,8 @@ busy_workers(void)
 static void
 slot_busy(unsigned i)
 {
-	if (slot_move(i, SLOT_IDLE, SLOT_BUSY) && slots_in(SLOT_IDLE) == 0)
+	/* a pool that cannot grow is told nothing: the signal cost a system call and a wake-up */
+	if (slot_move(i, SLOT_IDLE, SLOT_BUSY) && pool_grows && slots_in(SLOT_IDLE) == 0)
 		kill(manager_pid, GROW_SIGNAL);
 }
 
@@ -440,6 +442,7 @@ kw_pool_run(int listen_fd, unsigned nworkers)
 		return KW_EINTERNAL;
 	}
 	manager_pid = getpid();
+	pool_grows = p.cap > p.nworkers;
 	if ((flags = fcntl(listen_fd, F_GETFL)) < 0 ||
 	    fcntl(listen_fd, F_SETFL, flags | O_NONBLOCK) < 0) {
 		kw_log_error("pool: listening socket: %s", strerror(errno));
