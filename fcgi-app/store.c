@@ -373,6 +373,53 @@ kw_store_txn(struct kw_store *st, kw_txn_body body, void *baton)
 	return kw_store_txn_flags(st, 0, body, baton);
 }
 
+/* The log sequence number a commit token holds (Berkeley DB 5.3's __txn_build_token). */
+static DB_LSN
+token_lsn(const DB_TXN_TOKEN *token)
+{
+	/* five 32-bit numbers in network order: version, generation, env id, LSN file, offset */
+	const u_int8_t *b = token->buf + 12;
+	DB_LSN lsn = {
+		.file = (u_int32_t)b[0] << 24 | (u_int32_t)b[1] << 16 | (u_int32_t)b[2] << 8 | b[3],
+		.offset = (u_int32_t)b[4] << 24 | (u_int32_t)b[5] << 16 | (u_int32_t)b[6] << 8 | b[7],
+	};
+
+	return lsn;
+}
+
+/*
+ * Commits txn and returns once its commit record is on disk: group commit.
+ * The commit only puts its record in the log buffer (DB_TXN_NOSYNC), which
+ * releases the transaction's locks at once, so the next write to the same
+ * pages (a key's spend, the audit log's last page) goes ahead while this
+ * one's flush is under way and joins the same flush; then
+ * DB_ENV->log_flush up to the commit record: one process writes and
+ * fdatasyncs the log at a time, those that arrive meanwhile wait for it
+ * and are carried by the next flush together, and one whose record a
+ * flush has already carried returns at once.  Returns 0 only when the
+ * commit is durable, so the caller answers after it; a write another
+ * transaction read before the flush may still be lost in a crash, but was
+ * never acknowledged, and whatever read it commits after it in the log.
+ * A transaction that wrote nothing has no commit record and flushes nothing.
+ */
+static int
+commit_durable(DB_ENV *env, DB_TXN *txn)
+{
+	DB_TXN_TOKEN token;
+	DB_LSN lsn;
+	int rc;
+
+	memset(&token, 0, sizeof(token));
+	if ((rc = txn->set_commit_token(txn, &token)) != 0) {
+		txn->abort(txn);
+		return rc;
+	}
+	if ((rc = txn->commit(txn, DB_TXN_NOSYNC)) != 0)
+		return rc;
+	lsn = token_lsn(&token);
+	return lsn.file == 0 ? 0 : env->log_flush(env, &lsn);
+}
+
 /*
  * kw_store_txn with flags: KW_TXN_NOSYNC commits without waiting for the
  * log to reach the disk, for state that may be lost in a crash without
@@ -397,7 +444,7 @@ kw_store_txn_flags(struct kw_store *st, unsigned flags, kw_txn_body body, void *
 		if ((rc = st->env->txn_begin(st->env, NULL, &txn, begin)) != 0)
 			return kw_store_err(rc);
 		if ((err = body(st, txn, baton)) == KW_OK) {
-			rc = txn->commit(txn, 0);
+			rc = (flags & KW_TXN_NOSYNC) ? txn->commit(txn, 0) : commit_durable(st->env, txn);
 			kw_metrics_txn(rc == 0);
 			return kw_store_err(rc);
 		}
