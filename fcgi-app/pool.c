@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/epoll.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -40,6 +41,7 @@ struct slot {
 
 static struct slot *slots;	/* MAX_WORKERS of them, shared by the manager and its workers */
 static pid_t manager_pid;	/* whom a worker tells when every worker is busy */
+static unsigned pool_cap;	/* the most workers the pool may have; set before the first fork */
 
 static volatile sig_atomic_t worker_stopping;
 
@@ -82,12 +84,16 @@ busy_workers(void)
 /*
  * A worker's request begins: its slot is BUSY, and when no other worker
  * is left idle the manager is told, so that the next request finds a
- * worker waiting (a relayed call holds its worker for the call's length).
+ * worker waiting (a relayed call holds its worker for the call's length,
+ * a durable write for its log flush).  A pool at its cap cannot grow, so
+ * the manager is not woken for nothing then: under a steady load at the
+ * cap that would be a signal and two context switches a request.
  */
 static void
 slot_busy(unsigned i)
 {
-	if (slot_move(i, SLOT_IDLE, SLOT_BUSY) && slots_in(SLOT_IDLE) == 0)
+	if (slot_move(i, SLOT_IDLE, SLOT_BUSY) && slots_in(SLOT_IDLE) == 0 &&
+	    MAX_WORKERS - slots_in(SLOT_EMPTY) < pool_cap)
 		kill(manager_pid, GROW_SIGNAL);
 }
 
@@ -109,11 +115,56 @@ on_worker_signal(int sig)
 }
 
 /*
+ * Waits until fd is readable or a signal in the waiting mask arrives;
+ * returns 0, or -1 with errno set (EINTR for a signal).  The listening
+ * socket is watched through listen_ep, an epoll instance holding it with
+ * EPOLLEXCLUSIVE, so that a connection wakes one idle worker rather than
+ * all of them (with many workers, a durable write load's, waking every
+ * idle one for each request costs more CPU than the request).  *bad is
+ * set when fd reports an error.
+ */
+static int
+wait_readable(int fd, int listen_fd, int listen_ep, const sigset_t *waiting, int *bad)
+{
+	struct pollfd pfd = { .fd = fd, .events = POLLIN };
+	struct epoll_event ev;
+	int n;
+
+	*bad = 0;
+	if (fd == listen_fd && listen_ep >= 0) {
+		if ((n = epoll_pwait(listen_ep, &ev, 1, -1, waiting)) < 0)
+			return -1;
+		*bad = n > 0 && (ev.events & EPOLLERR);
+		return 0;
+	}
+	if (ppoll(&pfd, 1, NULL, waiting) < 0)
+		return -1;
+	*bad = (pfd.revents & (POLLNVAL | POLLERR)) != 0;
+	return 0;
+}
+
+/* An epoll instance watching listen_fd, one waiter woken a connection; -1 when none. */
+static int
+listen_epoll(int listen_fd)
+{
+	struct epoll_event ev = { .events = EPOLLIN | EPOLLEXCLUSIVE };
+	int ep = epoll_create1(EPOLL_CLOEXEC);
+
+	if (ep >= 0 && epoll_ctl(ep, EPOLL_CTL_ADD, listen_fd, &ev) != 0) {
+		kw_log_warn("worker: epoll on the listening socket: %s", strerror(errno));
+		close(ep);
+		ep = -1;
+	}
+	return ep;
+}
+
+/*
  * A worker's life: accept, serve, repeat.  SIGTERM and SIGINT are blocked
- * except while waiting in ppoll(), so a signal never interrupts a request:
- * the request in flight finishes and the worker leaves before accepting
- * another.  The listening socket is non-blocking, so a connection another
- * worker took first sends us back to ppoll() instead of blocking in accept.
+ * except while waiting for a connection, so a signal never interrupts a
+ * request: the request in flight finishes and the worker leaves before
+ * accepting another.  The listening socket is non-blocking, so a
+ * connection another worker took first sends us back to waiting instead
+ * of blocking in accept.
  */
 /*
  * Reads what is left of a request's input on a connection the server keeps:
@@ -148,7 +199,7 @@ worker_main(int listen_fd, unsigned slot)
 	struct kw_store *store = NULL;
 	struct kw_arena *arena;
 	FCGX_Request req;
-	int status = 0;
+	int status = 0, listen_ep, bad;
 
 	sigemptyset(&blocked);
 	sigaddset(&blocked, SIGTERM);
@@ -170,6 +221,7 @@ worker_main(int listen_fd, unsigned slot)
 	(void)kw_store_open(&store, kw_config.data_dir, KW_STORE_JOIN);
 	if (FCGX_InitRequest(&req, listen_fd, FCGI_FAIL_ACCEPT_ON_INTR) != 0)
 		return 1;
+	listen_ep = listen_epoll(listen_fd);
 
 	while (!worker_stopping) {
 		/*
@@ -178,7 +230,7 @@ worker_main(int listen_fd, unsigned slot)
 		 * worker's next request, and FCGX_Accept_r reads it from there,
 		 * not from the listening socket; so it is the one to wait on.
 		 */
-		struct pollfd pfd = { .fd = req.ipcFd >= 0 ? req.ipcFd : listen_fd, .events = POLLIN };
+		int fd = req.ipcFd >= 0 ? req.ipcFd : listen_fd;
 
 		/*
 		 * A worker that waits on a kept connection serves no one else:
@@ -186,14 +238,14 @@ worker_main(int listen_fd, unsigned slot)
 		 */
 		if (req.ipcFd < 0)
 			slot_idle(slot);
-		if (ppoll(&pfd, 1, NULL, &waiting) < 0) {
+		if (wait_readable(fd, listen_fd, listen_ep, &waiting, &bad) < 0) {
 			if (errno == EINTR)
 				continue;
 			kw_log_error("worker: poll: %s", strerror(errno));
 			status = 1;
 			break;
 		}
-		if ((pfd.revents & (POLLNVAL | POLLERR)) && pfd.fd == listen_fd) {
+		if (bad && fd == listen_fd) {
 			kw_log_error("worker: the listening socket is gone");
 			status = 1;
 			break;
@@ -208,6 +260,8 @@ worker_main(int listen_fd, unsigned slot)
 		FCGX_Finish_r(&req);
 		kw_arena_reset(arena);
 	}
+	if (listen_ep >= 0)
+		close(listen_ep);
 	kw_store_close(store);
 	kw_arena_free(arena);
 	return status;
@@ -433,6 +487,7 @@ kw_pool_run(int listen_fd, unsigned nworkers)
 		p.cap = p.nworkers;
 	if (p.cap > MAX_WORKERS)
 		p.cap = MAX_WORKERS;
+	pool_cap = p.cap;
 	slots = mmap(NULL, MAX_WORKERS * sizeof(*slots), PROT_READ | PROT_WRITE,
 	    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	if (slots == MAP_FAILED) {
