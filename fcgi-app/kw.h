@@ -145,6 +145,9 @@ struct kw_config {
 	unsigned relay_expected_output;	/* KEYWARDEN_RELAY_EXPECTED_OUTPUT: tokens reserved when max_tokens is unset */
 	enum kw_log_level log_level;
 	char master_key[256];		/* from the environment or file; wiped at exit */
+	/* usage reports and the relay's settlement (kw_limits_record) */
+	int usage_async;		/* KEYWARDEN_USAGE_COMMIT=async: acknowledged before the flush */
+	unsigned usage_flush_ms;	/* KEYWARDEN_USAGE_FLUSH_MS: the pool manager flushes that often */
 };
 extern struct kw_config kw_config;
 enum kw_err kw_config_load(const char *data_dir_override);
@@ -200,9 +203,11 @@ enum kw_err kw_store_open(struct kw_store **out, const char *dir, enum kw_store_
 void kw_store_close(struct kw_store *);
 enum kw_err kw_store_txn(struct kw_store *, kw_txn_body body, void *baton);
 #define KW_TXN_NOSYNC 1	/* commit without flushing the log: for state a crash may lose */
+#define KW_TXN_ASYNC 2	/* commit written to the log file, flushed later (kw_store_flush) */
 enum kw_err kw_store_txn_flags(struct kw_store *, unsigned flags, kw_txn_body body, void *baton);
 enum kw_err kw_store_state(struct kw_store *, struct kw_store_state *);
 enum kw_err kw_store_maintain(struct kw_store *);
+enum kw_err kw_store_flush(struct kw_store *);
 struct __db *kw_store_db(struct kw_store *, enum kw_db);
 enum kw_err kw_store_failchk(struct kw_store *);
 enum kw_err kw_store_err(int db_rc);

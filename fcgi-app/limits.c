@@ -2858,7 +2858,8 @@ out:
  * With a request_id, a report sent twice counts once.  *answer (owned) is
  * the /key/usage answer.  KW_EVALID naming request_id for one
  * kw_valid_request_id refuses.
- * Durable: flushed before KW_OK.
+ * Durable: flushed before KW_OK; with KEYWARDEN_USAGE_COMMIT=async, in the
+ * log file and flushed by the pool manager within KEYWARDEN_USAGE_FLUSH_MS.
  */
 enum kw_err
 kw_limits_record(struct kw_store *st, time_t now, const struct kw_usage *in,
@@ -2873,7 +2874,8 @@ kw_limits_record(struct kw_store *st, time_t now, const struct kw_usage *in,
 		    KW_REQUEST_ID_MAX);
 		return KW_EVALID;
 	}
-	rc = kw_store_txn(st, record_body, &r);
+	/* KEYWARDEN_USAGE_COMMIT=async: answered before the flush, which the pool manager makes */
+	rc = kw_store_txn_flags(st, kw_config.usage_async ? KW_TXN_ASYNC : 0, record_body, &r);
 	*answer = rc == KW_OK ? r.answer : NULL;
 	if (rc != KW_OK)
 		json_object_put(r.answer);

@@ -451,6 +451,35 @@ grow(struct pool *p)
 		kw_log_debug("pool: every worker is busy: %u workers now", live_workers(p));
 }
 
+static int64_t
+monotonic_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/*
+ * KEYWARDEN_USAGE_COMMIT=async: the workers answer a usage report once its
+ * commit is in the log file, and here the manager flushes the log to disk
+ * every usage_flush_ms, so a crash of the machine loses at most that long
+ * of usage (a crash of keywarden alone loses none).  *flushed is when the
+ * last flush was made; returns the milliseconds until the next one is due.
+ */
+static long
+flush_usage(struct pool *p, int64_t *flushed)
+{
+	int64_t now = monotonic_ms();
+
+	if (now - *flushed >= (int64_t)kw_config.usage_flush_ms) {
+		if (p->store != NULL)
+			(void)kw_store_flush(p->store);
+		*flushed = now = monotonic_ms();
+	}
+	return (long)(*flushed + kw_config.usage_flush_ms - now);
+}
+
 /* Asks the workers above nworkers that have been idle for the idle period to leave. */
 static void
 shrink(struct pool *p)
@@ -476,6 +505,7 @@ kw_pool_run(int listen_fd, unsigned nworkers)
 {
 	struct pool p = { .listen_fd = listen_fd };
 	time_t maintained = time(NULL);
+	int64_t flushed = monotonic_ms();
 	sigset_t set;
 	int flags;
 
@@ -523,7 +553,15 @@ kw_pool_run(int listen_fd, unsigned nworkers)
 	while (!p.stopping) {
 		/* a tick a second: a lost wake-up to grow, and the idle to let go */
 		struct timespec timeout = { .tv_sec = 1 };
-		int sig = sigtimedwait(&set, NULL, &timeout);
+		int sig;
+
+		if (kw_config.usage_async) {
+			long due = flush_usage(&p, &flushed);
+
+			if (due < 1000)
+				timeout = (struct timespec){ .tv_nsec = (due > 0 ? due : 1) * 1000000L };
+		}
+		sig = sigtimedwait(&set, NULL, &timeout);
 
 		switch (sig) {
 		case SIGCHLD:

@@ -424,6 +424,9 @@ commit_durable(DB_ENV *env, DB_TXN *txn)
  * kw_store_txn with flags: KW_TXN_NOSYNC commits without waiting for the
  * log to reach the disk, for state that may be lost in a crash without
  * harm (rate windows, leases); such a commit is still atomic and isolated.
+ * KW_TXN_ASYNC writes the commit to the log file (the kernel's page cache)
+ * and returns: a crash of keywarden loses nothing of it, a crash of the
+ * machine what the last kw_store_flush had not carried yet.
  */
 enum kw_err
 kw_store_txn_flags(struct kw_store *st, unsigned flags, kw_txn_body body, void *baton)
@@ -444,7 +447,9 @@ kw_store_txn_flags(struct kw_store *st, unsigned flags, kw_txn_body body, void *
 		if ((rc = st->env->txn_begin(st->env, NULL, &txn, begin)) != 0)
 			return kw_store_err(rc);
 		if ((err = body(st, txn, baton)) == KW_OK) {
-			rc = (flags & KW_TXN_NOSYNC) ? txn->commit(txn, 0) : commit_durable(st->env, txn);
+			rc = (flags & KW_TXN_NOSYNC) ? txn->commit(txn, 0) :
+			    (flags & KW_TXN_ASYNC) ? txn->commit(txn, DB_TXN_WRITE_NOSYNC) :
+			    commit_durable(st->env, txn);
 			kw_metrics_txn(rc == 0);
 			return kw_store_err(rc);
 		}
@@ -513,6 +518,21 @@ kw_store_maintain(struct kw_store *st)
 		close(lock);
 	if (rc != 0)
 		kw_log_warn("store: maintenance failed: %s", db_strerror(rc));
+	return kw_store_err(rc);
+}
+
+/*
+ * Flushes the log to disk: every commit made so far is durable when this
+ * returns KW_OK.  When nothing was committed since the last flush it does
+ * no I/O.  The pool manager calls it for KW_TXN_ASYNC commits.
+ */
+enum kw_err
+kw_store_flush(struct kw_store *st)
+{
+	int rc = st->env->log_flush(st->env, NULL);
+
+	if (rc != 0)
+		kw_log_warn("store: log flush failed: %s", db_strerror(rc));
 	return kw_store_err(rc);
 }
 
