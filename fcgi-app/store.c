@@ -36,6 +36,14 @@
 #define LOCKS 12000
 #define TXNS THREAD_SLOTS
 #define LOG_REGION_BYTES (2u << 20)
+/*
+ * The log buffer, in the log region: group commit fills it with the records
+ * of every transaction waiting for the next flush (a /key/generate writes
+ * some 3 KiB), and one that fills before the flush is written out in the
+ * middle (Berkeley DB's default of 32 KiB overflowed with 8 commits a
+ * flush).  Like the regions, it is sized when the environment is created.
+ */
+#define LOG_BUFFER_BYTES (256u << 10)
 
 struct kw_store {
 	DB_ENV *env;
@@ -235,6 +243,7 @@ open_env(const char *dir, u_int32_t flags, struct kw_store **out)
 	st->env->set_lk_max_objects(st->env, LOCKS);
 	st->env->set_tx_max(st->env, TXNS);
 	st->env->set_lg_regionmax(st->env, LOG_REGION_BYTES);
+	st->env->set_lg_bsize(st->env, LOG_BUFFER_BYTES);
 	/* log files are removed by kw_store_maintain after each checkpoint */
 	if ((rc = st->env->open(st->env, dir, flags, 0600)) != 0) {
 		kw_log_error("store: cannot open the environment: %s", db_strerror(rc));
