@@ -476,11 +476,13 @@ def connections(srv, prov, keys, chat):
     statuses = [srv.request("POST", "/v1/chat/completions", headers=valid, body=chat).status
                 for _ in range(calls)]
     peers = {q["peer"] for q in prov.seen()[before:]}
-    workers = len(srv.workers())
-    tap.ok(statuses == [200] * calls and 1 <= len(peers) <= workers,
-           "%d calls one after another reach the provider over %d connections, at most one "
-           "a worker (%d workers): kept alive, not a TCP and TLS handshake each" % (
-               calls, len(peers), workers), statuses)
+    # behind another server keywarden's processes are that server's (mod_fcgid's), not
+    # counted here: fewer connections than calls still shows them kept alive
+    bound = len(srv.workers()) if hasattr(srv, "workers") else calls - 1
+    tap.ok(statuses == [200] * calls and 1 <= len(peers) <= bound,
+           "%d calls one after another reach the provider over %d connections, at most %d "
+           "(one a worker): kept alive, not a TCP and TLS handshake each" % (
+               calls, len(peers), bound), statuses)
     with Provider() as stranger:    # its certificate is from a CA keywarden does not trust
         ok_status(srv.admin("POST", "/api/providers", body={
             "provider": "stranger", "custom_provider_config": {"base_provider_type": "openai"},
