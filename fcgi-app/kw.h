@@ -200,7 +200,9 @@ enum kw_err kw_store_open(struct kw_store **out, const char *dir, enum kw_store_
 void kw_store_close(struct kw_store *);
 enum kw_err kw_store_txn(struct kw_store *, kw_txn_body body, void *baton);
 #define KW_TXN_NOSYNC 1	/* commit without flushing the log: for state a crash may lose */
+#define KW_TXN_FLUSH_AFTER_ANSWER 2	/* written at commit, flushed once the answer is sent */
 enum kw_err kw_store_txn_flags(struct kw_store *, unsigned flags, kw_txn_body body, void *baton);
+void kw_store_flush_deferred(struct kw_store *);
 enum kw_err kw_store_state(struct kw_store *, struct kw_store_state *);
 enum kw_err kw_store_maintain(struct kw_store *);
 struct __db *kw_store_db(struct kw_store *, enum kw_db);
@@ -921,6 +923,7 @@ struct kw_usage {
 	double cost;			/* usd */
 	double diem;			/* Venice's second currency */
 	const char *end_user;		/* the request's end user; NULL none */
+	int flush_after_answer;		/* the relay's settlement: KW_TXN_FLUSH_AFTER_ANSWER */
 };
 
 /* The API tier a Venice answer names (apiTier.id, rateLimitTier): one tier, charged per use. */

@@ -2858,7 +2858,8 @@ out:
  * With a request_id, a report sent twice counts once.  *answer (owned) is
  * the /key/usage answer.  KW_EVALID naming request_id for one
  * kw_valid_request_id refuses.
- * Durable: flushed before KW_OK.
+ * Durable: flushed before KW_OK, or, with in->flush_after_answer, written
+ * to the log before KW_OK and flushed once the answer has gone.
  */
 enum kw_err
 kw_limits_record(struct kw_store *st, time_t now, const struct kw_usage *in,
@@ -2873,7 +2874,8 @@ kw_limits_record(struct kw_store *st, time_t now, const struct kw_usage *in,
 		    KW_REQUEST_ID_MAX);
 		return KW_EVALID;
 	}
-	rc = kw_store_txn(st, record_body, &r);
+	rc = kw_store_txn_flags(st, in->flush_after_answer ? KW_TXN_FLUSH_AFTER_ANSWER : 0,
+	    record_body, &r);
 	*answer = rc == KW_OK ? r.answer : NULL;
 	if (rc != KW_OK)
 		json_object_put(r.answer);

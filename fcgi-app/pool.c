@@ -206,6 +206,7 @@ worker_main(int listen_fd, unsigned slot)
 		if (req.keepConnection)
 			finish_input(&req);
 		FCGX_Finish_r(&req);
+		kw_store_flush_deferred(store);	/* the answer has gone: now the disk */
 		kw_arena_reset(arena);
 	}
 	kw_store_close(store);

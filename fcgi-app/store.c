@@ -40,6 +40,7 @@
 struct kw_store {
 	DB_ENV *env;
 	DB *dbs[KW_DB_COUNT];
+	int flush_deferred;	/* a KW_TXN_FLUSH_AFTER_ANSWER commit awaits its flush */
 };
 
 static const struct {
@@ -377,12 +378,19 @@ kw_store_txn(struct kw_store *st, kw_txn_body body, void *baton)
  * kw_store_txn with flags: KW_TXN_NOSYNC commits without waiting for the
  * log to reach the disk, for state that may be lost in a crash without
  * harm (rate windows, leases); such a commit is still atomic and isolated.
+ * KW_TXN_FLUSH_AFTER_ANSWER writes the commit to the log file (a crash of
+ * keywarden loses nothing) and leaves the flush to the disk to
+ * kw_store_flush_deferred, which the worker calls once the answer has
+ * gone and before it takes another request: for a relayed call's
+ * settlement, whose answer is the provider's, not an acknowledgement of
+ * the write, so the client need not wait for the disk.
  */
 enum kw_err
 kw_store_txn_flags(struct kw_store *st, unsigned flags, kw_txn_body body, void *baton)
 {
-	/* not even written to the log file at commit: the next durable commit carries it */
-	u_int32_t begin = (flags & KW_TXN_NOSYNC) ? DB_TXN_NOSYNC : 0;
+	/* NOSYNC: not even written to the log file at commit; the next durable commit carries it */
+	u_int32_t begin = (flags & KW_TXN_NOSYNC) ? DB_TXN_NOSYNC :
+	    (flags & KW_TXN_FLUSH_AFTER_ANSWER) ? DB_TXN_WRITE_NOSYNC : 0;
 	enum kw_err err = KW_EDEADLOCK;
 
 	for (int attempt = 0; attempt < TXN_RETRIES && err == KW_EDEADLOCK; attempt++) {
@@ -399,6 +407,8 @@ kw_store_txn_flags(struct kw_store *st, unsigned flags, kw_txn_body body, void *
 		if ((err = body(st, txn, baton)) == KW_OK) {
 			rc = txn->commit(txn, 0);
 			kw_metrics_txn(rc == 0);
+			if (rc == 0 && (flags & KW_TXN_FLUSH_AFTER_ANSWER))
+				st->flush_deferred = 1;
 			return kw_store_err(rc);
 		}
 		kw_metrics_txn(0);
@@ -408,6 +418,19 @@ kw_store_txn_flags(struct kw_store *st, unsigned flags, kw_txn_body body, void *
 	if (err == KW_EDEADLOCK)
 		kw_log_warn("store: transaction still deadlocked after %d attempts", TXN_RETRIES);
 	return err;
+}
+
+/* Flushes the log to the disk when a KW_TXN_FLUSH_AFTER_ANSWER commit awaits it. */
+void
+kw_store_flush_deferred(struct kw_store *st)
+{
+	int rc;
+
+	if (st == NULL || !st->flush_deferred)
+		return;
+	st->flush_deferred = 0;
+	if ((rc = st->env->log_flush(st->env, NULL)) != 0)
+		kw_log_error("store: flushing the log: %s", db_strerror(rc));
 }
 
 static enum kw_err
