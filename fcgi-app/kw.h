@@ -80,6 +80,7 @@ void kw_arena_free(struct kw_arena *);
 
 enum kw_err kw_crypto_init(void);
 void kw_crypto_random(void *buf, size_t n);
+void kw_crypto_nonce(void *buf, size_t n);	/* unpredictable, not secret: ids */
 void kw_uuid4(char out[37]);	/* a random UUID v4, lower-case: an id made for a record */
 void kw_crypto_sha256(const void *data, size_t n, unsigned char out[KW_SHA256_LEN]);
 void kw_crypto_sha256_hex(const void *data, size_t n, char out[KW_SHA256_HEX_LEN + 1]);

@@ -40,6 +40,7 @@ struct slot {
 
 static struct slot *slots;	/* MAX_WORKERS of them, shared by the manager and its workers */
 static pid_t manager_pid;	/* whom a worker tells when every worker is busy */
+static unsigned pool_cap;	/* the most workers the manager starts (slots beyond stay EMPTY) */
 
 static volatile sig_atomic_t worker_stopping;
 
@@ -82,12 +83,15 @@ busy_workers(void)
 /*
  * A worker's request begins: its slot is BUSY, and when no other worker
  * is left idle the manager is told, so that the next request finds a
- * worker waiting (a relayed call holds its worker for the call's length).
+ * worker waiting (a relayed call holds its worker for the call's length);
+ * not when the pool is at its cap, where the signal would change nothing
+ * and cost a system call a request.
  */
 static void
 slot_busy(unsigned i)
 {
-	if (slot_move(i, SLOT_IDLE, SLOT_BUSY) && slots_in(SLOT_IDLE) == 0)
+	if (slot_move(i, SLOT_IDLE, SLOT_BUSY) && slots_in(SLOT_IDLE) == 0 &&
+	    slots_in(SLOT_EMPTY) > MAX_WORKERS - pool_cap)
 		kill(manager_pid, GROW_SIGNAL);
 }
 
@@ -434,6 +438,7 @@ kw_pool_run(int listen_fd, unsigned nworkers)
 		p.cap = p.nworkers;
 	if (p.cap > MAX_WORKERS)
 		p.cap = MAX_WORKERS;
+	pool_cap = p.cap;
 	slots = mmap(NULL, MAX_WORKERS * sizeof(*slots), PROT_READ | PROT_WRITE,
 	    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	if (slots == MAP_FAILED) {
