@@ -30,6 +30,8 @@ import http.client  # noqa: E402
 
 README = os.path.join(ROOT, "README.md")
 SKIP = re.compile(r"^<!-- readme\.t: skip, (.+?) -->$")
+# a port an example's server listens on: PORT=N (a recipe), --port N, -p 127.0.0.1:N
+PORT_IN = r"(?:(?<![A-Z_])PORT=|--port |-p 127\.0\.0\.1:)(\d+)"
 # what a reader sets before make run, as the README says: a provider's key for the
 # env.OPENAI_API_KEY example (a made-up one: nothing here calls OpenAI)
 READER_ENV = {"OPENAI_API_KEY": "sk-readme-0123456789abcdefghij91aa"}
@@ -149,11 +151,8 @@ def clone(tmp):
 
 
 def fixed_ports(commands):
-    """The ports the examples listen on themselves (PORT=N, --port N, -p HOST:N)."""
-    ports = set()
-    for _, command, _ in commands:
-        ports |= {int(p) for p in re.findall(r"(?:PORT=|--port |-p 127\.0\.0\.1:)(\d+)", command)}
-    return sorted(ports)
+    """The ports the examples listen on themselves."""
+    return sorted({int(p) for _, command, _ in commands for p in re.findall(PORT_IN, command)})
 
 
 def in_use(port):
@@ -170,15 +169,30 @@ def healthy(port):
         return False
 
 
-def script(commands, out):
+def listening(command, earlier):
+    """What a server started with & in command listens on: the ports it or the earlier
+    commands of its block name (PORT=N, --port N, -p 127.0.0.1:N), else its -s socket."""
+    ports = re.findall(PORT_IN, command) or [p for c in earlier for p in re.findall(PORT_IN, c)]
+    if ports:
+        return ["(exec 3<>/dev/tcp/127.0.0.1/%s) 2>/dev/null" % ports[-1]]
+    return ["[ -S %s ]" % m for m in re.findall(r" -s (\S+)", command)]
+
+
+def script(blocks, out):
     """One bash script that runs each command in order, in this shell, its output and
-    status to files of its own; a server started with & gets a moment to listen."""
+    status to files of its own; a server started with & is waited for (up to 20 s) until
+    it listens, as a reader would before the next command."""
     parts = ["cd \"$1\"", "out=%s" % json.dumps(out)]
-    for n, (_, command, _) in enumerate(commands):
-        parts.append("{\n%s\n} >\"$out/%d\" 2>&1 </dev/null\necho $? >\"$out/%d.rc\"" %
-                     (command, n, n))
-        if command.rstrip().endswith("&"):
-            parts.append("sleep 1.5")
+    n = 0
+    for commands in blocks:
+        for k, (_, command, _) in enumerate(commands):
+            parts.append("{\n%s\n} >\"$out/%d\" 2>&1 </dev/null\necho $? >\"$out/%d.rc\"" %
+                         (command, n, n))
+            n += 1
+            if command.rstrip().endswith("&"):
+                ready = listening(command, [c for _, c, _ in commands[:k]]) or ["false"]
+                parts.append("for i in $(seq 200); do %s && break; sleep 0.1; done" %
+                             " && ".join(ready))
     parts.append("kill $(jobs -p) 2>/dev/null; wait")
     return "\n".join(parts) + "\n"
 
@@ -219,7 +233,8 @@ def main():
     skipped = [(line, reason) for line, _, reason in blocks if reason]
     for line, reason in skipped:
         tap.diag("README.md:%d not run: %s" % (line, reason))
-    commands = [c for _, cs, reason in blocks if not reason for c in cs]
+    run = [cs for _, cs, reason in blocks if not reason]
+    commands = [c for cs in run for c in cs]
     tap.ok(len(commands) >= 40 and len(skipped) <= 12,
            "the README runs %d commands, %d blocks skipped" % (len(commands), len(skipped)))
     recipe_help()
@@ -245,7 +260,7 @@ def main():
         out = os.path.join(tmp, "out")
         os.mkdir(out)
         with open(os.path.join(tmp, "readme.sh"), "w") as f:
-            f.write(script(commands, out))
+            f.write(script(run, out))
         started = time.time()
         shell = subprocess.Popen(["bash", "--noprofile", "--norc", os.path.join(tmp, "readme.sh"),
                                   where],
