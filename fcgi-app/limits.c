@@ -1472,16 +1472,22 @@ static enum kw_err
 over_rate(struct checking *c, const struct rate *r, int *refused)
 {
 	time_t reset = (time_t)(c->window + WINDOW_SECS);
-	double used;
+	double used, left;
 	enum kw_err rc;
 
 	if ((rc = rate_used(c->st, c->txn, r->counter, c->window, !c->in->dry_run, &used)) != KW_OK)
 		return rc;
 	used += r->reserved;
 	report_limit(c, r->name, r->model, r->limit, used, reset);
-	if (r->out->limit < 0 || r->limit - used < (double)r->out->remaining) {
+	/*
+	 * The headers' remaining is what is left once this request is admitted, as
+	 * OpenAI's x-ratelimit-remaining-* count the request answered; a request
+	 * this window refuses takes nothing, so it is left as it was.
+	 */
+	left = r->limit - used - (used + r->adding <= r->limit ? r->adding : 0);
+	if (r->out->limit < 0 || left < (double)r->out->remaining) {
 		r->out->limit = (int64_t)r->limit;
-		r->out->remaining = used < r->limit ? (int64_t)(r->limit - used) : 0;
+		r->out->remaining = left > 0 ? (int64_t)left : 0;
 		r->out->reset = reset;
 	}
 	if (!*refused && (used >= r->limit || used + r->adding > r->limit)) {

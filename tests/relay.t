@@ -176,6 +176,12 @@ def run(srv, prov):
     # rates: rpm 2, then tpm
     tap.ok(steps.get("rpm 1", {}).get("ok") and steps.get("rpm 2", {}).get("ok"),
            "rpm_limit 2: two completions pass")
+    tap.ok([(steps.get(s, {}).get("ratelimit") or {}).get("x-ratelimit-remaining-requests")
+            for s in ("rpm 1", "rpm 2")] == ["1", "0"] and
+           (steps.get("rpm 1", {}).get("ratelimit") or {}).get("x-ratelimit-limit-requests") == "2"
+           and "x-ratelimit-reset-requests" in (steps.get("rpm 1", {}).get("ratelimit") or {}),
+           "their 200 answers carry x-ratelimit-limit, -remaining and -reset-requests to the "
+           "client", [steps.get(s, {}).get("ratelimit") for s in ("rpm 1", "rpm 2")])
     e = refused(steps, "rpm 3", 429, "RateLimitError")
     h = e.get("headers") or {}
     tap.ok(h.get("retry-after") and h.get("x-ratelimit-limit-requests") == "2",
