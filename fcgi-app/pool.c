@@ -41,7 +41,7 @@ struct slot {
 
 static struct slot *slots;	/* MAX_WORKERS of them, shared by the manager and its workers */
 static pid_t manager_pid;	/* whom a worker tells when every worker is busy */
-static unsigned pool_cap;	/* the most workers the pool may have; set before the first fork */
+static unsigned pool_cap;	/* the most workers the manager starts (slots beyond stay EMPTY) */
 
 static volatile sig_atomic_t worker_stopping;
 
@@ -85,15 +85,14 @@ busy_workers(void)
  * A worker's request begins: its slot is BUSY, and when no other worker
  * is left idle the manager is told, so that the next request finds a
  * worker waiting (a relayed call holds its worker for the call's length,
- * a durable write for its log flush).  A pool at its cap cannot grow, so
- * the manager is not woken for nothing then: under a steady load at the
- * cap that would be a signal and two context switches a request.
+ * a durable write for its log flush); not when the pool is at its cap,
+ * where the signal would change nothing and cost a system call a request.
  */
 static void
 slot_busy(unsigned i)
 {
 	if (slot_move(i, SLOT_IDLE, SLOT_BUSY) && slots_in(SLOT_IDLE) == 0 &&
-	    MAX_WORKERS - slots_in(SLOT_EMPTY) < pool_cap)
+	    slots_in(SLOT_EMPTY) > MAX_WORKERS - pool_cap)
 		kill(manager_pid, GROW_SIGNAL);
 }
 
@@ -258,6 +257,7 @@ worker_main(int listen_fd, unsigned slot)
 		if (req.keepConnection)
 			finish_input(&req);
 		FCGX_Finish_r(&req);
+		kw_store_flush_deferred(store);	/* the answer has gone: now the disk */
 		kw_arena_reset(arena);
 	}
 	if (listen_ep >= 0)

@@ -48,6 +48,7 @@
 struct kw_store {
 	DB_ENV *env;
 	DB *dbs[KW_DB_COUNT];
+	DB_LSN deferred;	/* the last KW_TXN_FLUSH_AFTER_ANSWER commit awaiting its flush; file 0 none */
 };
 
 static const struct {
@@ -397,6 +398,36 @@ token_lsn(const DB_TXN_TOKEN *token)
 }
 
 /*
+ * Commits txn with flags, DB_TXN_NOSYNC (into the log buffer) or
+ * DB_TXN_WRITE_NOSYNC (into the log file), and sets *lsn to its commit
+ * record's log sequence number: file 0 when it wrote nothing, and so has
+ * no commit record.  The handle is gone whatever it returns.
+ */
+static int
+commit_unflushed(DB_TXN *txn, u_int32_t flags, DB_LSN *lsn)
+{
+	DB_TXN_TOKEN token;
+	int rc;
+
+	memset(&token, 0, sizeof(token));
+	lsn->file = lsn->offset = 0;
+	if ((rc = txn->set_commit_token(txn, &token)) != 0) {
+		txn->abort(txn);
+		return rc;
+	}
+	if ((rc = txn->commit(txn, flags)) == 0)
+		*lsn = token_lsn(&token);
+	return rc;
+}
+
+/* Flushes the log to disk up to the commit record at lsn (none when its file is 0). */
+static int
+flush_to(DB_ENV *env, const DB_LSN *lsn)
+{
+	return lsn->file == 0 ? 0 : env->log_flush(env, lsn);
+}
+
+/*
  * Commits txn and returns once its commit record is on disk: group commit.
  * The commit only puts its record in the log buffer (DB_TXN_NOSYNC), which
  * releases the transaction's locks at once, so the next write to the same
@@ -414,33 +445,30 @@ token_lsn(const DB_TXN_TOKEN *token)
 static int
 commit_durable(DB_ENV *env, DB_TXN *txn)
 {
-	DB_TXN_TOKEN token;
 	DB_LSN lsn;
-	int rc;
+	int rc = commit_unflushed(txn, DB_TXN_NOSYNC, &lsn);
 
-	memset(&token, 0, sizeof(token));
-	if ((rc = txn->set_commit_token(txn, &token)) != 0) {
-		txn->abort(txn);
-		return rc;
-	}
-	if ((rc = txn->commit(txn, DB_TXN_NOSYNC)) != 0)
-		return rc;
-	lsn = token_lsn(&token);
-	return lsn.file == 0 ? 0 : env->log_flush(env, &lsn);
+	return rc == 0 ? flush_to(env, &lsn) : rc;
 }
 
 /*
  * kw_store_txn with flags: KW_TXN_NOSYNC commits without waiting for the
  * log to reach the disk, for state that may be lost in a crash without
  * harm (rate windows, leases); such a commit is still atomic and isolated.
- * KW_TXN_ASYNC writes the commit to the log file (the kernel's page cache)
- * and returns: a crash of keywarden loses nothing of it, a crash of the
- * machine what the last kw_store_flush had not carried yet.
+ * KW_TXN_FLUSH_AFTER_ANSWER writes the commit to the log file (a crash of
+ * keywarden loses nothing) and leaves the flush to the disk to
+ * kw_store_flush_deferred, which the worker calls once the answer has
+ * gone and before it takes another request: for a relayed call's
+ * settlement, whose answer is the provider's, not an acknowledgement of
+ * the write, so the client need not wait for the disk.  KW_TXN_ASYNC
+ * writes the commit to the log file too and leaves the flush to the pool
+ * manager's kw_store_flush: a crash of keywarden loses nothing of it, a
+ * crash of the machine what the last flush had not carried yet.
  */
 enum kw_err
 kw_store_txn_flags(struct kw_store *st, unsigned flags, kw_txn_body body, void *baton)
 {
-	/* not even written to the log file at commit: the next durable commit carries it */
+	/* NOSYNC: not even written to the log file at commit; the next durable commit carries it */
 	u_int32_t begin = (flags & KW_TXN_NOSYNC) ? DB_TXN_NOSYNC : 0;
 	enum kw_err err = KW_EDEADLOCK;
 
@@ -456,10 +484,18 @@ kw_store_txn_flags(struct kw_store *st, unsigned flags, kw_txn_body body, void *
 		if ((rc = st->env->txn_begin(st->env, NULL, &txn, begin)) != 0)
 			return kw_store_err(rc);
 		if ((err = body(st, txn, baton)) == KW_OK) {
-			rc = (flags & KW_TXN_NOSYNC) ? txn->commit(txn, 0) :
-			    (flags & KW_TXN_ASYNC) ? txn->commit(txn, DB_TXN_WRITE_NOSYNC) :
-			    commit_durable(st->env, txn);
+			DB_LSN lsn = { 0, 0 };
+
+			if (flags & KW_TXN_NOSYNC)
+				rc = txn->commit(txn, 0);
+			else if (flags & (KW_TXN_ASYNC | KW_TXN_FLUSH_AFTER_ANSWER))
+				rc = commit_unflushed(txn, DB_TXN_WRITE_NOSYNC, &lsn);
+			else
+				rc = commit_durable(st->env, txn);
 			kw_metrics_txn(rc == 0);
+			/* a later commit's record comes later in the log: flushing to it flushes both */
+			if (rc == 0 && (flags & KW_TXN_FLUSH_AFTER_ANSWER) && lsn.file != 0)
+				st->deferred = lsn;
 			return kw_store_err(rc);
 		}
 		kw_metrics_txn(0);
@@ -469,6 +505,20 @@ kw_store_txn_flags(struct kw_store *st, unsigned flags, kw_txn_body body, void *
 	if (err == KW_EDEADLOCK)
 		kw_log_warn("store: transaction still deadlocked after %d attempts", TXN_RETRIES);
 	return err;
+}
+
+/* Flushes the log to the disk when a KW_TXN_FLUSH_AFTER_ANSWER commit awaits it. */
+void
+kw_store_flush_deferred(struct kw_store *st)
+{
+	int rc;
+
+	if (st == NULL || st->deferred.file == 0)
+		return;
+	rc = flush_to(st->env, &st->deferred);
+	st->deferred.file = st->deferred.offset = 0;
+	if (rc != 0)
+		kw_log_error("store: flushing the log: %s", db_strerror(rc));
 }
 
 static enum kw_err

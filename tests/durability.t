@@ -10,7 +10,10 @@ the previous answer and this one must hold what the table promises:
   (log.NNNNNNNNNN) before the answer is written to the FastCGI connection;
 - DB_TXN_NOSYNC kinds (/key/verify's rate window and lease, the authorizer's,
   a Venice limit breach): no fdatasync or fsync at all before the answer,
-  and yet the write happened (the count, the lease and the breach are there).
+  and yet the write happened (the count, the lease and the breach are there);
+- a relayed call's settlement: written to the log file before the answer
+  (a crash of keywarden loses nothing), flushed after it and before the
+  worker answers anything else.
 
 Then the same service with KEYWARDEN_USAGE_COMMIT=async and a flush window
 of FLUSH_MS, its pool manager traced too: a /key/usage answer comes with no
@@ -30,9 +33,11 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 import fcgi  # noqa: E402
 import tap  # noqa: E402
+from fastprovider import MODEL, FastProvider  # noqa: E402
 from kwserver import Server, wait_for  # noqa: E402
 
 SYNC, NOSYNC = "synchronous", "DB_TXN_NOSYNC"
+AFTER, FLUSHED = "written, flushed after the answer", "the previous answer's flush"
 # pid, time, then the call: name(fd<path>, ...
 CALL = re.compile(r"^(?:\[pid\s+)?\d+\]?\s+\d\d:\d\d:\d\d\.\d+ (\w+)\((\d+)<([^>]*)>(.*)$")
 LOG_FILE = re.compile(r"/log\.\d{10}$")
@@ -74,9 +79,10 @@ def attach(pids, out):
 
 def answers(trace_path):
     """Splits the trace into what happened before each answer: a list, one per
-    answer in order, of (syncs, status) where syncs lists the paths fdatasync'd or
-    fsync'd since the previous answer and status is the answer's Status line."""
-    out, syncs = [], []
+    answer in order, of (syncs, logged, status) where syncs lists the paths
+    fdatasync'd or fsync'd since the previous answer, logged the log files written
+    since then, and status is the answer's Status line."""
+    out, syncs, logged = [], [], []
     with open(trace_path, errors="replace") as f:
         for line in f:
             m = CALL.match(line.rstrip("\n"))
@@ -85,10 +91,12 @@ def answers(trace_path):
             call, _, path, rest = m.groups()
             if call in ("fdatasync", "fsync"):
                 syncs.append(path)
+            elif call in ("write", "pwrite64") and LOG_FILE.search(path):
+                logged.append(path)
             elif path.startswith("socket:[") and "Status: " in rest:
                 status = re.search(r"Status: (\d{3})", rest)
-                out.append((syncs, int(status.group(1)) if status else None))
-                syncs = []
+                out.append((syncs, logged, int(status.group(1)) if status else None))
+                syncs, logged = [], []
     return out
 
 
@@ -119,9 +127,11 @@ class Skip(Exception):
 
 
 def main():
-    # no checkpoint by the manager during the test: its flushes are not the worker's
-    env = {"KEYWARDEN_MAINTAIN_SECS": "86400"}
-    with Server(workers=1, env=env) as srv:
+    # no checkpoint by the manager during the test: its flushes are not the worker's;
+    # one worker, whose pool does not grow, so that it is the one traced
+    env = {"KEYWARDEN_MAINTAIN_SECS": "86400", "KEYWARDEN_MAX_WORKERS": "1"}
+    with FastProvider() as fp, Server(workers=1, env=env) as srv:
+        fp.register(srv)
         try:
             run(srv)
         except Skip as why:
@@ -233,15 +243,30 @@ def run(srv):
     if b.get("code") != "RATE_LIMITED":
         raise RuntimeError("breach: %r" % b)
 
+    # a relayed call's settlement: the client's answer is the provider's, and does not
+    # wait for the disk; the flush follows before the worker answers /health
+    k3 = step(SYNC, K, "POST /key/generate (for the relay)",
+              m("POST", "/key/generate", {"key_alias": "dur-k3"})).json
+    step(AFTER, "a relayed call's settlement", "POST /v1/chat/completions",
+         srv.request("POST", "/v1/chat/completions",
+                     headers={"Authorization": "Bearer " + k3["key"]},
+                     body={"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}))
+    step(FLUSHED, "a relayed call's settlement", "GET /health after it", srv.request("GET", "/health"))
+
     detach(st, worker)
 
     seen = answers(trace_path)
-    tap.eq([s for _, s in seen], [s[3] for s in steps],
+    tap.eq([s for _, _, s in seen], [s[3] for s in steps],
            "the trace holds one answer for each of the %d requests, in order" % len(steps))
-    for (kind, line, what, _), (syncs, _) in zip(steps, seen):
+    for (kind, line, what, _), (syncs, logged, _) in zip(steps, seen):
         logs = [p for p in syncs if LOG_FILE.search(p)]
-        if kind == SYNC:
-            tap.ok(logs, "%s: the log is flushed before the answer" % what, syncs)
+        if kind in (SYNC, FLUSHED):
+            tap.ok(logs, "%s: the log is flushed before the answer%s" % (
+                what, " (the settlement's, after the relayed answer)" if kind == FLUSHED else ""),
+                syncs)
+        elif kind == AFTER:
+            tap.ok(logged and not syncs, "%s: the settlement is in the log file before the "
+                   "answer, and not flushed before it" % what, (logged, syncs))
         else:
             tap.ok(not syncs, "%s: nothing is flushed before the answer (%s)" % (what, line),
                    syncs)
