@@ -55,6 +55,7 @@ static const char *const known[] = {
 	"KEYWARDEN_RELAY_TRIES", "KEYWARDEN_RELAY_CONNECT_TIMEOUT", "KEYWARDEN_RELAY_TIMEOUT",
 	"KEYWARDEN_RELAY_MAX_RESPONSE", "KEYWARDEN_RELAY_EXPECTED_OUTPUT",
 	"KEYWARDEN_MAX_WORKERS", "KEYWARDEN_WORKER_IDLE_SECS",
+	"KEYWARDEN_USAGE_COMMIT", "KEYWARDEN_USAGE_FLUSH_MS",
 };
 #define NKNOWN (sizeof(known) / sizeof(known[0]))
 
@@ -618,6 +619,8 @@ kw_config_load(const char *data_dir_override)
 	snprintf(kw_config.private_models, sizeof(kw_config.private_models), "%s",
 	    KW_PRIVATE_MODELS_DEFAULT);
 	kw_config.media_models[0] = '\0';
+	kw_config.usage_async = 0;
+	kw_config.usage_flush_ms = 200;
 
 	if ((v = setting("KEYWARDEN_WORKERS", values, known, NKNOWN)) != NULL) {
 		if (parse_uint("KEYWARDEN_WORKERS", v, 1, KW_MAX_WORKERS, &n) != KW_OK)
@@ -633,6 +636,18 @@ kw_config_load(const char *data_dir_override)
 		if (parse_uint("KEYWARDEN_WORKER_IDLE_SECS", v, 1, 86400, &n) != KW_OK)
 			return KW_EINVAL;
 		kw_config.worker_idle_secs = (unsigned)n;
+	}
+	if ((v = setting("KEYWARDEN_USAGE_COMMIT", values, known, NKNOWN)) != NULL) {
+		if (strcmp(v, "durable") != 0 && strcmp(v, "async") != 0) {
+			fprintf(stderr, "keywarden: KEYWARDEN_USAGE_COMMIT must be durable or async\n");
+			return KW_EINVAL;
+		}
+		kw_config.usage_async = strcmp(v, "async") == 0;
+	}
+	if ((v = setting("KEYWARDEN_USAGE_FLUSH_MS", values, known, NKNOWN)) != NULL) {
+		if (parse_uint("KEYWARDEN_USAGE_FLUSH_MS", v, 1, 10000, &n) != KW_OK)
+			return KW_EINVAL;
+		kw_config.usage_flush_ms = (unsigned)n;
 	}
 	if ((v = setting("KEYWARDEN_MAX_BODY", values, known, NKNOWN)) != NULL) {
 		if (parse_uint("KEYWARDEN_MAX_BODY", v, 1024, 64ul << 20, &n) != KW_OK)

@@ -87,20 +87,41 @@ kw_crypto_random(void *buf, size_t n)
 }
 
 /*
+ * Fills buf with n unpredictable bytes that need not be secret (ids, a
+ * random choice): libgcrypt's nonce generator, which, unlike
+ * GCRY_STRONG_RANDOM, does not poll the system for entropy (getrusage,
+ * getpid, clock_gettime) on each call.
+ */
+void
+kw_crypto_nonce(void *buf, size_t n)
+{
+	if (n > 0)
+		gcry_create_nonce(buf, n);
+}
+
+/*
  * Writes a random UUID v4 (RFC 9562), lower-case, into out: the id of a
- * record created without one.
+ * record created without one, or of a request (kw_crypto_nonce's bytes).
  */
 void
 kw_uuid4(char out[37])
 {
+	static const unsigned char dash_after[] = { 4, 6, 8, 10 };
 	unsigned char b[16];
+	char *o = out;
 
-	kw_crypto_random(b, sizeof(b));
+	kw_crypto_nonce(b, sizeof(b));
 	b[6] = (unsigned char)((b[6] & 0x0f) | 0x40);	/* version 4 */
 	b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);	/* variant 10 */
-	snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
-	    b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13],
-	    b[14], b[15]);
+	for (size_t i = 0, d = 0; i < sizeof(b); i++) {
+		if (d < sizeof(dash_after) && i == dash_after[d]) {
+			*o++ = '-';
+			d++;
+		}
+		kw_crypto_hex(&b[i], 1, o);
+		o += 2;
+	}
+	*o = '\0';
 }
 
 /* Writes the SHA-256 digest of data[0..n) to out.  data may be NULL when n is 0. */

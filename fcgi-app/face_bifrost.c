@@ -2236,13 +2236,16 @@ candidate_visit(struct bifrost_op *op, DB_TXN *txn, json_object *rec)
 	return KW_OK;
 }
 
-/* A uniform random number in [0, 1), from libgcrypt. */
+/*
+ * A uniform random number in [0, 1): a key's turn is no secret, and this
+ * runs on every relayed call, so kw_crypto_nonce's bytes serve.
+ */
 static double
 uniform(void)
 {
 	uint64_t r;
 
-	kw_crypto_random(&r, sizeof(r));
+	kw_crypto_nonce(&r, sizeof(r));
 	return (double)(r >> 11) / (double)(1ULL << 53);
 }
 

@@ -80,6 +80,7 @@ void kw_arena_free(struct kw_arena *);
 
 enum kw_err kw_crypto_init(void);
 void kw_crypto_random(void *buf, size_t n);
+void kw_crypto_nonce(void *buf, size_t n);	/* unpredictable, not secret: ids */
 void kw_uuid4(char out[37]);	/* a random UUID v4, lower-case: an id made for a record */
 void kw_crypto_sha256(const void *data, size_t n, unsigned char out[KW_SHA256_LEN]);
 void kw_crypto_sha256_hex(const void *data, size_t n, char out[KW_SHA256_HEX_LEN + 1]);
@@ -145,6 +146,9 @@ struct kw_config {
 	unsigned relay_expected_output;	/* KEYWARDEN_RELAY_EXPECTED_OUTPUT: tokens reserved when max_tokens is unset */
 	enum kw_log_level log_level;
 	char master_key[256];		/* from the environment or file; wiped at exit */
+	/* usage reports and the relay's settlement (kw_limits_record) */
+	int usage_async;		/* KEYWARDEN_USAGE_COMMIT=async: acknowledged before the flush */
+	unsigned usage_flush_ms;	/* KEYWARDEN_USAGE_FLUSH_MS: the pool manager flushes that often */
 };
 extern struct kw_config kw_config;
 enum kw_err kw_config_load(const char *data_dir_override);
@@ -200,11 +204,15 @@ enum kw_err kw_store_open(struct kw_store **out, const char *dir, enum kw_store_
 void kw_store_close(struct kw_store *);
 enum kw_err kw_store_txn(struct kw_store *, kw_txn_body body, void *baton);
 #define KW_TXN_NOSYNC 1	/* commit without flushing the log: for state a crash may lose */
+#define KW_TXN_FLUSH_AFTER_ANSWER 2	/* written at commit, flushed once the answer is sent */
+#define KW_TXN_ASYNC 4	/* commit written to the log file, flushed later (kw_store_flush) */
 enum kw_err kw_store_txn_flags(struct kw_store *, unsigned flags, kw_txn_body body, void *baton);
+void kw_store_flush_deferred(struct kw_store *);
 enum kw_err kw_store_state(struct kw_store *, struct kw_store_state *);
 /* kw_store_state without txn_commits and deadlocks (0), which walk regions: for GET /health. */
 enum kw_err kw_store_health(struct kw_store *, struct kw_store_state *);
 enum kw_err kw_store_maintain(struct kw_store *);
+enum kw_err kw_store_flush(struct kw_store *);
 struct __db *kw_store_db(struct kw_store *, enum kw_db);
 enum kw_err kw_store_failchk(struct kw_store *);
 enum kw_err kw_store_err(int db_rc);
@@ -935,6 +943,7 @@ struct kw_usage {
 	double cost;			/* usd */
 	double diem;			/* Venice's second currency */
 	const char *end_user;		/* the request's end user; NULL none */
+	int flush_after_answer;		/* the relay's settlement: KW_TXN_FLUSH_AFTER_ANSWER */
 };
 
 /* The API tier a Venice answer names (apiTier.id, rateLimitTier): one tier, charged per use. */

@@ -1475,16 +1475,22 @@ static enum kw_err
 over_rate(struct checking *c, const struct rate *r, int *refused)
 {
 	time_t reset = (time_t)(c->window + WINDOW_SECS);
-	double used;
+	double used, left;
 	enum kw_err rc;
 
 	if ((rc = rate_used(c->st, c->txn, r->counter, c->window, !c->in->dry_run, &used)) != KW_OK)
 		return rc;
 	used += r->reserved;
 	report_limit(c, r->name, r->model, r->limit, used, reset);
-	if (r->out->limit < 0 || r->limit - used < (double)r->out->remaining) {
+	/*
+	 * The headers' remaining is what is left once this request is admitted, as
+	 * OpenAI's x-ratelimit-remaining-* count the request answered; a request
+	 * this window refuses takes nothing, so it is left as it was.
+	 */
+	left = r->limit - used - (used + r->adding <= r->limit ? r->adding : 0);
+	if (r->out->limit < 0 || left < (double)r->out->remaining) {
 		r->out->limit = (int64_t)r->limit;
-		r->out->remaining = used < r->limit ? (int64_t)(r->limit - used) : 0;
+		r->out->remaining = left > 0 ? (int64_t)left : 0;
 		r->out->reset = reset;
 	}
 	if (!*refused && (used >= r->limit || used + r->adding > r->limit)) {
@@ -2899,7 +2905,10 @@ out:
  * With a request_id, a report sent twice counts once.  *answer (owned) is
  * the /key/usage answer.  KW_EVALID naming request_id for one
  * kw_valid_request_id refuses.
- * Durable: flushed before KW_OK.
+ * Durable: flushed before KW_OK, or, with in->flush_after_answer, written
+ * to the log before KW_OK and flushed once the answer has gone; with
+ * KEYWARDEN_USAGE_COMMIT=async, either is written to the log before KW_OK
+ * and flushed by the pool manager within KEYWARDEN_USAGE_FLUSH_MS.
  */
 enum kw_err
 kw_limits_record(struct kw_store *st, time_t now, const struct kw_usage *in,
@@ -2914,7 +2923,8 @@ kw_limits_record(struct kw_store *st, time_t now, const struct kw_usage *in,
 		    KW_REQUEST_ID_MAX);
 		return KW_EVALID;
 	}
-	rc = kw_store_txn(st, record_body, &r);
+	rc = kw_store_txn_flags(st, kw_config.usage_async ? KW_TXN_ASYNC :
+	    in->flush_after_answer ? KW_TXN_FLUSH_AFTER_ANSWER : 0, record_body, &r);
 	*answer = rc == KW_OK ? r.answer : NULL;
 	if (rc != KW_OK)
 		json_object_put(r.answer);

@@ -278,6 +278,47 @@ command_help(FILE *f, const struct command *c)
 }
 
 /*
+ * The commands whose name is `word` and one more word (`key create`,
+ * `key list`...), as one usage: the help of a group such as `key`.  Returns
+ * how many there are; prints nothing when none, or when f is NULL (a count).
+ */
+static int
+group_help(FILE *f, const char *word)
+{
+	size_t len = strlen(word);
+	int found = 0;
+
+	for (size_t i = 0; i < NCOMMANDS; i++) {
+		const struct command *c = &commands[i];
+
+		if (strncmp(c->name, word, len) != 0 || c->name[len] != ' ')
+			continue;
+		if (f == NULL) {
+			found++;
+			continue;
+		}
+		if (found++ == 0)
+			fprintf(f, "usage: keywarden %s COMMAND [OPTIONS] [OPERANDS]\n\n", word);
+		fprintf(f, "  keywarden %s%s%s\n      %s\n", c->name, c->synopsis[0] ? " " : "",
+		    c->synopsis, c->summary);
+	}
+	if (f != NULL && found > 0)
+		fprintf(f, "\n`keywarden help %s COMMAND` or `keywarden %s COMMAND --help` says more.\n"
+		    "Exit status: 0 done, 1 failed, 2 a usage error.\n", word, word);
+	return found;
+}
+
+/* Whether the operands hold -h or --help before a `--`. */
+static int
+wants_help(int argc, char **argv)
+{
+	for (int i = 0; i < argc && strcmp(argv[i], "--") != 0; i++)
+		if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0)
+			return 1;
+	return 0;
+}
+
+/*
  * Finds the command named by argv[0] (and argv[1] for a two-word command);
  * *words is how many words its name took.  NULL when there is none.
  */
@@ -343,7 +384,7 @@ main(int argc, char **argv)
 	static char serve_name[] = "serve";
 	struct kw_cli_opts o = { 0 };
 	const struct command *c;
-	char optstring[32], *name;
+	char optstring[32], asked[64], *name;
 	int words, ch, n = 0;
 
 	no_core_dumps();	/* before any secret is read */
@@ -366,27 +407,31 @@ main(int argc, char **argv)
 			usage(stdout);
 			return 0;
 		}
-		if ((c = find_command(argc - 1, argv + 1, &words)) == NULL || words != argc - 1)
-			return usage_error(NULL, "no such command: %s", argv[1]);
-		command_help(stdout, c);
-		return 0;
-	}
-	if ((c = find_command(argc, argv, &words)) == NULL) {
-		if (strcmp(argv[0], "master-key") == 0 || strcmp(argv[0], "signing-key") == 0)
-			return usage_error(NULL, "%s takes show or rotate", argv[0]);
-		if (strcmp(argv[0], "admin-key") == 0)
-			return usage_error(NULL, "%s takes create", argv[0]);
-		if (strcmp(argv[0], "key") == 0 || strcmp(argv[0], "team") == 0 ||
-		    strcmp(argv[0], "user") == 0)
-			return usage_error(NULL, "%s takes create, list, info, block, unblock, "
-			    "regenerate (keys) or delete", argv[0]);
-		return usage_error(NULL, "no such command: %s", argv[0]);
-	}
-	for (int i = words; i < argc && strcmp(argv[i], "--") != 0; i++)
-		if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+		if ((c = find_command(argc - 1, argv + 1, &words)) != NULL && words == argc - 1) {
 			command_help(stdout, c);
 			return 0;
 		}
+		if (argc == 2 && group_help(stdout, argv[1]) > 0)
+			return 0;
+		snprintf(asked, sizeof(asked), "%s%s%s", argv[1], argc > 2 ? " " : "",
+		    argc > 2 ? argv[2] : "");
+		return usage_error(NULL, "no such command: %s", asked);
+	}
+	if ((c = find_command(argc, argv, &words)) == NULL) {
+		/* a group's name alone (`keywarden key`) is a usage error naming its commands */
+		if (wants_help(argc - 1, argv + 1) && group_help(stdout, argv[0]) > 0)
+			return 0;
+		if (group_help(NULL, argv[0]) > 0) {
+			fprintf(stderr, "keywarden: %s takes one of these commands:\n", argv[0]);
+			group_help(stderr, argv[0]);
+			return 2;
+		}
+		return usage_error(NULL, "no such command: %s", argv[0]);
+	}
+	if (wants_help(argc - words, argv + words)) {
+		command_help(stdout, c);
+		return 0;
+	}
 
 	/* the options this command takes, in getopt's spelling */
 	optstring[n++] = ':';

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/epoll.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -40,7 +41,7 @@ struct slot {
 
 static struct slot *slots;	/* MAX_WORKERS of them, shared by the manager and its workers */
 static pid_t manager_pid;	/* whom a worker tells when every worker is busy */
-static int pool_grows;		/* the cap is above the workers: telling the manager can help */
+static unsigned pool_cap;	/* the most workers the manager starts (slots beyond stay EMPTY) */
 
 static volatile sig_atomic_t worker_stopping;
 
@@ -83,13 +84,15 @@ busy_workers(void)
 /*
  * A worker's request begins: its slot is BUSY, and when no other worker
  * is left idle the manager is told, so that the next request finds a
- * worker waiting (a relayed call holds its worker for the call's length).
+ * worker waiting (a relayed call holds its worker for the call's length,
+ * a durable write for its log flush); not when the pool is at its cap,
+ * where the signal would change nothing and cost a system call a request.
  */
 static void
 slot_busy(unsigned i)
 {
-	/* a pool that cannot grow is told nothing: the signal cost a system call and a wake-up */
-	if (slot_move(i, SLOT_IDLE, SLOT_BUSY) && pool_grows && slots_in(SLOT_IDLE) == 0)
+	if (slot_move(i, SLOT_IDLE, SLOT_BUSY) && slots_in(SLOT_IDLE) == 0 &&
+	    slots_in(SLOT_EMPTY) > MAX_WORKERS - pool_cap)
 		kill(manager_pid, GROW_SIGNAL);
 }
 
@@ -111,11 +114,56 @@ on_worker_signal(int sig)
 }
 
 /*
+ * Waits until fd is readable or a signal in the waiting mask arrives;
+ * returns 0, or -1 with errno set (EINTR for a signal).  The listening
+ * socket is watched through listen_ep, an epoll instance holding it with
+ * EPOLLEXCLUSIVE, so that a connection wakes one idle worker rather than
+ * all of them (with many workers, a durable write load's, waking every
+ * idle one for each request costs more CPU than the request).  *bad is
+ * set when fd reports an error.
+ */
+static int
+wait_readable(int fd, int listen_fd, int listen_ep, const sigset_t *waiting, int *bad)
+{
+	struct pollfd pfd = { .fd = fd, .events = POLLIN };
+	struct epoll_event ev;
+	int n;
+
+	*bad = 0;
+	if (fd == listen_fd && listen_ep >= 0) {
+		if ((n = epoll_pwait(listen_ep, &ev, 1, -1, waiting)) < 0)
+			return -1;
+		*bad = n > 0 && (ev.events & EPOLLERR);
+		return 0;
+	}
+	if (ppoll(&pfd, 1, NULL, waiting) < 0)
+		return -1;
+	*bad = (pfd.revents & (POLLNVAL | POLLERR)) != 0;
+	return 0;
+}
+
+/* An epoll instance watching listen_fd, one waiter woken a connection; -1 when none. */
+static int
+listen_epoll(int listen_fd)
+{
+	struct epoll_event ev = { .events = EPOLLIN | EPOLLEXCLUSIVE };
+	int ep = epoll_create1(EPOLL_CLOEXEC);
+
+	if (ep >= 0 && epoll_ctl(ep, EPOLL_CTL_ADD, listen_fd, &ev) != 0) {
+		kw_log_warn("worker: epoll on the listening socket: %s", strerror(errno));
+		close(ep);
+		ep = -1;
+	}
+	return ep;
+}
+
+/*
  * A worker's life: accept, serve, repeat.  SIGTERM and SIGINT are blocked
- * except while waiting in ppoll(), so a signal never interrupts a request:
- * the request in flight finishes and the worker leaves before accepting
- * another.  The listening socket is non-blocking, so a connection another
- * worker took first sends us back to ppoll() instead of blocking in accept.
+ * except while waiting for a connection, so a signal never interrupts a
+ * request: the request in flight finishes and the worker leaves before
+ * accepting another.  The listening socket is non-blocking, so a
+ * connection another worker took first sends us back to waiting instead
+ * of blocking in accept.
  */
 /*
  * Reads what is left of a request's input on a connection the server keeps:
@@ -150,7 +198,7 @@ worker_main(int listen_fd, unsigned slot)
 	struct kw_store *store = NULL;
 	struct kw_arena *arena;
 	FCGX_Request req;
-	int status = 0;
+	int status = 0, listen_ep, bad;
 
 	sigemptyset(&blocked);
 	sigaddset(&blocked, SIGTERM);
@@ -172,6 +220,7 @@ worker_main(int listen_fd, unsigned slot)
 	(void)kw_store_open(&store, kw_config.data_dir, KW_STORE_JOIN);
 	if (FCGX_InitRequest(&req, listen_fd, FCGI_FAIL_ACCEPT_ON_INTR) != 0)
 		return 1;
+	listen_ep = listen_epoll(listen_fd);
 
 	while (!worker_stopping) {
 		/*
@@ -180,7 +229,7 @@ worker_main(int listen_fd, unsigned slot)
 		 * worker's next request, and FCGX_Accept_r reads it from there,
 		 * not from the listening socket; so it is the one to wait on.
 		 */
-		struct pollfd pfd = { .fd = req.ipcFd >= 0 ? req.ipcFd : listen_fd, .events = POLLIN };
+		int fd = req.ipcFd >= 0 ? req.ipcFd : listen_fd;
 
 		/*
 		 * A worker that waits on a kept connection serves no one else:
@@ -188,14 +237,14 @@ worker_main(int listen_fd, unsigned slot)
 		 */
 		if (req.ipcFd < 0)
 			slot_idle(slot);
-		if (ppoll(&pfd, 1, NULL, &waiting) < 0) {
+		if (wait_readable(fd, listen_fd, listen_ep, &waiting, &bad) < 0) {
 			if (errno == EINTR)
 				continue;
 			kw_log_error("worker: poll: %s", strerror(errno));
 			status = 1;
 			break;
 		}
-		if ((pfd.revents & (POLLNVAL | POLLERR)) && pfd.fd == listen_fd) {
+		if (bad && fd == listen_fd) {
 			kw_log_error("worker: the listening socket is gone");
 			status = 1;
 			break;
@@ -208,8 +257,11 @@ worker_main(int listen_fd, unsigned slot)
 		if (req.keepConnection)
 			finish_input(&req);
 		FCGX_Finish_r(&req);
+		kw_store_flush_deferred(store);	/* the answer has gone: now the disk */
 		kw_arena_reset(arena);
 	}
+	if (listen_ep >= 0)
+		close(listen_ep);
 	kw_store_close(store);
 	kw_arena_free(arena);
 	return status;
@@ -399,6 +451,35 @@ grow(struct pool *p)
 		kw_log_debug("pool: every worker is busy: %u workers now", live_workers(p));
 }
 
+static int64_t
+monotonic_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/*
+ * KEYWARDEN_USAGE_COMMIT=async: the workers answer a usage report once its
+ * commit is in the log file, and here the manager flushes the log to disk
+ * every usage_flush_ms, so a crash of the machine loses at most that long
+ * of usage (a crash of keywarden alone loses none).  *flushed is when the
+ * last flush was made; returns the milliseconds until the next one is due.
+ */
+static long
+flush_usage(struct pool *p, int64_t *flushed)
+{
+	int64_t now = monotonic_ms();
+
+	if (now - *flushed >= (int64_t)kw_config.usage_flush_ms) {
+		if (p->store != NULL)
+			(void)kw_store_flush(p->store);
+		*flushed = now = monotonic_ms();
+	}
+	return (long)(*flushed + kw_config.usage_flush_ms - now);
+}
+
 /* Asks the workers above nworkers that have been idle for the idle period to leave. */
 static void
 shrink(struct pool *p)
@@ -424,6 +505,7 @@ kw_pool_run(int listen_fd, unsigned nworkers)
 {
 	struct pool p = { .listen_fd = listen_fd };
 	time_t maintained = time(NULL);
+	int64_t flushed = monotonic_ms();
 	sigset_t set;
 	int flags;
 
@@ -435,6 +517,7 @@ kw_pool_run(int listen_fd, unsigned nworkers)
 		p.cap = p.nworkers;
 	if (p.cap > MAX_WORKERS)
 		p.cap = MAX_WORKERS;
+	pool_cap = p.cap;
 	slots = mmap(NULL, MAX_WORKERS * sizeof(*slots), PROT_READ | PROT_WRITE,
 	    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	if (slots == MAP_FAILED) {
@@ -442,7 +525,6 @@ kw_pool_run(int listen_fd, unsigned nworkers)
 		return KW_EINTERNAL;
 	}
 	manager_pid = getpid();
-	pool_grows = p.cap > p.nworkers;
 	if ((flags = fcntl(listen_fd, F_GETFL)) < 0 ||
 	    fcntl(listen_fd, F_SETFL, flags | O_NONBLOCK) < 0) {
 		kw_log_error("pool: listening socket: %s", strerror(errno));
@@ -471,7 +553,15 @@ kw_pool_run(int listen_fd, unsigned nworkers)
 	while (!p.stopping) {
 		/* a tick a second: a lost wake-up to grow, and the idle to let go */
 		struct timespec timeout = { .tv_sec = 1 };
-		int sig = sigtimedwait(&set, NULL, &timeout);
+		int sig;
+
+		if (kw_config.usage_async) {
+			long due = flush_usage(&p, &flushed);
+
+			if (due < 1000)
+				timeout = (struct timespec){ .tv_nsec = (due > 0 ? due : 1) * 1000000L };
+		}
+		sig = sigtimedwait(&set, NULL, &timeout);
 
 		switch (sig) {
 		case SIGCHLD:

@@ -458,24 +458,57 @@ kw_json_bool(json_object *obj, const char *name)
 }
 
 /*
- * A deep copy of obj (owned).  Through the text form: json-c 0.16's
- * json_object_deep_copy asserts on numbers that came from a parser.  Read
- * back as deep as anything stored may be (json_tokener_parse would stop at
- * json-c's default of 32 and lose the copy); NULL only when out of memory.
+ * A deep copy of obj (owned), member by member.  Not json-c 0.16's
+ * json_object_deep_copy, which refuses a number that came from a parser
+ * (it keeps the number's text as a serializer of its own): a double is
+ * copied here with that same text, so that it prints as it was read.
+ * NULL only when out of memory.
  */
 json_object *
 kw_json_copy(json_object *obj)
 {
-	const char *text;
-	json_tokener *tok;
+	json_object *copy = NULL, *member;
 
-	if (obj == NULL)
+	switch (json_object_get_type(obj)) {
+	case json_type_null:
 		return NULL;
-	text = json_object_to_json_string_ext(obj, JSON_C_TO_STRING_PLAIN);
-	if ((tok = stored_parser()) == NULL)
-		return NULL;
-	/* -1: to the NUL, which ends a top-level number as json-c needs */
-	return json_tokener_parse_ex(tok, text, -1);
+	case json_type_boolean:
+		return json_object_new_boolean(json_object_get_boolean(obj));
+	case json_type_int:
+		return json_object_new_int64(json_object_get_int64(obj));
+	case json_type_double:
+		return json_object_new_double_s(json_object_get_double(obj),
+		    json_object_get_string(obj));
+	case json_type_string:
+		return json_object_new_string_len(json_object_get_string(obj),
+		    json_object_get_string_len(obj));
+	case json_type_array:
+		if ((copy = json_object_new_array_ext((int)json_object_array_length(obj))) == NULL)
+			return NULL;
+		for (size_t i = 0; i < json_object_array_length(obj); i++) {
+			member = json_object_array_get_idx(obj, i);
+			if (json_object_array_add(copy, member != NULL ? kw_json_copy(member) :
+			    NULL) != 0 || (member != NULL && json_object_array_get_idx(copy, i) == NULL)) {
+				json_object_put(copy);
+				return NULL;
+			}
+		}
+		return copy;
+	case json_type_object:
+		if ((copy = json_object_new_object()) == NULL)
+			return NULL;
+		json_object_object_foreach(obj, name, value) {
+			member = value != NULL ? kw_json_copy(value) : NULL;
+			if ((value != NULL && member == NULL) ||
+			    json_object_object_add(copy, name, member) != 0) {
+				json_object_put(member);
+				json_object_put(copy);
+				return NULL;
+			}
+		}
+		return copy;
+	}
+	return NULL;
 }
 
 /* True when list is an array holding the string s. */

@@ -454,7 +454,7 @@ settle(struct relay *r, int answered)
 {
 	struct kw_usage u = {
 		.key = r->key, .request_id = r->request_id, .model = r->asked,
-		.end_user = r->end_user,
+		.end_user = r->end_user, .flush_after_answer = 1,
 	};
 	json_object *answer = NULL;
 	struct kw_error err = { 0 };
@@ -1101,7 +1101,10 @@ call_provider(struct relay *r)
 		answered = r->started || (r->status >= 200 && r->status < 300);
 		if (!r->started && answered)
 			usage_of_answer(r, r->buf ? r->buf : "", r->len);
-		/* settled before the answer is sent: nothing acknowledged is lost */
+		/*
+		 * settled before the answer is sent, so that the next call sees the
+		 * spend; the settlement reaches the disk once the answer has gone
+		 */
 		settle(r, answered);
 		if (!r->started)
 			answer_whole(r);

@@ -36,10 +36,19 @@
 #define LOCKS 12000
 #define TXNS THREAD_SLOTS
 #define LOG_REGION_BYTES (2u << 20)
+/*
+ * The log buffer, in the log region: group commit fills it with the records
+ * of every transaction waiting for the next flush (a /key/generate writes
+ * some 3 KiB), and one that fills before the flush is written out in the
+ * middle (Berkeley DB's default of 32 KiB overflowed with 8 commits a
+ * flush).  Like the regions, it is sized when the environment is created.
+ */
+#define LOG_BUFFER_BYTES (256u << 10)
 
 struct kw_store {
 	DB_ENV *env;
 	DB *dbs[KW_DB_COUNT];
+	DB_LSN deferred;	/* the last KW_TXN_FLUSH_AFTER_ANSWER commit awaiting its flush; file 0 none */
 };
 
 static const struct {
@@ -235,6 +244,7 @@ open_env(const char *dir, u_int32_t flags, struct kw_store **out)
 	st->env->set_lk_max_objects(st->env, LOCKS);
 	st->env->set_tx_max(st->env, TXNS);
 	st->env->set_lg_regionmax(st->env, LOG_REGION_BYTES);
+	st->env->set_lg_bsize(st->env, LOG_BUFFER_BYTES);
 	/* log files are removed by kw_store_maintain after each checkpoint */
 	if ((rc = st->env->open(st->env, dir, flags, 0600)) != 0) {
 		kw_log_error("store: cannot open the environment: %s", db_strerror(rc));
@@ -373,15 +383,92 @@ kw_store_txn(struct kw_store *st, kw_txn_body body, void *baton)
 	return kw_store_txn_flags(st, 0, body, baton);
 }
 
+/* The log sequence number a commit token holds (Berkeley DB 5.3's __txn_build_token). */
+static DB_LSN
+token_lsn(const DB_TXN_TOKEN *token)
+{
+	/* five 32-bit numbers in network order: version, generation, env id, LSN file, offset */
+	const u_int8_t *b = token->buf + 12;
+	DB_LSN lsn = {
+		.file = (u_int32_t)b[0] << 24 | (u_int32_t)b[1] << 16 | (u_int32_t)b[2] << 8 | b[3],
+		.offset = (u_int32_t)b[4] << 24 | (u_int32_t)b[5] << 16 | (u_int32_t)b[6] << 8 | b[7],
+	};
+
+	return lsn;
+}
+
+/*
+ * Commits txn with flags, DB_TXN_NOSYNC (into the log buffer) or
+ * DB_TXN_WRITE_NOSYNC (into the log file), and sets *lsn to its commit
+ * record's log sequence number: file 0 when it wrote nothing, and so has
+ * no commit record.  The handle is gone whatever it returns.
+ */
+static int
+commit_unflushed(DB_TXN *txn, u_int32_t flags, DB_LSN *lsn)
+{
+	DB_TXN_TOKEN token;
+	int rc;
+
+	memset(&token, 0, sizeof(token));
+	lsn->file = lsn->offset = 0;
+	if ((rc = txn->set_commit_token(txn, &token)) != 0) {
+		txn->abort(txn);
+		return rc;
+	}
+	if ((rc = txn->commit(txn, flags)) == 0)
+		*lsn = token_lsn(&token);
+	return rc;
+}
+
+/* Flushes the log to disk up to the commit record at lsn (none when its file is 0). */
+static int
+flush_to(DB_ENV *env, const DB_LSN *lsn)
+{
+	return lsn->file == 0 ? 0 : env->log_flush(env, lsn);
+}
+
+/*
+ * Commits txn and returns once its commit record is on disk: group commit.
+ * The commit only puts its record in the log buffer (DB_TXN_NOSYNC), which
+ * releases the transaction's locks at once, so the next write to the same
+ * pages (a key's spend, the audit log's last page) goes ahead while this
+ * one's flush is under way and joins the same flush; then
+ * DB_ENV->log_flush up to the commit record: one process writes and
+ * fdatasyncs the log at a time, those that arrive meanwhile wait for it
+ * and are carried by the next flush together, and one whose record a
+ * flush has already carried returns at once.  Returns 0 only when the
+ * commit is durable, so the caller answers after it; a write another
+ * transaction read before the flush may still be lost in a crash, but was
+ * never acknowledged, and whatever read it commits after it in the log.
+ * A transaction that wrote nothing has no commit record and flushes nothing.
+ */
+static int
+commit_durable(DB_ENV *env, DB_TXN *txn)
+{
+	DB_LSN lsn;
+	int rc = commit_unflushed(txn, DB_TXN_NOSYNC, &lsn);
+
+	return rc == 0 ? flush_to(env, &lsn) : rc;
+}
+
 /*
  * kw_store_txn with flags: KW_TXN_NOSYNC commits without waiting for the
  * log to reach the disk, for state that may be lost in a crash without
  * harm (rate windows, leases); such a commit is still atomic and isolated.
+ * KW_TXN_FLUSH_AFTER_ANSWER writes the commit to the log file (a crash of
+ * keywarden loses nothing) and leaves the flush to the disk to
+ * kw_store_flush_deferred, which the worker calls once the answer has
+ * gone and before it takes another request: for a relayed call's
+ * settlement, whose answer is the provider's, not an acknowledgement of
+ * the write, so the client need not wait for the disk.  KW_TXN_ASYNC
+ * writes the commit to the log file too and leaves the flush to the pool
+ * manager's kw_store_flush: a crash of keywarden loses nothing of it, a
+ * crash of the machine what the last flush had not carried yet.
  */
 enum kw_err
 kw_store_txn_flags(struct kw_store *st, unsigned flags, kw_txn_body body, void *baton)
 {
-	/* not even written to the log file at commit: the next durable commit carries it */
+	/* NOSYNC: not even written to the log file at commit; the next durable commit carries it */
 	u_int32_t begin = (flags & KW_TXN_NOSYNC) ? DB_TXN_NOSYNC : 0;
 	enum kw_err err = KW_EDEADLOCK;
 
@@ -397,8 +484,18 @@ kw_store_txn_flags(struct kw_store *st, unsigned flags, kw_txn_body body, void *
 		if ((rc = st->env->txn_begin(st->env, NULL, &txn, begin)) != 0)
 			return kw_store_err(rc);
 		if ((err = body(st, txn, baton)) == KW_OK) {
-			rc = txn->commit(txn, 0);
+			DB_LSN lsn = { 0, 0 };
+
+			if (flags & KW_TXN_NOSYNC)
+				rc = txn->commit(txn, 0);
+			else if (flags & (KW_TXN_ASYNC | KW_TXN_FLUSH_AFTER_ANSWER))
+				rc = commit_unflushed(txn, DB_TXN_WRITE_NOSYNC, &lsn);
+			else
+				rc = commit_durable(st->env, txn);
 			kw_metrics_txn(rc == 0);
+			/* a later commit's record comes later in the log: flushing to it flushes both */
+			if (rc == 0 && (flags & KW_TXN_FLUSH_AFTER_ANSWER) && lsn.file != 0)
+				st->deferred = lsn;
 			return kw_store_err(rc);
 		}
 		kw_metrics_txn(0);
@@ -408,6 +505,20 @@ kw_store_txn_flags(struct kw_store *st, unsigned flags, kw_txn_body body, void *
 	if (err == KW_EDEADLOCK)
 		kw_log_warn("store: transaction still deadlocked after %d attempts", TXN_RETRIES);
 	return err;
+}
+
+/* Flushes the log to the disk when a KW_TXN_FLUSH_AFTER_ANSWER commit awaits it. */
+void
+kw_store_flush_deferred(struct kw_store *st)
+{
+	int rc;
+
+	if (st == NULL || st->deferred.file == 0)
+		return;
+	rc = flush_to(st->env, &st->deferred);
+	st->deferred.file = st->deferred.offset = 0;
+	if (rc != 0)
+		kw_log_error("store: flushing the log: %s", db_strerror(rc));
 }
 
 static enum kw_err
@@ -480,6 +591,21 @@ kw_store_maintain(struct kw_store *st)
 		close(lock);
 	if (rc != 0)
 		kw_log_warn("store: maintenance failed: %s", db_strerror(rc));
+	return kw_store_err(rc);
+}
+
+/*
+ * Flushes the log to disk: every commit made so far is durable when this
+ * returns KW_OK.  When nothing was committed since the last flush it does
+ * no I/O.  The pool manager calls it for KW_TXN_ASYNC commits.
+ */
+enum kw_err
+kw_store_flush(struct kw_store *st)
+{
+	int rc = st->env->log_flush(st->env, NULL);
+
+	if (rc != 0)
+		kw_log_warn("store: log flush failed: %s", db_strerror(rc));
 	return kw_store_err(rc);
 }
 

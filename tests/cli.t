@@ -83,6 +83,25 @@ def test_man_and_help():
     tap.ok(not bad, "each command's --help (and help CMD, -h) names the options the man page "
            "lists for it, and its exit status", bad)
 
+    # a group of commands (`key`, `master-key`...): help GROUP and GROUP --help
+    # list its commands and exit 0; the group alone is a usage error naming them
+    groups = sorted({cmd.split()[0] for cmd in listed if " " in cmd})
+    bad = []
+    for g in groups:
+        members = sorted(c for c in listed if c.split()[0] == g and " " in c)
+        h, h2, h3, bare = kw("help", g), kw(g, "--help"), kw(g, "-h"), kw(g)
+        if (h.returncode != 0 or h2.returncode != 0 or h2.stdout != h.stdout or
+                h3.stdout != h.stdout or h.stderr or
+                any(("keywarden " + c) not in h.stdout for c in members) or
+                bare.returncode != 2 or any(("keywarden " + c) not in bare.stderr for c in members)):
+            bad.append((g, h.returncode, h2.returncode, bare.returncode, h.stdout[:200], h.stderr))
+    tap.ok(groups and "key" in groups and "master-key" in groups and not bad,
+           "help GROUP and GROUP --help list each of the group's commands and exit 0; "
+           "the group alone exits 2 naming them (%s)" % " ".join(groups), bad)
+    p = kw("help", "no-such-command")
+    tap.ok(p.returncode == 2 and "no such command: no-such-command" in p.stderr and not p.stdout,
+           "help of an unknown command is a usage error", p.stderr)
+
     # every setting config.c reads is in the man page's ENVIRONMENT
     config = read(os.path.join(ROOT, "fcgi-app", "config.c"))
     known = set(re.findall(r'"(KEYWARDEN_[A-Z_]+)"',

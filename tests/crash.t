@@ -23,6 +23,10 @@ checked:
   cost never turned into spend (spend is at most the usage reports sent);
 - Venice limit breaches: every entry of the log is well-formed.
 
+Every other round runs with KEYWARDEN_USAGE_COMMIT=async, whose usage reports
+are answered once in the log file, before the flush: a crash of keywarden
+(not of the machine) must lose none of them either, so the same checks hold.
+
 At the end db5.3_verify checks a quiesced copy.  CRASH_ROUNDS (default 6)
 sets how many kills; `make soak` runs many."""
 import http.client
@@ -454,7 +458,10 @@ def main():
     shutil.rmtree(srv.tmp, ignore_errors=True)
     for round_ in range(ROUNDS):
         how = hows[round_ % len(hows)]
-        srv = Server(workers=3, data_dir=data_dir, env=ENV)
+        # with three ways to crash, each meets both usage commits in six rounds
+        usage_commit = "async" if round_ % 2 else "durable"
+        srv = Server(workers=3, data_dir=data_dir,
+                     env=dict(ENV, KEYWARDEN_USAGE_COMMIT=usage_commit))
         srv.start()
         stop = threading.Event()
         threads = [threading.Thread(target=writer, args=(srv, ledger, stop,
@@ -477,7 +484,8 @@ def main():
         shutil.rmtree(srv.tmp, ignore_errors=True)
         srv = Server(workers=3, data_dir=data_dir, env=ENV)
         srv.start()
-        check(srv, ledger, "round %d, after killing the %s" % (round_ + 1, how))
+        check(srv, ledger, "round %d (usage commit %s), after killing the %s"
+              % (round_ + 1, usage_commit, how))
         srv.stop()
         # quiesced: the pool manager checkpoints and removes old logs as it leaves
         wait_for(lambda: not srv.processes(), timeout=30)

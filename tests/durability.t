@@ -10,7 +10,16 @@ the previous answer and this one must hold what the table promises:
   (log.NNNNNNNNNN) before the answer is written to the FastCGI connection;
 - DB_TXN_NOSYNC kinds (/key/verify's rate window and lease, the authorizer's,
   a Venice limit breach): no fdatasync or fsync at all before the answer,
-  and yet the write happened (the count, the lease and the breach are there).
+  and yet the write happened (the count, the lease and the breach are there);
+- a relayed call's settlement: written to the log file before the answer
+  (a crash of keywarden loses nothing), flushed after it and before the
+  worker answers anything else.
+
+Then the same service with KEYWARDEN_USAGE_COMMIT=async and a flush window
+of FLUSH_MS, its pool manager traced too: a /key/usage answer comes with no
+flush by the worker before it, and the manager's flush of the log follows
+it within the window (with SLACK_MS for a loaded machine); a key's write
+is still flushed before its answer.
 
 What a crash does to each kind is tests/crash.t's part.  strace needs ptrace:
 where it is not permitted, the whole test is skipped, and says so."""
@@ -19,16 +28,23 @@ import re
 import signal
 import subprocess
 import sys
+import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 import fcgi  # noqa: E402
 import tap  # noqa: E402
+from fastprovider import MODEL, FastProvider  # noqa: E402
 from kwserver import Server, wait_for  # noqa: E402
 
 SYNC, NOSYNC = "synchronous", "DB_TXN_NOSYNC"
+AFTER, FLUSHED = "written, flushed after the answer", "the previous answer's flush"
 # pid, time, then the call: name(fd<path>, ...
 CALL = re.compile(r"^(?:\[pid\s+)?\d+\]?\s+\d\d:\d\d:\d\d\.\d+ (\w+)\((\d+)<([^>]*)>(.*)$")
 LOG_FILE = re.compile(r"/log\.\d{10}$")
+# the same with the pid strace prints for each process it traces, and the time
+TIMED_CALL = re.compile(r"^(\d+)\s+(\d\d):(\d\d):(\d\d\.\d+) (\w+)\((\d+)<([^>]*)>(.*)$")
+FLUSH_MS = 200
+SLACK_MS = 300
 
 
 def tracer_of(pid):
@@ -42,13 +58,16 @@ def tracer_of(pid):
     return 0
 
 
-def attach(pid, out):
-    """strace on pid, writing to out; returns the process, or a reason why ptrace is refused."""
-    st = subprocess.Popen(["strace", "-f", "-tt", "-y", "-s", "256", "-o", out,
-                           "-e", "trace=fdatasync,fsync,write,writev,pwrite64,sendmsg", "-p",
-                           str(pid)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    if wait_for(lambda: tracer_of(pid) == st.pid or st.poll() is not None, timeout=20) and \
-            tracer_of(pid) == st.pid:
+def attach(pids, out):
+    """strace on the processes pids, writing to out; returns the process, or a
+    reason why ptrace is refused."""
+    args = ["strace", "-f", "-tt", "-y", "-s", "256", "-o", out,
+            "-e", "trace=fdatasync,fsync,write,writev,pwrite64,sendmsg"]
+    for pid in pids:
+        args += ["-p", str(pid)]
+    st = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    traced = lambda: all(tracer_of(pid) == st.pid for pid in pids)  # noqa: E731
+    if wait_for(lambda: traced() or st.poll() is not None, timeout=20) and traced():
         return st, None
     try:
         st.kill()
@@ -60,9 +79,10 @@ def attach(pid, out):
 
 def answers(trace_path):
     """Splits the trace into what happened before each answer: a list, one per
-    answer in order, of (syncs, status) where syncs lists the paths fdatasync'd or
-    fsync'd since the previous answer and status is the answer's Status line."""
-    out, syncs = [], []
+    answer in order, of (syncs, logged, status) where syncs lists the paths
+    fdatasync'd or fsync'd since the previous answer, logged the log files written
+    since then, and status is the answer's Status line."""
+    out, syncs, logged = [], [], []
     with open(trace_path, errors="replace") as f:
         for line in f:
             m = CALL.match(line.rstrip("\n"))
@@ -71,10 +91,34 @@ def answers(trace_path):
             call, _, path, rest = m.groups()
             if call in ("fdatasync", "fsync"):
                 syncs.append(path)
+            elif call in ("write", "pwrite64") and LOG_FILE.search(path):
+                logged.append(path)
             elif path.startswith("socket:[") and "Status: " in rest:
                 status = re.search(r"Status: (\d{3})", rest)
-                out.append((syncs, int(status.group(1)) if status else None))
-                syncs = []
+                out.append((syncs, logged, int(status.group(1)) if status else None))
+                syncs, logged = [], []
+    return out
+
+
+def detach(st, pids):
+    st.send_signal(signal.SIGINT)           # detaches, and flushes its output
+    try:
+        st.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        st.kill()
+        st.wait()
+    wait_for(lambda: all(tracer_of(pid) == 0 for pid in pids), timeout=10)
+
+
+def timed_calls(trace_path):
+    """The trace's calls as (pid, seconds since midnight, call, path, rest)."""
+    out = []
+    with open(trace_path, errors="replace") as f:
+        for line in f:
+            m = TIMED_CALL.match(line.rstrip("\n"))
+            if m:
+                pid, h, mi, sec, call, _, path, rest = m.groups()
+                out.append((int(pid), int(h) * 3600 + int(mi) * 60 + float(sec), call, path, rest))
     return out
 
 
@@ -83,13 +127,19 @@ class Skip(Exception):
 
 
 def main():
-    # no checkpoint by the manager during the test: its flushes are not the worker's
-    with Server(workers=1, env={"KEYWARDEN_MAINTAIN_SECS": "86400"}) as srv:
+    # no checkpoint by the manager during the test: its flushes are not the worker's;
+    # one worker, whose pool does not grow, so that it is the one traced
+    env = {"KEYWARDEN_MAINTAIN_SECS": "86400", "KEYWARDEN_MAX_WORKERS": "1"}
+    with FastProvider() as fp, Server(workers=1, env=env) as srv:
+        fp.register(srv)
         try:
             run(srv)
         except Skip as why:
             skip = str(why)
         else:
+            with Server(workers=1, env=dict(env, KEYWARDEN_USAGE_COMMIT="async",
+                                            KEYWARDEN_USAGE_FLUSH_MS=str(FLUSH_MS))) as srv2:
+                run_async(srv2)
             return
     print("1..0 # SKIP " + skip)
     sys.stdout.flush()
@@ -103,7 +153,7 @@ def run(srv):
         tap.ok(False, "one worker runs", srv.read_log()[-2000:])
         return
     trace_path = os.path.join(srv.tmp, "strace.out")
-    st, why = attach(worker[0], trace_path)
+    st, why = attach(worker, trace_path)
     if st is None:
         raise Skip("ptrace is not permitted here, so strace cannot watch the worker: " +
                    why.splitlines()[-1][:200])
@@ -193,21 +243,30 @@ def run(srv):
     if b.get("code") != "RATE_LIMITED":
         raise RuntimeError("breach: %r" % b)
 
-    st.send_signal(signal.SIGINT)           # detaches, and flushes its output
-    try:
-        st.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        st.kill()
-        st.wait()
-    wait_for(lambda: tracer_of(worker[0]) == 0, timeout=10)
+    # a relayed call's settlement: the client's answer is the provider's, and does not
+    # wait for the disk; the flush follows before the worker answers /health
+    k3 = step(SYNC, K, "POST /key/generate (for the relay)",
+              m("POST", "/key/generate", {"key_alias": "dur-k3"})).json
+    step(AFTER, "a relayed call's settlement", "POST /v1/chat/completions",
+         srv.request("POST", "/v1/chat/completions",
+                     headers={"Authorization": "Bearer " + k3["key"]},
+                     body={"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}))
+    step(FLUSHED, "a relayed call's settlement", "GET /health after it", srv.request("GET", "/health"))
+
+    detach(st, worker)
 
     seen = answers(trace_path)
-    tap.eq([s for _, s in seen], [s[3] for s in steps],
+    tap.eq([s for _, _, s in seen], [s[3] for s in steps],
            "the trace holds one answer for each of the %d requests, in order" % len(steps))
-    for (kind, line, what, _), (syncs, _) in zip(steps, seen):
+    for (kind, line, what, _), (syncs, logged, _) in zip(steps, seen):
         logs = [p for p in syncs if LOG_FILE.search(p)]
-        if kind == SYNC:
-            tap.ok(logs, "%s: the log is flushed before the answer" % what, syncs)
+        if kind in (SYNC, FLUSHED):
+            tap.ok(logs, "%s: the log is flushed before the answer%s" % (
+                what, " (the settlement's, after the relayed answer)" if kind == FLUSHED else ""),
+                syncs)
+        elif kind == AFTER:
+            tap.ok(logged and not syncs, "%s: the settlement is in the log file before the "
+                   "answer, and not flushed before it" % what, (logged, syncs))
         else:
             tap.ok(not syncs, "%s: nothing is flushed before the answer (%s)" % (what, line),
                    syncs)
@@ -226,6 +285,58 @@ def run(srv):
             e.get("rateLimitType") == "RPM" and e.get("rateLimitTier") == "paid" and
             e.get("modelId") == "dur-model"],
            "the Venice limit breach is in the log", log)
+
+
+
+def run_async(srv):
+    """KEYWARDEN_USAGE_COMMIT=async: the worker answers a usage report
+    without a flush, and the manager flushes the log within FLUSH_MS."""
+    m = srv.admin
+    worker, manager = wait_for(lambda: srv.workers(), timeout=10), srv.manager()
+    if not worker or not manager:
+        tap.ok(False, "async: one worker and its manager run", srv.read_log()[-2000:])
+        return
+    trace_path = os.path.join(srv.tmp, "strace-async.out")
+    st, why = attach(worker + [manager], trace_path)
+    if st is None:
+        tap.ok(False, "async: strace attaches to the worker and the manager", why)
+        return
+    key = m("POST", "/key/generate", {"key_alias": "dur-async"}).json or {}
+    usage = [m("POST", "/key/usage", {"key": key.get("key"), "request_id": "dur-a%d" % i,
+                                       "cost": 0.25}) for i in range(3)]
+    time.sleep((FLUSH_MS + SLACK_MS) / 1000)    # the manager's flush comes after the last answer
+    detach(st, worker + [manager])
+    tap.ok(key.get("key") and all(r.status == 200 for r in usage),
+           "async: the key and its three usage reports are answered 200", usage)
+
+    # the worker's answers, each with the worker's flushes since the one before
+    calls, answered, syncs = timed_calls(trace_path), [], []
+    for pid, t, call, path, rest in calls:
+        if pid != worker[0]:
+            continue
+        if call in ("fdatasync", "fsync"):
+            syncs.append(path)
+        elif path.startswith("socket:[") and "Status: " in rest:
+            answered.append((t, syncs))
+            syncs = []
+    tap.eq(len(answered), 4, "async: the trace holds the worker's four answers")
+    if len(answered) != 4:
+        return
+    tap.ok([p for p in answered[0][1] if LOG_FILE.search(p)],
+           "async: POST /key/generate is still flushed before its answer", answered[0][1])
+    for i, (t, syncs) in enumerate(answered[1:]):
+        tap.ok(not syncs, "async: POST /key/usage %d: the worker flushes nothing before the "
+               "answer" % (i + 1), syncs)
+        flushes = [ft for pid, ft, call, path, _ in calls if pid == manager and
+                   call in ("fdatasync", "fsync") and LOG_FILE.search(path) and ft >= t]
+        tap.ok(flushes and flushes[0] - t <= (FLUSH_MS + SLACK_MS) / 1000,
+               "async: POST /key/usage %d: the manager flushes the log within %d ms of the "
+               "answer (+%d ms slack)" % (i + 1, FLUSH_MS, SLACK_MS),
+               "first flush after it: %s" % ("%.0f ms" % ((flushes[0] - t) * 1000)
+                                             if flushes else "none"))
+    spend = (m("GET", "/key/info?key=" + key["key"]).json or {}).get("info", {}).get("spend")
+    tap.ok(spend is not None and abs(spend - 0.75) < 1e-9, "async: the three reports are spent",
+           spend)
 
 
 tap.run(main)

@@ -35,7 +35,7 @@ def main():
                        UPSTREAM="127.0.0.1:%d" % up.port) as ng:
                 c = Client(ng.port)
                 keys.append(smoke(c, "nginx auth_request /"))
-                keys.extend(gateway(c, up, "nginx auth_request"))
+                keys.extend(gateway(c, up, "nginx auth_request", headers_on_200=True))
             log = kw.read_log()
         tap.ok(not any(k in log for k in keys), "no key in keywarden's log")
         tap.ok(not os.path.exists(sock), "keywarden removed its socket when it stopped")

@@ -91,9 +91,14 @@ def installed(tmp):
         bad = [ln for ln in (r.stdout + r.stderr).splitlines()
                if "keywarden.service" in ln and ("nknown" in ln or "nvalid" in ln)]
         tap.eq(bad, [], "systemd-analyze verify finds no unknown or invalid setting in the unit")
+    else:
+        tap.ok(True, "systemd-analyze verify # SKIP systemd-analyze is not installed")
     if shutil.which("logrotate"):
         r = run(["logrotate", "-d", os.path.join(share, "keywarden.logrotate")])
-        tap.ok(r.returncode == 0, "logrotate -d reads the snippet", r.stderr[-500:])
+        tap.ok(r.returncode == 0 and "error" not in r.stderr.lower(),
+               "logrotate -d reads the snippet without an error", r.stderr[-500:])
+    else:
+        tap.ok(True, "logrotate -d # SKIP logrotate is not installed (scripts/bootstrap installs it)")
 
 
 def static(tmp):

@@ -176,6 +176,12 @@ def run(srv, prov):
     # rates: rpm 2, then tpm
     tap.ok(steps.get("rpm 1", {}).get("ok") and steps.get("rpm 2", {}).get("ok"),
            "rpm_limit 2: two completions pass")
+    tap.ok([(steps.get(s, {}).get("ratelimit") or {}).get("x-ratelimit-remaining-requests")
+            for s in ("rpm 1", "rpm 2")] == ["1", "0"] and
+           (steps.get("rpm 1", {}).get("ratelimit") or {}).get("x-ratelimit-limit-requests") == "2"
+           and "x-ratelimit-reset-requests" in (steps.get("rpm 1", {}).get("ratelimit") or {}),
+           "their 200 answers carry x-ratelimit-limit, -remaining and -reset-requests to the "
+           "client", [steps.get(s, {}).get("ratelimit") for s in ("rpm 1", "rpm 2")])
     e = refused(steps, "rpm 3", 429, "RateLimitError")
     h = e.get("headers") or {}
     tap.ok(h.get("retry-after") and h.get("x-ratelimit-limit-requests") == "2",
@@ -476,11 +482,13 @@ def connections(srv, prov, keys, chat):
     statuses = [srv.request("POST", "/v1/chat/completions", headers=valid, body=chat).status
                 for _ in range(calls)]
     peers = {q["peer"] for q in prov.seen()[before:]}
-    workers = len(srv.workers())
-    tap.ok(statuses == [200] * calls and 1 <= len(peers) <= workers,
-           "%d calls one after another reach the provider over %d connections, at most one "
-           "a worker (%d workers): kept alive, not a TCP and TLS handshake each" % (
-               calls, len(peers), workers), statuses)
+    # behind another server keywarden's processes are that server's (mod_fcgid's), not
+    # counted here: fewer connections than calls still shows them kept alive
+    bound = len(srv.workers()) if hasattr(srv, "workers") else calls - 1
+    tap.ok(statuses == [200] * calls and 1 <= len(peers) <= bound,
+           "%d calls one after another reach the provider over %d connections, at most %d "
+           "(one a worker): kept alive, not a TCP and TLS handshake each" % (
+               calls, len(peers), bound), statuses)
     with Provider() as stranger:    # its certificate is from a CA keywarden does not trust
         ok_status(srv.admin("POST", "/api/providers", body={
             "provider": "stranger", "custom_provider_config": {"base_provider_type": "openai"},

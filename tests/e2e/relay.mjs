@@ -10,7 +10,7 @@
 // {"step", "ok": false, "error": {"class", "status", "headers", ...}}, then
 // {"done": true}.
 import OpenAI, { AzureOpenAI } from 'openai';
-import { block as blockKey, emit, sameMinute, step } from './steps.mjs';
+import { block as blockKey, emit, headersOf, sameMinute, step } from './steps.mjs';
 
 const env = process.env;
 const base = env.RELAY_BASE;
@@ -20,11 +20,15 @@ function client(apiKey, path = '/v1') {
   return new OpenAI({ apiKey, baseURL: `${base}${path}`, maxRetries: 0, timeout: 20000 });
 }
 
+// a completion, with the x-ratelimit-* headers of its 200 answer as the client got them
 async function chat(key, model = 'gpt-4o', extra = {}, options = {}) {
-  const c = await client(key).chat.completions.create({ model, messages, ...extra }, options);
+  const { data: c, response, request_id: requestId } = await client(key).chat.completions
+    .create({ model, messages, ...extra }, options).withResponse();
+  const ratelimit = Object.fromEntries(Object.entries(headersOf(response.headers))
+    .filter(([k]) => k.startsWith('x-ratelimit-')));
   return {
     content: c.choices?.[0]?.message?.content ?? null, model: c.model,
-    usage: c.usage ?? null, request_id: c._request_id ?? null,
+    usage: c.usage ?? null, request_id: requestId ?? c._request_id ?? null, ratelimit,
   };
 }
 

@@ -359,9 +359,10 @@ def smoke(c, label, outside=True):
     return key
 
 
-def gateway(c, up, label):
+def gateway(c, up, label, headers_on_200=False):
     """The authorizer in front of an upstream (tests/lib/upstream.py) through a server whose
-    keywarden API is at c.mount and whose /v1/ goes to the upstream after keywarden's check."""
+    keywarden API is at c.mount and whose /v1/ goes to the upstream after keywarden's check.
+    headers_on_200: the server adds the authorizer's x-ratelimit-* to the upstream's 200."""
     def models(key=None):
         h = {"Authorization": "Bearer " + key} if key else {}
         return c.request("GET", "/v1/models", headers=h, mounted=False)
@@ -406,6 +407,12 @@ def gateway(c, up, label):
            second.headers.get("x-ratelimit-remaining-requests") == "0",
            "%s gateway: the 429 keeps keywarden's message and x-ratelimit-* headers" % label,
            [msg, second.headers])
+    if headers_on_200:
+        tap.ok(first.headers.get("x-ratelimit-limit-requests") == "1" and
+               first.headers.get("x-ratelimit-remaining-requests") == "0" and
+               "x-ratelimit-reset-requests" in first.headers,
+               "%s gateway: the 200 carries x-ratelimit-*, its remaining counting the request "
+               "answered" % label, first.headers)
     # a parallel slot: its Retry-After is the expected wait, capped, not the lease's
     # 600 s, which current OpenAI clients obey before each retry
     par = generate({"key_alias": "gw-par-%s" % secrets.token_hex(4),

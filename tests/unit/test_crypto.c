@@ -467,6 +467,27 @@ test_fork(void)
 	ok(memcmp(c1, c2, 32) != 0, "the two children's bytes differ");
 }
 
+/* RFC 9562's layout, lower-case hex, and a fresh id each call, in a child process too. */
+static void
+test_uuid4(void)
+{
+	char a[37], b[37];
+	int shape = 1;
+
+	memset(a, 'x', sizeof a);
+	kw_uuid4(a);
+	kw_uuid4(b);
+	for (int i = 0; i < 36; i++) {
+		int dash = i == 8 || i == 13 || i == 18 || i == 23;
+
+		if (dash ? a[i] != '-' : !strchr("0123456789abcdef", a[i]) || a[i] == '\0')
+			shape = 0;
+	}
+	ok(shape && a[36] == '\0', "uuid4: 8-4-4-4-12 lower-case hex digits (%s)", a);
+	ok(a[14] == '4' && strchr("89ab", a[19]) != NULL, "uuid4: version 4, variant 10");
+	ok(strcmp(a, b) != 0, "uuid4: two calls differ");
+}
+
 int
 main(void)
 {
@@ -480,5 +501,6 @@ main(void)
 	test_ct_equal_wipe();
 	test_random();
 	test_fork();
+	test_uuid4();
 	return tap_done();
 }

@@ -98,7 +98,8 @@ static double
 usage(const char *key, time_t now, const char *request_id, const char *model, int64_t tokens,
     double cost, int *duplicate)
 {
-	struct kw_usage in = { key, request_id, model, tokens, cost, 0, NULL };
+	struct kw_usage in = { .key = key, .request_id = request_id, .model = model, .tokens = tokens,
+	    .cost = cost };
 	struct kw_error err;
 	json_object *answer = NULL;
 	double spend = -1;
@@ -480,7 +481,7 @@ test_parallel(void)
 static void
 test_venice(void)
 {
-	struct kw_usage diem = { "sk-venice", NULL, NULL, 0, 0, 3, NULL };
+	struct kw_usage diem = { .key = "sk-venice", .diem = 3 };
 	struct kw_check route = { .key = "sk-venice-inference", .route = "/api/v1/api_keys" };
 	struct kw_verdict v;
 	struct kw_error err;

@@ -157,6 +157,51 @@ test_txn(void)
 	kw_store_close(st);
 }
 
+/* Whether everything in the log is on disk: the synced end (st_disk_*) is the log's end. */
+static int
+log_on_disk(struct kw_store *st)
+{
+	DB *db = kw_store_db(st, KW_DB_META);
+	DB_LOG_STAT *ls = NULL;
+	int synced;
+
+	if (db->get_env(db)->log_stat(db->get_env(db), &ls, 0) != 0)
+		return -1;
+	synced = ls->st_disk_file == ls->st_cur_file && ls->st_disk_offset == ls->st_cur_offset;
+	free(ls);
+	return synced;
+}
+
+/*
+ * The commit paths (store.c's commit_durable, which reads the commit
+ * record's LSN out of Berkeley DB's commit token, __txn_build_token's
+ * layout): a durable write is on disk when kw_store_txn returns, an
+ * asynchronous one only after kw_store_flush.
+ */
+static void
+test_commit_flush(void)
+{
+	struct kw_store *st = NULL;
+	struct put p = { .key = "flush-1", .value = "v" };
+	struct get g = { .key = "flush-1" };
+
+	kw_store_open(&st, dir, KW_STORE_RECOVER);
+	is_int(kw_store_txn_flags(st, KW_TXN_ASYNC, put_body, &p), KW_OK,
+	    "an asynchronous write commits");
+	is_int(log_on_disk(st), 0, "and is not flushed yet");
+	is_int(kw_store_flush(st), KW_OK, "a flush");
+	is_int(log_on_disk(st), 1, "puts it on disk");
+	p = (struct put){ .key = "flush-2", .value = "v" };
+	is_int(kw_store_txn_flags(st, KW_TXN_NOSYNC, put_body, &p), KW_OK, "an unflushed write");
+	is_int(log_on_disk(st), 0, "stays in the log buffer");
+	p = (struct put){ .key = "flush-3", .value = "v" };
+	is_int(kw_store_txn(st, put_body, &p), KW_OK, "a durable write commits");
+	is_int(log_on_disk(st), 1, "and is on disk when it returns, with the writes before it");
+	is_int(kw_store_txn(st, get_body, &g), KW_OK, "a read-only transaction commits");
+	is_int(log_on_disk(st), 1, "and flushes nothing it need not");
+	kw_store_close(st);
+}
+
 /* The number of log files in the environment in home. */
 static int
 log_files(const char *home)
@@ -316,6 +361,7 @@ main(void)
 		return 1;
 	test_open_and_schema();
 	test_txn();
+	test_commit_flush();
 	test_backup_lock();
 	test_dead_process();
 	test_deadlocks();
