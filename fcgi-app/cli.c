@@ -1693,6 +1693,17 @@ build_call(const struct kw_cli_opts *o, const char *arg, struct call *c)
 	return 0;
 }
 
+/* The JSON value in text[0..len), which need not end in a NUL; NULL if it is not one. */
+static json_object *
+parse_text(const char *text, size_t len)
+{
+	struct json_tokener *tok = json_tokener_new();
+	json_object *v = tok != NULL ? json_tokener_parse_ex(tok, text, (int)len) : NULL;
+
+	json_tokener_free(tok);
+	return v;
+}
+
 /*
  * Runs c's route on the data directory: matched, its query and body
  * validated, then its handler, as a proxy admin.  *status and *answer
@@ -1722,7 +1733,10 @@ call_here(struct cli_req *cr, struct call *c, int *status, json_object **answer)
 	if (rc == KW_OK)
 		rc = req->route->handler(req, &resp);
 	*status = rc == KW_OK ? resp.status : kw_http_status_for(KW_FACE_LITELLM, rc);
-	if (rc == KW_OK)
+	if (rc == KW_OK && resp.json == NULL && resp.raw != NULL)
+		/* a read path that writes the stored record's text into its answer */
+		*answer = parse_text(resp.raw, resp.raw_len);
+	else if (rc == KW_OK)
 		*answer = resp.json;
 	else
 		json_object_put(resp.json);
@@ -1855,6 +1869,8 @@ print_answer(const char *cmd, json_object *a)
 	static const char *const records[] = { "info", "team_info", "user_info" };
 	json_object *v = NULL, *rec = a;
 
+	if (a == NULL)
+		return;
 	if (strstr(cmd, " create") != NULL || strcmp(cmd, "key regenerate") == 0) {
 		if (kw_json_str(a, "key") != NULL) {
 			fprintf(stderr, "keywarden: key %s (token %.*s...); it is shown only this "
