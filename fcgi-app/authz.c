@@ -49,8 +49,11 @@ kw_op_key_verify(struct kw_req *req, struct kw_resp *resp)
 		return rc;
 	kw_metrics_verdict(v.code);
 	kw_log_verdict(v.code, v.token);
-	kw_resp_json(resp, 200, v.answer);
-	return KW_OK;
+	resp->status = 200;
+	resp->raw_len = (size_t)v.answer->bpos;
+	resp->raw = kw_arena_strndup(req->arena, v.answer->buf, resp->raw_len);
+	kw_verdict_clear(&v);
+	return resp->raw != NULL ? KW_OK : KW_ENOMEM;
 }
 
 /* POST /key/usage: what a request used, counted once per request_id. */

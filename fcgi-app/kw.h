@@ -7,6 +7,7 @@
 #include <time.h>
 
 struct json_object;
+struct printbuf;
 struct FCGX_Request;
 
 #define KW_VERSION "0.1.0"
@@ -446,6 +447,14 @@ enum kw_err kw_rec_exists(struct kw_store *, struct __db_txn *, enum kw_db, cons
 enum kw_err kw_rec_get_fields(struct kw_store *, struct __db_txn *, enum kw_db, const char *id,
     const char *const *names, size_t n, struct json_object **out);
 enum kw_err kw_rec_parse(const void *data, size_t n, struct json_object **out);
+/* Where a value's text is inside a record's text. */
+struct kw_span {
+	const char *text;	/* NULL: no such field */
+	size_t len;
+};
+/* Where each of the fields names (n) is in a record's text; 0 when the text must be parsed whole. */
+int kw_rec_field_spans(const char *data, size_t len, const char *const *names, size_t n,
+    struct kw_span *spans);
 /* The fields names (n) of a record's text, parsed alone into *out (owned; it may hold more). */
 enum kw_err kw_rec_parse_fields(const char *data, size_t n, const char *const *names, size_t nnames,
     struct json_object **out);
@@ -932,7 +941,7 @@ struct kw_verdict {
 	char user_id[KW_ID_MAX + 1], team_id[KW_ID_MAX + 1];
 	char request_id[KW_REQUEST_ID_BYTES + 1];	/* the lease taken; "" when none */
 	struct kw_rate requests, tokens;
-	struct json_object *answer;	/* owned: the /key/verify answer; NULL with verdict_only */
+	struct printbuf *answer;	/* owned: the /key/verify answer's text; NULL with verdict_only */
 };
 
 /* What a request used, reported after it. */

@@ -1109,6 +1109,99 @@ struct party {
 	json_object *rec;	/* owned; read only when a check needs more than the summary */
 };
 
+/*
+ * Writes an answer's members as text, "name":value, each followed by a
+ * comma that the closing bracket replaces: the /key/verify answer is only
+ * ever printed, so no tree is built for it.  Each number and string is
+ * printed by json-c, through the one object of each kind reused, exactly
+ * as a tree of them would print (JSON_C_TO_STRING_NOSLASHESCAPE).
+ */
+struct answer_writer {
+	json_object *num, *str;	/* owned */
+};
+
+#define ANSWER_FLAGS (JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE)
+
+/* "name": (names are ours: nothing to escape), in one append */
+static void
+put_name(struct printbuf *pb, const char *name)
+{
+	char quoted[64];
+	size_t n = strlen(name);
+
+	assert(n + 3 <= sizeof(quoted));
+	quoted[0] = '"';
+	memcpy(quoted + 1, name, n);
+	memcpy(quoted + 1 + n, "\":", 2);
+	printbuf_memappend(pb, quoted, (int)n + 3);
+}
+
+static void
+put_text(struct printbuf *pb, const char *name, const char *json, size_t len)
+{
+	put_name(pb, name);
+	printbuf_memappend(pb, json, (int)len);
+	printbuf_memappend(pb, ",", 1);
+}
+
+static void
+put_value(struct printbuf *pb, const char *name, json_object *v)
+{
+	const char *json = json_object_to_json_string_ext(v, ANSWER_FLAGS);
+
+	put_text(pb, name, json, strlen(json));
+}
+
+static void
+put_string(struct answer_writer *w, struct printbuf *pb, const char *name, const char *v)
+{
+	if (v == NULL) {
+		put_text(pb, name, "null", 4);
+		return;
+	}
+	json_object_set_string(w->str, v);
+	put_value(pb, name, w->str);
+}
+
+static void
+put_number(struct answer_writer *w, struct printbuf *pb, const char *name, double v)
+{
+	put_name(pb, name);
+	json_object_set_double(w->num, v);
+	json_object_double_to_json_string(w->num, pb, 0, ANSWER_FLAGS);
+	printbuf_memappend(pb, ",", 1);
+}
+
+static void
+put_bool(struct printbuf *pb, const char *name, int v)
+{
+	put_text(pb, name, v ? "true" : "false", v ? 4 : 5);
+}
+
+/* A time as RFC 3339 text, null for 0 (kw_json_set_time's way). */
+static void
+put_time(struct answer_writer *w, struct printbuf *pb, const char *name, time_t t)
+{
+	char buf[KW_TIME_LEN];
+
+	if (t == 0) {
+		put_text(pb, name, "null", 4);
+		return;
+	}
+	kw_time_format(t, buf);
+	put_string(w, pb, name, buf);
+}
+
+/* Ends an object or array: the last member's comma becomes close (an empty one gets it after). */
+static void
+put_close(struct printbuf *pb, char close)
+{
+	if (pb->bpos > 0 && pb->buf[pb->bpos - 1] == ',')
+		pb->buf[pb->bpos - 1] = close;
+	else
+		printbuf_memappend(pb, &close, 1);
+}
+
 /* Everything one check reads, held for the length of its transaction attempt. */
 struct checking {
 	const struct kw_check *in;
@@ -1131,7 +1224,13 @@ struct checking {
 	 */
 	struct party member;
 	char org_id[KW_ID_MAX + 1];	/* the key's organization_id, else its team's; "" none */
-	json_object *limits;		/* owned: the answer's limits list */
+	/*
+	 * The /key/verify answer's description of the key, its limits list
+	 * and what prints them; all NULL with verdict_only.
+	 */
+	struct printbuf *description, *limits;
+	struct answer_writer w;
+	int soft_exceeded;		/* the key's spend reached its soft_budget */
 	struct in_flight key_flight, team_flight, user_flight, org_flight, model_flight;
 	struct in_flight end_user_flight;
 	const char *limited_model;	/* in->model when the key limits it (budget or tpm); else NULL */
@@ -1150,7 +1249,11 @@ checking_clear(struct checking *c)
 	json_object_put(c->end_user.rec);
 	json_object_put(c->budget.rec);
 	json_object_put(c->member.rec);
-	json_object_put(c->limits);
+	if (c->description != NULL)
+		printbuf_reset(c->description);
+	if (c->limits != NULL)
+		printbuf_reset(c->limits);
+	c->soft_exceeded = 0;
 	memset(&c->key, 0, sizeof(c->key));
 	memset(&c->team, 0, sizeof(c->team));
 	memset(&c->user, 0, sizeof(c->user));
@@ -1165,7 +1268,6 @@ checking_clear(struct checking *c)
 	memset(&c->org_flight, 0, sizeof(c->org_flight));
 	memset(&c->model_flight, 0, sizeof(c->model_flight));
 	memset(&c->end_user_flight, 0, sizeof(c->end_user_flight));
-	c->limits = NULL;
 	c->limited_model = NULL;
 	c->reserving = 0;
 }
@@ -1338,19 +1440,20 @@ static void
 report_limit(struct checking *c, const char *name, const char *model, double limit, double used,
     time_t reset)
 {
-	json_object *l;
+	struct printbuf *pb = c->limits;
 
-	if (c->limits == NULL)
+	if (pb == NULL)
 		return;		/* verdict only */
-	l = json_object_new_object();
-	json_object_object_add(l, "name", json_object_new_string(name));
+	printbuf_memappend(pb, "{", 1);
+	put_string(&c->w, pb, "name", name);
 	if (model != NULL)
-		json_object_object_add(l, "model", json_object_new_string(model));
-	json_object_object_add(l, "limit", json_object_new_double(limit));
-	json_object_object_add(l, "used", json_object_new_double(used));
-	json_object_object_add(l, "remaining", json_object_new_double(limit > used ? limit - used : 0));
-	kw_json_set_time(l, "reset_at", reset);
-	json_object_array_add(c->limits, l);
+		put_string(&c->w, pb, "model", model);
+	put_number(&c->w, pb, "limit", limit);
+	put_number(&c->w, pb, "used", used);
+	put_number(&c->w, pb, "remaining", limit > used ? limit - used : 0);
+	put_time(&c->w, pb, "reset_at", reset);
+	put_close(pb, '}');
+	printbuf_memappend(pb, ",", 1);
 }
 
 static double
@@ -1968,9 +2071,7 @@ check_budgets(struct checking *c, int *refused)
 	if (!isnan(k->soft_budget)) {
 		report_limit(c, "soft_budget", NULL, k->soft_budget, k->spend,
 		    (time_t)k->budget_reset_at);
-		if (c->out->answer != NULL)
-			json_object_object_add(c->out->answer, "soft_budget_exceeded",
-			    json_object_new_boolean(k->spend >= k->soft_budget));
+		c->soft_exceeded = k->spend >= k->soft_budget;
 	}
 	for (size_t i = 0; i < sizeof(parties) / sizeof(parties[0]); i++) {
 		const struct summary *s = &parties[i]->s;
@@ -2179,53 +2280,84 @@ admit(struct checking *c)
 	return lease_write(c->st, c->txn, &o, c->out->request_id, part, &l, 1);
 }
 
+/* The fields of the key's record that its /key/verify answer copies, in their order. */
+static const char *const described[] = {
+	"token", "key_alias", "user_id", "team_id", "organization_id", "models", "expires",
+	"max_budget", "spend", "budget_reset_at",
+};
+
 /*
- * Builds the answer's description of the key: from its record when a
- * check read it, else from the few fields of it that the answer copies,
- * parsed alone (kw_rec_get_fields), since the summary held all the check
- * needed.  A key whose summary was read has no budget reset due
- * (load_party), so those fields are as a settled record has them.
+ * Writes one copied field: the budget's max_budget where the key has none
+ * of its own (max, NAN when neither has one), else the record's value,
+ * null when it has none.
+ */
+static void
+describe_field(struct checking *c, size_t i, const struct kw_span *from_text, json_object *from,
+    double max)
+{
+	struct printbuf *pb = c->description;
+	char *plain;
+
+	if (strcmp(described[i], "max_budget") == 0 && !isnan(max)) {
+		put_number(&c->w, pb, described[i], max);
+	} else if (from != NULL) {
+		put_value(pb, described[i], json_object_object_get(from, described[i]));
+	} else if (from_text[i].text == NULL) {
+		put_text(pb, described[i], "null", 4);
+	} else if ((plain = malloc(from_text[i].len)) != NULL) {
+		put_text(pb, described[i], plain, kw_rec_text_plain(from_text[i].text,
+		    from_text[i].len, plain));
+		free(plain);
+	} else if (c->rc == KW_OK) {
+		c->rc = KW_ENOMEM;
+	}
+}
+
+/*
+ * What the answer tells of an admitted or refused key: fields of its
+ * record, copied as their text where only the summary was read, and what
+ * the check found.
  */
 static void
 describe(struct checking *c)
 {
-	static const char *const copied[] = {
-		"token", "key_alias", "user_id", "team_id", "organization_id", "models", "expires",
-		"max_budget", "spend", "budget_reset_at",
-	};
-	json_object *a = c->out->answer, *key = c->key.rec, *fields = NULL;
-	enum kw_err rc;
-
-	if (key == NULL) {
-		rc = kw_rec_get_fields(c->st, c->txn, KW_DB_KEYS, c->out->token, copied,
-		    sizeof(copied) / sizeof(copied[0]), &fields);
-		if (rc != KW_OK && c->rc == KW_OK)
-			c->rc = rc;	/* run again rather than describe without the record */
-		key = fields;
-	}
+	struct printbuf *pb = c->description;
+	struct kw_span spans[sizeof(described) / sizeof(described[0])];
+	json_object *key = c->key.rec, *whole = NULL;
+	char *text = NULL;
+	size_t len;
+	enum kw_err rc = KW_OK;
 	double max = c->key.s.max_budget;
 	double left = max - c->key.s.spend - c->key_flight.reserved;
 
-	for (size_t i = 0; i < sizeof(copied) / sizeof(copied[0]); i++)
-		json_object_object_add(a, copied[i],
-		    json_object_get(json_object_object_get(key, copied[i])));
-	/* a budget_id's max_budget is the key's when it has none of its own */
-	if (!isnan(max))
-		json_object_object_add(a, "max_budget", json_object_new_double(max));
+	if (key == NULL && (rc = kw_rec_get_text(c->st, c->txn, KW_DB_KEYS, c->out->token, &text,
+	    &len)) == KW_OK && !kw_rec_field_spans(text, len, described,
+	    sizeof(described) / sizeof(described[0]), spans))
+		rc = kw_rec_parse(text, len, &whole);	/* text the scan does not follow */
+	if (rc != KW_OK && c->rc == KW_OK)
+		c->rc = rc;	/* run again rather than describe without the record */
+	if (rc == KW_OK)
+		for (size_t i = 0; i < sizeof(described) / sizeof(described[0]); i++)
+			describe_field(c, i, spans, key != NULL ? key : whole, max);
+	json_object_put(whole);
+	free(text);
 	if (c->budget.present)
-		json_object_object_add(a, "budget_id",
-		    json_object_new_string(kw_json_str(c->budget.rec, "budget_id")));
+		put_string(&c->w, pb, "budget_id", kw_json_str(c->budget.rec, "budget_id"));
 	if (c->end_user.present) {
-		json_object_object_add(a, "end_user", json_object_new_string(c->in->end_user));
-		json_object_object_add(a, "end_user_spend",
-		    json_object_new_double(c->end_user.s.spend));
+		put_string(&c->w, pb, "end_user", c->in->end_user);
+		put_number(&c->w, pb, "end_user_spend", c->end_user.s.spend);
 	}
-	json_object_object_add(a, "reserved", json_object_new_double(c->key_flight.reserved));
-	json_object_object_add(a, "remaining_budget", isnan(max) ? NULL :
-	    json_object_new_double(left > 0 ? left : 0));
-	if (!json_object_object_get_ex(a, "soft_budget_exceeded", NULL))
-		json_object_object_add(a, "soft_budget_exceeded", json_object_new_boolean(0));
-	json_object_put(fields);
+	put_number(&c->w, pb, "reserved", c->key_flight.reserved);
+	if (isnan(max))
+		put_text(pb, "remaining_budget", "null", 4);
+	else
+		put_number(&c->w, pb, "remaining_budget", left > 0 ? left : 0);
+	put_bool(pb, "soft_budget_exceeded", c->soft_exceeded);
+	put_name(pb, "limits");
+	printbuf_memappend(pb, "[", 1);
+	printbuf_memappend(pb, c->limits->buf, c->limits->bpos);
+	put_close(pb, ']');
+	printbuf_memappend(pb, ",", 1);
 }
 
 /*
@@ -2363,27 +2495,6 @@ load_end_user(struct checking *c)
 }
 
 /* The fields an answer starts with, in their order; kw_limits_check fills them. */
-static const char *const head_fields[] = {
-	"valid", "code", "message", "limit", "retry_after", "request_id",
-};
-
-/*
- * A new answer holding the head fields, null until the verdict is known:
- * json-c keeps a field where it was added when its value is replaced,
- * so the description the check adds after them need not be copied into
- * another object to come second.
- */
-static json_object *
-verdict_head(void)
-{
-	json_object *a = json_object_new_object();
-
-	for (size_t i = 0; a != NULL && i < sizeof(head_fields) / sizeof(head_fields[0]); i++)
-		json_object_object_add_ex(a, head_fields[i], NULL, JSON_C_OBJECT_ADD_KEY_IS_NEW |
-		    JSON_C_OBJECT_KEY_IS_CONSTANT);
-	return a;
-}
-
 static enum kw_err
 check_body(struct kw_store *st, DB_TXN *txn, void *baton)
 {
@@ -2396,15 +2507,10 @@ check_body(struct kw_store *st, DB_TXN *txn, void *baton)
 
 	checking_clear(c);
 	c->rc = KW_OK;
-	json_object_put(v->answer);
 	memset(v, 0, sizeof(*v));
 	v->requests.limit = v->tokens.limit = -1;
 	c->st = st;
 	c->txn = txn;
-	if (!c->in->verdict_only) {
-		v->answer = verdict_head();
-		c->limits = json_object_new_array();
-	}
 
 	/* a signed token is judged by its signature and expiry before any store read */
 	switch (kw_tokens_check(c->in->key, c->now)) {
@@ -2497,11 +2603,8 @@ check_body(struct kw_store *st, DB_TXN *txn, void *baton)
 		    (rc = venice_touch(st, txn, v->token, c->now)) != KW_OK)
 			return rc;
 	}
-	if (v->answer != NULL) {
+	if (c->description != NULL)
 		describe(c);
-		json_object_object_add(v->answer, "limits", c->limits);
-		c->limits = NULL;
-	}
 	return c->rc;
 }
 
@@ -2526,45 +2629,53 @@ kw_limits_check(struct kw_store *st, time_t now, const struct kw_check *in,
 		.tokens = in->expected_tokens > 0 ? (double)in->expected_tokens :
 		    (double)kw_config.default_expected_tokens,
 	};
-	json_object *answer;
+	struct printbuf *pb;
 	enum kw_err rc;
 
 	memset(out, 0, sizeof(*out));
 	if (in->request_id != NULL && !kw_valid_request_id(in->request_id))
 		return KW_EINVAL;	/* the ways in refuse it first, naming their field */
-	rc = kw_store_txn_flags(st, KW_TXN_NOSYNC, check_body, &c);
-	checking_clear(&c);
-	if (rc != KW_OK) {
-		kw_verdict_clear(out);
-		return rc;
-	}
-	if (in->verdict_only)
-		return KW_OK;
+	if (!in->verdict_only && ((c.description = printbuf_new()) == NULL ||
+	    (c.limits = printbuf_new()) == NULL || (c.w.num = json_object_new_double(0)) == NULL ||
+	    (c.w.str = json_object_new_string("")) == NULL))
+		rc = KW_ENOMEM;
+	else
+		rc = kw_store_txn_flags(st, KW_TXN_NOSYNC, check_body, &c);
+	if (rc == KW_OK && !in->verdict_only && (out->answer = printbuf_new()) == NULL)
+		rc = KW_ENOMEM;
 	/* the verdict first, then what it is about; an unknown key learns nothing more */
-	if (out->code == KW_V_NOT_FOUND) {
-		json_object_put(out->answer);
-		out->answer = json_object_new_object();
+	if (rc == KW_OK && (pb = out->answer) != NULL) {
+		printbuf_memappend(pb, "{", 1);
+		put_bool(pb, "valid", out->code == KW_V_VALID);
+		put_string(&c.w, pb, "code", kw_verdict_code_name(out->code));
+		put_string(&c.w, pb, "message", out->message);
+		if (out->code != KW_V_NOT_FOUND) {
+			put_string(&c.w, pb, "limit", out->limit);
+			if (out->code == KW_V_RATE_LIMITED || out->retry_after > 0)
+				sprintbuf(pb, "\"retry_after\":%d,", out->retry_after);
+			else
+				put_text(pb, "retry_after", "null", 4);
+			put_string(&c.w, pb, "request_id", out->request_id[0] ? out->request_id :
+			    NULL);
+			printbuf_memappend(pb, c.description->buf, c.description->bpos);
+		}
+		put_close(pb, '}');
 	}
-	answer = out->answer;
-	json_object_object_add(answer, "valid", json_object_new_boolean(out->code == KW_V_VALID));
-	json_object_object_add(answer, "code", json_object_new_string(kw_verdict_code_name(out->code)));
-	json_object_object_add(answer, "message", json_object_new_string(out->message));
-	if (out->code != KW_V_NOT_FOUND) {
-		/* in the places verdict_head gave them, before the description */
-		json_object_object_add(answer, "limit",
-		    out->limit ? json_object_new_string(out->limit) : NULL);
-		json_object_object_add(answer, "retry_after", out->code == KW_V_RATE_LIMITED ||
-		    out->retry_after > 0 ? json_object_new_int(out->retry_after) : NULL);
-		json_object_object_add(answer, "request_id",
-		    out->request_id[0] ? json_object_new_string(out->request_id) : NULL);
-	}
-	return KW_OK;
+	checking_clear(&c);
+	printbuf_free(c.description);
+	printbuf_free(c.limits);
+	json_object_put(c.w.num);
+	json_object_put(c.w.str);
+	if (rc != KW_OK)
+		kw_verdict_clear(out);
+	return rc;
 }
 
 void
 kw_verdict_clear(struct kw_verdict *v)
 {
-	json_object_put(v->answer);
+	if (v->answer != NULL)
+		printbuf_free(v->answer);
 	v->answer = NULL;
 }
 

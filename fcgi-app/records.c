@@ -112,80 +112,105 @@ value_end(const char *p, const char *end)
 }
 
 /*
+ * Finds the top-level fields names (n of them, at most 32) in a stored record of len
+ * bytes without building any value: spans[i] is where names[i]'s value's
+ * text is ({NULL, 0} when the record has no such field).  0 when the text
+ * is not one this scan follows (an escaped field name, a broken record):
+ * the reader then parses it whole.
+ */
+int
+kw_rec_field_spans(const char *data, size_t len, const char *const *names, size_t n,
+    struct kw_span *spans)
+{
+	const char *p = data, *end = data + len, *name, *v, *vend;
+	size_t lens[32], nlen;
+
+	if (n > sizeof(lens) / sizeof(lens[0]))
+		return 0;
+	for (size_t i = 0; i < n; i++) {
+		spans[i] = (struct kw_span){ NULL, 0 };
+		lens[i] = strlen(names[i]);
+	}
+	p = skip_space(p, end);
+	if (p == end || *p++ != '{')
+		return 0;
+	p = skip_space(p, end);
+	if (p < end && *p == '}')
+		return 1;
+	for (;;) {
+		if (p == end || *p != '"' || (v = string_end(p, end)) == NULL)
+			return 0;
+		name = p + 1;
+		nlen = (size_t)(v - 1 - name);
+		if (memchr(name, '\\', nlen) != NULL)
+			return 0;
+		p = skip_space(v, end);
+		if (p == end || *p++ != ':')
+			return 0;
+		v = skip_space(p, end);
+		if ((vend = value_end(v, end)) == NULL || vend == end)
+			return 0;
+		for (size_t i = 0; i < n; i++)
+			if (lens[i] == nlen && memcmp(names[i], name, nlen) == 0) {
+				spans[i] = (struct kw_span){ v, (size_t)(vend - v) };
+				break;
+			}
+		p = skip_space(vend, end);
+		if (p < end && *p == ',') {
+			p = skip_space(p + 1, end);
+			continue;
+		}
+		return p < end && *p == '}';
+	}
+}
+
+/*
  * Parses only the fields names (n of them, at most 32) of a stored record
  * of len bytes into *out (owned): an object holding those the record has,
  * each as the whole parse would give it, for a reader that needs a few
  * fields of a record of dozens (a key's has some sixty: building them all
  * was most of what a /key/verify cost).  The record's other values are
- * stepped over, never built; the wanted ones are copied, as text, into
- * an object of their own that one parse reads (json-c sets up a locale
- * on each parse, which costs as much as a small value).  Text this scan
- * does not follow (an escaped field name) is parsed whole, so *out then
+ * stepped over, never built (kw_rec_field_spans); the wanted ones are
+ * copied, as text, into an object of their own that one parse reads
+ * (json-c sets up a locale on each parse, which costs as much as a small
+ * value).  Text the scan does not follow is parsed whole, so *out then
  * holds every field.
  */
 enum kw_err
 kw_rec_parse_fields(const char *data, size_t len, const char *const *names, size_t n,
     json_object **out)
 {
-	const char *p = data, *end = data + len, *name, *v, *vend;
-	size_t lens[32], nlen, used = 1;
+	struct kw_span spans[32];
+	size_t used = 1;
 	char *text;
 	enum kw_err rc;
 
 	*out = NULL;
-	if (n > sizeof(lens) / sizeof(lens[0]))
+	if (!kw_rec_field_spans(data, len, names, n, spans))
 		return kw_rec_parse(data, len, out);
+	/* "name":value for each, as the record has it (no longer than the record) */
 	if ((text = malloc(len + 2)) == NULL)
 		return KW_ENOMEM;
 	text[0] = '{';
-	for (size_t i = 0; i < n; i++)
-		lens[i] = strlen(names[i]);
-	p = skip_space(p, end);
-	if (p == end || *p++ != '{')
-		goto whole;
-	p = skip_space(p, end);
-	if (p < end && *p == '}')
-		goto done;
-	for (;;) {
-		if (p == end || *p != '"' || (v = string_end(p, end)) == NULL)
-			goto whole;
-		name = p + 1;
-		nlen = (size_t)(v - 1 - name);
-		if (memchr(name, '\\', nlen) != NULL)
-			goto whole;
-		p = skip_space(v, end);
-		if (p == end || *p++ != ':')
-			goto whole;
-		v = skip_space(p, end);
-		if ((vend = value_end(v, end)) == NULL || vend == end)
-			goto whole;
-		for (size_t i = 0; i < n; i++) {
-			if (lens[i] != nlen || memcmp(names[i], name, nlen) != 0)
-				continue;
-			/* "name":value, as the record has it (no longer than the record) */
-			if (used > 1)
-				text[used++] = ',';
-			memcpy(text + used, name - 1, (size_t)(vend - name + 1));
-			used += (size_t)(vend - name + 1);
-			break;
-		}
-		p = skip_space(vend, end);
-		if (p < end && *p == ',') {
-			p = skip_space(p + 1, end);
+	for (size_t i = 0; i < n; i++) {
+		size_t nlen = strlen(names[i]);
+
+		if (spans[i].text == NULL)
 			continue;
-		}
-		if (p < end && *p == '}')
-			goto done;
-		goto whole;
+		if (used > 1)
+			text[used++] = ',';
+		text[used++] = '"';
+		memcpy(text + used, names[i], nlen);
+		used += nlen;
+		text[used++] = '"';
+		text[used++] = ':';
+		memcpy(text + used, spans[i].text, spans[i].len);
+		used += spans[i].len;
 	}
-done:
 	text[used++] = '}';
 	rc = kw_rec_parse(text, used, out);
 	free(text);
 	return rc;
-whole:
-	free(text);
-	return kw_rec_parse(data, len, out);
 }
 
 /*

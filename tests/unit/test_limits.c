@@ -56,6 +56,25 @@ make_record(enum kw_db db, const char *id, const char *json)
 
 static int checks, disagreements;
 
+/*
+ * The /key/verify answer of v parsed back, owned by a list freed at exit;
+ * NULL when it is not JSON (a test then fails on it).
+ */
+static json_object *
+answer_of(const struct kw_verdict *v)
+{
+	static json_object *kept;
+	json_object *a = v->answer != NULL ? json_tokener_parse(v->answer->buf) : NULL;
+
+	if (a == NULL)
+		fprintf(stderr, "# not JSON: %s\n", v->answer != NULL ? v->answer->buf : "(none)");
+
+	if (kept == NULL)
+		kept = json_object_new_array();
+	json_object_array_add(kept, a);
+	return a;
+}
+
 static void
 diag_disagreement(const char *secret, enum kw_verdict_code quiet, enum kw_verdict_code full)
 {
@@ -120,10 +139,10 @@ test_standing(void)
 
 	make_key("sk-plain", "{}");
 	is_int(check("sk-plain", T0, NULL, 0, NULL, &v), KW_V_VALID, "a key without limits is valid");
-	ok(json_object_object_length(v.answer) > 5, "and the answer describes it");
+	ok(json_object_object_length(answer_of(&v)) > 5, "and the answer describes it");
 	kw_verdict_clear(&v);
 	is_int(check("sk-nobody", T0, NULL, 0, NULL, &v), KW_V_NOT_FOUND, "an unknown key");
-	is_int(json_object_object_length(v.answer), 3, "is told valid, code and message only");
+	is_int(json_object_object_length(answer_of(&v)), 3, "is told valid, code and message only");
 	kw_verdict_clear(&v);
 	is_int(check(make_key("sk-plain", "{}"), T0, NULL, 0, NULL, NULL), KW_V_NOT_FOUND,
 	    "a hash is not a credential");
@@ -247,7 +266,7 @@ test_budgets(void)
 
 	make_key("sk-soft", "{\"soft_budget\": 1, \"spend\": 5}");
 	is_int(check("sk-soft", T0, NULL, 0, NULL, &v), KW_V_VALID, "a soft budget never refuses");
-	ok(kw_json_bool(v.answer, "soft_budget_exceeded"), "but says it is exceeded");
+	ok(kw_json_bool(answer_of(&v), "soft_budget_exceeded"), "but says it is exceeded");
 	kw_verdict_clear(&v);
 
 	make_record(KW_DB_TEAMS, "thrifty", "{\"max_budget\": 2, \"spend\": 2}");
@@ -589,7 +608,7 @@ test_reservations(void)
 	    "a report without request_id");
 	is_int(check("sk-res-key", T0, NULL, 0, NULL, &v), KW_V_BUDGET_EXCEEDED,
 	    "it settled the oldest lease keywarden named: 0.25 spent + 0.75 reserved");
-	ok(kw_json_num(v.answer, "reserved", -1) == 0.75, "reserved 0.75");
+	ok(kw_json_num(answer_of(&v), "reserved", -1) == 0.75, "reserved 0.75");
 	kw_verdict_clear(&v);
 
 	make_record(KW_DB_TEAMS, "res-team", "{\"max_budget\": 0.5}");

@@ -414,6 +414,32 @@ store_text(struct kw_store *st, const char *id, const char *text)
  * does, steps over the others whatever they hold, and parses the whole
  * record when a field name is escaped; kw_rec_exists reads no byte.
  */
+/* kw_rec_field_spans: each value's own text, absent fields empty, text it cannot follow refused. */
+static void
+test_spans(const char *text)
+{
+	static const char *const wanted[] = { "models", "absent", "last" };
+	struct kw_span spans[3];
+	char plain[64];
+
+	ok(kw_rec_field_spans(text, strlen(text), wanted, 3, spans), "kw_rec_field_spans follows "
+	    "a record with nested values and quoted brackets");
+	ok(spans[0].text != NULL && spans[0].len == strlen("[\"gpt-4o\",\"a\\/b\"]") &&
+	    memcmp(spans[0].text, "[\"gpt-4o\",\"a\\/b\"]", spans[0].len) == 0,
+	    "a field's span is its value's stored text");
+	plain[kw_rec_text_plain(spans[0].text, spans[0].len, plain)] = '\0';
+	is_str(plain, "[\"gpt-4o\",\"a/b\"]", "which kw_rec_text_plain prints as an answer does");
+	ok(spans[1].text == NULL && spans[1].len == 0, "a field the record lacks has no span");
+	ok(spans[2].text != NULL && spans[2].len == 4 && memcmp(spans[2].text, "-1e3", 4) == 0,
+	    "the last field's span ends before the closing brace");
+	ok(!kw_rec_field_spans("{\"sp\\u0065nd\":1}", 16, wanted, 3, spans),
+	    "an escaped field name: not followed, the caller parses the whole record");
+	ok(!kw_rec_field_spans("{\"models\":[1,2}", 15, wanted, 3, spans),
+	    "a broken record: not followed");
+	ok(kw_rec_field_spans("{}", 2, wanted, 3, spans) && spans[0].text == NULL,
+	    "an empty record: no spans");
+}
+
 static void
 test_fields(struct kw_store *st)
 {
@@ -443,6 +469,7 @@ test_fields(struct kw_store *st)
 	    !json_object_object_get_ex(op.got, "more", NULL), "the fields not asked for are not built");
 	json_object_put(op.got);
 	json_object_put(whole);
+	test_spans(text);
 
 	store_text(st, "escaped", "{\"sp\\u0065nd\":1,\"models\":[]}");
 	op.id = "escaped";
