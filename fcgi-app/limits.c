@@ -887,10 +887,15 @@ summarize(json_object *rec, struct summary *s)
 static int
 summary_name(char *buf, size_t n, enum kw_db db, const char *id)
 {
-	char kind = db == KW_DB_KEYS ? 'k' : db == KW_DB_TEAMS ? 't' : db == KW_DB_ORGS ? 'o' : 'u';
-	int len = snprintf(buf, n, "%c:%s", kind, id);
+	size_t len = strlen(id);
 
-	return len > 0 && (size_t)len < n;
+	/* "k:ID", put together by hand: three of them a verify, where snprintf cost 2000 instructions */
+	if (len + 3 > n)
+		return 0;
+	buf[0] = db == KW_DB_KEYS ? 'k' : db == KW_DB_TEAMS ? 't' : db == KW_DB_ORGS ? 'o' : 'u';
+	buf[1] = ':';
+	memcpy(buf + 2, id, len + 1);
+	return 1;
 }
 
 /*
@@ -2596,7 +2601,7 @@ check_body(struct kw_store *st, DB_TXN *txn, void *baton)
 		return c->rc;
 	if (!refused) {
 		v->code = KW_V_VALID;
-		snprintf(v->message, sizeof(v->message), "valid");
+		memcpy(v->message, "valid", sizeof("valid"));
 		if (!c->in->dry_run && (rc = admit(c)) != KW_OK)
 			return rc;
 		if (!c->in->dry_run && (c->key.s.flags & S_VENICE) &&
