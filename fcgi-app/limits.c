@@ -2693,6 +2693,25 @@ struct recording {
 	json_object *answer;	/* owned */
 };
 
+/*
+ * Adds cost to the spend of rec (borrowed, read with KW_RMW in txn: it is
+ * changed in place), the record id of db, after any budget reset that
+ * fell due, and writes it back; *spend_out (owned) is its new spend.
+ */
+static enum kw_err
+add_spend_to(struct kw_store *st, DB_TXN *txn, enum kw_db db, const char *id, json_object *rec,
+    double cost, time_t now, json_object **spend_out)
+{
+	enum kw_err rc;
+
+	kw_budget_settle(rec, now);
+	json_object_object_add(rec, "spend",
+	    json_object_new_double(kw_json_num(rec, "spend", 0) + cost));
+	rc = kw_rec_put(st, txn, db, id, rec, 0);
+	*spend_out = json_object_get(json_object_object_get(rec, "spend"));
+	return rc;
+}
+
 /* Adds cost to the spend of the record id in db, its budget settled first; *spend_out the result. */
 static enum kw_err
 add_spend(struct kw_store *st, DB_TXN *txn, enum kw_db db, const char *id, double cost,
@@ -2708,11 +2727,7 @@ add_spend(struct kw_store *st, DB_TXN *txn, enum kw_db db, const char *id, doubl
 		return KW_OK;
 	if (rc != KW_OK)
 		return rc;
-	kw_budget_settle(rec, now);
-	json_object_object_add(rec, "spend",
-	    json_object_new_double(kw_json_num(rec, "spend", 0) + cost));
-	rc = kw_rec_put(st, txn, db, id, rec, 0);
-	*spend_out = json_object_get(json_object_object_get(rec, "spend"));
+	rc = add_spend_to(st, txn, db, id, rec, cost, now, spend_out);
 	json_object_put(rec);
 	return rc;
 }
@@ -2931,7 +2946,9 @@ record_body(struct kw_store *st, DB_TXN *txn, void *baton)
 	    (rc = receipt(st, txn, token, in->request_id, r->now, &seen)) != KW_OK)
 		goto out;
 	if (!seen) {
-		if ((rc = add_spend(st, txn, KW_DB_KEYS, token, in->cost, r->now, &spend)) != KW_OK ||
+		/* the key's record, read for its ids and limits, is the one its spend goes into */
+		if ((rc = add_spend_to(st, txn, KW_DB_KEYS, token, key, in->cost, r->now,
+		    &spend)) != KW_OK ||
 		    (rc = add_spend(st, txn, KW_DB_TEAMS, team_id, in->cost, r->now,
 		    &team_spend)) != KW_OK ||
 		    (rc = add_spend(st, txn, KW_DB_USERS, user_id, in->cost, r->now,
