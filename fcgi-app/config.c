@@ -56,6 +56,8 @@ static const char *const known[] = {
 	"KEYWARDEN_RELAY_MAX_RESPONSE", "KEYWARDEN_RELAY_EXPECTED_OUTPUT",
 	"KEYWARDEN_MAX_WORKERS", "KEYWARDEN_WORKER_IDLE_SECS",
 	"KEYWARDEN_USAGE_COMMIT", "KEYWARDEN_USAGE_FLUSH_MS",
+	"KEYWARDEN_GROUP_SITES", "KEYWARDEN_GROUP_SELF", "KEYWARDEN_GROUP_PRIORITY",
+	"KEYWARDEN_GROUP_ACK", "KEYWARDEN_GROUP_ACK_TIMEOUT_MS", "KEYWARDEN_GROUP_LEASES",
 };
 #define NKNOWN (sizeof(known) / sizeof(known[0]))
 
@@ -458,6 +460,52 @@ parse_num(const char *name, const char *s, double lo, double hi, double *out)
 	return KW_OK;
 }
 
+/* A replicated group's settings (group.c), defaults first; errors are explained on stderr. */
+static enum kw_err
+load_group(char values[][256])
+{
+	static const char *const acks[] = {
+		[KW_ACK_QUORUM] = "quorum", [KW_ACK_ALL] = "all", [KW_ACK_ONE] = "one",
+		[KW_ACK_NONE] = "none",
+	};
+	const char *v;
+	unsigned long n;
+
+	kw_config.group_priority = 100;
+	kw_config.group_ack = KW_ACK_QUORUM;
+	kw_config.group_ack_timeout_ms = 2000;
+	kw_config.group_leases = 0;
+	if ((v = setting("KEYWARDEN_GROUP_PRIORITY", values, known, NKNOWN)) != NULL) {
+		if (parse_uint("KEYWARDEN_GROUP_PRIORITY", v, 0, 1000000, &n) != KW_OK)
+			return KW_EINVAL;
+		kw_config.group_priority = (unsigned)n;
+	}
+	if ((v = setting("KEYWARDEN_GROUP_ACK", values, known, NKNOWN)) != NULL) {
+		size_t i;
+
+		for (i = 0; i < sizeof(acks) / sizeof(acks[0]) && strcmp(acks[i], v) != 0; i++)
+			;
+		if (i == sizeof(acks) / sizeof(acks[0])) {
+			fprintf(stderr, "keywarden: KEYWARDEN_GROUP_ACK must be quorum, all, one "
+			    "or none\n");
+			return KW_EINVAL;
+		}
+		kw_config.group_ack = (enum kw_ack)i;
+	}
+	if ((v = setting("KEYWARDEN_GROUP_ACK_TIMEOUT_MS", values, known, NKNOWN)) != NULL) {
+		if (parse_uint("KEYWARDEN_GROUP_ACK_TIMEOUT_MS", v, 1, 60000, &n) != KW_OK)
+			return KW_EINVAL;
+		kw_config.group_ack_timeout_ms = (unsigned)n;
+	}
+	if ((v = setting("KEYWARDEN_GROUP_LEASES", values, known, NKNOWN)) != NULL) {
+		if (parse_uint("KEYWARDEN_GROUP_LEASES", v, 0, 1, &n) != KW_OK)
+			return KW_EINVAL;
+		kw_config.group_leases = (int)n;
+	}
+	return kw_group_parse(setting("KEYWARDEN_GROUP_SITES", values, known, NKNOWN),
+	    setting("KEYWARDEN_GROUP_SELF", values, known, NKNOWN));
+}
+
 /* The relay's settings (relay.c), defaults first; errors are explained on stderr. */
 static enum kw_err
 load_relay(char values[][256])
@@ -753,7 +801,7 @@ kw_config_load(const char *data_dir_override)
 		kw_crypto_wipe(values, sizeof(values));
 		return KW_EINVAL;
 	}
-	if ((rc = load_relay(values)) != KW_OK) {
+	if ((rc = load_relay(values)) != KW_OK || (rc = load_group(values)) != KW_OK) {
 		kw_crypto_wipe(values, sizeof(values));
 		return rc;
 	}

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <strings.h>
 #include <time.h>
 
@@ -262,6 +263,8 @@ read_body(struct kw_req *req)
 		    "request body ended after %zu of %zu bytes", got, len);
 		return KW_EINVAL;
 	}
+	req->raw_body = buf;
+	req->raw_body_len = len;
 	if ((rc = kw_json_parse(buf, len, KW_JSON_MAX_DEPTH, &req->body, &req->err)) != KW_OK)
 		return rc;
 	return kw_valid_check(req->route->body, req->body, NULL, &req->err);
@@ -486,6 +489,50 @@ write_response(struct kw_req *req, struct kw_resp *resp)
 		FCGX_PutStr(body, (int)len, out);
 }
 
+#define REP_RETRIES 30		/* a replica synchronising: tries, 100 ms apart */
+
+/*
+ * Runs the route's handler.  On a site of a replicated group, a write the
+ * store refused because this site is a replica sends the request to the
+ * master, whose answer becomes ours; a handle a replica's synchronisation
+ * made stale is reopened, and a request that met a synchronisation under
+ * way waits for it, and the handler runs again (nothing it did was
+ * committed: a replica commits nothing of its own).
+ */
+static enum kw_err
+run_handler(struct kw_req *req, struct kw_resp *resp, struct kw_store **store)
+{
+	for (int attempt = 0;; attempt++) {
+		enum kw_store_trouble trouble;
+		enum kw_err rc;
+
+		kw_store_trouble_clear();
+		rc = req->route->handler(req, resp);
+		trouble = kw_store_trouble();
+		if (trouble == KW_TROUBLE_NONE || resp->sent || !kw_group_enabled())
+			return rc;
+		/* what the handler answered is dropped: the master's answer, or the next try's */
+		if (resp->json != NULL)
+			json_object_put(resp->json);
+		*resp = (struct kw_resp){ .status = 200 };
+		memset(&req->err, 0, sizeof(req->err));
+		if (trouble == KW_TROUBLE_NOT_MASTER)
+			return kw_group_forward(req, resp);
+		if (attempt == REP_RETRIES)
+			return KW_EUNAVAIL;
+		if (trouble == KW_TROUBLE_HANDLE_DEAD) {
+			kw_store_close(*store);
+			*store = NULL;
+			(void)kw_store_open(store, kw_config.data_dir, KW_STORE_JOIN);
+			kw_group_attach(*store);
+			if ((req->store = *store) == NULL)
+				return KW_EUNAVAIL;
+		} else {
+			usleep(100000);
+		}
+	}
+}
+
 /*
  * Serves one request.  *store is the worker's store handle, opened here when
  * it is not yet open (NULL while the store is unavailable).  Returns
@@ -511,6 +558,7 @@ kw_http_serve(FCGX_Request *fcgi, struct kw_arena *arena, struct kw_store **stor
 		req.method = "GET";
 	if (*store == NULL)
 		(void)kw_store_open(store, kw_config.data_dir, KW_STORE_JOIN);
+	kw_group_attach(*store);
 	req.store = *store;
 
 	req.authorizer = is_authorizer(fcgi);
@@ -524,9 +572,16 @@ kw_http_serve(FCGX_Request *fcgi, struct kw_arena *arena, struct kw_store **stor
 		resp.content_type = "text/plain";
 		rc = KW_OK;
 	} else if (req.authorizer) {
+		kw_store_trouble_clear();
 		rc = kw_authorize(&req, &resp);	/* no route and no body: a question about a request */
+		if (kw_store_trouble() == KW_TROUBLE_NOT_MASTER) {
+			/* an authorizer's question cannot be forwarded: the web server asked us */
+			kw_error_set(&req.err, KW_EUNAVAIL, NULL, "this site is a replica, and the "
+			    "key's counters are kept by the master: ask the master");
+			rc = KW_EUNAVAIL;
+		}
 	} else if ((rc = prepare(&req, &face, refused)) == KW_OK) {
-		rc = req.route->handler(&req, &resp);
+		rc = run_handler(&req, &resp, store);
 	}
 	if (rc != KW_OK) {
 		int status = kw_http_status_for(face, rc);

@@ -150,6 +150,11 @@ struct kw_config {
 	/* usage reports and the relay's settlement (kw_limits_record) */
 	int usage_async;		/* KEYWARDEN_USAGE_COMMIT=async: acknowledged before the flush */
 	unsigned usage_flush_ms;	/* KEYWARDEN_USAGE_FLUSH_MS: the pool manager flushes that often */
+	/* a replicated group (group.c); KEYWARDEN_GROUP_SITES unset: this site runs alone */
+	unsigned group_priority;	/* KEYWARDEN_GROUP_PRIORITY: election priority, 0 never master */
+	enum kw_ack { KW_ACK_QUORUM, KW_ACK_ALL, KW_ACK_ONE, KW_ACK_NONE } group_ack;
+	unsigned group_ack_timeout_ms;	/* KEYWARDEN_GROUP_ACK_TIMEOUT_MS: a commit waits this long */
+	int group_leases;		/* KEYWARDEN_GROUP_LEASES: master leases */
 };
 extern struct kw_config kw_config;
 enum kw_err kw_config_load(const char *data_dir_override);
@@ -215,6 +220,19 @@ enum kw_err kw_store_health(struct kw_store *, struct kw_store_state *);
 enum kw_err kw_store_maintain(struct kw_store *);
 enum kw_err kw_store_flush(struct kw_store *);
 struct __db *kw_store_db(struct kw_store *, enum kw_db);
+struct __db_env *kw_store_env(struct kw_store *);
+/*
+ * What the last store calls met that a replicated site can remedy: a write
+ * refused because this site is a replica (the request goes to the master),
+ * a handle made stale by a replica's synchronisation (reopen the store and
+ * serve the request again), or a synchronisation in progress (wait, then
+ * serve it again).  kw_store_err records it; kw_http_serve reads it.
+ */
+enum kw_store_trouble {
+	KW_TROUBLE_NONE = 0, KW_TROUBLE_NOT_MASTER, KW_TROUBLE_HANDLE_DEAD, KW_TROUBLE_LOCKOUT
+};
+enum kw_store_trouble kw_store_trouble(void);
+void kw_store_trouble_clear(void);
 enum kw_err kw_store_failchk(struct kw_store *);
 enum kw_err kw_store_err(int db_rc);
 
@@ -391,6 +409,8 @@ struct kw_req {
 	struct kw_caller *caller;	/* set by kw_auth_caller; arena-owned */
 	int authorizer;			/* the server asks as an authorizer (is_authorizer) */
 	int no_body;			/* the server said the request has none (http.c) */
+	const char *raw_body;		/* the body as read, for forwarding to the master; arena-owned */
+	size_t raw_body_len;
 };
 
 struct kw_resp {
@@ -1062,6 +1082,26 @@ void kw_authz_rate_headers(struct kw_req *, struct kw_resp *, const struct kw_ve
 int kw_relay_route(const struct kw_route *);
 /* 401 (req->err) for a relay route's missing, unknown, blocked or expired key; nothing counted. */
 enum kw_err kw_relay_authenticate(struct kw_req *);
+/* The worker's HTTP client handle (libcurl, initialised once), reset for a new request; NULL on failure. */
+void *kw_http_client(void);
+
+/* --- group.c: a replicated group of sites (Berkeley DB's replication manager) --- */
+
+struct json_object;
+enum kw_err kw_group_parse(const char *sites, const char *self);	/* config.c's */
+int kw_group_enabled(void);
+void kw_group_prepare_env(struct __db_env *);	/* every handle, before it opens */
+enum kw_err kw_group_init_shared(void);		/* the pool manager, before it forks */
+int kw_group_replicator_main(void);		/* the replicator process; its exit status */
+void kw_group_replicator_gone(void);
+void kw_group_attach(struct kw_store *);	/* a worker, once the replicator listens */
+int kw_group_worker_stale(void);		/* the membership changed since: leave */
+unsigned kw_group_membership(void);
+void kw_group_commit_begin(void);
+int kw_group_commit_acknowledged(void);
+struct json_object *kw_group_health(struct kw_store *);	/* NULL when alone */
+/* Answers the request with the master's answer to it; KW_EUNAVAIL (req->err) when there is none. */
+enum kw_err kw_group_forward(struct kw_req *, struct kw_resp *);
 
 /* --- metrics.c and the access log: what the requests did ------------ */
 

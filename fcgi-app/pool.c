@@ -259,6 +259,8 @@ worker_main(int listen_fd, unsigned slot)
 		FCGX_Finish_r(&req);
 		kw_store_flush_deferred(store);	/* the answer has gone: now the disk */
 		kw_arena_reset(arena);
+		if (kw_group_worker_stale())
+			worker_stopping = 1;	/* the pool starts a fresh one */
 	}
 	if (listen_ep >= 0)
 		close(listen_ep);
@@ -277,6 +279,7 @@ struct pool {
 	unsigned nworkers;
 	unsigned cap;
 	pid_t pids[MAX_WORKERS];
+	pid_t replicator;		/* a replicated site's replicator process; 0 none */
 	struct kw_store *store;
 	int stopping;
 	time_t restart_window;		/* start of the current one-second window */
@@ -320,6 +323,47 @@ spawn(struct pool *p, unsigned i)
 	}
 	p->pids[i] = pid;
 	kw_metrics_workers(live_workers(p));
+}
+
+/*
+ * Forks the replicator of a replicated site (group.c), which must start
+ * before the workers: the first process of the environment to start the
+ * replication manager becomes the site's listener.
+ */
+static void
+spawn_replicator(struct pool *p)
+{
+	pid_t pid;
+
+	if (!kw_group_enabled() || p->replicator != 0 || p->store == NULL)
+		return;
+	kw_group_replicator_gone();
+	if ((pid = fork()) == 0)
+		_exit(kw_group_replicator_main());
+	if (pid < 0) {
+		kw_log_error("pool: fork: %s", strerror(errno));
+		return;
+	}
+	p->replicator = pid;
+}
+
+/* Stops the replicator, once the workers have gone; SIGKILL when it does not leave. */
+static void
+stop_replicator(struct pool *p)
+{
+	time_t deadline = time(NULL) + 10;
+
+	if (p->replicator == 0)
+		return;
+	kill(p->replicator, SIGTERM);
+	while (waitpid(p->replicator, NULL, WNOHANG) == 0 && time(NULL) < deadline)
+		usleep(20000);
+	if (kill(p->replicator, 0) == 0) {
+		kill(p->replicator, SIGKILL);
+		waitpid(p->replicator, NULL, 0);
+	}
+	p->replicator = 0;
+	kw_group_replicator_gone();
 }
 
 /* Sends sig to every live worker. */
@@ -368,6 +412,7 @@ recover(struct pool *p)
 		signal_workers(p, SIGKILL);
 		wait_workers(p, 5);
 	}
+	stop_replicator(p);
 	kw_store_close(p->store);
 	p->store = NULL;
 	if (kw_store_open(&p->store, kw_config.data_dir, KW_STORE_RECOVER_FORCE) != KW_OK)
@@ -384,6 +429,15 @@ reap(struct pool *p)
 	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
 		unsigned i;
 
+		if (pid == p->replicator) {
+			/* only the replicator may listen: everything restarts after it */
+			kw_log_warn("pool: the replicator %ld ended (status %d): recovering",
+			    (long)pid, status);
+			p->replicator = 0;
+			kw_group_replicator_gone();
+			need_recovery = 1;
+			continue;
+		}
 		for (i = 0; i < p->cap && p->pids[i] != pid; i++)
 			;
 		if (i == p->cap)
@@ -404,6 +458,7 @@ reap(struct pool *p)
 		return;
 	if (need_recovery || p->store == NULL)
 		recover(p);
+	spawn_replicator(p);
 	for (unsigned i = 0; i < p->nworkers; i++) {
 		time_t now = time(NULL);
 
@@ -506,6 +561,7 @@ kw_pool_run(int listen_fd, unsigned nworkers)
 	struct pool p = { .listen_fd = listen_fd };
 	time_t maintained = time(NULL);
 	int64_t flushed = monotonic_ms();
+	unsigned membership = 0;
 	sigset_t set;
 	int flags;
 
@@ -543,8 +599,18 @@ kw_pool_run(int listen_fd, unsigned nworkers)
 		kw_log_warn("pool: no shared memory for metrics: each process counts its own");
 	kw_metrics_pool(p.cap, busy_workers);
 
-	if (kw_store_open(&p.store, kw_config.data_dir, KW_STORE_RECOVER) != KW_OK)
+	if (kw_group_init_shared() != KW_OK) {
+		kw_log_error("pool: no shared memory for the group's replicator: %s", strerror(errno));
+		return KW_EINTERNAL;
+	}
+	/*
+	 * A replicated site's regions are made anew, with replication's, by a
+	 * recovery: the last start may have run alone, or a tool made them.
+	 */
+	if (kw_store_open(&p.store, kw_config.data_dir, kw_group_enabled() ?
+	    KW_STORE_RECOVER_FORCE : KW_STORE_RECOVER) != KW_OK)
 		kw_log_error("pool: the store cannot be opened; workers answer 503 until it can");
+	spawn_replicator(&p);
 	for (unsigned i = 0; i < p.nworkers; i++)
 		spawn(&p, i);
 	kw_log_info("pool: %u workers serving, up to %u when busy, keywarden %s", p.nworkers,
@@ -579,9 +645,16 @@ kw_pool_run(int listen_fd, unsigned nworkers)
 			break;
 		}
 		grow(&p);
+		if (kw_group_membership() != membership) {
+			/* a site joined or left: workers connect to the members they start with */
+			membership = kw_group_membership();
+			signal_workers(&p, SIGTERM);
+		}
 		if (!p.stopping && time(NULL) - maintained >= (time_t)kw_config.maintain_secs) {
 			maintained = time(NULL);
-			if (p.store != NULL) {
+			if (p.store != NULL && kw_group_enabled()) {
+				spawn_replicator(&p);	/* its upkeep is the master's */
+			} else if (p.store != NULL) {
 				(void)kw_store_maintain(p.store);
 				(void)kw_limits_maintain(p.store, time(NULL));
 			} else if (kw_store_open(&p.store, kw_config.data_dir, KW_STORE_RECOVER) == KW_OK)
@@ -597,8 +670,10 @@ kw_pool_run(int listen_fd, unsigned nworkers)
 		wait_workers(&p, 5);
 	}
 	kw_metrics_workers(live_workers(&p));
+	stop_replicator(&p);
 	if (p.store != NULL) {
-		(void)kw_store_maintain(p.store);
+		if (!kw_group_enabled())
+			(void)kw_store_maintain(p.store);
 		kw_store_close(p.store);
 	}
 	return KW_OK;

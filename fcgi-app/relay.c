@@ -824,13 +824,20 @@ timeout_of(const struct relay *r)
  * the handle's connection cache, DNS cache and TLS sessions, so calls to a
  * provider reuse a kept-alive connection instead of a new TCP and TLS
  * handshake each; the options, verification with them, are set again on
- * every try.  Workers answer one request at a time, so one is enough.
+ * every try.  Workers answer one request at a time, so one is enough; the
+ * relay and the group's forwarding to its master share it.
  */
-static CURL *
-worker_handle(void)
+void *
+kw_http_client(void)
 {
+	static int ready;
 	static CURL *handle;
 
+	if (!ready) {
+		if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+			return NULL;
+		ready = 1;
+	}
 	if (handle == NULL)
 		handle = curl_easy_init();
 	else
@@ -853,7 +860,7 @@ try_once(struct relay *r, int *timed_out)
 	r->len = 0;
 	r->too_large = 0;
 	r->content_type[0] = '\0';
-	if (body == NULL || (r->curl = worker_handle()) == NULL) {
+	if (body == NULL || (r->curl = kw_http_client()) == NULL) {
 		free(body);
 		curl_slist_free_all(headers);
 		return TRY_FAILED;
@@ -1130,7 +1137,6 @@ call_provider(struct relay *r)
 static enum kw_err
 relay(struct kw_req *req, struct kw_resp *resp, enum relay_kind kind)
 {
-	static int curl_ready;
 	struct relay r = { .req = req, .resp = resp, .kind = kind };
 	struct plan plan = { .r = &r };
 	struct kw_check in = { .verdict_only = 1 };
@@ -1197,14 +1203,6 @@ relay(struct kw_req *req, struct kw_resp *resp, enum relay_kind kind)
 		    "price: the operator prices it in KEYWARDEN_RELAY_PRICES, or sets "
 		    "KEYWARDEN_RELAY_ALLOW_UNPRICED=1", r.asked);
 		goto out;
-	}
-	if (!curl_ready) {
-		if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
-			settle(&r, 0);
-			rc = KW_EINTERNAL;
-			goto out;
-		}
-		curl_ready = 1;
 	}
 	r.tried = json_object_new_array();
 	rc = call_provider(&r);

@@ -30,6 +30,8 @@ kw_op_health(struct kw_req *req, struct kw_resp *resp)
 		    "the store cannot be read" : "the store cannot be opened"));
 	}
 	json_object_object_add(body, "store", store);
+	if (rc == KW_OK && kw_group_enabled())
+		json_object_object_add(body, "group", kw_group_health(req->store));
 	kw_resp_json(resp, rc == KW_OK ? 200 : 503, body);
 	return KW_OK;
 }

@@ -45,9 +45,13 @@
  */
 #define LOG_BUFFER_BYTES (256u << 10)
 
+/* What the last store calls met that a replicated site can remedy (kw_store_trouble). */
+static enum kw_store_trouble trouble;
+
 struct kw_store {
 	DB_ENV *env;
 	DB *dbs[KW_DB_COUNT];
+	db_mutex_t handle_mutexes[KW_DB_COUNT];	/* see single_threaded */
 	DB_LSN deferred;	/* the last KW_TXN_FLUSH_AFTER_ANSWER commit awaiting its flush; file 0 none */
 };
 
@@ -104,9 +108,33 @@ kw_store_err(int db_rc)
 	case DB_RUNRECOVERY:
 		kw_log_error("store: %s", db_strerror(db_rc));
 		return KW_ERUNRECOVERY;
+	case EACCES:
+		/* a replica's databases are read-only: the master takes the write */
+		if (kw_group_enabled())
+			trouble = KW_TROUBLE_NOT_MASTER;
+		return KW_EUNAVAIL;
+	case DB_REP_HANDLE_DEAD:
+		trouble = KW_TROUBLE_HANDLE_DEAD;
+		return KW_EUNAVAIL;
+	case DB_REP_LOCKOUT:
+		if (trouble == KW_TROUBLE_NONE)
+			trouble = KW_TROUBLE_LOCKOUT;
+		return KW_EUNAVAIL;
 	default:
 		return KW_EUNAVAIL;
 	}
+}
+
+enum kw_store_trouble
+kw_store_trouble(void)
+{
+	return trouble;
+}
+
+void
+kw_store_trouble_clear(void)
+{
+	trouble = KW_TROUBLE_NONE;
 }
 
 /*
@@ -136,7 +164,20 @@ db_error_log(const DB_ENV *env, const char *prefix, const char *msg)
 {
 	(void)env;
 	(void)prefix;
-	kw_log_error("berkeley db: %s", msg);
+	/*
+	 * Routine, not errors: a replica refusing a write (the request goes
+	 * to the master) or a commit token (it writes nothing); a master
+	 * bringing a new replica up to date, which tries every file of the
+	 * data directory as a database (data.key and the others are not);
+	 * a tool joining regions made with other flags (open_env tries the
+	 * others).
+	 */
+	if ((kw_group_enabled() && (strstr(msg, "read-only") != NULL ||
+	    strstr(msg, "replication client") != NULL || strstr(msg, "fop_read_meta") != NULL)) ||
+	    strstr(msg, "incompatible with existing environment") != NULL)
+		kw_log_debug("berkeley db: %s", msg);
+	else
+		kw_log_error("berkeley db: %s", msg);
 }
 
 /* Reads the recorded schema version into *version (0 when none is recorded). */
@@ -199,6 +240,28 @@ settle_schema(struct kw_store *st, DB_TXN *txn, void *baton)
 	return kw_store_err(st->dbs[KW_DB_META]->put(st->dbs[KW_DB_META], txn, &key, &val, 0));
 }
 
+/*
+ * A replicated site's environment must be opened DB_THREAD (its replication
+ * manager runs threads), and every database handle opened in it is then
+ * free-threaded, whose reads Berkeley DB refuses unless each DBT asks for
+ * memory of its own (DB_DBT_MALLOC and the like).  Our handles are used by
+ * the one thread of their process only, and Berkeley DB 5.3 tells a
+ * free-threaded handle by its mutex (DB_IS_THREADED): the handle keeps
+ * that mutex aside while open, so its reads return data in the handle's
+ * own memory, as everywhere else in keywarden.  kw_store_close gives the
+ * mutex back before it closes the handle, which frees it.
+ */
+static void
+single_threaded(struct kw_store *st, enum kw_db which)
+{
+	u_int32_t flags = 0;
+
+	if (st->env->get_open_flags(st->env, &flags) == 0 && (flags & DB_THREAD)) {
+		st->handle_mutexes[which] = st->dbs[which]->mutex;
+		st->dbs[which]->mutex = 0;	/* MUTEX_INVALID */
+	}
+}
+
 static enum kw_err
 open_db(struct kw_store *st, DB **out, enum kw_db which)
 {
@@ -220,18 +283,18 @@ open_db(struct kw_store *st, DB **out, enum kw_db which)
 }
 
 /* Creates and opens the environment handle with flags into a new store. */
-static enum kw_err
-open_env(const char *dir, u_int32_t flags, struct kw_store **out)
+static int
+open_env_once(const char *dir, u_int32_t flags, struct kw_store **out)
 {
 	struct kw_store *st = calloc(1, sizeof(*st));
 	int rc;
 
 	*out = NULL;
 	if (st == NULL)
-		return KW_ENOMEM;
+		return ENOMEM;
 	if ((rc = db_env_create(&st->env, 0)) != 0) {
 		free(st);
-		return kw_store_err(rc);
+		return rc;
 	}
 	st->env->set_errcall(st->env, db_error_log);
 	st->env->set_msgcall(st->env, db_message_log);
@@ -245,13 +308,38 @@ open_env(const char *dir, u_int32_t flags, struct kw_store **out)
 	st->env->set_tx_max(st->env, TXNS);
 	st->env->set_lg_regionmax(st->env, LOG_REGION_BYTES);
 	st->env->set_lg_bsize(st->env, LOG_BUFFER_BYTES);
+	/* a replicated site's handles: its replication manager runs threads */
+	if (flags & DB_INIT_REP)
+		kw_group_prepare_env(st->env);
 	/* log files are removed by kw_store_maintain after each checkpoint */
 	if ((rc = st->env->open(st->env, dir, flags, 0600)) != 0) {
-		kw_log_error("store: cannot open the environment: %s", db_strerror(rc));
 		kw_store_close(st);
-		return rc == ENOENT ? KW_EUNAVAIL : kw_store_err(rc);
+		return rc;
 	}
 	*out = st;
+	return 0;
+}
+
+/*
+ * Opens the environment in dir with flags, replicated when this site is one
+ * of a group.  A tool (a backup, a verification) joins the environment as
+ * its regions were made, replicated or not, whatever its own settings say.
+ */
+static enum kw_err
+open_env(const char *dir, u_int32_t flags, struct kw_store **out)
+{
+	const u_int32_t rep = DB_INIT_REP | DB_THREAD;
+	int rc;
+
+	if (kw_group_enabled())
+		flags |= rep;
+	rc = open_env_once(dir, flags, out);
+	if (rc == EINVAL && (!(flags & DB_RECOVER) || (flags & DB_REGISTER)))
+		rc = open_env_once(dir, flags ^ rep, out);
+	if (rc != 0) {
+		kw_log_error("store: cannot open the environment: %s", db_strerror(rc));
+		return rc == ENOENT ? KW_EUNAVAIL : kw_store_err(rc);
+	}
 	return KW_OK;
 }
 
@@ -306,7 +394,8 @@ kw_store_open(struct kw_store **out, const char *dir, enum kw_store_open_mode mo
 	if (mode == KW_STORE_RECOVER)
 		warn_small_regions(st);
 	for (int i = 0; i < KW_DB_COUNT && err == KW_OK; i++)
-		err = open_db(st, &st->dbs[i], (enum kw_db)i);
+		if ((err = open_db(st, &st->dbs[i], (enum kw_db)i)) == KW_OK)
+			single_threaded(st, (enum kw_db)i);
 	if (err == KW_OK && mode == KW_STORE_RECOVER)
 		err = kw_store_txn(st, settle_schema, NULL);
 	if (err != KW_OK) {
@@ -325,6 +414,13 @@ kw_store_db(struct kw_store *st, enum kw_db which)
 	return st->dbs[which];
 }
 
+/* The environment handle (borrowed), for the group's replication calls. */
+DB_ENV *
+kw_store_env(struct kw_store *st)
+{
+	return st->env;
+}
+
 /* Closes the databases and the environment; st may be NULL. */
 void
 kw_store_close(struct kw_store *st)
@@ -332,8 +428,11 @@ kw_store_close(struct kw_store *st)
 	if (st == NULL)
 		return;
 	for (int i = 0; i < KW_DB_COUNT; i++)
-		if (st->dbs[i] != NULL)
+		if (st->dbs[i] != NULL) {
+			if (st->handle_mutexes[i] != 0)
+				st->dbs[i]->mutex = st->handle_mutexes[i];
 			st->dbs[i]->close(st->dbs[i], 0);
+		}
 	if (st->env != NULL)
 		st->env->close(st->env, 0);
 	free(st);
@@ -411,10 +510,9 @@ commit_unflushed(DB_TXN *txn, u_int32_t flags, DB_LSN *lsn)
 
 	memset(&token, 0, sizeof(token));
 	lsn->file = lsn->offset = 0;
-	if ((rc = txn->set_commit_token(txn, &token)) != 0) {
-		txn->abort(txn);
-		return rc;
-	}
+	/* a replica has no commit tokens, and nothing of its own to flush: it only reads */
+	if (txn->set_commit_token(txn, &token) != 0)
+		return txn->commit(txn, flags);
 	if ((rc = txn->commit(txn, flags)) == 0)
 		*lsn = token_lsn(&token);
 	return rc;
@@ -486,6 +584,7 @@ kw_store_txn_flags(struct kw_store *st, unsigned flags, kw_txn_body body, void *
 		if ((err = body(st, txn, baton)) == KW_OK) {
 			DB_LSN lsn = { 0, 0 };
 
+			kw_group_commit_begin();
 			if (flags & KW_TXN_NOSYNC)
 				rc = txn->commit(txn, 0);
 			else if (flags & (KW_TXN_ASYNC | KW_TXN_FLUSH_AFTER_ANSWER))
@@ -496,6 +595,16 @@ kw_store_txn_flags(struct kw_store *st, unsigned flags, kw_txn_body body, void *
 			/* a later commit's record comes later in the log: flushing to it flushes both */
 			if (rc == 0 && (flags & KW_TXN_FLUSH_AFTER_ANSWER) && lsn.file != 0)
 				st->deferred = lsn;
+			/*
+			 * A replicated site's 2xx promises the write is on a quorum:
+			 * a commit the replicas did not acknowledge in time is on the
+			 * master alone, and may be lost in a failover.
+			 */
+			if (rc == 0 && !(flags & KW_TXN_NOSYNC) && !kw_group_commit_acknowledged()) {
+				kw_log_warn("store: a commit was not acknowledged by enough sites of "
+				    "the group");
+				return KW_EUNAVAIL;
+			}
 			return kw_store_err(rc);
 		}
 		kw_metrics_txn(0);
