@@ -1788,6 +1788,8 @@ call_over_http(const char *url, struct call *c, int *status, json_object **answe
 
 	if (key == NULL || *key == '\0')
 		key = getenv("KEYWARDEN_MASTER_KEY");
+	if (key == NULL || *key == '\0')
+		key = kw_config.master_key;	/* group commands on a data directory: its own */
 	if (key == NULL || *key == '\0') {
 		fprintf(stderr, "keywarden: --url needs the admin key in KEYWARDEN_API_KEY (or "
 		    "KEYWARDEN_MASTER_KEY)\n");
@@ -1981,5 +1983,116 @@ done:
 	json_object_put(c.body);
 	if (st != NULL)
 		kw_store_close(st);
+	return finish(failed);
+}
+
+/* --- a replicated group: status and removal, over the site's API ---- */
+
+/* The log offset an "FILE/OFFSET" is at, counting each file as lg_max bytes; -1 if malformed. */
+static double
+lsn_bytes(const char *lsn)
+{
+	unsigned long file, offset;
+
+	if (lsn == NULL || sscanf(lsn, "%lu/%lu", &file, &offset) != 2)
+		return -1;
+	return (double)file * 10485760.0 + (double)offset;	/* Berkeley DB's default log file size */
+}
+
+/* The "group" member of the /health of the site at url; NULL when it does not answer. */
+static json_object *
+site_health(const char *url)
+{
+	struct call c = { .method = "GET", .path = "/health" };
+	json_object *answer = NULL, *group;
+	int status = 0;
+
+	if (call_over_http(url, &c, &status, &answer) != 0 || answer == NULL)
+		return NULL;
+	group = json_object_get(json_object_object_get(answer, "group"));
+	json_object_put(answer);
+	return group;
+}
+
+/* Prints the group for a person: each site, its role, whether it is reachable and its lag. */
+static void
+print_group(json_object *status)
+{
+	json_object *sites = json_object_object_get(status, "sites");
+	const char *master = kw_json_str(status, "master");
+	double master_at = -1;
+
+	printf("self    %s\nmaster  %s\n", kw_json_str(status, "self"), master ? master : "none");
+	for (size_t pass = 0; pass < 2; pass++) {
+		for (size_t i = 0; i < json_object_array_length(sites); i++) {
+			json_object *site = json_object_array_get_idx(sites, i), *h;
+			const char *url = kw_json_str(site, "url"), *role;
+			int is_master = json_object_get_boolean(json_object_object_get(site, "master"));
+			double at;
+
+			if (is_master != (pass == 0))
+				continue;	/* the master first: the others' lag is against it */
+			h = url != NULL ? site_health(url) : NULL;
+			at = lsn_bytes(kw_json_str(h, "lsn"));
+			role = h == NULL ? "unreachable" : kw_json_str(h, "role");
+			if (is_master)
+				master_at = at;
+			printf("site    %s  %s  %s", kw_json_str(site, "address"), url ? url : "-",
+			    is_master ? "master" : role ? role : "?");
+			if (!is_master && at >= 0 && master_at >= 0)
+				printf("  lag %.0f bytes", master_at > at ? master_at - at : 0);
+			printf("\n");
+			json_object_put(h);
+		}
+	}
+}
+
+/*
+ * group status and group remove: the site at --url, or the one this
+ * data directory's settings make (KEYWARDEN_GROUP_SELF's URL in
+ * KEYWARDEN_GROUP_SITES), with the master key.
+ */
+int
+kw_cli_group(const struct kw_cli_opts *o)
+{
+	int remove = strcmp(o->command, "group remove") == 0, status = 0, failed = 1;
+	const char *url = o->url;
+	json_object *answer = NULL, *e = NULL;
+	struct call c = { .method = "GET" };
+
+	if (kw_cli_setup(o->data_dir) != 0)
+		return finish(1);
+	if (url == NULL && (url = kw_group_self_url()) == NULL) {
+		fprintf(stderr, "keywarden: %s: this site is in no group (KEYWARDEN_GROUP_SITES "
+		    "and KEYWARDEN_GROUP_SELF are not set): give --url\n", o->command);
+		return finish(1);
+	}
+	if (remove) {
+		c.method = "POST";
+		snprintf(c.path, sizeof(c.path), "/group/remove");
+		c.body = json_object_new_object();
+		json_object_object_add(c.body, "address", json_object_new_string(o->args[0]));
+	} else {
+		snprintf(c.path, sizeof(c.path), "/group/status");
+	}
+	if (call_over_http(url, &c, &status, &answer) != 0)
+		goto done;
+	if (status >= 200 && status < 300) {
+		failed = 0;
+		if (o->json)
+			printf("%s\n", json_object_to_json_string_ext(answer, JSON_C_TO_STRING_PRETTY |
+			    JSON_C_TO_STRING_NOSLASHESCAPE));
+		else if (remove)
+			printf("removed %s\n", kw_json_str(answer, "removed"));
+		else
+			print_group(answer);
+	} else {
+		json_object_object_get_ex(answer, "error", &e);
+		fprintf(stderr, "keywarden: %s: HTTP %d: %s\n", o->command, status,
+		    kw_json_str(e, "message") ? kw_json_str(e, "message") : "no answer");
+	}
+done:
+	json_object_put(answer);
+	json_object_put(c.body);
 	return finish(failed);
 }

@@ -145,6 +145,12 @@ kw_group_parse(const char *list, const char *self_address)
 	return KW_OK;
 }
 
+const char *
+kw_group_self_url(void)
+{
+	return self >= 0 ? sites[self].url : NULL;
+}
+
 /* The base URL of the site at host:port; NULL when KEYWARDEN_GROUP_SITES does not name it. */
 static const char *
 site_url(const char *host, unsigned port)

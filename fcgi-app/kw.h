@@ -1090,6 +1090,7 @@ void *kw_http_client(void);
 struct json_object;
 enum kw_err kw_group_parse(const char *sites, const char *self);	/* config.c's */
 int kw_group_enabled(void);
+const char *kw_group_self_url(void);		/* this site's API URL; NULL alone */
 void kw_group_prepare_env(struct __db_env *);	/* every handle, before it opens */
 enum kw_err kw_group_init_shared(void);		/* the pool manager, before it forks */
 int kw_group_replicator_main(void);		/* the replicator process; its exit status */
@@ -1160,6 +1161,7 @@ int kw_cli_restore(const struct kw_cli_opts *);
 int kw_cli_verify(const struct kw_cli_opts *);
 int kw_cli_export(const struct kw_cli_opts *);
 int kw_cli_import(const struct kw_cli_opts *);
+int kw_cli_group(const struct kw_cli_opts *);	/* group status, group remove */
 /* Loads the settings and libgcrypt for a command; 0, or 1 said on stderr. */
 int kw_cli_setup(const char *data_dir);
 

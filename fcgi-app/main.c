@@ -189,6 +189,19 @@ static const struct command {
 	    "delete a user (POST /user/delete)",
 	    "USER_ID is the user's id. On DATA_DIR as keywarden-cli, a proxy admin, through the API's own code;\n"
 	    "with --url, over HTTP as the key in KEYWARDEN_API_KEY.  --json prints the answer." },
+	{ "group status", "dUj", 0, 0, kw_cli_group, "[-d DATA_DIR | --url URL] [--json]",
+	    "the replicated group: its sites, the master, each replica's lag",
+	    "Asks the site at URL (or, with -d, the site KEYWARDEN_GROUP_SELF names in\n"
+	    "KEYWARDEN_GROUP_SITES) for GET /group/status, then each member for its\n"
+	    "/health: prints the master, then every site with its URL, role and how\n"
+	    "many bytes of the master's log it has still to apply.  The master key\n"
+	    "comes from KEYWARDEN_API_KEY, KEYWARDEN_MASTER_KEY or the data directory." },
+	{ "group remove", "dUj", 1, 1, kw_cli_group, "[-d DATA_DIR | --url URL] HOST:PORT",
+	    "take a site out of the replicated group",
+	    "POST /group/remove: the master removes the site at HOST:PORT (its\n"
+	    "replication address) from the membership, so the quorum is counted\n"
+	    "without it.  Stop the site first; to bring it back, restore it from a\n"
+	    "hot backup of a member and start it again (it joins anew)." },
 	{ "version", "", 0, 0, kw_cli_version, "",
 	    "print the version and the schema version",
 	    "Prints `keywarden VERSION (schema N, spec SHA256-PREFIX)`: N is the data\n"
