@@ -308,8 +308,11 @@ open_env_once(const char *dir, u_int32_t flags, struct kw_store **out)
 	st->env->set_tx_max(st->env, TXNS);
 	st->env->set_lg_regionmax(st->env, LOG_REGION_BYTES);
 	st->env->set_lg_bsize(st->env, LOG_BUFFER_BYTES);
-	/* a replicated site's handles: its replication manager runs threads */
-	if (flags & DB_INIT_REP)
+	/*
+	 * A replicated site's own handles; a tool that joins a site's regions
+	 * (a backup) leaves the site's replication settings as they are.
+	 */
+	if ((flags & DB_INIT_REP) && kw_group_enabled())
 		kw_group_prepare_env(st->env);
 	/* log files are removed by kw_store_maintain after each checkpoint */
 	if ((rc = st->env->open(st->env, dir, flags, 0600)) != 0) {
