@@ -466,9 +466,9 @@ kw_group_attach(struct kw_store *st)
 }
 
 /*
- * Whether this worker must make way for a fresh one: a process's
+ * Whether this worker's store handle must be made anew: a process's
  * replication manager threads connect to the members it knew when they
- * started, and never to a site that joined later, so a worker's commits
+ * started, and never to a site that joined later, so the worker's commits
  * would wait for acknowledgements from fewer sites than the group has.
  */
 int
@@ -476,13 +476,6 @@ kw_group_worker_stale(void)
 {
 	return attached != NULL &&
 	    __atomic_load_n(&shared->membership, __ATOMIC_ACQUIRE) != attached_membership;
-}
-
-/* The membership's generation, for the pool manager to notice a change (0 alone). */
-unsigned
-kw_group_membership(void)
-{
-	return shared != NULL ? __atomic_load_n(&shared->membership, __ATOMIC_ACQUIRE) : 0;
 }
 
 void

@@ -556,6 +556,11 @@ kw_http_serve(FCGX_Request *fcgi, struct kw_arena *arena, struct kw_store **stor
 	req.method = kw_req_header(&req, "REQUEST_METHOD");
 	if (req.method == NULL)
 		req.method = "GET";
+	if (*store != NULL && kw_group_worker_stale()) {
+		/* a site joined or left: a fresh handle's threads connect to every member */
+		kw_store_close(*store);
+		*store = NULL;
+	}
 	if (*store == NULL)
 		(void)kw_store_open(store, kw_config.data_dir, KW_STORE_JOIN);
 	kw_group_attach(*store);

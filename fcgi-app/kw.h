@@ -1096,8 +1096,7 @@ enum kw_err kw_group_init_shared(void);		/* the pool manager, before it forks */
 int kw_group_replicator_main(void);		/* the replicator process; its exit status */
 void kw_group_replicator_gone(void);
 void kw_group_attach(struct kw_store *);	/* a worker, once the replicator listens */
-int kw_group_worker_stale(void);		/* the membership changed since: leave */
-unsigned kw_group_membership(void);
+int kw_group_worker_stale(void);		/* the membership changed since: reopen */
 void kw_group_commit_begin(void);
 int kw_group_commit_acknowledged(void);
 struct json_object *kw_group_health(struct kw_store *);	/* NULL when alone */

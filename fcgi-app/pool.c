@@ -259,8 +259,6 @@ worker_main(int listen_fd, unsigned slot)
 		FCGX_Finish_r(&req);
 		kw_store_flush_deferred(store);	/* the answer has gone: now the disk */
 		kw_arena_reset(arena);
-		if (kw_group_worker_stale())
-			worker_stopping = 1;	/* the pool starts a fresh one */
 	}
 	if (listen_ep >= 0)
 		close(listen_ep);
@@ -561,7 +559,6 @@ kw_pool_run(int listen_fd, unsigned nworkers)
 	struct pool p = { .listen_fd = listen_fd };
 	time_t maintained = time(NULL);
 	int64_t flushed = monotonic_ms();
-	unsigned membership = 0;
 	sigset_t set;
 	int flags;
 
@@ -645,11 +642,6 @@ kw_pool_run(int listen_fd, unsigned nworkers)
 			break;
 		}
 		grow(&p);
-		if (kw_group_membership() != membership) {
-			/* a site joined or left: workers connect to the members they start with */
-			membership = kw_group_membership();
-			signal_workers(&p, SIGTERM);
-		}
 		if (!p.stopping && time(NULL) - maintained >= (time_t)kw_config.maintain_secs) {
 			maintained = time(NULL);
 			if (p.store != NULL && kw_group_enabled()) {
