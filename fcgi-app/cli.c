@@ -77,7 +77,7 @@ open_store(const char *dir, struct kw_store **st)
 {
 	unsigned newer;
 
-	if (kw_store_open(st, dir, KW_STORE_RECOVER) == KW_OK)
+	if (kw_store_open(st, dir, KW_STORE_TOOL) == KW_OK)
 		return 0;
 	if ((newer = kw_store_refused_schema()) != 0)
 		fprintf(stderr, "keywarden: %s has schema version %u, written by a newer keywarden; "

@@ -170,7 +170,8 @@ struct __db_txn;
 enum kw_store_open_mode {
 	KW_STORE_JOIN = 0,	/* a worker: join the running environment */
 	KW_STORE_RECOVER,	/* the pool manager or a tool: register, recover if needed */
-	KW_STORE_RECOVER_FORCE	/* the pool manager, alone in the environment: always recover */
+	KW_STORE_RECOVER_FORCE,	/* the pool manager, alone in the environment: always recover */
+	KW_STORE_TOOL		/* a command-line tool: KW_STORE_RECOVER, replicated or not as the site is */
 };
 struct kw_store_state {
 	unsigned schema_version;

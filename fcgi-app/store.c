@@ -172,8 +172,8 @@ db_error_log(const DB_ENV *env, const char *prefix, const char *msg)
 	 * a tool joining regions made with other flags (open_env tries the
 	 * others).
 	 */
-	if ((kw_group_enabled() && (strstr(msg, "read-only") != NULL ||
-	    strstr(msg, "replication client") != NULL || strstr(msg, "fop_read_meta") != NULL)) ||
+	if ((kw_group_enabled() && strstr(msg, "read-only") != NULL) ||
+	    strstr(msg, "replication client") != NULL || strstr(msg, "fop_read_meta") != NULL ||
 	    strstr(msg, "incompatible with existing environment") != NULL)
 		kw_log_debug("berkeley db: %s", msg);
 	else
@@ -325,16 +325,19 @@ open_env_once(const char *dir, u_int32_t flags, struct kw_store **out)
 
 /*
  * Opens the environment in dir with flags, replicated when this site is one
- * of a group.  A tool (a backup, a verification) joins the environment as
- * its regions were made, replicated or not, whatever its own settings say.
+ * of a group.  A tool (as_tool: a backup, a verification) joins the
+ * environment as a site of a group made it, whatever its own settings say:
+ * a site keeps its replication's files (__db.rep.*) in the data directory.
  */
 static enum kw_err
-open_env(const char *dir, u_int32_t flags, struct kw_store **out)
+open_env(const char *dir, u_int32_t flags, int as_tool, struct kw_store **out)
 {
 	const u_int32_t rep = DB_INIT_REP | DB_THREAD;
+	char marker[4200];
 	int rc;
 
-	if (kw_group_enabled())
+	snprintf(marker, sizeof(marker), "%s/__db.rep.egen", dir);
+	if (kw_group_enabled() || (as_tool && access(marker, F_OK) == 0))
 		flags |= rep;
 	rc = open_env_once(dir, flags, out);
 	if (rc == EINVAL && (!(flags & DB_RECOVER) || (flags & DB_REGISTER)))
@@ -379,20 +382,23 @@ enum kw_err
 kw_store_open(struct kw_store **out, const char *dir, enum kw_store_open_mode mode)
 {
 	u_int32_t flags = DB_INIT_TXN | DB_INIT_LOCK | DB_INIT_LOG | DB_INIT_MPOOL;
+	int as_tool = mode == KW_STORE_TOOL;
 	struct kw_store *st;
 	enum kw_err err;
 
 	*out = NULL;
+	if (as_tool)
+		mode = KW_STORE_RECOVER;
 	if (mode == KW_STORE_RECOVER_FORCE) {
 		/* without DB_REGISTER, DB_RECOVER always runs; then register as usual */
-		if ((err = open_env(dir, flags | DB_CREATE | DB_RECOVER, &st)) != KW_OK)
+		if ((err = open_env(dir, flags | DB_CREATE | DB_RECOVER, 0, &st)) != KW_OK)
 			return err;
 		kw_store_close(st);
 		mode = KW_STORE_RECOVER;
 	}
 	if (mode == KW_STORE_RECOVER)
 		flags |= DB_CREATE | DB_REGISTER | DB_RECOVER;
-	if ((err = open_env(dir, flags, &st)) != KW_OK)
+	if ((err = open_env(dir, flags, as_tool, &st)) != KW_OK)
 		return err;
 	if (mode == KW_STORE_RECOVER)
 		warn_small_regions(st);
