@@ -76,12 +76,16 @@ class Server:
     """lighttpd + keywarden in a temporary directory; use as a context manager."""
 
     def __init__(self, workers=2, env=None, data_dir=None, master_key=MASTER_KEY,
-                 template="lighttpd.conf.in", placeholders=None, max_workers=None):
+                 template="lighttpd.conf.in", placeholders=None, max_workers=None, tmp=None):
         """template: a config template in scripts/; placeholders: NAME -> value for
         the template's placeholders beyond BIND, PORT, RUN_DIR, BIN and DATA_DIR.
         max_workers: what the pool may grow to when every worker is busy; by
-        default the pool stays at workers, so a test can count its workers."""
-        self.tmp = tempfile.mkdtemp(prefix="kw-test-")
+        default the pool stays at workers, so a test can count its workers.
+        tmp: the server's own directory (made; removed on exit like a temporary
+        one), for a caller that keeps several servers under one (tests/lib/group.py)."""
+        if tmp is not None:
+            os.makedirs(tmp)
+        self.tmp = tmp or tempfile.mkdtemp(prefix="kw-test-")
         self.data_dir = data_dir or os.path.join(self.tmp, "data")
         self.run_dir = os.path.join(self.tmp, "run")
         self.port = free_port()
