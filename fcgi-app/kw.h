@@ -1098,6 +1098,7 @@ int kw_group_replicator_main(void);		/* the replicator process; its exit status 
 void kw_group_replicator_gone(void);
 void kw_group_attach(struct kw_store *);	/* a worker, once the replicator listens */
 int kw_group_worker_stale(void);		/* the membership changed since: reopen */
+void kw_group_detach(struct __db_env *);	/* kw_store_close's, before the handle goes */
 void kw_group_commit_begin(void);
 int kw_group_commit_acknowledged(void);
 struct json_object *kw_group_health(struct kw_store *);	/* NULL when alone */

@@ -442,8 +442,10 @@ kw_store_close(struct kw_store *st)
 				st->dbs[i]->mutex = st->handle_mutexes[i];
 			st->dbs[i]->close(st->dbs[i], 0);
 		}
-	if (st->env != NULL)
+	if (st->env != NULL) {
+		kw_group_detach(st->env);
 		st->env->close(st->env, 0);
+	}
 	free(st);
 }
 
