@@ -922,6 +922,28 @@ no_master(struct kw_req *req, const char *why)
 }
 
 /*
+ * Says that the master cannot be reached, at most once every five seconds
+ * in a worker: during a failover every forwarded write fails alike, and a
+ * line for each would bury the rest of the log.
+ */
+static void
+unreachable_master(const struct view *v, CURLcode cc)
+{
+	static time_t said;
+	static unsigned untold;
+	time_t now = time(NULL);
+
+	if (now - said < 5) {
+		untold++;
+		return;
+	}
+	kw_log_warn("group: cannot reach the master at %s:%u: %s (%u more times since the last such line)",
+	    v->master_host, v->master_port, curl_easy_strerror(cc), untold);
+	said = now;
+	untold = 0;
+}
+
+/*
  * Sends the request, as the client sent it, to the master and passes its
  * answer back, chunk by chunk.  Called when this site's store refused a
  * write because it is a replica: writes are forwarded, not redirected, so
@@ -990,7 +1012,6 @@ kw_group_forward(struct kw_req *req, struct kw_resp *resp)
 			kw_log_warn("group: the master's answer broke off: %s", curl_easy_strerror(cc));
 		return KW_OK;
 	}
-	kw_log_warn("group: cannot reach the master at %s:%u: %s", v.master_host, v.master_port,
-	    curl_easy_strerror(cc));
+	unreachable_master(&v, cc);
 	return no_master(req, "the master cannot be reached");
 }
