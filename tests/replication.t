@@ -619,8 +619,9 @@ def check_join(g, m, ledger):
     j = g.join(m)
     s = g.site(j)
     tap.diag("site %d joined from a hot backup of site %d, at %s" % (j, m, s.address))
-    tap.ok(s.role() == "replica" and (s.group() or {}).get("master") == g.site(m).address,
-           "the joined site is a replica of the master")
+    # asked again with time to answer: its /health can queue behind its first requests
+    seen = g.wait_role(j, "replica", g.site(m).address, timeout=10)
+    tap.ok(seen is not None, "the joined site is a replica of the master", repr(s.health()))
     tap.ok(wait_for(lambda: s.address in [x.get("address") for x in
                                           status_of(g.site(m))[1].get("sites") or []],
                     timeout=10),
