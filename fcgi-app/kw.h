@@ -458,10 +458,16 @@ enum kw_err kw_http_serve(struct FCGX_Request *, struct kw_arena *, struct kw_st
 #define KW_REC_MAX_DEPTH (KW_JSON_MAX_DEPTH + 1)
 #define KW_STORED_MAX_DEPTH (KW_REC_MAX_DEPTH + 1)
 
+/* kw_rec_get with the text the record was parsed from, *text owned (free), *len bytes. */
+enum kw_err kw_rec_get_with_text(struct kw_store *, struct __db_txn *, enum kw_db, const char *id,
+    int flags, struct json_object **out, char **text, size_t *len);
 enum kw_err kw_rec_get(struct kw_store *, struct __db_txn *, enum kw_db, const char *id,
     int flags, struct json_object **out);	/* *out owned; KW_ENOTFOUND when absent */
 enum kw_err kw_rec_put(struct kw_store *, struct __db_txn *, enum kw_db, const char *id,
     struct json_object *rec, int no_overwrite);	/* rec borrowed; KW_ECONFLICT */
+/* kw_rec_put of rec, read from text by kw_rec_get_with_text, when only its member name changed. */
+enum kw_err kw_rec_put_member(struct kw_store *, struct __db_txn *, enum kw_db, const char *id,
+    struct json_object *rec, const char *text, size_t len, const char *name);
 enum kw_err kw_rec_del(struct kw_store *, struct __db_txn *, enum kw_db, const char *id);
 enum kw_err kw_rec_exists(struct kw_store *, struct __db_txn *, enum kw_db, const char *id);
 /* Of the record under id, the fields names (n) only, in *out (owned; it may hold more); KW_ENOTFOUND. */

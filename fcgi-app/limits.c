@@ -2694,20 +2694,23 @@ struct recording {
 };
 
 /*
- * Adds cost to the spend of rec (borrowed, read with KW_RMW in txn: it is
- * changed in place), the record id of db, after any budget reset that
- * fell due, and writes it back; *spend_out (owned) is its new spend.
+ * Adds cost to the spend of rec (borrowed, read with KW_RMW in txn from
+ * text, len bytes, by kw_rec_get_with_text; text NULL when it was read
+ * otherwise: it is changed in place), the record id of db, after any
+ * budget reset that fell due, and writes it back; *spend_out (owned) is
+ * its new spend.
  */
 static enum kw_err
 add_spend_to(struct kw_store *st, DB_TXN *txn, enum kw_db db, const char *id, json_object *rec,
-    double cost, time_t now, json_object **spend_out)
+    const char *text, size_t len, double cost, time_t now, json_object **spend_out)
 {
 	enum kw_err rc;
+	/* a reset changes its time too: then the record is written whole */
+	int reset = kw_budget_settle(rec, now);
 
-	kw_budget_settle(rec, now);
 	json_object_object_add(rec, "spend",
 	    json_object_new_double(kw_json_num(rec, "spend", 0) + cost));
-	rc = kw_rec_put(st, txn, db, id, rec, 0);
+	rc = kw_rec_put_member(st, txn, db, id, rec, reset ? NULL : text, len, "spend");
 	*spend_out = json_object_get(json_object_object_get(rec, "spend"));
 	return rc;
 }
@@ -2718,17 +2721,21 @@ add_spend(struct kw_store *st, DB_TXN *txn, enum kw_db db, const char *id, doubl
     time_t now, json_object **spend_out)
 {
 	json_object *rec;
+	char *text;
+	size_t len;
 	enum kw_err rc;
 
 	*spend_out = NULL;
 	if (id == NULL)
 		return KW_OK;
-	if ((rc = kw_rec_get(st, txn, db, id, KW_RMW, &rec)) == KW_ENOTFOUND)
+	rc = kw_rec_get_with_text(st, txn, db, id, KW_RMW, &rec, &text, &len);
+	if (rc == KW_ENOTFOUND)
 		return KW_OK;
 	if (rc != KW_OK)
 		return rc;
-	rc = add_spend_to(st, txn, db, id, rec, cost, now, spend_out);
+	rc = add_spend_to(st, txn, db, id, rec, text, len, cost, now, spend_out);
 	json_object_put(rec);
+	free(text);
 	return rc;
 }
 
@@ -2908,6 +2915,8 @@ record_body(struct kw_store *st, DB_TXN *txn, void *baton)
 	json_object *key, *team = NULL, *spend = NULL, *team_spend = NULL, *user_spend = NULL;
 	json_object *org_spend = NULL, *mmb, *entry, *eu_spend = NULL;
 	const char *team_id, *user_id, *org_id;
+	char *key_text = NULL;	/* what the key's record was read from, for its spend's write */
+	size_t key_len = 0;
 	int64_t window = r->now - r->now % WINDOW_SECS;
 	int seen = 0;
 	double tokens = (double)in->tokens;
@@ -2916,7 +2925,7 @@ record_body(struct kw_store *st, DB_TXN *txn, void *baton)
 	json_object_put(r->answer);
 	r->answer = NULL;
 	kw_keys_token_of(in->key, token);
-	rc = kw_rec_get(st, txn, KW_DB_KEYS, token, KW_RMW, &key);
+	rc = kw_rec_get_with_text(st, txn, KW_DB_KEYS, token, KW_RMW, &key, &key_text, &key_len);
 	if (rc == KW_ENOTFOUND && (rc = kw_keys_credential(st, txn, in->key, r->now, &key)) == KW_OK)
 		/* a regenerated key's old secret, in its grace period: its usage counts */
 		snprintf(token, sizeof(token), "%s", kw_json_str(key, "token"));
@@ -2947,8 +2956,8 @@ record_body(struct kw_store *st, DB_TXN *txn, void *baton)
 		goto out;
 	if (!seen) {
 		/* the key's record, read for its ids and limits, is the one its spend goes into */
-		if ((rc = add_spend_to(st, txn, KW_DB_KEYS, token, key, in->cost, r->now,
-		    &spend)) != KW_OK ||
+		if ((rc = add_spend_to(st, txn, KW_DB_KEYS, token, key, key_text, key_len,
+		    in->cost, r->now, &spend)) != KW_OK ||
 		    (rc = add_spend(st, txn, KW_DB_TEAMS, team_id, in->cost, r->now,
 		    &team_spend)) != KW_OK ||
 		    (rc = add_spend(st, txn, KW_DB_USERS, user_id, in->cost, r->now,
@@ -3027,6 +3036,7 @@ out:
 	json_object_put(org_spend);
 	json_object_put(team);
 	json_object_put(key);
+	free(key_text);
 	return rc;
 }
 

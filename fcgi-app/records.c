@@ -277,24 +277,45 @@ kw_rec_text_plain(const char *stored, size_t n, char *out)
 }
 
 /*
- * Reads the record stored under id into *out (owned by the caller).
- * flags KW_RMW takes the write lock at once, so a read-modify-write in one
- * transaction cannot deadlock against its twin.  KW_ENOTFOUND when absent.
+ * Reads the record stored under id into *out (owned by the caller), and
+ * the text it was parsed from into *text (owned, free; *len bytes), for
+ * kw_rec_put_member.  flags KW_RMW takes the write lock at once, so a
+ * read-modify-write in one transaction cannot deadlock against its twin.
+ * KW_ENOTFOUND when absent.
  */
 enum kw_err
-kw_rec_get(struct kw_store *st, DB_TXN *txn, enum kw_db which, const char *id, int flags,
-    json_object **out)
+kw_rec_get_with_text(struct kw_store *st, DB_TXN *txn, enum kw_db which, const char *id,
+    int flags, json_object **out, char **text, size_t *len)
 {
 	DB *db = kw_store_db(st, which);
 	DBT key = dbt_of(id), val = { .flags = DB_DBT_MALLOC };
 	enum kw_err rc;
 
 	*out = NULL;
+	*text = NULL;
+	*len = 0;
 	rc = kw_store_err(db->get(db, txn, &key, &val, (flags & KW_RMW) ? DB_RMW : 0));
 	if (rc != KW_OK)
 		return rc;
-	rc = kw_rec_parse(val.data, val.size, out);
-	free(val.data);
+	if ((rc = kw_rec_parse(val.data, val.size, out)) != KW_OK) {
+		free(val.data);
+		return rc;
+	}
+	*text = val.data;
+	*len = val.size;
+	return KW_OK;
+}
+
+/* kw_rec_get_with_text without the text. */
+enum kw_err
+kw_rec_get(struct kw_store *st, DB_TXN *txn, enum kw_db which, const char *id, int flags,
+    json_object **out)
+{
+	char *text;
+	size_t len;
+	enum kw_err rc = kw_rec_get_with_text(st, txn, which, id, flags, out, &text, &len);
+
+	free(text);
 	return rc;
 }
 
@@ -364,6 +385,47 @@ kw_rec_put(struct kw_store *st, DB_TXN *txn, enum kw_db which, const char *id, j
 	}
 	val = dbt_of(json_object_to_json_string_ext(rec, JSON_C_TO_STRING_PLAIN));
 	rc = kw_store_err(db->put(db, txn, &key, &val, no_overwrite ? DB_NOOVERWRITE : 0));
+	if (rc == KW_OK && has_summary(which))
+		rc = kw_limits_summary_write(st, txn, which, id, rec);
+	return rc;
+}
+
+/*
+ * kw_rec_put of rec (borrowed), read from text (len bytes; NULL for
+ * none) by kw_rec_get_with_text, when only its member name has changed
+ * since: the member's new value is printed into the old one's place and
+ * the rest of the text kept, where kw_rec_put would print the whole
+ * record (a key's has some sixty members) to the same bytes, since a
+ * parsed record prints each untouched value as its text.  A spend
+ * settled at gateway rates changes one number.  Without text, or a text
+ * that does not hold name, it is kw_rec_put.
+ */
+enum kw_err
+kw_rec_put_member(struct kw_store *st, DB_TXN *txn, enum kw_db which, const char *id,
+    json_object *rec, const char *text, size_t len, const char *name)
+{
+	DB *db = kw_store_db(st, which);
+	DBT key = dbt_of(id), val = { 0 };
+	struct kw_span at;
+	const char *v;
+	size_t vlen, head;
+	char *buf;
+	enum kw_err rc;
+
+	if (text == NULL || !kw_rec_field_spans(text, len, &name, 1, &at) || at.text == NULL)
+		return kw_rec_put(st, txn, which, id, rec, 0);
+	v = json_object_to_json_string_length(json_object_object_get(rec, name),
+	    JSON_C_TO_STRING_PLAIN, &vlen);
+	head = (size_t)(at.text - text);
+	if ((buf = malloc(len - at.len + vlen)) == NULL)
+		return KW_ENOMEM;
+	memcpy(buf, text, head);
+	memcpy(buf + head, v, vlen);
+	memcpy(buf + head + vlen, at.text + at.len, len - head - at.len);
+	val.data = buf;
+	val.size = (u_int32_t)(len - at.len + vlen);
+	rc = kw_store_err(db->put(db, txn, &key, &val, 0));
+	free(buf);
 	if (rc == KW_OK && has_summary(which))
 		rc = kw_limits_summary_write(st, txn, which, id, rec);
 	return rc;

@@ -49,10 +49,53 @@ row_key(time_t hour, const char *token, const char *model, const char *end_user,
 	free(buf);
 }
 
-static void
-set_str(json_object *row, const char *name, const char *v)
+/*
+ * The row is read and written as text: a report at gateway rates should
+ * not build and print a tree for nine members.  Its names (hour, key,
+ * model, end user) are those its key was made of, so only its sums are
+ * read back (kw_rec_field_spans); the members are written in the order a
+ * json-c tree of them printed.
+ */
+enum { ROW_SPEND, ROW_TOKENS, ROW_REQUESTS, ROW_SUMS };
+static const char *const row_sums[ROW_SUMS] = { "spend", "total_tokens", "api_requests" };
+
+/* A sum's text in a row as json-c reads it; 0 for none, null or no number. */
+static double
+span_number(struct kw_span s)
 {
-	json_object_object_add(row, name, v ? json_object_new_string(v) : NULL);
+	char buf[64];
+
+	if (s.text == NULL || s.len == 0 || s.len >= sizeof(buf))
+		return 0;
+	memcpy(buf, s.text, s.len);
+	buf[s.len] = '\0';
+	return strtod(buf, NULL);
+}
+
+/* ,"name": (the first member without its comma; names are ours, nothing to escape) */
+static void
+put_name(struct printbuf *pb, const char *name)
+{
+	if (pb->bpos > 1)
+		printbuf_memappend(pb, ",", 1);
+	printbuf_memappend(pb, "\"", 1);
+	printbuf_memappend(pb, name, (int)strlen(name));
+	printbuf_memappend(pb, "\":", 2);
+}
+
+/* "name":"v" as json-c prints a string (str, reused), or null */
+static void
+put_string(struct printbuf *pb, json_object *str, const char *name, const char *v)
+{
+	const char *json = "null";
+	size_t len = 4;
+
+	if (v != NULL) {
+		json_object_set_string(str, v);
+		json = json_object_to_json_string_length(str, JSON_C_TO_STRING_PLAIN, &len);
+	}
+	put_name(pb, name);
+	printbuf_memappend(pb, json, (int)len);
 }
 
 /*
@@ -70,38 +113,49 @@ kw_spend_record(struct kw_store *st, DB_TXN *txn, time_t now, const char *token,
 	unsigned char k[ROW_KEY_LEN];
 	time_t hour = now - now % KW_SPEND_HOUR;
 	DBT dk = { .data = k, .size = sizeof(k) }, dv = { .flags = DB_DBT_MALLOC };
-	json_object *row = NULL;
+	struct kw_span was[ROW_SUMS] = { { NULL, 0 } };
+	struct printbuf *pb = NULL;
+	json_object *str = NULL, *num = NULL;
+	char *row = NULL;
 	enum kw_err rc;
 
 	row_key(hour, token, in->model, in->end_user, k);
 	rc = kw_store_err(db->get(db, txn, &dk, &dv, DB_RMW));
 	if (rc == KW_OK) {
-		rc = kw_rec_parse(dv.data, dv.size, &row);
-		free(dv.data);
-		if (rc != KW_OK)
-			return rc;
-	} else if (rc == KW_ENOTFOUND) {
-		row = json_object_new_object();
-		json_object_object_add(row, "hour", json_object_new_int64((int64_t)hour));
-		set_str(row, "api_key", token);
-		set_str(row, "model", in->model);
-		set_str(row, "end_user", in->end_user);
-	} else {
+		row = dv.data;
+		if (!kw_rec_field_spans(row, dv.size, row_sums, ROW_SUMS, was)) {
+			kw_log_error("store: a spend history row does not read as one");
+			rc = KW_EINTERNAL;
+			goto out;
+		}
+	} else if (rc != KW_ENOTFOUND) {
 		return rc;
 	}
-	set_str(row, "user", kw_json_str(key, "user_id"));
-	set_str(row, "team_id", kw_json_str(key, "team_id"));
-	json_object_object_add(row, "spend",
-	    json_object_new_double(kw_json_num(row, "spend", 0) + in->cost));
-	json_object_object_add(row, "total_tokens", json_object_new_int64(
-	    (int64_t)kw_json_num(row, "total_tokens", 0) + (in->tokens > 0 ? in->tokens : 0)));
-	json_object_object_add(row, "api_requests",
-	    json_object_new_int64((int64_t)kw_json_num(row, "api_requests", 0) + 1));
-	dv.data = (void *)json_object_to_json_string_ext(row, JSON_C_TO_STRING_PLAIN);
-	dv.size = (u_int32_t)strlen(dv.data);
-	dv.flags = 0;
+	if ((pb = printbuf_new()) == NULL || (str = json_object_new_string("")) == NULL ||
+	    (num = json_object_new_double(0)) == NULL) {
+		rc = KW_ENOMEM;
+		goto out;
+	}
+	sprintbuf(pb, "{\"hour\":%lld", (long long)hour);
+	put_string(pb, str, "api_key", token);
+	put_string(pb, str, "model", in->model);
+	put_string(pb, str, "end_user", in->end_user);
+	put_string(pb, str, "user", kw_json_str(key, "user_id"));
+	put_string(pb, str, "team_id", kw_json_str(key, "team_id"));
+	put_name(pb, "spend");
+	json_object_set_double(num, span_number(was[ROW_SPEND]) + in->cost);
+	json_object_double_to_json_string(num, pb, 0, JSON_C_TO_STRING_PLAIN);
+	sprintbuf(pb, ",\"total_tokens\":%lld,\"api_requests\":%lld}",
+	    (long long)span_number(was[ROW_TOKENS]) + (long long)(in->tokens > 0 ? in->tokens : 0),
+	    (long long)span_number(was[ROW_REQUESTS]) + 1);
+	dv = (DBT){ .data = pb->buf, .size = (u_int32_t)pb->bpos };
 	rc = kw_store_err(db->put(db, txn, &dk, &dv, 0));
-	json_object_put(row);
+out:
+	free(row);
+	json_object_put(str);
+	json_object_put(num);
+	if (pb != NULL)
+		printbuf_free(pb);
 	return rc;
 }
 

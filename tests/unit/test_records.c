@@ -479,6 +479,83 @@ test_fields(struct kw_store *st)
 	json_object_put(op.got);
 }
 
+struct put_op {
+	enum kw_db db;
+	const char *id;
+	json_object *rec;
+};
+
+static enum kw_err
+put_one(struct kw_store *st, DB_TXN *txn, void *baton)
+{
+	struct put_op *op = baton;
+
+	return kw_rec_put(st, txn, op->db, op->id, op->rec, 0);
+}
+
+struct member_op {
+	const char *id, *name;
+	json_object *value;	/* owned: the member's new value */
+	char *before, *after;	/* the stored text before and after */
+	size_t before_len, after_len;
+	char *whole;		/* the record printed whole, as kw_rec_put writes it */
+};
+
+static enum kw_err
+member_put(struct kw_store *st, DB_TXN *txn, void *baton)
+{
+	struct member_op *op = baton;
+	json_object *rec, *again;
+	enum kw_err rc;
+
+	if ((rc = kw_rec_get_with_text(st, txn, KW_DB_ORGS, op->id, KW_RMW, &rec, &op->before,
+	    &op->before_len)) != KW_OK)
+		return rc;
+	json_object_object_add(rec, op->name, json_object_get(op->value));
+	op->whole = strdup(json_object_to_json_string_ext(rec, JSON_C_TO_STRING_PLAIN));
+	rc = kw_rec_put_member(st, txn, KW_DB_ORGS, op->id, rec, op->before, op->before_len,
+	    op->name);
+	json_object_put(rec);
+	if (rc == KW_OK && (rc = kw_rec_get_with_text(st, txn, KW_DB_ORGS, op->id, 0, &again,
+	    &op->after, &op->after_len)) == KW_OK)
+		json_object_put(again);
+	return rc;
+}
+
+/* kw_rec_put_member writes, byte for byte, what kw_rec_put would, without printing the record. */
+static void
+test_put_member(struct kw_store *st)
+{
+	struct member_op op = { .id = "member", .name = "spend",
+	    .value = json_object_new_double(0.1 + 0.2) };
+	json_object *rec = json_object_new_object();
+
+	json_object_object_add(rec, "models", json_object_new_string("a/b \"c\""));
+	json_object_object_add(rec, "spend", json_object_new_double(12.5));
+	json_object_object_add(rec, "max_budget", json_object_new_double(100));
+	json_object_object_add(rec, "metadata", json_object_new_object());
+	is_int(kw_store_txn(st, put_one, &(struct put_op){ KW_DB_ORGS, "member", rec }), KW_OK,
+	    "a record is stored whole");
+	is_int(kw_store_txn(st, member_put, &op), KW_OK, "kw_rec_put_member writes its new spend");
+	ok(op.after != NULL && op.whole != NULL && op.after_len == strlen(op.whole) &&
+	    memcmp(op.after, op.whole, op.after_len) == 0,
+	    "the stored text is the record printed whole (%.*s)", (int)op.after_len,
+	    op.after ? op.after : "");
+	ok(op.after_len != op.before_len, "... and not the text before");
+	free(op.before), free(op.after), free(op.whole);
+	json_object_put(op.value);
+
+	/* a record without the member: written whole */
+	op = (struct member_op){ .id = "member", .name = "budget_id",
+	    .value = json_object_new_string("b1") };
+	is_int(kw_store_txn(st, member_put, &op), KW_OK, "a member the record lacked is added");
+	ok(op.after != NULL && op.after_len == strlen(op.whole) &&
+	    memcmp(op.after, op.whole, op.after_len) == 0, "the record is written whole with it");
+	free(op.before), free(op.after), free(op.whole);
+	json_object_put(op.value);
+	json_object_put(rec);
+}
+
 int
 main(void)
 {
@@ -496,6 +573,7 @@ main(void)
 	test_credentials(st);
 	test_depth(st);
 	test_fields(st);
+	test_put_member(st);
 	kw_store_close(st);
 	test_migration();
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);

@@ -131,6 +131,18 @@ main(void)
 	s = rows(st, 0, T0);
 	is_int(s.n, 0, "a range before the first row is empty");
 
+	/* the row is written as text: what it holds reads back as a tree of it would */
+	is_int(report(st, T0 + 7 * 3600, tok, "u\"2", "quo\"te/\n\\", "e/u", 0.1, 1), KW_OK,
+	    "a report whose names need escaping");
+	is_int(report(st, T0 + 7 * 3600 + 5, tok, "u\"2", "quo\"te/\n\\", "e/u", 0.2, 2), KW_OK,
+	    "and another to the same row");
+	s = rows(st, T0 + 7 * 3600, T0 + 8 * 3600);
+	is_int(s.n, 1, "one row for both");
+	is_str(s.first_model, "quo\"te/\n\\", "its model reads back as it was sent");
+	ok(s.spend == 0.1 + 0.2, "its spend is the sum as a double adds it (%.17g)", s.spend);
+	is_int(s.requests, 2, "two requests");
+	is_int(s.tokens, 3, "three tokens");
+
 	kw_store_close(st);
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
 	(void)!system(cmd);
