@@ -1160,8 +1160,9 @@ put_value(struct printbuf *pb, const char *name, json_object *v)
 static void
 put_string(struct answer_writer *w, struct printbuf *pb, const char *name, const char *v)
 {
-	if (v == NULL) {
-		put_text(pb, name, "null", 4);
+	if (v == NULL || *v == '\0') {
+		/* json-c 0.16 loses the buffer of a reused string set to "": never ask it to */
+		put_text(pb, name, v == NULL ? "null" : "\"\"", v == NULL ? 4 : 2);
 		return;
 	}
 	json_object_set_string(w->str, v);
@@ -2915,8 +2916,9 @@ record_body(struct kw_store *st, DB_TXN *txn, void *baton)
 	json_object *key, *team = NULL, *spend = NULL, *team_spend = NULL, *user_spend = NULL;
 	json_object *org_spend = NULL, *mmb, *entry, *eu_spend = NULL;
 	const char *team_id, *user_id, *org_id;
-	char *key_text = NULL;	/* what the key's record was read from, for its spend's write */
-	size_t key_len = 0;
+	/* what the key's and team's records were read from, for their spend's write */
+	char *key_text = NULL, *team_text = NULL;
+	size_t key_len = 0, team_len = 0;
 	int64_t window = r->now - r->now % WINDOW_SECS;
 	int seen = 0;
 	double tokens = (double)in->tokens;
@@ -2937,7 +2939,9 @@ record_body(struct kw_store *st, DB_TXN *txn, void *baton)
 		return rc;
 	team_id = kw_json_str(key, "team_id");
 	user_id = kw_json_str(key, "user_id");
-	if (team_id != NULL && (rc = kw_rec_get(st, txn, KW_DB_TEAMS, team_id, 0, &team)) != KW_OK) {
+	/* the team's record, read once for its limits and written with its spend */
+	if (team_id != NULL && (rc = kw_rec_get_with_text(st, txn, KW_DB_TEAMS, team_id, KW_RMW,
+	    &team, &team_text, &team_len)) != KW_OK) {
 		if (rc != KW_ENOTFOUND)
 			goto out;
 		team = NULL;
@@ -2958,8 +2962,8 @@ record_body(struct kw_store *st, DB_TXN *txn, void *baton)
 		/* the key's record, read for its ids and limits, is the one its spend goes into */
 		if ((rc = add_spend_to(st, txn, KW_DB_KEYS, token, key, key_text, key_len,
 		    in->cost, r->now, &spend)) != KW_OK ||
-		    (rc = add_spend(st, txn, KW_DB_TEAMS, team_id, in->cost, r->now,
-		    &team_spend)) != KW_OK ||
+		    (team != NULL && (rc = add_spend_to(st, txn, KW_DB_TEAMS, team_id, team,
+		    team_text, team_len, in->cost, r->now, &team_spend)) != KW_OK) ||
 		    (rc = add_spend(st, txn, KW_DB_USERS, user_id, in->cost, r->now,
 		    &user_spend)) != KW_OK ||
 		    (rc = add_spend(st, txn, KW_DB_ORGS, org_id, in->cost, r->now,
@@ -3037,6 +3041,7 @@ out:
 	json_object_put(team);
 	json_object_put(key);
 	free(key_text);
+	free(team_text);
 	return rc;
 }
 
