@@ -497,6 +497,8 @@ enum kw_err kw_rec_each(struct kw_store *, struct __db_txn *, enum kw_db, kw_rec
     void *baton);
 
 /* Field access on records and bodies; the returned strings are borrowed from obj. */
+/* Appends v as json-c prints a string (null for NULL) through str, a string object reused. */
+void kw_json_append_string(struct printbuf *, struct json_object *str, const char *v, int flags);
 const char *kw_json_str(struct json_object *obj, const char *name);	/* NULL unless a string */
 int kw_json_has(struct json_object *obj, const char *name);	/* present, even as null */
 int kw_json_same_str(struct json_object *a, struct json_object *b, const char *name);

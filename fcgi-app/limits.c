@@ -1160,13 +1160,9 @@ put_value(struct printbuf *pb, const char *name, json_object *v)
 static void
 put_string(struct answer_writer *w, struct printbuf *pb, const char *name, const char *v)
 {
-	if (v == NULL || *v == '\0') {
-		/* json-c 0.16 loses the buffer of a reused string set to "": never ask it to */
-		put_text(pb, name, v == NULL ? "null" : "\"\"", v == NULL ? 4 : 2);
-		return;
-	}
-	json_object_set_string(w->str, v);
-	put_value(pb, name, w->str);
+	put_name(pb, name);
+	kw_json_append_string(pb, w->str, v, ANSWER_FLAGS);
+	printbuf_memappend(pb, ",", 1);
 }
 
 static void

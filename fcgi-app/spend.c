@@ -87,19 +87,8 @@ put_name(struct printbuf *pb, const char *name)
 static void
 put_string(struct printbuf *pb, json_object *str, const char *name, const char *v)
 {
-	const char *json = "null";
-	size_t len = 4;
-
-	if (v != NULL && *v == '\0') {
-		/* json-c 0.16 loses the buffer of a reused string set to "" (valgrind, test_spend) */
-		json = "\"\"";
-		len = 2;
-	} else if (v != NULL) {
-		json_object_set_string(str, v);
-		json = json_object_to_json_string_length(str, JSON_C_TO_STRING_PLAIN, &len);
-	}
 	put_name(pb, name);
-	printbuf_memappend(pb, json, (int)len);
+	kw_json_append_string(pb, str, v, JSON_C_TO_STRING_PLAIN);
 }
 
 /*
